@@ -1,0 +1,179 @@
+#include "admin/stats.h"
+
+#include <limits>
+#include <string>
+
+#include <prometheus/metric_family.h>
+
+namespace bulwark {
+
+namespace pm = prometheus;
+
+void DurationHistogram::observe_ns(std::uint64_t ns) {
+  double seconds = static_cast<double>(ns) / 1e9;
+  std::size_t i = 0;
+  while (i < kDurationBuckets.size() && seconds > kDurationBuckets[i]) ++i;
+  buckets[i].add();
+  sum_ns.add(ns);
+}
+
+WorkerStats::WorkerStats(const Config& config) {
+  for (const auto& l : config.listeners) {
+    auto s = std::make_unique<ListenerStats>();
+    s->routes = std::make_unique<RouteStats[]>(l.routes.size() + 1);
+    listeners.push_back(std::move(s));
+  }
+  for (const auto& u : config.upstreams) {
+    auto s = std::make_unique<UpstreamStats>();
+    s->endpoints = std::make_unique<EndpointStats[]>(u.endpoints.size());
+    upstreams.push_back(std::move(s));
+  }
+}
+
+StatsCollector::StatsCollector(const Config& config, std::vector<const WorkerStats*> workers,
+                               const ProcessStats& process)
+    : config_(config), workers_(std::move(workers)), process_(process) {}
+
+namespace {
+
+pm::MetricFamily family(const char* name, const char* help, pm::MetricType type) {
+  pm::MetricFamily f;
+  f.name = name;
+  f.help = help;
+  f.type = type;
+  return f;
+}
+
+pm::ClientMetric counter(std::vector<pm::ClientMetric::Label> labels, double v) {
+  pm::ClientMetric m;
+  m.label = std::move(labels);
+  m.counter.value = v;
+  return m;
+}
+
+pm::ClientMetric gauge(std::vector<pm::ClientMetric::Label> labels, double v) {
+  pm::ClientMetric m;
+  m.label = std::move(labels);
+  m.gauge.value = v;
+  return m;
+}
+
+const char* const kOutcomeNames[] = {"success", "failure", "timeout", "reset", "connect_failure"};
+const char* const kConnectNames[] = {"success", "failure", "timeout"};
+
+}  // namespace
+
+std::vector<pm::MetricFamily> StatsCollector::Collect() const {
+  std::vector<pm::MetricFamily> out;
+
+  auto info = family("bulwark_build_info", "Bulwark build information.", pm::MetricType::Gauge);
+  info.metric.push_back(gauge({{"version", BULWARK_VERSION}}, 1));
+  out.push_back(std::move(info));
+
+  auto requests = family("bulwark_requests_total", "Requests answered, by final status code.",
+                         pm::MetricType::Counter);
+  auto durations = family("bulwark_request_duration_seconds",
+                          "Time from request head received to response complete.",
+                          pm::MetricType::Histogram);
+  auto replies = family("bulwark_local_replies_total", "Responses made by Bulwark itself.",
+                        pm::MetricType::Counter);
+  auto conns = family("bulwark_downstream_connections", "Open client connections.",
+                      pm::MetricType::Gauge);
+
+  for (std::size_t li = 0; li < config_.listeners.size(); ++li) {
+    const auto& l = config_.listeners[li];
+    std::int64_t open = 0;
+    for (const auto* w : workers_) open += w->listeners[li]->connections.get();
+    conns.metric.push_back(gauge({{"listener", l.name}}, static_cast<double>(open)));
+
+    for (std::size_t ri = 0; ri <= l.routes.size(); ++ri) {
+      std::string route = ri < l.routes.size() ? l.routes[ri].name : "";
+      std::string upstream = ri < l.routes.size() ? l.routes[ri].upstream : "";
+      for (int code = 100; code <= 599; ++code) {
+        std::uint64_t n = 0;
+        for (const auto* w : workers_) n += w->listeners[li]->routes[ri].codes[code - 100].get();
+        if (n == 0) continue;
+        requests.metric.push_back(counter({{"listener", l.name},
+                                           {"route", route},
+                                           {"upstream", upstream},
+                                           {"code", std::to_string(code)}},
+                                          static_cast<double>(n)));
+      }
+      for (int r = 0; r < kReasonCount; ++r) {
+        std::uint64_t n = 0;
+        for (const auto* w : workers_) n += w->listeners[li]->routes[ri].local_replies[r].get();
+        if (n == 0) continue;
+        replies.metric.push_back(counter(
+            {{"route", route}, {"reason", std::string(reason_name(static_cast<Reason>(r)))}},
+            static_cast<double>(n)));
+      }
+      if (ri == l.routes.size()) continue;
+      pm::ClientMetric h;
+      h.label = {{"route", route}, {"upstream", upstream}};
+      std::uint64_t cumulative = 0, sum_ns = 0;
+      for (std::size_t b = 0; b <= kDurationBuckets.size(); ++b) {
+        for (const auto* w : workers_) cumulative += w->listeners[li]->routes[ri].duration.buckets[b].get();
+        pm::ClientMetric::Bucket bucket;
+        bucket.cumulative_count = cumulative;
+        bucket.upper_bound = b < kDurationBuckets.size() ? kDurationBuckets[b]
+                                                         : std::numeric_limits<double>::infinity();
+        h.histogram.bucket.push_back(bucket);
+      }
+      for (const auto* w : workers_) sum_ns += w->listeners[li]->routes[ri].duration.sum_ns.get();
+      h.histogram.sample_count = cumulative;
+      h.histogram.sample_sum = static_cast<double>(sum_ns) / 1e9;
+      durations.metric.push_back(std::move(h));
+    }
+  }
+  out.push_back(std::move(requests));
+  out.push_back(std::move(durations));
+  out.push_back(std::move(replies));
+
+  auto upstream_requests = family("bulwark_upstream_requests_total",
+                                  "Attempts sent to upstream endpoints, by outcome.",
+                                  pm::MetricType::Counter);
+  auto inflight = family("bulwark_inflight_requests", "Requests in flight to the upstream.",
+                         pm::MetricType::Gauge);
+  auto pool = family("bulwark_pool_connections", "Pooled upstream connections.",
+                     pm::MetricType::Gauge);
+  auto connects = family("bulwark_pool_connects_total", "Upstream connection attempts.",
+                         pm::MetricType::Counter);
+  for (std::size_t ui = 0; ui < config_.upstreams.size(); ++ui) {
+    const auto& u = config_.upstreams[ui];
+    std::int64_t active = 0, idle = 0, flying = 0;
+    std::array<std::uint64_t, static_cast<int>(ConnectResult::count_)> connect_counts{};
+    for (std::size_t ei = 0; ei < u.endpoints.size(); ++ei) {
+      std::string endpoint = u.endpoints[ei].address.to_string();
+      for (int o = 0; o < static_cast<int>(UpstreamOutcome::count_); ++o) {
+        std::uint64_t n = 0;
+        for (const auto* w : workers_) n += w->upstreams[ui]->endpoints[ei].outcomes[o].get();
+        upstream_requests.metric.push_back(counter(
+            {{"upstream", u.name}, {"endpoint", endpoint}, {"outcome", kOutcomeNames[o]}},
+            static_cast<double>(n)));
+      }
+      for (const auto* w : workers_) {
+        const EndpointStats& e = w->upstreams[ui]->endpoints[ei];
+        active += e.active.get();
+        idle += e.idle.get();
+        flying += e.in_flight.get();
+        for (int c = 0; c < static_cast<int>(ConnectResult::count_); ++c)
+          connect_counts[c] += e.connects[c].get();
+      }
+    }
+    inflight.metric.push_back(gauge({{"upstream", u.name}}, static_cast<double>(flying)));
+    pool.metric.push_back(gauge({{"upstream", u.name}, {"state", "active"}}, static_cast<double>(active)));
+    pool.metric.push_back(gauge({{"upstream", u.name}, {"state", "idle"}}, static_cast<double>(idle)));
+    for (int c = 0; c < static_cast<int>(ConnectResult::count_); ++c)
+      connects.metric.push_back(counter({{"upstream", u.name}, {"result", kConnectNames[c]}},
+                                        static_cast<double>(connect_counts[c])));
+  }
+  out.push_back(std::move(upstream_requests));
+  out.push_back(std::move(inflight));
+  out.push_back(std::move(pool));
+  out.push_back(std::move(connects));
+  out.push_back(std::move(conns));
+
+  return out;
+}
+
+}  // namespace bulwark

@@ -1,0 +1,98 @@
+// Hot-path statistics. Each worker owns its own WorkerStats and is the only writer, so a
+// count is a relaxed load+store (no lock, no atomic read-modify-write); the admin thread
+// sums the workers when /metrics is scraped (StatsCollector).
+#pragma once
+
+#include <prometheus/collectable.h>
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "config/config.h"
+#include "http/local_reply.h"
+
+namespace bulwark {
+
+struct Counter {
+  std::atomic<std::uint64_t> value{0};
+  void add(std::uint64_t n = 1) {
+    value.store(value.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  }
+  std::uint64_t get() const { return value.load(std::memory_order_relaxed); }
+};
+
+struct Gauge {
+  std::atomic<std::int64_t> value{0};
+  void add(std::int64_t n) {
+    value.store(value.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  }
+  std::int64_t get() const { return value.load(std::memory_order_relaxed); }
+};
+
+inline constexpr std::array<double, 14> kDurationBuckets = {
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+
+struct DurationHistogram {
+  std::array<Counter, kDurationBuckets.size() + 1> buckets;  // last: +Inf
+  Counter sum_ns;
+  void observe_ns(std::uint64_t ns);
+};
+
+enum class UpstreamOutcome { success, failure, timeout, reset, connect_failure, count_ };
+enum class ConnectResult { success, failure, timeout, count_ };
+
+struct RouteStats {
+  std::array<Counter, 500> codes;  // index: status - 100
+  DurationHistogram duration;
+  std::array<Counter, kReasonCount> local_replies;
+  void count_status(int status) {
+    if (status >= 100 && status <= 599) codes[static_cast<std::size_t>(status - 100)].add();
+  }
+};
+
+struct ListenerStats {
+  Gauge connections;
+  // One per configured route, then one for requests that matched no route.
+  std::unique_ptr<RouteStats[]> routes;
+};
+
+struct EndpointStats {
+  std::array<Counter, static_cast<int>(UpstreamOutcome::count_)> outcomes;
+  std::array<Counter, static_cast<int>(ConnectResult::count_)> connects;
+  Gauge active;     // pooled connections carrying a request
+  Gauge idle;       // pooled connections waiting for one
+  Gauge in_flight;  // requests in flight to the endpoint
+};
+
+struct UpstreamStats {
+  std::unique_ptr<EndpointStats[]> endpoints;
+};
+
+struct WorkerStats {
+  explicit WorkerStats(const Config& config);
+  std::vector<std::unique_ptr<ListenerStats>> listeners;
+  std::vector<std::unique_ptr<UpstreamStats>> upstreams;
+};
+
+// Process-wide counters changed off the hot path.
+struct ProcessStats {
+  Counter config_reloads_success;
+  Counter config_reloads_failure;
+};
+
+class StatsCollector : public prometheus::Collectable {
+ public:
+  StatsCollector(const Config& config, std::vector<const WorkerStats*> workers,
+                 const ProcessStats& process);
+  std::vector<prometheus::MetricFamily> Collect() const override;
+
+ private:
+  const Config& config_;
+  std::vector<const WorkerStats*> workers_;
+  const ProcessStats& process_;
+};
+
+}  // namespace bulwark

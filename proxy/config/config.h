@@ -1,0 +1,164 @@
+// Plain configuration structs: what config::load() produces from the YAML file.
+// Every field carries its documented default (docs/configuration.md); durations are
+// milliseconds, sizes bytes, ratios 0..1, rates requests per second.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "net/address.h"
+
+namespace bulwark {
+
+struct SourceMark {
+  int line = 0;  // 1-based; 0 when unknown
+  int column = 0;
+};
+
+struct RouteMatch {
+  std::string prefix = "/";
+  std::string host;                  // "" any, "example.com" exact, "*.example.com" suffix
+  std::vector<std::string> methods;  // empty: any
+  std::vector<std::pair<std::string, std::string>> headers;  // name lower-cased, exact value
+};
+
+struct RateLimitConfig {
+  double rate_per_second = 0;
+  double burst = 0;
+  std::string key = "client_ip";  // client_ip | header:NAME | route
+  std::string scope = "local";    // local | global
+  std::string on_redis_failure = "local";
+  bool enforce = true;
+};
+
+struct RetryConfig {
+  int attempts = 2;
+  std::vector<std::string> on = {"connect-failure", "reset", "gateway-error"};
+  std::uint64_t per_try_timeout_ms = 0;  // 0: only the route timeout applies
+  std::uint64_t backoff_base_ms = 25;
+  std::uint64_t backoff_max_ms = 250;
+  double budget_ratio = 0.2;
+  double budget_min_per_second = 10;
+  std::string methods = "idempotent";
+  std::uint64_t max_body_bytes = 64 * 1024;
+};
+
+struct FaultConfig {
+  double delay_ratio = 0;
+  std::uint64_t delay_ms = 0;
+  double abort_ratio = 0;
+  int abort_status = 503;
+};
+
+struct RouteConfig {
+  std::string name;
+  RouteMatch match;
+  std::string upstream;
+  std::uint64_t timeout_ms = 15000;  // whole request; 0 disables
+  std::optional<RateLimitConfig> rate_limit;
+  std::optional<RetryConfig> retry;
+  std::optional<FaultConfig> fault;
+  SourceMark mark;
+};
+
+struct ListenerConfig {
+  std::string name;
+  std::string listen;
+  Address address;
+  std::uint64_t header_timeout_ms = 10000;
+  std::uint64_t idle_timeout_ms = 60000;
+  std::uint64_t max_connections = 10000;
+  std::uint64_t max_header_bytes = 64 * 1024;
+  std::uint64_t max_body_bytes = 10 * 1024 * 1024;
+  std::vector<RouteConfig> routes;
+};
+
+struct PoolConfig {
+  std::uint64_t max_connections = 1024;
+  std::uint64_t max_idle = 128;
+  std::uint64_t idle_timeout_ms = 60000;
+};
+
+struct UpstreamLimitsConfig {
+  std::uint64_t max_requests = 1024;
+  std::uint64_t max_pending = 1024;
+  std::uint64_t pending_timeout_ms = 1000;
+};
+
+struct CircuitBreakerConfig {
+  int consecutive_failures = 5;
+  double failure_rate = 0.5;
+  std::uint64_t window_ms = 10000;
+  int min_requests = 20;
+  std::uint64_t slow_call_ms = 0;  // 0: slow calls not counted
+  double slow_call_rate = 1.0;
+  std::uint64_t open_for_ms = 30000;
+  std::uint64_t max_open_for_ms = 300000;
+  int half_open_requests = 3;
+  double max_ejected = 0.5;
+};
+
+struct StatusRange {
+  int low = 200;
+  int high = 399;
+};
+
+struct HealthCheckConfig {
+  std::string type = "http";
+  std::string path = "/healthz";
+  std::uint64_t interval_ms = 5000;
+  std::uint64_t timeout_ms = 1000;
+  double jitter = 0.1;
+  int healthy_threshold = 2;
+  int unhealthy_threshold = 3;
+  std::vector<StatusRange> expected_status = {{200, 399}};
+};
+
+struct LoadSheddingConfig {
+  std::string algorithm = "gradient2";
+  int initial_limit = 20;
+  int min_limit = 5;
+  int max_limit = 1000;
+  std::uint64_t queue_size = 100;
+  std::uint64_t queue_timeout_ms = 50;
+  std::string priority_header = "x-priority";
+};
+
+struct Endpoint {
+  std::string spec;   // as written: host:port
+  Address address;    // resolved
+};
+
+struct UpstreamConfig {
+  std::string name;
+  std::vector<Endpoint> endpoints;
+  std::uint64_t dns_refresh_ms = 30000;
+  std::string balance = "least_request";
+  std::uint64_t connect_timeout_ms = 1000;
+  PoolConfig pool;
+  UpstreamLimitsConfig limits;
+  std::optional<CircuitBreakerConfig> circuit_breaker;
+  std::optional<HealthCheckConfig> health_check;
+  std::optional<LoadSheddingConfig> load_shedding;
+};
+
+struct Config {
+  std::string file;
+  std::string admin_listen = "127.0.0.1:9901";
+  Address admin_address;
+  int workers = 1;  // resolved: 0 in the file means one per CPU
+  std::uint64_t drain_timeout_ms = 20000;
+  std::string access_log_path = "stdout";  // stdout | stderr | FILE | off
+  std::string access_log_format = "json";
+  std::optional<std::string> redis_address;
+  std::uint64_t redis_timeout_ms = 20;
+  std::vector<ListenerConfig> listeners;
+  std::vector<UpstreamConfig> upstreams;
+
+  const UpstreamConfig* find_upstream(const std::string& name) const;
+};
+
+}  // namespace bulwark

@@ -1,0 +1,520 @@
+#include "config/loader.h"
+
+#include <algorithm>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "config/values.h"
+#include "config/yaml_reader.h"
+
+namespace bulwark {
+namespace {
+
+constexpr std::uint64_t kMaxCount = 100'000'000;
+const char* const kNotSupported = "is not supported by this build yet";
+
+std::string lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
+  return s;
+}
+
+bool is_token(const std::string& s) {
+  if (s.empty()) return false;
+  for (unsigned char c : s)
+    if (!(std::isalnum(c) || std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string::npos))
+      return false;
+  return true;
+}
+
+std::string indexed(const std::string& path, std::size_t i) {
+  return path + "[" + std::to_string(i) + "]";
+}
+
+void read_match(const YamlFields& parent, RouteMatch& match) {
+  if (!parent.has("match")) return;
+  YamlFields f(parent.errors(), parent.node("match"), parent.path("match"),
+               {"prefix", "host", "methods", "headers"});
+  if (!f.ok()) return;
+  f.string("prefix", match.prefix);
+  if (match.prefix.empty() || match.prefix[0] != '/') f.error("prefix", "must start with '/'");
+  f.string("host", match.host);
+  match.host = lower(match.host);
+  if (!match.host.empty()) {
+    auto star = match.host.find('*');
+    if (star != std::string::npos && (star != 0 || match.host.size() < 3 || match.host[1] != '.' ||
+                                      match.host.find('*', 1) != std::string::npos))
+      f.error("host", "a wildcard is only allowed as a leading '*.' (e.g. *.example.com)");
+  }
+  f.string_list("methods", match.methods);
+  for (const auto& m : match.methods)
+    if (!is_token(m) || std::any_of(m.begin(), m.end(), [](unsigned char ch) { return std::islower(ch); }))
+      f.error("methods", "method '" + m + "' must be an upper-case token such as GET");
+  if (f.has("headers")) {
+    YAML::Node headers = f.node("headers");
+    if (!headers.IsMap()) {
+      f.error("headers", "expected a mapping of header name to value");
+    } else {
+      for (const auto& item : headers) {
+        std::string name = item.first.Scalar();
+        if (!is_token(name)) {
+          f.errors().add(item.first.Mark(), f.path("headers"), "invalid header name '" + name + "'");
+          continue;
+        }
+        if (!item.second.IsScalar()) {
+          f.errors().add(item.second.Mark(), join_path(f.path("headers"), name),
+                         "expected a string value");
+          continue;
+        }
+        match.headers.emplace_back(lower(name), item.second.Scalar());
+      }
+    }
+  }
+}
+
+void read_rate_limit(const YamlFields& parent, std::optional<RateLimitConfig>& out) {
+  YamlFields f(parent.errors(), parent.node("rate_limit"), parent.path("rate_limit"),
+               {"rate", "burst", "key", "scope", "on_redis_failure", "enforce"});
+  if (!f.ok()) return;
+  RateLimitConfig c;
+  if (f.required("rate")) f.rate("rate", c.rate_per_second);
+  c.burst = std::max(1.0, c.rate_per_second);
+  std::uint64_t burst = 0;
+  f.count("burst", burst, 1, 1'000'000'000);
+  if (burst) c.burst = static_cast<double>(burst);
+  f.string("key", c.key);
+  if (c.key != "client_ip" && c.key != "route" &&
+      !(c.key.rfind("header:", 0) == 0 && is_token(c.key.substr(7))))
+    f.error("key", "must be client_ip, route or header:NAME");
+  f.string("scope", c.scope);
+  if (c.scope != "local" && c.scope != "global") f.error("scope", "must be local or global");
+  f.string("on_redis_failure", c.on_redis_failure);
+  if (c.on_redis_failure != "local" && c.on_redis_failure != "allow" &&
+      c.on_redis_failure != "deny")
+    f.error("on_redis_failure", "must be local, allow or deny");
+  f.boolean("enforce", c.enforce);
+  out = c;
+}
+
+void read_retry(const YamlFields& parent, std::optional<RetryConfig>& out) {
+  YamlFields f(parent.errors(), parent.node("retry"), parent.path("retry"),
+               {"attempts", "on", "per_try_timeout", "backoff", "budget", "methods",
+                "max_body_bytes"});
+  if (!f.ok()) return;
+  RetryConfig c;
+  f.integer("attempts", c.attempts, 1, 10);
+  f.string_list("on", c.on);
+  static const std::set<std::string> kinds = {"connect-failure", "reset", "gateway-error",
+                                              "5xx", "timeout", "429"};
+  for (const auto& kind : c.on) {
+    bool status = kind.size() == 3 && std::all_of(kind.begin(), kind.end(), ::isdigit) &&
+                  kind[0] >= '1' && kind[0] <= '5';
+    if (!kinds.count(kind) && !status)
+      f.error("on", "unknown retry condition '" + kind +
+                        "' (expected connect-failure, reset, gateway-error, 5xx, timeout, 429 or "
+                        "a status code)");
+  }
+  f.duration("per_try_timeout", c.per_try_timeout_ms, false);
+  if (f.has("backoff")) {
+    YamlFields b(f.errors(), f.node("backoff"), f.path("backoff"), {"base", "max"});
+    b.duration("base", c.backoff_base_ms);
+    b.duration("max", c.backoff_max_ms);
+    if (c.backoff_max_ms < c.backoff_base_ms) b.error("max", "must not be less than base");
+  }
+  if (f.has("budget")) {
+    YamlFields b(f.errors(), f.node("budget"), f.path("budget"), {"ratio", "min_per_second"});
+    b.ratio("ratio", c.budget_ratio);
+    std::uint64_t min = static_cast<std::uint64_t>(c.budget_min_per_second);
+    b.count("min_per_second", min, 0, kMaxCount);
+    c.budget_min_per_second = static_cast<double>(min);
+  }
+  f.string("methods", c.methods);
+  if (c.methods != "idempotent" && c.methods != "all") f.error("methods", "must be idempotent or all");
+  f.size("max_body_bytes", c.max_body_bytes);
+  out = c;
+}
+
+void read_fault(const YamlFields& parent, std::optional<FaultConfig>& out) {
+  YamlFields f(parent.errors(), parent.node("fault"), parent.path("fault"), {"delay", "abort"});
+  if (!f.ok()) return;
+  FaultConfig c;
+  if (f.has("delay")) {
+    YamlFields d(f.errors(), f.node("delay"), f.path("delay"), {"percent", "duration"});
+    if (d.required("percent")) d.ratio("percent", c.delay_ratio);
+    if (d.required("duration")) d.duration("duration", c.delay_ms);
+  }
+  if (f.has("abort")) {
+    YamlFields a(f.errors(), f.node("abort"), f.path("abort"), {"percent", "status"});
+    if (a.required("percent")) a.ratio("percent", c.abort_ratio);
+    a.integer("status", c.abort_status, 200, 599);
+  }
+  out = c;
+}
+
+void read_route(ConfigErrors& errors, const YAML::Node& node, const std::string& path,
+                RouteConfig& route) {
+  YamlFields f(errors, node, path,
+               {"name", "match", "upstream", "timeout", "rate_limit", "retry", "fault"});
+  route.mark = {f.mark().is_null() ? 0 : f.mark().line + 1,
+                f.mark().is_null() ? 0 : f.mark().column + 1};
+  if (!f.ok()) return;
+  if (f.required("name")) f.string("name", route.name);
+  read_match(f, route.match);
+  if (f.required("upstream")) f.string("upstream", route.upstream);
+  f.duration("timeout", route.timeout_ms);
+  if (f.has("rate_limit")) {
+    read_rate_limit(f, route.rate_limit);
+    f.error("rate_limit", std::string("rate limiting ") + kNotSupported);
+  }
+  if (f.has("retry")) {
+    read_retry(f, route.retry);
+    f.error("retry", std::string("retries ") + kNotSupported);
+  }
+  if (f.has("fault")) {
+    read_fault(f, route.fault);
+    f.error("fault", std::string("fault injection ") + kNotSupported);
+  }
+}
+
+void read_listener(ConfigErrors& errors, const YAML::Node& node, const std::string& path,
+                   ListenerConfig& l) {
+  YamlFields f(errors, node, path, {"name", "listen", "timeouts", "limits", "routes"});
+  if (!f.ok()) return;
+  if (f.required("name")) f.string("name", l.name);
+  if (f.required("listen")) {
+    f.string("listen", l.listen);
+    std::string message;
+    if (!l.listen.empty() && !parse_ip_address(l.listen, l.address, message))
+      f.error("listen", message);
+  }
+  if (f.has("timeouts")) {
+    YamlFields t(errors, f.node("timeouts"), f.path("timeouts"), {"header", "idle"});
+    t.duration("header", l.header_timeout_ms, false);
+    t.duration("idle", l.idle_timeout_ms, false);
+  }
+  if (f.has("limits")) {
+    YamlFields t(errors, f.node("limits"), f.path("limits"),
+                 {"max_connections", "max_header_bytes", "max_body_bytes"});
+    t.count("max_connections", l.max_connections, 1, kMaxCount);
+    t.size("max_header_bytes", l.max_header_bytes);
+    if (l.max_header_bytes < 256 || l.max_header_bytes > (1u << 20))
+      t.error("max_header_bytes", "must be between 256 and 1MiB");
+    t.size("max_body_bytes", l.max_body_bytes);
+  }
+  if (!f.required("routes")) return;
+  YAML::Node routes = f.node("routes");
+  if (!routes.IsSequence() || routes.size() == 0) {
+    f.error("routes", "expected a non-empty list of routes");
+    return;
+  }
+  std::set<std::string> names;
+  for (std::size_t i = 0; i < routes.size(); ++i) {
+    RouteConfig route;
+    read_route(errors, routes[i], indexed(f.path("routes"), i), route);
+    if (!route.name.empty() && !names.insert(route.name).second)
+      errors.add(routes[i]["name"].Mark(), indexed(f.path("routes"), i) + ".name",
+                 "duplicate route name '" + route.name + "'");
+    l.routes.push_back(std::move(route));
+  }
+}
+
+void read_circuit_breaker(const YamlFields& parent, std::optional<CircuitBreakerConfig>& out) {
+  YamlFields f(parent.errors(), parent.node("circuit_breaker"), parent.path("circuit_breaker"),
+               {"consecutive_failures", "failure_rate", "window", "min_requests", "slow_call",
+                "open_for", "max_open_for", "half_open_requests", "max_ejected"});
+  if (!f.ok()) return;
+  CircuitBreakerConfig c;
+  f.integer("consecutive_failures", c.consecutive_failures, 0, 1'000'000);
+  f.ratio("failure_rate", c.failure_rate);
+  f.duration("window", c.window_ms, false);
+  f.integer("min_requests", c.min_requests, 1, 1'000'000);
+  if (f.has("slow_call")) {
+    YamlFields s(f.errors(), f.node("slow_call"), f.path("slow_call"), {"duration", "rate"});
+    if (s.required("duration")) s.duration("duration", c.slow_call_ms, false);
+    s.ratio("rate", c.slow_call_rate);
+  }
+  f.duration("open_for", c.open_for_ms, false);
+  f.duration("max_open_for", c.max_open_for_ms, false);
+  if (c.max_open_for_ms < c.open_for_ms) f.error("max_open_for", "must not be less than open_for");
+  f.integer("half_open_requests", c.half_open_requests, 1, 1000);
+  f.ratio("max_ejected", c.max_ejected);
+  out = c;
+}
+
+bool parse_status_range(const std::string& text, StatusRange& range) {
+  auto dash = text.find('-');
+  std::string lo = dash == std::string::npos ? text : text.substr(0, dash);
+  std::string hi = dash == std::string::npos ? text : text.substr(dash + 1);
+  auto number = [](const std::string& s, int& v) {
+    if (s.size() != 3 || !std::all_of(s.begin(), s.end(), ::isdigit)) return false;
+    v = std::stoi(s);
+    return v >= 100 && v <= 599;
+  };
+  return number(lo, range.low) && number(hi, range.high) && range.low <= range.high;
+}
+
+void read_health_check(const YamlFields& parent, std::optional<HealthCheckConfig>& out) {
+  YamlFields f(parent.errors(), parent.node("health_check"), parent.path("health_check"),
+               {"type", "path", "interval", "timeout", "jitter", "healthy_threshold",
+                "unhealthy_threshold", "expected_status"});
+  if (!f.ok()) return;
+  HealthCheckConfig c;
+  f.string("type", c.type);
+  if (c.type != "http" && c.type != "tcp") f.error("type", "must be http or tcp");
+  f.string("path", c.path);
+  if (c.path.empty() || c.path[0] != '/') f.error("path", "must start with '/'");
+  f.duration("interval", c.interval_ms, false);
+  f.duration("timeout", c.timeout_ms, false);
+  f.ratio("jitter", c.jitter);
+  f.integer("healthy_threshold", c.healthy_threshold, 1, 100);
+  f.integer("unhealthy_threshold", c.unhealthy_threshold, 1, 100);
+  if (f.has("expected_status")) {
+    std::vector<std::string> items;
+    f.string_list("expected_status", items);
+    c.expected_status.clear();
+    for (const auto& item : items) {
+      StatusRange r;
+      if (!parse_status_range(item, r))
+        f.error("expected_status", "invalid status or range '" + item + "' (e.g. 200 or 200-399)");
+      else
+        c.expected_status.push_back(r);
+    }
+  }
+  out = c;
+}
+
+void read_load_shedding(const YamlFields& parent, std::optional<LoadSheddingConfig>& out) {
+  YamlFields f(parent.errors(), parent.node("load_shedding"), parent.path("load_shedding"),
+               {"algorithm", "initial_limit", "min_limit", "max_limit", "queue",
+                "priority_header"});
+  if (!f.ok()) return;
+  LoadSheddingConfig c;
+  f.string("algorithm", c.algorithm);
+  if (c.algorithm != "gradient2" && c.algorithm != "aimd" && c.algorithm != "vegas" &&
+      c.algorithm != "fixed")
+    f.error("algorithm", "must be gradient2, aimd, vegas or fixed");
+  f.integer("initial_limit", c.initial_limit, 1, 1'000'000);
+  f.integer("min_limit", c.min_limit, 1, 1'000'000);
+  f.integer("max_limit", c.max_limit, 1, 1'000'000);
+  if (c.min_limit > c.max_limit) f.error("min_limit", "must not exceed max_limit");
+  if (f.has("queue")) {
+    YamlFields q(f.errors(), f.node("queue"), f.path("queue"), {"size", "timeout"});
+    q.count("size", c.queue_size, 0, kMaxCount);
+    q.duration("timeout", c.queue_timeout_ms);
+  }
+  f.string("priority_header", c.priority_header);
+  c.priority_header = lower(c.priority_header);
+  out = c;
+}
+
+void read_upstream(ConfigErrors& errors, const YAML::Node& node, const std::string& path,
+                   UpstreamConfig& u) {
+  YamlFields f(errors, node, path,
+               {"name", "endpoints", "dns_refresh", "balance", "connect_timeout", "pool", "limits",
+                "circuit_breaker", "health_check", "load_shedding"});
+  if (!f.ok()) return;
+  if (f.required("name")) f.string("name", u.name);
+  if (f.required("endpoints")) {
+    YAML::Node list = f.node("endpoints");
+    if (!list.IsSequence() || list.size() == 0) {
+      f.error("endpoints", "expected a non-empty list of HOST:PORT");
+    } else {
+      std::set<std::string> seen;
+      for (std::size_t i = 0; i < list.size(); ++i) {
+        std::string p = indexed(f.path("endpoints"), i);
+        if (!list[i].IsScalar()) {
+          errors.add(list[i].Mark(), p, "expected HOST:PORT");
+          continue;
+        }
+        Endpoint e;
+        e.spec = list[i].Scalar();
+        std::string message;
+        if (!resolve_address(e.spec, e.address, message)) {
+          errors.add(list[i].Mark(), p, message);
+          continue;
+        }
+        if (e.address.port() == 0) {
+          errors.add(list[i].Mark(), p, "port must not be 0");
+          continue;
+        }
+        if (!seen.insert(e.address.to_string()).second) {
+          errors.add(list[i].Mark(), p, "duplicate endpoint " + e.address.to_string());
+          continue;
+        }
+        u.endpoints.push_back(std::move(e));
+      }
+    }
+  }
+  f.duration("dns_refresh", u.dns_refresh_ms, false);
+  f.string("balance", u.balance);
+  if (u.balance != "round_robin" && u.balance != "least_request" && u.balance != "random")
+    f.error("balance", "must be round_robin, least_request or random");
+  f.duration("connect_timeout", u.connect_timeout_ms, false);
+  if (f.has("pool")) {
+    YamlFields p(errors, f.node("pool"), f.path("pool"),
+                 {"max_connections", "max_idle", "idle_timeout"});
+    p.count("max_connections", u.pool.max_connections, 1, kMaxCount);
+    p.count("max_idle", u.pool.max_idle, 0, kMaxCount);
+    p.duration("idle_timeout", u.pool.idle_timeout_ms, false);
+  }
+  if (f.has("limits")) {
+    YamlFields l(errors, f.node("limits"), f.path("limits"),
+                 {"max_requests", "max_pending", "pending_timeout"});
+    l.count("max_requests", u.limits.max_requests, 1, kMaxCount);
+    l.count("max_pending", u.limits.max_pending, 0, kMaxCount);
+    l.duration("pending_timeout", u.limits.pending_timeout_ms, false);
+    f.error("limits", std::string("the upstream bulkhead ") + kNotSupported);
+  }
+  if (f.has("circuit_breaker")) {
+    read_circuit_breaker(f, u.circuit_breaker);
+    f.error("circuit_breaker", std::string("circuit breaking ") + kNotSupported);
+  }
+  if (f.has("health_check")) {
+    read_health_check(f, u.health_check);
+    f.error("health_check", std::string("health checking ") + kNotSupported);
+  }
+  if (f.has("load_shedding")) {
+    read_load_shedding(f, u.load_shedding);
+    f.error("load_shedding", std::string("load shedding ") + kNotSupported);
+  }
+}
+
+void read_root(ConfigErrors& errors, const YAML::Node& root, Config& c) {
+  YamlFields f(errors, root, "",
+               {"admin", "workers", "drain", "access_log", "redis", "listeners", "upstreams"});
+  if (!f.ok()) return;
+  if (f.has("admin")) {
+    YamlFields a(errors, f.node("admin"), "admin", {"listen"});
+    a.string("listen", c.admin_listen);
+  }
+  {
+    std::string message;
+    if (!parse_ip_address(c.admin_listen, c.admin_address, message)) {
+      YAML::Node n = f.has("admin") ? f.node("admin")["listen"] : YAML::Node();
+      errors.add(n.IsDefined() ? n.Mark() : f.mark(), "admin.listen", message);
+    }
+  }
+  f.integer("workers", c.workers, 0, 256);
+  if (c.workers == 0) c.workers = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  if (f.has("drain")) {
+    YamlFields d(errors, f.node("drain"), "drain", {"timeout"});
+    d.duration("timeout", c.drain_timeout_ms);
+  }
+  if (f.has("access_log")) {
+    YamlFields a(errors, f.node("access_log"), "access_log", {"path", "format"});
+    a.string("path", c.access_log_path);
+    a.string("format", c.access_log_format);
+    if (c.access_log_format != "json") a.error("format", "must be json");
+  }
+  if (f.has("redis")) {
+    YamlFields r(errors, f.node("redis"), "redis", {"address", "timeout"});
+    std::string address;
+    if (r.required("address")) {
+      r.string("address", address);
+      std::string host, message;
+      int port = 0;
+      if (!address.empty() && !split_host_port(address, host, port, message))
+        r.error("address", message);
+      else
+        c.redis_address = address;
+    }
+    r.duration("timeout", c.redis_timeout_ms, false);
+  }
+
+  if (f.required("upstreams")) {
+    YAML::Node list = f.node("upstreams");
+    if (!list.IsSequence() || list.size() == 0) {
+      f.error("upstreams", "expected a non-empty list of upstreams");
+    } else {
+      std::set<std::string> names;
+      for (std::size_t i = 0; i < list.size(); ++i) {
+        UpstreamConfig u;
+        read_upstream(errors, list[i], indexed("upstreams", i), u);
+        if (!u.name.empty() && !names.insert(u.name).second)
+          errors.add(list[i]["name"].Mark(), indexed("upstreams", i) + ".name",
+                     "duplicate upstream name '" + u.name + "'");
+        c.upstreams.push_back(std::move(u));
+      }
+    }
+  }
+  if (f.required("listeners")) {
+    YAML::Node list = f.node("listeners");
+    if (!list.IsSequence() || list.size() == 0) {
+      f.error("listeners", "expected a non-empty list of listeners");
+    } else {
+      std::set<std::string> names, addresses;
+      for (std::size_t i = 0; i < list.size(); ++i) {
+        ListenerConfig l;
+        std::string p = indexed("listeners", i);
+        read_listener(errors, list[i], p, l);
+        if (!l.name.empty() && !names.insert(l.name).second)
+          errors.add(list[i]["name"].Mark(), p + ".name", "duplicate listener name '" + l.name + "'");
+        if (l.address.valid() && l.address.port() != 0 &&
+            !addresses.insert(l.address.to_string()).second)
+          errors.add(list[i]["listen"].Mark(), p + ".listen",
+                     "address " + l.address.to_string() + " is used by another listener");
+        if (l.address.valid() && c.admin_address.valid() && l.address.port() != 0 &&
+            l.address.to_string() == c.admin_address.to_string())
+          errors.add(list[i]["listen"].Mark(), p + ".listen", "address is the admin listener's");
+        for (std::size_t r = 0; r < l.routes.size(); ++r) {
+          const auto& route = l.routes[r];
+          if (!route.upstream.empty() && !c.find_upstream(route.upstream))
+            errors.add(list[i]["routes"][r]["upstream"].Mark(), p + ".routes[" + std::to_string(r) + "].upstream",
+                       "no upstream named '" + route.upstream + "'");
+        }
+        c.listeners.push_back(std::move(l));
+      }
+    }
+  }
+}
+
+LoadResult finish(ConfigErrors& errors, Config config) {
+  LoadResult result;
+  if (errors.empty())
+    result.config = std::move(config);
+  else
+    result.errors = errors.lines();
+  return result;
+}
+
+}  // namespace
+
+const UpstreamConfig* Config::find_upstream(const std::string& name) const {
+  for (const auto& u : upstreams)
+    if (u.name == name) return &u;
+  return nullptr;
+}
+
+LoadResult load_config_string(const std::string& text, const std::string& name) {
+  ConfigErrors errors(name);
+  Config config;
+  config.file = name;
+  YAML::Node root;
+  try {
+    root = YAML::Load(text);
+  } catch (const YAML::ParserException& e) {
+    errors.add(e.mark, "", "YAML syntax error: " + e.msg);
+    return finish(errors, std::move(config));
+  }
+  try {
+    read_root(errors, root, config);
+  } catch (const YAML::Exception& e) {
+    errors.add(e.mark, "", e.msg);
+  }
+  return finish(errors, std::move(config));
+}
+
+LoadResult load_config_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) {
+    LoadResult result;
+    result.errors.push_back(path + ":0:0: (root): cannot open file");
+    return result;
+  }
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return load_config_string(buffer.str(), path);
+}
+
+}  // namespace bulwark

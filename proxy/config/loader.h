@@ -1,0 +1,22 @@
+// Reads and validates the YAML config. All problems are reported together, each as
+// "FILE:LINE:COL: key.path: message"; a config is returned only when there are none.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "config/config.h"
+
+namespace bulwark {
+
+struct LoadResult {
+  std::optional<Config> config;
+  std::vector<std::string> errors;
+};
+
+LoadResult load_config_file(const std::string& path);
+// `name` is used as FILE in messages.
+LoadResult load_config_string(const std::string& text, const std::string& name);
+
+}  // namespace bulwark

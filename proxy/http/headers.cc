@@ -1,0 +1,295 @@
+#include "http/headers.h"
+
+#include <charconv>
+#include <cstring>
+
+namespace bulwark {
+
+static inline unsigned char ascii_lower(unsigned char c) {
+  return (c >= 'A' && c <= 'Z') ? static_cast<unsigned char>(c | 0x20) : c;
+}
+
+bool iequals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i)
+    if (ascii_lower(static_cast<unsigned char>(a[i])) != ascii_lower(static_cast<unsigned char>(b[i])))
+      return false;
+  return true;
+}
+
+void HeaderBlock::clear() {
+  buf_.clear();
+  fields_.clear();
+  in_value_ = false;
+}
+
+void HeaderBlock::append_name(const char* data, std::size_t len) {
+  if (fields_.empty() || in_value_) {
+    auto at = static_cast<std::uint32_t>(buf_.size());
+    fields_.push_back({at, 0, at, 0});
+    in_value_ = false;
+  }
+  buf_.append(data, len);
+  fields_.back().name_length += static_cast<std::uint32_t>(len);
+  fields_.back().value_offset = static_cast<std::uint32_t>(buf_.size());
+}
+
+void HeaderBlock::append_value(const char* data, std::size_t len) {
+  if (fields_.empty()) return;
+  if (!in_value_) {
+    fields_.back().value_offset = static_cast<std::uint32_t>(buf_.size());
+    in_value_ = true;
+  }
+  buf_.append(data, len);
+  fields_.back().value_length += static_cast<std::uint32_t>(len);
+}
+
+std::string_view HeaderBlock::get(std::string_view n) const {
+  for (std::size_t i = 0; i < fields_.size(); ++i)
+    if (iequals(name(i), n)) return value(i);
+  return {};
+}
+
+int HeaderBlock::count(std::string_view n) const {
+  int c = 0;
+  for (std::size_t i = 0; i < fields_.size(); ++i) c += iequals(name(i), n);
+  return c;
+}
+
+namespace {
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+// Calls fn(token) for each comma-separated token of a header value.
+template <typename Fn>
+void for_each_token(std::string_view value, Fn&& fn) {
+  while (!value.empty()) {
+    auto comma = value.find(',');
+    std::string_view token = trim(value.substr(0, comma));
+    if (!token.empty()) fn(token);
+    if (comma == std::string_view::npos) break;
+    value.remove_prefix(comma + 1);
+  }
+}
+
+void append_header(std::string& out, std::string_view name, std::string_view value) {
+  out.append(name).append(": ").append(value).append("\r\n");
+}
+
+void append_uint(std::string& out, std::uint64_t v) {
+  char buf[24];
+  auto [ptr, ec] = std::to_chars(buf, buf + sizeof buf, v);
+  (void)ec;
+  out.append(buf, static_cast<std::size_t>(ptr - buf));
+}
+
+}  // namespace
+
+RequestInfo inspect_request(const HeaderBlock& headers) {
+  RequestInfo info;
+  for (std::size_t i = 0; i < headers.size(); ++i) {
+    std::string_view n = headers.name(i), v = headers.value(i);
+    switch (n.size()) {
+      case 4:
+        if (iequals(n, "host")) {
+          info.host = v;
+          ++info.host_count;
+        }
+        break;
+      case 6:
+        if (iequals(n, "expect")) {
+          if (iequals(trim(v), "100-continue"))
+            info.expect_continue = true;
+          else
+            info.expect_other = true;
+        }
+        break;
+      case 7:
+        if (iequals(n, "upgrade")) info.upgrade = v;
+        break;
+      case 10:
+        if (iequals(n, "connection")) {
+          for_each_token(v, [&](std::string_view t) {
+            if (iequals(t, "close")) info.connection_close = true;
+            else if (iequals(t, "keep-alive")) info.connection_keep_alive = true;
+            else if (iequals(t, "upgrade")) info.connection_upgrade = true;
+          });
+        }
+        break;
+      case 12:
+        if (iequals(n, "x-request-id")) info.request_id = v;
+        break;
+      case 15:
+        if (iequals(n, "x-forwarded-for")) info.forwarded_for = v;
+        break;
+    }
+  }
+  return info;
+}
+
+bool is_hop_by_hop(std::string_view n) {
+  switch (n.size()) {
+    case 2: return iequals(n, "te");
+    case 7: return iequals(n, "trailer") || iequals(n, "upgrade");
+    case 10: return iequals(n, "connection") || iequals(n, "keep-alive");
+    case 14: return iequals(n, "content-length");
+    case 16: return iequals(n, "proxy-connection");
+    case 17: return iequals(n, "transfer-encoding");
+    default: return false;
+  }
+}
+
+bool listed_in_connection(const HeaderBlock& headers, std::string_view name) {
+  bool found = false;
+  for (std::size_t i = 0; i < headers.size() && !found; ++i) {
+    if (!iequals(headers.name(i), "connection")) continue;
+    for_each_token(headers.value(i), [&](std::string_view t) { found = found || iequals(t, name); });
+  }
+  return found;
+}
+
+namespace {
+
+// Copies the end-to-end headers. `skip_forwarding` drops the ones the proxy rewrites.
+void copy_end_to_end(std::string& out, const HeaderBlock& headers, bool skip_forwarding,
+                     bool skip_expect) {
+  bool has_connection_list = false;
+  for (std::size_t i = 0; i < headers.size(); ++i) {
+    std::string_view n = headers.name(i);
+    if (n.size() == 10 && iequals(n, "connection")) {
+      std::string_view v = headers.value(i);
+      for_each_token(v, [&](std::string_view t) {
+        if (!iequals(t, "close") && !iequals(t, "keep-alive") && !iequals(t, "upgrade"))
+          has_connection_list = true;
+      });
+    }
+  }
+  for (std::size_t i = 0; i < headers.size(); ++i) {
+    std::string_view n = headers.name(i);
+    if (is_hop_by_hop(n)) continue;
+    if (skip_forwarding && (iequals(n, "x-forwarded-for") || iequals(n, "x-forwarded-proto") ||
+                            iequals(n, "x-request-id")))
+      continue;
+    if (skip_expect && iequals(n, "expect")) continue;
+    if (has_connection_list && listed_in_connection(headers, n)) continue;
+    append_header(out, n, headers.value(i));
+  }
+}
+
+}  // namespace
+
+void write_upstream_request_head(std::string& out, const HeaderBlock& headers,
+                                 const RequestInfo& info, const UpstreamRequestHead& head) {
+  out.clear();
+  out.append(head.method).append(" ").append(head.target).append(" HTTP/1.1\r\n");
+  copy_end_to_end(out, headers, true, true);
+  out.append("X-Forwarded-For: ");
+  if (!info.forwarded_for.empty()) out.append(info.forwarded_for).append(", ");
+  out.append(head.client_ip).append("\r\n");
+  out.append("X-Forwarded-Proto: http\r\n");
+  append_header(out, "X-Request-Id", head.request_id);
+  if (head.framing == BodyFraming::content_length) {
+    out.append("Content-Length: ");
+    append_uint(out, head.content_length);
+    out.append("\r\n");
+  } else if (head.framing == BodyFraming::chunked) {
+    out.append("Transfer-Encoding: chunked\r\n");
+  }
+  if (!head.upgrade.empty()) {
+    out.append("Connection: upgrade\r\n");
+    append_header(out, "Upgrade", head.upgrade);
+  }
+  out.append("\r\n");
+}
+
+void write_downstream_response_head(std::string& out, const HeaderBlock& headers,
+                                    const DownstreamResponseHead& head) {
+  out.clear();
+  out.append(head.minor_version == 0 ? "HTTP/1.0 " : "HTTP/1.1 ");
+  append_uint(out, static_cast<std::uint64_t>(head.status));
+  out.append(" ").append(head.reason.empty() ? status_reason(head.status) : head.reason);
+  out.append("\r\n");
+  copy_end_to_end(out, headers, false, false);
+  out.append(head.extra);
+  if (head.framing == BodyFraming::content_length) {
+    out.append("Content-Length: ");
+    append_uint(out, head.content_length);
+    out.append("\r\n");
+  } else if (head.framing == BodyFraming::chunked) {
+    out.append("Transfer-Encoding: chunked\r\n");
+  }
+  if (!head.upgrade.empty()) {
+    out.append("Connection: upgrade\r\n");
+    append_header(out, "Upgrade", head.upgrade);
+  } else if (head.close) {
+    out.append("Connection: close\r\n");
+  } else if (head.keep_alive_1_0) {
+    out.append("Connection: keep-alive\r\n");
+  }
+  out.append("\r\n");
+}
+
+std::string_view origin_form(std::string_view target) {
+  if (!target.empty() && target[0] == '/') return target;
+  if (target == "*") return target;
+  auto scheme = target.find("://");
+  if (scheme == std::string_view::npos) return {};
+  auto slash = target.find('/', scheme + 3);
+  if (slash == std::string_view::npos) {
+    auto query = target.find('?', scheme + 3);
+    return query == std::string_view::npos ? std::string_view("/") : std::string_view();
+  }
+  return target.substr(slash);
+}
+
+std::string_view target_path(std::string_view target) {
+  auto q = target.find('?');
+  return q == std::string_view::npos ? target : target.substr(0, q);
+}
+
+std::string_view host_without_port(std::string_view host) {
+  if (!host.empty() && host[0] == '[') {
+    auto close = host.find(']');
+    return close == std::string_view::npos ? host : host.substr(0, close + 1);
+  }
+  auto colon = host.rfind(':');
+  return colon == std::string_view::npos ? host : host.substr(0, colon);
+}
+
+const char* status_reason(int status) {
+  switch (status) {
+    case 100: return "Continue";
+    case 101: return "Switching Protocols";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 206: return "Partial Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 304: return "Not Modified";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 413: return "Content Too Large";
+    case 417: return "Expectation Failed";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    default: return "Unknown";
+  }
+}
+
+}  // namespace bulwark

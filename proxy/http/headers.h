@@ -1,0 +1,106 @@
+// HeaderBlock stores one message head as parsed (names and values in one reused buffer,
+// so a keep-alive connection allocates nothing per request in steady state), and the
+// functions here turn a parsed head into the head Bulwark forwards: hop-by-hop headers
+// dropped, forwarding headers added, the body re-framed.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace bulwark {
+
+bool iequals(std::string_view a, std::string_view b);
+
+class HeaderBlock {
+ public:
+  void clear();
+  // Parser callbacks may deliver a name or value in several pieces.
+  void append_name(const char* data, std::size_t len);
+  void append_value(const char* data, std::size_t len);
+
+  std::size_t size() const { return fields_.size(); }
+  std::string_view name(std::size_t i) const {
+    return {buf_.data() + fields_[i].name_offset, fields_[i].name_length};
+  }
+  std::string_view value(std::size_t i) const {
+    return {buf_.data() + fields_[i].value_offset, fields_[i].value_length};
+  }
+  // First value of a header (case-insensitive name), or "" when absent.
+  std::string_view get(std::string_view name) const;
+  int count(std::string_view name) const;
+
+ private:
+  struct Field {
+    std::uint32_t name_offset, name_length, value_offset, value_length;
+  };
+  std::string buf_;
+  std::vector<Field> fields_;
+  bool in_value_ = false;
+};
+
+// What the proxy needs to know about a request head, found in one pass.
+struct RequestInfo {
+  std::string_view host;            // Host header, port included
+  std::string_view forwarded_for;   // existing X-Forwarded-For
+  std::string_view request_id;      // existing X-Request-Id
+  std::string_view upgrade;         // Upgrade header value
+  int host_count = 0;
+  bool connection_close = false;
+  bool connection_keep_alive = false;
+  bool connection_upgrade = false;
+  bool expect_continue = false;
+  bool expect_other = false;        // an Expect other than 100-continue
+};
+
+RequestInfo inspect_request(const HeaderBlock& headers);
+
+// True for headers that never cross the proxy (RFC 9110 7.6.1), and for framing headers
+// that the proxy re-writes itself.
+bool is_hop_by_hop(std::string_view name);
+// True when `name` is listed in a Connection header's tokens.
+bool listed_in_connection(const HeaderBlock& headers, std::string_view name);
+
+enum class BodyFraming { none, content_length, chunked };
+
+struct UpstreamRequestHead {
+  std::string_view method;
+  std::string_view target;          // origin-form path and query
+  std::string_view client_ip;
+  std::string_view request_id;      // the id to send (kept or generated)
+  BodyFraming framing = BodyFraming::none;
+  std::uint64_t content_length = 0;
+  std::string_view upgrade;         // non-empty: forward as an upgrade request
+};
+
+// Serializes the upstream request head (HTTP/1.1) into `out` (cleared first).
+void write_upstream_request_head(std::string& out, const HeaderBlock& headers,
+                                 const RequestInfo& info, const UpstreamRequestHead& head);
+
+struct DownstreamResponseHead {
+  int status = 200;
+  std::string_view reason;
+  int minor_version = 1;            // the client's HTTP/1.x version
+  BodyFraming framing = BodyFraming::none;
+  std::uint64_t content_length = 0;
+  bool close = false;               // announce Connection: close
+  bool keep_alive_1_0 = false;      // announce Connection: keep-alive (HTTP/1.0 client)
+  std::string_view upgrade;         // 101: the protocol switched to
+  std::string_view extra;           // pre-formatted extra header lines ("Name: v\r\n"...)
+};
+
+void write_downstream_response_head(std::string& out, const HeaderBlock& headers,
+                                    const DownstreamResponseHead& head);
+
+// Extracts the origin-form target from an absolute-form one ("http://h/p?q" -> "/p?q");
+// origin-form is returned unchanged. Returns "" for an unusable target.
+std::string_view origin_form(std::string_view target);
+// The path part of an origin-form target (before '?').
+std::string_view target_path(std::string_view target);
+// Host without port, for matching ("Example.com:80" -> "Example.com").
+std::string_view host_without_port(std::string_view host);
+
+const char* status_reason(int status);
+
+}  // namespace bulwark

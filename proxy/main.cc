@@ -1,0 +1,53 @@
+// bulwark: flags -> config -> Server -> run the loops.
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "config/loader.h"
+#include "core/log.h"
+#include "server.h"
+
+namespace {
+
+void usage(FILE* out) {
+  std::fprintf(out,
+               "usage: bulwark [-c FILE]            run (default FILE: config/bulwark.yaml)\n"
+               "       bulwark --check [-c FILE]    validate the config and exit\n"
+               "       bulwark --version\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string file = "config/bulwark.yaml";
+  bool check = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if ((arg == "-c" || arg == "--config") && i + 1 < argc) {
+      file = argv[++i];
+    } else if (arg == "--check") {
+      check = true;
+    } else if (arg == "--version") {
+      std::printf("bulwark %s\n", BULWARK_VERSION);
+      return 0;
+    } else if (arg == "-h" || arg == "--help") {
+      usage(stdout);
+      return 0;
+    } else {
+      std::fprintf(stderr, "bulwark: unknown argument '%s'\n", arg.c_str());
+      usage(stderr);
+      return 2;
+    }
+  }
+  bulwark::LoadResult result = bulwark::load_config_file(file);
+  if (!result.config) {
+    for (const auto& e : result.errors) std::fprintf(stderr, "%s\n", e.c_str());
+    return 1;
+  }
+  if (check) {
+    std::printf("%s: ok\n", file.c_str());
+    return 0;
+  }
+  bulwark::Server server(std::move(*result.config));
+  return server.run();
+}

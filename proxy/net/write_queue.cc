@@ -1,0 +1,95 @@
+#include "net/write_queue.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+namespace bulwark {
+namespace {
+
+// A queued write and its bytes in one allocation: the bytes follow the header.
+struct QueuedWrite {
+  uv_write_t req;
+  std::size_t len;
+  char* data() { return reinterpret_cast<char*>(this + 1); }
+};
+
+}  // namespace
+
+void OutBatch::add(const char* data, std::size_t len) {
+  if (len == 0) return;
+  pieces_.push_back({data, len, 0, false});
+  bytes_ += len;
+}
+
+void OutBatch::add_copy(std::string_view s) {
+  if (s.empty()) return;
+  // Merge with a directly preceding scratch piece to keep the iovec short.
+  if (!pieces_.empty() && pieces_.back().in_scratch &&
+      pieces_.back().scratch_offset + pieces_.back().len == scratch_.size()) {
+    pieces_.back().len += s.size();
+  } else {
+    pieces_.push_back({nullptr, s.size(), scratch_.size(), true});
+  }
+  scratch_.append(s);
+  bytes_ += s.size();
+}
+
+void OutBatch::add_chunk_header(std::size_t size) {
+  char buf[24];
+  int n = std::snprintf(buf, sizeof buf, "%zx\r\n", size);
+  add_copy(std::string_view(buf, static_cast<std::size_t>(n)));
+}
+
+void OutBatch::clear() {
+  pieces_.clear();
+  scratch_.clear();
+  bytes_ = 0;
+}
+
+int OutBatch::flush(uv_stream_t* stream, uv_write_cb cb) {
+  if (pieces_.empty()) return 0;
+  bufs_.clear();
+  for (const Piece& p : pieces_) {
+    const char* base = p.in_scratch ? scratch_.data() + p.scratch_offset : p.base;
+    bufs_.push_back(uv_buf_init(const_cast<char*>(base), static_cast<unsigned>(p.len)));
+  }
+  std::size_t total = bytes_;
+  std::size_t written = 0;
+  // uv_try_write refuses (UV_EAGAIN) while earlier writes are queued, which keeps order.
+  int rc = uv_try_write(stream, bufs_.data(), static_cast<unsigned>(bufs_.size()));
+  if (rc >= 0) {
+    written = static_cast<std::size_t>(rc);
+  } else if (rc != UV_EAGAIN && rc != UV_ENOSYS) {
+    clear();
+    return rc;
+  }
+  int result = 0;
+  if (written < total) {
+    std::size_t rest = total - written;
+    auto* q = static_cast<QueuedWrite*>(std::malloc(sizeof(QueuedWrite) + rest));
+    q->len = rest;
+    std::size_t skip = written, at = 0;
+    for (const uv_buf_t& b : bufs_) {
+      std::size_t len = b.len;
+      if (skip >= len) {
+        skip -= len;
+        continue;
+      }
+      std::memcpy(q->data() + at, b.base + skip, len - skip);
+      at += len - skip;
+      skip = 0;
+    }
+    uv_buf_t buf = uv_buf_init(q->data(), static_cast<unsigned>(rest));
+    result = uv_write(&q->req, stream, &buf, 1, cb);
+    if (result != 0) std::free(q);
+  }
+  clear();
+  return result;
+}
+
+void free_queued_write(uv_write_t* req) {
+  std::free(reinterpret_cast<QueuedWrite*>(req));
+}
+
+}  // namespace bulwark

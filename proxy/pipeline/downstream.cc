@@ -1,0 +1,492 @@
+// The client side of a Downstream: socket, parsing, limits, timers, local replies, close.
+#include "pipeline/downstream.h"
+
+#include "admin/stats.h"
+#include "core/log.h"
+#include "worker.h"
+
+namespace bulwark {
+
+namespace {
+Downstream* self(llhttp_t* p) { return static_cast<Downstream*>(p->data); }
+constexpr std::uint64_t kLingerMs = 2000;
+}  // namespace
+
+const llhttp_settings_t& Downstream::settings() {
+  static const llhttp_settings_t s = [] {
+    llhttp_settings_t x;
+    llhttp_settings_init(&x);
+    x.on_message_begin = cb_message_begin;
+    x.on_url = cb_url;
+    x.on_header_field = cb_header_field;
+    x.on_header_value = cb_header_value;
+    x.on_headers_complete = cb_headers_complete;
+    x.on_body = cb_body;
+    x.on_chunk_header = cb_chunk_header;
+    x.on_chunk_complete = cb_chunk_complete;
+    x.on_message_complete = cb_message_complete;
+    return x;
+  }();
+  return s;
+}
+
+Downstream::Downstream(ListenerRuntime& listener)
+    : listener_(listener), worker_(*listener.worker) {
+  uv_tcp_init(worker_.loop(), &tcp_);
+  uv_timer_init(worker_.loop(), &timer_);
+  tcp_.data = this;
+  timer_.data = this;
+  open_handles_ = 2;
+  llhttp_init(&parser_, HTTP_REQUEST, &settings());
+  parser_.data = this;
+  ++listener_.connections;
+  listener_.stats->connections.add(1);
+}
+
+bool Downstream::accept(uv_stream_t* server) {
+  if (uv_accept(server, reinterpret_cast<uv_stream_t*>(&tcp_)) != 0) {
+    close();
+    return false;
+  }
+  uv_tcp_nodelay(&tcp_, 1);
+  sockaddr_storage peer{};
+  int len = sizeof peer;
+  if (uv_tcp_getpeername(&tcp_, reinterpret_cast<sockaddr*>(&peer), &len) == 0)
+    client_ip_ = ip_string(reinterpret_cast<sockaddr*>(&peer));
+  // A new connection must deliver its first request head within the header timeout.
+  arm_timer(listener_.config->header_timeout_ms);
+  reading_ = true;
+  uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), on_alloc, on_read);
+  return true;
+}
+
+void Downstream::arm_timer(std::uint64_t ms) {
+  if (ms == 0)
+    uv_timer_stop(&timer_);
+  else
+    uv_timer_start(&timer_, on_timer, ms, 0);
+}
+
+void Downstream::pause_reading() {
+  if (!reading_ || read_paused_ || closing_) return;
+  uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp_));
+  read_paused_ = true;
+}
+
+void Downstream::resume_reading() {
+  if (!read_paused_ || closing_) return;
+  read_paused_ = false;
+  uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), on_alloc, on_read);
+}
+
+void Downstream::on_alloc(uv_handle_t* handle, std::size_t, uv_buf_t* buf) {
+  auto* d = static_cast<Downstream*>(handle->data);
+  buf->base = d->worker_.read_buffer();
+  buf->len = kReadBufferSize;
+}
+
+void Downstream::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
+  auto* d = static_cast<Downstream*>(stream->data);
+  if (d->closing_ || nread == 0) return;
+  if (nread > 0) {
+    if (d->phase_ == Phase::lingering) return;  // discarded: we are closing
+    d->handle_input(buf->base, static_cast<std::size_t>(nread));
+    if (!d->closing_) d->flush();
+    return;
+  }
+  if (d->phase_ == Phase::lingering || nread != UV_EOF) {
+    d->close();
+    return;
+  }
+  d->client_eof_ = true;
+  switch (d->phase_) {
+    case Phase::idle:
+    case Phase::head:
+      d->close();
+      break;
+    case Phase::request:
+      // A client may half-close after sending its request: finish the response, then close.
+      if (d->request_complete_ && !d->upgrade_) {
+        d->close_after_response_ = true;
+        uv_read_stop(stream);
+        d->reading_ = false;
+      } else {
+        d->close();
+      }
+      break;
+    case Phase::tunnel:
+      d->close_gracefully();
+      break;
+    case Phase::lingering:
+      break;
+  }
+}
+
+void Downstream::handle_input(const char* data, std::size_t len) {
+  if (phase_ == Phase::tunnel || (upgrade_ && request_complete_)) {
+    bytes_in_ += len;
+    if (up_) up_->out().add(data, len);
+    if (phase_ == Phase::tunnel) arm_timer(listener_.config->idle_timeout_ms);
+    return;
+  }
+  if (request_complete_) {
+    // Pipelined: the next request waits until this one's response is complete.
+    pending_input_.append(data, len);
+    if (pending_input_.size() > kHighWater) pause_reading();
+    return;
+  }
+  execute(data, len);
+}
+
+void Downstream::execute(const char* data, std::size_t len) {
+  in_execute_ = true;
+  for (;;) {
+    llhttp_errno_t err = llhttp_execute(&parser_, data, len);
+    if (done()) break;
+    if (err == HPE_OK) break;
+    if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
+      const char* rest = llhttp_get_error_pos(&parser_);
+      std::size_t rest_len = rest ? static_cast<std::size_t>(data + len - rest) : 0;
+      if (err == HPE_PAUSED && phase_ == Phase::idle) {
+        // The request was answered while parsing (a local reply): go on with the next.
+        llhttp_resume(&parser_);
+        data = rest;
+        len = rest_len;
+        if (len == 0) break;
+        continue;
+      }
+      if (err == HPE_PAUSED_UPGRADE) {
+        // Bytes after an upgrade request belong to the new protocol: pass them on.
+        if (up_ && rest_len) up_->out().add(rest, rest_len);
+        bytes_in_ += rest_len;
+        break;
+      }
+      pending_input_.append(rest, rest_len);
+      if (pending_input_.size() > kHighWater) pause_reading();
+      break;
+    }
+    // A protocol error: 400 (or the limit that was hit), then close.
+    if (error_reason_set_) {
+      local_reply(error_reason_, "", true);
+    } else {
+      const char* why = llhttp_get_error_reason(&parser_);
+      local_reply(Reason::bad_request, why ? why : "malformed request", true);
+    }
+    break;
+  }
+  in_execute_ = false;
+}
+
+void Downstream::serve_pending_input() {
+  if (done()) return;
+  if (pending_input_.empty()) {
+    resume_reading();
+    return;
+  }
+  resume_input_.clear();
+  resume_input_.swap(pending_input_);
+  execute(resume_input_.data(), resume_input_.size());
+  if (!closing_) flush();  // the batch may point into resume_input_
+  resume_input_.clear();
+  if (!done() && pending_input_.size() < kHighWater) resume_reading();
+}
+
+bool Downstream::flush() {
+  if (closing_) return false;
+  if (up_) up_->flush();  // a failure calls on_upstream_error
+  if (closing_) return false;
+  if (!out_.empty()) {
+    int rc = out_.flush(reinterpret_cast<uv_stream_t*>(&tcp_), on_write);
+    if (rc != 0) {
+      close();
+      return false;
+    }
+  }
+  std::size_t queued = uv_stream_get_write_queue_size(reinterpret_cast<uv_stream_t*>(&tcp_));
+  if (up_ && queued > kHighWater) up_->pause_reading();
+  if (up_ && up_->queued_bytes() > kHighWater) pause_reading();
+  return true;
+}
+
+void Downstream::on_write(uv_write_t* req, int status) {
+  auto* d = static_cast<Downstream*>(req->handle->data);
+  free_queued_write(req);
+  if (d->closing_) return;
+  if (status < 0) {
+    d->close();
+    return;
+  }
+  if (d->up_ &&
+      uv_stream_get_write_queue_size(reinterpret_cast<uv_stream_t*>(&d->tcp_)) < kLowWater)
+    d->up_->resume_reading();
+}
+
+void Downstream::on_timer(uv_timer_t* timer) {
+  auto* d = static_cast<Downstream*>(timer->data);
+  if (d->closing_) return;
+  switch (d->phase_) {
+    case Phase::idle:
+    case Phase::tunnel:
+    case Phase::lingering:
+      d->close();
+      break;
+    case Phase::head:
+      d->local_reply(Reason::request_timeout, "the request head was not received in time", true);
+      break;
+    case Phase::request:
+      d->on_request_timeout();
+      break;
+  }
+}
+
+bool Downstream::count_head_bytes(std::size_t len) {
+  head_bytes_ += len;
+  if (head_bytes_ <= listener_.config->max_header_bytes) return true;
+  error_reason_ = Reason::header_too_large;
+  error_reason_set_ = true;
+  return false;
+}
+
+int Downstream::cb_message_begin(llhttp_t* p) {
+  auto* d = self(p);
+  d->phase_ = Phase::head;
+  d->start_ns_ = uv_hrtime();
+  d->headers_.clear();
+  d->url_.clear();
+  d->head_bytes_ = 0;
+  d->arm_timer(d->listener_.config->header_timeout_ms);
+  return 0;
+}
+
+int Downstream::cb_url(llhttp_t* p, const char* at, std::size_t len) {
+  auto* d = self(p);
+  if (!d->count_head_bytes(len)) return -1;
+  d->url_.append(at, len);
+  return 0;
+}
+
+int Downstream::cb_header_field(llhttp_t* p, const char* at, std::size_t len) {
+  auto* d = self(p);
+  if (!d->count_head_bytes(len + 4)) return -1;  // ": " and CRLF
+  d->headers_.append_name(at, len);
+  return 0;
+}
+
+int Downstream::cb_header_value(llhttp_t* p, const char* at, std::size_t len) {
+  auto* d = self(p);
+  if (!d->count_head_bytes(len)) return -1;
+  d->headers_.append_value(at, len);
+  return 0;
+}
+
+int Downstream::cb_headers_complete(llhttp_t* p) {
+  auto* d = self(p);
+  d->bytes_in_ += d->head_bytes_;
+  return d->start_request();
+}
+
+int Downstream::cb_body(llhttp_t* p, const char* at, std::size_t len) {
+  auto* d = self(p);
+  d->request_body_bytes_ += len;
+  d->bytes_in_ += len;
+  if (d->request_body_bytes_ > d->listener_.config->max_body_bytes) {
+    d->error_reason_ = Reason::body_too_large;
+    d->error_reason_set_ = true;
+    return -1;
+  }
+  d->forward_body(at, len);
+  return 0;
+}
+
+int Downstream::cb_chunk_header(llhttp_t* p) {
+  auto* d = self(p);
+  d->chunk_size_ = p->content_length;
+  if (d->up_ && !d->pending_reply_ && d->chunk_size_ > 0) d->up_->out().add_chunk_header(d->chunk_size_);
+  return 0;
+}
+
+int Downstream::cb_chunk_complete(llhttp_t* p) {
+  auto* d = self(p);
+  if (d->up_ && !d->pending_reply_ && d->chunk_size_ > 0) d->up_->out().add_copy("\r\n");
+  return 0;
+}
+
+int Downstream::cb_message_complete(llhttp_t* p) {
+  auto* d = self(p);
+  d->request_complete_ = true;
+  if (d->pending_reply_) {
+    d->pending_reply_ = false;
+    d->local_reply(d->pending_reason_, d->pending_detail_, false, d->pending_status_);
+    return HPE_PAUSED;
+  }
+  d->end_request_body();
+  if (p->upgrade) return 0;  // llhttp stops with HPE_PAUSED_UPGRADE
+  return HPE_PAUSED;
+}
+
+void Downstream::local_reply(Reason reason, std::string_view detail, bool close_after, int status) {
+  if (done()) return;
+  if (response_started_) {
+    close();  // too late for a reply: the client must see the response break
+    return;
+  }
+  if (up_) detach_upstream(false);
+  bool must_close = close_after || !request_complete_ || close_after_response_ || draining_;
+  LocalReply reply;
+  reply.reason = reason;
+  reply.status = status;
+  reply.detail = detail;
+  reply.request_id = request_id_;
+  reply.minor_version = phase_ == Phase::request ? minor_version_ : 1;
+  reply.close = must_close;
+  reply.head_request = head_request_;
+  status_ = write_local_reply(response_head_, reply);
+  reply_reason_ = reason;
+  local_reply_sent_ = true;
+  RouteStats& rs = route_stats_ ? *route_stats_ : listener_.stats->routes[listener_.config->routes.size()];
+  rs.local_replies[static_cast<int>(reason)].add();
+  out_.add(response_head_);
+  bytes_out_ += response_head_.size();
+  response_started_ = true;
+  if (must_close) close_after_response_ = true;
+  flush();
+  finish_request();
+}
+
+void Downstream::account_request() {
+  if (accounted_ || start_ns_ == 0) return;
+  accounted_ = true;
+  std::uint64_t duration = uv_hrtime() - start_ns_;
+  RouteStats& rs = route_stats_ ? *route_stats_ : listener_.stats->routes[listener_.config->routes.size()];
+  rs.count_status(status_);
+  if (route_stats_) rs.duration.observe_ns(duration);
+  AccessLog& log = worker_.access_log();
+  if (!log.enabled()) return;
+  AccessEntry e;
+  e.request_id = request_id_;
+  e.client = client_ip_;
+  e.method = llhttp_method_name(static_cast<llhttp_method_t>(parser_.method));
+  e.path = target_path(origin_form(url_));
+  e.listener = listener_.config->name;
+  if (route_ >= 0) {
+    e.route = listener_.config->routes[static_cast<std::size_t>(route_)].name;
+    e.upstream = listener_.config->routes[static_cast<std::size_t>(route_)].upstream;
+  }
+  if (upstream_ && attempts_ > 0) e.endpoint = upstream_->endpoint_name(endpoint_);
+  if (local_reply_sent_) e.reason = reason_name(reply_reason_);
+  e.status = status_;
+  e.attempts = attempts_;
+  e.duration_ns = duration;
+  e.bytes_in = bytes_in_;
+  e.bytes_out = bytes_out_;
+  log.record(e);
+}
+
+void Downstream::finish_request() {
+  account_request();
+  if (up_) detach_upstream(false);
+  bool close_now = close_after_response_ || client_eof_ || draining_;
+  reset_request();
+  if (close_now) {
+    close_gracefully();
+    return;
+  }
+  phase_ = Phase::idle;
+  arm_timer(listener_.config->idle_timeout_ms);
+  if (!in_execute_) {
+    llhttp_resume(&parser_);
+    serve_pending_input();
+  }
+}
+
+void Downstream::reset_request() {
+  start_ns_ = 0;
+  route_ = -1;
+  route_stats_ = nullptr;
+  upstream_ = nullptr;
+  endpoint_ = 0;
+  endpoint_counted_ = false;
+  request_id_ = {};
+  request_framing_ = BodyFraming::none;
+  response_framing_ = BodyFraming::none;
+  upstream_chunked_ = false;
+  chunk_size_ = 0;
+  response_chunk_size_ = 0;
+  request_body_bytes_ = 0;
+  bytes_in_ = 0;
+  bytes_out_ = 0;
+  status_ = 0;
+  attempts_ = 0;
+  stale_retries_ = 0;
+  local_reply_sent_ = false;
+  pending_reply_ = false;
+  head_request_ = false;
+  request_complete_ = false;
+  response_started_ = false;
+  upgrade_ = false;
+  body_sent_upstream_ = false;
+  sent_continue_ = false;
+  accounted_ = false;
+  error_reason_set_ = false;
+}
+
+void Downstream::close_gracefully() {
+  if (done()) return;
+  if (up_) detach_upstream(false);
+  flush();
+  if (closing_) return;
+  phase_ = Phase::lingering;
+  // Send FIN after the queued bytes, then discard input until the client closes (or the
+  // linger time ends) so that unread request bytes do not turn our close into a reset that
+  // would destroy the response in flight.
+  if (uv_shutdown(&shutdown_req_, reinterpret_cast<uv_stream_t*>(&tcp_), on_shutdown) != 0) {
+    close();
+    return;
+  }
+  arm_timer(kLingerMs);
+  if (!reading_) {
+    reading_ = true;
+    read_paused_ = false;
+    uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), on_alloc, on_read);
+  } else {
+    resume_reading();
+  }
+}
+
+void Downstream::on_shutdown(uv_shutdown_t* req, int status) {
+  auto* d = static_cast<Downstream*>(req->handle->data);
+  if (status < 0 && !d->closing_) d->close();
+}
+
+void Downstream::drain() {
+  draining_ = true;
+  if (phase_ == Phase::idle) close();
+}
+
+void Downstream::close() {
+  if (closing_) return;
+  if (phase_ == Phase::request || phase_ == Phase::tunnel) account_request();
+  if (up_) {
+    up_->close();
+    up_ = nullptr;
+  }
+  if (endpoint_counted_ && upstream_) {
+    upstream_->end_request(endpoint_);
+    endpoint_counted_ = false;
+  }
+  closing_ = true;
+  out_.clear();
+  uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), on_close);
+  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), on_close);
+}
+
+void Downstream::on_close(uv_handle_t* handle) {
+  auto* d = static_cast<Downstream*>(handle->data);
+  if (--d->open_handles_ > 0) return;
+  --d->listener_.connections;
+  d->listener_.stats->connections.add(-1);
+  d->worker_.remove_downstream(d);
+  delete d;
+}
+
+}  // namespace bulwark

@@ -1,0 +1,177 @@
+// One client connection and the request it is serving. Requests on a connection are
+// served one at a time, in order (pipelined requests wait, parsed, in a small buffer);
+// each is routed, forwarded to an upstream connection and its response streamed back.
+// downstream.cc holds the connection side (reading, parsing, limits, timers, replies);
+// session.cc the proxying side (route, upstream, relay of both bodies).
+#pragma once
+
+#include <llhttp.h>
+#include <uv.h>
+
+#include <cstdint>
+#include <string>
+
+#include "http/headers.h"
+#include "http/local_reply.h"
+#include "net/write_queue.h"
+#include "upstream/connection.h"
+
+namespace bulwark {
+
+class Worker;
+class Upstream;
+struct ListenerRuntime;
+struct RouteStats;
+
+class Downstream final : public UpstreamClient {
+ public:
+  explicit Downstream(ListenerRuntime& listener);
+  Downstream(const Downstream&) = delete;
+  Downstream& operator=(const Downstream&) = delete;
+
+  // Accepts the pending connection on `server` and starts reading. False: closed already.
+  bool accept(uv_stream_t* server);
+  // Worker draining: closes now if between requests, else after the current response.
+  void drain();
+  // Closes at once (upstream connection included).
+  void close();
+
+  Downstream* list_prev = nullptr;
+  Downstream* list_next = nullptr;
+
+  // UpstreamClient
+  void on_upstream_connected() override;
+  bool on_upstream_headers(UpstreamConnection& conn) override;
+  void on_upstream_chunk_header(std::uint64_t size) override;
+  void on_upstream_body(const char* data, std::size_t len) override;
+  void on_upstream_chunk_complete() override;
+  void on_upstream_complete() override;
+  void on_upstream_tunnel_data(const char* data, std::size_t len) override;
+  void on_upstream_error(UpstreamError error) override;
+  void on_upstream_batch_end() override;
+  void on_upstream_drained() override;
+
+ private:
+  enum class Phase {
+    idle,      // between requests (keep-alive)
+    head,      // reading a request head
+    request,   // head parsed: body and/or response under way
+    tunnel,    // after 101: bytes both ways
+    lingering  // response sent, closing: draining what the client still sends
+  };
+
+  // downstream.cc
+  static void on_alloc(uv_handle_t* handle, std::size_t suggested, uv_buf_t* buf);
+  static void on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf);
+  static void on_write(uv_write_t* req, int status);
+  static void on_shutdown(uv_shutdown_t* req, int status);
+  static void on_timer(uv_timer_t* timer);
+  static void on_close(uv_handle_t* handle);
+  static const llhttp_settings_t& settings();
+  static int cb_message_begin(llhttp_t* p);
+  static int cb_url(llhttp_t* p, const char* at, std::size_t len);
+  static int cb_header_field(llhttp_t* p, const char* at, std::size_t len);
+  static int cb_header_value(llhttp_t* p, const char* at, std::size_t len);
+  static int cb_headers_complete(llhttp_t* p);
+  static int cb_body(llhttp_t* p, const char* at, std::size_t len);
+  static int cb_chunk_header(llhttp_t* p);
+  static int cb_chunk_complete(llhttp_t* p);
+  static int cb_message_complete(llhttp_t* p);
+
+  void handle_input(const char* data, std::size_t len);
+  void execute(const char* data, std::size_t len);
+  void serve_pending_input();
+  bool count_head_bytes(std::size_t len);
+  void arm_timer(std::uint64_t ms);
+  void pause_reading();
+  void resume_reading();
+  bool flush();
+  // Sends a local reply. Closes the connection afterwards when `close` is set or the
+  // request body has not been read completely.
+  void local_reply(Reason reason, std::string_view detail, bool close = false, int status = 0);
+  void close_gracefully();
+  void finish_request();
+  void account_request();
+  void reset_request();
+  bool done() const { return closing_ || phase_ == Phase::lingering; }
+
+  // session.cc
+  int start_request();  // llhttp on_headers_complete result
+  int reply_from_headers(Reason reason, std::string_view detail, int status = 0);
+  void send_continue();
+  bool start_attempt();
+  void forward_body(const char* data, std::size_t len);
+  void end_request_body();
+  void upstream_failed(Reason reason, UpstreamError error);
+  void detach_upstream(bool reusable);
+  void record_upstream_outcome(int outcome);
+  void on_request_timeout();
+
+  ListenerRuntime& listener_;
+  Worker& worker_;
+  uv_tcp_t tcp_{};
+  uv_timer_t timer_{};
+  uv_shutdown_t shutdown_req_{};
+  int open_handles_ = 0;
+  bool closing_ = false;
+  bool reading_ = false;
+  bool read_paused_ = false;  // by backpressure or pipelining, not by closing
+  bool close_after_response_ = false;
+  bool client_eof_ = false;
+  bool draining_ = false;
+
+  llhttp_t parser_{};
+  HeaderBlock headers_;
+  std::string url_;
+  std::string client_ip_;
+  std::string pending_input_;  // bytes after a complete request, waiting their turn
+  std::string resume_input_;
+  std::string upstream_head_;  // serialized upstream request head
+  std::string response_head_;  // serialized response head or local reply
+  OutBatch out_;
+  Phase phase_ = Phase::idle;
+  std::uint64_t head_bytes_ = 0;
+
+  // The current request.
+  std::uint64_t start_ns_ = 0;
+  int route_ = -1;
+  RouteStats* route_stats_ = nullptr;
+  Upstream* upstream_ = nullptr;
+  std::size_t endpoint_ = 0;
+  bool endpoint_counted_ = false;
+  UpstreamConnection* up_ = nullptr;
+  char request_id_buf_[36];
+  std::string_view request_id_;
+  RequestInfo info_;
+  BodyFraming request_framing_ = BodyFraming::none;
+  BodyFraming response_framing_ = BodyFraming::none;
+  bool upstream_chunked_ = false;
+  std::uint64_t chunk_size_ = 0;
+  std::uint64_t request_body_bytes_ = 0;
+  std::uint64_t bytes_in_ = 0;
+  std::uint64_t bytes_out_ = 0;
+  int status_ = 0;
+  int attempts_ = 0;
+  Reason reply_reason_ = Reason::bad_request;
+  bool local_reply_sent_ = false;
+  bool pending_reply_ = false;  // decided in on_headers_complete, sent at message end
+  Reason pending_reason_ = Reason::no_route;
+  std::string pending_detail_;
+  int pending_status_ = 0;
+  bool head_request_ = false;
+  bool request_complete_ = false;
+  bool response_started_ = false;
+  bool upgrade_ = false;
+  bool body_sent_upstream_ = false;  // any request body byte went upstream
+  bool sent_continue_ = false;
+  bool accounted_ = false;
+  bool in_execute_ = false;
+  int stale_retries_ = 0;
+  bool last_attempt_reused_ = false;
+  std::uint64_t response_chunk_size_ = 0;
+  int minor_version_ = 1;
+  Reason error_reason_ = Reason::bad_request;
+  bool error_reason_set_ = false;
+};
+
+}  // namespace bulwark

@@ -1,0 +1,333 @@
+// The proxying side of a Downstream: route the request, pick an endpoint and a pooled
+// connection, stream the request body up and the response down, and turn upstream
+// failures into local replies.
+#include "admin/stats.h"
+#include "pipeline/downstream.h"
+#include "worker.h"
+
+namespace bulwark {
+
+namespace {
+
+bool printable_id(std::string_view id) {
+  if (id.empty() || id.size() > 128) return false;
+  for (unsigned char c : id)
+    if (c <= 0x20 || c >= 0x7f) return false;
+  return true;
+}
+
+// The authority of an absolute-form target ("http://a.example/x" -> "a.example").
+std::string_view target_authority(std::string_view target) {
+  auto scheme = target.find("://");
+  if (scheme == std::string_view::npos || (!target.empty() && target[0] == '/')) return {};
+  std::string_view rest = target.substr(scheme + 3);
+  return rest.substr(0, rest.find_first_of("/?"));
+}
+
+}  // namespace
+
+int Downstream::reply_from_headers(Reason reason, std::string_view detail, int status) {
+  bool has_body = (parser_.flags & F_CHUNKED) || parser_.content_length > 0;
+  if (!has_body && !parser_.upgrade) {
+    // Answer once the (empty) request is complete, keeping the connection.
+    pending_reply_ = true;
+    pending_reason_ = reason;
+    pending_detail_.assign(detail);
+    pending_status_ = status;
+    return 0;
+  }
+  local_reply(reason, detail, true, status);
+  return HPE_PAUSED;
+}
+
+int Downstream::start_request() {
+  phase_ = Phase::request;
+  minor_version_ = parser_.http_minor;
+  head_request_ = parser_.method == HTTP_HEAD;
+  info_ = inspect_request(headers_);
+  const ListenerConfig& lc = *listener_.config;
+
+  if (info_.request_id.empty() || !printable_id(info_.request_id)) {
+    worker_.ids().next(request_id_buf_);
+    request_id_ = std::string_view(request_id_buf_, sizeof request_id_buf_);
+  } else {
+    request_id_ = info_.request_id;
+  }
+  if (info_.connection_close || (minor_version_ == 0 && !info_.connection_keep_alive) || draining_)
+    close_after_response_ = true;
+
+  if (parser_.http_major != 1 || parser_.http_minor > 1) {
+    local_reply(Reason::bad_request, "unsupported HTTP version", true);
+    return HPE_PAUSED;
+  }
+  if (parser_.method == HTTP_CONNECT) {
+    local_reply(Reason::bad_request, "CONNECT is not supported", true);
+    return HPE_PAUSED;
+  }
+  if (info_.host_count > 1) {
+    local_reply(Reason::bad_request, "more than one Host header", true);
+    return HPE_PAUSED;
+  }
+  if (minor_version_ == 1 && info_.host_count == 0) {
+    local_reply(Reason::bad_request, "missing Host header", true);
+    return HPE_PAUSED;
+  }
+  std::string_view target = origin_form(url_);
+  if (target.empty()) {
+    local_reply(Reason::bad_request, "invalid request target", true);
+    return HPE_PAUSED;
+  }
+  if (parser_.flags & F_CHUNKED) {
+    request_framing_ = BodyFraming::chunked;
+  } else if (parser_.content_length > 0) {
+    request_framing_ = BodyFraming::content_length;
+    if (parser_.content_length > lc.max_body_bytes) {
+      local_reply(Reason::body_too_large, "request body exceeds the listener's max_body_bytes",
+                  true);
+      return HPE_PAUSED;
+    }
+  }
+  if (info_.expect_other) return reply_from_headers(Reason::bad_request, "unsupported Expect", 417);
+  upgrade_ = parser_.upgrade && !info_.upgrade.empty();
+
+  std::string_view host = target_authority(url_);
+  if (host.empty()) host = info_.host;
+  const char* method = llhttp_method_name(static_cast<llhttp_method_t>(parser_.method));
+  route_ = listener_.router->match(method, target_path(target), host, headers_);
+  if (route_ < 0) {
+    route_stats_ = nullptr;
+    return reply_from_headers(Reason::no_route, "no route matches the request");
+  }
+  route_stats_ = &listener_.stats->routes[static_cast<std::size_t>(route_)];
+  upstream_ = listener_.route_upstreams[static_cast<std::size_t>(route_)];
+  arm_timer(lc.routes[static_cast<std::size_t>(route_)].timeout_ms);
+  if (!start_attempt()) return HPE_PAUSED;
+  return 0;
+}
+
+bool Downstream::start_attempt() {
+  endpoint_ = upstream_->pick();
+  UpstreamConnection* conn = upstream_->pool(endpoint_).acquire();
+  if (!conn) {
+    // Every connection to the endpoint is busy (pool.max_connections).
+    const char* detail = "the upstream connection pool is full";
+    if (request_complete_ || !in_execute_) {
+      local_reply(Reason::pending_overflow, detail);
+      return false;
+    }
+    return reply_from_headers(Reason::pending_overflow, detail) == 0;  // true: answered later
+  }
+  up_ = conn;
+  ++attempts_;
+  conn->attach(this, head_request_);
+  last_attempt_reused_ = conn->reused();
+  upstream_->begin_request(endpoint_);
+  endpoint_counted_ = true;
+
+  UpstreamRequestHead head;
+  head.method = llhttp_method_name(static_cast<llhttp_method_t>(parser_.method));
+  head.target = origin_form(url_);
+  head.client_ip = client_ip_;
+  head.request_id = request_id_;
+  head.framing = request_framing_;
+  head.content_length = parser_.content_length;
+  if (upgrade_) head.upgrade = info_.upgrade;
+  write_upstream_request_head(upstream_head_, headers_, info_, head);
+  up_->out().add(upstream_head_);
+  if (conn->connected()) send_continue();
+  return true;
+}
+
+void Downstream::send_continue() {
+  if (sent_continue_ || !info_.expect_continue || minor_version_ == 0 || request_complete_ ||
+      response_started_ || request_framing_ == BodyFraming::none)
+    return;
+  sent_continue_ = true;
+  out_.add_copy("HTTP/1.1 100 Continue\r\n\r\n");
+}
+
+void Downstream::forward_body(const char* data, std::size_t len) {
+  if (!up_ || pending_reply_) return;  // no upstream (answered locally): discarded
+  up_->out().add(data, len);
+  body_sent_upstream_ = true;
+}
+
+void Downstream::end_request_body() {
+  if (up_ && request_framing_ == BodyFraming::chunked) up_->out().add_copy("0\r\n\r\n");
+}
+
+void Downstream::detach_upstream(bool reusable) {
+  if (up_) {
+    up_->release(reusable);
+    up_ = nullptr;
+  }
+  if (endpoint_counted_) {
+    upstream_->end_request(endpoint_);
+    endpoint_counted_ = false;
+  }
+}
+
+void Downstream::record_upstream_outcome(int outcome) {
+  if (upstream_) upstream_->endpoint_stats(endpoint_).outcomes[outcome].add();
+}
+
+void Downstream::on_upstream_connected() {
+  send_continue();
+  flush();
+}
+
+bool Downstream::on_upstream_headers(UpstreamConnection& conn) {
+  status_ = conn.status();
+  bool no_body = head_request_ || status_ == 204 || status_ == 304 || status_ == 101;
+  std::string_view upgrade;
+  if (status_ == 101) {
+    if (!upgrade_) return true;  // unsolicited 101: handled as an error at completion
+    upgrade = conn.headers().get("upgrade");
+    response_framing_ = BodyFraming::none;
+  } else if (no_body) {
+    response_framing_ = conn.has_content_length() && status_ != 204 ? BodyFraming::content_length
+                                                                    : BodyFraming::none;
+  } else if (conn.has_content_length()) {
+    response_framing_ = BodyFraming::content_length;
+  } else if (minor_version_ == 1) {
+    response_framing_ = BodyFraming::chunked;  // chunked or close-delimited upstream body
+  } else {
+    response_framing_ = BodyFraming::none;  // HTTP/1.0 client: the close ends the body
+    close_after_response_ = true;
+  }
+  upstream_chunked_ = conn.body_chunked();
+  if ((upgrade_ && status_ != 101) || draining_) close_after_response_ = true;
+
+  DownstreamResponseHead head;
+  head.status = status_;
+  head.reason = conn.status_text();
+  head.minor_version = minor_version_;
+  head.framing = response_framing_;
+  head.content_length = conn.content_length();
+  head.close = close_after_response_;
+  head.keep_alive_1_0 = minor_version_ == 0 && !close_after_response_;
+  head.upgrade = upgrade;
+  write_downstream_response_head(response_head_, conn.headers(), head);
+  out_.add(response_head_);
+  bytes_out_ += response_head_.size();
+  response_started_ = true;
+  return no_body;
+}
+
+void Downstream::on_upstream_chunk_header(std::uint64_t size) {
+  response_chunk_size_ = size;
+  if (response_framing_ == BodyFraming::chunked && upstream_chunked_ && size > 0)
+    out_.add_chunk_header(size);
+}
+
+void Downstream::on_upstream_body(const char* data, std::size_t len) {
+  bytes_out_ += len;
+  if (response_framing_ == BodyFraming::chunked && !upstream_chunked_) {
+    out_.add_chunk_header(len);
+    out_.add(data, len);
+    out_.add_copy("\r\n");
+    return;
+  }
+  out_.add(data, len);
+}
+
+void Downstream::on_upstream_chunk_complete() {
+  if (response_framing_ == BodyFraming::chunked && upstream_chunked_ && response_chunk_size_ > 0)
+    out_.add_copy("\r\n");
+}
+
+void Downstream::on_upstream_complete() {
+  if (status_ == 101) {
+    if (!upgrade_) {
+      record_upstream_outcome(static_cast<int>(UpstreamOutcome::failure));
+      upstream_failed(Reason::upstream_reset, UpstreamError::protocol);
+      return;
+    }
+    record_upstream_outcome(static_cast<int>(UpstreamOutcome::success));
+    phase_ = Phase::tunnel;
+    up_->start_tunnel();
+    arm_timer(listener_.config->idle_timeout_ms);
+    flush();
+    resume_reading();
+    return;
+  }
+  if (response_framing_ == BodyFraming::chunked) out_.add_copy("0\r\n\r\n");
+  record_upstream_outcome(static_cast<int>(status_ >= 500 ? UpstreamOutcome::failure
+                                                          : UpstreamOutcome::success));
+  if (!request_complete_) close_after_response_ = true;
+  flush();
+  detach_upstream(request_complete_);
+  if (closing_) return;
+  finish_request();
+}
+
+void Downstream::on_upstream_tunnel_data(const char* data, std::size_t len) {
+  bytes_out_ += len;
+  out_.add(data, len);
+  arm_timer(listener_.config->idle_timeout_ms);
+}
+
+void Downstream::on_upstream_batch_end() { flush(); }
+
+void Downstream::on_upstream_drained() {
+  if (read_paused_ && pending_input_.size() < kHighWater && !request_complete_) resume_reading();
+  if (phase_ == Phase::tunnel) resume_reading();
+}
+
+void Downstream::on_upstream_error(UpstreamError error) {
+  up_ = nullptr;  // the connection is closing already
+  bool connect = error == UpstreamError::connect_failure || error == UpstreamError::connect_timeout;
+  record_upstream_outcome(static_cast<int>(connect ? UpstreamOutcome::connect_failure
+                                                   : UpstreamOutcome::reset));
+  upstream_failed(connect ? Reason::upstream_connect_failure : Reason::upstream_reset, error);
+}
+
+void Downstream::upstream_failed(Reason reason, UpstreamError error) {
+  if (up_) {
+    up_->close();
+    up_ = nullptr;
+  }
+  if (endpoint_counted_) {
+    upstream_->end_request(endpoint_);
+    endpoint_counted_ = false;
+  }
+  if (done()) return;
+  if (phase_ == Phase::tunnel) {
+    close_gracefully();
+    return;
+  }
+  if (response_started_) {
+    close();  // part of the response went out: a broken connection is the only honest signal
+    return;
+  }
+  // A kept-alive connection that the upstream closed just as we reused it: nothing was
+  // processed, so send the request again on another connection.
+  if (error == UpstreamError::reset && last_attempt_reused_ && !body_sent_upstream_ &&
+      request_framing_ == BodyFraming::none && stale_retries_ < 3) {
+    ++stale_retries_;
+    --attempts_;
+    if (start_attempt()) {
+      flush();
+      return;
+    }
+    return;
+  }
+  local_reply(reason, reason == Reason::upstream_connect_failure
+                          ? "could not connect to the upstream"
+                          : "the upstream closed the connection before responding");
+}
+
+void Downstream::on_request_timeout() {
+  if (up_) {
+    record_upstream_outcome(static_cast<int>(UpstreamOutcome::timeout));
+    up_->close();
+    up_ = nullptr;
+  }
+  if (endpoint_counted_) {
+    upstream_->end_request(endpoint_);
+    endpoint_counted_ = false;
+  }
+  local_reply(Reason::upstream_timeout, "the route timeout expired", false);
+}
+
+}  // namespace bulwark

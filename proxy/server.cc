@@ -1,0 +1,219 @@
+#include "server.h"
+
+#include <prometheus/text_serializer.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <sstream>
+
+#include "config/json.h"
+#include "core/json.h"
+#include "core/log.h"
+#include "net/listener.h"
+
+namespace bulwark {
+
+Server::Server(Config config) : config_(std::move(config)) { uv_loop_init(&loop_); }
+
+Server::~Server() {
+  for (auto& w : workers_) w->join();
+  uv_loop_close(&loop_);
+}
+
+bool Server::bind_listeners(std::vector<std::vector<int>>& fds) {
+  fds.assign(static_cast<std::size_t>(config_.workers), std::vector<int>());
+  bool reuse = config_.workers > 1;
+  for (auto& l : config_.listeners) {
+    Address address = l.address;
+    for (int w = 0; w < config_.workers; ++w) {
+      std::string error;
+      Address bound;
+      int fd = open_listen_socket(address, reuse, 1024, bound, error);
+      if (fd < 0) {
+        log_error("listener " + l.name + ": " + error);
+        for (auto& list : fds)
+          for (int f : list) ::close(f);
+        return false;
+      }
+      if (w == 0) {
+        // With port 0 every worker's socket must share the port the first one got.
+        address = bound;
+        log_info("listener " + l.name + " listening on " + bound.to_string());
+      }
+      fds[static_cast<std::size_t>(w)].push_back(fd);
+    }
+  }
+  return true;
+}
+
+int Server::run() {
+  std::string error;
+  access_log_ = AccessLogSink::open(config_.access_log_path, error);
+  if (!access_log_) {
+    log_error(error);
+    return 1;
+  }
+  std::vector<std::vector<int>> fds;
+  if (!bind_listeners(fds)) return 1;
+
+  std::vector<const WorkerStats*> views;
+  for (int i = 0; i < config_.workers; ++i) {
+    stats_.push_back(std::make_unique<WorkerStats>(config_));
+    views.push_back(stats_.back().get());
+  }
+  collector_ = std::make_unique<StatsCollector>(config_, views, process_stats_);
+
+  AdminHandlers handlers;
+  handlers.metrics = [this] { return metrics_text(); };
+  handlers.ready = [this] { return started_ && !draining_; };
+  handlers.live = [this] {
+    std::uint64_t now = uv_hrtime() / 1000000;
+    for (const auto& w : workers_)
+      if (now > w->heartbeat_ms() + 5000) return false;
+    return true;
+  };
+  handlers.status = [this] { return status_json(); };
+  handlers.config = [this] { return config_to_json(config_); };
+  admin_ = std::make_unique<AdminServer>(&loop_, handlers);
+  if (!admin_->listen(config_.admin_address, error)) {
+    log_error(error);
+    for (auto& list : fds)
+      for (int f : list) ::close(f);
+    admin_->close();
+    uv_run(&loop_, UV_RUN_DEFAULT);
+    return 1;
+  }
+  log_info("admin listening on " + admin_->bound().to_string());
+
+  uv_async_init(&loop_, &worker_exit_, on_async);
+  worker_exit_.data = this;
+  uv_timer_init(&loop_, &drain_timer_);
+  drain_timer_.data = this;
+  for (uv_signal_t* s : {&sigterm_, &sigint_, &sighup_}) {
+    uv_signal_init(&loop_, s);
+    s->data = this;
+  }
+  uv_signal_start(&sigterm_, on_signal, SIGTERM);
+  uv_signal_start(&sigint_, on_signal, SIGINT);
+  uv_signal_start(&sighup_, on_signal, SIGHUP);
+  std::signal(SIGPIPE, SIG_IGN);
+
+  for (int i = 0; i < config_.workers; ++i) {
+    workers_.push_back(std::make_unique<Worker>(
+        i, config_, *stats_[static_cast<std::size_t>(i)], *access_log_,
+        fds[static_cast<std::size_t>(i)], [this] {
+          workers_exited_.fetch_add(1);
+          uv_async_send(&worker_exit_);
+        }));
+  }
+  for (auto& w : workers_) w->start();
+  started_ = true;
+  log_info("bulwark " BULWARK_VERSION " started with " + std::to_string(config_.workers) +
+           " worker(s)");
+  uv_run(&loop_, UV_RUN_DEFAULT);
+  for (auto& w : workers_) w->join();
+  log_info("bulwark stopped");
+  return 0;
+}
+
+void Server::on_signal(uv_signal_t* handle, int signum) {
+  auto* s = static_cast<Server*>(handle->data);
+  if (signum == SIGTERM) {
+    log_info("SIGTERM: draining (timeout " + std::to_string(s->config_.drain_timeout_ms) + "ms)");
+    s->begin_drain();
+  } else if (signum == SIGINT) {
+    log_info("SIGINT: stopping");
+    s->stop_workers();
+  } else if (signum == SIGHUP) {
+    log_warn("SIGHUP: configuration reload is not supported by this build yet; config unchanged");
+  }
+}
+
+void Server::begin_drain() {
+  if (draining_) return;
+  draining_ = true;
+  for (auto& w : workers_) w->drain();
+  uv_timer_start(&drain_timer_, on_drain_timeout, config_.drain_timeout_ms, 0);
+}
+
+void Server::on_drain_timeout(uv_timer_t* timer) {
+  auto* s = static_cast<Server*>(timer->data);
+  log_warn("drain timeout: closing the connections still open");
+  s->stop_workers();
+}
+
+void Server::stop_workers() {
+  draining_ = true;
+  for (auto& w : workers_) w->stop();
+}
+
+void Server::on_async(uv_async_t* async) {
+  auto* s = static_cast<Server*>(async->data);
+  if (s->workers_exited_.load() == static_cast<int>(s->workers_.size())) s->finish();
+}
+
+void Server::finish() {
+  if (finished_) return;
+  finished_ = true;
+  admin_->close();
+  uv_close(reinterpret_cast<uv_handle_t*>(&worker_exit_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&drain_timer_), nullptr);
+  for (uv_signal_t* sig : {&sigterm_, &sigint_, &sighup_})
+    uv_close(reinterpret_cast<uv_handle_t*>(sig), nullptr);
+}
+
+std::string Server::metrics_text() const {
+  std::ostringstream out;
+  prometheus::TextSerializer().Serialize(out, collector_->Collect());
+  return out.str();
+}
+
+std::string Server::status_json() const {
+  std::string out = "{\"draining\":";
+  out += draining_ ? "true" : "false";
+  out += ",\"workers\":" + std::to_string(workers_.size()) + ",\"upstreams\":[";
+  for (std::size_t u = 0; u < config_.upstreams.size(); ++u) {
+    const auto& uc = config_.upstreams[u];
+    if (u) out += ",";
+    out += "{\"name\":";
+    append_json_string(out, uc.name);
+    out += ",\"balance\":";
+    append_json_string(out, uc.balance);
+    out += ",\"endpoints\":[";
+    for (std::size_t e = 0; e < uc.endpoints.size(); ++e) {
+      std::int64_t in_flight = 0, active = 0, idle = 0;
+      for (const auto& s : stats_) {
+        const EndpointStats& es = s->upstreams[u]->endpoints[e];
+        in_flight += es.in_flight.get();
+        active += es.active.get();
+        idle += es.idle.get();
+      }
+      if (e) out += ",";
+      out += "{\"address\":";
+      append_json_string(out, uc.endpoints[e].address.to_string());
+      // Health checks and breakers are not part of this build: every endpoint takes traffic.
+      out += ",\"health\":\"unchecked\",\"breaker\":\"disabled\",\"in_flight\":" +
+             std::to_string(in_flight) + ",\"pool\":{\"active\":" + std::to_string(active) +
+             ",\"idle\":" + std::to_string(idle) + "}}";
+    }
+    out += "]}";
+  }
+  out += "],\"routes\":[";
+  bool first = true;
+  for (const auto& l : config_.listeners)
+    for (const auto& r : l.routes) {
+      if (!first) out += ",";
+      first = false;
+      out += "{\"listener\":";
+      append_json_string(out, l.name);
+      out += ",\"route\":";
+      append_json_string(out, r.name);
+      out += ",\"upstream\":";
+      append_json_string(out, r.upstream);
+      out += ",\"rate_limit\":null}";
+    }
+  out += "]}";
+  return out;
+}
+
+}  // namespace bulwark

@@ -1,0 +1,55 @@
+// The process: binds the listeners, starts one Worker per configured worker thread, serves
+// the admin listener on the main thread, and turns signals into drain or stop.
+#pragma once
+
+#include <uv.h>
+
+#include <memory>
+#include <vector>
+
+#include "admin/access_log.h"
+#include "admin/admin_server.h"
+#include "admin/stats.h"
+#include "config/config.h"
+#include "worker.h"
+
+namespace bulwark {
+
+class Server {
+ public:
+  explicit Server(Config config);
+  ~Server();
+  // Runs until drained (SIGTERM) or stopped (SIGINT). Returns the process exit code.
+  int run();
+
+ private:
+  bool bind_listeners(std::vector<std::vector<int>>& fds);
+  void begin_drain();
+  void stop_workers();
+  void on_worker_exit();
+  void finish();
+  std::string status_json() const;
+  std::string metrics_text() const;
+
+  static void on_signal(uv_signal_t* handle, int signum);
+  static void on_async(uv_async_t* async);
+  static void on_drain_timeout(uv_timer_t* timer);
+
+  Config config_;
+  uv_loop_t loop_{};
+  uv_signal_t sigterm_{}, sigint_{}, sighup_{};
+  uv_async_t worker_exit_{};
+  uv_timer_t drain_timer_{};
+  std::unique_ptr<AccessLogSink> access_log_;
+  std::vector<std::unique_ptr<WorkerStats>> stats_;
+  ProcessStats process_stats_;
+  std::unique_ptr<StatsCollector> collector_;
+  std::unique_ptr<AdminServer> admin_;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::atomic<int> workers_exited_{0};
+  bool started_ = false;
+  bool draining_ = false;
+  bool finished_ = false;
+};
+
+}  // namespace bulwark

@@ -1,0 +1,305 @@
+#include "upstream/connection.h"
+
+#include "upstream/pool.h"
+
+namespace bulwark {
+
+namespace {
+UpstreamConnection* self(llhttp_t* p) { return static_cast<UpstreamConnection*>(p->data); }
+// The worker's shared read buffer; set by the worker before its loop runs.
+thread_local char* t_read_buffer = nullptr;
+}  // namespace
+
+void set_upstream_read_buffer(char* buffer) { t_read_buffer = buffer; }
+
+const llhttp_settings_t& UpstreamConnection::settings() {
+  static const llhttp_settings_t s = [] {
+    llhttp_settings_t x;
+    llhttp_settings_init(&x);
+    x.on_message_begin = on_message_begin;
+    x.on_status = on_status;
+    x.on_header_field = on_header_field;
+    x.on_header_value = on_header_value;
+    x.on_headers_complete = on_headers_complete;
+    x.on_body = on_body;
+    x.on_chunk_header = on_chunk_header;
+    x.on_chunk_complete = on_chunk_complete;
+    x.on_message_complete = on_message_complete;
+    return x;
+  }();
+  return s;
+}
+
+UpstreamConnection::UpstreamConnection(ConnectionPool& pool, uv_loop_t* loop) : pool_(pool) {
+  uv_tcp_init(loop, &tcp_);
+  uv_timer_init(loop, &timer_);
+  tcp_.data = this;
+  timer_.data = this;
+  open_handles_ = 2;
+  llhttp_init(&parser_, HTTP_RESPONSE, &settings());
+  parser_.data = this;
+}
+
+void UpstreamConnection::connect(const sockaddr* address, std::uint64_t timeout_ms) {
+  state_ = State::connecting;
+  uv_tcp_nodelay(&tcp_, 1);
+  int rc = uv_tcp_connect(&connect_req_, &tcp_, address, on_connect);
+  // A synchronous failure is reported from the timer, never from inside connect().
+  uv_timer_start(&timer_, on_timer, rc == 0 ? timeout_ms : 0, 0);
+  if (rc != 0) connected_ = false, keep_alive_ = false, response_done_ = true;
+}
+
+void UpstreamConnection::on_connect(uv_connect_t* req, int status) {
+  auto* c = static_cast<UpstreamConnection*>(req->handle->data);
+  if (c->state_ == State::closing) return;
+  auto& stats = c->pool_.stats();
+  if (status < 0) {
+    stats.connects[static_cast<int>(ConnectResult::failure)].add();
+    c->fail(UpstreamError::connect_failure);
+    return;
+  }
+  stats.connects[static_cast<int>(ConnectResult::success)].add();
+  c->connected_ = true;
+  uv_timer_stop(&c->timer_);
+  c->state_ = State::active;
+  c->reading_ = true;
+  uv_read_start(reinterpret_cast<uv_stream_t*>(&c->tcp_), on_alloc, on_read);
+  if (c->client_) c->client_->on_upstream_connected();
+}
+
+void UpstreamConnection::attach(UpstreamClient* client, bool head_request) {
+  client_ = client;
+  head_request_ = head_request;
+  response_started_ = false;
+  response_done_ = false;
+  interim_ = false;
+  keep_alive_ = true;
+  content_length_ = 0;
+  llhttp_init(&parser_, HTTP_RESPONSE, &settings());
+  parser_.data = this;
+  if (state_ == State::idle) {
+    reused_ = true;
+    pool_.on_active(this);
+    uv_timer_stop(&timer_);
+    state_ = State::active;
+  }
+  if (read_paused_) resume_reading();
+}
+
+std::size_t UpstreamConnection::queued_bytes() const {
+  return uv_stream_get_write_queue_size(reinterpret_cast<const uv_stream_t*>(&tcp_));
+}
+
+bool UpstreamConnection::flush() {
+  if (state_ == State::closing) {
+    out_.clear();
+    return false;
+  }
+  int rc = out_.flush(reinterpret_cast<uv_stream_t*>(&tcp_), on_write);
+  if (rc != 0) {
+    fail(UpstreamError::reset);
+    return false;
+  }
+  return true;
+}
+
+void UpstreamConnection::on_write(uv_write_t* req, int status) {
+  auto* c = static_cast<UpstreamConnection*>(req->handle->data);
+  free_queued_write(req);
+  if (status < 0 || c->state_ == State::closing) return;  // the read side reports failures
+  if (c->client_ && c->queued_bytes() < kLowWater) c->client_->on_upstream_drained();
+}
+
+void UpstreamConnection::pause_reading() {
+  if (state_ == State::closing || !reading_ || read_paused_) return;
+  uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp_));
+  read_paused_ = true;
+}
+
+void UpstreamConnection::resume_reading() {
+  if (state_ == State::closing || !read_paused_) return;
+  read_paused_ = false;
+  uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), on_alloc, on_read);
+}
+
+void UpstreamConnection::start_tunnel() { state_ = State::tunnel; }
+
+void UpstreamConnection::release(bool reusable) {
+  client_ = nullptr;
+  if (state_ == State::closing) return;
+  if (!reusable || !keep_alive_ || !response_done_ || state_ != State::active) {
+    close();
+    return;
+  }
+  state_ = State::idle;
+  if (read_paused_) resume_reading();
+  uv_timer_start(&timer_, on_timer, pool_.config().idle_timeout_ms, 0);
+  pool_.on_idle(this);
+}
+
+void UpstreamConnection::close() {
+  if (state_ == State::closing) return;
+  bool was_idle = state_ == State::idle;
+  state_ = State::closing;
+  client_ = nullptr;
+  pool_.on_closed(this, was_idle);
+  uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), on_close);
+  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), on_close);
+}
+
+void UpstreamConnection::on_close(uv_handle_t* handle) {
+  auto* c = static_cast<UpstreamConnection*>(handle->data);
+  if (--c->open_handles_ == 0) delete c;
+}
+
+void UpstreamConnection::fail(UpstreamError error) {
+  UpstreamClient* c = client_;
+  close();
+  if (c) c->on_upstream_error(error);
+}
+
+void UpstreamConnection::on_timer(uv_timer_t* timer) {
+  auto* c = static_cast<UpstreamConnection*>(timer->data);
+  if (c->state_ == State::connecting) {
+    if (c->connected_ == false && c->response_done_) {  // synchronous connect failure
+      c->pool_.stats().connects[static_cast<int>(ConnectResult::failure)].add();
+      c->fail(UpstreamError::connect_failure);
+    } else {
+      c->pool_.stats().connects[static_cast<int>(ConnectResult::timeout)].add();
+      c->fail(UpstreamError::connect_timeout);
+    }
+  } else if (c->state_ == State::idle) {
+    c->close();
+  }
+}
+
+void UpstreamConnection::on_alloc(uv_handle_t*, std::size_t, uv_buf_t* buf) {
+  buf->base = t_read_buffer;
+  buf->len = kReadBufferSize;
+}
+
+void UpstreamConnection::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
+  auto* c = static_cast<UpstreamConnection*>(stream->data);
+  if (nread == 0 || c->state_ == State::closing) return;
+  if (nread > 0) {
+    c->handle_data(buf->base, static_cast<std::size_t>(nread));
+    return;
+  }
+  // EOF or error.
+  if (c->state_ == State::idle || !c->client_) {
+    c->close();
+    return;
+  }
+  if (c->state_ == State::active && c->response_started_ && llhttp_message_needs_eof(&c->parser_)) {
+    // A response delimited by the connection's end: EOF completes it.
+    llhttp_errno_t e = llhttp_finish(&c->parser_);
+    if ((e == HPE_OK || e == HPE_PAUSED) && c->response_done_) {
+      c->keep_alive_ = false;
+      c->client_->on_upstream_complete();
+      return;
+    }
+  }
+  c->fail(UpstreamError::reset);
+}
+
+void UpstreamConnection::handle_data(const char* data, std::size_t len) {
+  if (state_ == State::idle || !client_) {
+    close();  // bytes nobody asked for: the connection can't be trusted any more
+    return;
+  }
+  if (state_ == State::tunnel) {
+    UpstreamClient* c = client_;
+    c->on_upstream_tunnel_data(data, len);
+    c->on_upstream_batch_end();
+    return;
+  }
+  response_started_ = true;
+  llhttp_errno_t err = llhttp_execute(&parser_, data, len);
+  UpstreamClient* c = client_;
+  if (err == HPE_OK) {
+    if (c) c->on_upstream_batch_end();
+    return;
+  }
+  if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
+    const char* rest = llhttp_get_error_pos(&parser_);
+    std::size_t rest_len = rest ? static_cast<std::size_t>(data + len - rest) : 0;
+    bool upgraded = parser_.upgrade && parser_.status_code == 101;
+    if (!upgraded && rest_len > 0) keep_alive_ = false;  // bytes after the response
+    if (!c) return;
+    c->on_upstream_complete();  // may release or close this connection
+    if (upgraded && rest_len > 0 && state_ == State::tunnel && client_) {
+      client_->on_upstream_tunnel_data(rest, rest_len);
+      client_->on_upstream_batch_end();
+    }
+    return;
+  }
+  fail(UpstreamError::protocol);
+}
+
+int UpstreamConnection::on_message_begin(llhttp_t* p) {
+  auto* c = self(p);
+  c->headers_.clear();
+  c->status_text_.clear();
+  c->interim_ = false;
+  return 0;
+}
+
+int UpstreamConnection::on_status(llhttp_t* p, const char* at, std::size_t len) {
+  self(p)->status_text_.append(at, len);
+  return 0;
+}
+
+int UpstreamConnection::on_header_field(llhttp_t* p, const char* at, std::size_t len) {
+  self(p)->headers_.append_name(at, len);
+  return 0;
+}
+
+int UpstreamConnection::on_header_value(llhttp_t* p, const char* at, std::size_t len) {
+  self(p)->headers_.append_value(at, len);
+  return 0;
+}
+
+int UpstreamConnection::on_headers_complete(llhttp_t* p) {
+  auto* c = self(p);
+  c->content_length_ = p->content_length;
+  if (p->status_code < 200 && p->status_code != 101) {
+    c->interim_ = true;  // 1xx other than 101: swallowed
+    return 0;
+  }
+  if (!c->client_) return -1;
+  bool no_body = c->client_->on_upstream_headers(*c);
+  if (p->status_code == 101) return 0;
+  return (no_body || c->head_request_) ? 1 : 0;
+}
+
+int UpstreamConnection::on_body(llhttp_t* p, const char* at, std::size_t len) {
+  auto* c = self(p);
+  if (c->client_) c->client_->on_upstream_body(at, len);
+  return 0;
+}
+
+int UpstreamConnection::on_chunk_header(llhttp_t* p) {
+  auto* c = self(p);
+  if (c->client_) c->client_->on_upstream_chunk_header(p->content_length);
+  return 0;
+}
+
+int UpstreamConnection::on_chunk_complete(llhttp_t* p) {
+  auto* c = self(p);
+  if (c->client_) c->client_->on_upstream_chunk_complete();
+  return 0;
+}
+
+int UpstreamConnection::on_message_complete(llhttp_t* p) {
+  auto* c = self(p);
+  if (c->interim_) {
+    c->interim_ = false;
+    return 0;
+  }
+  c->keep_alive_ = llhttp_should_keep_alive(p);
+  c->response_done_ = true;
+  if (p->upgrade && p->status_code == 101) return 0;  // llhttp pauses for the upgrade itself
+  return HPE_PAUSED;
+}
+
+}  // namespace bulwark

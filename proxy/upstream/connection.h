@@ -1,0 +1,137 @@
+// One HTTP/1.1 connection to an upstream endpoint. It belongs to its ConnectionPool; while
+// it carries a request it reports the response, piece by piece, to the UpstreamClient
+// attached to it. Memory is freed only in the libuv close callbacks.
+#pragma once
+
+#include <llhttp.h>
+#include <uv.h>
+
+#include <cstdint>
+#include <string>
+
+#include "http/headers.h"
+#include "net/write_queue.h"
+
+namespace bulwark {
+
+class ConnectionPool;
+class UpstreamConnection;
+
+enum class UpstreamError { connect_failure, connect_timeout, reset, protocol };
+
+// Implemented by whoever sends a request on the connection (the downstream session).
+class UpstreamClient {
+ public:
+  virtual void on_upstream_connected() = 0;
+  // Response head parsed (interim 1xx responses other than 101 are not reported).
+  // Return true when the response has no body (HEAD request).
+  virtual bool on_upstream_headers(UpstreamConnection& conn) = 0;
+  virtual void on_upstream_chunk_header(std::uint64_t size) = 0;
+  virtual void on_upstream_body(const char* data, std::size_t len) = 0;
+  virtual void on_upstream_chunk_complete() = 0;
+  virtual void on_upstream_complete() = 0;
+  // After a 101: raw bytes from the upstream.
+  virtual void on_upstream_tunnel_data(const char* data, std::size_t len) = 0;
+  // The connection failed (it is already detached and closing).
+  virtual void on_upstream_error(UpstreamError error) = 0;
+  // Called once at the end of each batch of callbacks from one read: flush here.
+  virtual void on_upstream_batch_end() = 0;
+  // The bytes queued towards the upstream dropped below the low-water mark.
+  virtual void on_upstream_drained() = 0;
+
+ protected:
+  ~UpstreamClient() = default;
+};
+
+class UpstreamConnection {
+ public:
+  UpstreamConnection(ConnectionPool& pool, uv_loop_t* loop);
+  UpstreamConnection(const UpstreamConnection&) = delete;
+  UpstreamConnection& operator=(const UpstreamConnection&) = delete;
+
+  void connect(const sockaddr* address, std::uint64_t timeout_ms);
+  // Starts a request: the response will be reported to `client`.
+  void attach(UpstreamClient* client, bool head_request);
+  // Writes what was added to out(). Returns false (and the connection fails) on error.
+  bool flush();
+  OutBatch& out() { return out_; }
+  std::size_t queued_bytes() const;
+  void pause_reading();
+  void resume_reading();
+  // Switch to raw byte mode (after 101).
+  void start_tunnel();
+  // The client is done with the connection: back to the pool if `reusable`, else closed.
+  void release(bool reusable);
+  // Closes at once; the client, if any, is not called back.
+  void close();
+
+  bool reused() const { return reused_; }
+  bool connected() const { return connected_; }
+  bool response_started() const { return response_started_; }
+  bool keep_alive() const { return keep_alive_; }
+  int status() const { return parser_.status_code; }
+  int minor_version() const { return parser_.http_minor; }
+  const HeaderBlock& headers() const { return headers_; }
+  std::string_view status_text() const { return status_text_; }
+  bool body_chunked() const { return (parser_.flags & F_CHUNKED) != 0; }
+  bool has_content_length() const { return (parser_.flags & F_CONTENT_LENGTH) != 0; }
+  std::uint64_t content_length() const { return content_length_; }
+
+  // Intrusive list links for the pool's idle list.
+  UpstreamConnection* idle_prev = nullptr;
+  UpstreamConnection* idle_next = nullptr;
+
+ private:
+  friend class ConnectionPool;
+  enum class State { connecting, active, idle, tunnel, closing };
+
+  static void on_connect(uv_connect_t* req, int status);
+  static void on_alloc(uv_handle_t* handle, std::size_t suggested, uv_buf_t* buf);
+  static void on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf);
+  static void on_write(uv_write_t* req, int status);
+  static void on_timer(uv_timer_t* timer);
+  static void on_close(uv_handle_t* handle);
+
+  static int on_message_begin(llhttp_t* p);
+  static int on_status(llhttp_t* p, const char* at, std::size_t len);
+  static int on_header_field(llhttp_t* p, const char* at, std::size_t len);
+  static int on_header_value(llhttp_t* p, const char* at, std::size_t len);
+  static int on_headers_complete(llhttp_t* p);
+  static int on_body(llhttp_t* p, const char* at, std::size_t len);
+  static int on_chunk_header(llhttp_t* p);
+  static int on_chunk_complete(llhttp_t* p);
+  static int on_message_complete(llhttp_t* p);
+  static const llhttp_settings_t& settings();
+
+  void handle_data(const char* data, std::size_t len);
+  void fail(UpstreamError error);
+
+  ConnectionPool& pool_;
+  uv_tcp_t tcp_;
+  uv_timer_t timer_;
+  uv_connect_t connect_req_;
+  int open_handles_ = 0;
+  State state_ = State::connecting;
+  llhttp_t parser_;
+  HeaderBlock headers_;
+  std::string status_text_;
+  OutBatch out_;
+  UpstreamClient* client_ = nullptr;
+  std::uint64_t content_length_ = 0;
+  bool connected_ = false;
+  bool reused_ = false;
+  bool head_request_ = false;
+  bool response_started_ = false;
+  bool response_done_ = false;
+  bool keep_alive_ = true;
+  bool interim_ = false;
+  bool reading_ = false;
+  bool read_paused_ = false;
+};
+
+}  // namespace bulwark
+
+namespace bulwark {
+// Upstream reads on this thread land in `buffer` (kReadBufferSize bytes, owned by the worker).
+void set_upstream_read_buffer(char* buffer);
+}  // namespace bulwark

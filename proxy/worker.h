@@ -1,0 +1,99 @@
+// One event loop on its own thread: its listeners (own SO_REUSEPORT sockets), its client
+// connections, and its upstream pools. Nothing here is shared with other workers; the
+// main thread talks to a worker only through drain() and stop().
+#pragma once
+
+#include <uv.h>
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "admin/access_log.h"
+#include "admin/stats.h"
+#include "config/config.h"
+#include "http/request_id.h"
+#include "pipeline/router.h"
+#include "upstream/upstream.h"
+
+namespace bulwark {
+
+class Downstream;
+class Worker;
+
+struct ListenerRuntime {
+  Worker* worker = nullptr;
+  const ListenerConfig* config = nullptr;
+  std::size_t index = 0;
+  uv_tcp_t server{};
+  std::unique_ptr<Router> router;
+  ListenerStats* stats = nullptr;
+  std::vector<Upstream*> route_upstreams;  // by route index
+  std::uint64_t connections = 0;
+  bool open = false;
+};
+
+class Worker {
+ public:
+  // `listen_fds[i]` is this worker's socket for listener i. `on_exit` runs on the worker
+  // thread when its loop has finished.
+  Worker(int index, const Config& config, WorkerStats& stats, const AccessLogSink& log_sink,
+         std::vector<int> listen_fds, std::function<void()> on_exit);
+  ~Worker();
+
+  void start();
+  void join();
+  // Thread-safe requests from the main thread.
+  void drain();
+  void stop();
+
+  uv_loop_t* loop() { return &loop_; }
+  char* read_buffer() { return read_buffer_.get(); }
+  RequestIdGenerator& ids() { return ids_; }
+  AccessLog& access_log() { return access_log_; }
+  bool draining() const { return draining_; }
+  Upstream& upstream(std::size_t i) { return *upstreams_[i]; }
+  int index() const { return index_; }
+  // Milliseconds (uv_now of the worker's loop) of the last heartbeat; a loop that stops
+  // turning stops updating it.
+  std::uint64_t heartbeat_ms() const { return heartbeat_ms_.load(std::memory_order_relaxed); }
+
+  void add_downstream(Downstream* d);
+  void remove_downstream(Downstream* d);
+
+ private:
+  void run();
+  void begin_drain();
+  void shut_down();
+  void close_listeners();
+  static void on_connection(uv_stream_t* server, int status);
+  static void on_async(uv_async_t* async);
+  static void on_prepare(uv_prepare_t* prepare);
+  static void on_heartbeat(uv_timer_t* timer);
+
+  int index_;
+  const Config& config_;
+  WorkerStats& stats_;
+  AccessLog access_log_;
+  std::vector<int> listen_fds_;
+  std::function<void()> on_exit_;
+  uv_loop_t loop_{};
+  uv_async_t async_{};
+  uv_prepare_t prepare_{};
+  uv_timer_t heartbeat_{};
+  std::atomic<std::uint64_t> heartbeat_ms_{0};
+  std::thread thread_;
+  std::atomic<int> command_{0};  // bit 1: drain, bit 2: stop
+  std::unique_ptr<char[]> read_buffer_;
+  RequestIdGenerator ids_;
+  std::vector<std::unique_ptr<ListenerRuntime>> listeners_;
+  std::vector<std::unique_ptr<Upstream>> upstreams_;
+  Downstream* downstreams_ = nullptr;  // intrusive list
+  std::size_t downstream_count_ = 0;
+  bool draining_ = false;
+  bool shutting_down_ = false;
+};
+
+}  // namespace bulwark
