@@ -51,7 +51,7 @@ std::uint32_t crc_update(std::uint32_t crc, const char* p, std::size_t n) {
   return ~crc;
 }
 
-char pattern_block[251 * 64];
+char pattern_block[251 * 128];  // room for a 16 KiB slice at any phase
 
 std::string hex(std::uint32_t v) {
   char b[16];
@@ -296,7 +296,7 @@ void respond(Conn* c) {
   if (size > 0) {
     std::uint32_t crc = 0;
     for (std::uint64_t off = 0; off < size;) {
-      std::uint64_t n = size - off < 251 * 64 - 251 ? size - off : 251 * 63;
+      std::uint64_t n = size - off < 251 * 63 ? size - off : 251 * 63;
       crc = crc_update(crc, pattern_block + off % 251, static_cast<std::size_t>(n));
       off += n;
     }

@@ -1,0 +1,224 @@
+#include <doctest/doctest.h>
+
+#include <algorithm>
+
+#include "config/json.h"
+#include "config/loader.h"
+
+using namespace bulwark;
+
+namespace {
+
+const char* kMinimal = R"(listeners:
+  - name: inbound
+    listen: 127.0.0.1:8080
+    routes:
+      - name: all
+        upstream: app
+upstreams:
+  - name: app
+    endpoints: [127.0.0.1:3000]
+)";
+
+bool has_error(const LoadResult& r, const std::string& needle) {
+  return std::any_of(r.errors.begin(), r.errors.end(),
+                     [&](const std::string& e) { return e.find(needle) != std::string::npos; });
+}
+
+std::string errors_text(const LoadResult& r) {
+  std::string out;
+  for (const auto& e : r.errors) out += e + "\n";
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("a minimal config loads with documented defaults") {
+  LoadResult r = load_config_string(kMinimal, "min.yaml");
+  REQUIRE_MESSAGE(r.config, errors_text(r));
+  const Config& c = *r.config;
+  CHECK(c.workers == 1);
+  CHECK(c.admin_listen == "127.0.0.1:9901");
+  CHECK(c.drain_timeout_ms == 20000);
+  CHECK(c.access_log_path == "stdout");
+  REQUIRE(c.listeners.size() == 1);
+  const ListenerConfig& l = c.listeners[0];
+  CHECK(l.header_timeout_ms == 10000);
+  CHECK(l.idle_timeout_ms == 60000);
+  CHECK(l.max_connections == 10000);
+  CHECK(l.max_header_bytes == 64 * 1024);
+  CHECK(l.max_body_bytes == 10 * 1024 * 1024);
+  CHECK(l.routes[0].match.prefix == "/");
+  CHECK(l.routes[0].timeout_ms == 15000);
+  const UpstreamConfig& u = c.upstreams[0];
+  CHECK(u.balance == "least_request");
+  CHECK(u.connect_timeout_ms == 1000);
+  CHECK(u.pool.max_connections == 1024);
+  CHECK(u.pool.max_idle == 128);
+  CHECK(u.pool.idle_timeout_ms == 60000);
+  CHECK(u.endpoints[0].address.to_string() == "127.0.0.1:3000");
+}
+
+TEST_CASE("every field of a full listener and upstream is read") {
+  const char* text = R"(admin: { listen: 127.0.0.1:9000 }
+workers: 2
+drain: { timeout: 3s }
+access_log: { path: "off", format: json }
+listeners:
+  - name: inbound
+    listen: 0.0.0.0:8080
+    timeouts: { header: 2s, idle: 30s }
+    limits: { max_connections: 50, max_header_bytes: 8KiB, max_body_bytes: 1MiB }
+    routes:
+      - name: api
+        match: { prefix: /api, host: "*.example.com", methods: [GET, POST], headers: { X-Canary: "1" } }
+        upstream: app
+        timeout: 2s
+upstreams:
+  - name: app
+    endpoints: [127.0.0.1:3000, "[::1]:3001"]
+    dns_refresh: 10s
+    balance: round_robin
+    connect_timeout: 250ms
+    pool: { max_connections: 10, max_idle: 5, idle_timeout: 5s }
+)";
+  LoadResult r = load_config_string(text, "full.yaml");
+  REQUIRE_MESSAGE(r.config, errors_text(r));
+  const Config& c = *r.config;
+  CHECK(c.workers == 2);
+  CHECK(c.drain_timeout_ms == 3000);
+  CHECK(c.access_log_path == "off");
+  const auto& l = c.listeners[0];
+  CHECK(l.header_timeout_ms == 2000);
+  CHECK(l.max_connections == 50);
+  CHECK(l.max_header_bytes == 8192);
+  const auto& m = l.routes[0].match;
+  CHECK(m.host == "*.example.com");
+  CHECK(m.methods == std::vector<std::string>{"GET", "POST"});
+  REQUIRE(m.headers.size() == 1);
+  CHECK(m.headers[0].first == "x-canary");
+  const auto& u = c.upstreams[0];
+  CHECK(u.endpoints[1].address.to_string() == "[::1]:3001");
+  CHECK(u.pool.max_idle == 5);
+  CHECK(u.connect_timeout_ms == 250);
+  std::string json = config_to_json(c);
+  CHECK(json.find("\"balance\":\"round_robin\"") != std::string::npos);
+  CHECK(json.find("\"prefix\":\"/api\"") != std::string::npos);
+}
+
+TEST_CASE("errors carry file, line, column and key path, and all are reported") {
+  const char* text = R"(workers: many
+listeners:
+  - name: inbound
+    listen: 127.0.0.1:99999
+    timeouts: { header: 10 }
+    routes:
+      - name: api
+        upstream: missing
+        timout: 5s
+upstreams:
+  - name: app
+    endpoints: [127.0.0.1:3000]
+    balance: fastest
+)";
+  LoadResult r = load_config_string(text, "bad.yaml");
+  CHECK_FALSE(r.config);
+  INFO(errors_text(r));
+  CHECK(has_error(r, "bad.yaml:1:10: workers: expected a whole number"));
+  CHECK(has_error(r, "bad.yaml:4:13: listeners[0].listen: invalid port '99999'"));
+  CHECK(has_error(r, "bad.yaml:5:25: listeners[0].timeouts.header: invalid duration '10'"));
+  CHECK(has_error(r, "bad.yaml:8:19: listeners[0].routes[0].upstream: no upstream named 'missing'"));
+  CHECK(has_error(r, "bad.yaml:9:9: listeners[0].routes[0].timout: unknown key"));
+  CHECK(has_error(r, "bad.yaml:13:14: upstreams[0].balance: must be round_robin"));
+  CHECK(r.errors.size() == 6);
+}
+
+TEST_CASE("duplicates, missing keys and wrong types") {
+  const char* text = R"(listeners:
+  - name: a
+    listen: 127.0.0.1:8080
+    routes:
+      - name: r
+        upstream: app
+      - name: r
+        upstream: app
+  - name: a
+    listen: 127.0.0.1:8080
+    routes: []
+  - listen: 127.0.0.1:8082
+    name: c
+    name: d
+    routes: [{ name: x, upstream: app }]
+upstreams:
+  - name: app
+    endpoints: 127.0.0.1:3000
+  - name: app
+    endpoints: [127.0.0.1:3000, 127.0.0.1:3000]
+  - endpoints: [nonsense]
+)";
+  LoadResult r = load_config_string(text, "dup.yaml");
+  CHECK_FALSE(r.config);
+  INFO(errors_text(r));
+  CHECK(has_error(r, "listeners[0].routes[1].name: duplicate route name 'r'"));
+  CHECK(has_error(r, "listeners[1].name: duplicate listener name 'a'"));
+  CHECK(has_error(r, "listeners[1].listen: address 127.0.0.1:8080 is used by another listener"));
+  CHECK(has_error(r, "listeners[1].routes: expected a non-empty list"));
+  CHECK(has_error(r, "dup.yaml:14:5: listeners[2].name: duplicate key"));
+  CHECK(has_error(r, "upstreams[0].endpoints: expected a non-empty list"));
+  CHECK(has_error(r, "upstreams[1].name: duplicate upstream name 'app'"));
+  CHECK(has_error(r, "upstreams[1].endpoints[1]: duplicate endpoint 127.0.0.1:3000"));
+  CHECK(has_error(r, "upstreams[2].name: required key is missing"));
+  CHECK(has_error(r, "upstreams[2].endpoints[0]: expected HOST:PORT"));
+}
+
+TEST_CASE("YAML syntax errors are reported with their position") {
+  LoadResult r = load_config_string("listeners: [\n  - name: x\n", "syntax.yaml");
+  CHECK_FALSE(r.config);
+  REQUIRE(r.errors.size() == 1);
+  CHECK(r.errors[0].rfind("syntax.yaml:", 0) == 0);
+  CHECK(r.errors[0].find("YAML syntax error") != std::string::npos);
+}
+
+TEST_CASE("an empty or scalar document is rejected") {
+  CHECK(has_error(load_config_string("", "e.yaml"), "(root): expected a mapping"));
+  CHECK(has_error(load_config_string("42", "e.yaml"), "(root): expected a mapping"));
+}
+
+TEST_CASE("resilience blocks are validated, then refused as not supported yet") {
+  std::string text = std::string(kMinimal) + R"(    circuit_breaker: { consecutive_failures: 5 }
+    health_check: { type: grpc }
+)";
+  LoadResult r = load_config_string(text, "res.yaml");
+  CHECK_FALSE(r.config);
+  INFO(errors_text(r));
+  CHECK(has_error(r, "upstreams[0].circuit_breaker: circuit breaking is not supported by this build yet"));
+  CHECK(has_error(r, "upstreams[0].health_check.type: must be http or tcp"));
+  CHECK(has_error(r, "upstreams[0].health_check: health checking is not supported"));
+}
+
+TEST_CASE("route match validation") {
+  std::string text = R"(listeners:
+  - name: inbound
+    listen: 127.0.0.1:8080
+    routes:
+      - name: a
+        match: { prefix: api, host: "a.*.com", methods: [get], headers: [x] }
+        upstream: app
+upstreams:
+  - name: app
+    endpoints: [127.0.0.1:3000]
+)";
+  LoadResult r = load_config_string(text, "m.yaml");
+  INFO(errors_text(r));
+  CHECK(has_error(r, "match.prefix: must start with '/'"));
+  CHECK(has_error(r, "match.host: a wildcard is only allowed"));
+  CHECK(has_error(r, "match.methods: method 'get' must be an upper-case token"));
+  CHECK(has_error(r, "match.headers: expected a mapping"));
+}
+
+TEST_CASE("a missing file is an error, not a crash") {
+  LoadResult r = load_config_file("/nonexistent/bulwark.yaml");
+  CHECK_FALSE(r.config);
+  REQUIRE(r.errors.size() == 1);
+  CHECK(r.errors[0] == "/nonexistent/bulwark.yaml:0:0: (root): cannot open file");
+}

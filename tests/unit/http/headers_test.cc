@@ -1,0 +1,184 @@
+#include <doctest/doctest.h>
+
+#include <cstring>
+
+#include "http/headers.h"
+#include "http/local_reply.h"
+#include "http/request_id.h"
+
+using namespace bulwark;
+
+namespace {
+HeaderBlock block(std::initializer_list<std::pair<const char*, const char*>> fields) {
+  HeaderBlock h;
+  for (auto [n, v] : fields) {
+    h.append_name(n, std::strlen(n));
+    h.append_value(v, std::strlen(v));
+  }
+  return h;
+}
+}  // namespace
+
+TEST_CASE("HeaderBlock joins names and values delivered in pieces") {
+  HeaderBlock h;
+  h.append_name("Con", 3);
+  h.append_name("tent-Type", 9);
+  h.append_value("text/", 5);
+  h.append_value("plain", 5);
+  h.append_name("X-A", 3);
+  h.append_value("", 0);
+  REQUIRE(h.size() == 2);
+  CHECK(h.name(0) == "Content-Type");
+  CHECK(h.value(0) == "text/plain");
+  CHECK(h.name(1) == "X-A");
+  CHECK(h.value(1) == "");
+  CHECK(h.get("content-type") == "text/plain");
+  h.clear();
+  CHECK(h.size() == 0);
+}
+
+TEST_CASE("inspect_request finds what the proxy needs") {
+  auto h = block({{"Host", "a.example:8080"}, {"Connection", "keep-alive, Upgrade"},
+                  {"Upgrade", "websocket"}, {"Expect", "100-continue"},
+                  {"X-Forwarded-For", "1.1.1.1"}, {"X-Request-Id", "r1"}});
+  RequestInfo i = inspect_request(h);
+  CHECK(i.host == "a.example:8080");
+  CHECK(i.host_count == 1);
+  CHECK(i.connection_keep_alive);
+  CHECK(i.connection_upgrade);
+  CHECK_FALSE(i.connection_close);
+  CHECK(i.upgrade == "websocket");
+  CHECK(i.expect_continue);
+  CHECK(i.forwarded_for == "1.1.1.1");
+  CHECK(i.request_id == "r1");
+}
+
+TEST_CASE("upstream request head drops hop-by-hop headers and adds forwarding ones") {
+  auto h = block({{"Host", "a"}, {"Connection", "close, X-Secret"}, {"X-Secret", "s"},
+                  {"Keep-Alive", "5"}, {"TE", "trailers"}, {"Transfer-Encoding", "chunked"},
+                  {"Proxy-Connection", "x"}, {"Trailer", "x"}, {"Upgrade", "h2c"},
+                  {"X-Forwarded-For", "9.9.9.9"}, {"X-Forwarded-Proto", "https"},
+                  {"Expect", "100-continue"}, {"Accept", "*/*"}});
+  RequestInfo info = inspect_request(h);
+  UpstreamRequestHead head;
+  head.method = "POST";
+  head.target = "/p?q=1";
+  head.client_ip = "10.0.0.1";
+  head.request_id = "id-1";
+  head.framing = BodyFraming::chunked;
+  std::string out;
+  write_upstream_request_head(out, h, info, head);
+  CHECK(out ==
+        "POST /p?q=1 HTTP/1.1\r\nHost: a\r\nAccept: */*\r\n"
+        "X-Forwarded-For: 9.9.9.9, 10.0.0.1\r\nX-Forwarded-Proto: http\r\n"
+        "X-Request-Id: id-1\r\nTransfer-Encoding: chunked\r\n\r\n");
+}
+
+TEST_CASE("upstream head for an upgrade keeps Connection: upgrade and Upgrade") {
+  auto h = block({{"Host", "a"}, {"Connection", "Upgrade"}, {"Upgrade", "websocket"}});
+  UpstreamRequestHead head;
+  head.method = "GET";
+  head.target = "/ws";
+  head.client_ip = "1.2.3.4";
+  head.request_id = "x";
+  head.upgrade = "websocket";
+  std::string out;
+  write_upstream_request_head(out, h, inspect_request(h), head);
+  CHECK(out.find("Connection: upgrade\r\nUpgrade: websocket\r\n\r\n") != std::string::npos);
+  CHECK(out.find("X-Forwarded-For: 1.2.3.4\r\n") != std::string::npos);
+}
+
+TEST_CASE("downstream response head re-frames and announces connection state") {
+  auto h = block({{"Content-Type", "text/plain"}, {"Content-Length", "5"}, {"Connection", "keep-alive"},
+                  {"Transfer-Encoding", "chunked"}, {"Keep-Alive", "timeout=5"}});
+  DownstreamResponseHead head;
+  head.status = 200;
+  head.reason = "OK";
+  head.framing = BodyFraming::content_length;
+  head.content_length = 5;
+  std::string out;
+  write_downstream_response_head(out, h, head);
+  CHECK(out == "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\n");
+  head.framing = BodyFraming::chunked;
+  head.close = true;
+  head.reason = "";
+  head.status = 503;
+  write_downstream_response_head(out, h, head);
+  CHECK(out == "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+               "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n");
+  head.minor_version = 0;
+  head.close = false;
+  head.keep_alive_1_0 = true;
+  head.framing = BodyFraming::content_length;
+  write_downstream_response_head(out, h, head);
+  CHECK(out.rfind("HTTP/1.0 503", 0) == 0);
+  CHECK(out.find("Connection: keep-alive\r\n") != std::string::npos);
+}
+
+TEST_CASE("request target forms") {
+  CHECK(origin_form("/a?b") == "/a?b");
+  CHECK(origin_form("http://evil.example/a?b") == "/a?b");
+  CHECK(origin_form("http://evil.example") == "/");
+  CHECK(origin_form("*") == "*");
+  CHECK(origin_form("evil.example:443") == "");
+  CHECK(target_path("/a/b?c=/d") == "/a/b");
+  CHECK(host_without_port("Example.com:80") == "Example.com");
+  CHECK(host_without_port("[::1]:80") == "[::1]");
+  CHECK(host_without_port("example.com") == "example.com");
+}
+
+TEST_CASE("iequals and hop-by-hop classification") {
+  CHECK(iequals("Content-Length", "content-length"));
+  CHECK_FALSE(iequals("Content-Length", "content-lengtx"));
+  CHECK_FALSE(iequals("a", "ab"));
+  for (const char* n : {"Connection", "keep-alive", "Proxy-Connection", "TE", "Trailer",
+                        "Transfer-Encoding", "Upgrade", "Content-Length"})
+    CHECK(is_hop_by_hop(n));
+  for (const char* n : {"Host", "Accept", "X-Forwarded-For", "Trailers"}) CHECK_FALSE(is_hop_by_hop(n));
+}
+
+TEST_CASE("local replies carry the reason header and a problem+json body") {
+  std::string out;
+  LocalReply r;
+  r.reason = Reason::rate_limited;
+  r.detail = "slow \"down\"";
+  r.request_id = "rid";
+  r.extra = "Retry-After: 1\r\n";
+  CHECK(write_local_reply(out, r) == 429);
+  CHECK(out.rfind("HTTP/1.1 429 Too Many Requests\r\n", 0) == 0);
+  CHECK(out.find("Content-Type: application/problem+json\r\n") != std::string::npos);
+  CHECK(out.find("x-bulwark-reason: rate-limited\r\n") != std::string::npos);
+  CHECK(out.find("Retry-After: 1\r\n") != std::string::npos);
+  auto body = out.substr(out.find("\r\n\r\n") + 4);
+  CHECK(body == "{\"type\":\"urn:bulwark:problem:rate-limited\",\"title\":\"Rate limited\","
+                "\"status\":429,\"detail\":\"slow \\\"down\\\"\",\"request_id\":\"rid\"}\n");
+  CHECK(out.find("Content-Length: " + std::to_string(body.size()) + "\r\n") != std::string::npos);
+}
+
+TEST_CASE("every reason has the status SPEC.md gives it") {
+  struct { Reason r; const char* name; int status; } table[] = {
+      {Reason::rate_limited, "rate-limited", 429}, {Reason::overloaded, "overloaded", 503},
+      {Reason::circuit_open, "circuit-open", 503}, {Reason::no_healthy_upstream, "no-healthy-upstream", 503},
+      {Reason::pending_overflow, "pending-overflow", 503},
+      {Reason::upstream_connect_failure, "upstream-connect-failure", 502},
+      {Reason::upstream_reset, "upstream-reset", 502}, {Reason::upstream_timeout, "upstream-timeout", 504},
+      {Reason::no_route, "no-route", 404}, {Reason::bad_request, "bad-request", 400},
+      {Reason::request_timeout, "request-timeout", 408}, {Reason::body_too_large, "body-too-large", 413},
+      {Reason::header_too_large, "header-too-large", 431}, {Reason::fault_injected, "fault-injected", 503}};
+  for (auto& row : table) {
+    CHECK(reason_name(row.r) == row.name);
+    CHECK(reason_status(row.r) == row.status);
+  }
+}
+
+TEST_CASE("request ids are UUID-shaped and differ") {
+  RequestIdGenerator g(42);
+  char a[36], b[36];
+  g.next(a);
+  g.next(b);
+  std::string sa(a, 36), sb(b, 36);
+  CHECK(sa != sb);
+  CHECK(sa[8] == '-');
+  CHECK(sa[14] == '4');
+  CHECK(std::string("89ab").find(sa[19]) != std::string::npos);
+}
