@@ -1,6 +1,8 @@
 // The client side of a Downstream: socket, parsing, limits, timers, local replies, close.
 #include "pipeline/downstream.h"
 
+#include <cstring>
+
 #include "admin/stats.h"
 #include "core/log.h"
 #include "worker.h"
@@ -141,6 +143,9 @@ void Downstream::handle_input(const char* data, std::size_t len) {
 void Downstream::execute(const char* data, std::size_t len) {
   in_execute_ = true;
   for (;;) {
+    // A value piece that ended exactly at the end of the previous input continues here.
+    if (value_open_ && value_piece_end_ == exec_end_) value_piece_end_ = nullptr;
+    exec_end_ = data + len;
     llhttp_errno_t err = llhttp_execute(&parser_, data, len);
     if (done()) break;
     if (err == HPE_OK) break;
@@ -167,7 +172,7 @@ void Downstream::execute(const char* data, std::size_t len) {
     }
     // A protocol error: 400 (or the limit that was hit), then close.
     if (error_reason_set_) {
-      local_reply(error_reason_, "", true);
+      local_reply(error_reason_, error_detail_, true);
     } else {
       const char* why = llhttp_get_error_reason(&parser_);
       local_reply(Reason::bad_request, why ? why : "malformed request", true);
@@ -243,6 +248,7 @@ bool Downstream::count_head_bytes(std::size_t len) {
   head_bytes_ += len;
   if (head_bytes_ <= listener_.config->max_header_bytes) return true;
   error_reason_ = Reason::header_too_large;
+  error_detail_ = "the request head exceeds the listener's max_header_bytes";
   error_reason_set_ = true;
   return false;
 }
@@ -253,6 +259,7 @@ int Downstream::cb_message_begin(llhttp_t* p) {
   d->start_ns_ = uv_hrtime();
   d->headers_.clear();
   d->url_.clear();
+  d->value_open_ = false;
   d->head_bytes_ = 0;
   d->arm_timer(d->listener_.config->header_timeout_ms);
   return 0;
@@ -267,6 +274,7 @@ int Downstream::cb_url(llhttp_t* p, const char* at, std::size_t len) {
 
 int Downstream::cb_header_field(llhttp_t* p, const char* at, std::size_t len) {
   auto* d = self(p);
+  d->value_open_ = false;
   if (!d->count_head_bytes(len + 4)) return -1;  // ": " and CRLF
   d->headers_.append_name(at, len);
   return 0;
@@ -275,12 +283,25 @@ int Downstream::cb_header_field(llhttp_t* p, const char* at, std::size_t len) {
 int Downstream::cb_header_value(llhttp_t* p, const char* at, std::size_t len) {
   auto* d = self(p);
   if (!d->count_head_bytes(len)) return -1;
+  // llhttp accepts obsolete line folding and reports the folded line as another piece of
+  // the same value. A piece that follows one which did not end at the end of the input is
+  // such a fold: refused (RFC 9112 5.2 allows either refusing or unfolding).
+  bool folded = d->value_open_ && d->value_piece_end_ != nullptr;
+  d->value_open_ = true;
+  d->value_piece_end_ = at + len;
+  if (folded || std::memchr(at, '\n', len) || std::memchr(at, '\r', len)) {
+    d->error_reason_ = Reason::bad_request;
+    d->error_detail_ = "obsolete line folding in a header value";
+    d->error_reason_set_ = true;
+    return -1;
+  }
   d->headers_.append_value(at, len);
   return 0;
 }
 
 int Downstream::cb_headers_complete(llhttp_t* p) {
   auto* d = self(p);
+  d->value_open_ = false;
   d->bytes_in_ += d->head_bytes_;
   return d->start_request();
 }
@@ -291,6 +312,7 @@ int Downstream::cb_body(llhttp_t* p, const char* at, std::size_t len) {
   d->bytes_in_ += len;
   if (d->request_body_bytes_ > d->listener_.config->max_body_bytes) {
     d->error_reason_ = Reason::body_too_large;
+    d->error_detail_ = "request body exceeds the listener's max_body_bytes";
     d->error_reason_set_ = true;
     return -1;
   }

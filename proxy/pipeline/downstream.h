@@ -131,6 +131,10 @@ class Downstream final : public UpstreamClient {
   OutBatch out_;
   Phase phase_ = Phase::idle;
   std::uint64_t head_bytes_ = 0;
+  // Obsolete line folding detection (see cb_header_value).
+  const char* exec_end_ = nullptr;
+  const char* value_piece_end_ = nullptr;
+  bool value_open_ = false;
 
   // The current request.
   std::uint64_t start_ns_ = 0;
@@ -172,6 +176,7 @@ class Downstream final : public UpstreamClient {
   int minor_version_ = 1;
   Reason error_reason_ = Reason::bad_request;
   bool error_reason_set_ = false;
+  const char* error_detail_ = "";
 };
 
 }  // namespace bulwark

@@ -1,0 +1,82 @@
+"""Expect: 100-continue, and Upgrade (WebSocket) tunnelled as bytes after 101."""
+import base64
+import hashlib
+import os
+import socket
+import struct
+import unittest
+
+from harness import ProxyTest, Reader, connect, crc_hex
+
+
+def ws_frame(payload, opcode=1):
+    mask = os.urandom(4)
+    head = bytes([0x80 | opcode])
+    n = len(payload)
+    if n < 126:
+        head += bytes([0x80 | n])
+    elif n < 65536:
+        head += bytes([0x80 | 126]) + struct.pack(">H", n)
+    else:
+        head += bytes([0x80 | 127]) + struct.pack(">Q", n)
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def read_ws_frame(reader):
+    b0, b1 = reader.read_exact(2)
+    n = b1 & 0x7F
+    if n == 126:
+        n = struct.unpack(">H", reader.read_exact(2))[0]
+    elif n == 127:
+        n = struct.unpack(">Q", reader.read_exact(8))[0]
+    return b0 & 0x0F, reader.read_exact(n)
+
+
+class ExpectAndUpgrade(ProxyTest):
+    def test_100_continue(self):
+        s = connect(self.proxy.port)
+        s.sendall(b"PUT /e HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        r = Reader(s)
+        line = r.read_until(b"\r\n\r\n")
+        self.assertTrue(line.startswith(b"HTTP/1.1 100 Continue"), line)
+        s.sendall(b"hello")
+        status, h, _ = r.read_response()
+        self.assertEqual(status, 200)
+        self.assertEqual(h["x-testd-body-crc32"], crc_hex(b"hello"))
+        s.close()
+
+    def test_unknown_expectation_is_refused(self):
+        s = connect(self.proxy.port)
+        s.sendall(b"GET /e HTTP/1.1\r\nHost: x\r\nExpect: magic\r\n\r\n")
+        status, h, _ = Reader(s).read_response()
+        self.assertEqual(status, 417)
+        self.assertEqual(h["x-bulwark-reason"], "bad-request")
+        s.close()
+
+    def test_websocket_echo_through_the_tunnel(self):
+        s = connect(self.proxy.port)
+        key = base64.b64encode(os.urandom(16)).decode()
+        s.sendall(("GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                   "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: %s\r\n\r\n" % key).encode())
+        r = Reader(s)
+        version, status, headers = r.read_head()
+        h = dict(headers)
+        self.assertEqual(status, 101)
+        self.assertEqual(h["upgrade"].lower(), "websocket")
+        self.assertEqual(h["connection"].lower(), "upgrade")
+        expect = base64.b64encode(hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()).decode()
+        self.assertEqual(h["sec-websocket-accept"], expect)
+        for payload in (b"hello", b"x" * 300, os.urandom(70000)):
+            s.sendall(ws_frame(payload, opcode=2))
+            opcode, echoed = read_ws_frame(r)
+            self.assertEqual((opcode, echoed), (2, payload))
+        s.sendall(ws_frame(b"", opcode=8))
+        opcode, _ = read_ws_frame(r)
+        self.assertEqual(opcode, 8)
+        s.settimeout(5)
+        self.assertEqual(r.read_to_eof(), b"")  # the backend closed: the tunnel closes too
+        s.close()
+
+
+if __name__ == "__main__":
+    unittest.main()
