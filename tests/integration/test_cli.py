@@ -1,0 +1,58 @@
+"""Command line: --check reports every config error as FILE:LINE:COL: key.path: message."""
+import os
+import subprocess
+import tempfile
+import unittest
+
+from harness import BULWARK
+
+CONFIG_DIR = os.environ.get("BULWARK_CONFIG_DIR", os.path.join(os.path.dirname(__file__), "../../config"))
+
+
+def run(*args):
+    p = subprocess.run([BULWARK, *args], capture_output=True, text=True, timeout=20)
+    return p.returncode, p.stdout, p.stderr
+
+
+class Cli(unittest.TestCase):
+    def test_version(self):
+        code, out, _ = run("--version")
+        self.assertEqual(code, 0)
+        self.assertRegex(out, r"^bulwark \d+\.\d+\.\d+\n$")
+
+    def test_shipped_configs_are_valid(self):
+        for name in sorted(os.listdir(CONFIG_DIR)):
+            if name.endswith(".yaml"):
+                with self.subTest(name):
+                    code, out, err = run("--check", "-c", os.path.join(CONFIG_DIR, name))
+                    self.assertEqual(code, 0, err)
+
+    def test_check_lists_every_error(self):
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+            f.write("listeners:\n  - name: in\n    listen: nowhere\n    routes:\n"
+                    "      - name: r\n        upstream: ghost\n        retries: 3\n"
+                    "upstreams:\n  - name: app\n    endpoints: [127.0.0.1:3000]\n"
+                    "    connect_timeout: fast\n")
+        code, out, err = run("--check", "-c", f.name)
+        os.unlink(f.name)
+        self.assertEqual(code, 1)
+        lines = err.strip().splitlines()
+        self.assertEqual(len(lines), 4, err)
+        for line in lines:
+            self.assertRegex(line, r"^%s:\d+:\d+: [a-z_\[\]0-9.]+: .+" % f.name)
+        self.assertIn("%s:3:13: listeners[0].listen: expected HOST:PORT" % f.name, err)
+        self.assertIn("%s:6:19: listeners[0].routes[0].upstream: no upstream named 'ghost'" % f.name, err)
+        self.assertIn("%s:7:9: listeners[0].routes[0].retries: unknown key" % f.name, err)
+        self.assertIn("%s:11:22: upstreams[0].connect_timeout: invalid duration 'fast'" % f.name, err)
+
+    def test_run_with_a_bad_config_exits_1(self):
+        code, _, err = run("-c", "/nonexistent.yaml")
+        self.assertEqual(code, 1)
+        self.assertIn("/nonexistent.yaml:0:0: (root): cannot open file", err)
+
+    def test_unknown_flag(self):
+        self.assertEqual(run("--frobnicate")[0], 2)
+
+
+if __name__ == "__main__":
+    unittest.main()
