@@ -11,6 +11,8 @@ import unittest
 import zlib
 
 BULWARK = os.environ.get("BULWARK_BIN", os.path.join(os.path.dirname(__file__), "../../build/bulwark"))
+# Sanitizer builds keep shadow memory and a quarantine of freed blocks: RSS limits do not apply.
+SANITIZED = os.environ.get("BULWARK_SANITIZED", "0") in ("1", "ON", "TRUE", "true")
 TESTD = os.environ.get("BULWARK_TESTD", os.path.join(os.path.dirname(__file__), "../../build/bulwark-testd"))
 
 
