@@ -276,6 +276,10 @@ void Downstream::on_upstream_drained() {
 
 void Downstream::on_upstream_error(UpstreamError error) {
   up_ = nullptr;  // the connection is closing already
+  if (phase_ == Phase::tunnel) {  // the upstream ended the tunnel: not an upstream failure
+    upstream_failed(Reason::upstream_reset, error);
+    return;
+  }
   bool connect = error == UpstreamError::connect_failure || error == UpstreamError::connect_timeout;
   record_upstream_outcome(static_cast<int>(connect ? UpstreamOutcome::connect_failure
                                                    : UpstreamOutcome::reset));
