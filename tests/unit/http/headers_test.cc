@@ -3,21 +3,13 @@
 #include <cstring>
 
 #include "http/headers.h"
+#include "test_helpers.h"
 #include "http/local_reply.h"
 #include "http/request_id.h"
 
 using namespace bulwark;
+using test::header_block;
 
-namespace {
-HeaderBlock block(std::initializer_list<std::pair<const char*, const char*>> fields) {
-  HeaderBlock h;
-  for (auto [n, v] : fields) {
-    h.append_name(n, std::strlen(n));
-    h.append_value(v, std::strlen(v));
-  }
-  return h;
-}
-}  // namespace
 
 TEST_CASE("HeaderBlock joins names and values delivered in pieces") {
   HeaderBlock h;
@@ -38,7 +30,7 @@ TEST_CASE("HeaderBlock joins names and values delivered in pieces") {
 }
 
 TEST_CASE("inspect_request finds what the proxy needs") {
-  auto h = block({{"Host", "a.example:8080"}, {"Connection", "keep-alive, Upgrade"},
+  auto h = header_block({{"Host", "a.example:8080"}, {"Connection", "keep-alive, Upgrade"},
                   {"Upgrade", "websocket"}, {"Expect", "100-continue"},
                   {"X-Forwarded-For", "1.1.1.1"}, {"X-Request-Id", "r1"}});
   RequestInfo i = inspect_request(h);
@@ -54,7 +46,7 @@ TEST_CASE("inspect_request finds what the proxy needs") {
 }
 
 TEST_CASE("upstream request head drops hop-by-hop headers and adds forwarding ones") {
-  auto h = block({{"Host", "a"}, {"Connection", "close, X-Secret"}, {"X-Secret", "s"},
+  auto h = header_block({{"Host", "a"}, {"Connection", "close, X-Secret"}, {"X-Secret", "s"},
                   {"Keep-Alive", "5"}, {"TE", "trailers"}, {"Transfer-Encoding", "chunked"},
                   {"Proxy-Connection", "x"}, {"Trailer", "x"}, {"Upgrade", "h2c"},
                   {"X-Forwarded-For", "9.9.9.9"}, {"X-Forwarded-Proto", "https"},
@@ -75,7 +67,7 @@ TEST_CASE("upstream request head drops hop-by-hop headers and adds forwarding on
 }
 
 TEST_CASE("upstream head for an upgrade keeps Connection: upgrade and Upgrade") {
-  auto h = block({{"Host", "a"}, {"Connection", "Upgrade"}, {"Upgrade", "websocket"}});
+  auto h = header_block({{"Host", "a"}, {"Connection", "Upgrade"}, {"Upgrade", "websocket"}});
   UpstreamRequestHead head;
   head.method = "GET";
   head.target = "/ws";
@@ -89,7 +81,7 @@ TEST_CASE("upstream head for an upgrade keeps Connection: upgrade and Upgrade") 
 }
 
 TEST_CASE("downstream response head re-frames and announces connection state") {
-  auto h = block({{"Content-Type", "text/plain"}, {"Content-Length", "5"}, {"Connection", "keep-alive"},
+  auto h = header_block({{"Content-Type", "text/plain"}, {"Content-Length", "5"}, {"Connection", "keep-alive"},
                   {"Transfer-Encoding", "chunked"}, {"Keep-Alive", "timeout=5"}});
   DownstreamResponseHead head;
   head.status = 200;

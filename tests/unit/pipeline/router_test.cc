@@ -4,18 +4,12 @@
 
 #include "config/loader.h"
 #include "pipeline/router.h"
+#include "test_helpers.h"
 
 using namespace bulwark;
+using test::header_block;
 
 namespace {
-HeaderBlock block(std::initializer_list<std::pair<const char*, const char*>> fields) {
-  HeaderBlock h;
-  for (auto [n, v] : fields) {
-    h.append_name(n, std::strlen(n));
-    h.append_value(v, std::strlen(v));
-  }
-  return h;
-}
 
 Config routes_config() {
   const char* text = R"(listeners:
@@ -50,9 +44,9 @@ upstreams:
 TEST_CASE("first matching route wins") {
   Config c = routes_config();
   Router router(c.listeners[0]);
-  auto none = block({});
-  auto canary = block({{"X-Canary", "1"}});
-  auto not_canary = block({{"X-Canary", "2"}});
+  auto none = header_block({});
+  auto canary = header_block({{"X-Canary", "1"}});
+  auto not_canary = header_block({{"X-Canary", "2"}});
   CHECK(router.match("POST", "/api/x", "a.example.com", canary) == 0);
   CHECK(router.match("POST", "/api/x", "a.example.com", not_canary) == 1);
   CHECK(router.match("GET", "/api/x", "a.example.com:8080", none) == 2);
