@@ -61,7 +61,14 @@ int Server::run() {
     stats_.push_back(std::make_unique<WorkerStats>(config_));
     views.push_back(stats_.back().get());
   }
-  collector_ = std::make_unique<StatsCollector>(config_, views, process_stats_);
+  start_upstreams();
+  std::vector<const UpstreamState*> upstream_views;
+  std::vector<UpstreamState*> upstream_states;
+  for (auto& u : upstreams_) {
+    upstream_views.push_back(u.get());
+    upstream_states.push_back(u.get());
+  }
+  collector_ = std::make_unique<StatsCollector>(config_, views, upstream_views, process_stats_);
 
   AdminHandlers handlers;
   handlers.metrics = [this] { return metrics_text(); };
@@ -100,12 +107,23 @@ int Server::run() {
 
   for (int i = 0; i < config_.workers; ++i) {
     workers_.push_back(std::make_unique<Worker>(
-        i, config_, *stats_[static_cast<std::size_t>(i)], *access_log_,
+        i, config_, *stats_[static_cast<std::size_t>(i)], *access_log_, upstream_states,
         fds[static_cast<std::size_t>(i)], [this] {
           workers_exited_.fetch_add(1);
           uv_async_send(&worker_exit_);
         }));
   }
+  for (auto& w : workers_) {
+    Worker* self = w.get();
+    w->on_slot_freed = [this, self] {
+      for (auto& other : workers_)
+        if (other.get() != self) other->wake_pending();
+    };
+  }
+  for (auto& u : upstreams_)
+    u->set_change_hook([this] {
+      for (auto& w : workers_) w->endpoints_changed();
+    });
   for (auto& w : workers_) w->start();
   started_ = true;
   log_info("bulwark " BULWARK_VERSION " started with " + std::to_string(config_.workers) +
@@ -114,6 +132,29 @@ int Server::run() {
   for (auto& w : workers_) w->join();
   log_info("bulwark stopped");
   return 0;
+}
+
+void Server::start_upstreams() {
+  resolver_ = std::make_unique<UvResolver>(&loop_);
+  for (const auto& uc : config_.upstreams) {
+    upstreams_.push_back(std::make_unique<UpstreamState>(uc, config_.workers));
+    auto r = std::make_unique<EndpointResolver>(*upstreams_.back(), *resolver_);
+    std::vector<std::string> errors;
+    r->start(errors);
+    for (const auto& e : errors) log_warn(e + " (retried every dns_refresh)");
+    if (r->has_names()) {
+      auto timer = std::make_unique<uv_timer_t>();
+      uv_timer_init(&loop_, timer.get());
+      timer->data = r.get();
+      uv_timer_start(timer.get(), on_dns_timer, uc.dns_refresh_ms, uc.dns_refresh_ms);
+      dns_timers_.push_back(std::move(timer));
+    }
+    endpoint_resolvers_.push_back(std::move(r));
+  }
+}
+
+void Server::on_dns_timer(uv_timer_t* timer) {
+  static_cast<EndpointResolver*>(timer->data)->refresh();
 }
 
 void Server::on_signal(uv_signal_t* handle, int signum) {
@@ -160,6 +201,7 @@ void Server::finish() {
   uv_close(reinterpret_cast<uv_handle_t*>(&drain_timer_), nullptr);
   for (uv_signal_t* sig : {&sigterm_, &sigint_, &sighup_})
     uv_close(reinterpret_cast<uv_handle_t*>(sig), nullptr);
+  for (auto& t : dns_timers_) uv_close(reinterpret_cast<uv_handle_t*>(t.get()), nullptr);
 }
 
 std::string Server::metrics_text() const {
@@ -172,25 +214,29 @@ std::string Server::status_json() const {
   std::string out = "{\"draining\":";
   out += draining_ ? "true" : "false";
   out += ",\"workers\":" + std::to_string(workers_.size()) + ",\"upstreams\":[";
-  for (std::size_t u = 0; u < config_.upstreams.size(); ++u) {
-    const auto& uc = config_.upstreams[u];
+  for (std::size_t u = 0; u < upstreams_.size(); ++u) {
+    const UpstreamState& state = *upstreams_[u];
     if (u) out += ",";
     out += "{\"name\":";
-    append_json_string(out, uc.name);
+    append_json_string(out, state.config().name);
     out += ",\"balance\":";
-    append_json_string(out, uc.balance);
-    out += ",\"endpoints\":[";
-    for (std::size_t e = 0; e < uc.endpoints.size(); ++e) {
+    append_json_string(out, state.config().balance);
+    out += ",\"in_flight\":" + std::to_string(state.in_flight()) +
+           ",\"pending\":" + std::to_string(state.pending()) +
+           ",\"max_requests\":" + std::to_string(state.config().limits.max_requests) +
+           ",\"endpoints\":[";
+    auto endpoints = state.endpoints();
+    for (std::size_t e = 0; e < endpoints->size(); ++e) {
+      const EndpointState& ep = *(*endpoints)[e];
       std::int64_t in_flight = 0, active = 0, idle = 0;
-      for (const auto& s : stats_) {
-        const EndpointStats& es = s->upstreams[u]->endpoints[e];
-        in_flight += es.in_flight.get();
-        active += es.active.get();
-        idle += es.idle.get();
+      for (int w = 0; w < config_.workers; ++w) {
+        in_flight += ep.per_worker[w].in_flight.get();
+        active += ep.per_worker[w].active.get();
+        idle += ep.per_worker[w].idle.get();
       }
       if (e) out += ",";
       out += "{\"address\":";
-      append_json_string(out, uc.endpoints[e].address.to_string());
+      append_json_string(out, ep.name);
       // Health checks and breakers are not part of this build: every endpoint takes traffic.
       out += ",\"health\":\"unchecked\",\"breaker\":\"disabled\",\"in_flight\":" +
              std::to_string(in_flight) + ",\"pool\":{\"active\":" + std::to_string(active) +

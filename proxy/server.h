@@ -11,6 +11,8 @@
 #include "admin/admin_server.h"
 #include "admin/stats.h"
 #include "config/config.h"
+#include "upstream/dns.h"
+#include "upstream/upstream_state.h"
 #include "worker.h"
 
 namespace bulwark {
@@ -34,6 +36,8 @@ class Server {
   static void on_signal(uv_signal_t* handle, int signum);
   static void on_async(uv_async_t* async);
   static void on_drain_timeout(uv_timer_t* timer);
+  static void on_dns_timer(uv_timer_t* timer);
+  void start_upstreams();
 
   Config config_;
   uv_loop_t loop_{};
@@ -41,6 +45,10 @@ class Server {
   uv_async_t worker_exit_{};
   uv_timer_t drain_timer_{};
   std::unique_ptr<AccessLogSink> access_log_;
+  std::vector<std::unique_ptr<UpstreamState>> upstreams_;
+  std::unique_ptr<UvResolver> resolver_;
+  std::vector<std::unique_ptr<EndpointResolver>> endpoint_resolvers_;
+  std::vector<std::unique_ptr<uv_timer_t>> dns_timers_;
   std::vector<std::unique_ptr<WorkerStats>> stats_;
   ProcessStats process_stats_;
   std::unique_ptr<StatsCollector> collector_;

@@ -13,6 +13,8 @@ namespace bulwark {
 namespace {
 constexpr int kDrain = 1;
 constexpr int kStop = 2;
+constexpr int kEndpoints = 4;
+constexpr int kWake = 8;
 
 std::uint64_t random_seed() {
   std::random_device rd;
@@ -21,7 +23,8 @@ std::uint64_t random_seed() {
 }  // namespace
 
 Worker::Worker(int index, const Config& config, WorkerStats& stats, const AccessLogSink& log_sink,
-               std::vector<int> listen_fds, std::function<void()> on_exit)
+               std::vector<UpstreamState*> upstreams, std::vector<int> listen_fds,
+               std::function<void()> on_exit)
     : index_(index),
       config_(config),
       stats_(stats),
@@ -37,9 +40,12 @@ Worker::Worker(int index, const Config& config, WorkerStats& stats, const Access
   prepare_.data = this;
   uv_timer_init(&loop_, &heartbeat_);
   heartbeat_.data = this;
-  for (std::size_t u = 0; u < config_.upstreams.size(); ++u)
-    upstreams_.push_back(std::make_unique<Upstream>(&loop_, config_.upstreams[u],
-                                                    *stats_.upstreams[u], random_seed()));
+  for (UpstreamState* state : upstreams) {
+    upstreams_.push_back(std::make_unique<Upstream>(&loop_, *state, index, random_seed()));
+    upstreams_.back()->set_slot_freed_hook([this] {
+      if (on_slot_freed) on_slot_freed();
+    });
+  }
   for (std::size_t i = 0; i < config_.listeners.size(); ++i) {
     auto l = std::make_unique<ListenerRuntime>();
     l->worker = this;
@@ -78,6 +84,16 @@ void Worker::drain() {
 
 void Worker::stop() {
   command_.fetch_or(kStop);
+  uv_async_send(&async_);
+}
+
+void Worker::endpoints_changed() {
+  command_.fetch_or(kEndpoints);
+  uv_async_send(&async_);
+}
+
+void Worker::wake_pending() {
+  command_.fetch_or(kWake);
   uv_async_send(&async_);
 }
 
@@ -175,12 +191,16 @@ void Worker::shut_down() {
 
 void Worker::on_async(uv_async_t* async) {
   auto* w = static_cast<Worker*>(async->data);
-  int command = w->command_.load();
+  int command = w->command_.fetch_and(kDrain | kStop);  // drain and stop stay set
   if (command & kStop) {
     w->shut_down();
-  } else if (command & kDrain) {
-    w->begin_drain();
+    return;
   }
+  if (command & kEndpoints)
+    for (auto& u : w->upstreams_) u->refresh_endpoints();
+  if (command & kWake)
+    for (auto& u : w->upstreams_) u->admit_waiting();
+  if (command & kDrain) w->begin_drain();
 }
 
 void Worker::on_heartbeat(uv_timer_t* timer) {

@@ -40,7 +40,8 @@ class Worker {
   // `listen_fds[i]` is this worker's socket for listener i. `on_exit` runs on the worker
   // thread when its loop has finished.
   Worker(int index, const Config& config, WorkerStats& stats, const AccessLogSink& log_sink,
-         std::vector<int> listen_fds, std::function<void()> on_exit);
+         std::vector<UpstreamState*> upstreams, std::vector<int> listen_fds,
+         std::function<void()> on_exit);
   ~Worker();
 
   void start();
@@ -48,6 +49,12 @@ class Worker {
   // Thread-safe requests from the main thread.
   void drain();
   void stop();
+  // An upstream's endpoint list changed.
+  void endpoints_changed();
+  // A bulkhead slot was freed on another worker while requests wait.
+  void wake_pending();
+  // Called on this worker when one of its upstreams freed a slot and others may be waiting.
+  std::function<void()> on_slot_freed;
 
   uv_loop_t* loop() { return &loop_; }
   char* read_buffer() { return read_buffer_.get(); }

@@ -1,5 +1,7 @@
 #include "admin/stats.h"
 
+#include "upstream/upstream_state.h"
+
 #include <limits>
 #include <string>
 
@@ -23,16 +25,13 @@ WorkerStats::WorkerStats(const Config& config) {
     s->routes = std::make_unique<RouteStats[]>(l.routes.size() + 1);
     listeners.push_back(std::move(s));
   }
-  for (const auto& u : config.upstreams) {
-    auto s = std::make_unique<UpstreamStats>();
-    s->endpoints = std::make_unique<EndpointStats[]>(u.endpoints.size());
-    upstreams.push_back(std::move(s));
-  }
 }
 
 StatsCollector::StatsCollector(const Config& config, std::vector<const WorkerStats*> workers,
+                               std::vector<const UpstreamState*> upstreams,
                                const ProcessStats& process)
-    : config_(config), workers_(std::move(workers)), process_(process) {}
+    : config_(config), workers_(std::move(workers)), upstreams_(std::move(upstreams)),
+      process_(process) {}
 
 namespace {
 
@@ -138,37 +137,41 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
                      pm::MetricType::Gauge);
   auto connects = family("bulwark_pool_connects_total", "Upstream connection attempts.",
                          pm::MetricType::Counter);
-  for (std::size_t ui = 0; ui < config_.upstreams.size(); ++ui) {
-    const auto& u = config_.upstreams[ui];
-    std::int64_t active = 0, idle = 0, flying = 0;
+  auto pending = family("bulwark_pending_requests",
+                        "Requests waiting for the upstream's bulkhead.", pm::MetricType::Gauge);
+  const int workers = static_cast<int>(workers_.size());
+  for (const UpstreamState* state : upstreams_) {
+    const std::string& name = state->config().name;
+    std::int64_t active = 0, idle = 0;
     std::array<std::uint64_t, static_cast<int>(ConnectResult::count_)> connect_counts{};
-    for (std::size_t ei = 0; ei < u.endpoints.size(); ++ei) {
-      std::string endpoint = u.endpoints[ei].address.to_string();
+    auto endpoints = state->endpoints();
+    for (const auto& endpoint : *endpoints) {
       for (int o = 0; o < static_cast<int>(UpstreamOutcome::count_); ++o) {
         std::uint64_t n = 0;
-        for (const auto* w : workers_) n += w->upstreams[ui]->endpoints[ei].outcomes[o].get();
+        for (int w = 0; w < workers; ++w) n += endpoint->per_worker[w].outcomes[o].get();
         upstream_requests.metric.push_back(counter(
-            {{"upstream", u.name}, {"endpoint", endpoint}, {"outcome", kOutcomeNames[o]}},
+            {{"upstream", name}, {"endpoint", endpoint->name}, {"outcome", kOutcomeNames[o]}},
             static_cast<double>(n)));
       }
-      for (const auto* w : workers_) {
-        const EndpointStats& e = w->upstreams[ui]->endpoints[ei];
+      for (int w = 0; w < workers; ++w) {
+        const EndpointStats& e = endpoint->per_worker[w];
         active += e.active.get();
         idle += e.idle.get();
-        flying += e.in_flight.get();
         for (int c = 0; c < static_cast<int>(ConnectResult::count_); ++c)
           connect_counts[c] += e.connects[c].get();
       }
     }
-    inflight.metric.push_back(gauge({{"upstream", u.name}}, static_cast<double>(flying)));
-    pool.metric.push_back(gauge({{"upstream", u.name}, {"state", "active"}}, static_cast<double>(active)));
-    pool.metric.push_back(gauge({{"upstream", u.name}, {"state", "idle"}}, static_cast<double>(idle)));
+    inflight.metric.push_back(gauge({{"upstream", name}}, static_cast<double>(state->in_flight())));
+    pending.metric.push_back(gauge({{"upstream", name}}, static_cast<double>(state->pending())));
+    pool.metric.push_back(gauge({{"upstream", name}, {"state", "active"}}, static_cast<double>(active)));
+    pool.metric.push_back(gauge({{"upstream", name}, {"state", "idle"}}, static_cast<double>(idle)));
     for (int c = 0; c < static_cast<int>(ConnectResult::count_); ++c)
-      connects.metric.push_back(counter({{"upstream", u.name}, {"result", kConnectNames[c]}},
+      connects.metric.push_back(counter({{"upstream", name}, {"result", kConnectNames[c]}},
                                         static_cast<double>(connect_counts[c])));
   }
   out.push_back(std::move(upstream_requests));
   out.push_back(std::move(inflight));
+  out.push_back(std::move(pending));
   out.push_back(std::move(pool));
   out.push_back(std::move(connects));
   out.push_back(std::move(conns));

@@ -67,14 +67,9 @@ struct EndpointStats {
   Gauge in_flight;  // requests in flight to the endpoint
 };
 
-struct UpstreamStats {
-  std::unique_ptr<EndpointStats[]> endpoints;
-};
-
 struct WorkerStats {
   explicit WorkerStats(const Config& config);
   std::vector<std::unique_ptr<ListenerStats>> listeners;
-  std::vector<std::unique_ptr<UpstreamStats>> upstreams;
 };
 
 // Process-wide counters changed off the hot path.
@@ -83,15 +78,18 @@ struct ProcessStats {
   Counter config_reloads_failure;
 };
 
+class UpstreamState;
+
 class StatsCollector : public prometheus::Collectable {
  public:
   StatsCollector(const Config& config, std::vector<const WorkerStats*> workers,
-                 const ProcessStats& process);
+                 std::vector<const UpstreamState*> upstreams, const ProcessStats& process);
   std::vector<prometheus::MetricFamily> Collect() const override;
 
  private:
   const Config& config_;
   std::vector<const WorkerStats*> workers_;
+  std::vector<const UpstreamState*> upstreams_;
   const ProcessStats& process_;
 };
 

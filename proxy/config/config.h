@@ -129,7 +129,10 @@ struct LoadSheddingConfig {
 
 struct Endpoint {
   std::string spec;   // as written: host:port
-  Address address;    // resolved
+  std::string host;
+  int port = 0;
+  Address address;    // set when host is an IP address; DNS names are resolved at run time
+  bool is_ip() const { return address.valid(); }
 };
 
 struct UpstreamConfig {

@@ -125,7 +125,7 @@ std::string config_to_json(const Config& c) {
       JsonObject o(us);
       o.str("name", u.name);
       std::vector<std::string> eps;
-      for (const auto& e : u.endpoints) eps.push_back(e.address.to_string());
+      for (const auto& e : u.endpoints) eps.push_back(e.is_ip() ? e.address.to_string() : e.spec);
       string_array(o.key("endpoints"), eps);
       o.ms("dns_refresh", u.dns_refresh_ms);
       o.str("balance", u.balance);

@@ -28,6 +28,23 @@ bool is_token(const std::string& s) {
   return true;
 }
 
+// RFC 1123 host name: dot-separated labels of letters, digits and inner hyphens.
+bool is_host_name(const std::string& host) {
+  if (host.empty() || host.size() > 253) return false;
+  std::size_t label = 0;
+  for (std::size_t i = 0; i <= host.size(); ++i) {
+    if (i == host.size() || host[i] == '.') {
+      if (label == 0 || label > 63 || host[i - 1] == '-') return false;
+      label = 0;
+      continue;
+    }
+    unsigned char c = static_cast<unsigned char>(host[i]);
+    if (!(std::isalnum(c) || (c == '-' && label > 0))) return false;
+    ++label;
+  }
+  return true;
+}
+
 std::string indexed(const std::string& path, std::size_t i) {
   return path + "[" + std::to_string(i) + "]";
 }
@@ -330,16 +347,21 @@ void read_upstream(ConfigErrors& errors, const YAML::Node& node, const std::stri
         Endpoint e;
         e.spec = list[i].Scalar();
         std::string message;
-        if (!resolve_address(e.spec, e.address, message)) {
+        if (!split_host_port(e.spec, e.host, e.port, message)) {
           errors.add(list[i].Mark(), p, message);
           continue;
         }
-        if (e.address.port() == 0) {
+        if (e.port == 0) {
           errors.add(list[i].Mark(), p, "port must not be 0");
           continue;
         }
-        if (!seen.insert(e.address.to_string()).second) {
-          errors.add(list[i].Mark(), p, "duplicate endpoint " + e.address.to_string());
+        if (!parse_ip_address(e.spec, e.address, message) && !is_host_name(e.host)) {
+          errors.add(list[i].Mark(), p, "'" + e.host + "' is neither an IP address nor a host name");
+          continue;
+        }
+        std::string key = e.is_ip() ? e.address.to_string() : lower(e.host) + ":" + std::to_string(e.port);
+        if (!seen.insert(key).second) {
+          errors.add(list[i].Mark(), p, "duplicate endpoint " + key);
           continue;
         }
         u.endpoints.push_back(std::move(e));
@@ -364,7 +386,6 @@ void read_upstream(ConfigErrors& errors, const YAML::Node& node, const std::stri
     l.count("max_requests", u.limits.max_requests, 1, kMaxCount);
     l.count("max_pending", u.limits.max_pending, 0, kMaxCount);
     l.duration("pending_timeout", u.limits.pending_timeout_ms, false);
-    f.error("limits", std::string("the upstream bulkhead ") + kNotSupported);
   }
   if (f.has("circuit_breaker")) {
     read_circuit_breaker(f, u.circuit_breaker);

@@ -127,7 +127,7 @@ void Downstream::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf
 void Downstream::handle_input(const char* data, std::size_t len) {
   if (phase_ == Phase::tunnel || (upgrade_ && request_complete_)) {
     bytes_in_ += len;
-    if (up_) up_->out().add(data, len);
+    upstream_add(data, len, true);
     if (phase_ == Phase::tunnel) arm_timer(listener_.config->idle_timeout_ms);
     return;
   }
@@ -162,7 +162,7 @@ void Downstream::execute(const char* data, std::size_t len) {
       }
       if (err == HPE_PAUSED_UPGRADE) {
         // Bytes after an upgrade request belong to the new protocol: pass them on.
-        if (up_ && rest_len) up_->out().add(rest, rest_len);
+        if (rest_len) upstream_add(rest, rest_len, true);
         bytes_in_ += rest_len;
         break;
       }
@@ -323,13 +323,13 @@ int Downstream::cb_body(llhttp_t* p, const char* at, std::size_t len) {
 int Downstream::cb_chunk_header(llhttp_t* p) {
   auto* d = self(p);
   d->chunk_size_ = p->content_length;
-  if (d->up_ && !d->pending_reply_ && d->chunk_size_ > 0) d->up_->out().add_chunk_header(d->chunk_size_);
+  if (!d->pending_reply_ && d->chunk_size_ > 0) d->upstream_add_chunk_header(d->chunk_size_);
   return 0;
 }
 
 int Downstream::cb_chunk_complete(llhttp_t* p) {
   auto* d = self(p);
-  if (d->up_ && !d->pending_reply_ && d->chunk_size_ > 0) d->up_->out().add_copy("\r\n");
+  if (!d->pending_reply_ && d->chunk_size_ > 0) d->upstream_add("\r\n", 2, false);
   return 0;
 }
 
@@ -394,7 +394,7 @@ void Downstream::account_request() {
     e.route = listener_.config->routes[static_cast<std::size_t>(route_)].name;
     e.upstream = listener_.config->routes[static_cast<std::size_t>(route_)].upstream;
   }
-  if (upstream_ && attempts_ > 0) e.endpoint = upstream_->endpoint_name(endpoint_);
+  if (attempts_ > 0) e.endpoint = endpoint_name_;
   if (local_reply_sent_) e.reason = reason_name(reply_reason_);
   e.status = status_;
   e.attempts = attempts_;
@@ -407,6 +407,7 @@ void Downstream::account_request() {
 void Downstream::finish_request() {
   account_request();
   if (up_) detach_upstream(false);
+  if (upstream_) leave_bulkhead();
   bool close_now = close_after_response_ || client_eof_ || draining_;
   reset_request();
   if (close_now) {
@@ -426,8 +427,7 @@ void Downstream::reset_request() {
   route_ = -1;
   route_stats_ = nullptr;
   upstream_ = nullptr;
-  endpoint_ = 0;
-  endpoint_counted_ = false;
+  endpoint_ = nullptr;
   request_id_ = {};
   request_framing_ = BodyFraming::none;
   response_framing_ = BodyFraming::none;
@@ -492,10 +492,8 @@ void Downstream::close() {
     up_->close();
     up_ = nullptr;
   }
-  if (endpoint_counted_ && upstream_) {
-    upstream_->end_request(endpoint_);
-    endpoint_counted_ = false;
-  }
+  end_attempt();
+  if (upstream_) leave_bulkhead();
   closing_ = true;
   out_.clear();
   uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), on_close);

@@ -15,15 +15,15 @@
 #include "http/local_reply.h"
 #include "net/write_queue.h"
 #include "upstream/connection.h"
+#include "upstream/upstream.h"
 
 namespace bulwark {
 
 class Worker;
-class Upstream;
 struct ListenerRuntime;
 struct RouteStats;
 
-class Downstream final : public UpstreamClient {
+class Downstream final : public UpstreamClient, public PendingRequest {
  public:
   explicit Downstream(ListenerRuntime& listener);
   Downstream(const Downstream&) = delete;
@@ -50,6 +50,10 @@ class Downstream final : public UpstreamClient {
   void on_upstream_error(UpstreamError error) override;
   void on_upstream_batch_end() override;
   void on_upstream_drained() override;
+
+  // PendingRequest (the upstream's bulkhead)
+  void on_admitted() override;
+  void on_pending_timeout() override;
 
  private:
   enum class Phase {
@@ -101,6 +105,11 @@ class Downstream final : public UpstreamClient {
   void send_continue();
   bool start_attempt();
   void forward_body(const char* data, std::size_t len);
+  // Request bytes for the upstream: to the connection, or kept while the request is queued.
+  void upstream_add(const char* data, std::size_t len, bool borrowed);
+  void upstream_add_chunk_header(std::uint64_t size);
+  void leave_bulkhead();
+  void end_attempt();
   void end_request_body();
   void upstream_failed(Reason reason, UpstreamError error);
   void detach_upstream(bool reusable);
@@ -141,8 +150,11 @@ class Downstream final : public UpstreamClient {
   int route_ = -1;
   RouteStats* route_stats_ = nullptr;
   Upstream* upstream_ = nullptr;
-  std::size_t endpoint_ = 0;
-  bool endpoint_counted_ = false;
+  UpstreamEndpoint* endpoint_ = nullptr;  // of the current attempt, while it counts as in flight
+  std::string endpoint_name_;             // of the last attempt, for the log
+  bool admitted_ = false;                 // holds a bulkhead slot
+  bool queued_ = false;                   // waits for one
+  std::string queued_bytes_;              // request bytes read while queued
   UpstreamConnection* up_ = nullptr;
   char request_id_buf_[36];
   std::string_view request_id_;

@@ -1,6 +1,8 @@
 // The proxying side of a Downstream: route the request, pick an endpoint and a pooled
 // connection, stream the request body up and the response down, and turn upstream
 // failures into local replies.
+#include <cstdio>
+
 #include "admin/stats.h"
 #include "pipeline/downstream.h"
 #include "worker.h"
@@ -101,13 +103,83 @@ int Downstream::start_request() {
   route_stats_ = &listener_.stats->routes[static_cast<std::size_t>(route_)];
   upstream_ = listener_.route_upstreams[static_cast<std::size_t>(route_)];
   arm_timer(lc.routes[static_cast<std::size_t>(route_)].timeout_ms);
+  switch (upstream_->admit(*this)) {
+    case Upstream::Admission::admitted:
+      admitted_ = true;
+      break;
+    case Upstream::Admission::queued:
+      queued_ = true;  // the body, if any, is kept in queued_bytes_ until admission
+      return 0;
+    case Upstream::Admission::rejected:
+      return reply_from_headers(Reason::pending_overflow,
+                                "the upstream has max_requests in flight and max_pending waiting");
+  }
   if (!start_attempt()) return HPE_PAUSED;
   return 0;
 }
 
+void Downstream::on_admitted() {
+  queued_ = false;
+  admitted_ = true;
+  if (done()) return;
+  if (!start_attempt()) return;
+  if (!queued_bytes_.empty()) up_->out().add(queued_bytes_);
+  flush();
+  queued_bytes_.clear();
+  if (!done() && !request_complete_ && pending_input_.size() < kHighWater) resume_reading();
+}
+
+void Downstream::on_pending_timeout() {
+  queued_ = false;
+  local_reply(Reason::pending_overflow, "no upstream capacity freed up within pending_timeout");
+}
+
+void Downstream::leave_bulkhead() {
+  if (queued_) {
+    queued_ = false;
+    upstream_->cancel(*this);
+  }
+  queued_bytes_.clear();
+  if (admitted_) {
+    admitted_ = false;
+    upstream_->release();  // may admit another waiting request right away
+  }
+}
+
+void Downstream::end_attempt() {
+  if (endpoint_) {
+    upstream_->end_request(*endpoint_);
+    endpoint_ = nullptr;
+  }
+}
+
+void Downstream::upstream_add(const char* data, std::size_t len, bool borrowed) {
+  if (up_) {
+    if (borrowed) up_->out().add(data, len);
+    else up_->out().add_copy(std::string_view(data, len));
+  } else if (queued_) {
+    queued_bytes_.append(data, len);
+    if (queued_bytes_.size() > kHighWater) pause_reading();
+  }
+}
+
+void Downstream::upstream_add_chunk_header(std::uint64_t size) {
+  char buf[24];
+  int n = std::snprintf(buf, sizeof buf, "%llx\r\n", static_cast<unsigned long long>(size));
+  upstream_add(buf, static_cast<std::size_t>(n), false);
+}
+
 bool Downstream::start_attempt() {
-  endpoint_ = upstream_->pick();
-  UpstreamConnection* conn = upstream_->pool(endpoint_).acquire();
+  UpstreamEndpoint* endpoint = upstream_->pick();
+  if (!endpoint) {
+    const char* detail = "the upstream has no endpoints";
+    if (request_complete_ || !in_execute_) {
+      local_reply(Reason::no_healthy_upstream, detail);
+      return false;
+    }
+    return reply_from_headers(Reason::no_healthy_upstream, detail) == 0;
+  }
+  UpstreamConnection* conn = endpoint->pool->acquire();
   if (!conn) {
     // Every connection to the endpoint is busy (pool.max_connections).
     const char* detail = "the upstream connection pool is full";
@@ -121,8 +193,9 @@ bool Downstream::start_attempt() {
   ++attempts_;
   conn->attach(this, head_request_);
   last_attempt_reused_ = conn->reused();
-  upstream_->begin_request(endpoint_);
-  endpoint_counted_ = true;
+  endpoint_ = endpoint;
+  endpoint_name_ = endpoint->name();
+  upstream_->begin_request(*endpoint);
 
   UpstreamRequestHead head;
   head.method = llhttp_method_name(static_cast<llhttp_method_t>(parser_.method));
@@ -147,13 +220,13 @@ void Downstream::send_continue() {
 }
 
 void Downstream::forward_body(const char* data, std::size_t len) {
-  if (!up_ || pending_reply_) return;  // no upstream (answered locally): discarded
-  up_->out().add(data, len);
-  body_sent_upstream_ = true;
+  if (pending_reply_) return;  // answered locally: discarded
+  upstream_add(data, len, true);
+  body_sent_upstream_ = up_ != nullptr || queued_;
 }
 
 void Downstream::end_request_body() {
-  if (up_ && request_framing_ == BodyFraming::chunked) up_->out().add_copy("0\r\n\r\n");
+  if (request_framing_ == BodyFraming::chunked) upstream_add("0\r\n\r\n", 5, false);
 }
 
 void Downstream::detach_upstream(bool reusable) {
@@ -161,14 +234,11 @@ void Downstream::detach_upstream(bool reusable) {
     up_->release(reusable);
     up_ = nullptr;
   }
-  if (endpoint_counted_) {
-    upstream_->end_request(endpoint_);
-    endpoint_counted_ = false;
-  }
+  end_attempt();
 }
 
 void Downstream::record_upstream_outcome(int outcome) {
-  if (upstream_) upstream_->endpoint_stats(endpoint_).outcomes[outcome].add();
+  if (endpoint_) upstream_->stats(*endpoint_).outcomes[outcome].add();
 }
 
 void Downstream::on_upstream_connected() {
@@ -291,10 +361,7 @@ void Downstream::upstream_failed(Reason reason, UpstreamError error) {
     up_->close();
     up_ = nullptr;
   }
-  if (endpoint_counted_) {
-    upstream_->end_request(endpoint_);
-    endpoint_counted_ = false;
-  }
+  end_attempt();
   if (done()) return;
   if (phase_ == Phase::tunnel) {
     close_gracefully();
@@ -327,10 +394,7 @@ void Downstream::on_request_timeout() {
     up_->close();
     up_ = nullptr;
   }
-  if (endpoint_counted_) {
-    upstream_->end_request(endpoint_);
-    endpoint_counted_ = false;
-  }
+  end_attempt();
   local_reply(Reason::upstream_timeout, "the route timeout expired", false);
 }
 

@@ -2,31 +2,144 @@
 
 namespace bulwark {
 
-Upstream::Upstream(uv_loop_t* loop, const UpstreamConfig& config, UpstreamStats& stats,
-                   std::uint64_t seed)
-    : config_(config), stats_(stats), balancer_(Balancer::parse(config.balance), seed) {
-  for (std::size_t i = 0; i < config.endpoints.size(); ++i) {
-    pools_.push_back(std::make_unique<ConnectionPool>(loop, config.endpoints[i].address, config,
-                                                      stats.endpoints[i]));
-    names_.push_back(config.endpoints[i].address.to_string());
+Upstream::Upstream(uv_loop_t* loop, UpstreamState& state, int worker, std::uint64_t seed)
+    : loop_(loop), state_(state), worker_(worker), balancer_(Balancer::parse(state.config().balance), seed) {
+  uv_timer_init(loop_, &pending_timer_);
+  pending_timer_.data = this;
+  refresh_endpoints();
+}
+
+Upstream::~Upstream() = default;
+
+void Upstream::refresh_endpoints() {
+  auto list = state_.endpoints();
+  if (list == list_) return;
+  list_ = list;
+  std::vector<std::unique_ptr<UpstreamEndpoint>> next;
+  for (const auto& shared : *list_) {
+    std::unique_ptr<UpstreamEndpoint> entry;
+    for (auto& e : live_)
+      if (e && e->state == shared) entry = std::move(e);
+    if (!entry) {
+      entry = std::make_unique<UpstreamEndpoint>();
+      entry->state = shared;
+      entry->pool = std::make_unique<ConnectionPool>(loop_, shared->address, state_.config(),
+                                                     shared->per_worker[worker_]);
+    }
+    next.push_back(std::move(entry));
   }
-  in_flight_.assign(pools_.size(), 0);
+  for (auto& e : live_) {
+    if (!e) continue;
+    e->retired = true;
+    e->pool->close_idle();
+    retired_.push_back(std::move(e));
+  }
+  live_ = std::move(next);
+  sweep_retired();
 }
 
-std::size_t Upstream::pick() { return balancer_.pick(in_flight_); }
-
-void Upstream::begin_request(std::size_t endpoint) {
-  ++in_flight_[endpoint];
-  stats_.endpoints[endpoint].in_flight.add(1);
+void Upstream::sweep_retired() {
+  for (std::size_t i = 0; i < retired_.size();) {
+    if (retired_[i]->in_flight == 0) {
+      retired_[i]->pool->close_all();
+      retired_.erase(retired_.begin() + static_cast<std::ptrdiff_t>(i));
+    } else {
+      ++i;
+    }
+  }
 }
 
-void Upstream::end_request(std::size_t endpoint) {
-  --in_flight_[endpoint];
-  stats_.endpoints[endpoint].in_flight.add(-1);
+UpstreamEndpoint* Upstream::pick() {
+  if (live_.empty()) return nullptr;
+  in_flight_scratch_.resize(live_.size());
+  for (std::size_t i = 0; i < live_.size(); ++i) in_flight_scratch_[i] = live_[i]->in_flight;
+  return live_[balancer_.pick(in_flight_scratch_)].get();
+}
+
+void Upstream::begin_request(UpstreamEndpoint& e) {
+  ++e.in_flight;
+  stats(e).in_flight.add(1);
+}
+
+void Upstream::end_request(UpstreamEndpoint& e) {
+  --e.in_flight;
+  stats(e).in_flight.add(-1);
+  if (e.retired && e.in_flight == 0) sweep_retired();
+}
+
+Upstream::Admission Upstream::admit(PendingRequest& r) {
+  // Requests already waiting on this worker go first.
+  if (!queue_head_ && state_.try_admit()) return Admission::admitted;
+  if (state_.config().limits.max_pending == 0 || !state_.try_enqueue()) return Admission::rejected;
+  r.pending_prev = queue_tail_;
+  r.pending_next = nullptr;
+  if (queue_tail_) queue_tail_->pending_next = &r;
+  else queue_head_ = &r;
+  queue_tail_ = &r;
+  r.pending_deadline_ms = uv_now(loop_) + state_.config().limits.pending_timeout_ms;
+  if (queue_head_ == &r) arm_pending_timer();
+  return Admission::queued;
+}
+
+void Upstream::unlink(PendingRequest& r) {
+  if (r.pending_prev) r.pending_prev->pending_next = r.pending_next;
+  else queue_head_ = r.pending_next;
+  if (r.pending_next) r.pending_next->pending_prev = r.pending_prev;
+  else queue_tail_ = r.pending_prev;
+  r.pending_prev = r.pending_next = nullptr;
+  state_.dequeue();
+}
+
+void Upstream::cancel(PendingRequest& r) {
+  bool was_head = queue_head_ == &r;
+  unlink(r);
+  if (was_head) arm_pending_timer();
+}
+
+void Upstream::release() {
+  state_.release();
+  admit_waiting();
+  if (!queue_head_ && state_.pending() > 0 && slot_freed_) slot_freed_();
+}
+
+void Upstream::admit_waiting() {
+  bool admitted_any = false;
+  while (queue_head_ && state_.try_admit()) {
+    PendingRequest* r = queue_head_;
+    unlink(*r);
+    admitted_any = true;
+    r->on_admitted();
+  }
+  if (admitted_any) arm_pending_timer();
+}
+
+void Upstream::arm_pending_timer() {
+  if (!queue_head_) {
+    uv_timer_stop(&pending_timer_);
+    return;
+  }
+  std::uint64_t now = uv_now(loop_);
+  std::uint64_t due = queue_head_->pending_deadline_ms;
+  uv_timer_start(&pending_timer_, on_pending_timer, due > now ? due - now : 0, 0);
+}
+
+void Upstream::on_pending_timer(uv_timer_t* timer) {
+  auto* u = static_cast<Upstream*>(timer->data);
+  std::uint64_t now = uv_now(u->loop_);
+  // Deadlines grow along the queue (one pending_timeout for all), so expiry is from the head.
+  while (u->queue_head_ && u->queue_head_->pending_deadline_ms <= now) {
+    PendingRequest* r = u->queue_head_;
+    u->unlink(*r);
+    r->on_pending_timeout();
+  }
+  u->arm_pending_timer();
 }
 
 void Upstream::close_all() {
-  for (auto& p : pools_) p->close_all();
+  for (auto& e : live_) e->pool->close_all();
+  for (auto& e : retired_) e->pool->close_all();
+  if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(&pending_timer_)))
+    uv_close(reinterpret_cast<uv_handle_t*>(&pending_timer_), nullptr);
 }
 
 }  // namespace bulwark

@@ -1,43 +1,91 @@
-// An upstream as one worker sees it: its endpoints, a connection pool per endpoint, and the
-// balancer that picks among them.
+// An upstream as one worker sees it: a local entry per endpoint (its connection pool and the
+// worker's in-flight count, which drives least_request), the balancer, and the worker's
+// queue of requests waiting for the upstream's bulkhead.
 #pragma once
 
 #include <uv.h>
 
+#include <cstdint>
 #include <memory>
 #include <vector>
 
-#include "admin/stats.h"
-#include "config/config.h"
 #include "upstream/balancer.h"
 #include "upstream/pool.h"
+#include "upstream/upstream_state.h"
 
 namespace bulwark {
 
+struct UpstreamEndpoint {
+  std::shared_ptr<EndpointState> state;
+  std::unique_ptr<ConnectionPool> pool;
+  std::int64_t in_flight = 0;
+  bool retired = false;  // gone from DNS: finishes its requests, then is freed
+  const std::string& name() const { return state->name; }
+};
+
+// A request waiting for admission (implemented by Downstream).
+class PendingRequest {
+ public:
+  virtual void on_admitted() = 0;
+  virtual void on_pending_timeout() = 0;
+  PendingRequest* pending_prev = nullptr;
+  PendingRequest* pending_next = nullptr;
+  std::uint64_t pending_deadline_ms = 0;
+
+ protected:
+  ~PendingRequest() = default;
+};
+
 class Upstream {
  public:
-  Upstream(uv_loop_t* loop, const UpstreamConfig& config, UpstreamStats& stats,
-           std::uint64_t seed);
+  Upstream(uv_loop_t* loop, UpstreamState& state, int worker, std::uint64_t seed);
+  ~Upstream();
+  Upstream(const Upstream&) = delete;
+  Upstream& operator=(const Upstream&) = delete;
 
-  const UpstreamConfig& config() const { return config_; }
-  std::size_t endpoint_count() const { return pools_.size(); }
-  // Chooses the endpoint for the next attempt.
-  std::size_t pick();
-  ConnectionPool& pool(std::size_t endpoint) { return *pools_[endpoint]; }
-  EndpointStats& endpoint_stats(std::size_t endpoint) { return stats_.endpoints[endpoint]; }
-  const std::string& endpoint_name(std::size_t endpoint) const { return names_[endpoint]; }
-  // In-flight bookkeeping (drives least_request).
-  void begin_request(std::size_t endpoint);
-  void end_request(std::size_t endpoint);
+  const UpstreamConfig& config() const { return state_.config(); }
+  UpstreamState& state() { return state_; }
+  // Takes the shared endpoint list again (the worker was told it changed).
+  void refresh_endpoints();
+  // The endpoint for the next attempt, or nullptr when there is none.
+  UpstreamEndpoint* pick();
+  EndpointStats& stats(UpstreamEndpoint& e) { return e.state->per_worker[worker_]; }
+  void begin_request(UpstreamEndpoint& e);
+  void end_request(UpstreamEndpoint& e);
+
+  enum class Admission { admitted, queued, rejected };
+  // Bulkhead: admitted at once, queued (on_admitted or on_pending_timeout follows), or rejected.
+  Admission admit(PendingRequest& request);
+  // A queued request that goes away before its turn.
+  void cancel(PendingRequest& request);
+  // An admitted request finished: frees its slot and admits the next waiting one.
+  void release();
+  // Another worker freed a slot: try to admit waiting requests.
+  void admit_waiting();
+  bool has_waiting() const { return queue_head_ != nullptr; }
+  // Hook to tell the other workers that a slot was freed while requests wait elsewhere.
+  void set_slot_freed_hook(std::function<void()> hook) { slot_freed_ = std::move(hook); }
+
   void close_all();
 
  private:
-  const UpstreamConfig& config_;
-  UpstreamStats& stats_;
-  std::vector<std::unique_ptr<ConnectionPool>> pools_;
-  std::vector<std::int64_t> in_flight_;
-  std::vector<std::string> names_;
+  static void on_pending_timer(uv_timer_t* timer);
+  void unlink(PendingRequest& r);
+  void arm_pending_timer();
+  void sweep_retired();
+
+  uv_loop_t* loop_;
+  UpstreamState& state_;
+  int worker_;
+  std::shared_ptr<const EndpointList> list_;
+  std::vector<std::unique_ptr<UpstreamEndpoint>> live_;
+  std::vector<std::unique_ptr<UpstreamEndpoint>> retired_;
+  std::vector<std::int64_t> in_flight_scratch_;
   Balancer balancer_;
+  PendingRequest* queue_head_ = nullptr;
+  PendingRequest* queue_tail_ = nullptr;
+  uv_timer_t pending_timer_{};
+  std::function<void()> slot_freed_;
 };
 
 }  // namespace bulwark

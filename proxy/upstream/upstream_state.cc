@@ -1,0 +1,55 @@
+#include "upstream/upstream_state.h"
+
+namespace bulwark {
+
+EndpointList merge_endpoints(const EndpointList& previous, const std::vector<Address>& addresses,
+                             int workers) {
+  EndpointList out;
+  for (const Address& a : addresses) {
+    std::string name = a.to_string();
+    bool seen = false;
+    for (const auto& e : out) seen = seen || e->name == name;
+    if (seen) continue;  // the same address from two names
+    std::shared_ptr<EndpointState> state;
+    for (const auto& e : previous)
+      if (e->name == name) state = e;
+    out.push_back(state ? state : std::make_shared<EndpointState>(a, workers));
+  }
+  return out;
+}
+
+UpstreamState::UpstreamState(const UpstreamConfig& config, int workers)
+    : config_(config), workers_(workers), endpoints_(std::make_shared<EndpointList>()) {}
+
+std::shared_ptr<const EndpointList> UpstreamState::endpoints() const {
+  std::lock_guard<std::mutex> lock(endpoints_mutex_);
+  return endpoints_;
+}
+
+void UpstreamState::set_endpoints(EndpointList list) {
+  {
+    std::lock_guard<std::mutex> lock(endpoints_mutex_);
+    endpoints_ = std::make_shared<const EndpointList>(std::move(list));
+  }
+  if (on_change_) on_change_();
+}
+
+bool UpstreamState::try_admit() {
+  auto max = static_cast<std::int64_t>(config_.limits.max_requests);
+  if (in_flight_.fetch_add(1, std::memory_order_acq_rel) < max) return true;
+  in_flight_.fetch_sub(1, std::memory_order_acq_rel);
+  return false;
+}
+
+void UpstreamState::release() { in_flight_.fetch_sub(1, std::memory_order_acq_rel); }
+
+bool UpstreamState::try_enqueue() {
+  auto max = static_cast<std::int64_t>(config_.limits.max_pending);
+  if (pending_.fetch_add(1, std::memory_order_acq_rel) < max) return true;
+  pending_.fetch_sub(1, std::memory_order_acq_rel);
+  return false;
+}
+
+void UpstreamState::dequeue() { pending_.fetch_sub(1, std::memory_order_acq_rel); }
+
+}  // namespace bulwark

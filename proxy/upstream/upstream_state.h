@@ -1,0 +1,48 @@
+// The process-wide part of an upstream: its current endpoint list (replaced as a whole when
+// DNS answers change, read by workers only when told it changed) and the bulkhead counters
+// that every worker shares (atomics: the limits hold for the process, not per worker).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+
+#include "config/config.h"
+#include "upstream/endpoint.h"
+
+namespace bulwark {
+
+class UpstreamState {
+ public:
+  UpstreamState(const UpstreamConfig& config, int workers);
+
+  const UpstreamConfig& config() const { return config_; }
+  int workers() const { return workers_; }
+
+  std::shared_ptr<const EndpointList> endpoints() const;
+  // Publishes a new list and calls the change hook (which tells the workers).
+  void set_endpoints(EndpointList list);
+  void set_change_hook(std::function<void()> hook) { on_change_ = std::move(hook); }
+
+  // Bulkhead: at most max_requests admitted at once in the whole process.
+  bool try_admit();
+  void release();
+  // Pending: a request waiting for admission; false when max_pending are waiting already.
+  bool try_enqueue();
+  void dequeue();
+  std::int64_t in_flight() const { return in_flight_.load(std::memory_order_relaxed); }
+  std::int64_t pending() const { return pending_.load(std::memory_order_relaxed); }
+
+ private:
+  const UpstreamConfig& config_;
+  const int workers_;
+  mutable std::mutex endpoints_mutex_;  // taken on publish and on a worker's refresh, never per request
+  std::shared_ptr<const EndpointList> endpoints_;
+  std::function<void()> on_change_;
+  std::atomic<std::int64_t> in_flight_{0};
+  std::atomic<std::int64_t> pending_{0};
+};
+
+}  // namespace bulwark
