@@ -23,7 +23,7 @@ class Worker;
 struct ListenerRuntime;
 struct RouteStats;
 
-class Downstream final : public UpstreamClient, public PendingRequest {
+class Downstream final : public UpstreamClient, public PendingRequest, public PoolWaiter {
  public:
   explicit Downstream(ListenerRuntime& listener);
   Downstream(const Downstream&) = delete;
@@ -54,6 +54,9 @@ class Downstream final : public UpstreamClient, public PendingRequest {
   // PendingRequest (the upstream's bulkhead)
   void on_admitted() override;
   void on_pending_timeout() override;
+
+  // PoolWaiter (a full connection pool)
+  void on_pool_connection(UpstreamConnection* conn) override;
 
  private:
   enum class Phase {
@@ -104,6 +107,7 @@ class Downstream final : public UpstreamClient, public PendingRequest {
   int reply_from_headers(Reason reason, std::string_view detail, int status = 0);
   void send_continue();
   bool start_attempt();
+  void use_connection(UpstreamConnection* conn);
   void forward_body(const char* data, std::size_t len);
   // Request bytes for the upstream: to the connection, or kept while the request is queued.
   void upstream_add(const char* data, std::size_t len, bool borrowed);

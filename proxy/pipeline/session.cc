@@ -122,8 +122,7 @@ void Downstream::on_admitted() {
   queued_ = false;
   admitted_ = true;
   if (done()) return;
-  if (!start_attempt()) return;
-  if (!queued_bytes_.empty()) up_->out().add(queued_bytes_);
+  if (!start_attempt() || !up_) return;  // no endpoint, or waiting for a pooled connection
   flush();
   queued_bytes_.clear();
   if (!done() && !request_complete_ && pending_input_.size() < kHighWater) resume_reading();
@@ -147,6 +146,7 @@ void Downstream::leave_bulkhead() {
 }
 
 void Downstream::end_attempt() {
+  if (endpoint_ && waiting) endpoint_->pool->cancel_wait(this);
   if (endpoint_) {
     upstream_->end_request(*endpoint_);
     endpoint_ = nullptr;
@@ -157,7 +157,7 @@ void Downstream::upstream_add(const char* data, std::size_t len, bool borrowed) 
   if (up_) {
     if (borrowed) up_->out().add(data, len);
     else up_->out().add_copy(std::string_view(data, len));
-  } else if (queued_) {
+  } else if (queued_ || waiting) {
     queued_bytes_.append(data, len);
     if (queued_bytes_.size() > kHighWater) pause_reading();
   }
@@ -179,24 +179,19 @@ bool Downstream::start_attempt() {
     }
     return reply_from_headers(Reason::no_healthy_upstream, detail) == 0;
   }
-  UpstreamConnection* conn = endpoint->pool->acquire();
-  if (!conn) {
-    // Every connection to the endpoint is busy (pool.max_connections).
-    const char* detail = "the upstream connection pool is full";
-    if (request_complete_ || !in_execute_) {
-      local_reply(Reason::pending_overflow, detail);
-      return false;
-    }
-    return reply_from_headers(Reason::pending_overflow, detail) == 0;  // true: answered later
-  }
+  endpoint_ = endpoint;
+  endpoint_name_ = endpoint->name();
+  upstream_->begin_request(*endpoint);
+  // A full pool: wait for a connection (on_pool_connection); request bytes are kept meanwhile.
+  if (UpstreamConnection* conn = endpoint->pool->acquire(this)) use_connection(conn);
+  return true;
+}
+
+void Downstream::use_connection(UpstreamConnection* conn) {
   up_ = conn;
   ++attempts_;
   conn->attach(this, head_request_);
   last_attempt_reused_ = conn->reused();
-  endpoint_ = endpoint;
-  endpoint_name_ = endpoint->name();
-  upstream_->begin_request(*endpoint);
-
   UpstreamRequestHead head;
   head.method = llhttp_method_name(static_cast<llhttp_method_t>(parser_.method));
   head.target = origin_form(url_);
@@ -207,8 +202,15 @@ bool Downstream::start_attempt() {
   if (upgrade_) head.upgrade = info_.upgrade;
   write_upstream_request_head(upstream_head_, headers_, info_, head);
   up_->out().add(upstream_head_);
+  if (!queued_bytes_.empty()) up_->out().add(queued_bytes_);  // cleared after the next flush
   if (conn->connected()) send_continue();
-  return true;
+}
+
+void Downstream::on_pool_connection(UpstreamConnection* conn) {
+  use_connection(conn);
+  flush();
+  queued_bytes_.clear();
+  if (!done() && !request_complete_ && pending_input_.size() < kHighWater) resume_reading();
 }
 
 void Downstream::send_continue() {
@@ -222,7 +224,7 @@ void Downstream::send_continue() {
 void Downstream::forward_body(const char* data, std::size_t len) {
   if (pending_reply_) return;  // answered locally: discarded
   upstream_add(data, len, true);
-  body_sent_upstream_ = up_ != nullptr || queued_;
+  body_sent_upstream_ = up_ != nullptr || queued_ || waiting;
 }
 
 void Downstream::end_request_body() {

@@ -31,6 +31,7 @@ const llhttp_settings_t& UpstreamConnection::settings() {
 }
 
 UpstreamConnection::UpstreamConnection(ConnectionPool& pool, uv_loop_t* loop) : pool_(pool) {
+  idle_hook_.owner = this;
   uv_tcp_init(loop, &tcp_);
   uv_timer_init(loop, &timer_);
   tcp_.data = this;
@@ -80,7 +81,6 @@ void UpstreamConnection::attach(UpstreamClient* client, bool head_request) {
   if (state_ == State::idle) {
     reused_ = true;
     pool_.on_active(this);
-    uv_timer_stop(&timer_);
     state_ = State::active;
   }
   if (read_paused_) resume_reading();
@@ -133,8 +133,7 @@ void UpstreamConnection::release(bool reusable) {
   }
   state_ = State::idle;
   if (read_paused_) resume_reading();
-  uv_timer_start(&timer_, on_timer, pool_.config().idle_timeout_ms, 0);
-  pool_.on_idle(this);
+  pool_.on_idle(this);  // the pool's timer closes it after idle_timeout
 }
 
 void UpstreamConnection::close() {
@@ -168,8 +167,6 @@ void UpstreamConnection::on_timer(uv_timer_t* timer) {
       c->pool_.stats().connects[static_cast<int>(ConnectResult::timeout)].add();
       c->fail(UpstreamError::connect_timeout);
     }
-  } else if (c->state_ == State::idle) {
-    c->close();
   }
 }
 

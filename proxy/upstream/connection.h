@@ -10,6 +10,7 @@
 #include <string>
 
 #include "http/headers.h"
+#include "upstream/idle_list.h"
 #include "net/write_queue.h"
 
 namespace bulwark {
@@ -77,9 +78,6 @@ class UpstreamConnection {
   bool has_content_length() const { return (parser_.flags & F_CONTENT_LENGTH) != 0; }
   std::uint64_t content_length() const { return content_length_; }
 
-  // Intrusive list links for the pool's idle list.
-  UpstreamConnection* idle_prev = nullptr;
-  UpstreamConnection* idle_next = nullptr;
 
  private:
   friend class ConnectionPool;
@@ -107,6 +105,7 @@ class UpstreamConnection {
   void fail(UpstreamError error);
 
   ConnectionPool& pool_;
+  IdleHook idle_hook_;
   uv_tcp_t tcp_;
   uv_timer_t timer_;
   uv_connect_t connect_req_;

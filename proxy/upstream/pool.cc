@@ -5,14 +5,17 @@
 namespace bulwark {
 
 ConnectionPool::ConnectionPool(uv_loop_t* loop, const Address& address,
-                               const UpstreamConfig& config, EndpointStats& stats)
-    : loop_(loop), address_(address), config_(config), stats_(stats) {}
+                               const UpstreamConfig& config, std::size_t cap, std::size_t max_idle,
+                               EndpointStats& stats)
+    : loop_(loop), address_(address), config_(config), cap_(cap), max_idle_(max_idle),
+      stats_(stats), idle_timer_(new uv_timer_t) {
+  uv_timer_init(loop_, idle_timer_);
+  idle_timer_->data = this;
+}
 
 ConnectionPool::~ConnectionPool() { close_all(); }
 
-UpstreamConnection* ConnectionPool::acquire() {
-  if (idle_head_) return idle_head_;  // attach() moves it out of the idle list
-  if (total_ >= config_.pool.max_connections) return nullptr;
+UpstreamConnection* ConnectionPool::open() {
   auto* conn = new UpstreamConnection(*this, loop_);
   all_.insert(conn);
   ++total_;
@@ -21,53 +24,100 @@ UpstreamConnection* ConnectionPool::acquire() {
   return conn;
 }
 
+UpstreamConnection* ConnectionPool::acquire(PoolWaiter* waiter) {
+  if (IdleHook* h = idle_.newest()) return static_cast<UpstreamConnection*>(h->owner);
+  if (total_ < cap_ && !closed_) return open();
+  if (waiter && !waiter->waiting) {
+    waiter->waiting = true;
+    waiter->wait_prev = waiters_tail_;
+    waiter->wait_next = nullptr;
+    if (waiters_tail_) waiters_tail_->wait_next = waiter;
+    else waiters_head_ = waiter;
+    waiters_tail_ = waiter;
+  }
+  return nullptr;
+}
+
+void ConnectionPool::cancel_wait(PoolWaiter* w) {
+  if (!w->waiting) return;
+  if (w->wait_prev) w->wait_prev->wait_next = w->wait_next;
+  else waiters_head_ = w->wait_next;
+  if (w->wait_next) w->wait_next->wait_prev = w->wait_prev;
+  else waiters_tail_ = w->wait_prev;
+  w->wait_prev = w->wait_next = nullptr;
+  w->waiting = false;
+}
+
+PoolWaiter* ConnectionPool::pop_waiter() {
+  PoolWaiter* w = waiters_head_;
+  if (w) cancel_wait(w);
+  return w;
+}
+
 void ConnectionPool::on_idle(UpstreamConnection* conn) {
   stats_.active.add(-1);
   stats_.idle.add(1);
-  conn->idle_prev = nullptr;
-  conn->idle_next = idle_head_;
-  if (idle_head_) idle_head_->idle_prev = conn;
-  idle_head_ = conn;
-  ++idle_count_;
-  // Over max_idle: close the least recently used.
-  while (idle_count_ > config_.pool.max_idle) {
-    UpstreamConnection* last = idle_head_;
-    while (last->idle_next) last = last->idle_next;
-    last->close();
+  idle_.push_newest(conn->idle_hook_, uv_now(loop_));
+  if (PoolWaiter* w = pop_waiter()) {
+    w->on_pool_connection(conn);  // attach() takes it off the idle list again
+    return;
   }
-}
-
-void ConnectionPool::unlink_idle(UpstreamConnection* conn) {
-  if (conn->idle_prev) conn->idle_prev->idle_next = conn->idle_next;
-  else idle_head_ = conn->idle_next;
-  if (conn->idle_next) conn->idle_next->idle_prev = conn->idle_prev;
-  conn->idle_prev = conn->idle_next = nullptr;
-  --idle_count_;
+  while (idle_.size() > max_idle_) static_cast<UpstreamConnection*>(idle_.oldest()->owner)->close();
+  arm_idle_timer();
 }
 
 void ConnectionPool::on_active(UpstreamConnection* conn) {
-  unlink_idle(conn);
+  idle_.remove(conn->idle_hook_);
   stats_.idle.add(-1);
   stats_.active.add(1);
 }
 
 void ConnectionPool::on_closed(UpstreamConnection* conn, bool was_idle) {
   if (was_idle) {
-    unlink_idle(conn);
+    idle_.remove(conn->idle_hook_);
     stats_.idle.add(-1);
   } else {
     stats_.active.add(-1);
   }
   all_.erase(conn);
   --total_;
+  // Room for a new connection: give it to the longest waiting request.
+  if (waiters_head_ && total_ < cap_ && !closed_) {
+    PoolWaiter* w = pop_waiter();
+    w->on_pool_connection(open());
+  }
+}
+
+void ConnectionPool::arm_idle_timer() {
+  std::int64_t in = idle_.next_expiry_in(uv_now(loop_), config_.pool.idle_timeout_ms);
+  if (in < 0 || closed_)
+    uv_timer_stop(idle_timer_);
+  else
+    uv_timer_start(idle_timer_, on_idle_timer, static_cast<std::uint64_t>(in), 0);
+}
+
+void ConnectionPool::on_idle_timer(uv_timer_t* timer) {
+  auto* pool = static_cast<ConnectionPool*>(timer->data);
+  std::uint64_t now = uv_now(pool->loop_);
+  while (IdleHook* h = pool->idle_.expired(now, pool->config_.pool.idle_timeout_ms))
+    static_cast<UpstreamConnection*>(h->owner)->close();
+  pool->arm_idle_timer();
 }
 
 void ConnectionPool::close_idle() {
-  while (idle_head_) idle_head_->close();
+  while (IdleHook* h = idle_.newest()) static_cast<UpstreamConnection*>(h->owner)->close();
+  arm_idle_timer();
 }
 
 void ConnectionPool::close_all() {
+  closed_ = true;
+  while (waiters_head_) pop_waiter();
   while (!all_.empty()) (*all_.begin())->close();
+  if (idle_timer_) {
+    uv_close(reinterpret_cast<uv_handle_t*>(idle_timer_),
+             [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+    idle_timer_ = nullptr;
+  }
 }
 
 }  // namespace bulwark

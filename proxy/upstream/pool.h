@@ -1,6 +1,7 @@
 // Keep-alive connections to one endpoint, for one worker. Idle connections are reused
-// most-recent-first, are watched while idle (a backend that closes one is noticed at once),
-// and are closed after idle_timeout or beyond max_idle. Total connections are capped.
+// newest first, are watched while idle (a backend that closes one is noticed at once), and
+// are closed after idle_timeout (one timer per pool) or beyond max_idle. At most `cap`
+// connections are open; past that, requests wait in FIFO order for one to be released.
 #pragma once
 
 #include <uv.h>
@@ -10,45 +11,72 @@
 
 #include "admin/stats.h"
 #include "config/config.h"
+#include "upstream/idle_list.h"
 
 namespace bulwark {
 
 class UpstreamConnection;
 
+// A request waiting for a connection of a full pool.
+class PoolWaiter {
+ public:
+  virtual void on_pool_connection(UpstreamConnection* conn) = 0;
+  PoolWaiter* wait_prev = nullptr;
+  PoolWaiter* wait_next = nullptr;
+  bool waiting = false;
+
+ protected:
+  ~PoolWaiter() = default;
+};
+
 class ConnectionPool {
  public:
+  // `cap`: connections this pool may open (the worker's share of pool.max_connections).
   ConnectionPool(uv_loop_t* loop, const Address& address, const UpstreamConfig& config,
-                 EndpointStats& stats);
+                 std::size_t cap, std::size_t max_idle, EndpointStats& stats);
   ~ConnectionPool();
+  ConnectionPool(const ConnectionPool&) = delete;
+  ConnectionPool& operator=(const ConnectionPool&) = delete;
 
-  // An idle connection, or a new one that is connecting; nullptr at max_connections.
-  UpstreamConnection* acquire();
+  // An idle connection, or a new one that is connecting. When the pool is full: nullptr,
+  // and `waiter` gets a connection later (on_pool_connection) unless it cancels.
+  UpstreamConnection* acquire(PoolWaiter* waiter);
+  void cancel_wait(PoolWaiter* waiter);
   std::size_t total() const { return total_; }
-  std::size_t idle() const { return idle_count_; }
+  std::size_t idle() const { return idle_.size(); }
+  std::size_t cap() const { return cap_; }
   void close_idle();
-  // Closes every connection, idle or not (shutdown).
+  // Closes every connection, idle or not, and the pool's timer (shutdown).
   void close_all();
 
   EndpointStats& stats() { return stats_; }
-  const PoolConfig& config() const { return config_.pool; }
+  const UpstreamConfig& config() const { return config_; }
 
  private:
   friend class UpstreamConnection;
   // Called by connections.
-  void on_idle(UpstreamConnection* conn);     // became idle (or is closed if over max_idle)
-  void on_active(UpstreamConnection* conn);   // left the idle list to carry a request
+  void on_idle(UpstreamConnection* conn);    // became idle: to a waiter, the idle list, or closed
+  void on_active(UpstreamConnection* conn);  // left the idle list to carry a request
   void on_closed(UpstreamConnection* conn, bool was_idle);
 
-  void unlink_idle(UpstreamConnection* conn);
+  UpstreamConnection* open();
+  PoolWaiter* pop_waiter();
+  void arm_idle_timer();
+  static void on_idle_timer(uv_timer_t* timer);
 
   uv_loop_t* loop_;
   Address address_;
   const UpstreamConfig& config_;
+  std::size_t cap_;
+  std::size_t max_idle_;
   EndpointStats& stats_;
-  UpstreamConnection* idle_head_ = nullptr;  // most recently used first
-  std::size_t idle_count_ = 0;
+  IdleList idle_;
   std::size_t total_ = 0;
   std::unordered_set<UpstreamConnection*> all_;
+  PoolWaiter* waiters_head_ = nullptr;
+  PoolWaiter* waiters_tail_ = nullptr;
+  uv_timer_t* idle_timer_;  // heap: freed in its close callback, which may run after the pool
+  bool closed_ = false;
 };
 
 }  // namespace bulwark

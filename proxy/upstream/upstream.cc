@@ -1,5 +1,7 @@
 #include "upstream/upstream.h"
 
+#include <algorithm>
+
 namespace bulwark {
 
 Upstream::Upstream(uv_loop_t* loop, UpstreamState& state, int worker, std::uint64_t seed)
@@ -23,8 +25,13 @@ void Upstream::refresh_endpoints() {
     if (!entry) {
       entry = std::make_unique<UpstreamEndpoint>();
       entry->state = shared;
-      entry->pool = std::make_unique<ConnectionPool>(loop_, shared->address, state_.config(),
-                                                     shared->per_worker[worker_]);
+      // Pool limits are split evenly between workers, so they hold for the process.
+      const PoolConfig& pc = state_.config().pool;
+      auto workers = static_cast<std::uint64_t>(state_.workers());
+      std::size_t cap = std::max<std::uint64_t>(1, pc.max_connections / workers);
+      std::size_t max_idle = std::min<std::uint64_t>(cap, pc.max_idle / workers + (pc.max_idle % workers > static_cast<std::uint64_t>(worker_)));
+      entry->pool = std::make_unique<ConnectionPool>(loop_, shared->address, state_.config(), cap,
+                                                     max_idle, shared->per_worker[worker_]);
     }
     next.push_back(std::move(entry));
   }
