@@ -78,7 +78,11 @@ std::vector<Address> resolve_now(const std::string& host, int port, std::string&
 }
 
 EndpointResolver::EndpointResolver(UpstreamState& state, Resolver& resolver)
-    : state_(state), resolver_(resolver), last_good_(state.config().endpoints.size()) {}
+    : state_(state), resolver_(resolver), last_good_(state.config().endpoints.size()) {
+  const auto& eps = state_.config().endpoints;
+  for (std::size_t i = 0; i < eps.size(); ++i)
+    if (eps[i].is_ip()) last_good_[i] = {eps[i].address};
+}
 
 bool EndpointResolver::has_names() const {
   for (const auto& e : state_.config().endpoints)
@@ -89,10 +93,7 @@ bool EndpointResolver::has_names() const {
 void EndpointResolver::start(std::vector<std::string>& errors) {
   const auto& eps = state_.config().endpoints;
   for (std::size_t i = 0; i < eps.size(); ++i) {
-    if (eps[i].is_ip()) {
-      last_good_[i] = {eps[i].address};
-      continue;
-    }
+    if (eps[i].is_ip()) continue;
     std::string error;
     last_good_[i] = resolve_now(eps[i].host, eps[i].port, error);
     if (last_good_[i].empty())

@@ -14,7 +14,8 @@
 // GET /healthz answers 200 "ok" (or the status set by GET /__health?status=N).
 // GET /__stats answers {"connections_total":..,"connections_open":..,"requests":..}.
 // Upgrade: websocket is accepted and every frame is echoed back.
-// Usage: bulwark-testd [--host ADDR] [--port N] [--idle-close MS] [--name NAME]
+// Usage: bulwark-testd [--host ADDR] [--port N] [--idle-close MS] [--delay MS] [--name NAME]
+//   --idle-close MS closes keep-alive connections idle that long; --delay MS is the default delay.
 //   --port 0 picks a free port; the chosen one is printed as "PORT n" on stdout.
 #include <llhttp.h>
 #include <uv.h>
@@ -34,6 +35,7 @@ uv_loop_t* g_loop;
 std::uint64_t g_connections_total = 0, g_connections_open = 0, g_requests = 0;
 int g_health_status = 200;
 std::uint64_t g_idle_close_ms = 0;
+std::uint64_t g_default_delay_ms = 0;
 std::string g_name = "testd";
 
 std::uint32_t crc_table[256];
@@ -420,7 +422,10 @@ int cb_message_complete(llhttp_t* p) {
     finish_response(c);
     return HPE_PAUSED;
   }
-  std::uint64_t delay = std::strtoull(c->param("delay").c_str(), nullptr, 10);
+  std::string delay_param = c->param("delay");
+  std::uint64_t delay = delay_param.empty() ? g_default_delay_ms
+                                            : std::strtoull(delay_param.c_str(), nullptr, 10);
+  if (c->path() == "/__stats" || c->path() == "/healthz" || c->path() == "/__health") delay = 0;
   if (delay > 0) {
     uv_timer_start(&c->timer, on_delay, delay, 0);
   } else {
@@ -579,6 +584,7 @@ int main(int argc, char** argv) {
     if (a == "--host") host = argv[i + 1];
     else if (a == "--port") port = std::atoi(argv[i + 1]);
     else if (a == "--idle-close") g_idle_close_ms = std::strtoull(argv[i + 1], nullptr, 10);
+    else if (a == "--delay") g_default_delay_ms = std::strtoull(argv[i + 1], nullptr, 10);
     else if (a == "--name") g_name = argv[i + 1];
     else {
       std::fprintf(stderr, "unknown argument %s\n", a.c_str());
