@@ -571,6 +571,7 @@ void on_connection(uv_stream_t* server, int status) {
   }
   ++g_connections_total;
   ++g_connections_open;
+  uv_tcp_nodelay(&c->tcp, 1);  // head and body go out as separate writes
   uv_read_start(reinterpret_cast<uv_stream_t*>(&c->tcp), on_alloc, on_read);
 }
 

@@ -1,0 +1,125 @@
+"""Upstream connection pools: the cap on connections holds under load, idle connections the
+backend closes cost no client request, Connection: close and HTTP/1.0 upstreams."""
+import threading
+import time
+import unittest
+
+from harness import Bulwark, Reader, Testd, connect, pattern, request
+
+TEMPLATE = """
+admin: {{ listen: 127.0.0.1:{admin} }}
+access_log: {{ path: "off" }}
+listeners:
+  - name: inbound
+    listen: 127.0.0.1:{port}
+    routes:
+      - name: all
+        match: {{ prefix: / }}
+        upstream: app
+upstreams:
+  - name: app
+    endpoints: [{upstream}]
+    pool: {{ max_connections: {max_connections}, max_idle: {max_idle}, idle_timeout: {idle_timeout} }}
+"""
+
+
+def hammer(port, clients, per_client, path="/p?size=16"):
+    """`clients` keep-alive connections, each sending `per_client` requests. Returns statuses."""
+    statuses = []
+    lock = threading.Lock()
+
+    def client():
+        s = connect(port, timeout=30)
+        r = Reader(s)
+        mine = []
+        for _ in range(per_client):
+            s.sendall(("GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path).encode())
+            status, _, body = r.read_response()
+            mine.append(status)
+        s.close()
+        with lock:
+            statuses.extend(mine)
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    return statuses
+
+
+class PoolCap(unittest.TestCase):
+    def test_many_clients_share_at_most_max_connections(self):
+        backend = Testd()
+        proxy = Bulwark(TEMPLATE, upstream=backend.address, max_connections=8, max_idle=8,
+                        idle_timeout="60s")
+        try:
+            statuses = hammer(proxy.port, clients=50, per_client=200)
+            self.assertEqual(len(statuses), 10000)
+            self.assertEqual(set(statuses), {200})
+            stats = backend.stats()
+            # Every upstream connection the proxy ever opened counts; /__stats adds one.
+            self.assertLessEqual(stats["connections_total"] - 1, 8)
+            self.assertEqual(stats["requests"], 10000 + 1)
+            self.assertLessEqual(proxy.metric("bulwark_pool_connects_total", upstream="app", result="success"), 8)
+        finally:
+            proxy.stop()
+            backend.stop()
+
+    def test_idle_timeout_and_max_idle(self):
+        backend = Testd()
+        proxy = Bulwark(TEMPLATE, upstream=backend.address, max_connections=16, max_idle=2,
+                        idle_timeout="300ms")
+        try:
+            statuses = hammer(proxy.port, clients=6, per_client=5, path="/p?delay=50")
+            self.assertEqual(set(statuses), {200})
+            time.sleep(0.05)
+            self.assertLessEqual(proxy.metric("bulwark_pool_connections", upstream="app", state="idle"), 2)
+            time.sleep(0.6)
+            self.assertEqual(proxy.metric("bulwark_pool_connections", upstream="app", state="idle"), 0)
+            self.assertEqual(backend.stats()["connections_open"], 1)  # only the /__stats one
+        finally:
+            proxy.stop()
+            backend.stop()
+
+
+class BackendClosesIdle(unittest.TestCase):
+    def test_no_client_request_fails(self):
+        backend = Testd("--idle-close", "40")
+        proxy = Bulwark(TEMPLATE, upstream=backend.address, max_connections=4, max_idle=4,
+                        idle_timeout="60s")
+        try:
+            failures = []
+            # Requests spaced around the backend's idle close: some land on connections the
+            # backend has just closed or is closing.
+            for i in range(120):
+                status, _, body = request(proxy.port, "GET", "/c?size=10")
+                if status != 200 or body != pattern(10):
+                    failures.append(status)
+                time.sleep((i % 7) * 0.011)
+            self.assertEqual(failures, [])
+        finally:
+            proxy.stop()
+            backend.stop()
+
+
+class UpstreamClose(unittest.TestCase):
+    def test_connection_close_and_http10_upstream_responses_are_not_reused(self):
+        backend = Testd()
+        proxy = Bulwark(TEMPLATE, upstream=backend.address, max_connections=4, max_idle=4,
+                        idle_timeout="60s")
+        try:
+            before = backend.stats()["connections_total"]
+            for _ in range(5):
+                status, _, body = request(proxy.port, "GET", "/c?size=5&close=1")
+                self.assertEqual((status, body), (200, pattern(5)))
+            # Each response said Connection: close, so each request needed a new connection.
+            self.assertEqual(backend.stats()["connections_total"] - before, 5 + 1)
+            self.assertEqual(proxy.metric("bulwark_pool_connections", upstream="app", state="idle"), 0)
+        finally:
+            proxy.stop()
+            backend.stop()
+
+
+if __name__ == "__main__":
+    unittest.main()
