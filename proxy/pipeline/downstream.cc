@@ -430,6 +430,7 @@ void Downstream::reset_request() {
   endpoint_ = nullptr;
   request_id_ = {};
   request_framing_ = BodyFraming::none;
+  request_content_length_ = 0;
   response_framing_ = BodyFraming::none;
   upstream_chunked_ = false;
   chunk_size_ = 0;

@@ -164,6 +164,7 @@ class Downstream final : public UpstreamClient, public PendingRequest, public Po
   std::string_view request_id_;
   RequestInfo info_;
   BodyFraming request_framing_ = BodyFraming::none;
+  std::uint64_t request_content_length_ = 0;
   BodyFraming response_framing_ = BodyFraming::none;
   bool upstream_chunked_ = false;
   std::uint64_t chunk_size_ = 0;

@@ -83,6 +83,7 @@ int Downstream::start_request() {
     request_framing_ = BodyFraming::chunked;
   } else if (parser_.content_length > 0) {
     request_framing_ = BodyFraming::content_length;
+    request_content_length_ = parser_.content_length;  // llhttp counts it down as it reads
     if (parser_.content_length > lc.max_body_bytes) {
       local_reply(Reason::body_too_large, "request body exceeds the listener's max_body_bytes",
                   true);
@@ -198,7 +199,7 @@ void Downstream::use_connection(UpstreamConnection* conn) {
   head.client_ip = client_ip_;
   head.request_id = request_id_;
   head.framing = request_framing_;
-  head.content_length = parser_.content_length;
+  head.content_length = request_content_length_;
   if (upgrade_) head.upgrade = info_.upgrade;
   write_upstream_request_head(upstream_head_, headers_, info_, head);
   up_->out().add(upstream_head_);
