@@ -134,6 +134,25 @@ void Worker::on_connection(uv_stream_t* server, int status) {
   if (l->connections > l->config->max_connections) d->close();  // over the listener's limit
 }
 
+RequestBuffers* Worker::acquire_buffers() {
+  if (free_buffers_.empty()) {
+    buffers_.push_back(std::make_unique<RequestBuffers>());
+    return buffers_.back().get();
+  }
+  RequestBuffers* b = free_buffers_.back();
+  free_buffers_.pop_back();
+  return b;
+}
+
+void Worker::release_buffers(RequestBuffers* b) {
+  b->headers.clear();
+  b->url.clear();
+  b->resume_input.clear();
+  b->queued_bytes.clear();
+  b->out.clear();
+  free_buffers_.push_back(b);
+}
+
 void Worker::add_downstream(Downstream* d) {
   d->list_next = downstreams_;
   if (downstreams_) downstreams_->list_prev = d;

@@ -15,6 +15,7 @@
 #include "admin/stats.h"
 #include "config/config.h"
 #include "http/request_id.h"
+#include "pipeline/request_buffers.h"
 #include "pipeline/router.h"
 #include "upstream/upstream.h"
 
@@ -67,6 +68,9 @@ class Worker {
   // turning stops updating it.
   std::uint64_t heartbeat_ms() const { return heartbeat_ms_.load(std::memory_order_relaxed); }
 
+  RequestBuffers* acquire_buffers();
+  void release_buffers(RequestBuffers* b);
+
   void add_downstream(Downstream* d);
   void remove_downstream(Downstream* d);
 
@@ -97,6 +101,8 @@ class Worker {
   RequestIdGenerator ids_;
   std::vector<std::unique_ptr<ListenerRuntime>> listeners_;
   std::vector<std::unique_ptr<Upstream>> upstreams_;
+  std::vector<std::unique_ptr<RequestBuffers>> buffers_;  // all, owned here
+  std::vector<RequestBuffers*> free_buffers_;
   Downstream* downstreams_ = nullptr;  // intrusive list
   std::size_t downstream_count_ = 0;
   bool draining_ = false;

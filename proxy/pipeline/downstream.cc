@@ -45,6 +45,17 @@ Downstream::Downstream(ListenerRuntime& listener)
   listener_.stats->connections.add(1);
 }
 
+RequestBuffers& Downstream::b() {
+  if (!buffers_) buffers_ = worker_.acquire_buffers();
+  return *buffers_;
+}
+
+void Downstream::release_buffers() {
+  if (!buffers_) return;
+  worker_.release_buffers(buffers_);
+  buffers_ = nullptr;
+}
+
 bool Downstream::accept(uv_stream_t* server) {
   if (uv_accept(server, reinterpret_cast<uv_stream_t*>(&tcp_)) != 0) {
     close();
@@ -94,6 +105,7 @@ void Downstream::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf
     if (d->phase_ == Phase::lingering) return;  // discarded: we are closing
     d->handle_input(buf->base, static_cast<std::size_t>(nread));
     if (!d->closing_) d->flush();
+    if (!d->closing_ && d->phase_ == Phase::idle) d->release_buffers();
     return;
   }
   if (d->phase_ == Phase::lingering || nread != UV_EOF) {
@@ -186,22 +198,24 @@ void Downstream::serve_pending_input() {
   if (done()) return;
   if (pending_input_.empty()) {
     resume_reading();
+    if (phase_ == Phase::idle) release_buffers();
     return;
   }
-  resume_input_.clear();
-  resume_input_.swap(pending_input_);
-  execute(resume_input_.data(), resume_input_.size());
-  if (!closing_) flush();  // the batch may point into resume_input_
-  resume_input_.clear();
+  b().resume_input.clear();
+  b().resume_input.swap(pending_input_);
+  execute(b().resume_input.data(), b().resume_input.size());
+  if (!closing_) flush();  // the batch may point into the resume buffer
+  b().resume_input.clear();
   if (!done() && pending_input_.size() < kHighWater) resume_reading();
+  if (!done() && phase_ == Phase::idle) release_buffers();
 }
 
 bool Downstream::flush() {
   if (closing_) return false;
   if (up_) up_->flush();  // a failure calls on_upstream_error
   if (closing_) return false;
-  if (!out_.empty()) {
-    int rc = out_.flush(reinterpret_cast<uv_stream_t*>(&tcp_), on_write);
+  if (!b().out.empty()) {
+    int rc = b().out.flush(reinterpret_cast<uv_stream_t*>(&tcp_), on_write);
     if (rc != 0) {
       close();
       return false;
@@ -257,8 +271,8 @@ int Downstream::cb_message_begin(llhttp_t* p) {
   auto* d = self(p);
   d->phase_ = Phase::head;
   d->start_ns_ = uv_hrtime();
-  d->headers_.clear();
-  d->url_.clear();
+  d->b().headers.clear();
+  d->b().url.clear();
   d->value_open_ = false;
   d->head_bytes_ = 0;
   d->arm_timer(d->listener_.config->header_timeout_ms);
@@ -268,7 +282,7 @@ int Downstream::cb_message_begin(llhttp_t* p) {
 int Downstream::cb_url(llhttp_t* p, const char* at, std::size_t len) {
   auto* d = self(p);
   if (!d->count_head_bytes(len)) return -1;
-  d->url_.append(at, len);
+  d->b().url.append(at, len);
   return 0;
 }
 
@@ -276,7 +290,7 @@ int Downstream::cb_header_field(llhttp_t* p, const char* at, std::size_t len) {
   auto* d = self(p);
   d->value_open_ = false;
   if (!d->count_head_bytes(len + 4)) return -1;  // ": " and CRLF
-  d->headers_.append_name(at, len);
+  d->b().headers.append_name(at, len);
   return 0;
 }
 
@@ -295,7 +309,7 @@ int Downstream::cb_header_value(llhttp_t* p, const char* at, std::size_t len) {
     d->error_reason_set_ = true;
     return -1;
   }
-  d->headers_.append_value(at, len);
+  d->b().headers.append_value(at, len);
   return 0;
 }
 
@@ -338,7 +352,7 @@ int Downstream::cb_message_complete(llhttp_t* p) {
   d->request_complete_ = true;
   if (d->pending_reply_) {
     d->pending_reply_ = false;
-    d->local_reply(d->pending_reason_, d->pending_detail_, false, d->pending_status_);
+    d->local_reply(d->pending_reason_, d->b().pending_detail, false, d->pending_status_);
     return HPE_PAUSED;
   }
   d->end_request_body();
@@ -362,13 +376,13 @@ void Downstream::local_reply(Reason reason, std::string_view detail, bool close_
   reply.minor_version = phase_ == Phase::request ? minor_version_ : 1;
   reply.close = must_close;
   reply.head_request = head_request_;
-  status_ = write_local_reply(response_head_, reply);
+  status_ = write_local_reply(b().response_head, reply);
   reply_reason_ = reason;
   local_reply_sent_ = true;
   RouteStats& rs = route_stats_ ? *route_stats_ : listener_.stats->routes[listener_.config->routes.size()];
   rs.local_replies[static_cast<int>(reason)].add();
-  out_.add(response_head_);
-  bytes_out_ += response_head_.size();
+  b().out.add(b().response_head);
+  bytes_out_ += b().response_head.size();
   response_started_ = true;
   if (must_close) close_after_response_ = true;
   flush();
@@ -388,13 +402,13 @@ void Downstream::account_request() {
   e.request_id = request_id_;
   e.client = client_ip_;
   e.method = llhttp_method_name(static_cast<llhttp_method_t>(parser_.method));
-  e.path = target_path(origin_form(url_));
+  e.path = target_path(origin_form(b().url));
   e.listener = listener_.config->name;
   if (route_ >= 0) {
     e.route = listener_.config->routes[static_cast<std::size_t>(route_)].name;
     e.upstream = listener_.config->routes[static_cast<std::size_t>(route_)].upstream;
   }
-  if (attempts_ > 0) e.endpoint = endpoint_name_;
+  if (attempts_ > 0) e.endpoint = b().endpoint_name;
   if (local_reply_sent_) e.reason = reason_name(reply_reason_);
   e.status = status_;
   e.attempts = attempts_;
@@ -496,7 +510,7 @@ void Downstream::close() {
   end_attempt();
   if (upstream_) leave_bulkhead();
   closing_ = true;
-  out_.clear();
+  if (buffers_) buffers_->out.clear();
   uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), on_close);
   uv_close(reinterpret_cast<uv_handle_t*>(&timer_), on_close);
 }
@@ -504,6 +518,7 @@ void Downstream::close() {
 void Downstream::on_close(uv_handle_t* handle) {
   auto* d = static_cast<Downstream*>(handle->data);
   if (--d->open_handles_ > 0) return;
+  d->release_buffers();
   --d->listener_.connections;
   d->listener_.stats->connections.add(-1);
   d->worker_.remove_downstream(d);

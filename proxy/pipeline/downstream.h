@@ -15,12 +15,14 @@
 #include "http/local_reply.h"
 #include "net/write_queue.h"
 #include "upstream/connection.h"
+#include "pipeline/request_buffers.h"
 #include "upstream/upstream.h"
 
 namespace bulwark {
 
 class Worker;
 struct ListenerRuntime;
+
 struct RouteStats;
 
 class Downstream final : public UpstreamClient, public PendingRequest, public PoolWaiter {
@@ -120,8 +122,14 @@ class Downstream final : public UpstreamClient, public PendingRequest, public Po
   void record_upstream_outcome(int outcome);
   void on_request_timeout();
 
+  // Buffers of the request in progress, from the worker's free list: a connection between
+  // requests holds none, which keeps idle keep-alive connections small.
+  RequestBuffers& b();
+  void release_buffers();
+
   ListenerRuntime& listener_;
   Worker& worker_;
+  RequestBuffers* buffers_ = nullptr;
   uv_tcp_t tcp_{};
   uv_timer_t timer_{};
   uv_shutdown_t shutdown_req_{};
@@ -134,14 +142,8 @@ class Downstream final : public UpstreamClient, public PendingRequest, public Po
   bool draining_ = false;
 
   llhttp_t parser_{};
-  HeaderBlock headers_;
-  std::string url_;
   std::string client_ip_;
   std::string pending_input_;  // bytes after a complete request, waiting their turn
-  std::string resume_input_;
-  std::string upstream_head_;  // serialized upstream request head
-  std::string response_head_;  // serialized response head or local reply
-  OutBatch out_;
   Phase phase_ = Phase::idle;
   std::uint64_t head_bytes_ = 0;
   // Obsolete line folding detection (see cb_header_value).
@@ -155,14 +157,10 @@ class Downstream final : public UpstreamClient, public PendingRequest, public Po
   RouteStats* route_stats_ = nullptr;
   Upstream* upstream_ = nullptr;
   UpstreamEndpoint* endpoint_ = nullptr;  // of the current attempt, while it counts as in flight
-  std::string endpoint_name_;             // of the last attempt, for the log
   bool admitted_ = false;                 // holds a bulkhead slot
   bool queued_ = false;                   // waits for one
-  std::string queued_bytes_;              // request bytes read while queued
   UpstreamConnection* up_ = nullptr;
-  char request_id_buf_[36];
   std::string_view request_id_;
-  RequestInfo info_;
   BodyFraming request_framing_ = BodyFraming::none;
   std::uint64_t request_content_length_ = 0;
   BodyFraming response_framing_ = BodyFraming::none;
@@ -177,7 +175,6 @@ class Downstream final : public UpstreamClient, public PendingRequest, public Po
   bool local_reply_sent_ = false;
   bool pending_reply_ = false;  // decided in on_headers_complete, sent at message end
   Reason pending_reason_ = Reason::no_route;
-  std::string pending_detail_;
   int pending_status_ = 0;
   bool head_request_ = false;
   bool request_complete_ = false;

@@ -34,7 +34,7 @@ int Downstream::reply_from_headers(Reason reason, std::string_view detail, int s
     // Answer once the (empty) request is complete, keeping the connection.
     pending_reply_ = true;
     pending_reason_ = reason;
-    pending_detail_.assign(detail);
+    b().pending_detail.assign(detail);
     pending_status_ = status;
     return 0;
   }
@@ -46,16 +46,16 @@ int Downstream::start_request() {
   phase_ = Phase::request;
   minor_version_ = parser_.http_minor;
   head_request_ = parser_.method == HTTP_HEAD;
-  info_ = inspect_request(headers_);
+  b().info = inspect_request(b().headers);
   const ListenerConfig& lc = *listener_.config;
 
-  if (info_.request_id.empty() || !printable_id(info_.request_id)) {
-    worker_.ids().next(request_id_buf_);
-    request_id_ = std::string_view(request_id_buf_, sizeof request_id_buf_);
+  if (b().info.request_id.empty() || !printable_id(b().info.request_id)) {
+    worker_.ids().next(b().request_id);
+    request_id_ = std::string_view(b().request_id, sizeof b().request_id);
   } else {
-    request_id_ = info_.request_id;
+    request_id_ = b().info.request_id;
   }
-  if (info_.connection_close || (minor_version_ == 0 && !info_.connection_keep_alive) || draining_)
+  if (b().info.connection_close || (minor_version_ == 0 && !b().info.connection_keep_alive) || draining_)
     close_after_response_ = true;
 
   if (parser_.http_major != 1 || parser_.http_minor > 1) {
@@ -66,15 +66,15 @@ int Downstream::start_request() {
     local_reply(Reason::bad_request, "CONNECT is not supported", true);
     return HPE_PAUSED;
   }
-  if (info_.host_count > 1) {
+  if (b().info.host_count > 1) {
     local_reply(Reason::bad_request, "more than one Host header", true);
     return HPE_PAUSED;
   }
-  if (minor_version_ == 1 && info_.host_count == 0) {
+  if (minor_version_ == 1 && b().info.host_count == 0) {
     local_reply(Reason::bad_request, "missing Host header", true);
     return HPE_PAUSED;
   }
-  std::string_view target = origin_form(url_);
+  std::string_view target = origin_form(b().url);
   if (target.empty()) {
     local_reply(Reason::bad_request, "invalid request target", true);
     return HPE_PAUSED;
@@ -90,13 +90,13 @@ int Downstream::start_request() {
       return HPE_PAUSED;
     }
   }
-  if (info_.expect_other) return reply_from_headers(Reason::bad_request, "unsupported Expect", 417);
-  upgrade_ = parser_.upgrade && !info_.upgrade.empty();
+  if (b().info.expect_other) return reply_from_headers(Reason::bad_request, "unsupported Expect", 417);
+  upgrade_ = parser_.upgrade && !b().info.upgrade.empty();
 
-  std::string_view host = target_authority(url_);
-  if (host.empty()) host = info_.host;
+  std::string_view host = target_authority(b().url);
+  if (host.empty()) host = b().info.host;
   const char* method = llhttp_method_name(static_cast<llhttp_method_t>(parser_.method));
-  route_ = listener_.router->match(method, target_path(target), host, headers_);
+  route_ = listener_.router->match(method, target_path(target), host, b().headers);
   if (route_ < 0) {
     route_stats_ = nullptr;
     return reply_from_headers(Reason::no_route, "no route matches the request");
@@ -109,7 +109,7 @@ int Downstream::start_request() {
       admitted_ = true;
       break;
     case Upstream::Admission::queued:
-      queued_ = true;  // the body, if any, is kept in queued_bytes_ until admission
+      queued_ = true;  // the body, if any, is kept in b().queued_bytes until admission
       return 0;
     case Upstream::Admission::rejected:
       return reply_from_headers(Reason::pending_overflow,
@@ -125,7 +125,7 @@ void Downstream::on_admitted() {
   if (done()) return;
   if (!start_attempt() || !up_) return;  // no endpoint, or waiting for a pooled connection
   flush();
-  queued_bytes_.clear();
+  b().queued_bytes.clear();
   if (!done() && !request_complete_ && pending_input_.size() < kHighWater) resume_reading();
 }
 
@@ -139,7 +139,7 @@ void Downstream::leave_bulkhead() {
     queued_ = false;
     upstream_->cancel(*this);
   }
-  queued_bytes_.clear();
+  b().queued_bytes.clear();
   if (admitted_) {
     admitted_ = false;
     upstream_->release();  // may admit another waiting request right away
@@ -159,8 +159,8 @@ void Downstream::upstream_add(const char* data, std::size_t len, bool borrowed) 
     if (borrowed) up_->out().add(data, len);
     else up_->out().add_copy(std::string_view(data, len));
   } else if (queued_ || waiting) {
-    queued_bytes_.append(data, len);
-    if (queued_bytes_.size() > kHighWater) pause_reading();
+    b().queued_bytes.append(data, len);
+    if (b().queued_bytes.size() > kHighWater) pause_reading();
   }
 }
 
@@ -181,7 +181,7 @@ bool Downstream::start_attempt() {
     return reply_from_headers(Reason::no_healthy_upstream, detail) == 0;
   }
   endpoint_ = endpoint;
-  endpoint_name_ = endpoint->name();
+  b().endpoint_name = endpoint->name();
   upstream_->begin_request(*endpoint);
   // A full pool: wait for a connection (on_pool_connection); request bytes are kept meanwhile.
   if (UpstreamConnection* conn = endpoint->pool->acquire(this)) use_connection(conn);
@@ -195,31 +195,31 @@ void Downstream::use_connection(UpstreamConnection* conn) {
   last_attempt_reused_ = conn->reused();
   UpstreamRequestHead head;
   head.method = llhttp_method_name(static_cast<llhttp_method_t>(parser_.method));
-  head.target = origin_form(url_);
+  head.target = origin_form(b().url);
   head.client_ip = client_ip_;
   head.request_id = request_id_;
   head.framing = request_framing_;
   head.content_length = request_content_length_;
-  if (upgrade_) head.upgrade = info_.upgrade;
-  write_upstream_request_head(upstream_head_, headers_, info_, head);
-  up_->out().add(upstream_head_);
-  if (!queued_bytes_.empty()) up_->out().add(queued_bytes_);  // cleared after the next flush
+  if (upgrade_) head.upgrade = b().info.upgrade;
+  write_upstream_request_head(b().upstream_head, b().headers, b().info, head);
+  up_->out().add(b().upstream_head);
+  if (!b().queued_bytes.empty()) up_->out().add(b().queued_bytes);  // cleared after the next flush
   if (conn->connected()) send_continue();
 }
 
 void Downstream::on_pool_connection(UpstreamConnection* conn) {
   use_connection(conn);
   flush();
-  queued_bytes_.clear();
+  b().queued_bytes.clear();
   if (!done() && !request_complete_ && pending_input_.size() < kHighWater) resume_reading();
 }
 
 void Downstream::send_continue() {
-  if (sent_continue_ || !info_.expect_continue || minor_version_ == 0 || request_complete_ ||
+  if (sent_continue_ || !b().info.expect_continue || minor_version_ == 0 || request_complete_ ||
       response_started_ || request_framing_ == BodyFraming::none)
     return;
   sent_continue_ = true;
-  out_.add_copy("HTTP/1.1 100 Continue\r\n\r\n");
+  b().out.add_copy("HTTP/1.1 100 Continue\r\n\r\n");
 }
 
 void Downstream::forward_body(const char* data, std::size_t len) {
@@ -280,9 +280,9 @@ bool Downstream::on_upstream_headers(UpstreamConnection& conn) {
   head.close = close_after_response_;
   head.keep_alive_1_0 = minor_version_ == 0 && !close_after_response_;
   head.upgrade = upgrade;
-  write_downstream_response_head(response_head_, conn.headers(), head);
-  out_.add(response_head_);
-  bytes_out_ += response_head_.size();
+  write_downstream_response_head(b().response_head, conn.headers(), head);
+  b().out.add(b().response_head);
+  bytes_out_ += b().response_head.size();
   response_started_ = true;
   return no_body;
 }
@@ -290,23 +290,23 @@ bool Downstream::on_upstream_headers(UpstreamConnection& conn) {
 void Downstream::on_upstream_chunk_header(std::uint64_t size) {
   response_chunk_size_ = size;
   if (response_framing_ == BodyFraming::chunked && upstream_chunked_ && size > 0)
-    out_.add_chunk_header(size);
+    b().out.add_chunk_header(size);
 }
 
 void Downstream::on_upstream_body(const char* data, std::size_t len) {
   bytes_out_ += len;
   if (response_framing_ == BodyFraming::chunked && !upstream_chunked_) {
-    out_.add_chunk_header(len);
-    out_.add(data, len);
-    out_.add_copy("\r\n");
+    b().out.add_chunk_header(len);
+    b().out.add(data, len);
+    b().out.add_copy("\r\n");
     return;
   }
-  out_.add(data, len);
+  b().out.add(data, len);
 }
 
 void Downstream::on_upstream_chunk_complete() {
   if (response_framing_ == BodyFraming::chunked && upstream_chunked_ && response_chunk_size_ > 0)
-    out_.add_copy("\r\n");
+    b().out.add_copy("\r\n");
 }
 
 void Downstream::on_upstream_complete() {
@@ -324,7 +324,7 @@ void Downstream::on_upstream_complete() {
     resume_reading();
     return;
   }
-  if (response_framing_ == BodyFraming::chunked) out_.add_copy("0\r\n\r\n");
+  if (response_framing_ == BodyFraming::chunked) b().out.add_copy("0\r\n\r\n");
   record_upstream_outcome(static_cast<int>(status_ >= 500 ? UpstreamOutcome::failure
                                                           : UpstreamOutcome::success));
   if (!request_complete_) close_after_response_ = true;
@@ -336,7 +336,7 @@ void Downstream::on_upstream_complete() {
 
 void Downstream::on_upstream_tunnel_data(const char* data, std::size_t len) {
   bytes_out_ += len;
-  out_.add(data, len);
+  b().out.add(data, len);
   arm_timer(listener_.config->idle_timeout_ms);
 }
 
