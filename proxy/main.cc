@@ -1,4 +1,6 @@
 // bulwark: flags -> config -> Server -> run the loops.
+#include <sys/resource.h>
+
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -47,6 +49,12 @@ int main(int argc, char** argv) {
   if (check) {
     std::printf("%s: ok\n", file.c_str());
     return 0;
+  }
+  // Every connection is a descriptor: take the hard limit, as HAProxy and NGINX can be told to.
+  rlimit files{};
+  if (getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+    files.rlim_cur = files.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &files);
   }
   bulwark::Server server(std::move(*result.config));
   return server.run();
