@@ -73,11 +73,21 @@ bool Downstream::accept(uv_stream_t* server) {
   return true;
 }
 
+// One timer per connection serves every phase's timeout. Moving the deadline later (the
+// usual case: route deadline after the previous one, idle after that) touches no timer; the
+// timer fires at the old time, sees the later deadline and re-arms once. Only an earlier
+// deadline restarts it. This keeps timer work off the per-request path.
 void Downstream::arm_timer(std::uint64_t ms) {
-  if (ms == 0)
-    uv_timer_stop(&timer_);
-  else
+  if (ms == 0) {
+    deadline_ms_ = 0;  // a pending expiry will find nothing to do
+    return;
+  }
+  std::uint64_t now = uv_now(worker_.loop());
+  deadline_ms_ = now + ms;
+  if (timer_due_ms_ == 0 || deadline_ms_ < timer_due_ms_) {
+    timer_due_ms_ = deadline_ms_;
     uv_timer_start(&timer_, on_timer, ms, 0);
+  }
 }
 
 void Downstream::pause_reading() {
@@ -192,6 +202,10 @@ void Downstream::execute(const char* data, std::size_t len) {
     break;
   }
   in_execute_ = false;
+  if (phase_ == Phase::head && !head_timer_armed_ && !done()) {
+    head_timer_armed_ = true;
+    arm_timer(listener_.config->header_timeout_ms);
+  }
 }
 
 void Downstream::serve_pending_input() {
@@ -242,7 +256,15 @@ void Downstream::on_write(uv_write_t* req, int status) {
 
 void Downstream::on_timer(uv_timer_t* timer) {
   auto* d = static_cast<Downstream*>(timer->data);
-  if (d->closing_) return;
+  d->timer_due_ms_ = 0;
+  if (d->closing_ || d->deadline_ms_ == 0) return;
+  std::uint64_t now = uv_now(d->worker_.loop());
+  if (now < d->deadline_ms_) {  // the deadline moved later since the timer was set
+    d->timer_due_ms_ = d->deadline_ms_;
+    uv_timer_start(&d->timer_, on_timer, d->deadline_ms_ - now, 0);
+    return;
+  }
+  d->deadline_ms_ = 0;
   switch (d->phase_) {
     case Phase::idle:
     case Phase::tunnel:
@@ -275,7 +297,7 @@ int Downstream::cb_message_begin(llhttp_t* p) {
   d->b().url.clear();
   d->value_open_ = false;
   d->head_bytes_ = 0;
-  d->arm_timer(d->listener_.config->header_timeout_ms);
+  d->head_timer_armed_ = false;  // armed in execute() only if the head does not arrive at once
   return 0;
 }
 

@@ -134,6 +134,9 @@ class Downstream final : public UpstreamClient, public PendingRequest, public Po
   uv_timer_t timer_{};
   uv_shutdown_t shutdown_req_{};
   int open_handles_ = 0;
+  std::uint64_t deadline_ms_ = 0;   // when the current phase times out (loop time), 0: never
+  std::uint64_t timer_due_ms_ = 0;  // when the timer is set to fire, 0: not set
+  bool head_timer_armed_ = false;
   bool closing_ = false;
   bool reading_ = false;
   bool read_paused_ = false;  // by backpressure or pipelining, not by closing
