@@ -88,12 +88,13 @@ void ConnectionPool::on_closed(UpstreamConnection* conn, bool was_idle) {
   }
 }
 
+// Entries join the idle list newest-first, so the oldest entry's expiry never moves earlier:
+// a running timer is left alone (no timer work per released connection); when it fires
+// it closes what expired and re-arms for the next oldest.
 void ConnectionPool::arm_idle_timer() {
+  if (closed_ || uv_is_active(reinterpret_cast<uv_handle_t*>(idle_timer_))) return;
   std::int64_t in = idle_.next_expiry_in(uv_now(loop_), config_.pool.idle_timeout_ms);
-  if (in < 0 || closed_)
-    uv_timer_stop(idle_timer_);
-  else
-    uv_timer_start(idle_timer_, on_idle_timer, static_cast<std::uint64_t>(in), 0);
+  if (in >= 0) uv_timer_start(idle_timer_, on_idle_timer, static_cast<std::uint64_t>(in), 0);
 }
 
 void ConnectionPool::on_idle_timer(uv_timer_t* timer) {
@@ -106,7 +107,6 @@ void ConnectionPool::on_idle_timer(uv_timer_t* timer) {
 
 void ConnectionPool::close_idle() {
   while (IdleHook* h = idle_.newest()) static_cast<UpstreamConnection*>(h->owner)->close();
-  arm_idle_timer();
 }
 
 void ConnectionPool::close_all() {
