@@ -237,8 +237,14 @@ std::string Server::status_json() const {
       if (e) out += ",";
       out += "{\"address\":";
       append_json_string(out, ep.name);
-      // Health checks and breakers are not part of this build: every endpoint takes traffic.
-      out += ",\"health\":\"unchecked\",\"breaker\":\"disabled\",\"in_flight\":" +
+      std::string breaker = "\"disabled\"";
+      if (const CircuitBreaker* b = ep.breaker.get()) {
+        std::uint64_t now = uv_hrtime() / 1000000, until = b->open_until_ms();
+        breaker = "{\"state\":\"" + std::string(breaker_state_name(b->state())) +
+                  "\",\"open_for_ms\":" + std::to_string(until > now ? until - now : 0) + "}";
+      }
+      // Health checks are not part of this build: "unchecked".
+      out += ",\"health\":\"unchecked\",\"breaker\":" + breaker + ",\"in_flight\":" +
              std::to_string(in_flight) + ",\"pool\":{\"active\":" + std::to_string(active) +
              ",\"idle\":" + std::to_string(idle) + "}}";
     }

@@ -137,6 +137,16 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
                      pm::MetricType::Gauge);
   auto connects = family("bulwark_pool_connects_total", "Upstream connection attempts.",
                          pm::MetricType::Counter);
+  auto circuit_state = family("bulwark_circuit_state",
+                              "Circuit breaker state per endpoint: 1 for the current state.",
+                              pm::MetricType::Gauge);
+  auto circuit_transitions = family("bulwark_circuit_transitions_total",
+                                    "Circuit breaker transitions, by the state entered.",
+                                    pm::MetricType::Counter);
+  auto panic = family("bulwark_upstream_panic",
+                      "1 while more than max_ejected of the upstream's endpoints are open and "
+                      "the open ones take traffic again (panic mode).",
+                      pm::MetricType::Gauge);
   auto pending = family("bulwark_pending_requests",
                         "Requests waiting for the upstream's bulkhead.", pm::MetricType::Gauge);
   const int workers = static_cast<int>(workers_.size());
@@ -145,7 +155,20 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
     std::int64_t active = 0, idle = 0;
     std::array<std::uint64_t, static_cast<int>(ConnectResult::count_)> connect_counts{};
     auto endpoints = state->endpoints();
+    std::size_t open_count = 0;
     for (const auto& endpoint : *endpoints) {
+      if (const CircuitBreaker* b = endpoint->breaker.get()) {
+        BreakerState current = b->state();
+        open_count += current == BreakerState::open;
+        for (BreakerState st : {BreakerState::closed, BreakerState::open, BreakerState::half_open}) {
+          circuit_state.metric.push_back(gauge(
+              {{"upstream", name}, {"endpoint", endpoint->name}, {"state", breaker_state_name(st)}},
+              current == st ? 1 : 0));
+          circuit_transitions.metric.push_back(counter(
+              {{"upstream", name}, {"endpoint", endpoint->name}, {"to", breaker_state_name(st)}},
+              static_cast<double>(b->transitions_to(st))));
+        }
+      }
       for (int o = 0; o < static_cast<int>(UpstreamOutcome::count_); ++o) {
         std::uint64_t n = 0;
         for (int w = 0; w < workers; ++w) n += endpoint->per_worker[w].outcomes[o].get();
@@ -161,6 +184,10 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
           connect_counts[c] += e.connects[c].get();
       }
     }
+    if (state->config().circuit_breaker)
+      panic.metric.push_back(gauge(
+          {{"upstream", name}},
+          ejection_panics(open_count, endpoints->size(), state->config().circuit_breaker->max_ejected)));
     inflight.metric.push_back(gauge({{"upstream", name}}, static_cast<double>(state->in_flight())));
     pending.metric.push_back(gauge({{"upstream", name}}, static_cast<double>(state->pending())));
     pool.metric.push_back(gauge({{"upstream", name}, {"state", "active"}}, static_cast<double>(active)));
@@ -170,6 +197,9 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
                                         static_cast<double>(connect_counts[c])));
   }
   out.push_back(std::move(upstream_requests));
+  out.push_back(std::move(circuit_state));
+  out.push_back(std::move(circuit_transitions));
+  out.push_back(std::move(panic));
   out.push_back(std::move(inflight));
   out.push_back(std::move(pending));
   out.push_back(std::move(pool));

@@ -99,6 +99,18 @@ struct CircuitBreakerConfig {
   std::uint64_t max_open_for_ms = 300000;
   int half_open_requests = 3;
   double max_ejected = 0.5;
+  // What counts as a failure (Bulwark extension of SPEC.md: key `failure_on`).
+  bool on_connect_failure = true;
+  bool on_reset = true;
+  bool on_timeout = true;
+  bool on_5xx = true;
+  std::vector<int> on_status;  // further status codes, e.g. 429
+  bool counts_status(int status) const {
+    if (on_5xx && status >= 500 && status <= 599) return true;
+    for (int s : on_status)
+      if (s == status) return true;
+    return false;
+  }
 };
 
 struct StatusRange {

@@ -239,7 +239,7 @@ void read_listener(ConfigErrors& errors, const YAML::Node& node, const std::stri
 void read_circuit_breaker(const YamlFields& parent, std::optional<CircuitBreakerConfig>& out) {
   YamlFields f(parent.errors(), parent.node("circuit_breaker"), parent.path("circuit_breaker"),
                {"consecutive_failures", "failure_rate", "window", "min_requests", "slow_call",
-                "open_for", "max_open_for", "half_open_requests", "max_ejected"});
+                "open_for", "max_open_for", "half_open_requests", "max_ejected", "failure_on"});
   if (!f.ok()) return;
   CircuitBreakerConfig c;
   f.integer("consecutive_failures", c.consecutive_failures, 0, 1'000'000);
@@ -256,6 +256,20 @@ void read_circuit_breaker(const YamlFields& parent, std::optional<CircuitBreaker
   if (c.max_open_for_ms < c.open_for_ms) f.error("max_open_for", "must not be less than open_for");
   f.integer("half_open_requests", c.half_open_requests, 1, 1000);
   f.ratio("max_ejected", c.max_ejected);
+  if (f.has("failure_on")) {
+    std::vector<std::string> kinds;
+    f.string_list("failure_on", kinds);
+    c.on_connect_failure = c.on_reset = c.on_timeout = c.on_5xx = false;
+    for (const auto& k : kinds) {
+      bool status = k.size() == 3 && std::all_of(k.begin(), k.end(), ::isdigit) && k[0] >= '1' && k[0] <= '5';
+      if (k == "connect-failure") c.on_connect_failure = true;
+      else if (k == "reset") c.on_reset = true;
+      else if (k == "timeout") c.on_timeout = true;
+      else if (k == "5xx") c.on_5xx = true;
+      else if (status) c.on_status.push_back(std::stoi(k));
+      else f.error("failure_on", "unknown failure kind '" + k + "' (expected connect-failure, reset, timeout, 5xx or a status code)");
+    }
+  }
   out = c;
 }
 
@@ -387,10 +401,7 @@ void read_upstream(ConfigErrors& errors, const YAML::Node& node, const std::stri
     l.count("max_pending", u.limits.max_pending, 0, kMaxCount);
     l.duration("pending_timeout", u.limits.pending_timeout_ms, false);
   }
-  if (f.has("circuit_breaker")) {
-    read_circuit_breaker(f, u.circuit_breaker);
-    f.error("circuit_breaker", std::string("circuit breaking ") + kNotSupported);
-  }
+  if (f.has("circuit_breaker")) read_circuit_breaker(f, u.circuit_breaker);
   if (f.has("health_check")) {
     read_health_check(f, u.health_check);
     f.error("health_check", std::string("health checking ") + kNotSupported);

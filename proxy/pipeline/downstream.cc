@@ -394,6 +394,7 @@ void Downstream::local_reply(Reason reason, std::string_view detail, bool close_
   reply.reason = reason;
   reply.status = status;
   reply.detail = detail;
+  reply.extra = std::string_view(reply_extra_, reply_extra_len_);
   reply.request_id = request_id_;
   reply.minor_version = phase_ == Phase::request ? minor_version_ : 1;
   reply.close = must_close;
@@ -476,6 +477,7 @@ void Downstream::reset_request() {
   bytes_out_ = 0;
   status_ = 0;
   attempts_ = 0;
+  reply_extra_len_ = 0;
   stale_retries_ = 0;
   local_reply_sent_ = false;
   pending_reply_ = false;

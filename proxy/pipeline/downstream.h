@@ -115,10 +115,13 @@ class Downstream final : public UpstreamClient, public PendingRequest, public Po
   void upstream_add(const char* data, std::size_t len, bool borrowed);
   void upstream_add_chunk_header(std::uint64_t size);
   void leave_bulkhead();
-  void end_attempt();
+  void end_attempt(CallResult result = CallResult::cancelled);
   void end_request_body();
   void upstream_failed(Reason reason, UpstreamError error);
-  void detach_upstream(bool reusable);
+  void detach_upstream(bool reusable, CallResult result = CallResult::cancelled);
+  // The breaker hears each attempt's outcome once; `cancelled` when it was not the endpoint's doing.
+  void report_breaker(CallResult result);
+  CallResult breaker_result(bool counted) const;
   void record_upstream_outcome(int outcome);
   void on_request_timeout();
 
@@ -161,6 +164,11 @@ class Downstream final : public UpstreamClient, public PendingRequest, public Po
   Upstream* upstream_ = nullptr;
   UpstreamEndpoint* endpoint_ = nullptr;  // of the current attempt, while it counts as in flight
   bool admitted_ = false;                 // holds a bulkhead slot
+  bool probe_ = false;                    // the attempt is a half-open probe
+  bool breaker_reported_ = false;
+  std::uint64_t attempt_start_ms_ = 0;
+  char reply_extra_[64];                  // extra header lines of the next local reply
+  std::size_t reply_extra_len_ = 0;
   bool queued_ = false;                   // waits for one
   UpstreamConnection* up_ = nullptr;
   std::string_view request_id_;

@@ -1,6 +1,7 @@
 // The proxying side of a Downstream: route the request, pick an endpoint and a pooled
 // connection, stream the request body up and the response down, and turn upstream
 // failures into local replies.
+#include <algorithm>
 #include <cstdio>
 
 #include "admin/stats.h"
@@ -146,9 +147,23 @@ void Downstream::leave_bulkhead() {
   }
 }
 
-void Downstream::end_attempt() {
+void Downstream::report_breaker(CallResult result) {
+  if (!endpoint_ || breaker_reported_) return;
+  breaker_reported_ = true;
+  CircuitBreaker* breaker = endpoint_->state->breaker.get();
+  if (!breaker) return;
+  std::uint64_t now = uv_now(worker_.loop());
+  breaker->record(worker_.index(), result, now - attempt_start_ms_, probe_, now);
+}
+
+CallResult Downstream::breaker_result(bool counted) const {
+  return counted ? CallResult::failure : CallResult::cancelled;
+}
+
+void Downstream::end_attempt(CallResult result) {
   if (endpoint_ && waiting) endpoint_->pool->cancel_wait(this);
   if (endpoint_) {
+    report_breaker(result);
     upstream_->end_request(*endpoint_);
     endpoint_ = nullptr;
   }
@@ -171,15 +186,29 @@ void Downstream::upstream_add_chunk_header(std::uint64_t size) {
 }
 
 bool Downstream::start_attempt() {
-  UpstreamEndpoint* endpoint = upstream_->pick();
+  std::uint64_t now = uv_now(worker_.loop());
+  Upstream::Pick pick = upstream_->pick(now);
+  UpstreamEndpoint* endpoint = pick.endpoint;
   if (!endpoint) {
-    const char* detail = "the upstream has no endpoints";
+    Reason reason = pick.circuit_open ? Reason::circuit_open : Reason::no_healthy_upstream;
+    const char* detail = pick.circuit_open ? "every endpoint's circuit breaker is open"
+                                           : "the upstream has no endpoints";
+    if (pick.circuit_open) {
+      // Retry-After: whole seconds until the earliest endpoint may be probed, at least 1.
+      std::uint64_t seconds = std::max<std::uint64_t>(1, (pick.retry_after_ms + 999) / 1000);
+      int n = std::snprintf(reply_extra_, sizeof reply_extra_, "Retry-After: %llu\r\n",
+                            static_cast<unsigned long long>(seconds));
+      reply_extra_len_ = static_cast<std::size_t>(n);
+    }
     if (request_complete_ || !in_execute_) {
-      local_reply(Reason::no_healthy_upstream, detail);
+      local_reply(reason, detail);
       return false;
     }
-    return reply_from_headers(Reason::no_healthy_upstream, detail) == 0;
+    return reply_from_headers(reason, detail) == 0;
   }
+  probe_ = pick.probe;
+  breaker_reported_ = false;
+  attempt_start_ms_ = now;
   endpoint_ = endpoint;
   b().endpoint_name = endpoint->name();
   upstream_->begin_request(*endpoint);
@@ -232,12 +261,12 @@ void Downstream::end_request_body() {
   if (request_framing_ == BodyFraming::chunked) upstream_add("0\r\n\r\n", 5, false);
 }
 
-void Downstream::detach_upstream(bool reusable) {
+void Downstream::detach_upstream(bool reusable, CallResult result) {
   if (up_) {
     up_->release(reusable);
     up_ = nullptr;
   }
-  end_attempt();
+  end_attempt(result);
 }
 
 void Downstream::record_upstream_outcome(int outcome) {
@@ -317,6 +346,7 @@ void Downstream::on_upstream_complete() {
       return;
     }
     record_upstream_outcome(static_cast<int>(UpstreamOutcome::success));
+    report_breaker(CallResult::success);
     phase_ = Phase::tunnel;
     up_->start_tunnel();
     arm_timer(listener_.config->idle_timeout_ms);
@@ -329,7 +359,9 @@ void Downstream::on_upstream_complete() {
                                                           : UpstreamOutcome::success));
   if (!request_complete_) close_after_response_ = true;
   flush();
-  detach_upstream(request_complete_);
+  const auto& cb = upstream_->config().circuit_breaker;
+  detach_upstream(request_complete_, cb && cb->counts_status(status_) ? CallResult::failure
+                                                                      : CallResult::success);
   if (closing_) return;
   finish_request();
 }
@@ -364,7 +396,17 @@ void Downstream::upstream_failed(Reason reason, UpstreamError error) {
     up_->close();
     up_ = nullptr;
   }
-  end_attempt();
+  // A kept-alive connection that the upstream closed just as we reused it: nothing was
+  // processed, so the request goes again on another connection (below) and the endpoint
+  // is not blamed.
+  bool stale = error == UpstreamError::reset && last_attempt_reused_ && !body_sent_upstream_ &&
+               request_framing_ == BodyFraming::none && stale_retries_ < 3 &&
+               !response_started_ && phase_ != Phase::tunnel;
+  const auto& cb = upstream_->config().circuit_breaker;
+  bool connect = error == UpstreamError::connect_failure || error == UpstreamError::connect_timeout;
+  bool counted = cb && !stale && phase_ != Phase::tunnel &&
+                 (connect ? cb->on_connect_failure : cb->on_reset);
+  end_attempt(breaker_result(counted));
   if (done()) return;
   if (phase_ == Phase::tunnel) {
     close_gracefully();
@@ -374,10 +416,7 @@ void Downstream::upstream_failed(Reason reason, UpstreamError error) {
     close();  // part of the response went out: a broken connection is the only honest signal
     return;
   }
-  // A kept-alive connection that the upstream closed just as we reused it: nothing was
-  // processed, so send the request again on another connection.
-  if (error == UpstreamError::reset && last_attempt_reused_ && !body_sent_upstream_ &&
-      request_framing_ == BodyFraming::none && stale_retries_ < 3) {
+  if (stale) {
     ++stale_retries_;
     --attempts_;
     if (start_attempt()) {
@@ -392,12 +431,15 @@ void Downstream::upstream_failed(Reason reason, UpstreamError error) {
 }
 
 void Downstream::on_request_timeout() {
+  bool blamed = false;
   if (up_) {
     record_upstream_outcome(static_cast<int>(UpstreamOutcome::timeout));
     up_->close();
     up_ = nullptr;
+    const auto& cb = upstream_->config().circuit_breaker;
+    blamed = cb && cb->on_timeout;
   }
-  end_attempt();
+  end_attempt(breaker_result(blamed));
   local_reply(Reason::upstream_timeout, "the route timeout expired", false);
 }
 

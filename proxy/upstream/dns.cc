@@ -128,7 +128,7 @@ void EndpointResolver::publish() {
   std::vector<Address> all;
   for (const auto& list : last_good_) all.insert(all.end(), list.begin(), list.end());
   auto current = state_.endpoints();
-  EndpointList next = merge_endpoints(*current, all, state_.workers());
+  EndpointList next = merge_endpoints(*current, all, state_.config(), state_.workers());
   bool same = next.size() == current->size();
   for (std::size_t i = 0; same && i < next.size(); ++i) same = next[i] == (*current)[i];
   if (same) return;

@@ -8,16 +8,18 @@
 #include <vector>
 
 #include "admin/stats.h"
+#include "config/config.h"
 #include "net/address.h"
+#include "resilience/circuit_breaker.h"
 
 namespace bulwark {
 
 struct EndpointState {
-  EndpointState(const Address& addr, int workers)
-      : address(addr), name(addr.to_string()), per_worker(new EndpointStats[workers]) {}
+  EndpointState(const Address& addr, const UpstreamConfig& upstream, int workers);
   const Address address;
   const std::string name;  // "ip:port", the `endpoint` label
   std::unique_ptr<EndpointStats[]> per_worker;
+  std::unique_ptr<CircuitBreaker> breaker;  // null without a circuit_breaker block
 };
 
 using EndpointList = std::vector<std::shared_ptr<EndpointState>>;
@@ -25,6 +27,6 @@ using EndpointList = std::vector<std::shared_ptr<EndpointState>>;
 // The endpoint list for `addresses`, reusing the states in `previous` for addresses that
 // stay (so their counters and, later, breaker and health state carry over).
 EndpointList merge_endpoints(const EndpointList& previous, const std::vector<Address>& addresses,
-                             int workers);
+                             const UpstreamConfig& upstream, int workers);
 
 }  // namespace bulwark

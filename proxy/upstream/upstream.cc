@@ -56,11 +56,52 @@ void Upstream::sweep_retired() {
   }
 }
 
-UpstreamEndpoint* Upstream::pick() {
-  if (live_.empty()) return nullptr;
-  in_flight_scratch_.resize(live_.size());
-  for (std::size_t i = 0; i < live_.size(); ++i) in_flight_scratch_[i] = live_[i]->in_flight;
-  return live_[balancer_.pick(in_flight_scratch_)].get();
+Upstream::Pick Upstream::pick(std::uint64_t now_ms, const UpstreamEndpoint* exclude) {
+  Pick result;
+  const std::size_t n = live_.size();
+  if (n == 0) return result;
+  candidates_.clear();
+  std::size_t open = 0;
+  std::uint64_t earliest = ~0ull;
+  for (std::size_t i = 0; i < n; ++i) {
+    const CircuitBreaker* b = live_[i]->state->breaker.get();
+    if (!b || b->available(now_ms)) {
+      candidates_.push_back(i);
+    } else {
+      ++open;
+      if (b->state() == BreakerState::open) earliest = std::min(earliest, b->open_until_ms());
+    }
+  }
+  const CircuitBreakerConfig* cb = state_.config().circuit_breaker ? &*state_.config().circuit_breaker : nullptr;
+  panic_ = cb && ejection_panics(open, n, cb->max_ejected);
+  if (panic_) {
+    candidates_.clear();
+    for (std::size_t i = 0; i < n; ++i) candidates_.push_back(i);
+  }
+  // Avoid the endpoint that just failed when there is another choice.
+  if (exclude && candidates_.size() > 1)
+    for (std::size_t i = 0; i < candidates_.size(); ++i)
+      if (live_[candidates_[i]].get() == exclude) {
+        candidates_.erase(candidates_.begin() + static_cast<std::ptrdiff_t>(i));
+        break;
+      }
+  while (!candidates_.empty()) {
+    in_flight_scratch_.resize(candidates_.size());
+    for (std::size_t i = 0; i < candidates_.size(); ++i)
+      in_flight_scratch_[i] = live_[candidates_[i]]->in_flight;
+    std::size_t chosen = balancer_.pick(in_flight_scratch_);
+    UpstreamEndpoint* e = live_[candidates_[chosen]].get();
+    CircuitBreaker* b = e->state->breaker.get();
+    if (!b || (panic_ && b->state() == BreakerState::open) || b->try_acquire(now_ms, &result.probe)) {
+      result.endpoint = e;
+      return result;
+    }
+    // Its last probe permit went to a request on another worker: try the others.
+    candidates_.erase(candidates_.begin() + static_cast<std::ptrdiff_t>(chosen));
+  }
+  result.circuit_open = true;
+  result.retry_after_ms = earliest == ~0ull ? 1000 : (earliest > now_ms ? earliest - now_ms : 0);
+  return result;
 }
 
 void Upstream::begin_request(UpstreamEndpoint& e) {

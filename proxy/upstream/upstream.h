@@ -47,8 +47,17 @@ class Upstream {
   UpstreamState& state() { return state_; }
   // Takes the shared endpoint list again (the worker was told it changed).
   void refresh_endpoints();
-  // The endpoint for the next attempt, or nullptr when there is none.
-  UpstreamEndpoint* pick();
+  struct Pick {
+    UpstreamEndpoint* endpoint = nullptr;  // null: none may take the request
+    bool probe = false;                    // a half-open probe: report it to the breaker
+    bool circuit_open = false;             // null because every endpoint's breaker is open
+    std::uint64_t retry_after_ms = 0;      // then: until the earliest may half-open
+  };
+  // The endpoint for the next attempt. Skips endpoints whose breaker is open unless more
+  // than max_ejected are (panic mode); `exclude` is avoided when another is usable.
+  Pick pick(std::uint64_t now_ms, const UpstreamEndpoint* exclude = nullptr);
+  bool panic() const { return panic_; }
+  int worker() const { return worker_; }
   EndpointStats& stats(UpstreamEndpoint& e) { return e.state->per_worker[worker_]; }
   void begin_request(UpstreamEndpoint& e);
   void end_request(UpstreamEndpoint& e);
@@ -81,6 +90,8 @@ class Upstream {
   std::vector<std::unique_ptr<UpstreamEndpoint>> live_;
   std::vector<std::unique_ptr<UpstreamEndpoint>> retired_;
   std::vector<std::int64_t> in_flight_scratch_;
+  std::vector<std::size_t> candidates_;
+  bool panic_ = false;
   Balancer balancer_;
   PendingRequest* queue_head_ = nullptr;
   PendingRequest* queue_tail_ = nullptr;

@@ -1,9 +1,27 @@
 #include "upstream/upstream_state.h"
 
+#include <uv.h>
+
+#include "core/log.h"
+
 namespace bulwark {
 
+EndpointState::EndpointState(const Address& addr, const UpstreamConfig& upstream, int workers)
+    : address(addr), name(addr.to_string()), per_worker(new EndpointStats[workers]) {
+  if (!upstream.circuit_breaker) return;
+  std::uint64_t seed = std::hash<std::string>()(name) ^ static_cast<std::uint64_t>(uv_hrtime());
+  breaker = std::make_unique<CircuitBreaker>(*upstream.circuit_breaker, workers, seed);
+  std::string who = "upstream " + upstream.name + " endpoint " + name + ": circuit ";
+  breaker->on_transition = [who](BreakerState from, BreakerState to, std::uint64_t open_ms) {
+    std::string line = who + breaker_state_name(from) + " -> " + breaker_state_name(to);
+    if (to == BreakerState::open) line += " for " + std::to_string(open_ms) + "ms";
+    if (to == BreakerState::open) log_warn(line);
+    else log_info(line);
+  };
+}
+
 EndpointList merge_endpoints(const EndpointList& previous, const std::vector<Address>& addresses,
-                             int workers) {
+                             const UpstreamConfig& upstream, int workers) {
   EndpointList out;
   for (const Address& a : addresses) {
     std::string name = a.to_string();
@@ -13,7 +31,7 @@ EndpointList merge_endpoints(const EndpointList& previous, const std::vector<Add
     std::shared_ptr<EndpointState> state;
     for (const auto& e : previous)
       if (e->name == name) state = e;
-    out.push_back(state ? state : std::make_shared<EndpointState>(a, workers));
+    out.push_back(state ? state : std::make_shared<EndpointState>(a, upstream, workers));
   }
   return out;
 }

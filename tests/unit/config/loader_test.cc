@@ -185,15 +185,38 @@ TEST_CASE("an empty or scalar document is rejected") {
 }
 
 TEST_CASE("resilience blocks are validated, then refused as not supported yet") {
-  std::string text = std::string(kMinimal) + R"(    circuit_breaker: { consecutive_failures: 5 }
+  std::string text = std::string(kMinimal) + R"(    circuit_breaker: { consecutive_failures: 5, failure_on: [reset, 5xx, teapot] }
     health_check: { type: grpc }
 )";
   LoadResult r = load_config_string(text, "res.yaml");
   CHECK_FALSE(r.config);
   INFO(errors_text(r));
-  CHECK(has_error(r, "upstreams[0].circuit_breaker: circuit breaking is not supported by this build yet"));
+  CHECK(has_error(r, "upstreams[0].circuit_breaker.failure_on: unknown failure kind 'teapot'"));
   CHECK(has_error(r, "upstreams[0].health_check.type: must be http or tcp"));
   CHECK(has_error(r, "upstreams[0].health_check: health checking is not supported"));
+}
+
+TEST_CASE("circuit_breaker: defaults and failure_on") {
+  std::string text = std::string(kMinimal) + R"(    circuit_breaker: { open_for: 2s, slow_call: { duration: 500ms }, failure_on: [connect-failure, 429] }
+)";
+  LoadResult r = load_config_string(text, "cb.yaml");
+  REQUIRE_MESSAGE(r.config, errors_text(r));
+  const auto& cb = *r.config->upstreams[0].circuit_breaker;
+  CHECK(cb.consecutive_failures == 5);
+  CHECK(cb.failure_rate == doctest::Approx(0.5));
+  CHECK(cb.window_ms == 10000);
+  CHECK(cb.min_requests == 20);
+  CHECK(cb.slow_call_ms == 500);
+  CHECK(cb.slow_call_rate == doctest::Approx(1.0));
+  CHECK(cb.open_for_ms == 2000);
+  CHECK(cb.max_open_for_ms == 300000);
+  CHECK(cb.half_open_requests == 3);
+  CHECK(cb.max_ejected == doctest::Approx(0.5));
+  CHECK(cb.on_connect_failure);
+  CHECK_FALSE(cb.on_reset);
+  CHECK_FALSE(cb.on_5xx);
+  CHECK(cb.counts_status(429));
+  CHECK_FALSE(cb.counts_status(503));
 }
 
 TEST_CASE("route match validation") {

@@ -1,0 +1,179 @@
+#include <doctest/doctest.h>
+
+#include <vector>
+
+#include "resilience/circuit_breaker.h"
+
+using namespace bulwark;
+
+namespace {
+
+CircuitBreakerConfig config() {
+  CircuitBreakerConfig c;
+  c.consecutive_failures = 3;
+  c.failure_rate = 0.5;
+  c.window_ms = 10000;
+  c.min_requests = 10;
+  c.open_for_ms = 1000;
+  c.max_open_for_ms = 5000;
+  c.half_open_requests = 2;
+  return c;
+}
+
+// Runs one call through the breaker at `now`; returns whether it was admitted.
+bool call(CircuitBreaker& b, std::uint64_t now, CallResult result, std::uint64_t duration = 1,
+          int worker = 0) {
+  bool probe = false;
+  if (!b.try_acquire(now, &probe)) return false;
+  b.record(worker, result, duration, probe, now);
+  return true;
+}
+
+}  // namespace
+
+TEST_CASE("consecutive failures trip the breaker; a success resets the streak") {
+  CircuitBreaker b(config(), 2, 1);
+  std::uint64_t t = 1000;
+  CHECK(call(b, t, CallResult::failure));
+  CHECK(call(b, t, CallResult::failure));
+  CHECK(call(b, t, CallResult::success));  // streak broken
+  CHECK(call(b, t, CallResult::failure, 1, 1));
+  CHECK(call(b, t, CallResult::failure, 1, 0));
+  CHECK(b.state() == BreakerState::closed);
+  CHECK(call(b, t, CallResult::failure, 1, 1));  // third in a row, across workers
+  CHECK(b.state() == BreakerState::open);
+  CHECK_FALSE(call(b, t + 1, CallResult::success));
+  CHECK(b.transitions_to(BreakerState::open) == 1);
+}
+
+TEST_CASE("open lasts open_for with jitter, then half-open admits exactly the probes") {
+  CircuitBreaker b(config(), 1, 7);
+  std::uint64_t t = 5000;
+  for (int i = 0; i < 3; ++i) call(b, t, CallResult::failure);
+  REQUIRE(b.state() == BreakerState::open);
+  std::uint64_t until = b.open_until_ms();
+  CHECK(until >= t + 900);
+  CHECK(until <= t + 1100);
+  CHECK_FALSE(b.available(until - 1));
+  CHECK(b.available(until));
+
+  bool p1 = false, p2 = false, p3 = false;
+  CHECK(b.try_acquire(until, &p1));
+  CHECK(b.state() == BreakerState::half_open);
+  CHECK(b.try_acquire(until, &p2));
+  CHECK_FALSE(b.try_acquire(until, &p3));  // only half_open_requests probes
+  CHECK((p1 && p2));
+  CHECK_FALSE(b.available(until));
+  b.record(0, CallResult::success, 1, true, until + 5);
+  CHECK(b.state() == BreakerState::half_open);
+  b.record(0, CallResult::success, 1, true, until + 6);
+  CHECK(b.state() == BreakerState::closed);  // all probes succeeded
+  CHECK(b.transitions_to(BreakerState::closed) == 1);
+  // Counts were reset: two failures do not trip.
+  call(b, until + 10, CallResult::failure);
+  call(b, until + 10, CallResult::failure);
+  CHECK(b.state() == BreakerState::closed);
+}
+
+TEST_CASE("a failed probe re-opens for twice as long, capped at max_open_for") {
+  CircuitBreakerConfig c = config();
+  CircuitBreaker b(c, 1, 3);
+  std::uint64_t t = 0;
+  for (int i = 0; i < 3; ++i) call(b, t, CallResult::failure);
+  std::vector<std::uint64_t> durations;
+  for (int round = 0; round < 5; ++round) {
+    std::uint64_t until = b.open_until_ms();
+    durations.push_back(until - t);
+    t = until;
+    bool probe = false;
+    REQUIRE(b.try_acquire(t, &probe));
+    REQUIRE(probe);
+    b.record(0, CallResult::failure, 1, true, t);
+    REQUIRE(b.state() == BreakerState::open);
+  }
+  // 1s, 2s, 4s, then the 5s cap, each within +/-10 %.
+  std::uint64_t expected[] = {1000, 2000, 4000, 5000, 5000};
+  for (int i = 0; i < 5; ++i) {
+    CAPTURE(i);
+    CHECK(durations[static_cast<std::size_t>(i)] >= expected[i] * 9 / 10);
+    CHECK(durations[static_cast<std::size_t>(i)] <= expected[i] * 11 / 10);
+  }
+  CHECK(b.reopen_count() == 5);
+}
+
+TEST_CASE("a cancelled probe gives its permit back") {
+  CircuitBreaker b(config(), 1, 5);
+  for (int i = 0; i < 3; ++i) call(b, 0, CallResult::failure);
+  std::uint64_t t = b.open_until_ms();
+  bool p = false;
+  REQUIRE(b.try_acquire(t, &p));
+  REQUIRE(b.try_acquire(t, &p));
+  CHECK_FALSE(b.available(t));
+  b.record(0, CallResult::cancelled, 0, true, t);
+  CHECK(b.available(t));
+}
+
+TEST_CASE("failure rate over the window trips once min_requests were seen") {
+  CircuitBreakerConfig c = config();
+  c.consecutive_failures = 0;  // rate only
+  CircuitBreaker b(c, 2, 9);
+  std::uint64_t t = 100000;
+  // Alternate: 50 % failures, never two in a row.
+  for (int i = 0; i < 9; ++i)
+    call(b, t + static_cast<std::uint64_t>(i), i % 2 ? CallResult::failure : CallResult::success, 1, i % 2);
+  CHECK(b.state() == BreakerState::closed);  // 9 calls < min_requests
+  call(b, t + 9, CallResult::failure);
+  CHECK(b.state() == BreakerState::open);  // 5 of 10 failed
+}
+
+TEST_CASE("the window rolls over: old failures stop counting") {
+  CircuitBreakerConfig c = config();
+  c.consecutive_failures = 0;
+  CircuitBreaker b(c, 1, 11);
+  std::uint64_t t = 50000;
+  for (int i = 0; i < 8; ++i) call(b, t, CallResult::failure);  // 8 failures, below min_requests
+  CHECK(b.state() == BreakerState::closed);
+  t += 11000;  // a whole window later
+  for (int i = 0; i < 10; ++i) call(b, t, i < 4 ? CallResult::failure : CallResult::success);
+  // Only the last 10 calls count: 4 failures = 40 % < 50 %.
+  CHECK(b.state() == BreakerState::closed);
+  call(b, t, CallResult::failure);
+  call(b, t, CallResult::failure);  // 6 of 12 = 50 %
+  CHECK(b.state() == BreakerState::open);
+}
+
+TEST_CASE("slow calls trip on their own rate") {
+  CircuitBreakerConfig c = config();
+  c.consecutive_failures = 0;
+  c.slow_call_ms = 200;
+  c.slow_call_rate = 0.8;
+  CircuitBreaker b(c, 1, 13);
+  std::uint64_t t = 1000;
+  for (int i = 0; i < 7; ++i) call(b, t, CallResult::success, 500);
+  for (int i = 0; i < 2; ++i) call(b, t, CallResult::success, 10);
+  CHECK(b.state() == BreakerState::closed);  // 9 calls
+  call(b, t, CallResult::success, 10);
+  CHECK(b.state() == BreakerState::closed);  // 7 of 10 slow = 70 %
+  for (int i = 0; i < 4; ++i) call(b, t, CallResult::success, 900);
+  CHECK(b.state() == BreakerState::closed);  // 11 of 14 = 79 %
+  call(b, t, CallResult::success, 900);
+  CHECK(b.state() == BreakerState::open);  // 12 of 15 = 80 %
+}
+
+TEST_CASE("calls that started before a trip do not count afterwards") {
+  CircuitBreaker b(config(), 1, 17);
+  for (int i = 0; i < 3; ++i) call(b, 0, CallResult::failure);
+  REQUIRE(b.state() == BreakerState::open);
+  b.record(0, CallResult::failure, 1, false, 10);  // late result of an earlier call
+  CHECK(b.transitions_to(BreakerState::open) == 1);
+}
+
+TEST_CASE("panic mode: more than max_ejected open, but not all") {
+  CHECK_FALSE(ejection_panics(0, 3, 0.5));
+  CHECK_FALSE(ejection_panics(1, 3, 0.5));  // 33 %
+  CHECK(ejection_panics(2, 3, 0.5));        // 67 % > 50 %
+  CHECK_FALSE(ejection_panics(3, 3, 0.5));  // all open: fail fast instead
+  CHECK_FALSE(ejection_panics(1, 2, 0.5));  // exactly 50 %
+  CHECK(ejection_panics(1, 10, 0.0));
+  CHECK_FALSE(ejection_panics(9, 10, 1.0));
+}
