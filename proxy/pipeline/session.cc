@@ -397,15 +397,22 @@ void Downstream::upstream_failed(Reason reason, UpstreamError error) {
     up_ = nullptr;
   }
   // A kept-alive connection that the upstream closed just as we reused it: nothing was
-  // processed, so the request goes again on another connection (below) and the endpoint
-  // is not blamed.
+  // processed, so the request goes again on a fresh connection to the same endpoint, which
+  // is not blamed for the stale one.
   bool stale = error == UpstreamError::reset && last_attempt_reused_ && !body_sent_upstream_ &&
                request_framing_ == BodyFraming::none && stale_retries_ < 3 &&
                !response_started_ && phase_ != Phase::tunnel;
+  if (stale && endpoint_ && !done()) {
+    // Same endpoint, fresh connection: if that fails too, the endpoint is to blame.
+    ++stale_retries_;
+    --attempts_;
+    if (UpstreamConnection* conn = endpoint_->pool->acquire_new(this)) use_connection(conn);
+    flush();
+    return;
+  }
   const auto& cb = upstream_->config().circuit_breaker;
   bool connect = error == UpstreamError::connect_failure || error == UpstreamError::connect_timeout;
-  bool counted = cb && !stale && phase_ != Phase::tunnel &&
-                 (connect ? cb->on_connect_failure : cb->on_reset);
+  bool counted = cb && phase_ != Phase::tunnel && (connect ? cb->on_connect_failure : cb->on_reset);
   end_attempt(breaker_result(counted));
   if (done()) return;
   if (phase_ == Phase::tunnel) {
@@ -414,15 +421,6 @@ void Downstream::upstream_failed(Reason reason, UpstreamError error) {
   }
   if (response_started_) {
     close();  // part of the response went out: a broken connection is the only honest signal
-    return;
-  }
-  if (stale) {
-    ++stale_retries_;
-    --attempts_;
-    if (start_attempt()) {
-      flush();
-      return;
-    }
     return;
   }
   local_reply(reason, reason == Reason::upstream_connect_failure

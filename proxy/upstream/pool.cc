@@ -26,6 +26,10 @@ UpstreamConnection* ConnectionPool::open() {
 
 UpstreamConnection* ConnectionPool::acquire(PoolWaiter* waiter) {
   if (IdleHook* h = idle_.newest()) return static_cast<UpstreamConnection*>(h->owner);
+  return acquire_new(waiter);
+}
+
+UpstreamConnection* ConnectionPool::acquire_new(PoolWaiter* waiter) {
   if (total_ < cap_ && !closed_) return open();
   if (waiter && !waiter->waiting) {
     waiter->waiting = true;

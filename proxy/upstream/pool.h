@@ -41,6 +41,8 @@ class ConnectionPool {
   // An idle connection, or a new one that is connecting. When the pool is full: nullptr,
   // and `waiter` gets a connection later (on_pool_connection) unless it cancels.
   UpstreamConnection* acquire(PoolWaiter* waiter);
+  // Like acquire(), but never an idle connection: after a reused one turned out dead.
+  UpstreamConnection* acquire_new(PoolWaiter* waiter);
   void cancel_wait(PoolWaiter* waiter);
   std::size_t total() const { return total_; }
   std::size_t idle() const { return idle_.size(); }

@@ -12,6 +12,8 @@
 //   headers=1       the body is the request line and headers as JSON
 // The request body is always read; x-testd-body-bytes and x-testd-body-crc32 report it.
 // GET /healthz answers 200 "ok" (or the status set by GET /__health?status=N).
+// GET /__mode?status=N|reset=before|after|delay=MS sets a failure mode for all later
+// requests that do not choose otherwise; GET /__mode clears it.
 // GET /__stats answers {"connections_total":..,"connections_open":..,"requests":..}.
 // Upgrade: websocket is accepted and every frame is echoed back.
 // Usage: bulwark-testd [--host ADDR] [--port N] [--idle-close MS] [--delay MS] [--name NAME]
@@ -36,6 +38,9 @@ std::uint64_t g_connections_total = 0, g_connections_open = 0, g_requests = 0;
 int g_health_status = 200;
 std::uint64_t g_idle_close_ms = 0;
 std::uint64_t g_default_delay_ms = 0;
+// Failure mode for every request that does not ask otherwise, set by GET /__mode?...
+int g_mode_status = 0;
+std::string g_mode_reset;
 std::string g_name = "testd";
 
 std::uint32_t crc_table[256];
@@ -257,7 +262,10 @@ void respond(Conn* c) {
   int status = 200;
   std::string body;
   std::string extra;
-  std::string reset = c->param("reset");
+  std::string path_now = c->path();
+  bool control = path_now.rfind("/__", 0) == 0;
+  std::string reset = control ? "" : c->param("reset");  // /__mode?reset=... sets, not resets
+  if (reset.empty() && !control) reset = g_mode_reset;
   if (reset == "before") {
     conn_reset(c);
     return;
@@ -266,6 +274,13 @@ void respond(Conn* c) {
     body = "{\"connections_total\":" + std::to_string(g_connections_total) +
            ",\"connections_open\":" + std::to_string(g_connections_open) +
            ",\"requests\":" + std::to_string(g_requests) + "}";
+  } else if (path == "/__mode") {
+    // /__mode?status=500 | ?reset=before|after | ?delay=MS; /__mode alone clears all.
+    g_mode_status = std::atoi(c->param("status").c_str());
+    g_mode_reset = c->param("reset");
+    g_default_delay_ms = std::strtoull(c->param("delay").c_str(), nullptr, 10);
+    body = "mode status=" + std::to_string(g_mode_status) + " reset=" + g_mode_reset +
+           " delay=" + std::to_string(g_default_delay_ms) + "\n";
   } else if (path == "/__health") {
     std::string s = c->param("status");
     if (!s.empty()) g_health_status = std::atoi(s.c_str());
@@ -283,8 +298,9 @@ void respond(Conn* c) {
     }
     body += "]}";
   }
-  std::string st = c->param("status");
+  std::string st = control ? "" : c->param("status");
   if (!st.empty()) status = std::atoi(st.c_str());
+  else if (g_mode_status && !control && path != "/healthz") status = g_mode_status;
   std::uint64_t size = std::strtoull(c->param("size").c_str(), nullptr, 10);
   bool chunked = c->param("chunked") == "1";
   bool eof = c->param("eof") == "1";
@@ -425,7 +441,7 @@ int cb_message_complete(llhttp_t* p) {
   std::string delay_param = c->param("delay");
   std::uint64_t delay = delay_param.empty() ? g_default_delay_ms
                                             : std::strtoull(delay_param.c_str(), nullptr, 10);
-  if (c->path() == "/__stats" || c->path() == "/healthz" || c->path() == "/__health") delay = 0;
+  if (c->path().rfind("/__", 0) == 0 || c->path() == "/healthz") delay = 0;
   if (delay > 0) {
     uv_timer_start(&c->timer, on_delay, delay, 0);
   } else {
