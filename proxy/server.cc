@@ -69,6 +69,15 @@ int Server::run() {
     upstream_states.push_back(u.get());
   }
   collector_ = std::make_unique<StatsCollector>(config_, views, upstream_views, process_stats_);
+  std::vector<std::vector<RouteState*>> route_states;
+  for (const auto& l : config_.listeners) {
+    routes_.emplace_back();
+    route_states.emplace_back();
+    for (const auto& r : l.routes) {
+      routes_.back().push_back(std::make_unique<RouteState>(r));
+      route_states.back().push_back(routes_.back().back().get());
+    }
+  }
 
   AdminHandlers handlers;
   handlers.metrics = [this] { return metrics_text(); };
@@ -107,7 +116,7 @@ int Server::run() {
 
   for (int i = 0; i < config_.workers; ++i) {
     workers_.push_back(std::make_unique<Worker>(
-        i, config_, *stats_[static_cast<std::size_t>(i)], *access_log_, upstream_states,
+        i, config_, *stats_[static_cast<std::size_t>(i)], *access_log_, upstream_states, route_states,
         fds[static_cast<std::size_t>(i)], [this] {
           workers_exited_.fetch_add(1);
           uv_async_send(&worker_exit_);

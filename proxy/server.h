@@ -46,6 +46,7 @@ class Server {
   uv_timer_t drain_timer_{};
   std::unique_ptr<AccessLogSink> access_log_;
   std::vector<std::unique_ptr<UpstreamState>> upstreams_;
+  std::vector<std::vector<std::unique_ptr<RouteState>>> routes_;  // by listener, route
   std::unique_ptr<UvResolver> resolver_;
   std::vector<std::unique_ptr<EndpointResolver>> endpoint_resolvers_;
   std::vector<std::unique_ptr<uv_timer_t>> dns_timers_;

@@ -23,7 +23,8 @@ std::uint64_t random_seed() {
 }  // namespace
 
 Worker::Worker(int index, const Config& config, WorkerStats& stats, const AccessLogSink& log_sink,
-               std::vector<UpstreamState*> upstreams, std::vector<int> listen_fds,
+               std::vector<UpstreamState*> upstreams,
+               std::vector<std::vector<RouteState*>> route_states, std::vector<int> listen_fds,
                std::function<void()> on_exit)
     : index_(index),
       config_(config),
@@ -53,6 +54,7 @@ Worker::Worker(int index, const Config& config, WorkerStats& stats, const Access
     l->index = i;
     l->router = std::make_unique<Router>(config_.listeners[i]);
     l->stats = stats_.listeners[i].get();
+    l->route_states = route_states[i];
     for (const auto& route : config_.listeners[i].routes) {
       Upstream* target = nullptr;
       for (std::size_t u = 0; u < config_.upstreams.size(); ++u)
@@ -137,6 +139,7 @@ void Worker::on_connection(uv_stream_t* server, int status) {
 RequestBuffers* Worker::acquire_buffers() {
   if (free_buffers_.empty()) {
     buffers_.push_back(std::make_unique<RequestBuffers>());
+    uv_timer_init(&loop_, &buffers_.back()->attempt_timer);
     return buffers_.back().get();
   }
   RequestBuffers* b = free_buffers_.back();
@@ -150,6 +153,8 @@ void Worker::release_buffers(RequestBuffers* b) {
   b->resume_input.clear();
   b->queued_bytes.clear();
   b->out.clear();
+  b->replay.clear();
+  uv_timer_stop(&b->attempt_timer);
   free_buffers_.push_back(b);
 }
 
@@ -201,6 +206,9 @@ void Worker::shut_down() {
     d = next;
   }
   for (auto& u : upstreams_) u->close_all();
+  for (auto& b : buffers_)
+    if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(&b->attempt_timer)))
+      uv_close(reinterpret_cast<uv_handle_t*>(&b->attempt_timer), nullptr);
   if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(&async_))) {
     uv_close(reinterpret_cast<uv_handle_t*>(&async_), nullptr);
     uv_close(reinterpret_cast<uv_handle_t*>(&prepare_), nullptr);

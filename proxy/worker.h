@@ -16,6 +16,7 @@
 #include "config/config.h"
 #include "http/request_id.h"
 #include "pipeline/request_buffers.h"
+#include "pipeline/route_state.h"
 #include "pipeline/router.h"
 #include "upstream/upstream.h"
 
@@ -32,6 +33,7 @@ struct ListenerRuntime {
   std::unique_ptr<Router> router;
   ListenerStats* stats = nullptr;
   std::vector<Upstream*> route_upstreams;  // by route index
+  std::vector<RouteState*> route_states;   // by route index
   std::uint64_t connections = 0;
   bool open = false;
 };
@@ -41,7 +43,8 @@ class Worker {
   // `listen_fds[i]` is this worker's socket for listener i. `on_exit` runs on the worker
   // thread when its loop has finished.
   Worker(int index, const Config& config, WorkerStats& stats, const AccessLogSink& log_sink,
-         std::vector<UpstreamState*> upstreams, std::vector<int> listen_fds,
+         std::vector<UpstreamState*> upstreams,
+         std::vector<std::vector<RouteState*>> route_states, std::vector<int> listen_fds,
          std::function<void()> on_exit);
   ~Worker();
 

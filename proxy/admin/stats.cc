@@ -78,6 +78,11 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
                         pm::MetricType::Counter);
   auto conns = family("bulwark_downstream_connections", "Open client connections.",
                       pm::MetricType::Gauge);
+  auto retries = family("bulwark_retries_total", "Retries sent, by what was retried.",
+                        pm::MetricType::Counter);
+  auto exhausted = family("bulwark_retry_budget_exhausted_total",
+                          "Failures returned as they were because the retry budget was spent.",
+                          pm::MetricType::Counter);
 
   for (std::size_t li = 0; li < config_.listeners.size(); ++li) {
     const auto& l = config_.listeners[li];
@@ -107,6 +112,19 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
             static_cast<double>(n)));
       }
       if (ri == l.routes.size()) continue;
+      if (l.routes[ri].retry) {
+        static const char* const kinds[] = {"connect-failure", "reset", "timeout"};
+        for (int r = 0; r < kRetryReasons; ++r) {
+          std::uint64_t n = 0;
+          for (const auto* w : workers_) n += w->listeners[li]->routes[ri].retries[static_cast<std::size_t>(r)].get();
+          if (n == 0 && r >= 3) continue;
+          std::string reason = r < 3 ? kinds[r] : std::to_string(r - 3 + 100);
+          retries.metric.push_back(counter({{"route", route}, {"reason", reason}}, static_cast<double>(n)));
+        }
+        std::uint64_t n = 0;
+        for (const auto* w : workers_) n += w->listeners[li]->routes[ri].retry_budget_exhausted.get();
+        exhausted.metric.push_back(counter({{"route", route}}, static_cast<double>(n)));
+      }
       pm::ClientMetric h;
       h.label = {{"route", route}, {"upstream", upstream}};
       std::uint64_t cumulative = 0, sum_ns = 0;
@@ -127,6 +145,8 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
   out.push_back(std::move(requests));
   out.push_back(std::move(durations));
   out.push_back(std::move(replies));
+  out.push_back(std::move(retries));
+  out.push_back(std::move(exhausted));
 
   auto upstream_requests = family("bulwark_upstream_requests_total",
                                   "Attempts sent to upstream endpoints, by outcome.",

@@ -44,8 +44,14 @@ struct DurationHistogram {
 enum class UpstreamOutcome { success, failure, timeout, reset, connect_failure, count_ };
 enum class ConnectResult { success, failure, timeout, count_ };
 
+// Retry reasons: connect-failure, reset, timeout, then one per status code 100..599.
+inline constexpr int kRetryReasons = 3 + 500;
+inline int retry_reason_index_for_status(int status) { return 3 + (status - 100); }
+
 struct RouteStats {
   std::array<Counter, 500> codes;  // index: status - 100
+  std::array<Counter, kRetryReasons> retries;
+  Counter retry_budget_exhausted;
   DurationHistogram duration;
   std::array<Counter, kReasonCount> local_replies;
   void count_status(int status) {

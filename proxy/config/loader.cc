@@ -184,10 +184,7 @@ void read_route(ConfigErrors& errors, const YAML::Node& node, const std::string&
     read_rate_limit(f, route.rate_limit);
     f.error("rate_limit", std::string("rate limiting ") + kNotSupported);
   }
-  if (f.has("retry")) {
-    read_retry(f, route.retry);
-    f.error("retry", std::string("retries ") + kNotSupported);
-  }
+  if (f.has("retry")) read_retry(f, route.retry);
   if (f.has("fault")) {
     read_fault(f, route.fault);
     f.error("fault", std::string("fault injection ") + kNotSupported);

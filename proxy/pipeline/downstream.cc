@@ -394,6 +394,11 @@ void Downstream::local_reply(Reason reason, std::string_view detail, bool close_
   reply.reason = reason;
   reply.status = status;
   reply.detail = detail;
+  if (attempts_ > 1 && reply_extra_len_ + 40 < sizeof reply_extra_) {
+    int n = std::snprintf(reply_extra_ + reply_extra_len_, sizeof reply_extra_ - reply_extra_len_,
+                          "x-bulwark-attempts: %d\r\n", attempts_);
+    reply_extra_len_ += static_cast<std::size_t>(n);
+  }
   reply.extra = std::string_view(reply_extra_, reply_extra_len_);
   reply.request_id = request_id_;
   reply.minor_version = phase_ == Phase::request ? minor_version_ : 1;
@@ -478,6 +483,13 @@ void Downstream::reset_request() {
   status_ = 0;
   attempts_ = 0;
   reply_extra_len_ = 0;
+  route_state_ = nullptr;
+  replay_enabled_ = false;
+  replay_overflow_ = false;
+  discard_response_ = false;
+  retry_pending_ = false;
+  failed_endpoint_ = nullptr;
+  route_deadline_ms_ = 0;
   stale_retries_ = 0;
   local_reply_sent_ = false;
   pending_reply_ = false;

@@ -16,6 +16,7 @@
 #include "net/write_queue.h"
 #include "upstream/connection.h"
 #include "pipeline/request_buffers.h"
+#include "pipeline/route_state.h"
 #include "upstream/upstream.h"
 
 namespace bulwark {
@@ -125,6 +126,20 @@ class Downstream final : public UpstreamClient, public PendingRequest, public Po
   void record_upstream_outcome(int outcome);
   void on_request_timeout();
 
+  // retry_flow.cc
+  // Decides whether a failed attempt is retried; if so, takes the budget, counts it and
+  // schedules the next attempt after the back-off. `reason` indexes RouteStats::retries.
+  bool try_retry(int reason, bool allowed_kind, std::uint64_t retry_after_ms = 0);
+  void schedule_retry();
+  void arm_attempt_timer(std::uint64_t ms);
+  static void on_attempt_timer(uv_timer_t* timer);
+  void on_per_try_timeout();
+  void start_retry();
+  // Should a response with this status be retried instead of passed on? (Takes the budget.)
+  bool retry_response(const UpstreamConnection& conn);
+  std::uint64_t time_left_ms() const;  // until the route timeout; ~0 when there is none
+  void append_attempts_header(std::string& extra) const;
+
   // Buffers of the request in progress, from the worker's free list: a connection between
   // requests holds none, which keeps idle keep-alive connections small.
   RequestBuffers& b();
@@ -163,11 +178,19 @@ class Downstream final : public UpstreamClient, public PendingRequest, public Po
   RouteStats* route_stats_ = nullptr;
   Upstream* upstream_ = nullptr;
   UpstreamEndpoint* endpoint_ = nullptr;  // of the current attempt, while it counts as in flight
+  RouteState* route_state_ = nullptr;
+  bool replay_enabled_ = false;           // body bytes are kept for a retry
+  bool replay_overflow_ = false;          // the body outgrew retry.max_body_bytes: no retry
+  bool discard_response_ = false;         // a retriable response is read and dropped
+  bool retry_pending_ = false;            // a retry is decided: waiting out the back-off
+  std::uint64_t retry_delay_ms_ = 0;
+  const UpstreamEndpoint* failed_endpoint_ = nullptr;  // avoided by the next attempt
+  std::uint64_t route_deadline_ms_ = 0;   // 0: no route timeout
   bool admitted_ = false;                 // holds a bulkhead slot
   bool probe_ = false;                    // the attempt is a half-open probe
   bool breaker_reported_ = false;
   std::uint64_t attempt_start_ms_ = 0;
-  char reply_extra_[64];                  // extra header lines of the next local reply
+  char reply_extra_[96];                  // extra header lines of the next local reply
   std::size_t reply_extra_len_ = 0;
   bool queued_ = false;                   // waits for one
   UpstreamConnection* up_ = nullptr;

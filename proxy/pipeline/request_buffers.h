@@ -3,6 +3,8 @@
 // allocation per request) while idle keep-alive connections hold none.
 #pragma once
 
+#include <uv.h>
+
 #include <string>
 
 #include "http/headers.h"
@@ -20,6 +22,8 @@ struct RequestBuffers {
   std::string queued_bytes;    // request bytes read while waiting for admission or a connection
   std::string pending_detail;  // detail of a local reply decided before the request completed
   std::string endpoint_name;   // of the last attempt, for the log
+  std::string replay;          // request body bytes kept for a retry (up to retry.max_body_bytes)
+  uv_timer_t attempt_timer;    // per-try timeout and retry back-off; initialised by the worker
   OutBatch out;                // towards the client
   RequestInfo info;
   char request_id[36];

@@ -104,7 +104,15 @@ int Downstream::start_request() {
   }
   route_stats_ = &listener_.stats->routes[static_cast<std::size_t>(route_)];
   upstream_ = listener_.route_upstreams[static_cast<std::size_t>(route_)];
-  arm_timer(lc.routes[static_cast<std::size_t>(route_)].timeout_ms);
+  route_state_ = listener_.route_states[static_cast<std::size_t>(route_)];
+  std::uint64_t timeout = lc.routes[static_cast<std::size_t>(route_)].timeout_ms;
+  std::uint64_t now = uv_now(worker_.loop());
+  route_deadline_ms_ = timeout ? now + timeout : 0;
+  arm_timer(timeout);
+  if (route_state_->retry) {
+    route_state_->budget->record_request(now);
+    replay_enabled_ = route_state_->retry->method_allowed(method) && !upgrade_;
+  }
   switch (upstream_->admit(*this)) {
     case Upstream::Admission::admitted:
       admitted_ = true;
@@ -170,6 +178,15 @@ void Downstream::end_attempt(CallResult result) {
 }
 
 void Downstream::upstream_add(const char* data, std::size_t len, bool borrowed) {
+  if (replay_enabled_ && !replay_overflow_) {
+    std::string& replay = b().replay;
+    if (replay.size() + len > route_state_->retry->config().max_body_bytes) {
+      replay_overflow_ = true;  // too big to keep: this request will not be retried
+      replay.clear();
+    } else {
+      replay.append(data, len);
+    }
+  }
   if (up_) {
     if (borrowed) up_->out().add(data, len);
     else up_->out().add_copy(std::string_view(data, len));
@@ -187,7 +204,7 @@ void Downstream::upstream_add_chunk_header(std::uint64_t size) {
 
 bool Downstream::start_attempt() {
   std::uint64_t now = uv_now(worker_.loop());
-  Upstream::Pick pick = upstream_->pick(now);
+  Upstream::Pick pick = upstream_->pick(now, failed_endpoint_);
   UpstreamEndpoint* endpoint = pick.endpoint;
   if (!endpoint) {
     Reason reason = pick.circuit_open ? Reason::circuit_open : Reason::no_healthy_upstream;
@@ -232,8 +249,15 @@ void Downstream::use_connection(UpstreamConnection* conn) {
   if (upgrade_) head.upgrade = b().info.upgrade;
   write_upstream_request_head(b().upstream_head, b().headers, b().info, head);
   up_->out().add(b().upstream_head);
-  if (!b().queued_bytes.empty()) up_->out().add(b().queued_bytes);  // cleared after the next flush
+  if (attempts_ > 1)
+    up_->out().add(b().replay);  // a retry: the body so far, from the replay copy
+  else if (!b().queued_bytes.empty())
+    up_->out().add(b().queued_bytes);  // cleared after the next flush
   if (conn->connected()) send_continue();
+  if (route_state_ && route_state_->retry && route_state_->retry->config().per_try_timeout_ms) {
+    std::uint64_t per_try = route_state_->retry->config().per_try_timeout_ms;
+    arm_attempt_timer(std::min(per_try, time_left_ms()));  // cut to the time left
+  }
 }
 
 void Downstream::on_pool_connection(UpstreamConnection* conn) {
@@ -280,6 +304,14 @@ void Downstream::on_upstream_connected() {
 
 bool Downstream::on_upstream_headers(UpstreamConnection& conn) {
   status_ = conn.status();
+  if (status_ >= 200 && retry_response(conn)) {
+    discard_response_ = true;  // read and drop the body, then retry
+    return head_request_;
+  }
+  // The response starts: no retry from here on, and the replay copy is not needed.
+  if (buffers_) uv_timer_stop(&buffers_->attempt_timer);
+  replay_enabled_ = false;
+  b().replay.clear();
   bool no_body = head_request_ || status_ == 204 || status_ == 304 || status_ == 101;
   std::string_view upgrade;
   if (status_ == 101) {
@@ -309,6 +341,11 @@ bool Downstream::on_upstream_headers(UpstreamConnection& conn) {
   head.close = close_after_response_;
   head.keep_alive_1_0 = minor_version_ == 0 && !close_after_response_;
   head.upgrade = upgrade;
+  char attempts[48];
+  if (attempts_ > 1) {
+    int n = std::snprintf(attempts, sizeof attempts, "x-bulwark-attempts: %d\r\n", attempts_);
+    head.extra = std::string_view(attempts, static_cast<std::size_t>(n));
+  }
   write_downstream_response_head(b().response_head, conn.headers(), head);
   b().out.add(b().response_head);
   bytes_out_ += b().response_head.size();
@@ -317,12 +354,14 @@ bool Downstream::on_upstream_headers(UpstreamConnection& conn) {
 }
 
 void Downstream::on_upstream_chunk_header(std::uint64_t size) {
+  if (discard_response_) return;
   response_chunk_size_ = size;
   if (response_framing_ == BodyFraming::chunked && upstream_chunked_ && size > 0)
     b().out.add_chunk_header(size);
 }
 
 void Downstream::on_upstream_body(const char* data, std::size_t len) {
+  if (discard_response_) return;
   bytes_out_ += len;
   if (response_framing_ == BodyFraming::chunked && !upstream_chunked_) {
     b().out.add_chunk_header(len);
@@ -334,6 +373,7 @@ void Downstream::on_upstream_body(const char* data, std::size_t len) {
 }
 
 void Downstream::on_upstream_chunk_complete() {
+  if (discard_response_) return;
   if (response_framing_ == BodyFraming::chunked && upstream_chunked_ && response_chunk_size_ > 0)
     b().out.add_copy("\r\n");
 }
@@ -354,12 +394,24 @@ void Downstream::on_upstream_complete() {
     resume_reading();
     return;
   }
+  const auto& cb = upstream_->config().circuit_breaker;
+  if (discard_response_) {
+    // A retriable response, read to its end so the connection can be reused: retry now.
+    discard_response_ = false;
+    record_upstream_outcome(static_cast<int>(status_ >= 500 ? UpstreamOutcome::failure
+                                                            : UpstreamOutcome::success));
+    failed_endpoint_ = endpoint_;
+    detach_upstream(request_complete_, cb && cb->counts_status(status_) ? CallResult::failure
+                                                                        : CallResult::success);
+    status_ = 0;
+    schedule_retry();
+    return;
+  }
   if (response_framing_ == BodyFraming::chunked) b().out.add_copy("0\r\n\r\n");
   record_upstream_outcome(static_cast<int>(status_ >= 500 ? UpstreamOutcome::failure
                                                           : UpstreamOutcome::success));
   if (!request_complete_) close_after_response_ = true;
   flush();
-  const auto& cb = upstream_->config().circuit_breaker;
   detach_upstream(request_complete_, cb && cb->counts_status(status_) ? CallResult::failure
                                                                       : CallResult::success);
   if (closing_) return;
@@ -392,6 +444,7 @@ void Downstream::on_upstream_error(UpstreamError error) {
 }
 
 void Downstream::upstream_failed(Reason reason, UpstreamError error) {
+  if (endpoint_) failed_endpoint_ = endpoint_;
   if (up_) {
     up_->close();
     up_ = nullptr;
@@ -415,12 +468,23 @@ void Downstream::upstream_failed(Reason reason, UpstreamError error) {
   bool counted = cb && phase_ != Phase::tunnel && (connect ? cb->on_connect_failure : cb->on_reset);
   end_attempt(breaker_result(counted));
   if (done()) return;
+  if (discard_response_) {  // the retry was decided when the response head arrived
+    discard_response_ = false;
+    schedule_retry();
+    return;
+  }
   if (phase_ == Phase::tunnel) {
     close_gracefully();
     return;
   }
   if (response_started_) {
     close();  // part of the response went out: a broken connection is the only honest signal
+    return;
+  }
+  const RetryPolicy* policy = route_state_ ? route_state_->retry.get() : nullptr;
+  bool retriable = policy && policy->retries(connect ? RetryOn::connect_failure : RetryOn::reset);
+  if (try_retry(connect ? 0 : 1, retriable)) {
+    schedule_retry();
     return;
   }
   local_reply(reason, reason == Reason::upstream_connect_failure

@@ -37,7 +37,7 @@ upstreams:
 class CircuitBreakers(unittest.TestCase):
     def setUp(self):
         self.backends = [Testd(name=n) for n in ("a", "b", "c")]
-        self.proxy = Bulwark(TEMPLATE, open_for="1500ms", max_open_for="4s",
+        self.proxy = Bulwark(TEMPLATE, open_for="2s", max_open_for="5s",
                              endpoints=", ".join(b.address for b in self.backends))
         self.bad = self.backends[2]
 
@@ -62,14 +62,16 @@ class CircuitBreakers(unittest.TestCase):
                 return failures
         self.fail("the breaker did not open")
 
-    def assert_ejected(self, n=45):
+    def assert_ejected(self, n=40):
+        # Only while the breaker surely stays open (open_for 2 s, jitter -10 %), however slow
+        # the machine is.
         start = time.time()
         names = []
-        for _ in range(n):
+        while len(names) < n and time.time() - start < 1.5:
             status, h, _ = request(self.proxy.port, "GET", "/e")
             self.assertEqual(status, 200)
             names.append(h["x-testd-name"])
-        self.assertLess(time.time() - start, 1.2, "the check must finish inside open_for")
+        self.assertGreaterEqual(len(names), 10)
         self.assertNotIn("c", names)
         self.assertEqual(set(names), {"a", "b"})
 
@@ -108,14 +110,14 @@ class CircuitBreakers(unittest.TestCase):
         self.mode("?status=503")
         self.trip()
         first = json.loads(request(self.proxy.admin_port, "GET", "/status")[2])
-        time.sleep(1.8)  # open_for 1.5 s (+/-10 %) has passed: the next request to c is a probe
+        time.sleep(2.3)  # open_for 2 s (+/-10 %) has passed: the next request to c is a probe
         for _ in range(3):
             request(self.proxy.port, "GET", "/p")
         self.assertEqual(self.state(self.bad, "open"), 1)
         status = json.loads(request(self.proxy.admin_port, "GET", "/status")[2])
         open_for = [e["breaker"]["open_for_ms"] for e in status["upstreams"][0]["endpoints"]
                     if e["address"] == self.bad.address][0]
-        self.assertGreater(open_for, 2000)  # doubled: 3 s +/-10 %, minus the time since
+        self.assertGreater(open_for, 2500)  # doubled: 4 s +/-10 %, minus the time since
 
     def test_all_open_fails_fast_with_retry_after(self):
         for b in self.backends:

@@ -1,0 +1,116 @@
+// Retries of a Downstream's request: which failures are retried, the back-off, the budget,
+// the per-try timeout, and replaying the request (head re-serialized, body from the replay
+// copy) on another endpoint. Only while nothing of the response has reached the client.
+#include <algorithm>
+#include <cstdio>
+#include <random>
+
+#include "admin/stats.h"
+#include "pipeline/downstream.h"
+#include "worker.h"
+
+namespace bulwark {
+
+namespace {
+double uniform01() {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  return std::uniform_real_distribution<double>(0.0, 1.0)(rng);
+}
+}  // namespace
+
+std::uint64_t Downstream::time_left_ms() const {
+  if (route_deadline_ms_ == 0) return ~0ull;
+  std::uint64_t now = uv_now(worker_.loop());
+  return route_deadline_ms_ > now ? route_deadline_ms_ - now : 0;
+}
+
+void Downstream::append_attempts_header(std::string& extra) const {
+  if (attempts_ <= 1) return;
+  extra.append("x-bulwark-attempts: ").append(std::to_string(attempts_)).append("\r\n");
+}
+
+bool Downstream::try_retry(int reason, bool allowed_kind, std::uint64_t retry_after_ms) {
+  if (!route_state_ || !route_state_->retry || !allowed_kind) return false;
+  const RetryPolicy& policy = *route_state_->retry;
+  if (response_started_ || !replay_enabled_ || replay_overflow_ || upgrade_ || done()) return false;
+  if (attempts_ >= policy.config().attempts) return false;
+  std::uint64_t left = time_left_ms();
+  std::uint64_t backoff = policy.backoff_ms(attempts_, uniform01());
+  // A retry never outlives the route timeout, and a server asking to wait longer than the
+  // time left is not retried.
+  if (backoff >= left || (retry_after_ms > 0 && retry_after_ms >= left)) return false;
+  std::uint64_t now = uv_now(worker_.loop());
+  if (!route_state_->budget->try_retry(now)) {
+    route_stats_->retry_budget_exhausted.add();
+    return false;
+  }
+  route_stats_->retries[static_cast<std::size_t>(reason)].add();
+  retry_pending_ = true;
+  retry_delay_ms_ = std::max(backoff, retry_after_ms);
+  return true;
+}
+
+void Downstream::schedule_retry() { arm_attempt_timer(retry_delay_ms_); }
+
+void Downstream::arm_attempt_timer(std::uint64_t ms) {
+  uv_timer_t* t = &b().attempt_timer;
+  t->data = this;
+  uv_timer_start(t, on_attempt_timer, ms, 0);
+}
+
+void Downstream::on_attempt_timer(uv_timer_t* timer) {
+  auto* d = static_cast<Downstream*>(timer->data);
+  if (d->done()) return;
+  if (d->discard_response_ && d->up_) {
+    // The body of a response being dropped for a retry took longer than per_try_timeout.
+    d->discard_response_ = false;
+    d->up_->close();
+    d->up_ = nullptr;
+    d->failed_endpoint_ = d->endpoint_;
+    d->end_attempt();
+    d->schedule_retry();
+  } else if (d->retry_pending_ && !d->up_) {
+    d->start_retry();
+  } else if (d->up_ && !d->response_started_) {
+    d->on_per_try_timeout();
+  }
+}
+
+void Downstream::start_retry() {
+  retry_pending_ = false;
+  if (!start_attempt()) return;  // no endpoint left: answered already
+  flush();
+}
+
+void Downstream::on_per_try_timeout() {
+  record_upstream_outcome(static_cast<int>(UpstreamOutcome::timeout));
+  up_->close();
+  up_ = nullptr;
+  failed_endpoint_ = endpoint_;
+  const auto& cb = upstream_->config().circuit_breaker;
+  end_attempt(breaker_result(cb && cb->on_timeout));
+  const RetryPolicy* policy = route_state_ ? route_state_->retry.get() : nullptr;
+  if (try_retry(2, policy && policy->retries(RetryOn::timeout))) {
+    schedule_retry();
+    return;
+  }
+  local_reply(Reason::upstream_timeout, "the upstream did not answer within per_try_timeout");
+}
+
+bool Downstream::retry_response(const UpstreamConnection& conn) {
+  const RetryPolicy* policy = route_state_ ? route_state_->retry.get() : nullptr;
+  if (!policy || !policy->retries_status(conn.status())) return false;
+  std::uint64_t retry_after_ms = 0;
+  if (conn.status() == 429 || conn.status() == 503) {
+    std::string_view v = conn.headers().get("retry-after");
+    std::uint64_t seconds = 0;
+    bool digits = !v.empty() && std::all_of(v.begin(), v.end(), [](char c) { return c >= '0' && c <= '9'; });
+    if (digits && v.size() < 10) {
+      for (char c : v) seconds = seconds * 10 + static_cast<std::uint64_t>(c - '0');
+      retry_after_ms = seconds * 1000;
+    }
+  }
+  return try_retry(retry_reason_index_for_status(conn.status()), true, retry_after_ms);
+}
+
+}  // namespace bulwark
