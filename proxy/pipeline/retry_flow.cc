@@ -38,7 +38,7 @@ bool Downstream::try_retry(int reason, bool allowed_kind, std::uint64_t retry_af
   std::uint64_t backoff = policy.backoff_ms(attempts_, uniform01());
   // A retry never outlives the route timeout, and a server asking to wait longer than the
   // time left is not retried.
-  if (backoff >= left || (retry_after_ms > 0 && retry_after_ms >= left)) return false;
+  if (!retry_fits(backoff, retry_after_ms, left)) return false;
   std::uint64_t now = uv_now(worker_.loop());
   if (!route_state_->budget->try_retry(now)) {
     route_stats_->retry_budget_exhausted.add();

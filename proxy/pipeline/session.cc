@@ -255,8 +255,8 @@ void Downstream::use_connection(UpstreamConnection* conn) {
     up_->out().add(b().queued_bytes);  // cleared after the next flush
   if (conn->connected()) send_continue();
   if (route_state_ && route_state_->retry && route_state_->retry->config().per_try_timeout_ms) {
-    std::uint64_t per_try = route_state_->retry->config().per_try_timeout_ms;
-    arm_attempt_timer(std::min(per_try, time_left_ms()));  // cut to the time left
+    arm_attempt_timer(attempt_timeout_ms(route_state_->retry->config().per_try_timeout_ms,
+                                         time_left_ms()));
   }
 }
 

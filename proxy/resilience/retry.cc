@@ -83,12 +83,21 @@ std::uint64_t RetryBudget::requests_in_window(std::uint64_t now_ms) const { retu
 std::uint64_t RetryBudget::retries_in_window(std::uint64_t now_ms) const { return sum(now_ms, true); }
 
 void RetryBudget::record_request(std::uint64_t now_ms) {
+  if (start_ms_.load(std::memory_order_relaxed) == ~0ull) {
+    std::uint64_t expected = ~0ull;
+    start_ms_.compare_exchange_strong(expected, now_ms, std::memory_order_acq_rel);
+  }
   bucket(now_ms).requests.fetch_add(1, std::memory_order_relaxed);
 }
 
 bool RetryBudget::try_retry(std::uint64_t now_ms) {
-  double window_s = static_cast<double>(bucket_ms_ * kBuckets) / 1000.0;
-  double allowed = ratio_ * static_cast<double>(requests_in_window(now_ms)) + min_per_second_ * window_s;
+  std::uint64_t window_ms = bucket_ms_ * kBuckets;
+  std::uint64_t start = start_ms_.load(std::memory_order_acquire);
+  // One second of floor is there from the start, so a fresh proxy can retry at once.
+  std::uint64_t covered = start == ~0ull || now_ms < start ? 0 : now_ms - start;
+  covered = std::min(window_ms, std::max<std::uint64_t>(covered, 1000));
+  double allowed = ratio_ * static_cast<double>(requests_in_window(now_ms)) +
+                   min_per_second_ * static_cast<double>(covered) / 1000.0;
   Bucket& b = bucket(now_ms);
   if (static_cast<double>(retries_in_window(now_ms)) + 1 > allowed) return false;
   b.retries.fetch_add(1, std::memory_order_relaxed);

@@ -34,8 +34,21 @@ class RetryPolicy {
 
 bool is_idempotent_method(std::string_view method);
 
-// Retries allowed in a sliding window: ratio x requests + min_per_second x window seconds.
-// One-second buckets of atomic counters, shared by every worker.
+// Deadline rules: a retry must start (after its back-off) before the route timeout, and is not
+// made when the server asked (Retry-After) to wait longer than the time left.
+inline bool retry_fits(std::uint64_t backoff_ms, std::uint64_t retry_after_ms, std::uint64_t left_ms) {
+  return backoff_ms < left_ms && (retry_after_ms == 0 || retry_after_ms < left_ms);
+}
+// The timeout of one attempt: per_try_timeout cut to the time left (0 per_try: none).
+inline std::uint64_t attempt_timeout_ms(std::uint64_t per_try_ms, std::uint64_t left_ms) {
+  return per_try_ms == 0 ? 0 : (per_try_ms < left_ms ? per_try_ms : left_ms);
+}
+
+// Retries allowed in a sliding window: ratio x requests in the window + min_per_second x the
+// seconds the window covers (the floor accrues from the first request, starting with one
+// second's worth, so a fresh start does not grant a whole window's worth at once). Buckets of 200 ms of atomic counters,
+// shared by every worker. Over any span of T seconds, retries stay within
+// ratio x requests + min_per_second x max(T, 1 s) (plus at most one bucket's rounding).
 class RetryBudget {
  public:
   RetryBudget(double ratio, double min_per_second, std::uint64_t window_ms = 10000);
@@ -46,7 +59,7 @@ class RetryBudget {
   std::uint64_t retries_in_window(std::uint64_t now_ms) const;
 
  private:
-  static constexpr int kBuckets = 10;
+  static constexpr int kBuckets = 50;
   struct Bucket {
     std::atomic<std::uint64_t> epoch{~0ull};
     std::atomic<std::uint64_t> requests{0};
@@ -58,6 +71,7 @@ class RetryBudget {
   const double ratio_;
   const double min_per_second_;
   const std::uint64_t bucket_ms_;
+  std::atomic<std::uint64_t> start_ms_{~0ull};  // first request seen
   Bucket buckets_[kBuckets];
 };
 

@@ -10,6 +10,7 @@
 //   reset=after     send the head and half the body, then reset
 //   echo=1          stream the request body back as the response body
 //   headers=1       the body is the request line and headers as JSON
+//   retry_after=S   add Retry-After: S
 // The request body is always read; x-testd-body-bytes and x-testd-body-crc32 report it.
 // GET /healthz answers 200 "ok" (or the status set by GET /__health?status=N).
 // GET /__mode?status=N|reset=before|after|delay=MS sets a failure mode for all later
@@ -307,6 +308,8 @@ void respond(Conn* c) {
   c->close_after = c->param("close") == "1" || eof || !llhttp_should_keep_alive(&c->parser);
   c->reset_half = reset == "after";
   extra += "x-testd-name: " + g_name + "\r\n";
+  std::string retry_after = c->param("retry_after");
+  if (!retry_after.empty()) extra += "Retry-After: " + retry_after + "\r\n";
   extra += "x-testd-body-bytes: " + std::to_string(c->body_bytes) + "\r\n";
   extra += "x-testd-body-crc32: " + hex(c->body_crc) + "\r\n";
   std::string head = "HTTP/1.1 " + std::to_string(status) + " Status\r\n" + extra;
