@@ -261,8 +261,10 @@ std::string Server::status_json() const {
   }
   out += "],\"routes\":[";
   bool first = true;
-  for (const auto& l : config_.listeners)
-    for (const auto& r : l.routes) {
+  for (std::size_t li = 0; li < config_.listeners.size(); ++li) {
+    const auto& l = config_.listeners[li];
+    for (std::size_t ri = 0; ri < l.routes.size(); ++ri) {
+      const auto& r = l.routes[ri];
       if (!first) out += ",";
       first = false;
       out += "{\"listener\":";
@@ -271,8 +273,25 @@ std::string Server::status_json() const {
       append_json_string(out, r.name);
       out += ",\"upstream\":";
       append_json_string(out, r.upstream);
-      out += ",\"rate_limit\":null}";
+      out += ",\"rate_limit\":";
+      const RouteState& state = *routes_[li][ri];
+      if (!state.limiter) {
+        out += "null}";
+        continue;
+      }
+      const RateLimitConfig& rl = *r.rate_limit;
+      char buf[256];
+      std::snprintf(buf, sizeof buf,
+                    "{\"rate_per_second\":%g,\"burst\":%g,\"scope\":\"%s\",\"enforce\":%s,"
+                    "\"active_keys\":%zu,\"evictions\":%llu,\"key\":",
+                    rl.rate_per_second, rl.burst, rl.scope.c_str(), rl.enforce ? "true" : "false",
+                    state.limiter->active_keys(uv_hrtime() / 1000),
+                    static_cast<unsigned long long>(state.limiter->evictions()));
+      out += buf;
+      append_json_string(out, rl.key);
+      out += "}}";
     }
+  }
   out += "]}";
   return out;
 }

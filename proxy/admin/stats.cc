@@ -80,6 +80,8 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
                       pm::MetricType::Gauge);
   auto retries = family("bulwark_retries_total", "Retries sent, by what was retried.",
                         pm::MetricType::Counter);
+  auto decisions = family("bulwark_ratelimit_decisions_total", "Rate limit decisions.",
+                          pm::MetricType::Counter);
   auto exhausted = family("bulwark_retry_budget_exhausted_total",
                           "Failures returned as they were because the retry budget was spent.",
                           pm::MetricType::Counter);
@@ -112,6 +114,17 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
             static_cast<double>(n)));
       }
       if (ri == l.routes.size()) continue;
+      if (l.routes[ri].rate_limit) {
+        std::string scope = l.routes[ri].rate_limit->scope;
+        for (int d = 0; d < 2; ++d) {
+          std::uint64_t n = 0;
+          for (const auto* w : workers_)
+            n += w->listeners[li]->routes[ri].ratelimit[static_cast<std::size_t>((scope == "global" ? 2 : 0) + d)].get();
+          decisions.metric.push_back(counter(
+              {{"route", route}, {"scope", scope}, {"decision", d ? "limited" : "allowed"}},
+              static_cast<double>(n)));
+        }
+      }
       if (l.routes[ri].retry) {
         static const char* const kinds[] = {"connect-failure", "reset", "timeout"};
         for (int r = 0; r < kRetryReasons; ++r) {
@@ -146,6 +159,7 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
   out.push_back(std::move(durations));
   out.push_back(std::move(replies));
   out.push_back(std::move(retries));
+  out.push_back(std::move(decisions));
   out.push_back(std::move(exhausted));
 
   auto upstream_requests = family("bulwark_upstream_requests_total",

@@ -52,6 +52,7 @@ struct RouteStats {
   std::array<Counter, 500> codes;  // index: status - 100
   std::array<Counter, kRetryReasons> retries;
   Counter retry_budget_exhausted;
+  std::array<Counter, 4> ratelimit;  // [scope local=0 / global=2] + [allowed=0 / limited=1]
   DurationHistogram duration;
   std::array<Counter, kReasonCount> local_replies;
   void count_status(int status) {

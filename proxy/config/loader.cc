@@ -182,7 +182,8 @@ void read_route(ConfigErrors& errors, const YAML::Node& node, const std::string&
   f.duration("timeout", route.timeout_ms);
   if (f.has("rate_limit")) {
     read_rate_limit(f, route.rate_limit);
-    f.error("rate_limit", std::string("rate limiting ") + kNotSupported);
+    if (route.rate_limit && route.rate_limit->scope == "global")
+      f.error("rate_limit", std::string("scope: global (Redis) ") + kNotSupported);
   }
   if (f.has("retry")) read_retry(f, route.retry);
   if (f.has("fault")) {

@@ -438,6 +438,7 @@ void Downstream::account_request() {
   }
   if (attempts_ > 0) e.endpoint = b().endpoint_name;
   if (local_reply_sent_) e.reason = reason_name(reply_reason_);
+  else if (shadow_limited_) e.reason = "rate-limited-shadow";
   e.status = status_;
   e.attempts = attempts_;
   e.duration_ns = duration;
@@ -483,6 +484,8 @@ void Downstream::reset_request() {
   status_ = 0;
   attempts_ = 0;
   reply_extra_len_ = 0;
+  ratelimit_header_len_ = 0;
+  shadow_limited_ = false;
   route_state_ = nullptr;
   replay_enabled_ = false;
   replay_overflow_ = false;

@@ -108,6 +108,8 @@ class Downstream final : public UpstreamClient, public PendingRequest, public Po
   // session.cc
   int start_request();  // llhttp on_headers_complete result
   int reply_from_headers(Reason reason, std::string_view detail, int status = 0);
+  // Applies the route's rate limit: -1 to go on, else the llhttp result of the 429 reply.
+  int check_rate_limit();
   void send_continue();
   bool start_attempt();
   void use_connection(UpstreamConnection* conn);
@@ -190,7 +192,10 @@ class Downstream final : public UpstreamClient, public PendingRequest, public Po
   bool probe_ = false;                    // the attempt is a half-open probe
   bool breaker_reported_ = false;
   std::uint64_t attempt_start_ms_ = 0;
-  char reply_extra_[96];                  // extra header lines of the next local reply
+  char reply_extra_[256];                 // extra header lines of the next local reply
+  char ratelimit_header_[64];             // "RateLimit: ..." for the response
+  std::size_t ratelimit_header_len_ = 0;
+  bool shadow_limited_ = false;           // over the limit in shadow mode (enforce: false)
   std::size_t reply_extra_len_ = 0;
   bool queued_ = false;                   // waits for one
   UpstreamConnection* up_ = nullptr;

@@ -3,6 +3,7 @@
 // failures into local replies.
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 
 #include "admin/stats.h"
 #include "pipeline/downstream.h"
@@ -109,6 +110,10 @@ int Downstream::start_request() {
   std::uint64_t now = uv_now(worker_.loop());
   route_deadline_ms_ = timeout ? now + timeout : 0;
   arm_timer(timeout);
+  if (route_state_->limiter) {
+    int limited = check_rate_limit();
+    if (limited >= 0) return limited;
+  }
   if (route_state_->retry) {
     route_state_->budget->record_request(now);
     replay_enabled_ = route_state_->retry->method_allowed(method) && !upgrade_;
@@ -126,6 +131,33 @@ int Downstream::start_request() {
   }
   if (!start_attempt()) return HPE_PAUSED;
   return 0;
+}
+
+int Downstream::check_rate_limit() {
+  const RateLimitConfig& rl = *route_state_->config.rate_limit;
+  std::string_view key;
+  if (rl.key == "client_ip") key = client_ip_;
+  else if (!route_state_->key_header.empty()) key = b().headers.get(route_state_->key_header);  // "" = anonymous
+  std::uint64_t now_us = uv_hrtime() / 1000;
+  RateDecision d = route_state_->limiter->decide(key, now_us);
+  route_stats_->ratelimit[d.allowed ? 0 : 1].add();
+  auto seconds = [](std::uint64_t us) { return static_cast<unsigned long long>((us + 999999) / 1000000); };
+  int n = std::snprintf(ratelimit_header_, sizeof ratelimit_header_,
+                        "RateLimit: \"default\";r=%llu;t=%llu\r\n",
+                        static_cast<unsigned long long>(d.remaining), seconds(d.reset_us));
+  ratelimit_header_len_ = n > 0 ? static_cast<std::size_t>(n) : 0;
+  if (d.allowed) return -1;
+  if (!rl.enforce) {
+    shadow_limited_ = true;  // shadow mode: counted and logged, not enforced
+    return -1;
+  }
+  std::string_view policy = route_state_->policy_header;
+  int m = std::snprintf(reply_extra_, sizeof reply_extra_, "Retry-After: %llu\r\n%.*s%.*s",
+                        std::max(1ull, seconds(d.retry_after_us)), static_cast<int>(policy.size()),
+                        policy.data(), static_cast<int>(ratelimit_header_len_), ratelimit_header_);
+  reply_extra_len_ = m > 0 ? std::min(static_cast<std::size_t>(m), sizeof reply_extra_ - 1) : 0;
+  ratelimit_header_len_ = 0;  // already in the reply
+  return reply_from_headers(Reason::rate_limited, "the route's rate limit is exceeded");
 }
 
 void Downstream::on_admitted() {
@@ -341,11 +373,17 @@ bool Downstream::on_upstream_headers(UpstreamConnection& conn) {
   head.close = close_after_response_;
   head.keep_alive_1_0 = minor_version_ == 0 && !close_after_response_;
   head.upgrade = upgrade;
-  char attempts[48];
+  char extra[160];
+  std::size_t extra_len = 0;
   if (attempts_ > 1) {
-    int n = std::snprintf(attempts, sizeof attempts, "x-bulwark-attempts: %d\r\n", attempts_);
-    head.extra = std::string_view(attempts, static_cast<std::size_t>(n));
+    int n = std::snprintf(extra, sizeof extra, "x-bulwark-attempts: %d\r\n", attempts_);
+    extra_len = static_cast<std::size_t>(n);
   }
+  if (ratelimit_header_len_ && extra_len + ratelimit_header_len_ < sizeof extra) {
+    std::memcpy(extra + extra_len, ratelimit_header_, ratelimit_header_len_);
+    extra_len += ratelimit_header_len_;
+  }
+  head.extra = std::string_view(extra, extra_len);
   write_downstream_response_head(b().response_head, conn.headers(), head);
   b().out.add(b().response_head);
   bytes_out_ += b().response_head.size();
