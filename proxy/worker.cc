@@ -113,6 +113,12 @@ void Worker::run() {
     }
     l.open = true;
   }
+  if (config_.redis_address) {
+    std::string host, error;
+    int port = 0;
+    split_host_port(*config_.redis_address, host, port, error);
+    redis_ = std::make_unique<RedisRateLimiter>(&loop_, host, port, stats_.redis_errors);
+  }
   uv_prepare_start(&prepare_, on_prepare);
   uv_timer_start(&heartbeat_, on_heartbeat, 0, 1000);
   // Commands that arrived before the loop ran are picked up here.
@@ -121,6 +127,7 @@ void Worker::run() {
   access_log_.flush();
   // Everything is closed; free what is left and close the loop.
   upstreams_.clear();
+  redis_.reset();
   int rc = uv_loop_close(&loop_);
   if (rc != 0) log_warn("worker " + std::to_string(index_) + ": loop closed with handles open");
   if (on_exit_) on_exit_();
@@ -206,6 +213,7 @@ void Worker::shut_down() {
     d = next;
   }
   for (auto& u : upstreams_) u->close_all();
+  if (redis_) redis_->close();
   for (auto& b : buffers_)
     if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(&b->attempt_timer)))
       uv_close(reinterpret_cast<uv_handle_t*>(&b->attempt_timer), nullptr);

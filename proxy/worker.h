@@ -17,6 +17,7 @@
 #include "http/request_id.h"
 #include "pipeline/request_buffers.h"
 #include "pipeline/route_state.h"
+#include "resilience/redis_limiter.h"
 #include "pipeline/router.h"
 #include "upstream/upstream.h"
 
@@ -67,6 +68,9 @@ class Worker {
   bool draining() const { return draining_; }
   Upstream& upstream(std::size_t i) { return *upstreams_[i]; }
   int index() const { return index_; }
+  // This worker's connection for global rate limits (null without a redis block).
+  RedisRateLimiter* redis() { return redis_.get(); }
+  std::uint64_t redis_timeout_ms() const { return config_.redis_timeout_ms; }
   // Milliseconds (uv_now of the worker's loop) of the last heartbeat; a loop that stops
   // turning stops updating it.
   std::uint64_t heartbeat_ms() const { return heartbeat_ms_.load(std::memory_order_relaxed); }
@@ -104,6 +108,7 @@ class Worker {
   RequestIdGenerator ids_;
   std::vector<std::unique_ptr<ListenerRuntime>> listeners_;
   std::vector<std::unique_ptr<Upstream>> upstreams_;
+  std::unique_ptr<RedisRateLimiter> redis_;
   std::vector<std::unique_ptr<RequestBuffers>> buffers_;  // all, owned here
   std::vector<RequestBuffers*> free_buffers_;
   Downstream* downstreams_ = nullptr;  // intrusive list

@@ -239,6 +239,15 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
   out.push_back(std::move(pool));
   out.push_back(std::move(connects));
   out.push_back(std::move(conns));
+  if (config_.redis_address) {
+    auto redis = family("bulwark_redis_errors_total",
+                        "Redis errors, timeouts and lost connections (global rate limits).",
+                        pm::MetricType::Counter);
+    std::uint64_t n = 0;
+    for (const auto* w : workers_) n += w->redis_errors.get();
+    redis.metric.push_back(counter({}, static_cast<double>(n)));
+    out.push_back(std::move(redis));
+  }
 
   return out;
 }

@@ -77,6 +77,7 @@ struct EndpointStats {
 struct WorkerStats {
   explicit WorkerStats(const Config& config);
   std::vector<std::unique_ptr<ListenerStats>> listeners;
+  Counter redis_errors;
 };
 
 // Process-wide counters changed off the hot path.

@@ -180,11 +180,7 @@ void read_route(ConfigErrors& errors, const YAML::Node& node, const std::string&
   read_match(f, route.match);
   if (f.required("upstream")) f.string("upstream", route.upstream);
   f.duration("timeout", route.timeout_ms);
-  if (f.has("rate_limit")) {
-    read_rate_limit(f, route.rate_limit);
-    if (route.rate_limit && route.rate_limit->scope == "global")
-      f.error("rate_limit", std::string("scope: global (Redis) ") + kNotSupported);
-  }
+  if (f.has("rate_limit")) read_rate_limit(f, route.rate_limit);
   if (f.has("retry")) read_retry(f, route.retry);
   if (f.has("fault")) {
     read_fault(f, route.fault);
@@ -489,6 +485,10 @@ void read_root(ConfigErrors& errors, const YAML::Node& root, Config& c) {
           errors.add(list[i]["listen"].Mark(), p + ".listen", "address is the admin listener's");
         for (std::size_t r = 0; r < l.routes.size(); ++r) {
           const auto& route = l.routes[r];
+          if (route.rate_limit && route.rate_limit->scope == "global" && !f.has("redis"))
+            errors.add(list[i]["routes"][r]["rate_limit"].Mark(),
+                       p + ".routes[" + std::to_string(r) + "].rate_limit.scope",
+                       "scope: global needs a top-level redis block");
           if (!route.upstream.empty() && !c.find_upstream(route.upstream))
             errors.add(list[i]["routes"][r]["upstream"].Mark(), p + ".routes[" + std::to_string(r) + "].upstream",
                        "no upstream named '" + route.upstream + "'");

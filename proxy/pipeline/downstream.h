@@ -17,6 +17,7 @@
 #include "upstream/connection.h"
 #include "pipeline/request_buffers.h"
 #include "pipeline/route_state.h"
+#include "resilience/redis_limiter.h"
 #include "upstream/upstream.h"
 
 namespace bulwark {
@@ -26,7 +27,10 @@ struct ListenerRuntime;
 
 struct RouteStats;
 
-class Downstream final : public UpstreamClient, public PendingRequest, public PoolWaiter {
+class Downstream final : public UpstreamClient,
+                         public PendingRequest,
+                         public PoolWaiter,
+                         public RateDecisionWaiter {
  public:
   explicit Downstream(ListenerRuntime& listener);
   Downstream(const Downstream&) = delete;
@@ -57,6 +61,9 @@ class Downstream final : public UpstreamClient, public PendingRequest, public Po
   // PendingRequest (the upstream's bulkhead)
   void on_admitted() override;
   void on_pending_timeout() override;
+
+  // RateDecisionWaiter (global rate limits)
+  void on_rate_decision(bool ok, const RateDecision& decision) override;
 
   // PoolWaiter (a full connection pool)
   void on_pool_connection(UpstreamConnection* conn) override;
@@ -110,6 +117,9 @@ class Downstream final : public UpstreamClient, public PendingRequest, public Po
   int reply_from_headers(Reason reason, std::string_view detail, int status = 0);
   // Applies the route's rate limit: -1 to go on, else the llhttp result of the 429 reply.
   int check_rate_limit();
+  RateDecision redis_fallback(std::string_view key);  // per on_redis_failure
+  // Counts the decision and sets the RateLimit headers; true when the request is refused.
+  bool rate_limit_denies(const RateDecision& d);
   void send_continue();
   bool start_attempt();
   void use_connection(UpstreamConnection* conn);
@@ -195,7 +205,8 @@ class Downstream final : public UpstreamClient, public PendingRequest, public Po
   char reply_extra_[256];                 // extra header lines of the next local reply
   char ratelimit_header_[64];             // "RateLimit: ..." for the response
   std::size_t ratelimit_header_len_ = 0;
-  bool shadow_limited_ = false;           // over the limit in shadow mode (enforce: false)
+  bool shadow_limited_ = false;
+  RedisRateLimiter::Pending* ratelimit_pending_ = nullptr;  // waiting for Redis           // over the limit in shadow mode (enforce: false)
   std::size_t reply_extra_len_ = 0;
   bool queued_ = false;                   // waits for one
   UpstreamConnection* up_ = nullptr;

@@ -110,13 +110,13 @@ int Downstream::start_request() {
   std::uint64_t now = uv_now(worker_.loop());
   route_deadline_ms_ = timeout ? now + timeout : 0;
   arm_timer(timeout);
-  if (route_state_->limiter) {
-    int limited = check_rate_limit();
-    if (limited >= 0) return limited;
-  }
   if (route_state_->retry) {
     route_state_->budget->record_request(now);
     replay_enabled_ = route_state_->retry->method_allowed(method) && !upgrade_;
+  }
+  if (route_state_->limiter) {
+    int limited = check_rate_limit();
+    if (limited >= 0 || ratelimit_pending_) return limited >= 0 ? limited : 0;
   }
   switch (upstream_->admit(*this)) {
     case Upstream::Admission::admitted:
@@ -138,18 +138,52 @@ int Downstream::check_rate_limit() {
   std::string_view key;
   if (rl.key == "client_ip") key = client_ip_;
   else if (!route_state_->key_header.empty()) key = b().headers.get(route_state_->key_header);  // "" = anonymous
-  std::uint64_t now_us = uv_hrtime() / 1000;
-  RateDecision d = route_state_->limiter->decide(key, now_us);
-  route_stats_->ratelimit[d.allowed ? 0 : 1].add();
+  RedisRateLimiter* redis = rl.scope == "global" ? worker_.redis() : nullptr;
+  if (redis) {
+    // One Redis key per route and client key; long keys are hashed.
+    char redis_key[300];
+    std::string_view route = route_state_->config.name;
+    int n = key.size() <= 200
+                ? std::snprintf(redis_key, sizeof redis_key, "bulwark:rl:%.*s:%.*s",
+                                static_cast<int>(std::min<std::size_t>(route.size(), 64)), route.data(),
+                                static_cast<int>(key.size()), key.data())
+                : std::snprintf(redis_key, sizeof redis_key, "bulwark:rl:%.*s:#%016llx",
+                                static_cast<int>(std::min<std::size_t>(route.size(), 64)), route.data(),
+                                static_cast<unsigned long long>(hash_key(key)));
+    ratelimit_pending_ = redis->decide(std::string_view(redis_key, static_cast<std::size_t>(n)),
+                                       rl.rate_per_second, rl.burst, this);
+    if (ratelimit_pending_) {
+      arm_attempt_timer(worker_.redis_timeout_ms());  // nobody waits longer on Redis
+      return -1;
+    }
+  }
+  RateDecision d = redis || rl.scope == "global" ? redis_fallback(key)
+                                                 : route_state_->limiter->decide(key, uv_hrtime() / 1000);
+  if (!rate_limit_denies(d)) return -1;
+  return reply_from_headers(Reason::rate_limited, "the route's rate limit is exceeded");
+}
+
+RateDecision Downstream::redis_fallback(std::string_view key) {
+  const RateLimitConfig& rl = *route_state_->config.rate_limit;
+  if (rl.on_redis_failure == "local") return route_state_->limiter->decide(key, uv_hrtime() / 1000);
+  RateDecision d;
+  d.allowed = rl.on_redis_failure == "allow";
+  d.retry_after_us = 1000000;
+  return d;
+}
+
+bool Downstream::rate_limit_denies(const RateDecision& d) {
+  const RateLimitConfig& rl = *route_state_->config.rate_limit;
+  route_stats_->ratelimit[(rl.scope == "global" ? 2u : 0u) + (d.allowed ? 0u : 1u)].add();
   auto seconds = [](std::uint64_t us) { return static_cast<unsigned long long>((us + 999999) / 1000000); };
   int n = std::snprintf(ratelimit_header_, sizeof ratelimit_header_,
                         "RateLimit: \"default\";r=%llu;t=%llu\r\n",
                         static_cast<unsigned long long>(d.remaining), seconds(d.reset_us));
   ratelimit_header_len_ = n > 0 ? static_cast<std::size_t>(n) : 0;
-  if (d.allowed) return -1;
+  if (d.allowed) return false;
   if (!rl.enforce) {
     shadow_limited_ = true;  // shadow mode: counted and logged, not enforced
-    return -1;
+    return false;
   }
   std::string_view policy = route_state_->policy_header;
   int m = std::snprintf(reply_extra_, sizeof reply_extra_, "Retry-After: %llu\r\n%.*s%.*s",
@@ -157,7 +191,34 @@ int Downstream::check_rate_limit() {
                         policy.data(), static_cast<int>(ratelimit_header_len_), ratelimit_header_);
   reply_extra_len_ = m > 0 ? std::min(static_cast<std::size_t>(m), sizeof reply_extra_ - 1) : 0;
   ratelimit_header_len_ = 0;  // already in the reply
-  return reply_from_headers(Reason::rate_limited, "the route's rate limit is exceeded");
+  return true;
+}
+
+void Downstream::on_rate_decision(bool ok, const RateDecision& decision) {
+  ratelimit_pending_ = nullptr;
+  if (buffers_) uv_timer_stop(&buffers_->attempt_timer);
+  if (done()) return;
+  const RateLimitConfig& rl = *route_state_->config.rate_limit;
+  std::string_view key;
+  if (rl.key == "client_ip") key = client_ip_;
+  else if (!route_state_->key_header.empty()) key = b().headers.get(route_state_->key_header);
+  RateDecision d = ok ? decision : redis_fallback(key);
+  if (rate_limit_denies(d)) {
+    local_reply(Reason::rate_limited, "the route's rate limit is exceeded");
+    return;
+  }
+  switch (upstream_->admit(*this)) {
+    case Upstream::Admission::admitted:
+      on_admitted();
+      break;
+    case Upstream::Admission::queued:
+      queued_ = true;
+      break;
+    case Upstream::Admission::rejected:
+      local_reply(Reason::pending_overflow,
+                  "the upstream has max_requests in flight and max_pending waiting");
+      break;
+  }
 }
 
 void Downstream::on_admitted() {
@@ -176,6 +237,10 @@ void Downstream::on_pending_timeout() {
 }
 
 void Downstream::leave_bulkhead() {
+  if (ratelimit_pending_) {
+    if (RedisRateLimiter* redis = worker_.redis()) redis->cancel(ratelimit_pending_, false);
+    ratelimit_pending_ = nullptr;
+  }
   if (queued_) {
     queued_ = false;
     upstream_->cancel(*this);
@@ -222,7 +287,7 @@ void Downstream::upstream_add(const char* data, std::size_t len, bool borrowed) 
   if (up_) {
     if (borrowed) up_->out().add(data, len);
     else up_->out().add_copy(std::string_view(data, len));
-  } else if (queued_ || waiting) {
+  } else if (queued_ || waiting || ratelimit_pending_) {
     b().queued_bytes.append(data, len);
     if (b().queued_bytes.size() > kHighWater) pause_reading();
   }
@@ -310,7 +375,7 @@ void Downstream::send_continue() {
 void Downstream::forward_body(const char* data, std::size_t len) {
   if (pending_reply_) return;  // answered locally: discarded
   upstream_add(data, len, true);
-  body_sent_upstream_ = up_ != nullptr || queued_ || waiting;
+  body_sent_upstream_ = up_ != nullptr || queued_ || waiting || ratelimit_pending_;
 }
 
 void Downstream::end_request_body() {

@@ -1,0 +1,145 @@
+"""Global rate limits through a real redis-server started here: two Bulwark processes share
+one quota; a hung or dead Redis costs no request more than redis.timeout, the fallback
+applies, and the proxies use Redis again once it is back."""
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import unittest
+
+from harness import Bulwark, Reader, Testd, free_port
+
+TEMPLATE = """
+admin: {{ listen: 127.0.0.1:{admin} }}
+access_log: {{ path: "off" }}
+redis: {{ address: 127.0.0.1:{redis}, timeout: 20ms }}
+listeners:
+  - name: inbound
+    listen: 127.0.0.1:{port}
+    routes:
+      - name: global
+        match: {{ prefix: / }}
+        upstream: app
+        rate_limit: {{ rate: 10/s, burst: 10, key: route, scope: global, on_redis_failure: local }}
+upstreams:
+  - name: app
+    endpoints: [{upstream}]
+"""
+
+
+class Redis:
+    def __init__(self, port):
+        self.port = port
+        self.start()
+
+    def start(self):
+        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--save", "",
+                                      "--appendonly", "no", "--bind", "127.0.0.1"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 5
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def keys(self):
+        out = subprocess.run(["redis-cli", "-p", str(self.port), "--raw", "KEYS", "bulwark:*"],
+                             capture_output=True, text=True, timeout=5).stdout
+        return [k for k in out.split() if k]
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
+class Client:
+    def __init__(self, port):
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.reader = Reader(self.sock)
+
+    def get(self):
+        start = time.perf_counter()
+        self.sock.sendall(b"GET /g HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, _, _ = self.reader.read_response()
+        return status, time.perf_counter() - start
+
+
+@unittest.skipUnless(shutil.which("redis-server"), "redis-server is not installed")
+class GlobalRateLimit(unittest.TestCase):
+    def setUp(self):
+        self.redis = Redis(free_port())
+        self.backend = Testd()
+        self.proxies = [Bulwark(TEMPLATE, upstream=self.backend.address, redis=self.redis.port)
+                        for _ in range(2)]
+        self.clients = [Client(p.port) for p in self.proxies]
+
+    def tearDown(self):
+        for c in self.clients:
+            c.sock.close()
+        for p in self.proxies:
+            p.stop()
+        self.backend.stop()
+        self.redis.kill()
+
+    def run_for(self, seconds):
+        admitted, latencies = 0, []
+        start = time.time()
+        while time.time() - start < seconds:
+            for c in self.clients:
+                status, took = c.get()
+                self.assertIn(status, (200, 429))
+                admitted += status == 200
+                latencies.append(took)
+            time.sleep(0.01)
+        return admitted, latencies
+
+    def test_quota_shared_then_redis_fails_then_recovers(self):
+        # Shared: two proxies together get one quota (10 + 10/s), not one each.
+        admitted, _ = self.run_for(2.0)
+        print("two proxies, 2 s, global 10/s burst 10: %d admitted" % admitted, file=sys.stderr)
+        self.assertGreaterEqual(admitted, 26)
+        self.assertLessEqual(admitted, 34)
+        self.assertTrue(self.redis.keys())
+
+        # Hung Redis: each proxy waits at most redis.timeout, then its breaker stops asking.
+        os.kill(self.redis.proc.pid, signal.SIGSTOP)
+        time.sleep(1.1)  # the quota refills meanwhile
+        admitted, latencies = self.run_for(1.0)
+        worst = max(latencies)
+        print("Redis hung: %d admitted in 1 s, slowest request %.1f ms" % (admitted, worst * 1000),
+              file=sys.stderr)
+        self.assertLess(worst, 0.020 + 0.015)  # timeout + proxy time + this client's own overhead
+        self.assertGreater(admitted, 30)  # the local fallback: each proxy its own bucket
+        errors = sum(p.metric("bulwark_redis_errors_total") for p in self.proxies)
+        self.assertGreater(errors, 0)
+        os.kill(self.redis.proc.pid, signal.SIGCONT)
+
+        # Dead Redis: refused at once, same fallback.
+        self.redis.kill()
+        admitted, latencies = self.run_for(0.5)
+        self.assertLess(max(latencies), 0.035)
+
+        # Back: the proxies reconnect by themselves and share the quota again.
+        self.redis.start()
+        deadline = time.time() + 5
+        while time.time() < deadline:
+            if all(p.stderr_text().count("connected") >= 2 for p in self.proxies):
+                break
+            time.sleep(0.1)
+        time.sleep(1.1)
+        admitted, _ = self.run_for(2.0)
+        print("after Redis returned: %d admitted in 2 s" % admitted, file=sys.stderr)
+        self.assertTrue(self.redis.keys())
+        self.assertLessEqual(admitted, 34)
+
+
+if __name__ == "__main__":
+    unittest.main()
