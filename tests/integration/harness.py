@@ -134,6 +134,16 @@ class Bulwark:
                 found = True
         return total if found else None
 
+    def metric_eventually(self, expected, name, timeout=2.0, **labels):
+        """The metric once it equals `expected` (counters settle just after the response is
+        sent), or its last value after `timeout`."""
+        deadline = time.time() + timeout
+        value = self.metric(name, **labels)
+        while value != expected and time.time() < deadline:
+            time.sleep(0.02)
+            value = self.metric(name, **labels)
+        return value
+
     def access_log(self):
         time.sleep(0.05)
         try:

@@ -102,8 +102,8 @@ class Balancing(unittest.TestCase):
         self.assertEqual(len(statuses), 2000)
         self.assertEqual(set(statuses), {200})
         self.assertGreater(min(names.values()), 500)
-        self.assertEqual(self.proxy.metric("bulwark_requests_total", route="all", code="200"), 2000)
-        self.assertEqual(self.proxy.metric("bulwark_downstream_connections", listener="inbound"), 0)
+        self.assertEqual(self.proxy.metric_eventually(2000, "bulwark_requests_total", route="all", code="200"), 2000)
+        self.assertEqual(self.proxy.metric_eventually(0, "bulwark_downstream_connections", listener="inbound"), 0)
 
 
 if __name__ == "__main__":

@@ -67,8 +67,8 @@ class Bulkhead(unittest.TestCase):
         self.assertLess(waits[1], 0.25)
         self.assertGreater(waits[2], 0.25)
         self.assertLess(waits[3], 1.2)
-        self.assertEqual(self.proxy.metric("bulwark_local_replies_total", reason="pending-overflow"), 4)
-        self.assertEqual(self.proxy.metric("bulwark_inflight_requests", upstream="app"), 0)
+        self.assertEqual(self.proxy.metric_eventually(4, "bulwark_local_replies_total", reason="pending-overflow"), 4)
+        self.assertEqual(self.proxy.metric_eventually(0, "bulwark_inflight_requests", upstream="app"), 0)
         self.assertEqual(self.proxy.metric("bulwark_pending_requests", upstream="app"), 0)
 
     def test_queued_requests_are_served_in_turn_with_their_bodies(self):

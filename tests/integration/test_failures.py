@@ -96,8 +96,8 @@ class UpstreamFailures(unittest.TestCase):
             s.close()
         self.assertEqual(request(self.proxy.port, "GET", "/ok")[0], 200)
         time.sleep(0.5)
-        self.assertEqual(self.proxy.metric("bulwark_downstream_connections", listener="inbound"), 0)
-        self.assertEqual(self.proxy.metric("bulwark_inflight_requests", upstream="app"), 0)
+        self.assertEqual(self.proxy.metric_eventually(0, "bulwark_downstream_connections", listener="inbound"), 0)
+        self.assertEqual(self.proxy.metric_eventually(0, "bulwark_inflight_requests", upstream="app"), 0)
 
 
 if __name__ == "__main__":

@@ -68,8 +68,8 @@ class LocalRateLimit(unittest.TestCase):
         self.assertGreaterEqual(ok, 152)
         self.assertLessEqual(ok, 168)
         self.assertGreater(limited, 100)
-        self.assertEqual(self.proxy.metric("bulwark_ratelimit_decisions_total", route="limited",
-                                           scope="local", decision="allowed"), ok)
+        self.assertEqual(self.proxy.metric_eventually(ok, "bulwark_ratelimit_decisions_total", route="limited",
+                                                      scope="local", decision="allowed"), ok)
 
     def test_headers(self):
         self.start()
