@@ -223,7 +223,11 @@ void RedisRateLimiter::failure() {
     open_until_ms_ = uv_now(loop_) + kBreakerOpenMs;
     log_warn("redis " + host_ + ":" + std::to_string(port_) + ": " +
              std::to_string(consecutive_failures_) + " failures in a row; not asking for " +
-             std::to_string(kBreakerOpenMs) + "ms");
+             std::to_string(kBreakerOpenMs) + "ms, reconnecting");
+    // The connection may be dead without hiredis knowing (its libuv adapter ignores poll
+    // errors such as a reset): start over. Inside a hiredis callback the free is deferred;
+    // on_disconnect then schedules the reconnect.
+    if (ctx_ && connected_) redisAsyncFree(ctx_);
   }
 }
 

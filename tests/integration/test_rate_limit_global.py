@@ -134,7 +134,7 @@ class GlobalRateLimit(unittest.TestCase):
             return sum(line.endswith(" connected") for line in p.stderr_text().splitlines()) >= 2
         while time.time() < deadline and not all(reconnected(p) for p in self.proxies):
             time.sleep(0.1)
-        self.assertTrue(all(reconnected(p) for p in self.proxies))
+        self.assertTrue(all(reconnected(p) for p in self.proxies), self.proxies[0].stderr_text()[-3000:])
         time.sleep(1.1)
         admitted, _ = self.run_for(2.0)
         print("after Redis returned: %d admitted in 2 s" % admitted, file=sys.stderr)
