@@ -65,10 +65,12 @@ class Client:
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.reader = Reader(self.sock)
 
-    def get(self):
+    def get(self, with_headers=False):
         start = time.perf_counter()
         self.sock.sendall(b"GET /g HTTP/1.1\r\nHost: x\r\n\r\n")
-        status, _, _ = self.reader.read_response()
+        status, h, _ = self.reader.read_response()
+        if with_headers:
+            return status, h
         return status, time.perf_counter() - start
 
 
@@ -100,6 +102,17 @@ class GlobalRateLimit(unittest.TestCase):
                 latencies.append(took)
             time.sleep(0.01)
         return admitted, latencies
+
+    def test_redis_arithmetic_matches_the_local_bucket(self):
+        # The same scenario as the local bucket's unit and integration tests: a burst of 10,
+        # remaining counting down 9..0, then 429 with a token back within a second.
+        seen = [self.clients[0].get(with_headers=True) for _ in range(11)]
+        self.assertEqual([s for s, _ in seen], [200] * 10 + [429])
+        self.assertEqual([int(h["ratelimit"].split("r=")[1].split(";")[0]) for _, h in seen[:10]],
+                         list(range(9, -1, -1)))
+        self.assertEqual(seen[10][1]["retry-after"], "1")
+        self.assertEqual(self.proxies[0].metric("bulwark_ratelimit_decisions_total", scope="global",
+                                                decision="limited"), 1)
 
     def test_quota_shared_then_redis_fails_then_recovers(self):
         # Shared: two proxies together get one quota (10 + 10/s), not one each.
