@@ -129,10 +129,17 @@ int Server::run() {
         if (other.get() != self) other->wake_pending();
     };
   }
-  for (auto& u : upstreams_)
+  health_ = std::make_unique<HealthChecker>(&loop_, upstream_states);
+  for (auto& u : upstreams_) {
     u->set_change_hook([this] {
       for (auto& w : workers_) w->endpoints_changed();
+      health_->sync();  // probe new endpoints at once, stop probing removed ones
     });
+    u->set_health_hook([this] {
+      for (auto& w : workers_) w->health_changed();
+    });
+  }
+  health_->sync();
   for (auto& w : workers_) w->start();
   started_ = true;
   log_info("bulwark " BULWARK_VERSION " started with " + std::to_string(config_.workers) +
@@ -211,6 +218,7 @@ void Server::finish() {
   for (uv_signal_t* sig : {&sigterm_, &sigint_, &sighup_})
     uv_close(reinterpret_cast<uv_handle_t*>(sig), nullptr);
   for (auto& t : dns_timers_) uv_close(reinterpret_cast<uv_handle_t*>(t.get()), nullptr);
+  health_->close();
 }
 
 std::string Server::metrics_text() const {
@@ -252,8 +260,11 @@ std::string Server::status_json() const {
         breaker = "{\"state\":\"" + std::string(breaker_state_name(b->state())) +
                   "\",\"open_for_ms\":" + std::to_string(until > now ? until - now : 0) + "}";
       }
-      // Health checks are not part of this build: "unchecked".
-      out += ",\"health\":\"unchecked\",\"breaker\":" + breaker + ",\"in_flight\":" +
+      static const char* const kHealth[] = {"unknown", "healthy", "unhealthy"};
+      std::string health = state.config().health_check
+                               ? std::string("\"") + kHealth[static_cast<int>(ep.health_state())] + "\""
+                               : "\"unchecked\"";
+      out += ",\"health\":" + health + ",\"breaker\":" + breaker + ",\"in_flight\":" +
              std::to_string(in_flight) + ",\"pool\":{\"active\":" + std::to_string(active) +
              ",\"idle\":" + std::to_string(idle) + "}}";
     }

@@ -12,6 +12,7 @@
 #include "admin/stats.h"
 #include "config/config.h"
 #include "upstream/dns.h"
+#include "upstream/health.h"
 #include "upstream/upstream_state.h"
 #include "worker.h"
 
@@ -50,6 +51,7 @@ class Server {
   std::unique_ptr<UvResolver> resolver_;
   std::vector<std::unique_ptr<EndpointResolver>> endpoint_resolvers_;
   std::vector<std::unique_ptr<uv_timer_t>> dns_timers_;
+  std::unique_ptr<HealthChecker> health_;
   std::vector<std::unique_ptr<WorkerStats>> stats_;
   ProcessStats process_stats_;
   std::unique_ptr<StatsCollector> collector_;

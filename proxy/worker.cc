@@ -15,6 +15,7 @@ constexpr int kDrain = 1;
 constexpr int kStop = 2;
 constexpr int kEndpoints = 4;
 constexpr int kWake = 8;
+constexpr int kHealth = 16;
 
 std::uint64_t random_seed() {
   std::random_device rd;
@@ -91,6 +92,11 @@ void Worker::stop() {
 
 void Worker::endpoints_changed() {
   command_.fetch_or(kEndpoints);
+  uv_async_send(&async_);
+}
+
+void Worker::health_changed() {
+  command_.fetch_or(kHealth);
   uv_async_send(&async_);
 }
 
@@ -235,6 +241,8 @@ void Worker::on_async(uv_async_t* async) {
     for (auto& u : w->upstreams_) u->refresh_endpoints();
   if (command & kWake)
     for (auto& u : w->upstreams_) u->admit_waiting();
+  if (command & kHealth)
+    for (auto& u : w->upstreams_) u->close_unhealthy_idle();
   if (command & kDrain) w->begin_drain();
 }
 

@@ -56,6 +56,8 @@ class Worker {
   void stop();
   // An upstream's endpoint list changed.
   void endpoints_changed();
+  // An endpoint was marked unhealthy.
+  void health_changed();
   // A bulkhead slot was freed on another worker while requests wait.
   void wake_pending();
   // Called on this worker when one of its upstreams freed a slot and others may be waiting.

@@ -181,6 +181,11 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
                       "1 while more than max_ejected of the upstream's endpoints are open and "
                       "the open ones take traffic again (panic mode).",
                       pm::MetricType::Gauge);
+  auto healthy = family("bulwark_endpoint_healthy",
+                        "1 while the endpoint is not marked down by health checks.",
+                        pm::MetricType::Gauge);
+  auto checks = family("bulwark_health_checks_total", "Health probes, by result.",
+                       pm::MetricType::Counter);
   auto pending = family("bulwark_pending_requests",
                         "Requests waiting for the upstream's bulkhead.", pm::MetricType::Gauge);
   const int workers = static_cast<int>(workers_.size());
@@ -191,6 +196,15 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
     auto endpoints = state->endpoints();
     std::size_t open_count = 0;
     for (const auto& endpoint : *endpoints) {
+      if (state->config().health_check) {
+        healthy.metric.push_back(gauge({{"upstream", name}, {"endpoint", endpoint->name}},
+                                       endpoint->health_state() != EndpointHealth::unhealthy));
+        static const char* const kResults[] = {"success", "failure", "timeout"};
+        for (int r = 0; r < 3; ++r)
+          checks.metric.push_back(counter(
+              {{"upstream", name}, {"endpoint", endpoint->name}, {"result", kResults[r]}},
+              static_cast<double>(endpoint->health_checks[static_cast<std::size_t>(r)].get())));
+      }
       if (const CircuitBreaker* b = endpoint->breaker.get()) {
         BreakerState current = b->state();
         open_count += current == BreakerState::open;
@@ -231,6 +245,8 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
                                         static_cast<double>(connect_counts[c])));
   }
   out.push_back(std::move(upstream_requests));
+  out.push_back(std::move(healthy));
+  out.push_back(std::move(checks));
   out.push_back(std::move(circuit_state));
   out.push_back(std::move(circuit_transitions));
   out.push_back(std::move(panic));

@@ -396,10 +396,7 @@ void read_upstream(ConfigErrors& errors, const YAML::Node& node, const std::stri
     l.duration("pending_timeout", u.limits.pending_timeout_ms, false);
   }
   if (f.has("circuit_breaker")) read_circuit_breaker(f, u.circuit_breaker);
-  if (f.has("health_check")) {
-    read_health_check(f, u.health_check);
-    f.error("health_check", std::string("health checking ") + kNotSupported);
-  }
+  if (f.has("health_check")) read_health_check(f, u.health_check);
   if (f.has("load_shedding")) {
     read_load_shedding(f, u.load_shedding);
     f.error("load_shedding", std::string("load shedding ") + kNotSupported);

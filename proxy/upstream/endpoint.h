@@ -3,6 +3,8 @@
 // read-modify-write and no locks; the admin thread sums the slots.
 #pragma once
 
+#include <array>
+#include <atomic>
 #include <memory>
 #include <string>
 #include <vector>
@@ -14,12 +16,21 @@
 
 namespace bulwark {
 
+enum class EndpointHealth : int { unknown = 0, healthy = 1, unhealthy = 2 };
+enum class HealthResult { success = 0, failure = 1, timeout = 2 };
+
 struct EndpointState {
   EndpointState(const Address& addr, const UpstreamConfig& upstream, int workers);
   const Address address;
   const std::string name;  // "ip:port", the `endpoint` label
   std::unique_ptr<EndpointStats[]> per_worker;
   std::unique_ptr<CircuitBreaker> breaker;  // null without a circuit_breaker block
+  // Written by the health checker (main thread), read by workers with a relaxed load.
+  std::atomic<int> health{static_cast<int>(EndpointHealth::unknown)};
+  EndpointHealth health_state() const {
+    return static_cast<EndpointHealth>(health.load(std::memory_order_relaxed));
+  }
+  std::array<Counter, 3> health_checks;  // by HealthResult; written by the main thread only
 };
 
 using EndpointList = std::vector<std::shared_ptr<EndpointState>>;

@@ -61,19 +61,27 @@ Upstream::Pick Upstream::pick(std::uint64_t now_ms, const UpstreamEndpoint* excl
   const std::size_t n = live_.size();
   if (n == 0) return result;
   candidates_.clear();
-  std::size_t open = 0;
+  std::size_t ejected = 0, open = 0;
   std::uint64_t earliest = ~0ull;
   for (std::size_t i = 0; i < n; ++i) {
-    const CircuitBreaker* b = live_[i]->state->breaker.get();
-    if (!b || b->available(now_ms)) {
+    const EndpointState& st = *live_[i]->state;
+    const CircuitBreaker* b = st.breaker.get();
+    bool unhealthy = st.health_state() == EndpointHealth::unhealthy;
+    bool blocked = b && !b->available(now_ms);
+    if (!unhealthy && !blocked) {
       candidates_.push_back(i);
-    } else {
+      continue;
+    }
+    ++ejected;
+    if (blocked) {
       ++open;
       if (b->state() == BreakerState::open) earliest = std::min(earliest, b->open_until_ms());
     }
   }
-  const CircuitBreakerConfig* cb = state_.config().circuit_breaker ? &*state_.config().circuit_breaker : nullptr;
-  panic_ = cb && ejection_panics(open, n, cb->max_ejected);
+  // Endpoints taken out by health checks or breakers count together toward max_ejected.
+  const UpstreamConfig& uc = state_.config();
+  double max_ejected = uc.circuit_breaker ? uc.circuit_breaker->max_ejected : 0.5;
+  panic_ = (uc.circuit_breaker || uc.health_check) && ejection_panics(ejected, n, max_ejected);
   if (panic_) {
     candidates_.clear();
     for (std::size_t i = 0; i < n; ++i) candidates_.push_back(i);
@@ -99,7 +107,8 @@ Upstream::Pick Upstream::pick(std::uint64_t now_ms, const UpstreamEndpoint* excl
     // Its last probe permit went to a request on another worker: try the others.
     candidates_.erase(candidates_.begin() + static_cast<std::ptrdiff_t>(chosen));
   }
-  result.circuit_open = true;
+  // Nothing usable: the breakers' doing if any is open, else the health checks'.
+  result.circuit_open = open > 0;
   result.retry_after_ms = earliest == ~0ull ? 1000 : (earliest > now_ms ? earliest - now_ms : 0);
   return result;
 }
@@ -181,6 +190,11 @@ void Upstream::on_pending_timer(uv_timer_t* timer) {
     r->on_pending_timeout();
   }
   u->arm_pending_timer();
+}
+
+void Upstream::close_unhealthy_idle() {
+  for (auto& e : live_)
+    if (e->state->health_state() == EndpointHealth::unhealthy) e->pool->close_idle();
 }
 
 void Upstream::close_all() {

@@ -75,6 +75,8 @@ class Upstream {
   // Hook to tell the other workers that a slot was freed while requests wait elsewhere.
   void set_slot_freed_hook(std::function<void()> hook) { slot_freed_ = std::move(hook); }
 
+  // Health checks marked endpoints down: their idle pooled connections go.
+  void close_unhealthy_idle();
   void close_all();
 
  private:

@@ -25,6 +25,11 @@ class UpstreamState {
   // Publishes a new list and calls the change hook (which tells the workers).
   void set_endpoints(EndpointList list);
   void set_change_hook(std::function<void()> hook) { on_change_ = std::move(hook); }
+  // An endpoint became unhealthy (called on the main thread by the health checker).
+  void notify_health_change() {
+    if (on_health_change_) on_health_change_();
+  }
+  void set_health_hook(std::function<void()> hook) { on_health_change_ = std::move(hook); }
 
   // Bulkhead: at most max_requests admitted at once in the whole process.
   bool try_admit();
@@ -41,6 +46,7 @@ class UpstreamState {
   mutable std::mutex endpoints_mutex_;  // taken on publish and on a worker's refresh, never per request
   std::shared_ptr<const EndpointList> endpoints_;
   std::function<void()> on_change_;
+  std::function<void()> on_health_change_;
   std::atomic<std::int64_t> in_flight_{0};
   std::atomic<std::int64_t> pending_{0};
 };

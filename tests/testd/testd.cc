@@ -12,7 +12,8 @@
 //   headers=1       the body is the request line and headers as JSON
 //   retry_after=S   add Retry-After: S
 // The request body is always read; x-testd-body-bytes and x-testd-body-crc32 report it.
-// GET /healthz answers 200 "ok" (or the status set by GET /__health?status=N).
+// GET /healthz answers 200 "ok" (or the status set by GET /__health?status=N, after the
+// delay set by GET /__health?delay=MS).
 // GET /__mode?status=N|reset=before|after|delay=MS sets a failure mode for all later
 // requests that do not choose otherwise; GET /__mode clears it.
 // GET /__stats answers {"connections_total":..,"connections_open":..,"requests":..}.
@@ -37,6 +38,7 @@ namespace {
 uv_loop_t* g_loop;
 std::uint64_t g_connections_total = 0, g_connections_open = 0, g_requests = 0;
 int g_health_status = 200;
+std::uint64_t g_health_delay_ms = 0;
 std::uint64_t g_idle_close_ms = 0;
 std::uint64_t g_default_delay_ms = 0;
 // Failure mode for every request that does not ask otherwise, set by GET /__mode?...
@@ -285,6 +287,8 @@ void respond(Conn* c) {
   } else if (path == "/__health") {
     std::string s = c->param("status");
     if (!s.empty()) g_health_status = std::atoi(s.c_str());
+    std::string d = c->param("delay");
+    if (!d.empty()) g_health_delay_ms = std::strtoull(d.c_str(), nullptr, 10);
     body = "health " + std::to_string(g_health_status) + "\n";
   } else if (path == "/healthz") {
     status = g_health_status;
@@ -444,7 +448,8 @@ int cb_message_complete(llhttp_t* p) {
   std::string delay_param = c->param("delay");
   std::uint64_t delay = delay_param.empty() ? g_default_delay_ms
                                             : std::strtoull(delay_param.c_str(), nullptr, 10);
-  if (c->path().rfind("/__", 0) == 0 || c->path() == "/healthz") delay = 0;
+  if (c->path().rfind("/__", 0) == 0) delay = 0;
+  if (c->path() == "/healthz") delay = g_health_delay_ms;
   if (delay > 0) {
     uv_timer_start(&c->timer, on_delay, delay, 0);
   } else {

@@ -187,13 +187,15 @@ TEST_CASE("an empty or scalar document is rejected") {
 TEST_CASE("resilience blocks are validated, then refused as not supported yet") {
   std::string text = std::string(kMinimal) + R"(    circuit_breaker: { consecutive_failures: 5, failure_on: [reset, 5xx, teapot] }
     health_check: { type: grpc }
+    load_shedding: { algorithm: magic }
 )";
   LoadResult r = load_config_string(text, "res.yaml");
   CHECK_FALSE(r.config);
   INFO(errors_text(r));
   CHECK(has_error(r, "upstreams[0].circuit_breaker.failure_on: unknown failure kind 'teapot'"));
   CHECK(has_error(r, "upstreams[0].health_check.type: must be http or tcp"));
-  CHECK(has_error(r, "upstreams[0].health_check: health checking is not supported"));
+  CHECK(has_error(r, "upstreams[0].load_shedding.algorithm: must be gradient2, aimd, vegas or fixed"));
+  CHECK(has_error(r, "upstreams[0].load_shedding: load shedding is not supported by this build yet"));
 }
 
 TEST_CASE("circuit_breaker: defaults and failure_on") {
