@@ -200,6 +200,12 @@ void HealthChecker::sync() {
   probes_ = std::move(next);  // probes of removed endpoints are destroyed: they stop
 }
 
+bool HealthChecker::probing(const EndpointState* endpoint) const {
+  for (const auto& p : probes_)
+    if (p->endpoint.get() == endpoint) return true;
+  return false;
+}
+
 void HealthChecker::close() {
   if (closed_) return;
   closed_ = true;

@@ -47,6 +47,9 @@ class HealthChecker {
   // Probes the current endpoint lists: new endpoints start at once, removed ones stop.
   void sync();
   void close();
+  // Whether `endpoint` is being probed (tests, /status).
+  bool probing(const EndpointState* endpoint) const;
+  std::size_t probes() const { return probes_.size(); }
 
   struct Probe;
 

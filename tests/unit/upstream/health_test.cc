@@ -71,3 +71,46 @@ TEST_CASE("health: expected status codes and ranges") {
   CHECK_FALSE(status_expected(c, 301));
   CHECK_FALSE(status_expected(c, 503));
 }
+
+#include "config/loader.h"
+
+TEST_CASE("health: endpoints added by DNS are probed at once, removed ones stop") {
+  LoadResult r = load_config_string(R"(listeners:
+  - name: l
+    listen: 127.0.0.1:8080
+    routes: [{ name: r, upstream: app }]
+upstreams:
+  - name: app
+    endpoints: [10.9.0.1:80]
+    health_check: { interval: 1h }
+)", "h.yaml");
+  REQUIRE(r.config);
+  UpstreamState state(r.config->upstreams[0], 1);
+  auto address = [](const char* text) {
+    Address a;
+    std::string error;
+    REQUIRE(parse_ip_address(text, a, error));
+    return a;
+  };
+  state.set_endpoints(merge_endpoints({}, {address("10.9.0.1:80"), address("10.9.0.2:80")},
+                                      r.config->upstreams[0], 1));
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  {
+    HealthChecker checker(&loop, {&state});
+    checker.sync();
+    auto first = state.endpoints();
+    CHECK(checker.probes() == 2);
+    state.set_endpoints(merge_endpoints(*first, {address("10.9.0.2:80"), address("10.9.0.3:80")},
+                                        r.config->upstreams[0], 1));
+    checker.sync();
+    auto second = state.endpoints();
+    CHECK(checker.probes() == 2);
+    CHECK_FALSE(checker.probing((*first)[0].get()));  // 10.9.0.1 left
+    CHECK(checker.probing((*second)[0].get()));       // 10.9.0.2 stayed
+    CHECK(checker.probing((*second)[1].get()));       // 10.9.0.3 joined
+    checker.close();
+  }
+  uv_run(&loop, UV_RUN_DEFAULT);  // lets the closed timers finish (nothing is waiting)
+  CHECK(uv_loop_close(&loop) == 0);
+}
