@@ -2,6 +2,7 @@
 // connection, stream the request body up and the response down, and turn upstream
 // failures into local replies.
 #include <algorithm>
+#include <charconv>
 #include <cstdio>
 #include <cstring>
 
@@ -158,7 +159,7 @@ int Downstream::check_rate_limit() {
     }
   }
   RateDecision d = redis || rl.scope == "global" ? redis_fallback(key)
-                                                 : route_state_->limiter->decide(key, uv_hrtime() / 1000);
+                                                 : route_state_->limiter->decide(key, start_ns_ / 1000);
   if (!rate_limit_denies(d)) return -1;
   return reply_from_headers(Reason::rate_limited, "the route's rate limit is exceeded");
 }
@@ -176,10 +177,19 @@ bool Downstream::rate_limit_denies(const RateDecision& d) {
   const RateLimitConfig& rl = *route_state_->config.rate_limit;
   route_stats_->ratelimit[(rl.scope == "global" ? 2u : 0u) + (d.allowed ? 0u : 1u)].add();
   auto seconds = [](std::uint64_t us) { return static_cast<unsigned long long>((us + 999999) / 1000000); };
-  int n = std::snprintf(ratelimit_header_, sizeof ratelimit_header_,
-                        "RateLimit: \"default\";r=%llu;t=%llu\r\n",
-                        static_cast<unsigned long long>(d.remaining), seconds(d.reset_us));
-  ratelimit_header_len_ = n > 0 ? static_cast<std::size_t>(n) : 0;
+  // Formatted by hand: this runs on every request of a limited route.
+  char* out = ratelimit_header_;
+  char* end = ratelimit_header_ + sizeof ratelimit_header_;
+  auto put = [&](std::string_view text) {
+    std::memcpy(out, text.data(), text.size());
+    out += text.size();
+  };
+  put("RateLimit: \"default\";r=");
+  out = std::to_chars(out, end, static_cast<unsigned long long>(d.remaining)).ptr;
+  put(";t=");
+  out = std::to_chars(out, end, seconds(d.reset_us)).ptr;
+  put("\r\n");
+  ratelimit_header_len_ = static_cast<std::size_t>(out - ratelimit_header_);
   if (d.allowed) return false;
   if (!rl.enforce) {
     shadow_limited_ = true;  // shadow mode: counted and logged, not enforced
