@@ -1,0 +1,112 @@
+// Rate limiting of a Downstream's request: the route's local bucket, or a decision from Redis
+// (waited for at most redis.timeout, with on_redis_failure as the fallback), and the
+// RateLimit headers.
+#include <algorithm>
+#include <charconv>
+#include <cstdio>
+#include <cstring>
+
+#include "admin/stats.h"
+#include "pipeline/downstream.h"
+#include "worker.h"
+
+namespace bulwark {
+
+int Downstream::check_rate_limit() {
+  const RateLimitConfig& rl = *route_state_->config.rate_limit;
+  std::string_view key;
+  if (rl.key == "client_ip") key = client_ip_;
+  else if (!route_state_->key_header.empty()) key = b().headers.get(route_state_->key_header);  // "" = anonymous
+  RedisRateLimiter* redis = rl.scope == "global" ? worker_.redis() : nullptr;
+  if (redis) {
+    // One Redis key per route and client key; long keys are hashed.
+    char redis_key[300];
+    std::string_view route = route_state_->config.name;
+    int n = key.size() <= 200
+                ? std::snprintf(redis_key, sizeof redis_key, "bulwark:rl:%.*s:%.*s",
+                                static_cast<int>(std::min<std::size_t>(route.size(), 64)), route.data(),
+                                static_cast<int>(key.size()), key.data())
+                : std::snprintf(redis_key, sizeof redis_key, "bulwark:rl:%.*s:#%016llx",
+                                static_cast<int>(std::min<std::size_t>(route.size(), 64)), route.data(),
+                                static_cast<unsigned long long>(hash_key(key)));
+    ratelimit_pending_ = redis->decide(std::string_view(redis_key, static_cast<std::size_t>(n)),
+                                       rl.rate_per_second, rl.burst, this);
+    if (ratelimit_pending_) {
+      arm_attempt_timer(worker_.redis_timeout_ms());  // nobody waits longer on Redis
+      return -1;
+    }
+  }
+  RateDecision d = redis || rl.scope == "global" ? redis_fallback(key)
+                                                 : route_state_->limiter->decide(key, start_ns_ / 1000);
+  if (!rate_limit_denies(d)) return -1;
+  return reply_from_headers(Reason::rate_limited, "the route's rate limit is exceeded");
+}
+
+RateDecision Downstream::redis_fallback(std::string_view key) {
+  const RateLimitConfig& rl = *route_state_->config.rate_limit;
+  if (rl.on_redis_failure == "local") return route_state_->limiter->decide(key, uv_hrtime() / 1000);
+  RateDecision d;
+  d.allowed = rl.on_redis_failure == "allow";
+  d.retry_after_us = 1000000;
+  return d;
+}
+
+bool Downstream::rate_limit_denies(const RateDecision& d) {
+  const RateLimitConfig& rl = *route_state_->config.rate_limit;
+  route_stats_->ratelimit[(rl.scope == "global" ? 2u : 0u) + (d.allowed ? 0u : 1u)].add();
+  auto seconds = [](std::uint64_t us) { return static_cast<unsigned long long>((us + 999999) / 1000000); };
+  // Formatted by hand: this runs on every request of a limited route.
+  char* out = ratelimit_header_;
+  char* end = ratelimit_header_ + sizeof ratelimit_header_;
+  auto put = [&](std::string_view text) {
+    std::memcpy(out, text.data(), text.size());
+    out += text.size();
+  };
+  put("RateLimit: \"default\";r=");
+  out = std::to_chars(out, end, static_cast<unsigned long long>(d.remaining)).ptr;
+  put(";t=");
+  out = std::to_chars(out, end, seconds(d.reset_us)).ptr;
+  put("\r\n");
+  ratelimit_header_len_ = static_cast<std::size_t>(out - ratelimit_header_);
+  if (d.allowed) return false;
+  if (!rl.enforce) {
+    shadow_limited_ = true;  // shadow mode: counted and logged, not enforced
+    return false;
+  }
+  std::string_view policy = route_state_->policy_header;
+  int m = std::snprintf(reply_extra_, sizeof reply_extra_, "Retry-After: %llu\r\n%.*s%.*s",
+                        std::max(1ull, seconds(d.retry_after_us)), static_cast<int>(policy.size()),
+                        policy.data(), static_cast<int>(ratelimit_header_len_), ratelimit_header_);
+  reply_extra_len_ = m > 0 ? std::min(static_cast<std::size_t>(m), sizeof reply_extra_ - 1) : 0;
+  ratelimit_header_len_ = 0;  // already in the reply
+  return true;
+}
+
+void Downstream::on_rate_decision(bool ok, const RateDecision& decision) {
+  ratelimit_pending_ = nullptr;
+  if (buffers_) uv_timer_stop(&buffers_->attempt_timer);
+  if (done()) return;
+  const RateLimitConfig& rl = *route_state_->config.rate_limit;
+  std::string_view key;
+  if (rl.key == "client_ip") key = client_ip_;
+  else if (!route_state_->key_header.empty()) key = b().headers.get(route_state_->key_header);
+  RateDecision d = ok ? decision : redis_fallback(key);
+  if (rate_limit_denies(d)) {
+    local_reply(Reason::rate_limited, "the route's rate limit is exceeded");
+    return;
+  }
+  switch (upstream_->admit(*this)) {
+    case Upstream::Admission::admitted:
+      on_admitted();
+      break;
+    case Upstream::Admission::queued:
+      queued_ = true;
+      break;
+    case Upstream::Admission::rejected:
+      local_reply(Reason::pending_overflow,
+                  "the upstream has max_requests in flight and max_pending waiting");
+      break;
+  }
+}
+
+}  // namespace bulwark
