@@ -32,8 +32,13 @@
 #include <vector>
 
 #include "sha1.h"
+#include "checksum.h"
+#include "websocket.h"
 
 namespace {
+
+using testd::crc_init;
+using testd::crc_update;
 
 uv_loop_t* g_loop;
 std::uint64_t g_connections_total = 0, g_connections_open = 0, g_requests = 0;
@@ -45,21 +50,6 @@ std::uint64_t g_default_delay_ms = 0;
 int g_mode_status = 0;
 std::string g_mode_reset;
 std::string g_name = "testd";
-
-std::uint32_t crc_table[256];
-void crc_init() {
-  for (std::uint32_t i = 0; i < 256; ++i) {
-    std::uint32_t c = i;
-    for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-    crc_table[i] = c;
-  }
-}
-std::uint32_t crc_update(std::uint32_t crc, const char* p, std::size_t n) {
-  crc = ~crc;
-  for (std::size_t i = 0; i < n; ++i)
-    crc = crc_table[(crc ^ static_cast<std::uint8_t>(p[i])) & 0xff] ^ (crc >> 8);
-  return ~crc;
-}
 
 char pattern_block[251 * 128];  // room for a 16 KiB slice at any phase
 
@@ -469,48 +459,11 @@ void websocket_accept(Conn* c) {
 
 void websocket_data(Conn* c, const char* data, std::size_t len) {
   c->ws_buf.append(data, len);
-  for (;;) {
-    const auto* b = reinterpret_cast<const std::uint8_t*>(c->ws_buf.data());
-    std::size_t have = c->ws_buf.size();
-    if (have < 2) return;
-    std::uint8_t opcode = b[0] & 0x0f;
-    bool masked = b[1] & 0x80;
-    std::uint64_t plen = b[1] & 0x7f;
-    std::size_t at = 2;
-    if (plen == 126) {
-      if (have < 4) return;
-      plen = (std::uint64_t(b[2]) << 8) | b[3];
-      at = 4;
-    } else if (plen == 127) {
-      if (have < 10) return;
-      plen = 0;
-      for (int i = 0; i < 8; ++i) plen = (plen << 8) | b[2 + i];
-      at = 10;
-    }
-    std::uint8_t mask[4] = {0, 0, 0, 0};
-    if (masked) {
-      if (have < at + 4) return;
-      std::memcpy(mask, b + at, 4);
-      at += 4;
-    }
-    if (have < at + plen) return;
-    std::string payload(c->ws_buf.data() + at, static_cast<std::size_t>(plen));
-    for (std::size_t i = 0; i < payload.size(); ++i) payload[i] = static_cast<char>(payload[i] ^ mask[i % 4]);
-    c->ws_buf.erase(0, at + static_cast<std::size_t>(plen));
-    std::string frame;
-    frame.push_back(static_cast<char>(0x80 | opcode));
-    if (payload.size() < 126) {
-      frame.push_back(static_cast<char>(payload.size()));
-    } else if (payload.size() < 65536) {
-      frame.push_back(126);
-      frame.push_back(static_cast<char>(payload.size() >> 8));
-      frame.push_back(static_cast<char>(payload.size() & 0xff));
-    } else {
-      frame.push_back(127);
-      for (int i = 7; i >= 0; --i) frame.push_back(static_cast<char>((payload.size() >> (8 * i)) & 0xff));
-    }
-    send(c, frame + payload);
-    if (opcode == 8) {
+  std::string reply;
+  bool close = false;
+  while (testd::websocket_echo(c->ws_buf, reply, close)) {
+    send(c, reply);
+    if (close) {
       c->close_after = true;
       finish_response(c);
       return;
