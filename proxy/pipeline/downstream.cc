@@ -450,6 +450,7 @@ void Downstream::account_request() {
 void Downstream::finish_request() {
   account_request();
   if (up_) detach_upstream(false);
+  end_attempt();  // also when still waiting for a pooled connection
   if (upstream_) leave_bulkhead();
   bool close_now = close_after_response_ || client_eof_ || draining_;
   reset_request();

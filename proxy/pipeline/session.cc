@@ -271,6 +271,10 @@ void Downstream::use_connection(UpstreamConnection* conn) {
 }
 
 void Downstream::on_pool_connection(UpstreamConnection* conn) {
+  if (done() || !endpoint_) {  // cannot happen while waiting is cancelled on every exit
+    conn->release(true);
+    return;
+  }
   use_connection(conn);
   flush();
   b().queued_bytes.clear();

@@ -83,6 +83,32 @@ class PoolCap(unittest.TestCase):
             backend.stop()
 
 
+class WaitingForAConnection(unittest.TestCase):
+    def test_request_answered_while_waiting_leaves_the_pool_sound(self):
+        backend = Testd()
+        template = TEMPLATE.replace("routes:", "limits: {{ max_body_bytes: 1KiB }}\n    routes:")
+        proxy = Bulwark(template, upstream=backend.address, max_connections=1, max_idle=1,
+                        idle_timeout="60s")
+        try:
+            slow = threading.Thread(target=request, args=(proxy.port, "GET", "/slow?delay=500"))
+            slow.start()
+            time.sleep(0.1)
+            # Waits for the only connection, then goes over max_body_bytes while waiting: 413.
+            s = connect(proxy.port)
+            s.sendall(b"POST /big HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" +
+                      b"800\r\n" + b"x" * 2048 + b"\r\n")
+            status, h, _ = Reader(s).read_response()
+            self.assertEqual((status, h["x-bulwark-reason"]), (413, "body-too-large"))
+            s.close()
+            slow.join(5)
+            for _ in range(3):  # the connection the 413 was waiting for serves others
+                self.assertEqual(request(proxy.port, "GET", "/after")[0], 200)
+            self.assertEqual(proxy.metric_eventually(0, "bulwark_inflight_requests", upstream="app"), 0)
+        finally:
+            proxy.stop()
+            backend.stop()
+
+
 class BackendClosesIdle(unittest.TestCase):
     def test_no_client_request_fails(self):
         backend = Testd("--idle-close", "40")
