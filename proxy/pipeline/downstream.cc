@@ -467,6 +467,8 @@ void Downstream::finish_request() {
 }
 
 void Downstream::reset_request() {
+  // A back-off or per-try timer of the request that ended must not fire into the next one.
+  if (buffers_) uv_timer_stop(&buffers_->attempt_timer);
   start_ns_ = 0;
   route_ = -1;
   route_stats_ = nullptr;
