@@ -59,6 +59,17 @@ class HealthChecks(unittest.TestCase):
             time.sleep(0.02)
         self.fail("health of %s did not become %s" % (address, value))
 
+    def wait_probed_healthy(self, address, limit=2.0):
+        """Until /status shows `address` healthy (not merely unknown, which the gauge shows as 1)."""
+        deadline = time.time() + limit
+        while time.time() < deadline:
+            status = json.loads(request(self.proxy.admin_port, "GET", "/status")[2])
+            for e in status["upstreams"][0]["endpoints"]:
+                if e["address"] == address and e["health"] == "healthy":
+                    return
+            time.sleep(0.02)
+        self.fail("%s was never probed healthy" % address)
+
     def names(self, n=20):
         out = []
         for _ in range(n):
@@ -69,7 +80,7 @@ class HealthChecks(unittest.TestCase):
 
     def test_failing_health_path_takes_the_endpoint_out_and_back(self):
         self.start([b.address for b in self.backends])
-        self.wait_health(self.sick.address, 1, 1)
+        self.wait_probed_healthy(self.sick.address)
         self.assertIn("sick", self.names(6))
         request(self.sick.port, "GET", "/__health?status=503")
         took = self.wait_health(self.sick.address, 0, DETECT)
@@ -91,14 +102,14 @@ class HealthChecks(unittest.TestCase):
 
     def test_killed_backend(self):
         self.start([b.address for b in self.backends])
-        self.wait_health(self.sick.address, 1, 1)
+        self.wait_probed_healthy(self.sick.address)
         self.sick.stop()
         self.wait_health(self.sick.address, 0, DETECT)
         self.assertEqual(set(self.names()), {"good"})
 
     def test_slow_health_answer_counts_as_failure(self):
         self.start([b.address for b in self.backends])
-        self.wait_health(self.sick.address, 1, 1)
+        self.wait_probed_healthy(self.sick.address)
         request(self.sick.port, "GET", "/__health?delay=300")
         self.wait_health(self.sick.address, 0, DETECT + INTERVAL)
         self.assertGreater(self.proxy.metric("bulwark_health_checks_total", endpoint=self.sick.address,
