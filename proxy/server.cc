@@ -115,12 +115,12 @@ int Server::run() {
   std::signal(SIGPIPE, SIG_IGN);
 
   for (int i = 0; i < config_.workers; ++i) {
-    workers_.push_back(std::make_unique<Worker>(
-        i, config_, *stats_[static_cast<std::size_t>(i)], *access_log_, upstream_states, route_states,
-        fds[static_cast<std::size_t>(i)], [this] {
-          workers_exited_.fetch_add(1);
-          uv_async_send(&worker_exit_);
-        }));
+    workers_.push_back(std::make_unique<Worker>(i, config_, *stats_[static_cast<std::size_t>(i)],
+                                                *access_log_, upstream_states, route_states,
+                                                fds[static_cast<std::size_t>(i)], [this] {
+                                                  workers_exited_.fetch_add(1);
+                                                  uv_async_send(&worker_exit_);
+                                                }));
   }
   for (auto& w : workers_) {
     Worker* self = w.get();
@@ -261,11 +261,13 @@ std::string Server::status_json() const {
                   "\",\"open_for_ms\":" + std::to_string(until > now ? until - now : 0) + "}";
       }
       static const char* const kHealth[] = {"unknown", "healthy", "unhealthy"};
-      std::string health = state.config().health_check
-                               ? std::string("\"") + kHealth[static_cast<int>(ep.health_state())] + "\""
-                               : "\"unchecked\"";
-      out += ",\"health\":" + health + ",\"breaker\":" + breaker + ",\"in_flight\":" +
-             std::to_string(in_flight) + ",\"pool\":{\"active\":" + std::to_string(active) +
+      std::string health =
+          state.config().health_check
+              ? std::string("\"") + kHealth[static_cast<int>(ep.health_state())] + "\""
+              : "\"unchecked\"";
+      out += ",\"health\":" + health + ",\"breaker\":" + breaker +
+             ",\"in_flight\":" + std::to_string(in_flight) +
+             ",\"pool\":{\"active\":" + std::to_string(active) +
              ",\"idle\":" + std::to_string(idle) + "}}";
     }
     out += "]}";

@@ -179,8 +179,10 @@ void Worker::add_downstream(Downstream* d) {
 }
 
 void Worker::remove_downstream(Downstream* d) {
-  if (d->list_prev) d->list_prev->list_next = d->list_next;
-  else downstreams_ = d->list_next;
+  if (d->list_prev)
+    d->list_prev->list_next = d->list_next;
+  else
+    downstreams_ = d->list_next;
   if (d->list_next) d->list_next->list_prev = d->list_prev;
   --downstream_count_;
   if (shutting_down_ || draining_) {
@@ -209,7 +211,8 @@ void Worker::begin_drain() {
 }
 
 void Worker::shut_down() {
-  if (shutting_down_ && downstream_count_ == 0 && uv_is_closing(reinterpret_cast<uv_handle_t*>(&async_)))
+  if (shutting_down_ && downstream_count_ == 0 &&
+      uv_is_closing(reinterpret_cast<uv_handle_t*>(&async_)))
     return;
   shutting_down_ = true;
   close_listeners();

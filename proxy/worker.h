@@ -17,8 +17,8 @@
 #include "http/request_id.h"
 #include "pipeline/request_buffers.h"
 #include "pipeline/route_state.h"
-#include "resilience/redis_limiter.h"
 #include "pipeline/router.h"
+#include "resilience/redis_limiter.h"
 #include "upstream/upstream.h"
 
 namespace bulwark {
@@ -44,9 +44,8 @@ class Worker {
   // `listen_fds[i]` is this worker's socket for listener i. `on_exit` runs on the worker
   // thread when its loop has finished.
   Worker(int index, const Config& config, WorkerStats& stats, const AccessLogSink& log_sink,
-         std::vector<UpstreamState*> upstreams,
-         std::vector<std::vector<RouteState*>> route_states, std::vector<int> listen_fds,
-         std::function<void()> on_exit);
+         std::vector<UpstreamState*> upstreams, std::vector<std::vector<RouteState*>> route_states,
+         std::vector<int> listen_fds, std::function<void()> on_exit);
   ~Worker();
 
   void start();

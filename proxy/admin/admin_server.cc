@@ -67,7 +67,8 @@ class AdminConnection {
     head_ = parser_.method == HTTP_HEAD;
     if (!get) return reply(405, "text/plain", "method not allowed\n");
     const AdminHandlers& h = server_.handlers_;
-    if (path == "/metrics") return reply(200, "text/plain; version=0.0.4; charset=utf-8", h.metrics());
+    if (path == "/metrics")
+      return reply(200, "text/plain; version=0.0.4; charset=utf-8", h.metrics());
     if (path == "/healthz") {
       bool live = h.live();
       return reply(live ? 200 : 503, "text/plain", live ? "ok\n" : "event loops stalled\n");

@@ -1,11 +1,11 @@
 #include "admin/stats.h"
 
-#include "upstream/upstream_state.h"
+#include <prometheus/metric_family.h>
 
 #include <limits>
 #include <string>
 
-#include <prometheus/metric_family.h>
+#include "upstream/upstream_state.h"
 
 namespace bulwark {
 
@@ -30,7 +30,9 @@ WorkerStats::WorkerStats(const Config& config) {
 StatsCollector::StatsCollector(const Config& config, std::vector<const WorkerStats*> workers,
                                std::vector<const UpstreamState*> upstreams,
                                const ProcessStats& process)
-    : config_(config), workers_(std::move(workers)), upstreams_(std::move(upstreams)),
+    : config_(config),
+      workers_(std::move(workers)),
+      upstreams_(std::move(upstreams)),
       process_(process) {}
 
 namespace {
@@ -71,17 +73,17 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
 
   auto requests = family("bulwark_requests_total", "Requests answered, by final status code.",
                          pm::MetricType::Counter);
-  auto durations = family("bulwark_request_duration_seconds",
-                          "Time from request head received to response complete.",
-                          pm::MetricType::Histogram);
+  auto durations =
+      family("bulwark_request_duration_seconds",
+             "Time from request head received to response complete.", pm::MetricType::Histogram);
   auto replies = family("bulwark_local_replies_total", "Responses made by Bulwark itself.",
                         pm::MetricType::Counter);
-  auto conns = family("bulwark_downstream_connections", "Open client connections.",
-                      pm::MetricType::Gauge);
+  auto conns =
+      family("bulwark_downstream_connections", "Open client connections.", pm::MetricType::Gauge);
   auto retries = family("bulwark_retries_total", "Retries sent, by what was retried.",
                         pm::MetricType::Counter);
-  auto decisions = family("bulwark_ratelimit_decisions_total", "Rate limit decisions.",
-                          pm::MetricType::Counter);
+  auto decisions =
+      family("bulwark_ratelimit_decisions_total", "Rate limit decisions.", pm::MetricType::Counter);
   auto exhausted = family("bulwark_retry_budget_exhausted_total",
                           "Failures returned as they were because the retry budget was spent.",
                           pm::MetricType::Counter);
@@ -119,30 +121,37 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
         for (int d = 0; d < 2; ++d) {
           std::uint64_t n = 0;
           for (const auto* w : workers_)
-            n += w->listeners[li]->routes[ri].ratelimit[static_cast<std::size_t>((scope == "global" ? 2 : 0) + d)].get();
-          decisions.metric.push_back(counter(
-              {{"route", route}, {"scope", scope}, {"decision", d ? "limited" : "allowed"}},
-              static_cast<double>(n)));
+            n += w->listeners[li]
+                     ->routes[ri]
+                     .ratelimit[static_cast<std::size_t>((scope == "global" ? 2 : 0) + d)]
+                     .get();
+          decisions.metric.push_back(
+              counter({{"route", route}, {"scope", scope}, {"decision", d ? "limited" : "allowed"}},
+                      static_cast<double>(n)));
         }
       }
       if (l.routes[ri].retry) {
         static const char* const kinds[] = {"connect-failure", "reset", "timeout"};
         for (int r = 0; r < kRetryReasons; ++r) {
           std::uint64_t n = 0;
-          for (const auto* w : workers_) n += w->listeners[li]->routes[ri].retries[static_cast<std::size_t>(r)].get();
+          for (const auto* w : workers_)
+            n += w->listeners[li]->routes[ri].retries[static_cast<std::size_t>(r)].get();
           if (n == 0 && r >= 3) continue;
           std::string reason = r < 3 ? kinds[r] : std::to_string(r - 3 + 100);
-          retries.metric.push_back(counter({{"route", route}, {"reason", reason}}, static_cast<double>(n)));
+          retries.metric.push_back(
+              counter({{"route", route}, {"reason", reason}}, static_cast<double>(n)));
         }
         std::uint64_t n = 0;
-        for (const auto* w : workers_) n += w->listeners[li]->routes[ri].retry_budget_exhausted.get();
+        for (const auto* w : workers_)
+          n += w->listeners[li]->routes[ri].retry_budget_exhausted.get();
         exhausted.metric.push_back(counter({{"route", route}}, static_cast<double>(n)));
       }
       pm::ClientMetric h;
       h.label = {{"route", route}, {"upstream", upstream}};
       std::uint64_t cumulative = 0, sum_ns = 0;
       for (std::size_t b = 0; b <= kDurationBuckets.size(); ++b) {
-        for (const auto* w : workers_) cumulative += w->listeners[li]->routes[ri].duration.buckets[b].get();
+        for (const auto* w : workers_)
+          cumulative += w->listeners[li]->routes[ri].duration.buckets[b].get();
         pm::ClientMetric::Bucket bucket;
         bucket.cumulative_count = cumulative;
         bucket.upper_bound = b < kDurationBuckets.size() ? kDurationBuckets[b]
@@ -162,32 +171,32 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
   out.push_back(std::move(decisions));
   out.push_back(std::move(exhausted));
 
-  auto upstream_requests = family("bulwark_upstream_requests_total",
-                                  "Attempts sent to upstream endpoints, by outcome.",
-                                  pm::MetricType::Counter);
+  auto upstream_requests =
+      family("bulwark_upstream_requests_total", "Attempts sent to upstream endpoints, by outcome.",
+             pm::MetricType::Counter);
   auto inflight = family("bulwark_inflight_requests", "Requests in flight to the upstream.",
                          pm::MetricType::Gauge);
-  auto pool = family("bulwark_pool_connections", "Pooled upstream connections.",
-                     pm::MetricType::Gauge);
+  auto pool =
+      family("bulwark_pool_connections", "Pooled upstream connections.", pm::MetricType::Gauge);
   auto connects = family("bulwark_pool_connects_total", "Upstream connection attempts.",
                          pm::MetricType::Counter);
-  auto circuit_state = family("bulwark_circuit_state",
-                              "Circuit breaker state per endpoint: 1 for the current state.",
-                              pm::MetricType::Gauge);
-  auto circuit_transitions = family("bulwark_circuit_transitions_total",
-                                    "Circuit breaker transitions, by the state entered.",
-                                    pm::MetricType::Counter);
+  auto circuit_state =
+      family("bulwark_circuit_state",
+             "Circuit breaker state per endpoint: 1 for the current state.", pm::MetricType::Gauge);
+  auto circuit_transitions =
+      family("bulwark_circuit_transitions_total",
+             "Circuit breaker transitions, by the state entered.", pm::MetricType::Counter);
   auto panic = family("bulwark_upstream_panic",
                       "1 while more than max_ejected of the upstream's endpoints are open and "
                       "the open ones take traffic again (panic mode).",
                       pm::MetricType::Gauge);
-  auto healthy = family("bulwark_endpoint_healthy",
-                        "1 while the endpoint is not marked down by health checks.",
+  auto healthy =
+      family("bulwark_endpoint_healthy",
+             "1 while the endpoint is not marked down by health checks.", pm::MetricType::Gauge);
+  auto checks =
+      family("bulwark_health_checks_total", "Health probes, by result.", pm::MetricType::Counter);
+  auto pending = family("bulwark_pending_requests", "Requests waiting for the upstream's bulkhead.",
                         pm::MetricType::Gauge);
-  auto checks = family("bulwark_health_checks_total", "Health probes, by result.",
-                       pm::MetricType::Counter);
-  auto pending = family("bulwark_pending_requests",
-                        "Requests waiting for the upstream's bulkhead.", pm::MetricType::Gauge);
   const int workers = static_cast<int>(workers_.size());
   for (const UpstreamState* state : upstreams_) {
     const std::string& name = state->config().name;
@@ -208,7 +217,8 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
       if (const CircuitBreaker* b = endpoint->breaker.get()) {
         BreakerState current = b->state();
         open_count += current == BreakerState::open;
-        for (BreakerState st : {BreakerState::closed, BreakerState::open, BreakerState::half_open}) {
+        for (BreakerState st :
+             {BreakerState::closed, BreakerState::open, BreakerState::half_open}) {
           circuit_state.metric.push_back(gauge(
               {{"upstream", name}, {"endpoint", endpoint->name}, {"state", breaker_state_name(st)}},
               current == st ? 1 : 0));
@@ -233,13 +243,15 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
       }
     }
     if (state->config().circuit_breaker)
-      panic.metric.push_back(gauge(
-          {{"upstream", name}},
-          ejection_panics(open_count, endpoints->size(), state->config().circuit_breaker->max_ejected)));
+      panic.metric.push_back(gauge({{"upstream", name}},
+                                   ejection_panics(open_count, endpoints->size(),
+                                                   state->config().circuit_breaker->max_ejected)));
     inflight.metric.push_back(gauge({{"upstream", name}}, static_cast<double>(state->in_flight())));
     pending.metric.push_back(gauge({{"upstream", name}}, static_cast<double>(state->pending())));
-    pool.metric.push_back(gauge({{"upstream", name}, {"state", "active"}}, static_cast<double>(active)));
-    pool.metric.push_back(gauge({{"upstream", name}, {"state", "idle"}}, static_cast<double>(idle)));
+    pool.metric.push_back(
+        gauge({{"upstream", name}, {"state", "active"}}, static_cast<double>(active)));
+    pool.metric.push_back(
+        gauge({{"upstream", name}, {"state", "idle"}}, static_cast<double>(idle)));
     for (int c = 0; c < static_cast<int>(ConnectResult::count_); ++c)
       connects.metric.push_back(counter({{"upstream", name}, {"result", kConnectNames[c]}},
                                         static_cast<double>(connect_counts[c])));

@@ -140,10 +140,10 @@ struct LoadSheddingConfig {
 };
 
 struct Endpoint {
-  std::string spec;   // as written: host:port
+  std::string spec;  // as written: host:port
   std::string host;
   int port = 0;
-  Address address;    // set when host is an IP address; DNS names are resolved at run time
+  Address address;  // set when host is an IP address; DNS names are resolved at run time
   bool is_ip() const { return address.valid(); }
 };
 

@@ -66,7 +66,8 @@ void read_match(const YamlFields& parent, RouteMatch& match) {
   }
   f.string_list("methods", match.methods);
   for (const auto& m : match.methods)
-    if (!is_token(m) || std::any_of(m.begin(), m.end(), [](unsigned char ch) { return std::islower(ch); }))
+    if (!is_token(m) ||
+        std::any_of(m.begin(), m.end(), [](unsigned char ch) { return std::islower(ch); }))
       f.error("methods", "method '" + m + "' must be an upper-case token such as GET");
   if (f.has("headers")) {
     YAML::Node headers = f.node("headers");
@@ -76,7 +77,8 @@ void read_match(const YamlFields& parent, RouteMatch& match) {
       for (const auto& item : headers) {
         std::string name = item.first.Scalar();
         if (!is_token(name)) {
-          f.errors().add(item.first.Mark(), f.path("headers"), "invalid header name '" + name + "'");
+          f.errors().add(item.first.Mark(), f.path("headers"),
+                         "invalid header name '" + name + "'");
           continue;
         }
         if (!item.second.IsScalar()) {
@@ -115,15 +117,15 @@ void read_rate_limit(const YamlFields& parent, std::optional<RateLimitConfig>& o
 }
 
 void read_retry(const YamlFields& parent, std::optional<RetryConfig>& out) {
-  YamlFields f(parent.errors(), parent.node("retry"), parent.path("retry"),
-               {"attempts", "on", "per_try_timeout", "backoff", "budget", "methods",
-                "max_body_bytes"});
+  YamlFields f(
+      parent.errors(), parent.node("retry"), parent.path("retry"),
+      {"attempts", "on", "per_try_timeout", "backoff", "budget", "methods", "max_body_bytes"});
   if (!f.ok()) return;
   RetryConfig c;
   f.integer("attempts", c.attempts, 1, 10);
   f.string_list("on", c.on);
-  static const std::set<std::string> kinds = {"connect-failure", "reset", "gateway-error",
-                                              "5xx", "timeout", "429"};
+  static const std::set<std::string> kinds = {"connect-failure", "reset", "gateway-error", "5xx",
+                                              "timeout",         "429"};
   for (const auto& kind : c.on) {
     bool status = kind.size() == 3 && std::all_of(kind.begin(), kind.end(), ::isdigit) &&
                   kind[0] >= '1' && kind[0] <= '5';
@@ -147,7 +149,8 @@ void read_retry(const YamlFields& parent, std::optional<RetryConfig>& out) {
     c.budget_min_per_second = static_cast<double>(min);
   }
   f.string("methods", c.methods);
-  if (c.methods != "idempotent" && c.methods != "all") f.error("methods", "must be idempotent or all");
+  if (c.methods != "idempotent" && c.methods != "all")
+    f.error("methods", "must be idempotent or all");
   f.size("max_body_bytes", c.max_body_bytes);
   out = c;
 }
@@ -255,13 +258,22 @@ void read_circuit_breaker(const YamlFields& parent, std::optional<CircuitBreaker
     f.string_list("failure_on", kinds);
     c.on_connect_failure = c.on_reset = c.on_timeout = c.on_5xx = false;
     for (const auto& k : kinds) {
-      bool status = k.size() == 3 && std::all_of(k.begin(), k.end(), ::isdigit) && k[0] >= '1' && k[0] <= '5';
-      if (k == "connect-failure") c.on_connect_failure = true;
-      else if (k == "reset") c.on_reset = true;
-      else if (k == "timeout") c.on_timeout = true;
-      else if (k == "5xx") c.on_5xx = true;
-      else if (status) c.on_status.push_back(std::stoi(k));
-      else f.error("failure_on", "unknown failure kind '" + k + "' (expected connect-failure, reset, timeout, 5xx or a status code)");
+      bool status =
+          k.size() == 3 && std::all_of(k.begin(), k.end(), ::isdigit) && k[0] >= '1' && k[0] <= '5';
+      if (k == "connect-failure")
+        c.on_connect_failure = true;
+      else if (k == "reset")
+        c.on_reset = true;
+      else if (k == "timeout")
+        c.on_timeout = true;
+      else if (k == "5xx")
+        c.on_5xx = true;
+      else if (status)
+        c.on_status.push_back(std::stoi(k));
+      else
+        f.error("failure_on",
+                "unknown failure kind '" + k +
+                    "' (expected connect-failure, reset, timeout, 5xx or a status code)");
     }
   }
   out = c;
@@ -310,9 +322,9 @@ void read_health_check(const YamlFields& parent, std::optional<HealthCheckConfig
 }
 
 void read_load_shedding(const YamlFields& parent, std::optional<LoadSheddingConfig>& out) {
-  YamlFields f(parent.errors(), parent.node("load_shedding"), parent.path("load_shedding"),
-               {"algorithm", "initial_limit", "min_limit", "max_limit", "queue",
-                "priority_header"});
+  YamlFields f(
+      parent.errors(), parent.node("load_shedding"), parent.path("load_shedding"),
+      {"algorithm", "initial_limit", "min_limit", "max_limit", "queue", "priority_header"});
   if (!f.ok()) return;
   LoadSheddingConfig c;
   f.string("algorithm", c.algorithm);
@@ -364,10 +376,12 @@ void read_upstream(ConfigErrors& errors, const YAML::Node& node, const std::stri
           continue;
         }
         if (!parse_ip_address(e.spec, e.address, message) && !is_host_name(e.host)) {
-          errors.add(list[i].Mark(), p, "'" + e.host + "' is neither an IP address nor a host name");
+          errors.add(list[i].Mark(), p,
+                     "'" + e.host + "' is neither an IP address nor a host name");
           continue;
         }
-        std::string key = e.is_ip() ? e.address.to_string() : lower(e.host) + ":" + std::to_string(e.port);
+        std::string key =
+            e.is_ip() ? e.address.to_string() : lower(e.host) + ":" + std::to_string(e.port);
         if (!seen.insert(key).second) {
           errors.add(list[i].Mark(), p, "duplicate endpoint " + key);
           continue;
@@ -419,7 +433,8 @@ void read_root(ConfigErrors& errors, const YAML::Node& root, Config& c) {
     }
   }
   f.integer("workers", c.workers, 0, 256);
-  if (c.workers == 0) c.workers = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  if (c.workers == 0)
+    c.workers = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   if (f.has("drain")) {
     YamlFields d(errors, f.node("drain"), "drain", {"timeout"});
     d.duration("timeout", c.drain_timeout_ms);
@@ -472,7 +487,8 @@ void read_root(ConfigErrors& errors, const YAML::Node& root, Config& c) {
         std::string p = indexed("listeners", i);
         read_listener(errors, list[i], p, l);
         if (!l.name.empty() && !names.insert(l.name).second)
-          errors.add(list[i]["name"].Mark(), p + ".name", "duplicate listener name '" + l.name + "'");
+          errors.add(list[i]["name"].Mark(), p + ".name",
+                     "duplicate listener name '" + l.name + "'");
         if (l.address.valid() && l.address.port() != 0 &&
             !addresses.insert(l.address.to_string()).second)
           errors.add(list[i]["listen"].Mark(), p + ".listen",
@@ -487,7 +503,8 @@ void read_root(ConfigErrors& errors, const YAML::Node& root, Config& c) {
                        p + ".routes[" + std::to_string(r) + "].rate_limit.scope",
                        "scope: global needs a top-level redis block");
           if (!route.upstream.empty() && !c.find_upstream(route.upstream))
-            errors.add(list[i]["routes"][r]["upstream"].Mark(), p + ".routes[" + std::to_string(r) + "].upstream",
+            errors.add(list[i]["routes"][r]["upstream"].Mark(),
+                       p + ".routes[" + std::to_string(r) + "].upstream",
                        "no upstream named '" + route.upstream + "'");
         }
         c.listeners.push_back(std::move(l));

@@ -50,11 +50,16 @@ std::optional<std::uint64_t> parse_duration(std::string_view text, std::string& 
     return std::nullopt;
   }
   std::uint64_t scale = 0;
-  if (unit == "ms") scale = 1;
-  else if (unit == "s") scale = 1000;
-  else if (unit == "m") scale = 60'000;
-  else if (unit == "h") scale = 3'600'000;
-  else if (unit.empty() && value == 0) scale = 1;
+  if (unit == "ms")
+    scale = 1;
+  else if (unit == "s")
+    scale = 1000;
+  else if (unit == "m")
+    scale = 60'000;
+  else if (unit == "h")
+    scale = 3'600'000;
+  else if (unit.empty() && value == 0)
+    scale = 1;
   if (scale == 0) {
     error = "invalid duration '" + std::string(text) + "' (unit must be ms, s, m or h)";
     return std::nullopt;
@@ -75,10 +80,14 @@ std::optional<std::uint64_t> parse_size(std::string_view text, std::string& erro
     return std::nullopt;
   }
   std::uint64_t scale = 0;
-  if (unit.empty()) scale = 1;
-  else if (unit == "KiB") scale = 1ull << 10;
-  else if (unit == "MiB") scale = 1ull << 20;
-  else if (unit == "GiB") scale = 1ull << 30;
+  if (unit.empty())
+    scale = 1;
+  else if (unit == "KiB")
+    scale = 1ull << 10;
+  else if (unit == "MiB")
+    scale = 1ull << 20;
+  else if (unit == "GiB")
+    scale = 1ull << 30;
   if (scale == 0) {
     error = "invalid size '" + std::string(text) + "' (unit must be KiB, MiB or GiB)";
     return std::nullopt;
@@ -99,9 +108,12 @@ std::optional<double> parse_rate(std::string_view text, std::string& error) {
     return std::nullopt;
   }
   double per = 0;
-  if (unit == "/s") per = 1;
-  else if (unit == "/m") per = 60;
-  else if (unit == "/h") per = 3600;
+  if (unit == "/s")
+    per = 1;
+  else if (unit == "/m")
+    per = 60;
+  else if (unit == "/h")
+    per = 3600;
   if (per == 0) {
     error = "invalid rate '" + std::string(text) + "' (unit must be /s, /m or /h)";
     return std::nullopt;

@@ -43,7 +43,8 @@ YamlFields::YamlFields(ConfigErrors& errors, const YAML::Node& node, std::string
     if (!known) {
       std::string list;
       for (const char* a : allowed) list += (list.empty() ? "" : ", ") + std::string(a);
-      errors_.add(key.Mark(), join_path(path_, name), "unknown key (expected one of: " + list + ")");
+      errors_.add(key.Mark(), join_path(path_, name),
+                  "unknown key (expected one of: " + list + ")");
     } else if (!seen.insert(name).second) {
       errors_.add(key.Mark(), join_path(path_, name), "duplicate key");
     }
@@ -97,9 +98,12 @@ void YamlFields::string(const char* key, std::string& out) const {
 void YamlFields::boolean(const char* key, bool& out) const {
   std::string text;
   if (!scalar(key, text)) return;
-  if (text == "true") out = true;
-  else if (text == "false") out = false;
-  else error(key, "expected true or false, found '" + text + "'");
+  if (text == "true")
+    out = true;
+  else if (text == "false")
+    out = false;
+  else
+    error(key, "expected true or false, found '" + text + "'");
 }
 
 void YamlFields::count(const char* key, std::uint64_t& out, std::uint64_t min,

@@ -12,7 +12,8 @@ static inline unsigned char ascii_lower(unsigned char c) {
 bool iequals(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;
   for (std::size_t i = 0; i < a.size(); ++i)
-    if (ascii_lower(static_cast<unsigned char>(a[i])) != ascii_lower(static_cast<unsigned char>(b[i])))
+    if (ascii_lower(static_cast<unsigned char>(a[i])) !=
+        ascii_lower(static_cast<unsigned char>(b[i])))
       return false;
   return true;
 }
@@ -114,9 +115,12 @@ RequestInfo inspect_request(const HeaderBlock& headers) {
       case 10:
         if (iequals(n, "connection")) {
           for_each_token(v, [&](std::string_view t) {
-            if (iequals(t, "close")) info.connection_close = true;
-            else if (iequals(t, "keep-alive")) info.connection_keep_alive = true;
-            else if (iequals(t, "upgrade")) info.connection_upgrade = true;
+            if (iequals(t, "close"))
+              info.connection_close = true;
+            else if (iequals(t, "keep-alive"))
+              info.connection_keep_alive = true;
+            else if (iequals(t, "upgrade"))
+              info.connection_upgrade = true;
           });
         }
         break;
@@ -133,13 +137,20 @@ RequestInfo inspect_request(const HeaderBlock& headers) {
 
 bool is_hop_by_hop(std::string_view n) {
   switch (n.size()) {
-    case 2: return iequals(n, "te");
-    case 7: return iequals(n, "trailer") || iequals(n, "upgrade");
-    case 10: return iequals(n, "connection") || iequals(n, "keep-alive");
-    case 14: return iequals(n, "content-length");
-    case 16: return iequals(n, "proxy-connection");
-    case 17: return iequals(n, "transfer-encoding");
-    default: return false;
+    case 2:
+      return iequals(n, "te");
+    case 7:
+      return iequals(n, "trailer") || iequals(n, "upgrade");
+    case 10:
+      return iequals(n, "connection") || iequals(n, "keep-alive");
+    case 14:
+      return iequals(n, "content-length");
+    case 16:
+      return iequals(n, "proxy-connection");
+    case 17:
+      return iequals(n, "transfer-encoding");
+    default:
+      return false;
   }
 }
 
@@ -147,7 +158,8 @@ bool listed_in_connection(const HeaderBlock& headers, std::string_view name) {
   bool found = false;
   for (std::size_t i = 0; i < headers.size() && !found; ++i) {
     if (!iequals(headers.name(i), "connection")) continue;
-    for_each_token(headers.value(i), [&](std::string_view t) { found = found || iequals(t, name); });
+    for_each_token(headers.value(i),
+                   [&](std::string_view t) { found = found || iequals(t, name); });
   }
   return found;
 }
@@ -262,33 +274,60 @@ std::string_view host_without_port(std::string_view host) {
 
 const char* status_reason(int status) {
   switch (status) {
-    case 100: return "Continue";
-    case 101: return "Switching Protocols";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 206: return "Partial Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 304: return "Not Modified";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 413: return "Content Too Large";
-    case 417: return "Expectation Failed";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
-    default: return "Unknown";
+    case 100:
+      return "Continue";
+    case 101:
+      return "Switching Protocols";
+    case 200:
+      return "OK";
+    case 201:
+      return "Created";
+    case 202:
+      return "Accepted";
+    case 204:
+      return "No Content";
+    case 206:
+      return "Partial Content";
+    case 301:
+      return "Moved Permanently";
+    case 302:
+      return "Found";
+    case 304:
+      return "Not Modified";
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 408:
+      return "Request Timeout";
+    case 413:
+      return "Content Too Large";
+    case 417:
+      return "Expectation Failed";
+    case 429:
+      return "Too Many Requests";
+    case 431:
+      return "Request Header Fields Too Large";
+    case 500:
+      return "Internal Server Error";
+    case 501:
+      return "Not Implemented";
+    case 502:
+      return "Bad Gateway";
+    case 503:
+      return "Service Unavailable";
+    case 504:
+      return "Gateway Timeout";
+    case 505:
+      return "HTTP Version Not Supported";
+    default:
+      return "Unknown";
   }
 }
 

@@ -42,16 +42,16 @@ class HeaderBlock {
 
 // What the proxy needs to know about a request head, found in one pass.
 struct RequestInfo {
-  std::string_view host;            // Host header, port included
-  std::string_view forwarded_for;   // existing X-Forwarded-For
-  std::string_view request_id;      // existing X-Request-Id
-  std::string_view upgrade;         // Upgrade header value
+  std::string_view host;           // Host header, port included
+  std::string_view forwarded_for;  // existing X-Forwarded-For
+  std::string_view request_id;     // existing X-Request-Id
+  std::string_view upgrade;        // Upgrade header value
   int host_count = 0;
   bool connection_close = false;
   bool connection_keep_alive = false;
   bool connection_upgrade = false;
   bool expect_continue = false;
-  bool expect_other = false;        // an Expect other than 100-continue
+  bool expect_other = false;  // an Expect other than 100-continue
 };
 
 RequestInfo inspect_request(const HeaderBlock& headers);
@@ -66,12 +66,12 @@ enum class BodyFraming { none, content_length, chunked };
 
 struct UpstreamRequestHead {
   std::string_view method;
-  std::string_view target;          // origin-form path and query
+  std::string_view target;  // origin-form path and query
   std::string_view client_ip;
-  std::string_view request_id;      // the id to send (kept or generated)
+  std::string_view request_id;  // the id to send (kept or generated)
   BodyFraming framing = BodyFraming::none;
   std::uint64_t content_length = 0;
-  std::string_view upgrade;         // non-empty: forward as an upgrade request
+  std::string_view upgrade;  // non-empty: forward as an upgrade request
 };
 
 // Serializes the upstream request head (HTTP/1.1) into `out` (cleared first).
@@ -81,13 +81,13 @@ void write_upstream_request_head(std::string& out, const HeaderBlock& headers,
 struct DownstreamResponseHead {
   int status = 200;
   std::string_view reason;
-  int minor_version = 1;            // the client's HTTP/1.x version
+  int minor_version = 1;  // the client's HTTP/1.x version
   BodyFraming framing = BodyFraming::none;
   std::uint64_t content_length = 0;
-  bool close = false;               // announce Connection: close
-  bool keep_alive_1_0 = false;      // announce Connection: keep-alive (HTTP/1.0 client)
-  std::string_view upgrade;         // 101: the protocol switched to
-  std::string_view extra;           // pre-formatted extra header lines ("Name: v\r\n"...)
+  bool close = false;           // announce Connection: close
+  bool keep_alive_1_0 = false;  // announce Connection: keep-alive (HTTP/1.0 client)
+  std::string_view upgrade;     // 101: the protocol switched to
+  std::string_view extra;       // pre-formatted extra header lines ("Name: v\r\n"...)
 };
 
 void write_downstream_response_head(std::string& out, const HeaderBlock& headers,

@@ -61,11 +61,14 @@ int write_local_reply(std::string& out, const LocalReply& reply) {
       .append("\r\nContent-Type: application/problem+json\r\nx-bulwark-reason: ")
       .append(info.name)
       .append("\r\n");
-  if (!reply.request_id.empty()) out.append("X-Request-Id: ").append(reply.request_id).append("\r\n");
+  if (!reply.request_id.empty())
+    out.append("X-Request-Id: ").append(reply.request_id).append("\r\n");
   out.append(reply.extra);
   out.append("Content-Length: ").append(std::to_string(body.size())).append("\r\n");
-  if (reply.close) out.append("Connection: close\r\n");
-  else if (reply.minor_version == 0) out.append("Connection: keep-alive\r\n");
+  if (reply.close)
+    out.append("Connection: close\r\n");
+  else if (reply.minor_version == 0)
+    out.append("Connection: keep-alive\r\n");
   out.append("\r\n");
   if (!reply.head_request) out.append(body);
   return status;

@@ -34,13 +34,13 @@ std::string_view reason_title(Reason r);  // "Rate limited"
 
 struct LocalReply {
   Reason reason = Reason::bad_request;
-  int status = 0;              // 0: the reason's status
-  std::string_view detail;     // human-readable detail for the problem body
-  std::string_view extra;      // pre-formatted extra header lines ("Name: v\r\n")
-  std::string_view request_id; // echoed as X-Request-Id when known
+  int status = 0;               // 0: the reason's status
+  std::string_view detail;      // human-readable detail for the problem body
+  std::string_view extra;       // pre-formatted extra header lines ("Name: v\r\n")
+  std::string_view request_id;  // echoed as X-Request-Id when known
   int minor_version = 1;
-  bool close = false;          // add Connection: close
-  bool head_request = false;   // HEAD: headers only
+  bool close = false;         // add Connection: close
+  bool head_request = false;  // HEAD: headers only
 };
 
 // Serializes the whole response into `out` (cleared first); returns the status.

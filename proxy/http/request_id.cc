@@ -32,8 +32,8 @@ std::uint64_t RequestIdGenerator::next64() {
 void RequestIdGenerator::next(char* out) {
   static const char hex[] = "0123456789abcdef";
   std::uint64_t a = next64(), b = next64();
-  a = (a & ~0xf000ull) | 0x4000ull;                             // version 4
-  b = (b & ~(0xc000ull << 48)) | (0x8000ull << 48);             // variant 10
+  a = (a & ~0xf000ull) | 0x4000ull;                  // version 4
+  b = (b & ~(0xc000ull << 48)) | (0x8000ull << 48);  // variant 10
   int at = 0;
   auto emit = [&](std::uint64_t v, int nibbles) {
     for (int i = nibbles - 1; i >= 0; --i) out[at++] = hex[(v >> (i * 4)) & 0xf];

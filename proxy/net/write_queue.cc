@@ -88,8 +88,6 @@ int OutBatch::flush(uv_stream_t* stream, uv_write_cb cb) {
   return result;
 }
 
-void free_queued_write(uv_write_t* req) {
-  std::free(reinterpret_cast<QueuedWrite*>(req));
-}
+void free_queued_write(uv_write_t* req) { std::free(reinterpret_cast<QueuedWrite*>(req)); }
 
 }  // namespace bulwark

@@ -32,8 +32,7 @@ const llhttp_settings_t& Downstream::settings() {
   return s;
 }
 
-Downstream::Downstream(ListenerRuntime& listener)
-    : listener_(listener), worker_(*listener.worker) {
+Downstream::Downstream(ListenerRuntime& listener) : listener_(listener), worker_(*listener.worker) {
   uv_tcp_init(worker_.loop(), &tcp_);
   uv_timer_init(worker_.loop(), &timer_);
   tcp_.data = this;
@@ -407,7 +406,8 @@ void Downstream::local_reply(Reason reason, std::string_view detail, bool close_
   status_ = write_local_reply(b().response_head, reply);
   reply_reason_ = reason;
   local_reply_sent_ = true;
-  RouteStats& rs = route_stats_ ? *route_stats_ : listener_.stats->routes[listener_.config->routes.size()];
+  RouteStats& rs =
+      route_stats_ ? *route_stats_ : listener_.stats->routes[listener_.config->routes.size()];
   rs.local_replies[static_cast<int>(reason)].add();
   b().out.add(b().response_head);
   bytes_out_ += b().response_head.size();
@@ -421,7 +421,8 @@ void Downstream::account_request() {
   if (accounted_ || start_ns_ == 0) return;
   accounted_ = true;
   std::uint64_t duration = uv_hrtime() - start_ns_;
-  RouteStats& rs = route_stats_ ? *route_stats_ : listener_.stats->routes[listener_.config->routes.size()];
+  RouteStats& rs =
+      route_stats_ ? *route_stats_ : listener_.stats->routes[listener_.config->routes.size()];
   rs.count_status(status_);
   if (route_stats_) rs.duration.observe_ns(duration);
   AccessLog& log = worker_.access_log();
@@ -437,8 +438,10 @@ void Downstream::account_request() {
     e.upstream = listener_.config->routes[static_cast<std::size_t>(route_)].upstream;
   }
   if (attempts_ > 0) e.endpoint = b().endpoint_name;
-  if (local_reply_sent_) e.reason = reason_name(reply_reason_);
-  else if (shadow_limited_) e.reason = "rate-limited-shadow";
+  if (local_reply_sent_)
+    e.reason = reason_name(reply_reason_);
+  else if (shadow_limited_)
+    e.reason = "rate-limited-shadow";
   e.status = status_;
   e.attempts = attempts_;
   e.duration_ns = duration;

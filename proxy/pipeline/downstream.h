@@ -14,10 +14,10 @@
 #include "http/headers.h"
 #include "http/local_reply.h"
 #include "net/write_queue.h"
-#include "upstream/connection.h"
 #include "pipeline/request_buffers.h"
 #include "pipeline/route_state.h"
 #include "resilience/redis_limiter.h"
+#include "upstream/connection.h"
 #include "upstream/upstream.h"
 
 namespace bulwark {
@@ -132,7 +132,8 @@ class Downstream final : public UpstreamClient,
   void end_request_body();
   void upstream_failed(Reason reason, UpstreamError error);
   void detach_upstream(bool reusable, CallResult result = CallResult::cancelled);
-  // The breaker hears each attempt's outcome once; `cancelled` when it was not the endpoint's doing.
+  // The breaker hears each attempt's outcome once; `cancelled` when it was not the endpoint's
+  // doing.
   void report_breaker(CallResult result);
   CallResult breaker_result(bool counted) const;
   void record_upstream_outcome(int outcome);
@@ -191,24 +192,25 @@ class Downstream final : public UpstreamClient,
   Upstream* upstream_ = nullptr;
   UpstreamEndpoint* endpoint_ = nullptr;  // of the current attempt, while it counts as in flight
   RouteState* route_state_ = nullptr;
-  bool replay_enabled_ = false;           // body bytes are kept for a retry
-  bool replay_overflow_ = false;          // the body outgrew retry.max_body_bytes: no retry
-  bool discard_response_ = false;         // a retriable response is read and dropped
-  bool retry_pending_ = false;            // a retry is decided: waiting out the back-off
+  bool replay_enabled_ = false;    // body bytes are kept for a retry
+  bool replay_overflow_ = false;   // the body outgrew retry.max_body_bytes: no retry
+  bool discard_response_ = false;  // a retriable response is read and dropped
+  bool retry_pending_ = false;     // a retry is decided: waiting out the back-off
   std::uint64_t retry_delay_ms_ = 0;
   const UpstreamEndpoint* failed_endpoint_ = nullptr;  // avoided by the next attempt
-  std::uint64_t route_deadline_ms_ = 0;   // 0: no route timeout
-  bool admitted_ = false;                 // holds a bulkhead slot
-  bool probe_ = false;                    // the attempt is a half-open probe
+  std::uint64_t route_deadline_ms_ = 0;                // 0: no route timeout
+  bool admitted_ = false;                              // holds a bulkhead slot
+  bool probe_ = false;                                 // the attempt is a half-open probe
   bool breaker_reported_ = false;
   std::uint64_t attempt_start_ms_ = 0;
-  char reply_extra_[256];                 // extra header lines of the next local reply
-  char ratelimit_header_[64];             // "RateLimit: ..." for the response
+  char reply_extra_[256];      // extra header lines of the next local reply
+  char ratelimit_header_[64];  // "RateLimit: ..." for the response
   std::size_t ratelimit_header_len_ = 0;
   bool shadow_limited_ = false;
-  RedisRateLimiter::Pending* ratelimit_pending_ = nullptr;  // waiting for Redis           // over the limit in shadow mode (enforce: false)
+  RedisRateLimiter::Pending* ratelimit_pending_ =
+      nullptr;  // waiting for Redis           // over the limit in shadow mode (enforce: false)
   std::size_t reply_extra_len_ = 0;
-  bool queued_ = false;                   // waits for one
+  bool queued_ = false;  // waits for one
   UpstreamConnection* up_ = nullptr;
   std::string_view request_id_;
   BodyFraming request_framing_ = BodyFraming::none;

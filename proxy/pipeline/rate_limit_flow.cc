@@ -15,8 +15,10 @@ namespace bulwark {
 int Downstream::check_rate_limit() {
   const RateLimitConfig& rl = *route_state_->config.rate_limit;
   std::string_view key;
-  if (rl.key == "client_ip") key = client_ip_;
-  else if (!route_state_->key_header.empty()) key = b().headers.get(route_state_->key_header);  // "" = anonymous
+  if (rl.key == "client_ip")
+    key = client_ip_;
+  else if (!route_state_->key_header.empty())
+    key = b().headers.get(route_state_->key_header);  // "" = anonymous
   RedisRateLimiter* redis = rl.scope == "global" ? worker_.redis() : nullptr;
   if (redis) {
     // One Redis key per route and client key; long keys are hashed.
@@ -24,11 +26,11 @@ int Downstream::check_rate_limit() {
     std::string_view route = route_state_->config.name;
     int n = key.size() <= 200
                 ? std::snprintf(redis_key, sizeof redis_key, "bulwark:rl:%.*s:%.*s",
-                                static_cast<int>(std::min<std::size_t>(route.size(), 64)), route.data(),
-                                static_cast<int>(key.size()), key.data())
+                                static_cast<int>(std::min<std::size_t>(route.size(), 64)),
+                                route.data(), static_cast<int>(key.size()), key.data())
                 : std::snprintf(redis_key, sizeof redis_key, "bulwark:rl:%.*s:#%016llx",
-                                static_cast<int>(std::min<std::size_t>(route.size(), 64)), route.data(),
-                                static_cast<unsigned long long>(hash_key(key)));
+                                static_cast<int>(std::min<std::size_t>(route.size(), 64)),
+                                route.data(), static_cast<unsigned long long>(hash_key(key)));
     ratelimit_pending_ = redis->decide(std::string_view(redis_key, static_cast<std::size_t>(n)),
                                        rl.rate_per_second, rl.burst, this);
     if (ratelimit_pending_) {
@@ -36,8 +38,9 @@ int Downstream::check_rate_limit() {
       return -1;
     }
   }
-  RateDecision d = redis || rl.scope == "global" ? redis_fallback(key)
-                                                 : route_state_->limiter->decide(key, start_ns_ / 1000);
+  RateDecision d = redis || rl.scope == "global"
+                       ? redis_fallback(key)
+                       : route_state_->limiter->decide(key, start_ns_ / 1000);
   if (!rate_limit_denies(d)) return -1;
   return reply_from_headers(Reason::rate_limited, "the route's rate limit is exceeded");
 }
@@ -54,7 +57,9 @@ RateDecision Downstream::redis_fallback(std::string_view key) {
 bool Downstream::rate_limit_denies(const RateDecision& d) {
   const RateLimitConfig& rl = *route_state_->config.rate_limit;
   route_stats_->ratelimit[(rl.scope == "global" ? 2u : 0u) + (d.allowed ? 0u : 1u)].add();
-  auto seconds = [](std::uint64_t us) { return static_cast<unsigned long long>((us + 999999) / 1000000); };
+  auto seconds = [](std::uint64_t us) {
+    return static_cast<unsigned long long>((us + 999999) / 1000000);
+  };
   // Formatted by hand: this runs on every request of a limited route.
   char* out = ratelimit_header_;
   char* end = ratelimit_header_ + sizeof ratelimit_header_;
@@ -88,8 +93,10 @@ void Downstream::on_rate_decision(bool ok, const RateDecision& decision) {
   if (done()) return;
   const RateLimitConfig& rl = *route_state_->config.rate_limit;
   std::string_view key;
-  if (rl.key == "client_ip") key = client_ip_;
-  else if (!route_state_->key_header.empty()) key = b().headers.get(route_state_->key_header);
+  if (rl.key == "client_ip")
+    key = client_ip_;
+  else if (!route_state_->key_header.empty())
+    key = b().headers.get(route_state_->key_header);
   RateDecision d = ok ? decision : redis_fallback(key);
   if (rate_limit_denies(d)) {
     local_reply(Reason::rate_limited, "the route's rate limit is exceeded");

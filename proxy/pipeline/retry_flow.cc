@@ -110,7 +110,8 @@ bool Downstream::retry_response(const UpstreamConnection& conn) {
   if (conn.status() == 429 || conn.status() == 503) {
     std::string_view v = conn.headers().get("retry-after");
     std::uint64_t seconds = 0;
-    bool digits = !v.empty() && std::all_of(v.begin(), v.end(), [](char c) { return c >= '0' && c <= '9'; });
+    bool digits =
+        !v.empty() && std::all_of(v.begin(), v.end(), [](char c) { return c >= '0' && c <= '9'; });
     if (digits && v.size() < 10) {
       for (char c : v) seconds = seconds * 10 + static_cast<std::uint64_t>(c - '0');
       retry_after_ms = seconds * 1000;

@@ -30,11 +30,11 @@ struct RouteState {
     }
   }
   const RouteConfig& config;
-  std::unique_ptr<RetryPolicy> retry;   // null without a retry block
+  std::unique_ptr<RetryPolicy> retry;  // null without a retry block
   std::unique_ptr<RetryBudget> budget;
   std::unique_ptr<LocalRateLimiter> limiter;  // null without a rate_limit block
-  std::string key_header;                      // for key: header:NAME
-  std::string policy_header;                   // "RateLimit-Policy: ...\r\n"
+  std::string key_header;                     // for key: header:NAME
+  std::string policy_header;                  // "RateLimit-Policy: ...\r\n"
 };
 
 }  // namespace bulwark

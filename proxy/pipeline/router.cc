@@ -7,8 +7,7 @@ bool host_matches(std::string_view pattern, std::string_view host) {
   host = host_without_port(host);
   if (pattern.size() > 2 && pattern[0] == '*' && pattern[1] == '.') {
     std::string_view suffix = pattern.substr(1);  // ".example.com"
-    return host.size() > suffix.size() &&
-           iequals(host.substr(host.size() - suffix.size()), suffix);
+    return host.size() > suffix.size() && iequals(host.substr(host.size() - suffix.size()), suffix);
   }
   return iequals(pattern, host);
 }

@@ -58,7 +58,8 @@ int Downstream::start_request() {
   } else {
     request_id_ = b().info.request_id;
   }
-  if (b().info.connection_close || (minor_version_ == 0 && !b().info.connection_keep_alive) || draining_)
+  if (b().info.connection_close || (minor_version_ == 0 && !b().info.connection_keep_alive) ||
+      draining_)
     close_after_response_ = true;
 
   if (parser_.http_major != 1 || parser_.http_minor > 1) {
@@ -93,7 +94,8 @@ int Downstream::start_request() {
       return HPE_PAUSED;
     }
   }
-  if (b().info.expect_other) return reply_from_headers(Reason::bad_request, "unsupported Expect", 417);
+  if (b().info.expect_other)
+    return reply_from_headers(Reason::bad_request, "unsupported Expect", 417);
   upgrade_ = parser_.upgrade && !b().info.upgrade.empty();
 
   std::string_view host = target_authority(b().url);
@@ -198,8 +200,10 @@ void Downstream::upstream_add(const char* data, std::size_t len, bool borrowed) 
     }
   }
   if (up_) {
-    if (borrowed) up_->out().add(data, len);
-    else up_->out().add_copy(std::string_view(data, len));
+    if (borrowed)
+      up_->out().add(data, len);
+    else
+      up_->out().add_copy(std::string_view(data, len));
   } else if (queued_ || waiting || ratelimit_pending_) {
     b().queued_bytes.append(data, len);
     if (b().queued_bytes.size() > kHighWater) pause_reading();
@@ -265,8 +269,8 @@ void Downstream::use_connection(UpstreamConnection* conn) {
     up_->out().add(b().queued_bytes);  // cleared after the next flush
   if (conn->connected()) send_continue();
   if (route_state_ && route_state_->retry && route_state_->retry->config().per_try_timeout_ms) {
-    arm_attempt_timer(attempt_timeout_ms(route_state_->retry->config().per_try_timeout_ms,
-                                         time_left_ms()));
+    arm_attempt_timer(
+        attempt_timeout_ms(route_state_->retry->config().per_try_timeout_ms, time_left_ms()));
   }
 }
 
@@ -418,22 +422,22 @@ void Downstream::on_upstream_complete() {
   if (discard_response_) {
     // A retriable response, read to its end so the connection can be reused: retry now.
     discard_response_ = false;
-    record_upstream_outcome(static_cast<int>(status_ >= 500 ? UpstreamOutcome::failure
-                                                            : UpstreamOutcome::success));
+    record_upstream_outcome(
+        static_cast<int>(status_ >= 500 ? UpstreamOutcome::failure : UpstreamOutcome::success));
     failed_endpoint_ = endpoint_;
-    detach_upstream(request_complete_, cb && cb->counts_status(status_) ? CallResult::failure
-                                                                        : CallResult::success);
+    detach_upstream(request_complete_,
+                    cb && cb->counts_status(status_) ? CallResult::failure : CallResult::success);
     status_ = 0;
     schedule_retry();
     return;
   }
   if (response_framing_ == BodyFraming::chunked) b().out.add_copy("0\r\n\r\n");
-  record_upstream_outcome(static_cast<int>(status_ >= 500 ? UpstreamOutcome::failure
-                                                          : UpstreamOutcome::success));
+  record_upstream_outcome(
+      static_cast<int>(status_ >= 500 ? UpstreamOutcome::failure : UpstreamOutcome::success));
   if (!request_complete_) close_after_response_ = true;
   flush();
-  detach_upstream(request_complete_, cb && cb->counts_status(status_) ? CallResult::failure
-                                                                      : CallResult::success);
+  detach_upstream(request_complete_,
+                  cb && cb->counts_status(status_) ? CallResult::failure : CallResult::success);
   if (closing_) return;
   finish_request();
 }
@@ -452,14 +456,14 @@ void Downstream::on_upstream_drained() {
 }
 
 void Downstream::on_upstream_error(UpstreamError error) {
-  up_ = nullptr;  // the connection is closing already
+  up_ = nullptr;                  // the connection is closing already
   if (phase_ == Phase::tunnel) {  // the upstream ended the tunnel: not an upstream failure
     upstream_failed(Reason::upstream_reset, error);
     return;
   }
   bool connect = error == UpstreamError::connect_failure || error == UpstreamError::connect_timeout;
-  record_upstream_outcome(static_cast<int>(connect ? UpstreamOutcome::connect_failure
-                                                   : UpstreamOutcome::reset));
+  record_upstream_outcome(
+      static_cast<int>(connect ? UpstreamOutcome::connect_failure : UpstreamOutcome::reset));
   upstream_failed(connect ? Reason::upstream_connect_failure : Reason::upstream_reset, error);
 }
 
@@ -473,8 +477,8 @@ void Downstream::upstream_failed(Reason reason, UpstreamError error) {
   // processed, so the request goes again on a fresh connection to the same endpoint, which
   // is not blamed for the stale one.
   bool stale = error == UpstreamError::reset && last_attempt_reused_ && !body_sent_upstream_ &&
-               request_framing_ == BodyFraming::none && stale_retries_ < 3 &&
-               !response_started_ && phase_ != Phase::tunnel;
+               request_framing_ == BodyFraming::none && stale_retries_ < 3 && !response_started_ &&
+               phase_ != Phase::tunnel;
   if (stale && endpoint_ && !done()) {
     // Same endpoint, fresh connection: if that fails too, the endpoint is to blame.
     ++stale_retries_;

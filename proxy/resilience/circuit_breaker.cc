@@ -11,9 +11,12 @@ bool ejection_panics(std::size_t open, std::size_t total, double max_ejected) {
 
 const char* breaker_state_name(BreakerState s) {
   switch (s) {
-    case BreakerState::closed: return "closed";
-    case BreakerState::open: return "open";
-    case BreakerState::half_open: return "half_open";
+    case BreakerState::closed:
+      return "closed";
+    case BreakerState::open:
+      return "open";
+    case BreakerState::half_open:
+      return "half_open";
   }
   return "closed";
 }
@@ -27,8 +30,10 @@ CircuitBreaker::CircuitBreaker(const CircuitBreakerConfig& config, int workers, 
 
 bool CircuitBreaker::available(std::uint64_t now_ms) const {
   switch (state()) {
-    case BreakerState::closed: return true;
-    case BreakerState::open: return now_ms >= open_until_ms();
+    case BreakerState::closed:
+      return true;
+    case BreakerState::open:
+      return now_ms >= open_until_ms();
     case BreakerState::half_open:
       return permits_.load(std::memory_order_relaxed) < config_.half_open_requests;
   }
@@ -66,7 +71,8 @@ void CircuitBreaker::add_to_window(int worker, bool failure, bool slow, std::uin
     b.epoch.store(epoch, std::memory_order_release);
   }
   b.calls.store(b.calls.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-  if (failure) b.failures.store(b.failures.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  if (failure)
+    b.failures.store(b.failures.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   if (slow) b.slow.store(b.slow.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
 }
 
@@ -86,7 +92,8 @@ bool CircuitBreaker::window_trips(std::uint64_t now_ms) const {
   }
   if (calls == 0 || calls < static_cast<std::uint64_t>(config_.min_requests)) return false;
   double n = static_cast<double>(calls);
-  if (config_.failure_rate > 0 && static_cast<double>(failures) / n >= config_.failure_rate) return true;
+  if (config_.failure_rate > 0 && static_cast<double>(failures) / n >= config_.failure_rate)
+    return true;
   if (config_.slow_call_ms > 0 && config_.slow_call_rate > 0 &&
       static_cast<double>(slow) / n >= config_.slow_call_rate)
     return true;
@@ -137,8 +144,10 @@ std::uint64_t CircuitBreaker::jitter(std::uint64_t ms) {
 
 void CircuitBreaker::open_locked(std::uint64_t now_ms) {
   bool reopen = state() == BreakerState::half_open;
-  if (reopen) ++reopens_;
-  else reopens_ = 0;
+  if (reopen)
+    ++reopens_;
+  else
+    reopens_ = 0;
   std::uint64_t duration = config_.open_for_ms;
   for (int i = 0; i < reopens_ && duration < config_.max_open_for_ms; ++i) duration *= 2;
   duration = std::min(duration, config_.max_open_for_ms);

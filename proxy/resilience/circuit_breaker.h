@@ -48,10 +48,14 @@ class CircuitBreaker {
   void record(int worker, CallResult result, std::uint64_t duration_ms, bool probe,
               std::uint64_t now_ms);
 
-  BreakerState state() const { return static_cast<BreakerState>(state_.load(std::memory_order_acquire)); }
+  BreakerState state() const {
+    return static_cast<BreakerState>(state_.load(std::memory_order_acquire));
+  }
   // When OPEN: when it may half-open (ms, same clock); else 0.
   std::uint64_t open_until_ms() const { return open_until_.load(std::memory_order_acquire); }
-  std::uint64_t transitions_to(BreakerState s) const { return transitions_[static_cast<int>(s)].load(std::memory_order_relaxed); }
+  std::uint64_t transitions_to(BreakerState s) const {
+    return transitions_[static_cast<int>(s)].load(std::memory_order_relaxed);
+  }
   int reopen_count() const { return reopens_; }
   // Called after every transition (from the thread that made it), e.g. to log.
   std::function<void(BreakerState from, BreakerState to, std::uint64_t open_ms)> on_transition;
@@ -81,13 +85,13 @@ class CircuitBreaker {
   std::atomic<int> state_{0};
   std::atomic<std::uint64_t> open_until_{0};
   std::atomic<int> consecutive_{0};
-  std::atomic<int> permits_{0};         // probes handed out in this HALF_OPEN period
+  std::atomic<int> permits_{0};  // probes handed out in this HALF_OPEN period
   std::atomic<int> probe_successes_{0};
   std::atomic<std::uint64_t> window_reset_epoch_{0};  // buckets older than this are ignored
   std::atomic<std::uint64_t> transitions_[3] = {};
   std::mutex mutex_;
-  int reopens_ = 0;                     // guarded by mutex_
-  std::uint64_t rng_;                   // guarded by mutex_
+  int reopens_ = 0;    // guarded by mutex_
+  std::uint64_t rng_;  // guarded by mutex_
 };
 
 }  // namespace bulwark

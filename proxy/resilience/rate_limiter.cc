@@ -6,7 +6,7 @@ namespace bulwark {
 
 RateDecision gcra(std::uint64_t tat_us, std::uint64_t now_us, double rate_per_s, double burst,
                   std::uint64_t* new_tat_us) {
-  const double interval = 1e6 / rate_per_s;  // microseconds per token
+  const double interval = 1e6 / rate_per_s;   // microseconds per token
   const double tolerance = interval * burst;  // a full bucket
   double tat = static_cast<double>(std::max(tat_us, now_us));
   double next = tat + interval;
@@ -22,7 +22,8 @@ RateDecision gcra(std::uint64_t tat_us, std::uint64_t now_us, double rate_per_s,
   }
   *new_tat_us = static_cast<std::uint64_t>(std::llround(next));
   d.allowed = true;
-  d.remaining = static_cast<std::uint64_t>(std::floor((tolerance - (next - now)) / interval + 1e-9));
+  d.remaining =
+      static_cast<std::uint64_t>(std::floor((tolerance - (next - now)) / interval + 1e-9));
   d.reset_us = static_cast<std::uint64_t>(next - now);
   return d;
 }
@@ -41,7 +42,9 @@ std::uint64_t hash_key(std::string_view key) {
 }
 
 LocalRateLimiter::LocalRateLimiter(double rate_per_s, double burst, bool single_key)
-    : rate_(rate_per_s), burst_(burst), slots_count_(single_key ? 1 : kSlots),
+    : rate_(rate_per_s),
+      burst_(burst),
+      slots_count_(single_key ? 1 : kSlots),
       slots_(new Slot[single_key ? 1 : kSlots]) {}
 
 LocalRateLimiter::Slot* LocalRateLimiter::find(std::uint64_t hash, std::uint64_t now_us) {

@@ -48,7 +48,10 @@ struct RedisRateLimiter::Pending {
 const char* RedisRateLimiter::script() { return kScript; }
 
 RedisRateLimiter::RedisRateLimiter(uv_loop_t* loop, std::string host, int port, Counter& errors)
-    : loop_(loop), host_(std::move(host)), port_(port), errors_(errors),
+    : loop_(loop),
+      host_(std::move(host)),
+      port_(port),
+      errors_(errors),
       reconnect_timer_(new uv_timer_t) {
   uv_timer_init(loop_, reconnect_timer_);
   reconnect_timer_->data = this;
@@ -116,7 +119,8 @@ void RedisRateLimiter::on_disconnect(const redisAsyncContext* c, int) {
   self->sha_.clear();
   if (self->closing_) return;
   self->errors_.add();
-  log_warn("redis " + self->host_ + ":" + std::to_string(self->port_) + " disconnected; reconnecting");
+  log_warn("redis " + self->host_ + ":" + std::to_string(self->port_) +
+           " disconnected; reconnecting");
   uv_timer_start(self->reconnect_timer_, on_reconnect_timer, self->reconnect_delay_ms_, 0);
 }
 
@@ -169,10 +173,18 @@ RedisRateLimiter::Pending* RedisRateLimiter::decide(std::string_view key, double
 
 void RedisRateLimiter::send(Pending* p) {
   bool sha = !sha_.empty() && !p->retried_with_eval;
-  const char* argv[] = {sha ? "EVALSHA" : "EVAL", sha ? sha_.c_str() : kScript, "1", p->key,
-                        p->interval, p->tolerance};
-  std::size_t lens[] = {sha ? 7u : 4u, sha ? sha_.size() : sizeof kScript - 1, 1, p->key_len,
-                        std::strlen(p->interval), std::strlen(p->tolerance)};
+  const char* argv[] = {sha ? "EVALSHA" : "EVAL",
+                        sha ? sha_.c_str() : kScript,
+                        "1",
+                        p->key,
+                        p->interval,
+                        p->tolerance};
+  std::size_t lens[] = {sha ? 7u : 4u,
+                        sha ? sha_.size() : sizeof kScript - 1,
+                        1,
+                        p->key_len,
+                        std::strlen(p->interval),
+                        std::strlen(p->tolerance)};
   if (redisAsyncCommandArgv(ctx_, reply_cb, p, 6, argv, lens) != REDIS_OK) on_reply(p, nullptr);
 }
 
@@ -202,7 +214,8 @@ void RedisRateLimiter::on_reply(Pending* p, void* r) {
     d.allowed = reply->element[0]->integer == 1;
     d.remaining = static_cast<std::uint64_t>(std::max<long long>(0, reply->element[1]->integer));
     d.reset_us = static_cast<std::uint64_t>(std::max<long long>(0, reply->element[2]->integer));
-    d.retry_after_us = static_cast<std::uint64_t>(std::max<long long>(0, reply->element[3]->integer));
+    d.retry_after_us =
+        static_cast<std::uint64_t>(std::max<long long>(0, reply->element[3]->integer));
     success();
   } else if (p->waiter) {
     failure();

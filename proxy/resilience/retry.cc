@@ -6,17 +6,21 @@
 namespace bulwark {
 
 bool is_idempotent_method(std::string_view m) {
-  return m == "GET" || m == "HEAD" || m == "OPTIONS" || m == "TRACE" || m == "PUT" ||
-         m == "DELETE";
+  return m == "GET" || m == "HEAD" || m == "OPTIONS" || m == "TRACE" || m == "PUT" || m == "DELETE";
 }
 
 RetryPolicy::RetryPolicy(const RetryConfig& config) : config_(config) {
   for (const auto& kind : config.on) {
-    if (kind == "connect-failure") on_connect_failure_ = true;
-    else if (kind == "reset") on_reset_ = true;
-    else if (kind == "timeout") on_timeout_ = true;
-    else if (kind == "gateway-error") on_gateway_error_ = true;
-    else if (kind == "5xx") on_5xx_ = true;
+    if (kind == "connect-failure")
+      on_connect_failure_ = true;
+    else if (kind == "reset")
+      on_reset_ = true;
+    else if (kind == "timeout")
+      on_timeout_ = true;
+    else if (kind == "gateway-error")
+      on_gateway_error_ = true;
+    else if (kind == "5xx")
+      on_5xx_ = true;
     else {
       int code = 0;
       std::from_chars(kind.data(), kind.data() + kind.size(), code);
@@ -27,9 +31,12 @@ RetryPolicy::RetryPolicy(const RetryConfig& config) : config_(config) {
 
 bool RetryPolicy::retries(RetryOn kind) const {
   switch (kind) {
-    case RetryOn::connect_failure: return on_connect_failure_;
-    case RetryOn::reset: return on_reset_;
-    case RetryOn::timeout: return on_timeout_;
+    case RetryOn::connect_failure:
+      return on_connect_failure_;
+    case RetryOn::reset:
+      return on_reset_;
+    case RetryOn::timeout:
+      return on_timeout_;
   }
   return false;
 }
@@ -53,7 +60,8 @@ std::uint64_t RetryPolicy::backoff_ms(int retry, double random01) const {
 }
 
 RetryBudget::RetryBudget(double ratio, double min_per_second, std::uint64_t window_ms)
-    : ratio_(ratio), min_per_second_(min_per_second),
+    : ratio_(ratio),
+      min_per_second_(min_per_second),
       bucket_ms_(std::max<std::uint64_t>(1, window_ms / kBuckets)) {}
 
 RetryBudget::Bucket& RetryBudget::bucket(std::uint64_t now_ms) {
@@ -79,8 +87,12 @@ std::uint64_t RetryBudget::sum(std::uint64_t now_ms, bool retries) const {
   return total;
 }
 
-std::uint64_t RetryBudget::requests_in_window(std::uint64_t now_ms) const { return sum(now_ms, false); }
-std::uint64_t RetryBudget::retries_in_window(std::uint64_t now_ms) const { return sum(now_ms, true); }
+std::uint64_t RetryBudget::requests_in_window(std::uint64_t now_ms) const {
+  return sum(now_ms, false);
+}
+std::uint64_t RetryBudget::retries_in_window(std::uint64_t now_ms) const {
+  return sum(now_ms, true);
+}
 
 void RetryBudget::record_request(std::uint64_t now_ms) {
   if (start_ms_.load(std::memory_order_relaxed) == ~0ull) {

@@ -36,7 +36,8 @@ bool is_idempotent_method(std::string_view method);
 
 // Deadline rules: a retry must start (after its back-off) before the route timeout, and is not
 // made when the server asked (Retry-After) to wait longer than the time left.
-inline bool retry_fits(std::uint64_t backoff_ms, std::uint64_t retry_after_ms, std::uint64_t left_ms) {
+inline bool retry_fits(std::uint64_t backoff_ms, std::uint64_t retry_after_ms,
+                       std::uint64_t left_ms) {
   return backoff_ms < left_ms && (retry_after_ms == 0 || retry_after_ms < left_ms);
 }
 // The timeout of one attempt: per_try_timeout cut to the time left (0 per_try: none).
@@ -46,8 +47,8 @@ inline std::uint64_t attempt_timeout_ms(std::uint64_t per_try_ms, std::uint64_t 
 
 // Retries allowed in a sliding window: ratio x requests in the window + min_per_second x the
 // seconds the window covers (the floor accrues from the first request, starting with one
-// second's worth, so a fresh start does not grant a whole window's worth at once). Buckets of 200 ms of atomic counters,
-// shared by every worker. Over any span of T seconds, retries stay within
+// second's worth, so a fresh start does not grant a whole window's worth at once). Buckets of 200
+// ms of atomic counters, shared by every worker. Over any span of T seconds, retries stay within
 // ratio x requests + min_per_second x max(T, 1 s) (plus at most one bucket's rounding).
 class RetryBudget {
  public:

@@ -10,8 +10,8 @@
 #include <string>
 
 #include "http/headers.h"
-#include "upstream/idle_list.h"
 #include "net/write_queue.h"
+#include "upstream/idle_list.h"
 
 namespace bulwark {
 
@@ -77,7 +77,6 @@ class UpstreamConnection {
   bool body_chunked() const { return (parser_.flags & F_CHUNKED) != 0; }
   bool has_content_length() const { return (parser_.flags & F_CONTENT_LENGTH) != 0; }
   std::uint64_t content_length() const { return content_length_; }
-
 
  private:
   friend class ConnectionPool;

@@ -42,9 +42,12 @@ bool status_expected(const HealthCheckConfig& config, int status) {
 namespace {
 const char* health_name(EndpointHealth h) {
   switch (h) {
-    case EndpointHealth::healthy: return "healthy";
-    case EndpointHealth::unhealthy: return "unhealthy";
-    default: return "unknown";
+    case EndpointHealth::healthy:
+      return "healthy";
+    case EndpointHealth::unhealthy:
+      return "unhealthy";
+    default:
+      return "unknown";
   }
 }
 
@@ -72,9 +75,13 @@ struct HealthChecker::Probe {
   std::string request;
 
   Probe(HealthChecker* o, UpstreamState* u, std::shared_ptr<EndpointState> e)
-      : owner(o), upstream(u), endpoint(std::move(e)), config(*u->config().health_check),
+      : owner(o),
+        upstream(u),
+        endpoint(std::move(e)),
+        config(*u->config().health_check),
         tracker(config.healthy_threshold, config.unhealthy_threshold),
-        interval_timer(new uv_timer_t), timeout_timer(new uv_timer_t) {
+        interval_timer(new uv_timer_t),
+        timeout_timer(new uv_timer_t) {
     uv_timer_init(owner->loop_, interval_timer);
     uv_timer_init(owner->loop_, timeout_timer);
     interval_timer->data = this;
@@ -86,17 +93,20 @@ struct HealthChecker::Probe {
   ~Probe() {
     drop_conn();
     for (uv_timer_t* t : {interval_timer, timeout_timer})
-      uv_close(reinterpret_cast<uv_handle_t*>(t), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+      uv_close(reinterpret_cast<uv_handle_t*>(t),
+               [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
   }
 
   void schedule(std::uint64_t delay_ms) {
-    uv_timer_start(interval_timer, [](uv_timer_t* t) { static_cast<Probe*>(t->data)->start(); }, delay_ms, 0);
+    uv_timer_start(
+        interval_timer, [](uv_timer_t* t) { static_cast<Probe*>(t->data)->start(); }, delay_ms, 0);
   }
 
   void drop_conn() {
     if (!conn) return;
     conn->probe = nullptr;
-    uv_close(reinterpret_cast<uv_handle_t*>(&conn->tcp), [](uv_handle_t* h) { delete reinterpret_cast<ProbeConn*>(h->data); });
+    uv_close(reinterpret_cast<uv_handle_t*>(&conn->tcp),
+             [](uv_handle_t* h) { delete reinterpret_cast<ProbeConn*>(h->data); });
     conn = nullptr;
   }
 
@@ -105,9 +115,12 @@ struct HealthChecker::Probe {
     conn->probe = this;
     uv_tcp_init(owner->loop_, &conn->tcp);
     conn->tcp.data = conn;
-    uv_timer_start(timeout_timer, [](uv_timer_t* t) { static_cast<Probe*>(t->data)->finish(HealthResult::timeout); },
-                   config.timeout_ms, 0);
-    int rc = uv_tcp_connect(&conn->connect, &conn->tcp, endpoint->address.sockaddr_ptr(), on_connect);
+    uv_timer_start(
+        timeout_timer,
+        [](uv_timer_t* t) { static_cast<Probe*>(t->data)->finish(HealthResult::timeout); },
+        config.timeout_ms, 0);
+    int rc =
+        uv_tcp_connect(&conn->connect, &conn->tcp, endpoint->address.sockaddr_ptr(), on_connect);
     if (rc != 0) finish(HealthResult::failure);
   }
 
@@ -129,7 +142,8 @@ struct HealthChecker::Probe {
     llhttp_init(&c->parser, HTTP_RESPONSE, &settings);
     c->parser.data = c;
     uv_buf_t buf = uv_buf_init(p->request.data(), static_cast<unsigned>(p->request.size()));
-    if (uv_write(&c->write, reinterpret_cast<uv_stream_t*>(&c->tcp), &buf, 1, [](uv_write_t*, int) {}) != 0)
+    if (uv_write(&c->write, reinterpret_cast<uv_stream_t*>(&c->tcp), &buf, 1,
+                 [](uv_write_t*, int) {}) != 0)
       return p->finish(HealthResult::failure);
     uv_read_start(
         reinterpret_cast<uv_stream_t*>(&c->tcp),
@@ -144,7 +158,8 @@ struct HealthChecker::Probe {
           if (n < 0) return pp->finish(HealthResult::failure);
           llhttp_errno_t err = llhttp_execute(&cc->parser, b->base, static_cast<std::size_t>(n));
           if (cc->status) {
-            pp->finish(status_expected(pp->config, cc->status) ? HealthResult::success : HealthResult::failure);
+            pp->finish(status_expected(pp->config, cc->status) ? HealthResult::success
+                                                               : HealthResult::failure);
           } else if (err != HPE_OK) {
             pp->finish(HealthResult::failure);
           }
@@ -191,8 +206,8 @@ void HealthChecker::sync() {
       if (!probe) {
         probe = std::make_unique<Probe>(this, u, e);
         // New endpoints are probed at once (spread a little so many do not start together).
-        probe->schedule(static_cast<std::uint64_t>(
-            std::uniform_real_distribution<double>(0.0, 50.0)(rng_)));
+        probe->schedule(
+            static_cast<std::uint64_t>(std::uniform_real_distribution<double>(0.0, 50.0)(rng_)));
       }
       next.push_back(std::move(probe));
     }

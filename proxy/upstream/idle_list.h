@@ -21,18 +21,24 @@ class IdleList {
     h.since_ms = now_ms;
     h.prev = nullptr;
     h.next = newest_;
-    if (newest_) newest_->prev = &h;
-    else oldest_ = &h;
+    if (newest_)
+      newest_->prev = &h;
+    else
+      oldest_ = &h;
     newest_ = &h;
     h.linked = true;
     ++size_;
   }
   void remove(IdleHook& h) {
     if (!h.linked) return;
-    if (h.prev) h.prev->next = h.next;
-    else newest_ = h.next;
-    if (h.next) h.next->prev = h.prev;
-    else oldest_ = h.prev;
+    if (h.prev)
+      h.prev->next = h.next;
+    else
+      newest_ = h.next;
+    if (h.next)
+      h.next->prev = h.prev;
+    else
+      oldest_ = h.prev;
     h.prev = h.next = nullptr;
     h.linked = false;
     --size_;

@@ -7,8 +7,13 @@ namespace bulwark {
 ConnectionPool::ConnectionPool(uv_loop_t* loop, const Address& address,
                                const UpstreamConfig& config, std::size_t cap, std::size_t max_idle,
                                EndpointStats& stats)
-    : loop_(loop), address_(address), config_(config), cap_(cap), max_idle_(max_idle),
-      stats_(stats), idle_timer_(new uv_timer_t) {
+    : loop_(loop),
+      address_(address),
+      config_(config),
+      cap_(cap),
+      max_idle_(max_idle),
+      stats_(stats),
+      idle_timer_(new uv_timer_t) {
   uv_timer_init(loop_, idle_timer_);
   idle_timer_->data = this;
 }
@@ -35,8 +40,10 @@ UpstreamConnection* ConnectionPool::acquire_new(PoolWaiter* waiter) {
     waiter->waiting = true;
     waiter->wait_prev = waiters_tail_;
     waiter->wait_next = nullptr;
-    if (waiters_tail_) waiters_tail_->wait_next = waiter;
-    else waiters_head_ = waiter;
+    if (waiters_tail_)
+      waiters_tail_->wait_next = waiter;
+    else
+      waiters_head_ = waiter;
     waiters_tail_ = waiter;
   }
   return nullptr;
@@ -44,10 +51,14 @@ UpstreamConnection* ConnectionPool::acquire_new(PoolWaiter* waiter) {
 
 void ConnectionPool::cancel_wait(PoolWaiter* w) {
   if (!w->waiting) return;
-  if (w->wait_prev) w->wait_prev->wait_next = w->wait_next;
-  else waiters_head_ = w->wait_next;
-  if (w->wait_next) w->wait_next->wait_prev = w->wait_prev;
-  else waiters_tail_ = w->wait_prev;
+  if (w->wait_prev)
+    w->wait_prev->wait_next = w->wait_next;
+  else
+    waiters_head_ = w->wait_next;
+  if (w->wait_next)
+    w->wait_next->wait_prev = w->wait_prev;
+  else
+    waiters_tail_ = w->wait_prev;
   w->wait_prev = w->wait_next = nullptr;
   w->waiting = false;
 }

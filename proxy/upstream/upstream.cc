@@ -5,7 +5,10 @@
 namespace bulwark {
 
 Upstream::Upstream(uv_loop_t* loop, UpstreamState& state, int worker, std::uint64_t seed)
-    : loop_(loop), state_(state), worker_(worker), balancer_(Balancer::parse(state.config().balance), seed) {
+    : loop_(loop),
+      state_(state),
+      worker_(worker),
+      balancer_(Balancer::parse(state.config().balance), seed) {
   uv_timer_init(loop_, &pending_timer_);
   pending_timer_.data = this;
   refresh_endpoints();
@@ -29,7 +32,9 @@ void Upstream::refresh_endpoints() {
       const PoolConfig& pc = state_.config().pool;
       auto workers = static_cast<std::uint64_t>(state_.workers());
       std::size_t cap = std::max<std::uint64_t>(1, pc.max_connections / workers);
-      std::size_t max_idle = std::min<std::uint64_t>(cap, pc.max_idle / workers + (pc.max_idle % workers > static_cast<std::uint64_t>(worker_)));
+      std::size_t max_idle = std::min<std::uint64_t>(
+          cap,
+          pc.max_idle / workers + (pc.max_idle % workers > static_cast<std::uint64_t>(worker_)));
       entry->pool = std::make_unique<ConnectionPool>(loop_, shared->address, state_.config(), cap,
                                                      max_idle, shared->per_worker[worker_]);
     }
@@ -100,7 +105,8 @@ Upstream::Pick Upstream::pick(std::uint64_t now_ms, const UpstreamEndpoint* excl
     std::size_t chosen = balancer_.pick(in_flight_scratch_);
     UpstreamEndpoint* e = live_[candidates_[chosen]].get();
     CircuitBreaker* b = e->state->breaker.get();
-    if (!b || (panic_ && b->state() == BreakerState::open) || b->try_acquire(now_ms, &result.probe)) {
+    if (!b || (panic_ && b->state() == BreakerState::open) ||
+        b->try_acquire(now_ms, &result.probe)) {
       result.endpoint = e;
       return result;
     }
@@ -130,8 +136,10 @@ Upstream::Admission Upstream::admit(PendingRequest& r) {
   if (state_.config().limits.max_pending == 0 || !state_.try_enqueue()) return Admission::rejected;
   r.pending_prev = queue_tail_;
   r.pending_next = nullptr;
-  if (queue_tail_) queue_tail_->pending_next = &r;
-  else queue_head_ = &r;
+  if (queue_tail_)
+    queue_tail_->pending_next = &r;
+  else
+    queue_head_ = &r;
   queue_tail_ = &r;
   r.pending_deadline_ms = uv_now(loop_) + state_.config().limits.pending_timeout_ms;
   if (queue_head_ == &r) arm_pending_timer();
@@ -139,10 +147,14 @@ Upstream::Admission Upstream::admit(PendingRequest& r) {
 }
 
 void Upstream::unlink(PendingRequest& r) {
-  if (r.pending_prev) r.pending_prev->pending_next = r.pending_next;
-  else queue_head_ = r.pending_next;
-  if (r.pending_next) r.pending_next->pending_prev = r.pending_prev;
-  else queue_tail_ = r.pending_prev;
+  if (r.pending_prev)
+    r.pending_prev->pending_next = r.pending_next;
+  else
+    queue_head_ = r.pending_next;
+  if (r.pending_next)
+    r.pending_next->pending_prev = r.pending_prev;
+  else
+    queue_tail_ = r.pending_prev;
   r.pending_prev = r.pending_next = nullptr;
   state_.dequeue();
 }

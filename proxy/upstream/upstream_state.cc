@@ -15,8 +15,10 @@ EndpointState::EndpointState(const Address& addr, const UpstreamConfig& upstream
   breaker->on_transition = [who](BreakerState from, BreakerState to, std::uint64_t open_ms) {
     std::string line = who + breaker_state_name(from) + " -> " + breaker_state_name(to);
     if (to == BreakerState::open) line += " for " + std::to_string(open_ms) + "ms";
-    if (to == BreakerState::open) log_warn(line);
-    else log_info(line);
+    if (to == BreakerState::open)
+      log_warn(line);
+    else
+      log_info(line);
   };
 }
 

@@ -43,7 +43,8 @@ class UpstreamState {
  private:
   const UpstreamConfig& config_;
   const int workers_;
-  mutable std::mutex endpoints_mutex_;  // taken on publish and on a worker's refresh, never per request
+  mutable std::mutex
+      endpoints_mutex_;  // taken on publish and on a worker's refresh, never per request
   std::shared_ptr<const EndpointList> endpoints_;
   std::function<void()> on_change_;
   std::function<void()> on_health_change_;

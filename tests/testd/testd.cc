@@ -31,8 +31,8 @@
 #include <string>
 #include <vector>
 
-#include "sha1.h"
 #include "checksum.h"
+#include "sha1.h"
 #include "websocket.h"
 
 namespace {
@@ -62,12 +62,14 @@ std::string hex(std::uint32_t v) {
 std::string json_escape(const std::string& s) {
   std::string o;
   for (unsigned char c : s) {
-    if (c == '"' || c == '\\') o.push_back('\\'), o.push_back(static_cast<char>(c));
+    if (c == '"' || c == '\\')
+      o.push_back('\\'), o.push_back(static_cast<char>(c));
     else if (c < 0x20) {
       char b[8];
       std::snprintf(b, sizeof b, "\\u%04x", c);
       o += b;
-    } else o.push_back(static_cast<char>(c));
+    } else
+      o.push_back(static_cast<char>(c));
   }
   return o;
 }
@@ -96,8 +98,8 @@ struct Conn {
   std::uint32_t body_crc = 0;
   std::uint64_t body_bytes = 0;
   bool echo = false, echo_chunked = false;
-  bool busy = false;          // a response is being generated
-  std::string pending;        // bytes of pipelined requests received while busy
+  bool busy = false;    // a response is being generated
+  std::string pending;  // bytes of pipelined requests received while busy
   // response generation
   std::uint64_t remaining = 0, offset = 0;
   bool gen_chunked = false, close_after = false, reset_half = false;
@@ -198,18 +200,20 @@ void finish_response(Conn* c) {
     // Close once the queued bytes are written.
     auto* req = new uv_shutdown_t;
     req->data = c;
-    if (uv_shutdown(req, reinterpret_cast<uv_stream_t*>(&c->tcp),
-                    [](uv_shutdown_t* r, int) {
-                      auto* cc = static_cast<Conn*>(r->data);
-                      delete r;
-                      conn_close(cc);
-                    }) != 0) {
+    if (uv_shutdown(req, reinterpret_cast<uv_stream_t*>(&c->tcp), [](uv_shutdown_t* r, int) {
+          auto* cc = static_cast<Conn*>(r->data);
+          delete r;
+          conn_close(cc);
+        }) != 0) {
       delete req;
       conn_close(c);
     }
     return;
   }
-  if (g_idle_close_ms) uv_timer_start(&c->timer, [](uv_timer_t* t) { conn_close(static_cast<Conn*>(t->data)); }, g_idle_close_ms, 0);
+  if (g_idle_close_ms)
+    uv_timer_start(
+        &c->timer, [](uv_timer_t* t) { conn_close(static_cast<Conn*>(t->data)); }, g_idle_close_ms,
+        0);
   if (c->in_execute) return;  // process() goes on with the bytes after this request
   llhttp_resume(&c->parser);
   if (!c->pending.empty()) {
@@ -284,18 +288,22 @@ void respond(Conn* c) {
     status = g_health_status;
     body = status < 400 ? "ok\n" : "unhealthy\n";
   } else if (c->param("headers") == "1") {
-    body = "{\"method\":\"" + std::string(llhttp_method_name(static_cast<llhttp_method_t>(c->parser.method))) +
+    body = "{\"method\":\"" +
+           std::string(llhttp_method_name(static_cast<llhttp_method_t>(c->parser.method))) +
            "\",\"url\":\"" + json_escape(c->url) + "\",\"version\":\"1." +
            std::to_string(c->parser.http_minor) + "\",\"headers\":[";
     for (std::size_t i = 0; i < c->headers.size(); ++i) {
       if (i) body += ",";
-      body += "[\"" + json_escape(c->headers[i].first) + "\",\"" + json_escape(c->headers[i].second) + "\"]";
+      body += "[\"" + json_escape(c->headers[i].first) + "\",\"" +
+              json_escape(c->headers[i].second) + "\"]";
     }
     body += "]}";
   }
   std::string st = control ? "" : c->param("status");
-  if (!st.empty()) status = std::atoi(st.c_str());
-  else if (g_mode_status && !control && path != "/healthz") status = g_mode_status;
+  if (!st.empty())
+    status = std::atoi(st.c_str());
+  else if (g_mode_status && !control && path != "/healthz")
+    status = g_mode_status;
   std::uint64_t size = std::strtoull(c->param("size").c_str(), nullptr, 10);
   bool chunked = c->param("chunked") == "1";
   bool eof = c->param("eof") == "1";
@@ -316,8 +324,10 @@ void respond(Conn* c) {
       off += n;
     }
     head += "x-testd-crc32: " + hex(crc) + "\r\n";
-    if (chunked) head += "Transfer-Encoding: chunked\r\n";
-    else if (!eof) head += "Content-Length: " + std::to_string(size) + "\r\n";
+    if (chunked)
+      head += "Transfer-Encoding: chunked\r\n";
+    else if (!eof)
+      head += "Content-Length: " + std::to_string(size) + "\r\n";
     if (c->close_after) head += "Connection: close\r\n";
     head += "\r\n";
     send(c, head);
@@ -396,8 +406,10 @@ int cb_headers_complete(llhttp_t* p) {
     c->echo = true;
     c->echo_chunked = (p->flags & F_CHUNKED) != 0;
     std::string head = "HTTP/1.1 200 OK\r\nx-testd-name: " + g_name + "\r\n";
-    if (c->echo_chunked) head += "Transfer-Encoding: chunked\r\n";
-    else head += "Content-Length: " + std::to_string(p->content_length) + "\r\n";
+    if (c->echo_chunked)
+      head += "Transfer-Encoding: chunked\r\n";
+    else
+      head += "Content-Length: " + std::to_string(p->content_length) + "\r\n";
     head += "\r\n";
     send(c, head);
   }
@@ -436,8 +448,8 @@ int cb_message_complete(llhttp_t* p) {
     return HPE_PAUSED;
   }
   std::string delay_param = c->param("delay");
-  std::uint64_t delay = delay_param.empty() ? g_default_delay_ms
-                                            : std::strtoull(delay_param.c_str(), nullptr, 10);
+  std::uint64_t delay =
+      delay_param.empty() ? g_default_delay_ms : std::strtoull(delay_param.c_str(), nullptr, 10);
   if (c->path().rfind("/__", 0) == 0) delay = 0;
   if (c->path() == "/healthz") delay = g_health_delay_ms;
   if (delay > 0) {
@@ -452,8 +464,10 @@ void websocket_accept(Conn* c) {
   std::string key = c->header("sec-websocket-key") + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
   std::uint8_t digest[20];
   testd::sha1(key.data(), key.size(), digest);
-  send(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-          "Sec-WebSocket-Accept: " + testd::base64(digest, 20) + "\r\n\r\n");
+  send(c,
+       "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+       "Sec-WebSocket-Accept: " +
+           testd::base64(digest, 20) + "\r\n\r\n");
   c->websocket = true;
 }
 
@@ -559,18 +573,24 @@ int main(int argc, char** argv) {
   int port = 3000;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i];
-    if (a == "--host") host = argv[i + 1];
-    else if (a == "--port") port = std::atoi(argv[i + 1]);
-    else if (a == "--idle-close") g_idle_close_ms = std::strtoull(argv[i + 1], nullptr, 10);
-    else if (a == "--delay") g_default_delay_ms = std::strtoull(argv[i + 1], nullptr, 10);
-    else if (a == "--name") g_name = argv[i + 1];
+    if (a == "--host")
+      host = argv[i + 1];
+    else if (a == "--port")
+      port = std::atoi(argv[i + 1]);
+    else if (a == "--idle-close")
+      g_idle_close_ms = std::strtoull(argv[i + 1], nullptr, 10);
+    else if (a == "--delay")
+      g_default_delay_ms = std::strtoull(argv[i + 1], nullptr, 10);
+    else if (a == "--name")
+      g_name = argv[i + 1];
     else {
       std::fprintf(stderr, "unknown argument %s\n", a.c_str());
       return 2;
     }
   }
   crc_init();
-  for (std::size_t i = 0; i < sizeof pattern_block; ++i) pattern_block[i] = static_cast<char>(i % 251);
+  for (std::size_t i = 0; i < sizeof pattern_block; ++i)
+    pattern_block[i] = static_cast<char>(i % 251);
   signal(SIGPIPE, SIG_IGN);
   g_loop = uv_default_loop();
   uv_tcp_t server;

@@ -31,7 +31,8 @@ bool websocket_echo(std::string& buffer, std::string& reply, bool& close) {
   }
   if (have < at + plen) return false;
   std::string payload(buffer.data() + at, static_cast<std::size_t>(plen));
-  for (std::size_t i = 0; i < payload.size(); ++i) payload[i] = static_cast<char>(payload[i] ^ mask[i % 4]);
+  for (std::size_t i = 0; i < payload.size(); ++i)
+    payload[i] = static_cast<char>(payload[i] ^ mask[i % 4]);
   buffer.erase(0, at + static_cast<std::size_t>(plen));
   reply.clear();
   reply.push_back(static_cast<char>(0x80 | opcode));
@@ -43,7 +44,8 @@ bool websocket_echo(std::string& buffer, std::string& reply, bool& close) {
     reply.push_back(static_cast<char>(payload.size() & 0xff));
   } else {
     reply.push_back(static_cast<char>(127));
-    for (int i = 7; i >= 0; --i) reply.push_back(static_cast<char>((payload.size() >> (8 * i)) & 0xff));
+    for (int i = 7; i >= 0; --i)
+      reply.push_back(static_cast<char>((payload.size() >> (8 * i)) & 0xff));
   }
   reply += payload;
   close = opcode == 8;

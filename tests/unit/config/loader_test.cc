@@ -1,9 +1,10 @@
+#include "config/loader.h"
+
 #include <doctest/doctest.h>
 
 #include <algorithm>
 
 #include "config/json.h"
-#include "config/loader.h"
 
 using namespace bulwark;
 
@@ -127,7 +128,8 @@ upstreams:
   CHECK(has_error(r, "bad.yaml:1:10: workers: expected a whole number"));
   CHECK(has_error(r, "bad.yaml:4:13: listeners[0].listen: invalid port '99999'"));
   CHECK(has_error(r, "bad.yaml:5:25: listeners[0].timeouts.header: invalid duration '10'"));
-  CHECK(has_error(r, "bad.yaml:8:19: listeners[0].routes[0].upstream: no upstream named 'missing'"));
+  CHECK(
+      has_error(r, "bad.yaml:8:19: listeners[0].routes[0].upstream: no upstream named 'missing'"));
   CHECK(has_error(r, "bad.yaml:9:9: listeners[0].routes[0].timout: unknown key"));
   CHECK(has_error(r, "bad.yaml:13:14: upstreams[0].balance: must be round_robin"));
   CHECK(r.errors.size() == 6);
@@ -185,7 +187,9 @@ TEST_CASE("an empty or scalar document is rejected") {
 }
 
 TEST_CASE("resilience blocks are validated, then refused as not supported yet") {
-  std::string text = std::string(kMinimal) + R"(    circuit_breaker: { consecutive_failures: 5, failure_on: [reset, 5xx, teapot] }
+  std::string text =
+      std::string(kMinimal) +
+      R"(    circuit_breaker: { consecutive_failures: 5, failure_on: [reset, 5xx, teapot] }
     health_check: { type: grpc }
     load_shedding: { algorithm: magic }
 )";
@@ -194,12 +198,16 @@ TEST_CASE("resilience blocks are validated, then refused as not supported yet") 
   INFO(errors_text(r));
   CHECK(has_error(r, "upstreams[0].circuit_breaker.failure_on: unknown failure kind 'teapot'"));
   CHECK(has_error(r, "upstreams[0].health_check.type: must be http or tcp"));
-  CHECK(has_error(r, "upstreams[0].load_shedding.algorithm: must be gradient2, aimd, vegas or fixed"));
-  CHECK(has_error(r, "upstreams[0].load_shedding: load shedding is not supported by this build yet"));
+  CHECK(has_error(r,
+                  "upstreams[0].load_shedding.algorithm: must be gradient2, aimd, vegas or fixed"));
+  CHECK(
+      has_error(r, "upstreams[0].load_shedding: load shedding is not supported by this build yet"));
 }
 
 TEST_CASE("circuit_breaker: defaults and failure_on") {
-  std::string text = std::string(kMinimal) + R"(    circuit_breaker: { open_for: 2s, slow_call: { duration: 500ms }, failure_on: [connect-failure, 429] }
+  std::string text =
+      std::string(kMinimal) +
+      R"(    circuit_breaker: { open_for: 2s, slow_call: { duration: 500ms }, failure_on: [connect-failure, 429] }
 )";
   LoadResult r = load_config_string(text, "cb.yaml");
   REQUIRE_MESSAGE(r.config, errors_text(r));

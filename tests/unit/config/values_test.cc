@@ -1,6 +1,6 @@
-#include <doctest/doctest.h>
-
 #include "config/values.h"
+
+#include <doctest/doctest.h>
 
 using namespace bulwark;
 
@@ -11,7 +11,8 @@ TEST_CASE("durations") {
   CHECK(*parse_duration("1m", e) == 60000);
   CHECK(*parse_duration("1h", e) == 3600000);
   CHECK(*parse_duration("0", e) == 0);
-  for (const char* bad : {"", "5", "5 s", "s", "-1s", "1.5s", "5sec", "10d", "99999999999999999999ms"}) {
+  for (const char* bad :
+       {"", "5", "5 s", "s", "-1s", "1.5s", "5sec", "10d", "99999999999999999999ms"}) {
     CAPTURE(bad);
     e.clear();
     CHECK_FALSE(parse_duration(bad, e));

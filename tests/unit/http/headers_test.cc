@@ -1,15 +1,15 @@
+#include "http/headers.h"
+
 #include <doctest/doctest.h>
 
 #include <cstring>
 
-#include "http/headers.h"
-#include "test_helpers.h"
 #include "http/local_reply.h"
 #include "http/request_id.h"
+#include "test_helpers.h"
 
 using namespace bulwark;
 using test::header_block;
-
 
 TEST_CASE("HeaderBlock joins names and values delivered in pieces") {
   HeaderBlock h;
@@ -30,9 +30,12 @@ TEST_CASE("HeaderBlock joins names and values delivered in pieces") {
 }
 
 TEST_CASE("inspect_request finds what the proxy needs") {
-  auto h = header_block({{"Host", "a.example:8080"}, {"Connection", "keep-alive, Upgrade"},
-                  {"Upgrade", "websocket"}, {"Expect", "100-continue"},
-                  {"X-Forwarded-For", "1.1.1.1"}, {"X-Request-Id", "r1"}});
+  auto h = header_block({{"Host", "a.example:8080"},
+                         {"Connection", "keep-alive, Upgrade"},
+                         {"Upgrade", "websocket"},
+                         {"Expect", "100-continue"},
+                         {"X-Forwarded-For", "1.1.1.1"},
+                         {"X-Request-Id", "r1"}});
   RequestInfo i = inspect_request(h);
   CHECK(i.host == "a.example:8080");
   CHECK(i.host_count == 1);
@@ -46,11 +49,19 @@ TEST_CASE("inspect_request finds what the proxy needs") {
 }
 
 TEST_CASE("upstream request head drops hop-by-hop headers and adds forwarding ones") {
-  auto h = header_block({{"Host", "a"}, {"Connection", "close, X-Secret"}, {"X-Secret", "s"},
-                  {"Keep-Alive", "5"}, {"TE", "trailers"}, {"Transfer-Encoding", "chunked"},
-                  {"Proxy-Connection", "x"}, {"Trailer", "x"}, {"Upgrade", "h2c"},
-                  {"X-Forwarded-For", "9.9.9.9"}, {"X-Forwarded-Proto", "https"},
-                  {"Expect", "100-continue"}, {"Accept", "*/*"}});
+  auto h = header_block({{"Host", "a"},
+                         {"Connection", "close, X-Secret"},
+                         {"X-Secret", "s"},
+                         {"Keep-Alive", "5"},
+                         {"TE", "trailers"},
+                         {"Transfer-Encoding", "chunked"},
+                         {"Proxy-Connection", "x"},
+                         {"Trailer", "x"},
+                         {"Upgrade", "h2c"},
+                         {"X-Forwarded-For", "9.9.9.9"},
+                         {"X-Forwarded-Proto", "https"},
+                         {"Expect", "100-continue"},
+                         {"Accept", "*/*"}});
   RequestInfo info = inspect_request(h);
   UpstreamRequestHead head;
   head.method = "POST";
@@ -81,8 +92,11 @@ TEST_CASE("upstream head for an upgrade keeps Connection: upgrade and Upgrade") 
 }
 
 TEST_CASE("downstream response head re-frames and announces connection state") {
-  auto h = header_block({{"Content-Type", "text/plain"}, {"Content-Length", "5"}, {"Connection", "keep-alive"},
-                  {"Transfer-Encoding", "chunked"}, {"Keep-Alive", "timeout=5"}});
+  auto h = header_block({{"Content-Type", "text/plain"},
+                         {"Content-Length", "5"},
+                         {"Connection", "keep-alive"},
+                         {"Transfer-Encoding", "chunked"},
+                         {"Keep-Alive", "timeout=5"}});
   DownstreamResponseHead head;
   head.status = 200;
   head.reason = "OK";
@@ -96,8 +110,9 @@ TEST_CASE("downstream response head re-frames and announces connection state") {
   head.reason = "";
   head.status = 503;
   write_downstream_response_head(out, h, head);
-  CHECK(out == "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
-               "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n");
+  CHECK(out ==
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+        "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n");
   head.minor_version = 0;
   head.close = false;
   head.keep_alive_1_0 = true;
@@ -126,7 +141,8 @@ TEST_CASE("iequals and hop-by-hop classification") {
   for (const char* n : {"Connection", "keep-alive", "Proxy-Connection", "TE", "Trailer",
                         "Transfer-Encoding", "Upgrade", "Content-Length"})
     CHECK(is_hop_by_hop(n));
-  for (const char* n : {"Host", "Accept", "X-Forwarded-For", "Trailers"}) CHECK_FALSE(is_hop_by_hop(n));
+  for (const char* n : {"Host", "Accept", "X-Forwarded-For", "Trailers"})
+    CHECK_FALSE(is_hop_by_hop(n));
 }
 
 TEST_CASE("local replies carry the reason header and a problem+json body") {
@@ -142,21 +158,31 @@ TEST_CASE("local replies carry the reason header and a problem+json body") {
   CHECK(out.find("x-bulwark-reason: rate-limited\r\n") != std::string::npos);
   CHECK(out.find("Retry-After: 1\r\n") != std::string::npos);
   auto body = out.substr(out.find("\r\n\r\n") + 4);
-  CHECK(body == "{\"type\":\"urn:bulwark:problem:rate-limited\",\"title\":\"Rate limited\","
-                "\"status\":429,\"detail\":\"slow \\\"down\\\"\",\"request_id\":\"rid\"}\n");
+  CHECK(body ==
+        "{\"type\":\"urn:bulwark:problem:rate-limited\",\"title\":\"Rate limited\","
+        "\"status\":429,\"detail\":\"slow \\\"down\\\"\",\"request_id\":\"rid\"}\n");
   CHECK(out.find("Content-Length: " + std::to_string(body.size()) + "\r\n") != std::string::npos);
 }
 
 TEST_CASE("every reason has the status SPEC.md gives it") {
-  struct { Reason r; const char* name; int status; } table[] = {
-      {Reason::rate_limited, "rate-limited", 429}, {Reason::overloaded, "overloaded", 503},
-      {Reason::circuit_open, "circuit-open", 503}, {Reason::no_healthy_upstream, "no-healthy-upstream", 503},
-      {Reason::pending_overflow, "pending-overflow", 503},
-      {Reason::upstream_connect_failure, "upstream-connect-failure", 502},
-      {Reason::upstream_reset, "upstream-reset", 502}, {Reason::upstream_timeout, "upstream-timeout", 504},
-      {Reason::no_route, "no-route", 404}, {Reason::bad_request, "bad-request", 400},
-      {Reason::request_timeout, "request-timeout", 408}, {Reason::body_too_large, "body-too-large", 413},
-      {Reason::header_too_large, "header-too-large", 431}, {Reason::fault_injected, "fault-injected", 503}};
+  struct {
+    Reason r;
+    const char* name;
+    int status;
+  } table[] = {{Reason::rate_limited, "rate-limited", 429},
+               {Reason::overloaded, "overloaded", 503},
+               {Reason::circuit_open, "circuit-open", 503},
+               {Reason::no_healthy_upstream, "no-healthy-upstream", 503},
+               {Reason::pending_overflow, "pending-overflow", 503},
+               {Reason::upstream_connect_failure, "upstream-connect-failure", 502},
+               {Reason::upstream_reset, "upstream-reset", 502},
+               {Reason::upstream_timeout, "upstream-timeout", 504},
+               {Reason::no_route, "no-route", 404},
+               {Reason::bad_request, "bad-request", 400},
+               {Reason::request_timeout, "request-timeout", 408},
+               {Reason::body_too_large, "body-too-large", 413},
+               {Reason::header_too_large, "header-too-large", 431},
+               {Reason::fault_injected, "fault-injected", 503}};
   for (auto& row : table) {
     CHECK(reason_name(row.r) == row.name);
     CHECK(reason_status(row.r) == row.status);

@@ -1,9 +1,10 @@
+#include "pipeline/router.h"
+
 #include <doctest/doctest.h>
 
 #include <cstring>
 
 #include "config/loader.h"
-#include "pipeline/router.h"
 #include "test_helpers.h"
 
 using namespace bulwark;

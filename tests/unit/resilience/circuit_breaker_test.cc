@@ -1,8 +1,8 @@
+#include "resilience/circuit_breaker.h"
+
 #include <doctest/doctest.h>
 
 #include <vector>
-
-#include "resilience/circuit_breaker.h"
 
 using namespace bulwark;
 
@@ -120,7 +120,8 @@ TEST_CASE("failure rate over the window trips once min_requests were seen") {
   std::uint64_t t = 100000;
   // Alternate: 50 % failures, never two in a row.
   for (int i = 0; i < 9; ++i)
-    call(b, t + static_cast<std::uint64_t>(i), i % 2 ? CallResult::failure : CallResult::success, 1, i % 2);
+    call(b, t + static_cast<std::uint64_t>(i), i % 2 ? CallResult::failure : CallResult::success, 1,
+         i % 2);
   CHECK(b.state() == BreakerState::closed);  // 9 calls < min_requests
   call(b, t + 9, CallResult::failure);
   CHECK(b.state() == BreakerState::open);  // 5 of 10 failed

@@ -1,8 +1,8 @@
+#include "resilience/rate_limiter.h"
+
 #include <doctest/doctest.h>
 
 #include <string>
-
-#include "resilience/rate_limiter.h"
 
 using namespace bulwark;
 

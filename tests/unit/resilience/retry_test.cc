@@ -1,8 +1,8 @@
+#include "resilience/retry.h"
+
 #include <doctest/doctest.h>
 
 #include <random>
-
-#include "resilience/retry.h"
 
 using namespace bulwark;
 
@@ -57,7 +57,8 @@ TEST_CASE("which outcomes are retried") {
 
 TEST_CASE("only idempotent methods are retried unless methods: all") {
   RetryPolicy p(retry_config());
-  for (const char* m : {"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"}) CHECK(p.method_allowed(m));
+  for (const char* m : {"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+    CHECK(p.method_allowed(m));
   for (const char* m : {"POST", "PATCH", "CONNECT"}) CHECK_FALSE(p.method_allowed(m));
   RetryConfig c = retry_config();
   c.methods = "all";
@@ -66,8 +67,8 @@ TEST_CASE("only idempotent methods are retried unless methods: all") {
 
 TEST_CASE("deadline clipping") {
   CHECK(retry_fits(100, 0, 101));
-  CHECK_FALSE(retry_fits(100, 0, 100));       // the back-off would reach the deadline
-  CHECK_FALSE(retry_fits(10, 2000, 1500));    // Retry-After longer than the time left
+  CHECK_FALSE(retry_fits(100, 0, 100));     // the back-off would reach the deadline
+  CHECK_FALSE(retry_fits(10, 2000, 1500));  // Retry-After longer than the time left
   CHECK(retry_fits(10, 1000, 1500));
   CHECK(attempt_timeout_ms(2000, 500) == 500);  // per-try cut to the time left
   CHECK(attempt_timeout_ms(200, 500) == 200);
@@ -109,7 +110,9 @@ TEST_CASE("retry budget: the floor accrues from the first request") {
   CHECK(granted == 10);  // 10/s for the 2 s seen so far, not a whole window at once
 }
 
-TEST_CASE("retry budget: under a full outage attempts stay within (1 + ratio) x requests + floor x seconds") {
+TEST_CASE(
+    "retry budget: under a full outage attempts stay within (1 + ratio) x requests + floor x "
+    "seconds") {
   RetryBudget budget(0.2, 10.0, 10000);
   std::uint64_t attempts = 0, requests = 0;
   // 200 requests/s for 10 s, each wanting 2 retries.

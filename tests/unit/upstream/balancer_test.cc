@@ -1,8 +1,8 @@
+#include "upstream/balancer.h"
+
 #include <doctest/doctest.h>
 
 #include <vector>
-
-#include "upstream/balancer.h"
 
 using namespace bulwark;
 

@@ -1,9 +1,10 @@
+#include "upstream/dns.h"
+
 #include <doctest/doctest.h>
 
 #include <map>
 
 #include "config/loader.h"
-#include "upstream/dns.h"
 
 using namespace bulwark;
 
@@ -46,7 +47,8 @@ Config config_with(const char* endpoints) {
     routes: [{ name: r, upstream: app }]
 upstreams:
   - name: app
-    endpoints: )") + endpoints + "\n";
+    endpoints: )") + endpoints +
+                     "\n";
   LoadResult r = load_config_string(text, "dns.yaml");
   REQUIRE(r.config);
   return *r.config;

@@ -1,8 +1,8 @@
+#include "upstream/health.h"
+
 #include <doctest/doctest.h>
 
 #include <random>
-
-#include "upstream/health.h"
 
 using namespace bulwark;
 
@@ -83,7 +83,8 @@ upstreams:
   - name: app
     endpoints: [10.9.0.1:80]
     health_check: { interval: 1h }
-)", "h.yaml");
+)",
+                                    "h.yaml");
   REQUIRE(r.config);
   UpstreamState state(r.config->upstreams[0], 1);
   auto address = [](const char* text) {

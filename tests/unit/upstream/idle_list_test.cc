@@ -1,6 +1,6 @@
-#include <doctest/doctest.h>
-
 #include "upstream/idle_list.h"
+
+#include <doctest/doctest.h>
 
 using namespace bulwark;
 
