@@ -33,12 +33,15 @@
 
 #include "checksum.h"
 #include "sha1.h"
+#include "text.h"
 #include "websocket.h"
 
 namespace {
 
 using testd::crc_init;
 using testd::crc_update;
+using testd::hex;
+using testd::json_escape;
 
 uv_loop_t* g_loop;
 std::uint64_t g_connections_total = 0, g_connections_open = 0, g_requests = 0;
@@ -52,27 +55,6 @@ std::string g_mode_reset;
 std::string g_name = "testd";
 
 char pattern_block[251 * 128];  // room for a 16 KiB slice at any phase
-
-std::string hex(std::uint32_t v) {
-  char b[16];
-  std::snprintf(b, sizeof b, "%08x", v);
-  return b;
-}
-
-std::string json_escape(const std::string& s) {
-  std::string o;
-  for (unsigned char c : s) {
-    if (c == '"' || c == '\\')
-      o.push_back('\\'), o.push_back(static_cast<char>(c));
-    else if (c < 0x20) {
-      char b[8];
-      std::snprintf(b, sizeof b, "\\u%04x", c);
-      o += b;
-    } else
-      o.push_back(static_cast<char>(c));
-  }
-  return o;
-}
 
 struct Conn;
 void conn_close(Conn* c);
