@@ -68,7 +68,7 @@ int Server::run() {
     upstream_views.push_back(u.get());
     upstream_states.push_back(u.get());
   }
-  collector_ = std::make_unique<StatsCollector>(config_, views, upstream_views, process_stats_);
+  collector_ = std::make_unique<StatsCollector>(config_, views, upstream_views);
   std::vector<std::vector<RouteState*>> route_states;
   for (const auto& l : config_.listeners) {
     routes_.emplace_back();

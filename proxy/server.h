@@ -53,7 +53,6 @@ class Server {
   std::vector<std::unique_ptr<uv_timer_t>> dns_timers_;
   std::unique_ptr<HealthChecker> health_;
   std::vector<std::unique_ptr<WorkerStats>> stats_;
-  ProcessStats process_stats_;
   std::unique_ptr<StatsCollector> collector_;
   std::unique_ptr<AdminServer> admin_;
   std::vector<std::unique_ptr<Worker>> workers_;

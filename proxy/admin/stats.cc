@@ -28,12 +28,10 @@ WorkerStats::WorkerStats(const Config& config) {
 }
 
 StatsCollector::StatsCollector(const Config& config, std::vector<const WorkerStats*> workers,
-                               std::vector<const UpstreamState*> upstreams,
-                               const ProcessStats& process)
+                               std::vector<const UpstreamState*> upstreams)
     : config_(config),
       workers_(std::move(workers)),
-      upstreams_(std::move(upstreams)),
-      process_(process) {}
+      upstreams_(std::move(upstreams)) {}
 
 namespace {
 

@@ -80,25 +80,18 @@ struct WorkerStats {
   Counter redis_errors;
 };
 
-// Process-wide counters changed off the hot path.
-struct ProcessStats {
-  Counter config_reloads_success;
-  Counter config_reloads_failure;
-};
-
 class UpstreamState;
 
 class StatsCollector : public prometheus::Collectable {
  public:
   StatsCollector(const Config& config, std::vector<const WorkerStats*> workers,
-                 std::vector<const UpstreamState*> upstreams, const ProcessStats& process);
+                 std::vector<const UpstreamState*> upstreams);
   std::vector<prometheus::MetricFamily> Collect() const override;
 
  private:
   const Config& config_;
   std::vector<const WorkerStats*> workers_;
   std::vector<const UpstreamState*> upstreams_;
-  const ProcessStats& process_;
 };
 
 }  // namespace bulwark

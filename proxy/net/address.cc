@@ -1,7 +1,6 @@
 #include "net/address.h"
 
 #include <arpa/inet.h>
-#include <netdb.h>
 
 #include <charconv>
 #include <cstring>
@@ -98,31 +97,6 @@ bool parse_ip_address(std::string_view text, Address& out, std::string& error) {
     error = "'" + host + "' is not an IP address";
     return false;
   }
-  return true;
-}
-
-bool resolve_address(std::string_view text, Address& out, std::string& error) {
-  std::string host;
-  int port = 0;
-  if (!split_host_port(text, host, port, error)) return false;
-  if (numeric(host, port, out)) return true;
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  addrinfo* result = nullptr;
-  int rc = getaddrinfo(host.c_str(), nullptr, &hints, &result);
-  if (rc != 0 || result == nullptr) {
-    error = "cannot resolve '" + host + "': " + gai_strerror(rc);
-    return false;
-  }
-  std::memset(&out.storage, 0, sizeof out.storage);
-  std::memcpy(&out.storage, result->ai_addr, result->ai_addrlen);
-  out.length = result->ai_addrlen;
-  freeaddrinfo(result);
-  if (out.storage.ss_family == AF_INET)
-    reinterpret_cast<sockaddr_in*>(&out.storage)->sin_port = htons(static_cast<uint16_t>(port));
-  else
-    reinterpret_cast<sockaddr_in6*>(&out.storage)->sin6_port = htons(static_cast<uint16_t>(port));
   return true;
 }
 

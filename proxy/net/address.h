@@ -26,9 +26,6 @@ bool split_host_port(std::string_view text, std::string& host, int& port, std::s
 // Parses a numeric address (no DNS). Returns false with a message if it is not one.
 bool parse_ip_address(std::string_view text, Address& out, std::string& error);
 
-// Parses "host:port", resolving a host name with the system resolver when it is not numeric.
-bool resolve_address(std::string_view text, Address& out, std::string& error);
-
 // The textual IP of a peer (no port), written into buf; returns its length.
 std::string ip_string(const sockaddr* addr);
 

@@ -117,6 +117,7 @@ class Downstream final : public UpstreamClient,
   int reply_from_headers(Reason reason, std::string_view detail, int status = 0);
   // Applies the route's rate limit: -1 to go on, else the llhttp result of the 429 reply.
   int check_rate_limit();
+  std::string_view rate_limit_key();
   RateDecision redis_fallback(std::string_view key);  // per on_redis_failure
   // Counts the decision and sets the RateLimit headers; true when the request is refused.
   bool rate_limit_denies(const RateDecision& d);

@@ -12,13 +12,15 @@
 
 namespace bulwark {
 
+std::string_view Downstream::rate_limit_key() {
+  if (route_state_->config.rate_limit->key == "client_ip") return client_ip_;
+  if (!route_state_->key_header.empty()) return b().headers.get(route_state_->key_header);
+  return {};  // key: route, or a missing header (the shared anonymous bucket)
+}
+
 int Downstream::check_rate_limit() {
   const RateLimitConfig& rl = *route_state_->config.rate_limit;
-  std::string_view key;
-  if (rl.key == "client_ip")
-    key = client_ip_;
-  else if (!route_state_->key_header.empty())
-    key = b().headers.get(route_state_->key_header);  // "" = anonymous
+  std::string_view key = rate_limit_key();
   RedisRateLimiter* redis = rl.scope == "global" ? worker_.redis() : nullptr;
   if (redis) {
     // One Redis key per route and client key; long keys are hashed.
@@ -91,13 +93,7 @@ void Downstream::on_rate_decision(bool ok, const RateDecision& decision) {
   ratelimit_pending_ = nullptr;
   if (buffers_) uv_timer_stop(&buffers_->attempt_timer);
   if (done()) return;
-  const RateLimitConfig& rl = *route_state_->config.rate_limit;
-  std::string_view key;
-  if (rl.key == "client_ip")
-    key = client_ip_;
-  else if (!route_state_->key_header.empty())
-    key = b().headers.get(route_state_->key_header);
-  RateDecision d = ok ? decision : redis_fallback(key);
+  RateDecision d = ok ? decision : redis_fallback(rate_limit_key());
   if (rate_limit_denies(d)) {
     local_reply(Reason::rate_limited, "the route's rate limit is exceeded");
     return;
