@@ -192,6 +192,22 @@ void copy_end_to_end(std::string& out, const HeaderBlock& headers, bool skip_for
   }
 }
 
+// The framing headers of a re-framed body.
+void append_framing(std::string& out, BodyFraming framing, std::uint64_t content_length) {
+  if (framing == BodyFraming::content_length) {
+    out.append("Content-Length: ");
+    append_uint(out, content_length);
+    out.append("\r\n");
+  } else if (framing == BodyFraming::chunked) {
+    out.append("Transfer-Encoding: chunked\r\n");
+  }
+}
+
+void append_upgrade(std::string& out, std::string_view protocol) {
+  out.append("Connection: upgrade\r\n");
+  append_header(out, "Upgrade", protocol);
+}
+
 }  // namespace
 
 void write_upstream_request_head(std::string& out, const HeaderBlock& headers,
@@ -204,17 +220,8 @@ void write_upstream_request_head(std::string& out, const HeaderBlock& headers,
   out.append(head.client_ip).append("\r\n");
   out.append("X-Forwarded-Proto: http\r\n");
   append_header(out, "X-Request-Id", head.request_id);
-  if (head.framing == BodyFraming::content_length) {
-    out.append("Content-Length: ");
-    append_uint(out, head.content_length);
-    out.append("\r\n");
-  } else if (head.framing == BodyFraming::chunked) {
-    out.append("Transfer-Encoding: chunked\r\n");
-  }
-  if (!head.upgrade.empty()) {
-    out.append("Connection: upgrade\r\n");
-    append_header(out, "Upgrade", head.upgrade);
-  }
+  append_framing(out, head.framing, head.content_length);
+  if (!head.upgrade.empty()) append_upgrade(out, head.upgrade);
   out.append("\r\n");
 }
 
@@ -227,16 +234,9 @@ void write_downstream_response_head(std::string& out, const HeaderBlock& headers
   out.append("\r\n");
   copy_end_to_end(out, headers, false, false);
   out.append(head.extra);
-  if (head.framing == BodyFraming::content_length) {
-    out.append("Content-Length: ");
-    append_uint(out, head.content_length);
-    out.append("\r\n");
-  } else if (head.framing == BodyFraming::chunked) {
-    out.append("Transfer-Encoding: chunked\r\n");
-  }
+  append_framing(out, head.framing, head.content_length);
   if (!head.upgrade.empty()) {
-    out.append("Connection: upgrade\r\n");
-    append_header(out, "Upgrade", head.upgrade);
+    append_upgrade(out, head.upgrade);
   } else if (head.close) {
     out.append("Connection: close\r\n");
   } else if (head.keep_alive_1_0) {
