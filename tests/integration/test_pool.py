@@ -142,6 +142,15 @@ class UpstreamClose(unittest.TestCase):
             # Each response said Connection: close, so each request needed a new connection.
             self.assertEqual(backend.stats()["connections_total"] - before, 5 + 1)
             self.assertEqual(proxy.metric("bulwark_pool_connections", upstream="app", state="idle"), 0)
+            # An HTTP/1.0 answer without keep-alive is not reused either; with a length it is
+            # passed on to an HTTP/1.1 client as it is, and a close-delimited one is re-chunked.
+            before = backend.stats()["connections_total"]
+            for path in ("/h?size=7&http10=1", "/h?size=9&http10=1&eof=1"):
+                for _ in range(2):
+                    status, h, body = request(proxy.port, "GET", path)
+                    self.assertEqual(status, 200)
+                    self.assertEqual(len(body), int(path.split("size=")[1].split("&")[0]))
+            self.assertEqual(backend.stats()["connections_total"] - before, 4 + 1)
         finally:
             proxy.stop()
             backend.stop()

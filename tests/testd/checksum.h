@@ -23,4 +23,16 @@ inline std::uint32_t crc_update(std::uint32_t crc, const char* p, std::size_t n)
   return ~crc;
 }
 
+// CRC of the generated body of `size` bytes (byte i is i % 251); `block` holds the pattern
+// from phase 0 for at least 251 * 64 bytes.
+inline std::uint32_t pattern_crc(const char* block, std::uint64_t size) {
+  std::uint32_t crc = 0;
+  for (std::uint64_t off = 0; off < size;) {
+    std::uint64_t n = size - off < 251 * 63 ? size - off : 251 * 63;
+    crc = crc_update(crc, block + off % 251, static_cast<std::size_t>(n));
+    off += n;
+  }
+  return crc;
+}
+
 }  // namespace testd

@@ -6,6 +6,7 @@
 //   chunked=1       send the body chunked
 //   eof=1           no length: the body ends when the connection closes
 //   close=1         Connection: close after the response
+//   http10=1        answer as an HTTP/1.0 server (status line 1.0, close after)
 //   reset=before    reset the connection instead of answering
 //   reset=after     send the head and half the body, then reset
 //   echo=1          stream the request body back as the response body
@@ -289,23 +290,20 @@ void respond(Conn* c) {
   std::uint64_t size = std::strtoull(c->param("size").c_str(), nullptr, 10);
   bool chunked = c->param("chunked") == "1";
   bool eof = c->param("eof") == "1";
-  c->close_after = c->param("close") == "1" || eof || !llhttp_should_keep_alive(&c->parser);
+  bool http10 = c->param("http10") == "1";  // an HTTP/1.0 server: no keep-alive
+  c->close_after =
+      c->param("close") == "1" || eof || http10 || !llhttp_should_keep_alive(&c->parser);
   c->reset_half = reset == "after";
   extra += "x-testd-name: " + g_name + "\r\n";
   std::string retry_after = c->param("retry_after");
   if (!retry_after.empty()) extra += "Retry-After: " + retry_after + "\r\n";
   extra += "x-testd-body-bytes: " + std::to_string(c->body_bytes) + "\r\n";
   extra += "x-testd-body-crc32: " + hex(c->body_crc) + "\r\n";
-  std::string head = "HTTP/1.1 " + std::to_string(status) + " Status\r\n" + extra;
+  std::string head =
+      (http10 ? "HTTP/1.0 " : "HTTP/1.1 ") + std::to_string(status) + " Status\r\n" + extra;
   bool head_method = c->parser.method == HTTP_HEAD;
   if (size > 0) {
-    std::uint32_t crc = 0;
-    for (std::uint64_t off = 0; off < size;) {
-      std::uint64_t n = size - off < 251 * 63 ? size - off : 251 * 63;
-      crc = crc_update(crc, pattern_block + off % 251, static_cast<std::size_t>(n));
-      off += n;
-    }
-    head += "x-testd-crc32: " + hex(crc) + "\r\n";
+    head += "x-testd-crc32: " + hex(testd::pattern_crc(pattern_block, size)) + "\r\n";
     if (chunked)
       head += "Transfer-Encoding: chunked\r\n";
     else if (!eof)
