@@ -54,8 +54,8 @@ class Bulkhead(unittest.TestCase):
 
     def test_overflow_and_pending_timeout(self):
         self.proxy = Bulwark(TEMPLATE, upstream=self.backend.address, workers=1, max_requests=2,
-                             max_pending=2, pending_timeout="300ms")
-        results = concurrently(self.proxy.port, ["/slow?delay=1500"] * 6, stagger=0.03)
+                             max_pending=2, pending_timeout="600ms")
+        results = concurrently(self.proxy.port, ["/slow?delay=2000"] * 6, stagger=0.03)
         ok = [r for r in results if r[0] == 200]
         overflow = [r for r in results if r[0] == 503]
         self.assertEqual(len(ok), 2)
@@ -64,9 +64,9 @@ class Bulkhead(unittest.TestCase):
             self.assertEqual(r[1]["x-bulwark-reason"], "pending-overflow")
         waits = sorted(r[3] for r in overflow)
         # Two were refused at once (the queue was full), two waited pending_timeout.
-        self.assertLess(waits[1], 0.25)
-        self.assertGreater(waits[2], 0.25)
-        self.assertLess(waits[3], 1.2)
+        self.assertLess(waits[1], 0.4)
+        self.assertGreater(waits[2], 0.5)
+        self.assertLess(waits[3], 1.4)
         self.assertEqual(self.proxy.metric_eventually(4, "bulwark_local_replies_total", reason="pending-overflow"), 4)
         self.assertEqual(self.proxy.metric_eventually(0, "bulwark_inflight_requests", upstream="app"), 0)
         self.assertEqual(self.proxy.metric("bulwark_pending_requests", upstream="app"), 0)

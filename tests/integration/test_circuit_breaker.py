@@ -8,7 +8,7 @@ import threading
 import time
 import unittest
 
-from harness import Bulwark, Testd, request
+from harness import SANITIZED, Bulwark, Testd, request
 
 TEMPLATE = """
 admin: {{ listen: 127.0.0.1:{admin} }}
@@ -142,7 +142,7 @@ class CircuitBreakers(unittest.TestCase):
         p50, p99 = times[len(times) // 2], times[int(len(times) * 0.99)]
         print("circuit-open replies, client-measured (connect+request+reply): p50 %.3f ms, p99 %.3f ms"
               % (p50 * 1000, p99 * 1000), file=sys.stderr)
-        self.assertLess(p99, 0.05)
+        self.assertLess(p99, 0.2 if SANITIZED else 0.05)
         self.assertGreaterEqual(self.proxy.metric("bulwark_local_replies_total", reason="circuit-open"), 200)
 
 

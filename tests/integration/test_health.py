@@ -86,7 +86,7 @@ class HealthChecks(unittest.TestCase):
         took = self.wait_health(self.sick.address, 0, DETECT)
         print("marked down %.0f ms after the health path started failing (bound %.0f ms)"
               % (took * 1000, DETECT * 1000))
-        self.assertLess(took, DETECT + 0.15)
+        self.assertLess(took, DETECT + 0.3)  # + the polling and a loaded machine
         self.assertEqual(set(self.names()), {"good"})  # zero client errors, none to the sick one
         # Its idle pooled connections were closed (only the /__stats connection remains).
         time.sleep(0.1)

@@ -10,7 +10,7 @@ import sys
 import time
 import unittest
 
-from harness import Bulwark, Reader, Testd, free_port
+from harness import SANITIZED, Bulwark, Reader, Testd, free_port
 
 TEMPLATE = """
 admin: {{ listen: 127.0.0.1:{admin} }}
@@ -129,7 +129,8 @@ class GlobalRateLimit(unittest.TestCase):
         worst = max(latencies)
         print("Redis hung: %d admitted in 1 s, slowest request %.1f ms" % (admitted, worst * 1000),
               file=sys.stderr)
-        self.assertLess(worst, 0.020 + 0.015)  # timeout + proxy time + this client's own overhead
+        # timeout + proxy time + this client's own overhead (more under sanitizers)
+        self.assertLess(worst, 0.020 + (0.08 if SANITIZED else 0.02))
         self.assertGreater(admitted, 30)  # the local fallback: each proxy its own bucket
         errors = sum(p.metric("bulwark_redis_errors_total") for p in self.proxies)
         self.assertGreater(errors, 0)
@@ -138,7 +139,7 @@ class GlobalRateLimit(unittest.TestCase):
         # Dead Redis: refused at once, same fallback.
         self.redis.kill()
         admitted, latencies = self.run_for(0.5)
-        self.assertLess(max(latencies), 0.035)
+        self.assertLess(max(latencies), 0.1 if SANITIZED else 0.04)
 
         # Back: the proxies reconnect by themselves and share the quota again.
         self.redis.start()

@@ -135,7 +135,7 @@ class Retries(unittest.TestCase):
         elapsed = time.time() - start
         self.assertEqual(status, 504)
         self.assertEqual(h["x-bulwark-reason"], "upstream-timeout")
-        self.assertLess(elapsed, 0.8)
+        self.assertLess(elapsed, 1.0)
         self.assertEqual(h.get("x-bulwark-attempts"), "2")  # the second try was cut to 200 ms
 
     def test_retry_after_longer_than_time_left_is_not_retried(self):
