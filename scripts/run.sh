@@ -14,7 +14,13 @@ cmake --build build-release -j"$(nproc)" --target bulwark bulwark-testd
 backend=$!
 ./build-release/bulwark -c config/bulwark.yaml &
 proxy=$!
-trap 'kill -INT $proxy 2>/dev/null; kill $backend 2>/dev/null; wait' INT TERM EXIT
+cleanup() {
+  set +e  # the processes may be gone already (Ctrl-C reaches the whole group)
+  kill -INT "$proxy" 2>/dev/null
+  kill "$backend" 2>/dev/null
+  wait 2>/dev/null
+}
+trap cleanup INT TERM EXIT
 
 for _ in $(seq 50); do curl -sf http://127.0.0.1:9901/ready >/dev/null 2>&1 && break; sleep 0.1; done
 cat <<MSG
