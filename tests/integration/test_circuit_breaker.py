@@ -111,9 +111,16 @@ class CircuitBreakers(unittest.TestCase):
         self.trip()
         first = json.loads(request(self.proxy.admin_port, "GET", "/status")[2])
         time.sleep(2.3)  # open_for 2 s (+/-10 %) has passed: the next request to c is a probe
-        for _ in range(3):
+        probed = False
+        for _ in range(12):
             request(self.proxy.port, "GET", "/p")
-        self.assertEqual(self.state(self.bad, "open"), 1)
+            half = self.proxy.metric("bulwark_circuit_transitions_total", endpoint=self.bad.address,
+                                     to="half_open")
+            if half >= 1 and self.state(self.bad, "open") == 1:
+                probed = True
+                break
+        states = request(self.proxy.admin_port, "GET", "/status")[2]
+        self.assertTrue(probed, states)
         status = json.loads(request(self.proxy.admin_port, "GET", "/status")[2])
         open_for = [e["breaker"]["open_for_ms"] for e in status["upstreams"][0]["endpoints"]
                     if e["address"] == self.bad.address][0]
