@@ -172,18 +172,12 @@ void Worker::release_buffers(RequestBuffers* b) {
 }
 
 void Worker::add_downstream(Downstream* d) {
-  d->list_next = downstreams_;
-  if (downstreams_) downstreams_->list_prev = d;
-  downstreams_ = d;
+  downstreams_.push_back(*d);
   ++downstream_count_;
 }
 
 void Worker::remove_downstream(Downstream* d) {
-  if (d->list_prev)
-    d->list_prev->list_next = d->list_next;
-  else
-    downstreams_ = d->list_next;
-  if (d->list_next) d->list_next->list_prev = d->list_prev;
+  downstreams_.remove(*d);
   --downstream_count_;
   if (shutting_down_ || draining_) {
     if (downstream_count_ == 0) shut_down();
@@ -202,8 +196,8 @@ void Worker::begin_drain() {
   if (draining_) return;
   draining_ = true;
   close_listeners();
-  for (Downstream* d = downstreams_; d;) {
-    Downstream* next = d->list_next;
+  for (Downstream* d = downstreams_.front(); d;) {
+    Downstream* next = d->list_hook.next;
     d->drain();
     d = next;
   }
@@ -216,8 +210,8 @@ void Worker::shut_down() {
     return;
   shutting_down_ = true;
   close_listeners();
-  for (Downstream* d = downstreams_; d;) {
-    Downstream* next = d->list_next;
+  for (Downstream* d = downstreams_.front(); d;) {
+    Downstream* next = d->list_hook.next;
     d->close();
     d = next;
   }

@@ -15,6 +15,7 @@
 #include "admin/stats.h"
 #include "config/config.h"
 #include "http/request_id.h"
+#include "pipeline/downstream.h"
 #include "pipeline/request_buffers.h"
 #include "pipeline/route_state.h"
 #include "pipeline/router.h"
@@ -112,7 +113,7 @@ class Worker {
   std::unique_ptr<RedisRateLimiter> redis_;
   std::vector<std::unique_ptr<RequestBuffers>> buffers_;  // all, owned here
   std::vector<RequestBuffers*> free_buffers_;
-  Downstream* downstreams_ = nullptr;  // intrusive list
+  IntrusiveList<Downstream, &Downstream::list_hook> downstreams_;
   std::size_t downstream_count_ = 0;
   bool draining_ = false;
   bool shutting_down_ = false;

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <string>
 
+#include "core/intrusive_list.h"
 #include "http/headers.h"
 #include "http/local_reply.h"
 #include "net/write_queue.h"
@@ -43,8 +44,7 @@ class Downstream final : public UpstreamClient,
   // Closes at once (upstream connection included).
   void close();
 
-  Downstream* list_prev = nullptr;
-  Downstream* list_next = nullptr;
+  ListHook<Downstream> list_hook;  // the worker's list of its connections
 
   // UpstreamClient
   void on_upstream_connected() override;

@@ -181,7 +181,7 @@ CallResult Downstream::breaker_result(bool counted) const {
 }
 
 void Downstream::end_attempt(CallResult result) {
-  if (endpoint_ && waiting) endpoint_->pool->cancel_wait(this);
+  if (endpoint_ && waiting()) endpoint_->pool->cancel_wait(this);
   if (endpoint_) {
     report_breaker(result);
     upstream_->end_request(*endpoint_);
@@ -204,7 +204,7 @@ void Downstream::upstream_add(const char* data, std::size_t len, bool borrowed) 
       up_->out().add(data, len);
     else
       up_->out().add_copy(std::string_view(data, len));
-  } else if (queued_ || waiting || ratelimit_pending_) {
+  } else if (queued_ || waiting() || ratelimit_pending_) {
     b().queued_bytes.append(data, len);
     if (b().queued_bytes.size() > kHighWater) pause_reading();
   }
@@ -296,7 +296,7 @@ void Downstream::send_continue() {
 void Downstream::forward_body(const char* data, std::size_t len) {
   if (pending_reply_) return;  // answered locally: discarded
   upstream_add(data, len, true);
-  body_sent_upstream_ = up_ != nullptr || queued_ || waiting || ratelimit_pending_;
+  body_sent_upstream_ = up_ != nullptr || queued_ || waiting() || ratelimit_pending_;
 }
 
 void Downstream::end_request_body() {

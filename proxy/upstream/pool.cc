@@ -36,36 +36,15 @@ UpstreamConnection* ConnectionPool::acquire(PoolWaiter* waiter) {
 
 UpstreamConnection* ConnectionPool::acquire_new(PoolWaiter* waiter) {
   if (total_ < cap_ && !closed_) return open();
-  if (waiter && !waiter->waiting) {
-    waiter->waiting = true;
-    waiter->wait_prev = waiters_tail_;
-    waiter->wait_next = nullptr;
-    if (waiters_tail_)
-      waiters_tail_->wait_next = waiter;
-    else
-      waiters_head_ = waiter;
-    waiters_tail_ = waiter;
-  }
+  if (waiter && !waiter->waiting()) waiters_.push_back(*waiter);
   return nullptr;
 }
 
-void ConnectionPool::cancel_wait(PoolWaiter* w) {
-  if (!w->waiting) return;
-  if (w->wait_prev)
-    w->wait_prev->wait_next = w->wait_next;
-  else
-    waiters_head_ = w->wait_next;
-  if (w->wait_next)
-    w->wait_next->wait_prev = w->wait_prev;
-  else
-    waiters_tail_ = w->wait_prev;
-  w->wait_prev = w->wait_next = nullptr;
-  w->waiting = false;
-}
+void ConnectionPool::cancel_wait(PoolWaiter* w) { waiters_.remove(*w); }
 
 PoolWaiter* ConnectionPool::pop_waiter() {
-  PoolWaiter* w = waiters_head_;
-  if (w) cancel_wait(w);
+  PoolWaiter* w = waiters_.front();
+  if (w) waiters_.remove(*w);
   return w;
 }
 
@@ -97,7 +76,7 @@ void ConnectionPool::on_closed(UpstreamConnection* conn, bool was_idle) {
   all_.erase(conn);
   --total_;
   // Room for a new connection: give it to the longest waiting request.
-  if (waiters_head_ && total_ < cap_ && !closed_) {
+  if (!waiters_.empty() && total_ < cap_ && !closed_) {
     PoolWaiter* w = pop_waiter();
     w->on_pool_connection(open());
   }
@@ -126,7 +105,8 @@ void ConnectionPool::close_idle() {
 
 void ConnectionPool::close_all() {
   closed_ = true;
-  while (waiters_head_) pop_waiter();
+  while (pop_waiter()) {
+  }
   while (!all_.empty()) (*all_.begin())->close();
   if (idle_timer_) {
     uv_close(reinterpret_cast<uv_handle_t*>(idle_timer_),

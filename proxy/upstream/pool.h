@@ -11,6 +11,7 @@
 
 #include "admin/stats.h"
 #include "config/config.h"
+#include "core/intrusive_list.h"
 #include "upstream/idle_list.h"
 
 namespace bulwark {
@@ -21,9 +22,8 @@ class UpstreamConnection;
 class PoolWaiter {
  public:
   virtual void on_pool_connection(UpstreamConnection* conn) = 0;
-  PoolWaiter* wait_prev = nullptr;
-  PoolWaiter* wait_next = nullptr;
-  bool waiting = false;
+  ListHook<PoolWaiter> wait_hook;
+  bool waiting() const { return wait_hook.linked; }
 
  protected:
   ~PoolWaiter() = default;
@@ -75,8 +75,7 @@ class ConnectionPool {
   IdleList idle_;
   std::size_t total_ = 0;
   std::unordered_set<UpstreamConnection*> all_;
-  PoolWaiter* waiters_head_ = nullptr;
-  PoolWaiter* waiters_tail_ = nullptr;
+  IntrusiveList<PoolWaiter, &PoolWaiter::wait_hook> waiters_;
   uv_timer_t* idle_timer_;  // heap: freed in its close callback, which may run after the pool
   bool closed_ = false;
 };

@@ -132,35 +132,21 @@ void Upstream::end_request(UpstreamEndpoint& e) {
 
 Upstream::Admission Upstream::admit(PendingRequest& r) {
   // Requests already waiting on this worker go first.
-  if (!queue_head_ && state_.try_admit()) return Admission::admitted;
+  if (queue_.empty() && state_.try_admit()) return Admission::admitted;
   if (state_.config().limits.max_pending == 0 || !state_.try_enqueue()) return Admission::rejected;
-  r.pending_prev = queue_tail_;
-  r.pending_next = nullptr;
-  if (queue_tail_)
-    queue_tail_->pending_next = &r;
-  else
-    queue_head_ = &r;
-  queue_tail_ = &r;
   r.pending_deadline_ms = uv_now(loop_) + state_.config().limits.pending_timeout_ms;
-  if (queue_head_ == &r) arm_pending_timer();
+  queue_.push_back(r);
+  if (queue_.front() == &r) arm_pending_timer();
   return Admission::queued;
 }
 
 void Upstream::unlink(PendingRequest& r) {
-  if (r.pending_prev)
-    r.pending_prev->pending_next = r.pending_next;
-  else
-    queue_head_ = r.pending_next;
-  if (r.pending_next)
-    r.pending_next->pending_prev = r.pending_prev;
-  else
-    queue_tail_ = r.pending_prev;
-  r.pending_prev = r.pending_next = nullptr;
+  queue_.remove(r);
   state_.dequeue();
 }
 
 void Upstream::cancel(PendingRequest& r) {
-  bool was_head = queue_head_ == &r;
+  bool was_head = queue_.front() == &r;
   unlink(r);
   if (was_head) arm_pending_timer();
 }
@@ -168,13 +154,13 @@ void Upstream::cancel(PendingRequest& r) {
 void Upstream::release() {
   state_.release();
   admit_waiting();
-  if (!queue_head_ && state_.pending() > 0 && slot_freed_) slot_freed_();
+  if (queue_.empty() && state_.pending() > 0 && slot_freed_) slot_freed_();
 }
 
 void Upstream::admit_waiting() {
   bool admitted_any = false;
-  while (queue_head_ && state_.try_admit()) {
-    PendingRequest* r = queue_head_;
+  while (!queue_.empty() && state_.try_admit()) {
+    PendingRequest* r = queue_.front();
     unlink(*r);
     admitted_any = true;
     r->on_admitted();
@@ -183,12 +169,12 @@ void Upstream::admit_waiting() {
 }
 
 void Upstream::arm_pending_timer() {
-  if (!queue_head_) {
+  if (queue_.empty()) {
     uv_timer_stop(&pending_timer_);
     return;
   }
   std::uint64_t now = uv_now(loop_);
-  std::uint64_t due = queue_head_->pending_deadline_ms;
+  std::uint64_t due = queue_.front()->pending_deadline_ms;
   uv_timer_start(&pending_timer_, on_pending_timer, due > now ? due - now : 0, 0);
 }
 
@@ -196,8 +182,8 @@ void Upstream::on_pending_timer(uv_timer_t* timer) {
   auto* u = static_cast<Upstream*>(timer->data);
   std::uint64_t now = uv_now(u->loop_);
   // Deadlines grow along the queue (one pending_timeout for all), so expiry is from the head.
-  while (u->queue_head_ && u->queue_head_->pending_deadline_ms <= now) {
-    PendingRequest* r = u->queue_head_;
+  while (!u->queue_.empty() && u->queue_.front()->pending_deadline_ms <= now) {
+    PendingRequest* r = u->queue_.front();
     u->unlink(*r);
     r->on_pending_timeout();
   }

@@ -9,6 +9,7 @@
 #include <memory>
 #include <vector>
 
+#include "core/intrusive_list.h"
 #include "upstream/balancer.h"
 #include "upstream/pool.h"
 #include "upstream/upstream_state.h"
@@ -28,8 +29,7 @@ class PendingRequest {
  public:
   virtual void on_admitted() = 0;
   virtual void on_pending_timeout() = 0;
-  PendingRequest* pending_prev = nullptr;
-  PendingRequest* pending_next = nullptr;
+  ListHook<PendingRequest> pending_hook;
   std::uint64_t pending_deadline_ms = 0;
 
  protected:
@@ -71,7 +71,7 @@ class Upstream {
   void release();
   // Another worker freed a slot: try to admit waiting requests.
   void admit_waiting();
-  bool has_waiting() const { return queue_head_ != nullptr; }
+  bool has_waiting() const { return !queue_.empty(); }
   // Hook to tell the other workers that a slot was freed while requests wait elsewhere.
   void set_slot_freed_hook(std::function<void()> hook) { slot_freed_ = std::move(hook); }
 
@@ -95,8 +95,7 @@ class Upstream {
   std::vector<std::size_t> candidates_;
   bool panic_ = false;
   Balancer balancer_;
-  PendingRequest* queue_head_ = nullptr;
-  PendingRequest* queue_tail_ = nullptr;
+  IntrusiveList<PendingRequest, &PendingRequest::pending_hook> queue_;
   uv_timer_t pending_timer_{};
   std::function<void()> slot_freed_;
 };
