@@ -72,6 +72,7 @@ struct ListenerConfig {
   std::uint64_t idle_timeout_ms = 60000;
   std::uint64_t max_connections = 10000;
   std::uint64_t max_header_bytes = 64 * 1024;
+  std::uint64_t max_headers = 100;  // header lines of a request head (and of its trailers)
   std::uint64_t max_body_bytes = 10 * 1024 * 1024;
   std::vector<RouteConfig> routes;
 };

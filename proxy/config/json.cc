@@ -106,6 +106,7 @@ std::string config_to_json(const Config& c) {
         JsonObject t(o.key("limits"));
         t.num("max_connections", static_cast<double>(l.max_connections));
         t.num("max_header_bytes", static_cast<double>(l.max_header_bytes));
+        t.num("max_headers", static_cast<double>(l.max_headers));
         t.num("max_body_bytes", static_cast<double>(l.max_body_bytes));
       }
       std::string& rs = o.key("routes");

@@ -209,11 +209,12 @@ void read_listener(ConfigErrors& errors, const YAML::Node& node, const std::stri
   }
   if (f.has("limits")) {
     YamlFields t(errors, f.node("limits"), f.path("limits"),
-                 {"max_connections", "max_header_bytes", "max_body_bytes"});
+                 {"max_connections", "max_header_bytes", "max_headers", "max_body_bytes"});
     t.count("max_connections", l.max_connections, 1, kMaxCount);
     t.size("max_header_bytes", l.max_header_bytes);
     if (l.max_header_bytes < 256 || l.max_header_bytes > (1u << 20))
       t.error("max_header_bytes", "must be between 256 and 1MiB");
+    t.count("max_headers", l.max_headers, 1, 10000);
     t.size("max_body_bytes", l.max_body_bytes);
   }
   if (!f.required("routes")) return;

@@ -3,6 +3,8 @@
 #include <charconv>
 #include <cstring>
 
+#include "http/chunked.h"
+
 namespace bulwark {
 
 static inline unsigned char ascii_lower(unsigned char c) {
@@ -43,6 +45,21 @@ void HeaderBlock::append_value(const char* data, std::size_t len) {
   }
   buf_.append(data, len);
   fields_.back().value_length += static_cast<std::uint32_t>(len);
+}
+
+void HeaderBlock::end_value() {
+  if (fields_.empty()) return;
+  Field& f = fields_.back();
+  if (!in_value_) {  // an empty value: the field is complete all the same
+    f.value_offset = static_cast<std::uint32_t>(buf_.size());
+    in_value_ = true;
+  }
+  while (f.value_length > 0) {
+    char c = buf_[f.value_offset + f.value_length - 1];
+    if (c != ' ' && c != '\t') break;
+    --f.value_length;
+  }
+  buf_.resize(f.value_offset + f.value_length);
 }
 
 std::string_view HeaderBlock::get(std::string_view n) const {
@@ -127,12 +144,49 @@ RequestInfo inspect_request(const HeaderBlock& headers) {
       case 12:
         if (iequals(n, "x-request-id")) info.request_id = v;
         break;
-      case 15:
-        if (iequals(n, "x-forwarded-for")) info.forwarded_for = v;
+      case 14:
+        if (iequals(n, "content-length")) ++info.content_length_count;
+        break;
+      case 17:
+        if (iequals(n, "transfer-encoding")) ++info.transfer_encoding_count;
         break;
     }
   }
   return info;
+}
+
+TransferCoding transfer_coding(const HeaderBlock& headers, std::string_view* coding) {
+  bool present = false;
+  bool chunked_last = false;  // the last coding so far is chunked
+  bool invalid = false;
+  bool unsupported = false;
+  int codings = 0;
+  std::string_view offending;
+  for (std::size_t i = 0; i < headers.size(); ++i) {
+    if (!iequals(headers.name(i), "transfer-encoding")) continue;
+    present = true;
+    for_each_token(headers.value(i), [&](std::string_view t) {
+      ++codings;
+      std::string_view name = trim(t.substr(0, t.find(';')));
+      bool chunked = iequals(name, "chunked");
+      // Nothing may follow chunked (applied once, and last); chunked takes no parameters;
+      // every coding is a token.
+      if (chunked_last || !is_token(name) || (chunked && name.size() != t.size())) {
+        if (!invalid && !unsupported) offending = t;
+        invalid = true;
+      } else if (!chunked && !unsupported) {
+        if (!invalid) offending = name;
+        unsupported = true;
+      }
+      chunked_last = chunked;
+    });
+  }
+  if (!present) return TransferCoding::absent;
+  if (codings == 0 || !chunked_last) invalid = true;
+  if (coding) *coding = offending;
+  if (invalid) return TransferCoding::invalid;
+  if (unsupported) return TransferCoding::unsupported;
+  return TransferCoding::chunked;
 }
 
 bool is_hop_by_hop(std::string_view n) {
@@ -183,8 +237,10 @@ void copy_end_to_end(std::string& out, const HeaderBlock& headers, bool skip_for
   for (std::size_t i = 0; i < headers.size(); ++i) {
     std::string_view n = headers.name(i);
     if (is_hop_by_hop(n)) continue;
-    if (skip_forwarding && (iequals(n, "x-forwarded-for") || iequals(n, "x-forwarded-proto") ||
-                            iequals(n, "x-request-id")))
+    // The request side writes Host and the forwarding headers itself (so Connection can
+    // never remove them).
+    if (skip_forwarding && (iequals(n, "host") || iequals(n, "x-forwarded-for") ||
+                            iequals(n, "x-forwarded-proto") || iequals(n, "x-request-id")))
       continue;
     if (skip_expect && iequals(n, "expect")) continue;
     if (has_connection_list && listed_in_connection(headers, n)) continue;
@@ -211,12 +267,18 @@ void append_upgrade(std::string& out, std::string_view protocol) {
 }  // namespace
 
 void write_upstream_request_head(std::string& out, const HeaderBlock& headers,
-                                 const RequestInfo& info, const UpstreamRequestHead& head) {
+                                 const UpstreamRequestHead& head) {
   out.clear();
   out.append(head.method).append(" ").append(head.target).append(" HTTP/1.1\r\n");
+  append_header(out, "Host", head.host);
   copy_end_to_end(out, headers, true, true);
+  // Several X-Forwarded-For lines are one list (RFC 9110 5.3), in order.
   out.append("X-Forwarded-For: ");
-  if (!info.forwarded_for.empty()) out.append(info.forwarded_for).append(", ");
+  for (std::size_t i = 0; i < headers.size(); ++i) {
+    if (headers.name(i).size() != 15 || !iequals(headers.name(i), "x-forwarded-for")) continue;
+    std::string_view v = trim(headers.value(i));
+    if (!v.empty()) out.append(v).append(", ");
+  }
   out.append(head.client_ip).append("\r\n");
   out.append("X-Forwarded-Proto: http\r\n");
   append_header(out, "X-Request-Id", head.request_id);
@@ -246,6 +308,7 @@ void write_downstream_response_head(std::string& out, const HeaderBlock& headers
 }
 
 std::string_view origin_form(std::string_view target) {
+  target = target.substr(0, target.find('#'));
   if (!target.empty() && target[0] == '/') return target;
   if (target == "*") return target;
   auto scheme = target.find("://");
@@ -256,6 +319,16 @@ std::string_view origin_form(std::string_view target) {
     return query == std::string_view::npos ? std::string_view("/") : std::string_view();
   }
   return target.substr(slash);
+}
+
+std::string_view target_authority(std::string_view target) {
+  if (target.empty() || target[0] == '/') return {};
+  auto scheme = target.find("://");
+  if (scheme == std::string_view::npos) return {};
+  std::string_view authority = target.substr(scheme + 3);
+  authority = authority.substr(0, authority.find_first_of("/?#"));
+  auto at = authority.rfind('@');  // userinfo is never part of Host
+  return at == std::string_view::npos ? authority : authority.substr(at + 1);
 }
 
 std::string_view target_path(std::string_view target) {

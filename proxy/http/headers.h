@@ -19,6 +19,8 @@ class HeaderBlock {
   // Parser callbacks may deliver a name or value in several pieces.
   void append_name(const char* data, std::size_t len);
   void append_value(const char* data, std::size_t len);
+  // The current value is complete: trailing whitespace (OWS, RFC 9110 5.5) is dropped.
+  void end_value();
 
   std::size_t size() const { return fields_.size(); }
   std::string_view name(std::size_t i) const {
@@ -40,13 +42,22 @@ class HeaderBlock {
   bool in_value_ = false;
 };
 
+// What a request's Transfer-Encoding lines say (RFC 9112 6.1, 6.3).
+enum class TransferCoding {
+  absent,       // no Transfer-Encoding line
+  chunked,      // exactly "chunked"
+  invalid,      // empty, chunked twice, or chunked not the final coding: 400
+  unsupported,  // other codings before a final chunked (gzip, identity...): 501
+};
+
 // What the proxy needs to know about a request head, found in one pass.
 struct RequestInfo {
-  std::string_view host;           // Host header, port included
-  std::string_view forwarded_for;  // existing X-Forwarded-For
-  std::string_view request_id;     // existing X-Request-Id
-  std::string_view upgrade;        // Upgrade header value
+  std::string_view host;        // Host header, port included
+  std::string_view request_id;  // existing X-Request-Id
+  std::string_view upgrade;     // Upgrade header value
   int host_count = 0;
+  int content_length_count = 0;
+  int transfer_encoding_count = 0;  // lines, empty ones included
   bool connection_close = false;
   bool connection_keep_alive = false;
   bool connection_upgrade = false;
@@ -55,6 +66,11 @@ struct RequestInfo {
 };
 
 RequestInfo inspect_request(const HeaderBlock& headers);
+
+// Classifies the transfer codings of every Transfer-Encoding line, in order. `coding` is set
+// to the first offending coding (for the reply's detail) when the result is not absent or
+// chunked.
+TransferCoding transfer_coding(const HeaderBlock& headers, std::string_view* coding = nullptr);
 
 // True for headers that never cross the proxy (RFC 9110 7.6.1), and for framing headers
 // that the proxy re-writes itself.
@@ -67,6 +83,7 @@ enum class BodyFraming { none, content_length, chunked };
 struct UpstreamRequestHead {
   std::string_view method;
   std::string_view target;  // origin-form path and query
+  std::string_view host;    // the Host to send: always written, first, exactly once
   std::string_view client_ip;
   std::string_view request_id;  // the id to send (kept or generated)
   BodyFraming framing = BodyFraming::none;
@@ -74,9 +91,11 @@ struct UpstreamRequestHead {
   std::string_view upgrade;  // non-empty: forward as an upgrade request
 };
 
-// Serializes the upstream request head (HTTP/1.1) into `out` (cleared first).
+// Serializes the upstream request head (HTTP/1.1) into `out` (cleared first). The client's
+// Host lines are replaced by head.host; its X-Forwarded-For lines are combined into one,
+// with the client's address appended.
 void write_upstream_request_head(std::string& out, const HeaderBlock& headers,
-                                 const RequestInfo& info, const UpstreamRequestHead& head);
+                                 const UpstreamRequestHead& head);
 
 struct DownstreamResponseHead {
   int status = 200;
@@ -94,8 +113,12 @@ void write_downstream_response_head(std::string& out, const HeaderBlock& headers
                                     const DownstreamResponseHead& head);
 
 // Extracts the origin-form target from an absolute-form one ("http://h/p?q" -> "/p?q");
-// origin-form is returned unchanged. Returns "" for an unusable target.
+// origin-form is returned unchanged. A fragment ("#...") is never part of the result.
+// Returns "" for an unusable target.
 std::string_view origin_form(std::string_view target);
+// The authority of an absolute-form target ("http://u@a.example:8080/x" -> "a.example:8080",
+// userinfo dropped), or "" for any other form.
+std::string_view target_authority(std::string_view target);
 // The path part of an origin-form target (before '?').
 std::string_view target_path(std::string_view target);
 // Host without port, for matching ("Example.com:80" -> "Example.com").

@@ -1,7 +1,8 @@
-// The client side of a Downstream: socket, parsing, limits, timers, local replies, close.
+// The client side of a Downstream: socket, reading, timers, local replies, close. Parsing is
+// in request_parse.cc.
 #include "pipeline/downstream.h"
 
-#include <cstring>
+#include <cstdio>
 
 #include "admin/stats.h"
 #include "core/log.h"
@@ -10,27 +11,8 @@
 namespace bulwark {
 
 namespace {
-Downstream* self(llhttp_t* p) { return static_cast<Downstream*>(p->data); }
 constexpr std::uint64_t kLingerMs = 2000;
 }  // namespace
-
-const llhttp_settings_t& Downstream::settings() {
-  static const llhttp_settings_t s = [] {
-    llhttp_settings_t x;
-    llhttp_settings_init(&x);
-    x.on_message_begin = cb_message_begin;
-    x.on_url = cb_url;
-    x.on_header_field = cb_header_field;
-    x.on_header_value = cb_header_value;
-    x.on_headers_complete = cb_headers_complete;
-    x.on_body = cb_body;
-    x.on_chunk_header = cb_chunk_header;
-    x.on_chunk_complete = cb_chunk_complete;
-    x.on_message_complete = cb_message_complete;
-    return x;
-  }();
-  return s;
-}
 
 Downstream::Downstream(ListenerRuntime& listener) : listener_(listener), worker_(*listener.worker) {
   uv_tcp_init(worker_.loop(), &tcp_);
@@ -39,6 +21,9 @@ Downstream::Downstream(ListenerRuntime& listener) : listener_(listener), worker_
   timer_.data = this;
   open_handles_ = 2;
   llhttp_init(&parser_, HTTP_REQUEST, &settings());
+  // Any HTTP/1.x version is accepted by the parser; start_request() serves 1.x (x > 1) as
+  // 1.1 (RFC 9110 6.2) and refuses other major versions. llhttp 8.1 has no setter for it.
+  parser_.lenient_flags |= LENIENT_VERSION;
   parser_.data = this;
   ++listener_.connections;
   listener_.stats->connections.add(1);
@@ -125,12 +110,13 @@ void Downstream::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf
   switch (d->phase_) {
     case Phase::idle:
     case Phase::head:
-      d->close();
+      d->close_gracefully();  // after what is still queued towards the client
       break;
     case Phase::request:
-      // A client may half-close after sending its request: finish the response, then close.
+      // A client may half-close after sending its requests: answer each one it sent
+      // (pipelined ones wait in pending_input_), then close.
       if (d->request_complete_ && !d->upgrade_) {
-        d->close_after_response_ = true;
+        if (d->pending_input_.empty()) d->close_after_response_ = true;
         uv_read_stop(stream);
         d->reading_ = false;
       } else {
@@ -161,52 +147,6 @@ void Downstream::handle_input(const char* data, std::size_t len) {
   execute(data, len);
 }
 
-void Downstream::execute(const char* data, std::size_t len) {
-  in_execute_ = true;
-  for (;;) {
-    // A value piece that ended exactly at the end of the previous input continues here.
-    if (value_open_ && value_piece_end_ == exec_end_) value_piece_end_ = nullptr;
-    exec_end_ = data + len;
-    llhttp_errno_t err = llhttp_execute(&parser_, data, len);
-    if (done()) break;
-    if (err == HPE_OK) break;
-    if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
-      const char* rest = llhttp_get_error_pos(&parser_);
-      std::size_t rest_len = rest ? static_cast<std::size_t>(data + len - rest) : 0;
-      if (err == HPE_PAUSED && phase_ == Phase::idle) {
-        // The request was answered while parsing (a local reply): go on with the next.
-        llhttp_resume(&parser_);
-        data = rest;
-        len = rest_len;
-        if (len == 0) break;
-        continue;
-      }
-      if (err == HPE_PAUSED_UPGRADE) {
-        // Bytes after an upgrade request belong to the new protocol: pass them on.
-        if (rest_len) upstream_add(rest, rest_len, true);
-        bytes_in_ += rest_len;
-        break;
-      }
-      pending_input_.append(rest, rest_len);
-      if (pending_input_.size() > kHighWater) pause_reading();
-      break;
-    }
-    // A protocol error: 400 (or the limit that was hit), then close.
-    if (error_reason_set_) {
-      local_reply(error_reason_, error_detail_, true);
-    } else {
-      const char* why = llhttp_get_error_reason(&parser_);
-      local_reply(Reason::bad_request, why ? why : "malformed request", true);
-    }
-    break;
-  }
-  in_execute_ = false;
-  if (phase_ == Phase::head && !head_timer_armed_ && !done()) {
-    head_timer_armed_ = true;
-    arm_timer(listener_.config->header_timeout_ms);
-  }
-}
-
 void Downstream::serve_pending_input() {
   if (done()) return;
   if (pending_input_.empty()) {
@@ -219,6 +159,15 @@ void Downstream::serve_pending_input() {
   execute(b().resume_input.data(), b().resume_input.size());
   if (!closing_) flush();  // the batch may point into the resume buffer
   b().resume_input.clear();
+  if (client_eof_ && !done() && pending_input_.empty() &&
+      (phase_ == Phase::idle || phase_ == Phase::head ||
+       (phase_ == Phase::request && !request_complete_))) {
+    // The client half-closed and every request it sent is answered (or the last one can
+    // never be completed): close.
+    if (phase_ == Phase::request) account_request();
+    close_gracefully();
+    return;
+  }
   if (!done() && pending_input_.size() < kHighWater) resume_reading();
   if (!done() && phase_ == Phase::idle) release_buffers();
 }
@@ -279,108 +228,6 @@ void Downstream::on_timer(uv_timer_t* timer) {
   }
 }
 
-bool Downstream::count_head_bytes(std::size_t len) {
-  head_bytes_ += len;
-  if (head_bytes_ <= listener_.config->max_header_bytes) return true;
-  error_reason_ = Reason::header_too_large;
-  error_detail_ = "the request head exceeds the listener's max_header_bytes";
-  error_reason_set_ = true;
-  return false;
-}
-
-int Downstream::cb_message_begin(llhttp_t* p) {
-  auto* d = self(p);
-  d->phase_ = Phase::head;
-  d->start_ns_ = uv_hrtime();
-  d->b().headers.clear();
-  d->b().url.clear();
-  d->value_open_ = false;
-  d->head_bytes_ = 0;
-  d->head_timer_armed_ = false;  // armed in execute() only if the head does not arrive at once
-  return 0;
-}
-
-int Downstream::cb_url(llhttp_t* p, const char* at, std::size_t len) {
-  auto* d = self(p);
-  if (!d->count_head_bytes(len)) return -1;
-  d->b().url.append(at, len);
-  return 0;
-}
-
-int Downstream::cb_header_field(llhttp_t* p, const char* at, std::size_t len) {
-  auto* d = self(p);
-  d->value_open_ = false;
-  if (!d->count_head_bytes(len + 4)) return -1;  // ": " and CRLF
-  d->b().headers.append_name(at, len);
-  return 0;
-}
-
-int Downstream::cb_header_value(llhttp_t* p, const char* at, std::size_t len) {
-  auto* d = self(p);
-  if (!d->count_head_bytes(len)) return -1;
-  // llhttp accepts obsolete line folding and reports the folded line as another piece of
-  // the same value. A piece that follows one which did not end at the end of the input is
-  // such a fold: refused (RFC 9112 5.2 allows either refusing or unfolding).
-  bool folded = d->value_open_ && d->value_piece_end_ != nullptr;
-  d->value_open_ = true;
-  d->value_piece_end_ = at + len;
-  if (folded || std::memchr(at, '\n', len) || std::memchr(at, '\r', len)) {
-    d->error_reason_ = Reason::bad_request;
-    d->error_detail_ = "obsolete line folding in a header value";
-    d->error_reason_set_ = true;
-    return -1;
-  }
-  d->b().headers.append_value(at, len);
-  return 0;
-}
-
-int Downstream::cb_headers_complete(llhttp_t* p) {
-  auto* d = self(p);
-  d->value_open_ = false;
-  d->bytes_in_ += d->head_bytes_;
-  return d->start_request();
-}
-
-int Downstream::cb_body(llhttp_t* p, const char* at, std::size_t len) {
-  auto* d = self(p);
-  d->request_body_bytes_ += len;
-  d->bytes_in_ += len;
-  if (d->request_body_bytes_ > d->listener_.config->max_body_bytes) {
-    d->error_reason_ = Reason::body_too_large;
-    d->error_detail_ = "request body exceeds the listener's max_body_bytes";
-    d->error_reason_set_ = true;
-    return -1;
-  }
-  d->forward_body(at, len);
-  return 0;
-}
-
-int Downstream::cb_chunk_header(llhttp_t* p) {
-  auto* d = self(p);
-  d->chunk_size_ = p->content_length;
-  if (!d->pending_reply_ && d->chunk_size_ > 0) d->upstream_add_chunk_header(d->chunk_size_);
-  return 0;
-}
-
-int Downstream::cb_chunk_complete(llhttp_t* p) {
-  auto* d = self(p);
-  if (!d->pending_reply_ && d->chunk_size_ > 0) d->upstream_add("\r\n", 2, false);
-  return 0;
-}
-
-int Downstream::cb_message_complete(llhttp_t* p) {
-  auto* d = self(p);
-  d->request_complete_ = true;
-  if (d->pending_reply_) {
-    d->pending_reply_ = false;
-    d->local_reply(d->pending_reason_, d->b().pending_detail, false, d->pending_status_);
-    return HPE_PAUSED;
-  }
-  d->end_request_body();
-  if (p->upgrade) return 0;  // llhttp stops with HPE_PAUSED_UPGRADE
-  return HPE_PAUSED;
-}
-
 void Downstream::local_reply(Reason reason, std::string_view detail, bool close_after, int status) {
   if (done()) return;
   if (response_started_) {
@@ -430,7 +277,7 @@ void Downstream::account_request() {
   AccessEntry e;
   e.request_id = request_id_;
   e.client = client_ip_;
-  e.method = llhttp_method_name(static_cast<llhttp_method_t>(parser_.method));
+  e.method = llhttp_method_name(static_cast<llhttp_method_t>(method_));
   e.path = target_path(origin_form(b().url));
   e.listener = listener_.config->name;
   if (route_ >= 0) {
@@ -455,7 +302,10 @@ void Downstream::finish_request() {
   if (up_) detach_upstream(false);
   end_attempt();  // also when still waiting for a pooled connection
   if (upstream_) leave_bulkhead();
-  bool close_now = close_after_response_ || client_eof_ || draining_;
+  // After a half-close, requests already read are still answered (serve_pending_input closes
+  // once they are).
+  bool close_now =
+      close_after_response_ || draining_ || (client_eof_ && !in_execute_ && pending_input_.empty());
   reset_request();
   if (close_now) {
     close_gracefully();
@@ -482,7 +332,6 @@ void Downstream::reset_request() {
   request_content_length_ = 0;
   response_framing_ = BodyFraming::none;
   upstream_chunked_ = false;
-  chunk_size_ = 0;
   response_chunk_size_ = 0;
   request_body_bytes_ = 0;
   bytes_in_ = 0;
@@ -510,6 +359,9 @@ void Downstream::reset_request() {
   sent_continue_ = false;
   accounted_ = false;
   error_reason_set_ = false;
+  error_status_ = 0;
+  chunked_body_ = false;
+  request_upgrade_ = false;
 }
 
 void Downstream::close_gracefully() {
@@ -526,6 +378,7 @@ void Downstream::close_gracefully() {
     return;
   }
   arm_timer(kLingerMs);
+  if (client_eof_) return;  // nothing more will come: on_shutdown closes
   if (!reading_) {
     reading_ = true;
     read_paused_ = false;
@@ -537,7 +390,8 @@ void Downstream::close_gracefully() {
 
 void Downstream::on_shutdown(uv_shutdown_t* req, int status) {
   auto* d = static_cast<Downstream*>(req->handle->data);
-  if (status < 0 && !d->closing_) d->close();
+  // Every queued byte is written. A client that half-closed has nothing left to send.
+  if ((status < 0 || d->client_eof_) && !d->closing_) d->close();
 }
 
 void Downstream::drain() {

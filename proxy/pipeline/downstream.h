@@ -1,8 +1,9 @@
 // One client connection and the request it is serving. Requests on a connection are
 // served one at a time, in order (pipelined requests wait, parsed, in a small buffer);
 // each is routed, forwarded to an upstream connection and its response streamed back.
-// downstream.cc holds the connection side (reading, parsing, limits, timers, replies);
-// session.cc the proxying side (route, upstream, relay of both bodies).
+// downstream.cc holds the connection side (reading, timers, replies, close); request_parse.cc
+// the parsing (llhttp callbacks, head checks, chunked bodies, limits); session.cc the proxying
+// side (route, upstream, relay of both bodies).
 #pragma once
 
 #include <llhttp.h>
@@ -77,7 +78,7 @@ class Downstream final : public UpstreamClient,
     lingering  // response sent, closing: draining what the client still sends
   };
 
-  // downstream.cc
+  // downstream.cc (connection) and request_parse.cc (parsing)
   static void on_alloc(uv_handle_t* handle, std::size_t suggested, uv_buf_t* buf);
   static void on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf);
   static void on_write(uv_write_t* req, int status);
@@ -87,16 +88,30 @@ class Downstream final : public UpstreamClient,
   static const llhttp_settings_t& settings();
   static int cb_message_begin(llhttp_t* p);
   static int cb_url(llhttp_t* p, const char* at, std::size_t len);
+  static int cb_url_complete(llhttp_t* p);
   static int cb_header_field(llhttp_t* p, const char* at, std::size_t len);
+  static int cb_header_field_complete(llhttp_t* p);
   static int cb_header_value(llhttp_t* p, const char* at, std::size_t len);
+  static int cb_header_value_complete(llhttp_t* p);
   static int cb_headers_complete(llhttp_t* p);
   static int cb_body(llhttp_t* p, const char* at, std::size_t len);
-  static int cb_chunk_header(llhttp_t* p);
-  static int cb_chunk_complete(llhttp_t* p);
   static int cb_message_complete(llhttp_t* p);
 
   void handle_input(const char* data, std::size_t len);
   void execute(const char* data, std::size_t len);
+  // The head is parsed (llhttp paused just after it, at `body`): checks how it ended, then
+  // validates and routes the request. False when the request was answered and parsing stops.
+  bool on_head_parsed(const char* data, const char* body);
+  // Feeds chunked request body bytes to the decoder, advancing `data`. True when the body is
+  // complete; false when more input is needed or the request was refused.
+  bool decode_chunked(const char*& data, const char* end);
+  // The request message is complete: HPE_PAUSED, or 0 after an upgrade request.
+  int message_complete();
+  // Counts and forwards body bytes; false (and the request refused) above max_body_bytes.
+  bool take_body(const char* data, std::size_t len);
+  void add_trailer(std::string_view name, std::string_view value);
+  // A parse error: the reply execute() sends once llhttp has stopped.
+  int parse_error(Reason reason, const char* detail, int status = 0);
   void serve_pending_input();
   bool count_head_bytes(std::size_t len);
   void arm_timer(std::uint64_t ms);
@@ -131,6 +146,10 @@ class Downstream final : public UpstreamClient,
   void leave_bulkhead();
   void end_attempt(CallResult result = CallResult::cancelled);
   void end_request_body();
+  bool request_has_body() const {
+    return request_framing_ == BodyFraming::chunked ||
+           (request_framing_ == BodyFraming::content_length && request_content_length_ > 0);
+  }
   void upstream_failed(Reason reason, UpstreamError error);
   void detach_upstream(bool reusable, CallResult result = CallResult::cancelled);
   // The breaker hears each attempt's outcome once; `cancelled` when it was not the endpoint's
@@ -185,6 +204,10 @@ class Downstream final : public UpstreamClient,
   const char* exec_end_ = nullptr;
   const char* value_piece_end_ = nullptr;
   bool value_open_ = false;
+  std::uint64_t header_count_ = 0;
+  bool head_paused_ = false;   // llhttp stopped at the end of a head (cb_headers_complete)
+  char input_tail_ = '\n';     // the last byte llhttp consumed from the previous input
+  bool chunked_body_ = false;  // the chunked decoder reads the request body, not llhttp
 
   // The current request.
   std::uint64_t start_ns_ = 0;
@@ -218,7 +241,6 @@ class Downstream final : public UpstreamClient,
   std::uint64_t request_content_length_ = 0;
   BodyFraming response_framing_ = BodyFraming::none;
   bool upstream_chunked_ = false;
-  std::uint64_t chunk_size_ = 0;
   std::uint64_t request_body_bytes_ = 0;
   std::uint64_t bytes_in_ = 0;
   std::uint64_t bytes_out_ = 0;
@@ -241,8 +263,11 @@ class Downstream final : public UpstreamClient,
   bool last_attempt_reused_ = false;
   std::uint64_t response_chunk_size_ = 0;
   int minor_version_ = 1;
+  std::uint8_t method_ = HTTP_GET;  // of the current request (llhttp is reset after a chunked body)
+  bool request_upgrade_ = false;    // llhttp's upgrade flag for the current request
   Reason error_reason_ = Reason::bad_request;
   bool error_reason_set_ = false;
+  int error_status_ = 0;  // 0: the reason's status
   const char* error_detail_ = "";
 };
 

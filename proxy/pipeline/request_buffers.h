@@ -7,6 +7,7 @@
 
 #include <string>
 
+#include "http/chunked.h"
 #include "http/headers.h"
 #include "net/write_queue.h"
 
@@ -16,15 +17,18 @@ namespace bulwark {
 struct RequestBuffers {
   HeaderBlock headers;
   std::string url;
-  std::string upstream_head;   // serialized upstream request head
-  std::string response_head;   // serialized response head or local reply
-  std::string resume_input;    // pipelined bytes being parsed
-  std::string queued_bytes;    // request bytes read while waiting for admission or a connection
-  std::string pending_detail;  // detail of a local reply decided before the request completed
-  std::string endpoint_name;   // of the last attempt, for the log
-  std::string replay;          // request body bytes kept for a retry (up to retry.max_body_bytes)
-  uv_timer_t attempt_timer;    // per-try timeout and retry back-off; initialised by the worker
-  OutBatch out;                // towards the client
+  std::string upstream_head;    // serialized upstream request head
+  std::string response_head;    // serialized response head or local reply
+  std::string resume_input;     // pipelined bytes being parsed
+  std::string queued_bytes;     // request bytes read while waiting for admission or a connection
+  std::string pending_detail;   // detail of a local reply decided before the request completed
+  std::string endpoint_name;    // of the last attempt, for the log
+  std::string replay;           // request body bytes kept for a retry (up to retry.max_body_bytes)
+  std::string trailers;         // forwarded request trailer lines ("Name: value\r\n"...)
+  std::string request_id_copy;  // the client's X-Request-Id, owned
+  ChunkedDecoder chunked;       // a chunked request body
+  uv_timer_t attempt_timer;     // per-try timeout and retry back-off; initialised by the worker
+  OutBatch out;                 // towards the client
   RequestInfo info;
   char request_id[36];
 };

@@ -21,14 +21,6 @@ bool printable_id(std::string_view id) {
   return true;
 }
 
-// The authority of an absolute-form target ("http://a.example/x" -> "a.example").
-std::string_view target_authority(std::string_view target) {
-  auto scheme = target.find("://");
-  if (scheme == std::string_view::npos || (!target.empty() && target[0] == '/')) return {};
-  std::string_view rest = target.substr(scheme + 3);
-  return rest.substr(0, rest.find_first_of("/?"));
-}
-
 }  // namespace
 
 int Downstream::reply_from_headers(Reason reason, std::string_view detail, int status) {
@@ -47,7 +39,10 @@ int Downstream::reply_from_headers(Reason reason, std::string_view detail, int s
 
 int Downstream::start_request() {
   phase_ = Phase::request;
-  minor_version_ = parser_.http_minor;
+  method_ = parser_.method;
+  request_upgrade_ = parser_.upgrade != 0;
+  // HTTP/1.x with x > 1 is served as HTTP/1.1 (RFC 9110 6.2: same major version).
+  minor_version_ = parser_.http_minor > 0 ? 1 : 0;
   head_request_ = parser_.method == HTTP_HEAD;
   b().info = inspect_request(b().headers);
   const ListenerConfig& lc = *listener_.config;
@@ -56,13 +51,15 @@ int Downstream::start_request() {
     worker_.ids().next(b().request_id);
     request_id_ = std::string_view(b().request_id, sizeof b().request_id);
   } else {
-    request_id_ = b().info.request_id;
+    // Owned: the id outlives anything that may happen to the head buffer (log, retries).
+    b().request_id_copy.assign(b().info.request_id);
+    request_id_ = b().request_id_copy;
   }
   if (b().info.connection_close || (minor_version_ == 0 && !b().info.connection_keep_alive) ||
       draining_)
     close_after_response_ = true;
 
-  if (parser_.http_major != 1 || parser_.http_minor > 1) {
+  if (parser_.http_major != 1) {
     local_reply(Reason::bad_request, "unsupported HTTP version", true);
     return HPE_PAUSED;
   }
@@ -83,9 +80,38 @@ int Downstream::start_request() {
     local_reply(Reason::bad_request, "invalid request target", true);
     return HPE_PAUSED;
   }
+  // Framing (RFC 9112 6). llhttp already refuses a non-empty Transfer-Encoding with a
+  // Content-Length, and duplicate lengths; an empty Transfer-Encoding line counts too.
+  if (b().info.transfer_encoding_count > 0) {
+    if (b().info.content_length_count > 0) {
+      local_reply(Reason::bad_request, "both Content-Length and Transfer-Encoding", true);
+      return HPE_PAUSED;
+    }
+    if (minor_version_ == 0) {  // RFC 9112 6.1: faulty framing in HTTP/1.0
+      local_reply(Reason::bad_request, "Transfer-Encoding in an HTTP/1.0 request", true);
+      return HPE_PAUSED;
+    }
+    std::string_view coding;
+    switch (transfer_coding(b().headers, &coding)) {
+      case TransferCoding::invalid:
+        b().pending_detail.assign("invalid Transfer-Encoding: ").append(coding.substr(0, 64));
+        local_reply(Reason::bad_request, b().pending_detail, true);
+        return HPE_PAUSED;
+      case TransferCoding::unsupported:
+        // RFC 9112 6.1: 501 for a transfer coding the server does not understand. SPEC has no
+        // reason for 501: bad-request, with the status overridden.
+        b().pending_detail.assign("unsupported transfer coding: ").append(coding.substr(0, 64));
+        local_reply(Reason::bad_request, b().pending_detail, true, 501);
+        return HPE_PAUSED;
+      case TransferCoding::absent:
+      case TransferCoding::chunked:
+        break;
+    }
+  }
   if (parser_.flags & F_CHUNKED) {
     request_framing_ = BodyFraming::chunked;
-  } else if (parser_.content_length > 0) {
+  } else if (parser_.flags & F_CONTENT_LENGTH) {
+    // Kept even when 0: a POST without it may be answered 411 (RFC 9110 8.6).
     request_framing_ = BodyFraming::content_length;
     request_content_length_ = parser_.content_length;  // llhttp counts it down as it reads
     if (parser_.content_length > lc.max_body_bytes) {
@@ -100,7 +126,7 @@ int Downstream::start_request() {
 
   std::string_view host = target_authority(b().url);
   if (host.empty()) host = b().info.host;
-  const char* method = llhttp_method_name(static_cast<llhttp_method_t>(parser_.method));
+  const char* method = llhttp_method_name(static_cast<llhttp_method_t>(method_));
   route_ = listener_.router->match(method, target_path(target), host, b().headers);
   if (route_ < 0) {
     route_stats_ = nullptr;
@@ -254,14 +280,18 @@ void Downstream::use_connection(UpstreamConnection* conn) {
   conn->attach(this, head_request_);
   last_attempt_reused_ = conn->reused();
   UpstreamRequestHead head;
-  head.method = llhttp_method_name(static_cast<llhttp_method_t>(parser_.method));
+  head.method = llhttp_method_name(static_cast<llhttp_method_t>(method_));
   head.target = origin_form(b().url);
+  // Exactly one Host (RFC 9112 3.2): an absolute-form target's authority replaces the
+  // client's Host (3.2.2); a client without one (HTTP/1.0) gets the endpoint's address.
+  head.host = target_authority(b().url);
+  if (head.host.empty()) head.host = b().info.host_count ? b().info.host : b().endpoint_name;
   head.client_ip = client_ip_;
   head.request_id = request_id_;
   head.framing = request_framing_;
   head.content_length = request_content_length_;
   if (upgrade_) head.upgrade = b().info.upgrade;
-  write_upstream_request_head(b().upstream_head, b().headers, b().info, head);
+  write_upstream_request_head(b().upstream_head, b().headers, head);
   up_->out().add(b().upstream_head);
   if (attempts_ > 1)
     up_->out().add(b().replay);  // a retry: the body so far, from the replay copy
@@ -287,7 +317,7 @@ void Downstream::on_pool_connection(UpstreamConnection* conn) {
 
 void Downstream::send_continue() {
   if (sent_continue_ || !b().info.expect_continue || minor_version_ == 0 || request_complete_ ||
-      response_started_ || request_framing_ == BodyFraming::none)
+      response_started_ || !request_has_body())
     return;
   sent_continue_ = true;
   b().out.add_copy("HTTP/1.1 100 Continue\r\n\r\n");
@@ -300,7 +330,10 @@ void Downstream::forward_body(const char* data, std::size_t len) {
 }
 
 void Downstream::end_request_body() {
-  if (request_framing_ == BodyFraming::chunked) upstream_add("0\r\n\r\n", 5, false);
+  if (request_framing_ != BodyFraming::chunked) return;
+  upstream_add("0\r\n", 3, false);
+  if (!b().trailers.empty()) upstream_add(b().trailers.data(), b().trailers.size(), false);
+  upstream_add("\r\n", 2, false);
 }
 
 void Downstream::detach_upstream(bool reusable, CallResult result) {
@@ -413,6 +446,10 @@ void Downstream::on_upstream_complete() {
     report_breaker(CallResult::success);
     phase_ = Phase::tunnel;
     up_->start_tunnel();
+    if (client_eof_) {  // a pipelined upgrade after the client's half-close: nothing to tunnel
+      close_gracefully();
+      return;
+    }
     arm_timer(listener_.config->idle_timeout_ms);
     flush();
     resume_reading();
@@ -477,7 +514,7 @@ void Downstream::upstream_failed(Reason reason, UpstreamError error) {
   // processed, so the request goes again on a fresh connection to the same endpoint, which
   // is not blamed for the stale one.
   bool stale = error == UpstreamError::reset && last_attempt_reused_ && !body_sent_upstream_ &&
-               request_framing_ == BodyFraming::none && stale_retries_ < 3 && !response_started_ &&
+               !request_has_body() && stale_retries_ < 3 && !response_started_ &&
                phase_ != Phase::tunnel;
   if (stale && endpoint_ && !done()) {
     // Same endpoint, fresh connection: if that fails too, the endpoint is to blame.

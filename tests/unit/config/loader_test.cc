@@ -48,6 +48,7 @@ TEST_CASE("a minimal config loads with documented defaults") {
   CHECK(l.idle_timeout_ms == 60000);
   CHECK(l.max_connections == 10000);
   CHECK(l.max_header_bytes == 64 * 1024);
+  CHECK(l.max_headers == 100);
   CHECK(l.max_body_bytes == 10 * 1024 * 1024);
   CHECK(l.routes[0].match.prefix == "/");
   CHECK(l.routes[0].timeout_ms == 15000);
@@ -69,7 +70,7 @@ listeners:
   - name: inbound
     listen: 0.0.0.0:8080
     timeouts: { header: 2s, idle: 30s }
-    limits: { max_connections: 50, max_header_bytes: 8KiB, max_body_bytes: 1MiB }
+    limits: { max_connections: 50, max_header_bytes: 8KiB, max_headers: 40, max_body_bytes: 1MiB }
     routes:
       - name: api
         match: { prefix: /api, host: "*.example.com", methods: [GET, POST], headers: { X-Canary: "1" } }
@@ -93,6 +94,7 @@ upstreams:
   CHECK(l.header_timeout_ms == 2000);
   CHECK(l.max_connections == 50);
   CHECK(l.max_header_bytes == 8192);
+  CHECK(l.max_headers == 40);
   const auto& m = l.routes[0].match;
   CHECK(m.host == "*.example.com");
   CHECK(m.methods == std::vector<std::string>{"GET", "POST"});
@@ -133,6 +135,24 @@ upstreams:
   CHECK(has_error(r, "bad.yaml:9:9: listeners[0].routes[0].timout: unknown key"));
   CHECK(has_error(r, "bad.yaml:13:14: upstreams[0].balance: must be round_robin"));
   CHECK(r.errors.size() == 6);
+}
+
+TEST_CASE("limits.max_headers is bounded") {
+  for (const char* value : {"0", "10001"}) {
+    std::string text = std::string(R"(listeners:
+  - name: inbound
+    listen: 127.0.0.1:8080
+    limits: { max_headers: )") +
+                       value + R"( }
+    routes: [{ name: all, upstream: app }]
+upstreams:
+  - name: app
+    endpoints: [127.0.0.1:3000]
+)";
+    LoadResult r = load_config_string(text, "limits.yaml");
+    CHECK_FALSE(r.config);
+    CHECK(errors_text(r).find("listeners[0].limits.max_headers") != std::string::npos);
+  }
 }
 
 TEST_CASE("duplicates, missing keys and wrong types") {

@@ -44,8 +44,53 @@ TEST_CASE("inspect_request finds what the proxy needs") {
   CHECK_FALSE(i.connection_close);
   CHECK(i.upgrade == "websocket");
   CHECK(i.expect_continue);
-  CHECK(i.forwarded_for == "1.1.1.1");
   CHECK(i.request_id == "r1");
+  CHECK(i.content_length_count == 0);
+  CHECK(i.transfer_encoding_count == 0);
+}
+
+TEST_CASE("HeaderBlock drops trailing whitespace when a value ends") {
+  HeaderBlock h;
+  h.append_name("A", 1);
+  h.append_value("x \t ", 4);
+  h.end_value();
+  h.append_name("B", 1);
+  h.end_value();  // an empty value
+  h.append_name("C", 1);
+  h.append_value("y", 1);
+  h.end_value();
+  REQUIRE(h.size() == 3);
+  CHECK(h.value(0) == "x");
+  CHECK(h.name(1) == "B");
+  CHECK(h.value(1) == "");
+  CHECK(h.name(2) == "C");
+  CHECK(h.value(2) == "y");
+}
+
+TEST_CASE("transfer codings: only a lone, final chunked is accepted") {
+  auto classify = [](std::initializer_list<std::pair<const char*, const char*>> fields) {
+    return transfer_coding(test::header_block(fields));
+  };
+  CHECK(classify({{"Host", "a"}}) == TransferCoding::absent);
+  CHECK(classify({{"Transfer-Encoding", "chunked"}}) == TransferCoding::chunked);
+  CHECK(classify({{"Transfer-Encoding", "Chunked"}}) == TransferCoding::chunked);
+  CHECK(classify({{"Transfer-Encoding", " , chunked"}}) == TransferCoding::chunked);
+  CHECK(classify({{"Transfer-Encoding", ""}}) == TransferCoding::invalid);
+  CHECK(classify({{"Transfer-Encoding", "gzip"}}) == TransferCoding::invalid);
+  CHECK(classify({{"Transfer-Encoding", "chunked, gzip"}}) == TransferCoding::invalid);
+  CHECK(classify({{"Transfer-Encoding", "chunked, chunked"}}) == TransferCoding::invalid);
+  CHECK(classify({{"Transfer-Encoding", "chunked"}, {"Transfer-Encoding", "chunked"}}) ==
+        TransferCoding::invalid);
+  CHECK(classify({{"Transfer-Encoding", "chunked;x=1"}}) == TransferCoding::invalid);
+  CHECK(classify({{"Transfer-Encoding", "chu nked"}}) == TransferCoding::invalid);
+  CHECK(classify({{"Transfer-Encoding", "gzip, chunked"}}) == TransferCoding::unsupported);
+  CHECK(classify({{"Transfer-Encoding", "identity, chunked"}}) == TransferCoding::unsupported);
+  CHECK(classify({{"Transfer-Encoding", "gzip"}, {"Transfer-Encoding", "chunked"}}) ==
+        TransferCoding::unsupported);
+  std::string_view coding;
+  auto custom = test::header_block({{"Transfer-Encoding", "x-custom;q=1, chunked"}});
+  transfer_coding(custom, &coding);
+  CHECK(coding == "x-custom");
 }
 
 TEST_CASE("upstream request head drops hop-by-hop headers and adds forwarding ones") {
@@ -62,15 +107,15 @@ TEST_CASE("upstream request head drops hop-by-hop headers and adds forwarding on
                          {"X-Forwarded-Proto", "https"},
                          {"Expect", "100-continue"},
                          {"Accept", "*/*"}});
-  RequestInfo info = inspect_request(h);
   UpstreamRequestHead head;
   head.method = "POST";
   head.target = "/p?q=1";
   head.client_ip = "10.0.0.1";
   head.request_id = "id-1";
+  head.host = "a";
   head.framing = BodyFraming::chunked;
   std::string out;
-  write_upstream_request_head(out, h, info, head);
+  write_upstream_request_head(out, h, head);
   CHECK(out ==
         "POST /p?q=1 HTTP/1.1\r\nHost: a\r\nAccept: */*\r\n"
         "X-Forwarded-For: 9.9.9.9, 10.0.0.1\r\nX-Forwarded-Proto: http\r\n"
@@ -85,10 +130,34 @@ TEST_CASE("upstream head for an upgrade keeps Connection: upgrade and Upgrade") 
   head.client_ip = "1.2.3.4";
   head.request_id = "x";
   head.upgrade = "websocket";
+  head.host = "a";
   std::string out;
-  write_upstream_request_head(out, h, inspect_request(h), head);
+  write_upstream_request_head(out, h, head);
   CHECK(out.find("Connection: upgrade\r\nUpgrade: websocket\r\n\r\n") != std::string::npos);
   CHECK(out.find("X-Forwarded-For: 1.2.3.4\r\n") != std::string::npos);
+}
+
+TEST_CASE("upstream head: one Host, never stripped by Connection; X-Forwarded-For lines joined") {
+  auto h = header_block({{"Host", "client.example"},
+                         {"Connection", "Host, Content-Length, X-Forwarded-For"},
+                         {"X-Forwarded-For", "1.1.1.1"},
+                         {"Content-Length", "0"},
+                         {"X-Forwarded-For", " 2.2.2.2, 3.3.3.3 "},
+                         {"X-Forwarded-For", ""}});
+  UpstreamRequestHead head;
+  head.method = "POST";
+  head.target = "/";
+  head.host = "target.example";
+  head.client_ip = "10.0.0.1";
+  head.request_id = "r";
+  head.framing = BodyFraming::content_length;
+  head.content_length = 0;
+  std::string out;
+  write_upstream_request_head(out, h, head);
+  CHECK(out ==
+        "POST / HTTP/1.1\r\nHost: target.example\r\n"
+        "X-Forwarded-For: 1.1.1.1, 2.2.2.2, 3.3.3.3, 10.0.0.1\r\nX-Forwarded-Proto: http\r\n"
+        "X-Request-Id: r\r\nContent-Length: 0\r\n\r\n");
 }
 
 TEST_CASE("downstream response head re-frames and announces connection state") {
@@ -128,6 +197,13 @@ TEST_CASE("request target forms") {
   CHECK(origin_form("http://evil.example") == "/");
   CHECK(origin_form("*") == "*");
   CHECK(origin_form("evil.example:443") == "");
+  CHECK(origin_form("/a?b#frag") == "/a?b");
+  CHECK(origin_form("http://h.example/p#f") == "/p");
+  CHECK(origin_form("http://h.example#f") == "/");
+  CHECK(target_authority("http://u:p@h.example:8080/p") == "h.example:8080");
+  CHECK(target_authority("http://h.example#f") == "h.example");
+  CHECK(target_authority("/p") == "");
+  CHECK(target_authority("*") == "");
   CHECK(target_path("/a/b?c=/d") == "/a/b");
   CHECK(host_without_port("Example.com:80") == "Example.com");
   CHECK(host_without_port("[::1]:80") == "[::1]");

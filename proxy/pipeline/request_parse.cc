@@ -1,0 +1,336 @@
+// The parsing side of a Downstream: llhttp reads the request line and header fields, with the
+// checks llhttp 8.1 does not make added in its callbacks; execute() stops it at the end of each
+// head to check how the head ended and to start the request; chunked bodies are decoded by
+// ChunkedDecoder (http/chunked.h), Content-Length bodies by llhttp. What is refused, and why,
+// is in docs/conformance.md.
+#include <cstring>
+
+#include "http/chunked.h"
+#include "pipeline/downstream.h"
+#include "worker.h"
+
+namespace bulwark {
+
+namespace {
+
+Downstream* self(llhttp_t* p) { return static_cast<Downstream*>(p->data); }
+
+// Whether llhttp's "invalid method" stop is at a method token followed by a space (a
+// request line with a method llhttp does not know), rather than in random bytes.
+bool at_method_token(const char* begin, const char* error, const char* end) {
+  if (!error || error < begin || error > end) return false;
+  const char* start = error;
+  while (start > begin && is_tchar(static_cast<unsigned char>(start[-1]))) --start;
+  const char* stop = error;
+  while (stop < end && is_tchar(static_cast<unsigned char>(*stop))) ++stop;
+  return stop > start && stop < end && *stop == ' ' && (start == begin || start[-1] == '\n');
+}
+
+}  // namespace
+
+const llhttp_settings_t& Downstream::settings() {
+  static const llhttp_settings_t s = [] {
+    llhttp_settings_t x;
+    llhttp_settings_init(&x);
+    x.on_message_begin = cb_message_begin;
+    x.on_url = cb_url;
+    x.on_url_complete = cb_url_complete;
+    x.on_header_field = cb_header_field;
+    x.on_header_field_complete = cb_header_field_complete;
+    x.on_header_value = cb_header_value;
+    x.on_header_value_complete = cb_header_value_complete;
+    x.on_headers_complete = cb_headers_complete;
+    x.on_body = cb_body;
+    x.on_message_complete = cb_message_complete;
+    return x;
+  }();
+  return s;
+}
+
+void Downstream::execute(const char* data, std::size_t len) {
+  in_execute_ = true;
+  const char* end = data + len;
+  while (!done()) {
+    if (chunked_body_) {
+      if (!decode_chunked(data, end)) break;
+      // llhttp stayed paused at the end of the head: ready it for the next message.
+      llhttp_reset(&parser_);
+      input_tail_ = '\n';
+      bool upgrade = message_complete() == 0;
+      if (done()) break;
+      auto rest_len = static_cast<std::size_t>(end - data);
+      if (upgrade) {
+        // Bytes after an upgrade request belong to the new protocol: pass them on.
+        if (rest_len) upstream_add(data, rest_len, true);
+        bytes_in_ += rest_len;
+        break;
+      }
+      if (phase_ == Phase::idle) {  // answered while parsing: go on with the next request
+        if (rest_len == 0) break;
+        continue;
+      }
+      pending_input_.append(data, rest_len);
+      if (pending_input_.size() > kHighWater) pause_reading();
+      break;
+    }
+    // A value piece that ended exactly at the end of the previous input continues here.
+    if (value_open_ && value_piece_end_ == exec_end_) value_piece_end_ = nullptr;
+    exec_end_ = end;
+    llhttp_errno_t err = llhttp_execute(&parser_, data, static_cast<std::size_t>(end - data));
+    if (done()) break;
+    if (err == HPE_OK) {
+      if (end > data) input_tail_ = end[-1];
+      break;
+    }
+    if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
+      const char* rest = llhttp_get_error_pos(&parser_);
+      if (!rest) rest = end;
+      auto rest_len = static_cast<std::size_t>(end - rest);
+      if (head_paused_) {
+        head_paused_ = false;
+        if (!on_head_parsed(data, rest)) break;
+        data = rest;
+        continue;  // llhttp goes on with the body (or the message end), or the decoder does
+      }
+      if (err == HPE_PAUSED && phase_ == Phase::idle) {
+        // The request was answered while parsing (a local reply): go on with the next.
+        llhttp_resume(&parser_);
+        data = rest;
+        if (rest_len == 0) break;
+        continue;
+      }
+      if (err == HPE_PAUSED_UPGRADE) {
+        // Bytes after an upgrade request belong to the new protocol: pass them on.
+        if (rest_len) upstream_add(rest, rest_len, true);
+        bytes_in_ += rest_len;
+        break;
+      }
+      pending_input_.append(rest, rest_len);
+      if (pending_input_.size() > kHighWater) pause_reading();
+      break;
+    }
+    // A protocol error: 400 (or the limit that was hit), then close.
+    if (error_reason_set_) {
+      local_reply(error_reason_, error_detail_, true, error_status_);
+    } else if (err == HPE_INVALID_METHOD &&
+               at_method_token(data, llhttp_get_error_pos(&parser_), end)) {
+      // A method token llhttp 8.1 does not know (it parses a fixed list; see
+      // docs/conformance.md): not implemented rather than malformed.
+      local_reply(Reason::bad_request, "request method not supported", true, 501);
+    } else {
+      const char* why = llhttp_get_error_reason(&parser_);
+      local_reply(Reason::bad_request, why ? why : "malformed request", true);
+    }
+    break;
+  }
+  in_execute_ = false;
+  if (phase_ == Phase::head && !head_timer_armed_ && !done()) {
+    head_timer_armed_ = true;
+    arm_timer(listener_.config->header_timeout_ms);
+  }
+}
+
+bool Downstream::on_head_parsed(const char* data, const char* body) {
+  // llhttp takes any byte after the CR that ends the head ("\r\n\rX"): the head must end
+  // with an empty line, CRLF (or a bare LF, RFC 9112 2.2).
+  char last = body > data ? body[-1] : input_tail_;
+  if (last != '\n') {
+    local_reply(Reason::bad_request, "the request head does not end with an empty line", true);
+    return false;
+  }
+  input_tail_ = '\n';
+  bytes_in_ += head_bytes_;
+  start_request();
+  if (done()) return false;
+  llhttp_resume(&parser_);
+  if (request_framing_ == BodyFraming::chunked) {
+    chunked_body_ = true;
+    ChunkedDecoder::Limits limits;
+    limits.max_trailer_bytes = listener_.config->max_header_bytes;
+    limits.max_trailers = listener_.config->max_headers;
+    b().chunked.reset(limits);
+    b().trailers.clear();
+  }
+  return true;
+}
+
+bool Downstream::decode_chunked(const char*& data, const char* end) {
+  ChunkedDecoder& decoder = b().chunked;
+  while (!done()) {
+    const char* before = data;
+    ChunkedDecoder::Event event = decoder.next(data, end);
+    bytes_in_ += static_cast<std::uint64_t>(data - before);
+    switch (event) {
+      case ChunkedDecoder::Event::need_more:
+        return false;
+      case ChunkedDecoder::Event::chunk_start:
+        if (!pending_reply_) upstream_add_chunk_header(decoder.chunk_size());
+        break;
+      case ChunkedDecoder::Event::data:
+        if (!take_body(decoder.data().data(), decoder.data().size())) return false;
+        break;
+      case ChunkedDecoder::Event::chunk_end:
+        if (!pending_reply_) upstream_add("\r\n", 2, false);
+        break;
+      case ChunkedDecoder::Event::trailer:
+        add_trailer(decoder.trailer_name(), decoder.trailer_value());
+        break;
+      case ChunkedDecoder::Event::done:
+        chunked_body_ = false;
+        return true;
+      case ChunkedDecoder::Event::error:
+        chunked_body_ = false;
+        local_reply(decoder.error_kind() == ChunkedDecoder::ErrorKind::trailers_too_large
+                        ? Reason::header_too_large
+                        : Reason::bad_request,
+                    decoder.error(), true);
+        return false;
+    }
+  }
+  return false;
+}
+
+void Downstream::add_trailer(std::string_view name, std::string_view value) {
+  // Trailers never join the head (its views must stay valid, and a retry must not send them
+  // as headers). Forwarded as trailers of the chunked upstream request, except what only the
+  // head may carry: framing, routing, hop-by-hop fields and the ones Bulwark sets.
+  if (pending_reply_ || is_hop_by_hop(name) || iequals(name, "host") ||
+      iequals(name, "x-forwarded-for") || iequals(name, "x-forwarded-proto") ||
+      iequals(name, "x-request-id") || listed_in_connection(b().headers, name))
+    return;
+  b().trailers.append(name).append(": ").append(value).append("\r\n");
+}
+
+bool Downstream::count_head_bytes(std::size_t len) {
+  head_bytes_ += len;
+  if (head_bytes_ <= listener_.config->max_header_bytes) return true;
+  error_reason_ = Reason::header_too_large;
+  error_detail_ = "the request head exceeds the listener's max_header_bytes";
+  error_reason_set_ = true;
+  return false;
+}
+
+int Downstream::parse_error(Reason reason, const char* detail, int status) {
+  error_reason_ = reason;
+  error_detail_ = detail;
+  error_status_ = status;
+  error_reason_set_ = true;
+  return -1;
+}
+
+int Downstream::cb_message_begin(llhttp_t* p) {
+  auto* d = self(p);
+  d->phase_ = Phase::head;
+  d->start_ns_ = uv_hrtime();
+  d->b().headers.clear();
+  d->b().url.clear();
+  d->value_open_ = false;
+  d->header_count_ = 0;
+  d->head_bytes_ = 0;
+  d->head_timer_armed_ = false;  // armed in execute() only if the head does not arrive at once
+  return 0;
+}
+
+int Downstream::cb_url(llhttp_t* p, const char* at, std::size_t len) {
+  auto* d = self(p);
+  if (!d->count_head_bytes(len)) return -1;
+  d->b().url.append(at, len);
+  return 0;
+}
+
+int Downstream::cb_url_complete(llhttp_t* p) {
+  // llhttp takes "GET /" followed by a line end as an HTTP/0.9 request and would wait for
+  // headers that such a client never sends: refuse it at once.
+  if (p->http_major == 0 && p->http_minor == 9)
+    return self(p)->parse_error(Reason::bad_request, "HTTP/0.9 request line");
+  return 0;
+}
+
+int Downstream::cb_header_field(llhttp_t* p, const char* at, std::size_t len) {
+  auto* d = self(p);
+  d->value_open_ = false;
+  if (!d->count_head_bytes(len + 4)) return -1;  // ": " and CRLF
+  d->b().headers.append_name(at, len);
+  return 0;
+}
+
+int Downstream::cb_header_field_complete(llhttp_t* p) {
+  auto* d = self(p);
+  const HeaderBlock& h = d->b().headers;
+  // llhttp 8.1 lets spaces into field names ("Transfer Encoding") and passes empty ones.
+  if (h.size() == 0 || !is_token(h.name(h.size() - 1)))
+    return d->parse_error(Reason::bad_request, "invalid header field name");
+  if (++d->header_count_ > d->listener_.config->max_headers)
+    return d->parse_error(Reason::header_too_large,
+                          "the request head has more than the listener's max_headers fields");
+  return 0;
+}
+
+int Downstream::cb_header_value_complete(llhttp_t* p) {
+  self(p)->b().headers.end_value();
+  return 0;
+}
+
+int Downstream::cb_header_value(llhttp_t* p, const char* at, std::size_t len) {
+  auto* d = self(p);
+  if (!d->count_head_bytes(len)) return -1;
+  // llhttp accepts obsolete line folding and reports the folded line as another piece of
+  // the same value. A piece that follows one which did not end at the end of the input is
+  // such a fold: refused (RFC 9112 5.2 allows either refusing or unfolding).
+  bool folded = d->value_open_ && d->value_piece_end_ != nullptr;
+  d->value_open_ = true;
+  d->value_piece_end_ = at + len;
+  if (folded || std::memchr(at, '\n', len) || std::memchr(at, '\r', len)) {
+    d->error_reason_ = Reason::bad_request;
+    d->error_detail_ = "obsolete line folding in a header value";
+    d->error_reason_set_ = true;
+    return -1;
+  }
+  d->b().headers.append_value(at, len);
+  return 0;
+}
+
+int Downstream::cb_headers_complete(llhttp_t* p) {
+  auto* d = self(p);
+  d->value_open_ = false;
+  // Stop here: execute() learns where the head ended (llhttp's callbacks are not told), checks
+  // it, and runs start_request() before llhttp or the chunked decoder reads the body.
+  d->head_paused_ = true;
+  return HPE_PAUSED;
+}
+
+int Downstream::cb_body(llhttp_t* p, const char* at, std::size_t len) {
+  // Content-Length bodies only: chunked ones go through the chunked decoder.
+  return self(p)->take_body(at, len) ? 0 : -1;
+}
+
+bool Downstream::take_body(const char* data, std::size_t len) {
+  request_body_bytes_ += len;
+  if (!chunked_body_) bytes_in_ += len;  // the decoder counts what it consumes
+  if (request_body_bytes_ > listener_.config->max_body_bytes) {
+    const char* detail = "request body exceeds the listener's max_body_bytes";
+    if (chunked_body_)
+      local_reply(Reason::body_too_large, detail, true);
+    else
+      parse_error(Reason::body_too_large, detail);
+    return false;
+  }
+  forward_body(data, len);
+  return true;
+}
+
+int Downstream::cb_message_complete(llhttp_t* p) { return self(p)->message_complete(); }
+
+int Downstream::message_complete() {
+  request_complete_ = true;
+  if (pending_reply_) {
+    pending_reply_ = false;
+    local_reply(pending_reason_, b().pending_detail, false, pending_status_);
+    return HPE_PAUSED;
+  }
+  end_request_body();
+  if (request_upgrade_) return 0;  // llhttp stops with HPE_PAUSED_UPGRADE
+  return HPE_PAUSED;
+}
+
+}  // namespace bulwark
