@@ -8,7 +8,8 @@ A request cell reads "STATUSES CONN N": the statuses of the responses in order (
 C if the proxy closed the connection, K if it kept it usable (a probe request on it was
 answered), T if it neither answered nor closed within 2 s; N is the number of complete
 requests the backend received. A "!" marks a Bulwark cell that differs from the table's
-expectation (the conformance test would fail)."""
+expectation (the conformance test would fail). A response cell is the status the client got,
+"cut" when the body did not arrive whole, "-" when no response did."""
 import argparse
 import os
 import shutil
@@ -179,8 +180,8 @@ def main():
             for case in conformance_responses.RESPONSE_CASES:
                 cells = []
                 for port in [bulwark.port] + [p.port for p in peers]:
-                    status = run_response_case(port, backend, case)
-                    cells.append("-" if status is None else str(status))
+                    cells.append(run_response_case(port, backend, case,
+                                                   conformance_responses.RESPONSE_CASES))
                 print("| %s | %s | %s |" % (case["name"], case["expect_status"], " | ".join(cells)))
         if mismatches:
             print("\n%d Bulwark result(s) differ from the table (marked !)" % mismatches)

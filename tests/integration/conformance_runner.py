@@ -85,8 +85,10 @@ def _request_end(buf):
 class RecordingBackend:
     """An HTTP/1.1 origin on 127.0.0.1 that records each complete request it receives (raw)
     and answers 200 with the request target as body (503 when the target contains
-    "fail=503"). With `replay` set (raw response bytes),
-    it answers every request with those bytes instead and then closes the connection."""
+    "fail=503"). With `replay_cases` set (name -> response case), GET /case/NAME is answered
+    with that case's raw "response" bytes instead, paused before each "split_at" offset, the
+    connection shut after them when "close_after" is set (the conventions of
+    conformance_responses.py)."""
 
     def __init__(self):
         self.sock = socket.socket()
@@ -99,7 +101,8 @@ class RecordingBackend:
         self.requests = []    # complete requests, raw, in arrival order (probes excluded)
         self.incomplete = []  # bytes of requests cut short by the proxy
         self.malformed = []   # what could not be parsed as HTTP/1.1
-        self.replay = None
+        self.replay_cases = None
+        self.connections = set()
         self.stopped = False
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -110,6 +113,17 @@ class RecordingBackend:
     def take(self):
         with self.lock:
             return list(self.requests)
+
+    def close_all(self):
+        """Closes every connection the backend has open (so the next request comes on a new
+        upstream connection)."""
+        with self.lock:
+            conns = list(self.connections)
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def stop(self):
         self.stopped = True
@@ -128,6 +142,8 @@ class RecordingBackend:
 
     def _serve(self, conn):
         conn.settimeout(30)
+        with self.lock:
+            self.connections.add(conn)
         buf = b""
         try:
             while True:
@@ -151,20 +167,27 @@ class RecordingBackend:
                 if target != b"/__probe":
                     with self.lock:
                         self.requests.append(raw)
-                replay = self.replay
-                if replay is not None:
-                    conn.sendall(replay)
-                    conn.shutdown(socket.SHUT_WR)
-                    conn.settimeout(1)
-                    while conn.recv(65536):
-                        pass
-                    return
+                cases = self.replay_cases
+                if cases is not None and target.startswith(b"/case/"):
+                    case = cases[target[6:].decode()]
+                    response, start = case["response"], 0
+                    for cut in case.get("split_at", []):
+                        conn.sendall(response[start:cut])
+                        start = cut
+                        time.sleep(case.get("split_pause", 0.1))
+                    conn.sendall(response[start:])
+                    if case.get("close_after"):
+                        conn.shutdown(socket.SHUT_WR)
+                        return
+                    continue
                 status = b"503 Service Unavailable" if b"fail=503" in target else b"200 OK"
                 body = b"" if method == b"HEAD" else target
                 conn.sendall(b"HTTP/1.1 %s\r\nContent-Length: %d\r\n\r\n" % (status, len(target)) + body)
         except OSError:
             pass
         finally:
+            with self.lock:
+                self.connections.discard(conn)
             conn.close()
 
 
@@ -176,6 +199,7 @@ class Client:
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = b""
         self.eof = False
+        self.last_status = None  # of the last final response head read, complete or not
 
     def _fill(self, deadline):
         if self.eof:
@@ -231,6 +255,7 @@ class Client:
             if 100 <= status < 200 and status != 101:
                 continue
             break
+        self.last_status = status
         if head or status in (101, 204, 304):
             return status, b""
         if "chunked" in headers.get("transfer-encoding", "").lower():
@@ -319,19 +344,37 @@ def run_request_case(port, backend, case, expected_responses, timeout=2.0):
     return {"status": statuses, "closed": closed, "backend": backend.take()}
 
 
-def run_response_case(port, backend, case, timeout=3.0):
-    """Runs one response case: the backend answers with case["response"]. Returns the status
-    the client got (None: no response before the connection closed or the timeout)."""
+def response_request(case):
+    """The request a response case is fetched with (keys of conformance_responses.py)."""
+    lines = ["%s /case/%s HTTP/%s" % (case.get("method", "GET"), case["name"],
+                                       case.get("client_version", "1.1")), "Host: x"]
+    lines += ["%s: %s" % kv for kv in case.get("request_headers", [])]
+    body = case.get("request_body", b"")
+    if body:
+        lines.append("Content-Length: %d" % len(body))
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def run_response_case(port, backend, case, cases, timeout=3.0):
+    """Runs one response case (`cases`: the whole RESPONSE_CASES): the backend answers with
+    case["response"], on a new upstream connection. Returns what the client got: "STATUS",
+    "STATUS cut" when the body did not arrive whole before the close or the timeout, or "-"
+    when no response head did."""
     backend.reset()
-    backend.replay = case["response"]
+    backend.replay_cases = {c["name"]: c for c in cases}
+    backend.close_all()
+    time.sleep(0.05)  # the proxies notice that their idle upstream connections are gone
+    client = Client(port, timeout)
     try:
-        client = Client(port, timeout)
-        client.sock.sendall(b"GET /response HTTP/1.1\r\nHost: x\r\n\r\n")
-        r = client.read_response(time.monotonic() + timeout)
-        client.close()
-        return None if r is None else r[0]
+        client.sock.sendall(response_request(case))
+        r = client.read_response(time.monotonic() + timeout, head=case.get("method") == "HEAD")
+    except OSError:
+        r = None
     finally:
-        backend.replay = None
+        client.close()
+    if r is not None:
+        return str(r[0])
+    return "-" if client.last_status is None else "%d cut" % client.last_status
 
 
 def normalize(raw):
