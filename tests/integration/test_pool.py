@@ -4,7 +4,7 @@ import threading
 import time
 import unittest
 
-from harness import Bulwark, Reader, Testd, connect, pattern, request
+from harness import Bulwark, Reader, Testd, connect, pattern, request, wait_for
 
 TEMPLATE = """
 admin: {{ listen: 127.0.0.1:{admin} }}
@@ -73,11 +73,15 @@ class PoolCap(unittest.TestCase):
         try:
             statuses = hammer(proxy.port, clients=6, per_client=5, path="/p?delay=50")
             self.assertEqual(set(statuses), {200})
-            time.sleep(0.05)
-            self.assertLessEqual(proxy.metric("bulwark_pool_connections", upstream="app", state="idle"), 2)
-            time.sleep(0.6)
-            self.assertEqual(proxy.metric("bulwark_pool_connections", upstream="app", state="idle"), 0)
-            self.assertEqual(backend.stats()["connections_open"], 1)  # only the /__stats one
+            idle = lambda: proxy.metric("bulwark_pool_connections", upstream="app", state="idle")
+            # Every response is complete, so every connection is back: at most max_idle kept.
+            wait_for(lambda: proxy.metric("bulwark_pool_connections", upstream="app", state="active") == 0,
+                     what="no active pooled connection")
+            self.assertLessEqual(idle(), 2)
+            self.assertGreater(idle(), 0)
+            wait_for(lambda: idle() == 0, timeout=3, what="idle connections closed by idle_timeout")
+            # Only the /__stats connection stays open at the backend.
+            wait_for(lambda: backend.stats()["connections_open"] == 1, what="backend connections closed")
         finally:
             proxy.stop()
             backend.stop()
@@ -92,7 +96,8 @@ class WaitingForAConnection(unittest.TestCase):
         try:
             slow = threading.Thread(target=request, args=(proxy.port, "GET", "/slow?delay=500"))
             slow.start()
-            time.sleep(0.1)
+            wait_for(lambda: proxy.metric("bulwark_inflight_requests", upstream="app") == 1,
+                     what="the slow request in flight")
             # Waits for the only connection, then goes over max_body_bytes while waiting: 413.
             s = connect(proxy.port)
             s.sendall(b"POST /big HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" +
