@@ -201,7 +201,7 @@ class Downstream final : public UpstreamClient,
   const UpstreamEndpoint* failed_endpoint_ = nullptr;  // avoided by the next attempt
   std::uint64_t route_deadline_ms_ = 0;                // 0: no route timeout
   bool admitted_ = false;                              // holds a bulkhead slot
-  bool probe_ = false;                                 // the attempt is a half-open probe
+  ProbeTicket probe_ = 0;                              // the attempt is a half-open probe
   bool breaker_reported_ = false;
   std::uint64_t attempt_start_ms_ = 0;
   char reply_extra_[256];      // extra header lines of the next local reply

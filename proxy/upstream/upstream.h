@@ -49,7 +49,7 @@ class Upstream {
   void refresh_endpoints();
   struct Pick {
     UpstreamEndpoint* endpoint = nullptr;  // null: none may take the request
-    bool probe = false;                    // a half-open probe: report it to the breaker
+    ProbeTicket probe = 0;                 // a half-open probe: report it to the breaker
     bool circuit_open = false;             // null because every endpoint's breaker is open
     std::uint64_t retry_after_ms = 0;      // then: until the earliest may half-open
   };
