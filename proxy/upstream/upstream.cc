@@ -132,8 +132,16 @@ void Upstream::end_request(UpstreamEndpoint& e) {
 
 Upstream::Admission Upstream::admit(PendingRequest& r) {
   // Requests already waiting on this worker go first.
-  if (queue_.empty() && state_.try_admit()) return Admission::admitted;
+  bool first = queue_.empty();
+  if (first && state_.try_admit()) return Admission::admitted;
+  if (before_enqueue_) before_enqueue_();
+  // A slot that another worker frees from here on wakes nobody until this request counts as
+  // pending (release() looks at pending()): so look again once it does.
   if (state_.config().limits.max_pending == 0 || !state_.try_enqueue()) return Admission::rejected;
+  if (first && state_.try_admit()) {
+    state_.dequeue();
+    return Admission::admitted;
+  }
   r.pending_deadline_ms = uv_now(loop_) + state_.config().limits.pending_timeout_ms;
   queue_.push_back(r);
   if (queue_.front() == &r) arm_pending_timer();

@@ -54,22 +54,25 @@ void UpstreamState::set_endpoints(EndpointList list) {
   if (on_change_) on_change_();
 }
 
+// Sequentially consistent on purpose: a worker that enqueues (pending_ up, then try_admit) and
+// one that releases (in_flight_ down, then pending()) must not both miss the other's write, or
+// a freed slot wakes nobody. On x86 these are the same instructions as acq_rel.
 bool UpstreamState::try_admit() {
   auto max = static_cast<std::int64_t>(config_.limits.max_requests);
-  if (in_flight_.fetch_add(1, std::memory_order_acq_rel) < max) return true;
-  in_flight_.fetch_sub(1, std::memory_order_acq_rel);
+  if (in_flight_.fetch_add(1) < max) return true;
+  in_flight_.fetch_sub(1);
   return false;
 }
 
-void UpstreamState::release() { in_flight_.fetch_sub(1, std::memory_order_acq_rel); }
+void UpstreamState::release() { in_flight_.fetch_sub(1); }
 
 bool UpstreamState::try_enqueue() {
   auto max = static_cast<std::int64_t>(config_.limits.max_pending);
-  if (pending_.fetch_add(1, std::memory_order_acq_rel) < max) return true;
-  pending_.fetch_sub(1, std::memory_order_acq_rel);
+  if (pending_.fetch_add(1) < max) return true;
+  pending_.fetch_sub(1);
   return false;
 }
 
-void UpstreamState::dequeue() { pending_.fetch_sub(1, std::memory_order_acq_rel); }
+void UpstreamState::dequeue() { pending_.fetch_sub(1); }
 
 }  // namespace bulwark

@@ -38,7 +38,7 @@ class UpstreamState {
   bool try_enqueue();
   void dequeue();
   std::int64_t in_flight() const { return in_flight_.load(std::memory_order_relaxed); }
-  std::int64_t pending() const { return pending_.load(std::memory_order_relaxed); }
+  std::int64_t pending() const { return pending_.load(); }  // seq_cst: see try_admit()
 
  private:
   const UpstreamConfig& config_;
