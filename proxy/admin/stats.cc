@@ -185,9 +185,13 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
       family("bulwark_circuit_transitions_total",
              "Circuit breaker transitions, by the state entered.", pm::MetricType::Counter);
   auto panic = family("bulwark_upstream_panic",
-                      "1 while more than max_ejected of the upstream's endpoints are open and "
-                      "the open ones take traffic again (panic mode).",
+                      "1 while the upstream is in panic mode: more than max_ejected of its "
+                      "endpoints are ejected, or all of them are.",
                       pm::MetricType::Gauge);
+  auto panic_routed = family("bulwark_panic_routed_total",
+                             "Attempts sent to an ejected endpoint because the upstream was in "
+                             "panic mode.",
+                             pm::MetricType::Counter);
   auto healthy =
       family("bulwark_endpoint_healthy",
              "1 while the endpoint is not marked down by health checks.", pm::MetricType::Gauge);
@@ -201,8 +205,12 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
     std::int64_t active = 0, idle = 0;
     std::array<std::uint64_t, static_cast<int>(ConnectResult::count_)> connect_counts{};
     auto endpoints = state->endpoints();
-    std::size_t open_count = 0;
+    std::size_t ejected = 0, health_only = 0;
     for (const auto& endpoint : *endpoints) {
+      bool unhealthy = endpoint->health_state() == EndpointHealth::unhealthy;
+      bool open = endpoint->breaker && endpoint->breaker->state() == BreakerState::open;
+      ejected += unhealthy || open;
+      health_only += unhealthy && !open;
       if (state->config().health_check) {
         healthy.metric.push_back(gauge({{"upstream", name}, {"endpoint", endpoint->name}},
                                        endpoint->health_state() != EndpointHealth::unhealthy));
@@ -214,7 +222,6 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
       }
       if (const CircuitBreaker* b = endpoint->breaker.get()) {
         BreakerState current = b->state();
-        open_count += current == BreakerState::open;
         for (BreakerState st :
              {BreakerState::closed, BreakerState::open, BreakerState::half_open}) {
           circuit_state.metric.push_back(gauge(
@@ -240,10 +247,14 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
           connect_counts[c] += e.connects[c].get();
       }
     }
-    if (state->config().circuit_breaker)
-      panic.metric.push_back(gauge({{"upstream", name}},
-                                   ejection_panics(open_count, endpoints->size(),
-                                                   state->config().circuit_breaker->max_ejected)));
+    if (state->config().circuit_breaker || state->config().health_check) {
+      double max_ejected =
+          state->config().circuit_breaker ? state->config().circuit_breaker->max_ejected : 0.5;
+      PanicMode mode = panic_mode(endpoints->size(), ejected, health_only, max_ejected);
+      panic.metric.push_back(gauge({{"upstream", name}}, mode != PanicMode::none));
+      panic_routed.metric.push_back(
+          counter({{"upstream", name}}, static_cast<double>(state->panic_routed())));
+    }
     inflight.metric.push_back(gauge({{"upstream", name}}, static_cast<double>(state->in_flight())));
     pending.metric.push_back(gauge({{"upstream", name}}, static_cast<double>(state->pending())));
     pool.metric.push_back(
@@ -260,6 +271,7 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
   out.push_back(std::move(circuit_state));
   out.push_back(std::move(circuit_transitions));
   out.push_back(std::move(panic));
+  out.push_back(std::move(panic_routed));
   out.push_back(std::move(inflight));
   out.push_back(std::move(pending));
   out.push_back(std::move(pool));

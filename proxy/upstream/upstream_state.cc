@@ -38,6 +38,32 @@ EndpointList merge_endpoints(const EndpointList& previous, const std::vector<Add
   return out;
 }
 
+PanicMode panic_mode(std::size_t total, std::size_t ejected, std::size_t health_only,
+                     double max_ejected) {
+  if (total > 0 && ejected == total && health_only > 0) return PanicMode::all_ejected;
+  return ejection_panics(ejected, total, max_ejected) ? PanicMode::max_ejected : PanicMode::none;
+}
+
+void UpstreamState::set_panic(PanicMode mode) {
+  int previous = panic_.exchange(static_cast<int>(mode), std::memory_order_relaxed);
+  if (previous == static_cast<int>(mode)) return;  // another worker logged it already
+  std::string who = "upstream " + config_.name + ": ";
+  switch (mode) {
+    case PanicMode::all_ejected:
+      log_warn(who +
+               "every endpoint is ejected, some only by health checks; routing to those "
+               "(panic mode)");
+      break;
+    case PanicMode::max_ejected:
+      log_warn(who + "more than max_ejected of the endpoints are ejected; routing to all of "
+                     "them (panic mode)");
+      break;
+    case PanicMode::none:
+      log_info(who + "enough endpoints are usable again; panic mode ends");
+      break;
+  }
+}
+
 UpstreamState::UpstreamState(const UpstreamConfig& config, int workers)
     : config_(config), workers_(workers), endpoints_(std::make_shared<EndpointList>()) {}
 

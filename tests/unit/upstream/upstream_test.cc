@@ -99,3 +99,87 @@ TEST_CASE("bulkhead: once queued, a release on another worker wakes the waiting 
   CHECK(f.state->pending() == 0);
   w1.release();
 }
+
+namespace {
+UpstreamConfig checked(bool with_breaker) {
+  UpstreamConfig c = bulkhead(100, 100);
+  c.health_check = HealthCheckConfig{};
+  if (with_breaker) {
+    CircuitBreakerConfig b;
+    b.consecutive_failures = 1;
+    b.open_for_ms = 10000;
+    b.max_open_for_ms = 10000;
+    c.circuit_breaker = b;
+  }
+  return c;
+}
+void mark(EndpointState& e, EndpointHealth h) { e.health.store(static_cast<int>(h)); }
+void trip(EndpointState& e, std::uint64_t now) {
+  ProbeTicket probe = 0;
+  REQUIRE(e.breaker->try_acquire(now, &probe));
+  e.breaker->record(0, CallResult::failure, 1, probe, now);
+  REQUIRE(e.breaker->state() == BreakerState::open);
+}
+}  // namespace
+
+TEST_CASE("panic: every endpoint marked down by health checks still gets traffic") {
+  Fixture f(checked(false));
+  f.set_endpoints(2);
+  Upstream& u = *f.views[0];
+  mark(f.endpoint(0), EndpointHealth::unhealthy);
+  Upstream::Pick p = u.pick(1000);
+  REQUIRE(p.endpoint);
+  CHECK(p.endpoint->state.get() == &f.endpoint(1));  // one healthy left: no panic
+  CHECK_FALSE(u.panic());
+  CHECK(f.state->panic_routed() == 0);
+
+  mark(f.endpoint(1), EndpointHealth::unhealthy);
+  int seen[2] = {0, 0};
+  for (int i = 0; i < 10; ++i) {
+    p = u.pick(1000);
+    REQUIRE(p.endpoint);
+    ++seen[p.endpoint->state.get() == &f.endpoint(0) ? 0 : 1];
+  }
+  CHECK(seen[0] > 0);
+  CHECK(seen[1] > 0);
+  CHECK(u.panic());
+  CHECK(f.state->panic() == PanicMode::all_ejected);
+  CHECK(f.state->panic_routed() == 10);
+
+  mark(f.endpoint(1), EndpointHealth::healthy);
+  p = u.pick(1000);
+  CHECK(p.endpoint->state.get() == &f.endpoint(1));
+  CHECK(f.state->panic() == PanicMode::none);
+  CHECK(f.state->panic_routed() == 10);
+}
+
+TEST_CASE("panic: with every endpoint ejected, open breakers still fail fast") {
+  Fixture f(checked(true));
+  f.set_endpoints(2);
+  Upstream& u = *f.views[0];
+  std::uint64_t now = 1000;
+  mark(f.endpoint(0), EndpointHealth::unhealthy);
+  trip(f.endpoint(1), now);
+  // 0 is only marked down, 1 is open: 0 takes the traffic.
+  for (int i = 0; i < 5; ++i) {
+    Upstream::Pick p = u.pick(now);
+    REQUIRE(p.endpoint);
+    CHECK(p.endpoint->state.get() == &f.endpoint(0));
+  }
+  // Both open: 503 circuit-open at once, whatever the health checks say.
+  trip(f.endpoint(0), now);
+  Upstream::Pick p = u.pick(now);
+  CHECK(p.endpoint == nullptr);
+  CHECK(p.circuit_open);
+  CHECK(f.state->panic() == PanicMode::none);
+}
+
+TEST_CASE("panic modes") {
+  CHECK(panic_mode(3, 0, 0, 0.5) == PanicMode::none);
+  CHECK(panic_mode(3, 1, 1, 0.5) == PanicMode::none);
+  CHECK(panic_mode(3, 2, 0, 0.5) == PanicMode::max_ejected);
+  CHECK(panic_mode(3, 3, 0, 0.5) == PanicMode::none);  // all open: fail fast
+  CHECK(panic_mode(3, 3, 1, 0.5) == PanicMode::all_ejected);
+  CHECK(panic_mode(1, 1, 1, 0.5) == PanicMode::all_ejected);
+  CHECK(panic_mode(0, 0, 0, 0.5) == PanicMode::none);
+}
