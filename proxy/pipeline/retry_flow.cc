@@ -19,7 +19,7 @@ double uniform01() {
 }  // namespace
 
 std::uint64_t Downstream::time_left_ms() const {
-  if (route_deadline_ms_ == 0) return ~0ull;
+  if (route_deadline_ms_ == 0) return kNoDeadline;
   std::uint64_t now = uv_now(worker_.loop());
   return route_deadline_ms_ > now ? route_deadline_ms_ - now : 0;
 }
@@ -37,8 +37,8 @@ bool Downstream::try_retry(int reason, bool allowed_kind, std::uint64_t retry_af
   std::uint64_t left = time_left_ms();
   std::uint64_t backoff = policy.backoff_ms(attempts_, uniform01());
   // A retry never outlives the route timeout, and a server asking to wait longer than the
-  // time left is not retried.
-  if (!retry_fits(backoff, retry_after_ms, left)) return false;
+  // time left (or than backoff.max, without a route timeout) is not retried.
+  if (!retry_fits(backoff, retry_after_ms, left, policy.config().backoff_max_ms)) return false;
   std::uint64_t now = uv_now(worker_.loop());
   if (!route_state_->budget->try_retry(now)) {
     route_stats_->retry_budget_exhausted.add();
