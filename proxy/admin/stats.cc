@@ -178,6 +178,9 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
       family("bulwark_pool_connections", "Pooled upstream connections.", pm::MetricType::Gauge);
   auto connects = family("bulwark_pool_connects_total", "Upstream connection attempts.",
                          pm::MetricType::Counter);
+  auto stale = family("bulwark_pool_stale_retries_total",
+                      "Requests replayed because a pooled connection was found closed.",
+                      pm::MetricType::Counter);
   auto circuit_state =
       family("bulwark_circuit_state",
              "Circuit breaker state per endpoint: 1 for the current state.", pm::MetricType::Gauge);
@@ -203,6 +206,7 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
   for (const UpstreamState* state : upstreams_) {
     const std::string& name = state->config().name;
     std::int64_t active = 0, idle = 0;
+    std::uint64_t stale_retries = 0;
     std::array<std::uint64_t, static_cast<int>(ConnectResult::count_)> connect_counts{};
     auto endpoints = state->endpoints();
     std::size_t ejected = 0, health_only = 0;
@@ -242,6 +246,7 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
       for (int w = 0; w < workers; ++w) {
         const EndpointStats& e = endpoint->per_worker[w];
         active += e.active.get();
+        stale_retries += e.stale_retries.get();
         idle += e.idle.get();
         for (int c = 0; c < static_cast<int>(ConnectResult::count_); ++c)
           connect_counts[c] += e.connects[c].get();
@@ -261,6 +266,7 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
         gauge({{"upstream", name}, {"state", "active"}}, static_cast<double>(active)));
     pool.metric.push_back(
         gauge({{"upstream", name}, {"state", "idle"}}, static_cast<double>(idle)));
+    stale.metric.push_back(counter({{"upstream", name}}, static_cast<double>(stale_retries)));
     for (int c = 0; c < static_cast<int>(ConnectResult::count_); ++c)
       connects.metric.push_back(counter({{"upstream", name}, {"result", kConnectNames[c]}},
                                         static_cast<double>(connect_counts[c])));
@@ -276,6 +282,7 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
   out.push_back(std::move(pending));
   out.push_back(std::move(pool));
   out.push_back(std::move(connects));
+  out.push_back(std::move(stale));
   out.push_back(std::move(conns));
   if (config_.redis_address) {
     auto redis = family("bulwark_redis_errors_total",

@@ -69,6 +69,7 @@ struct ListenerStats {
 struct EndpointStats {
   std::array<Counter, static_cast<int>(UpstreamOutcome::count_)> outcomes;
   std::array<Counter, static_cast<int>(ConnectResult::count_)> connects;
+  Counter stale_retries;  // requests replayed because a pooled connection was found closed
   Gauge active;     // pooled connections carrying a request
   Gauge idle;       // pooled connections waiting for one
   Gauge in_flight;  // requests in flight to the endpoint

@@ -132,6 +132,9 @@ class Downstream final : public UpstreamClient,
   void end_attempt(CallResult result = CallResult::cancelled);
   void end_request_body();
   void upstream_failed(Reason reason, UpstreamError error);
+  // A reset on a reused keep-alive connection before anything was processed: the request goes
+  // again on a fresh connection to the same endpoint, which is not blamed.
+  bool replays_stale_connection(UpstreamError error) const;
   void detach_upstream(bool reusable, CallResult result = CallResult::cancelled);
   // The breaker hears each attempt's outcome once; `cancelled` when it was not the endpoint's
   // doing.

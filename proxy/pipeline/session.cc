@@ -462,9 +462,18 @@ void Downstream::on_upstream_error(UpstreamError error) {
     return;
   }
   bool connect = error == UpstreamError::connect_failure || error == UpstreamError::connect_timeout;
-  record_upstream_outcome(
-      static_cast<int>(connect ? UpstreamOutcome::connect_failure : UpstreamOutcome::reset));
+  // A stale pooled connection is replayed and counted as such (upstream_failed), not as a
+  // reset of the endpoint.
+  if (!replays_stale_connection(error))
+    record_upstream_outcome(
+        static_cast<int>(connect ? UpstreamOutcome::connect_failure : UpstreamOutcome::reset));
   upstream_failed(connect ? Reason::upstream_connect_failure : Reason::upstream_reset, error);
+}
+
+bool Downstream::replays_stale_connection(UpstreamError error) const {
+  return error == UpstreamError::reset && last_attempt_reused_ && !body_sent_upstream_ &&
+         request_framing_ == BodyFraming::none && stale_retries_ < 3 && !response_started_ &&
+         phase_ != Phase::tunnel && endpoint_ && !done();
 }
 
 void Downstream::upstream_failed(Reason reason, UpstreamError error) {
@@ -476,11 +485,9 @@ void Downstream::upstream_failed(Reason reason, UpstreamError error) {
   // A kept-alive connection that the upstream closed just as we reused it: nothing was
   // processed, so the request goes again on a fresh connection to the same endpoint, which
   // is not blamed for the stale one.
-  bool stale = error == UpstreamError::reset && last_attempt_reused_ && !body_sent_upstream_ &&
-               request_framing_ == BodyFraming::none && stale_retries_ < 3 && !response_started_ &&
-               phase_ != Phase::tunnel;
-  if (stale && endpoint_ && !done()) {
+  if (replays_stale_connection(error)) {
     // Same endpoint, fresh connection: if that fails too, the endpoint is to blame.
+    upstream_->stats(*endpoint_).stale_retries.add();
     ++stale_retries_;
     --attempts_;
     if (UpstreamConnection* conn = endpoint_->pool->acquire_new(this)) use_connection(conn);

@@ -134,6 +134,29 @@ class BackendClosesIdle(unittest.TestCase):
             backend.stop()
 
 
+class StaleConnection(unittest.TestCase):
+    def test_replayed_stale_connection_is_not_counted_as_a_reset(self):
+        backend = Testd()
+        proxy = Bulwark(TEMPLATE, upstream=backend.address, max_connections=1, max_idle=1,
+                        idle_timeout="60s")
+        try:
+            self.assertEqual(request(proxy.port, "GET", "/warm")[0], 200)  # one pooled connection
+            wait_for(lambda: proxy.metric("bulwark_pool_connections", upstream="app", state="idle") == 1,
+                     what="the connection back in the pool")
+            for i in range(3):
+                # The backend drops the pooled connection as it is reused: the request goes
+                # again on a fresh connection and succeeds.
+                status, h, body = request(proxy.port, "GET", "/s?reset=reused&size=3")
+                self.assertEqual((status, body), (200, pattern(3)))
+                self.assertNotIn("x-bulwark-attempts", h)
+            self.assertEqual(proxy.metric_eventually(3, "bulwark_pool_stale_retries_total", upstream="app"), 3)
+            self.assertEqual(proxy.metric("bulwark_upstream_requests_total", outcome="reset"), 0)
+            self.assertEqual(proxy.metric("bulwark_upstream_requests_total", outcome="success"), 4)
+        finally:
+            proxy.stop()
+            backend.stop()
+
+
 class UpstreamClose(unittest.TestCase):
     def test_connection_close_and_http10_upstream_responses_are_not_reused(self):
         backend = Testd()
