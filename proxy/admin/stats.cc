@@ -116,16 +116,16 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
       if (ri == l.routes.size()) continue;
       if (l.routes[ri].rate_limit) {
         std::string scope = l.routes[ri].rate_limit->scope;
-        for (int d = 0; d < 2; ++d) {
+        bool global = scope == "global";
+        // limited_redis_failure only where Redis is asked.
+        std::size_t kinds = global ? kRateLimitDecisions : 2;
+        for (std::size_t d = 0; d < kinds; ++d) {
+          std::size_t index = ratelimit_index(global, static_cast<RateLimitDecision>(d));
           std::uint64_t n = 0;
-          for (const auto* w : workers_)
-            n += w->listeners[li]
-                     ->routes[ri]
-                     .ratelimit[static_cast<std::size_t>((scope == "global" ? 2 : 0) + d)]
-                     .get();
-          decisions.metric.push_back(
-              counter({{"route", route}, {"scope", scope}, {"decision", d ? "limited" : "allowed"}},
-                      static_cast<double>(n)));
+          for (const auto* w : workers_) n += w->listeners[li]->routes[ri].ratelimit[index].get();
+          decisions.metric.push_back(counter(
+              {{"route", route}, {"scope", scope}, {"decision", kRateLimitDecisionNames[d]}},
+              static_cast<double>(n)));
         }
       }
       if (l.routes[ri].retry) {

@@ -120,7 +120,9 @@ class Downstream final : public UpstreamClient,
   std::string_view rate_limit_key();
   RateDecision redis_fallback(std::string_view key);  // per on_redis_failure
   // Counts the decision and sets the RateLimit headers; true when the request is refused.
-  bool rate_limit_denies(const RateDecision& d);
+  // `redis_outage`: refused only because Redis could not be asked (on_redis_failure: deny).
+  bool rate_limit_denies(const RateDecision& d, bool redis_outage);
+  static const char* rate_limited_detail(bool redis_outage);
   void send_continue();
   bool start_attempt();
   void use_connection(UpstreamConnection* conn);
@@ -211,8 +213,7 @@ class Downstream final : public UpstreamClient,
   char ratelimit_header_[64];  // "RateLimit: ..." for the response
   std::size_t ratelimit_header_len_ = 0;
   bool shadow_limited_ = false;
-  RedisRateLimiter::Pending* ratelimit_pending_ =
-      nullptr;  // waiting for Redis           // over the limit in shadow mode (enforce: false)
+  RedisRateLimiter::Pending* ratelimit_pending_ = nullptr;  // waiting for Redis
   std::size_t reply_extra_len_ = 0;
   bool queued_ = false;  // waits for one
   UpstreamConnection* up_ = nullptr;

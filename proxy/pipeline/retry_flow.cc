@@ -61,12 +61,6 @@ void Downstream::arm_attempt_timer(std::uint64_t ms) {
 void Downstream::on_attempt_timer(uv_timer_t* timer) {
   auto* d = static_cast<Downstream*>(timer->data);
   if (d->done()) return;
-  if (d->ratelimit_pending_) {  // Redis did not answer within redis.timeout
-    if (RedisRateLimiter* redis = d->worker_.redis()) redis->cancel(d->ratelimit_pending_, true);
-    d->ratelimit_pending_ = nullptr;
-    d->on_rate_decision(false, RateDecision{});
-    return;
-  }
   if (d->discard_response_ && d->up_) {
     // The body of a response being dropped for a retry took longer than per_try_timeout.
     d->discard_response_ = false;

@@ -153,7 +153,7 @@ void Downstream::on_pending_timeout() {
 
 void Downstream::leave_bulkhead() {
   if (ratelimit_pending_) {
-    if (RedisRateLimiter* redis = worker_.redis()) redis->cancel(ratelimit_pending_, false);
+    if (RedisRateLimiter* redis = worker_.redis()) redis->cancel(ratelimit_pending_);
     ratelimit_pending_ = nullptr;
   }
   if (queued_) {
