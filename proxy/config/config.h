@@ -70,6 +70,7 @@ struct ListenerConfig {
   Address address;
   std::uint64_t header_timeout_ms = 10000;
   std::uint64_t idle_timeout_ms = 60000;
+  std::uint64_t body_idle_timeout_ms = 30000;  // longest gap while reading a request body
   std::uint64_t max_connections = 10000;
   std::uint64_t max_header_bytes = 64 * 1024;
   std::uint64_t max_body_bytes = 10 * 1024 * 1024;

@@ -101,6 +101,7 @@ std::string config_to_json(const Config& c) {
         JsonObject t(o.key("timeouts"));
         t.ms("header", l.header_timeout_ms);
         t.ms("idle", l.idle_timeout_ms);
+        t.ms("body_idle", l.body_idle_timeout_ms);
       }
       {
         JsonObject t(o.key("limits"));

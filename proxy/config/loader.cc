@@ -203,9 +203,10 @@ void read_listener(ConfigErrors& errors, const YAML::Node& node, const std::stri
       f.error("listen", message);
   }
   if (f.has("timeouts")) {
-    YamlFields t(errors, f.node("timeouts"), f.path("timeouts"), {"header", "idle"});
+    YamlFields t(errors, f.node("timeouts"), f.path("timeouts"), {"header", "idle", "body_idle"});
     t.duration("header", l.header_timeout_ms, false);
     t.duration("idle", l.idle_timeout_ms, false);
+    t.duration("body_idle", l.body_idle_timeout_ms, false);
   }
   if (f.has("limits")) {
     YamlFields t(errors, f.node("limits"), f.path("limits"),

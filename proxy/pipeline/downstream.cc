@@ -98,6 +98,7 @@ void Downstream::pause_reading() {
 void Downstream::resume_reading() {
   if (!read_paused_ || closing_) return;
   read_paused_ = false;
+  body_activity_ms_ = uv_now(worker_.loop());  // body_idle counts only while we read
   uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), on_alloc, on_read);
 }
 

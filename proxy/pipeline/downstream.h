@@ -143,7 +143,16 @@ class Downstream final : public UpstreamClient,
   void report_breaker(CallResult result);
   CallResult breaker_result(bool counted) const;
   void record_upstream_outcome(int outcome);
+  // The request phase's timer: the route deadline, or sooner the body_idle deadline while the
+  // body is being read.
+  void arm_request_timer();
   void on_request_timeout();
+  // The client is expected to send request body bytes now: the body is incomplete, we are
+  // reading, and the client was not told to wait (100-continue not yet sent).
+  bool awaiting_client_body() const;
+  // The request's body did not arrive in time: 408, closing; the attempt in progress, if any,
+  // ends without blame (the endpoint and its breaker hear `cancelled`).
+  void client_timeout(const char* detail);
 
   // retry_flow.cc
   // Decides whether a failed attempt is retried; if so, takes the budget, counts it and
@@ -209,6 +218,7 @@ class Downstream final : public UpstreamClient,
   ProbeTicket probe_ = 0;                              // the attempt is a half-open probe
   bool breaker_reported_ = false;
   std::uint64_t attempt_start_ms_ = 0;
+  std::uint64_t body_activity_ms_ = 0;  // last request body progress (loop time), for body_idle
   char reply_extra_[256];      // extra header lines of the next local reply
   char ratelimit_header_[64];  // "RateLimit: ..." for the response
   std::size_t ratelimit_header_len_ = 0;

@@ -83,6 +83,11 @@ void Downstream::start_retry() {
 }
 
 void Downstream::on_per_try_timeout() {
+  if (awaiting_client_body()) {
+    // The upstream cannot answer a request it has not received: the client's doing.
+    client_timeout("the request body did not arrive within the route's per_try_timeout");
+    return;
+  }
   record_upstream_outcome(static_cast<int>(UpstreamOutcome::timeout));
   up_->close();
   up_ = nullptr;

@@ -112,7 +112,8 @@ int Downstream::start_request() {
   std::uint64_t timeout = lc.routes[static_cast<std::size_t>(route_)].timeout_ms;
   std::uint64_t now = uv_now(worker_.loop());
   route_deadline_ms_ = timeout ? now + timeout : 0;
-  arm_timer(timeout);
+  body_activity_ms_ = now;
+  arm_request_timer();
   if (route_state_->retry) {
     route_state_->budget->record_request(now);
     replay_enabled_ = route_state_->retry->method_allowed(method) && !upgrade_;
@@ -211,6 +212,7 @@ void Downstream::upstream_add(const char* data, std::size_t len, bool borrowed) 
 }
 
 void Downstream::upstream_add_chunk_header(std::uint64_t size) {
+  body_activity_ms_ = uv_now(worker_.loop());
   char buf[24];
   int n = std::snprintf(buf, sizeof buf, "%llx\r\n", static_cast<unsigned long long>(size));
   upstream_add(buf, static_cast<std::size_t>(n), false);
@@ -290,10 +292,12 @@ void Downstream::send_continue() {
       response_started_ || request_framing_ == BodyFraming::none)
     return;
   sent_continue_ = true;
+  body_activity_ms_ = uv_now(worker_.loop());  // the client may send its body from now on
   b().out.add_copy("HTTP/1.1 100 Continue\r\n\r\n");
 }
 
 void Downstream::forward_body(const char* data, std::size_t len) {
+  body_activity_ms_ = uv_now(worker_.loop());
   if (pending_reply_) return;  // answered locally: discarded
   upstream_add(data, len, true);
   body_sent_upstream_ = up_ != nullptr || queued_ || waiting() || ratelimit_pending_;
@@ -523,7 +527,59 @@ void Downstream::upstream_failed(Reason reason, UpstreamError error) {
                           : "the upstream closed the connection before responding");
 }
 
+void Downstream::arm_request_timer() {
+  std::uint64_t due = route_deadline_ms_;
+  std::uint64_t body_idle = listener_.config->body_idle_timeout_ms;
+  if (body_idle && request_framing_ != BodyFraming::none && !request_complete_ && !upgrade_) {
+    std::uint64_t body_due = body_activity_ms_ + body_idle;
+    due = due ? std::min(due, body_due) : body_due;
+  }
+  if (due == 0) {
+    arm_timer(0);  // no deadline
+    return;
+  }
+  std::uint64_t now = uv_now(worker_.loop());
+  arm_timer(due > now ? due - now : 1);
+}
+
+bool Downstream::awaiting_client_body() const {
+  if (phase_ != Phase::request || request_complete_ || request_framing_ == BodyFraming::none ||
+      upgrade_)
+    return false;
+  if (read_paused_) return false;  // our backpressure (a slow upstream), not the client
+  return !(buffers_ && buffers_->info.expect_continue && !sent_continue_ && minor_version_ == 1);
+}
+
+void Downstream::client_timeout(const char* detail) {
+  if (up_) {
+    up_->close();
+    up_ = nullptr;
+  }
+  end_attempt(CallResult::cancelled);  // not the endpoint's doing: no outcome, no blame
+  retry_pending_ = false;
+  local_reply(Reason::request_timeout, detail, true);
+}
+
 void Downstream::on_request_timeout() {
+  std::uint64_t now = uv_now(worker_.loop());
+  bool route_expired = route_deadline_ms_ && now >= route_deadline_ms_;
+  std::uint64_t body_idle = listener_.config->body_idle_timeout_ms;
+  bool awaiting_body = awaiting_client_body();
+  if (!route_expired) {
+    if (awaiting_body && body_idle && now >= body_activity_ms_ + body_idle) {
+      client_timeout("no request body bytes arrived for the listener's timeouts.body_idle");
+      return;
+    }
+    // Not the client's turn (we stopped reading, or it waits for 100 Continue): its clock
+    // starts again when it is.
+    if (!awaiting_body) body_activity_ms_ = now;
+    arm_request_timer();  // the body moved on, or is complete: the next deadline
+    return;
+  }
+  if (awaiting_body) {
+    client_timeout("the route timeout expired before the request body arrived");
+    return;
+  }
   bool blamed = false;
   if (up_) {
     record_upstream_outcome(static_cast<int>(UpstreamOutcome::timeout));

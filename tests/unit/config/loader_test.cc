@@ -46,6 +46,7 @@ TEST_CASE("a minimal config loads with documented defaults") {
   const ListenerConfig& l = c.listeners[0];
   CHECK(l.header_timeout_ms == 10000);
   CHECK(l.idle_timeout_ms == 60000);
+  CHECK(l.body_idle_timeout_ms == 30000);
   CHECK(l.max_connections == 10000);
   CHECK(l.max_header_bytes == 64 * 1024);
   CHECK(l.max_body_bytes == 10 * 1024 * 1024);
@@ -68,7 +69,7 @@ access_log: { path: "off", format: json }
 listeners:
   - name: inbound
     listen: 0.0.0.0:8080
-    timeouts: { header: 2s, idle: 30s }
+    timeouts: { header: 2s, idle: 30s, body_idle: 5s }
     limits: { max_connections: 50, max_header_bytes: 8KiB, max_body_bytes: 1MiB }
     routes:
       - name: api
@@ -91,6 +92,7 @@ upstreams:
   CHECK(c.access_log_path == "off");
   const auto& l = c.listeners[0];
   CHECK(l.header_timeout_ms == 2000);
+  CHECK(l.body_idle_timeout_ms == 5000);
   CHECK(l.max_connections == 50);
   CHECK(l.max_header_bytes == 8192);
   const auto& m = l.routes[0].match;
@@ -105,6 +107,23 @@ upstreams:
   std::string json = config_to_json(c);
   CHECK(json.find("\"balance\":\"round_robin\"") != std::string::npos);
   CHECK(json.find("\"prefix\":\"/api\"") != std::string::npos);
+  CHECK(json.find("\"body_idle\":\"5000ms\"") != std::string::npos);
+}
+
+TEST_CASE("timeouts.body_idle: a duration above zero") {
+  const char* text = R"(listeners:
+  - name: inbound
+    listen: 127.0.0.1:8080
+    timeouts: { body_idle: 0 }
+    routes: [{ name: all, upstream: app }]
+upstreams:
+  - name: app
+    endpoints: [127.0.0.1:3000]
+)";
+  LoadResult r = load_config_string(text, "zero.yaml");
+  CHECK_FALSE(r.config);
+  INFO(errors_text(r));
+  CHECK(has_error(r, "zero.yaml:4:28: listeners[0].timeouts.body_idle: must be greater than zero"));
 }
 
 TEST_CASE("errors carry file, line, column and key path, and all are reported") {
