@@ -44,9 +44,10 @@ class HealthChecks(unittest.TestCase):
         self.proxy = Bulwark(TEMPLATE, endpoints=", ".join(endpoints), type=type)
 
     def tearDown(self):
-        self.proxy.stop()
+        code = self.proxy.stop()
         for b in self.backends:
             b.stop()
+        self.assertEqual(code, 0, self.proxy.stderr_text()[-3000:])
 
     def healthy(self, backend_address):
         return self.proxy.metric("bulwark_endpoint_healthy", endpoint=backend_address)

@@ -153,8 +153,9 @@ class StaleConnection(unittest.TestCase):
             self.assertEqual(proxy.metric("bulwark_upstream_requests_total", outcome="reset"), 0)
             self.assertEqual(proxy.metric("bulwark_upstream_requests_total", outcome="success"), 4)
         finally:
-            proxy.stop()
+            code = proxy.stop()
             backend.stop()
+        self.assertEqual(code, 0, proxy.stderr_text()[-3000:])
 
 
 class UpstreamClose(unittest.TestCase):

@@ -53,8 +53,7 @@ class RedisOutage(unittest.TestCase):
         self.proxy = None
 
     def tearDown(self):
-        if self.proxy:
-            self.proxy.stop()
+        code = self.proxy.stop() if self.proxy else 0
         self.backend.stop()
         if self.redis:
             try:
@@ -62,6 +61,8 @@ class RedisOutage(unittest.TestCase):
             except ProcessLookupError:
                 pass
             self.redis.kill()
+        # A sanitizer report, a crash or a leak shows here.
+        self.assertIn(code, (0, None), self.proxy.stderr_text()[-3000:] if self.proxy else "")
 
     def start(self, redis_port, on_failure="local", redis_timeout="20ms", rate="1000/s",
               burst=1000):

@@ -35,9 +35,9 @@ class SlowUpload(unittest.TestCase):
         self.proxy = None
 
     def tearDown(self):
-        if self.proxy:
-            self.proxy.stop()
+        code = self.proxy.stop() if self.proxy else 0
         self.backend.stop()
+        self.assertIn(code, (0, None), self.proxy.stderr_text()[-3000:] if self.proxy else "")
 
     def start(self, timeout, body_idle="30s", retry=""):
         self.proxy = Bulwark(TEMPLATE, upstream=self.backend.address, timeout=timeout,
