@@ -80,7 +80,8 @@ struct ListenerStats {
 struct EndpointStats {
   std::array<Counter, static_cast<int>(UpstreamOutcome::count_)> outcomes;
   std::array<Counter, static_cast<int>(ConnectResult::count_)> connects;
-  Counter stale_retries;  // requests replayed because a pooled connection was found closed
+  // Requests replayed because a pooled connection was found closed.
+  Counter stale_retries;
   Gauge active;     // pooled connections carrying a request
   Gauge idle;       // pooled connections waiting for one
   Gauge in_flight;  // requests in flight to the endpoint

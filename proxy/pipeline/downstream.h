@@ -218,12 +218,14 @@ class Downstream final : public UpstreamClient,
   ProbeTicket probe_ = 0;                              // the attempt is a half-open probe
   bool breaker_reported_ = false;
   std::uint64_t attempt_start_ms_ = 0;
-  std::uint64_t body_activity_ms_ = 0;  // last request body progress (loop time), for body_idle
+  // Last progress of the request body (loop time), for timeouts.body_idle.
+  std::uint64_t body_activity_ms_ = 0;
   char reply_extra_[256];      // extra header lines of the next local reply
   char ratelimit_header_[64];  // "RateLimit: ..." for the response
   std::size_t ratelimit_header_len_ = 0;
   bool shadow_limited_ = false;
-  RedisRateLimiter::Pending* ratelimit_pending_ = nullptr;  // waiting for Redis
+  // Waiting for Redis (the limiter answers in on_rate_decision).
+  RedisRateLimiter::Pending* ratelimit_pending_ = nullptr;
   std::size_t reply_extra_len_ = 0;
   bool queued_ = false;  // waits for one
   UpstreamConnection* up_ = nullptr;

@@ -39,8 +39,8 @@ int Downstream::check_rate_limit() {
     if (ratelimit_pending_) return -1;
   }
   bool redis_failed = rl.scope == "global";  // here: Redis cannot be asked now
-  RateDecision d = redis_failed ? redis_fallback(key)
-                                : route_state_->limiter->decide(key, start_ns_ / 1000);
+  RateDecision d =
+      redis_failed ? redis_fallback(key) : route_state_->limiter->decide(key, start_ns_ / 1000);
   bool outage = redis_failed && rl.on_redis_failure == "deny";
   if (!rate_limit_denies(d, outage)) return -1;
   return reply_from_headers(Reason::rate_limited, rate_limited_detail(outage));

@@ -316,8 +316,7 @@ void RedisRateLimiter::on_wait_timer(uv_timer_t* t) {
   std::uint64_t now = uv_now(self->loop_);
   // Waiters called here may ask again (appended, later deadlines) or cancel others: the
   // front is read afresh each time.
-  while (!self->closing_ && !self->waiting_.empty() &&
-         self->waiting_.front()->deadline_ms <= now) {
+  while (!self->closing_ && !self->waiting_.empty() && self->waiting_.front()->deadline_ms <= now) {
     Pending* p = self->waiting_.front();
     self->waiting_.remove(*p);
     RateDecisionWaiter* waiter = p->waiter;

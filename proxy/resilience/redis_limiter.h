@@ -112,7 +112,7 @@ class RedisRateLimiter {
   bool closing_ = false;
   bool down_reported_ = false;  // the current outage was logged
   bool ever_ready_ = false;
-  std::string sha_;  // of the loaded script; empty: use EVAL
+  std::string sha_;              // of the loaded script; empty: use EVAL
   uv_timer_t* reconnect_timer_;  // connect/handshake deadline, then reconnect back-off
   uv_timer_t* wait_timer_;       // the oldest decision's deadline
   std::uint64_t reconnect_delay_ms_ = 100;

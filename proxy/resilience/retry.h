@@ -84,7 +84,7 @@ class RetryBudget {
   const double ratio_;
   const double min_per_second_;
   const std::uint64_t bucket_ms_;
-  const std::uint64_t second_buckets_;  // buckets that make up the last second
+  const std::uint64_t second_buckets_;          // buckets that make up the last second
   std::atomic<std::uint64_t> start_ms_{~0ull};  // first request seen
   Bucket buckets_[kBuckets];
 };

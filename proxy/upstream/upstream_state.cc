@@ -55,8 +55,9 @@ void UpstreamState::set_panic(PanicMode mode) {
                "(panic mode)");
       break;
     case PanicMode::max_ejected:
-      log_warn(who + "more than max_ejected of the endpoints are ejected; routing to all of "
-                     "them (panic mode)");
+      log_warn(who +
+               "more than max_ejected of the endpoints are ejected; routing to all of "
+               "them (panic mode)");
       break;
     case PanicMode::none:
       log_info(who + "enough endpoints are usable again; panic mode ends");
