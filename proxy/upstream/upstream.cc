@@ -119,10 +119,12 @@ Upstream::Pick Upstream::pick(std::uint64_t now_ms, const UpstreamEndpoint* excl
     std::size_t chosen = balancer_.pick(in_flight_scratch_);
     UpstreamEndpoint* e = live_[candidates_[chosen]].get();
     CircuitBreaker* b = e->state->breaker.get();
+    bool ejected_pick = panic_ && (e->state->health_state() == EndpointHealth::unhealthy ||
+                                   (b && !b->available(now_ms)));
     if (!b || (mode == PanicMode::max_ejected && b->state() == BreakerState::open) ||
         b->try_acquire(now_ms, &result.probe)) {
       result.endpoint = e;
-      if (panic_) state_.count_panic_routed();
+      if (ejected_pick) state_.count_panic_routed();
       return result;
     }
     // Its last probe permit went to a request on another worker: try the others.

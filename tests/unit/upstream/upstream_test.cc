@@ -183,3 +183,21 @@ TEST_CASE("panic modes") {
   CHECK(panic_mode(1, 1, 1, 0.5) == PanicMode::all_ejected);
   CHECK(panic_mode(0, 0, 0, 0.5) == PanicMode::none);
 }
+
+TEST_CASE("panic beyond max_ejected: only picks of ejected endpoints count as panic-routed") {
+  Fixture f(checked(false));
+  f.set_endpoints(3);
+  Upstream& u = *f.views[0];
+  mark(f.endpoint(0), EndpointHealth::unhealthy);
+  mark(f.endpoint(1), EndpointHealth::unhealthy);  // 2 of 3 > 50 %: all take traffic
+  int to_ejected = 0;
+  for (int i = 0; i < 30; ++i) {
+    Upstream::Pick p = u.pick(1000);
+    REQUIRE(p.endpoint);
+    to_ejected += p.endpoint->state.get() != &f.endpoint(2);
+  }
+  CHECK(f.state->panic() == PanicMode::max_ejected);
+  CHECK(to_ejected > 0);
+  CHECK(to_ejected < 30);
+  CHECK(f.state->panic_routed() == static_cast<std::uint64_t>(to_ejected));
+}
