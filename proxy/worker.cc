@@ -123,7 +123,8 @@ void Worker::run() {
     std::string host, error;
     int port = 0;
     split_host_port(*config_.redis_address, host, port, error);
-    redis_ = std::make_unique<RedisRateLimiter>(&loop_, host, port, stats_.redis_errors);
+    redis_ = std::make_unique<RedisRateLimiter>(&loop_, host, port, config_.redis_timeout_ms,
+                                                stats_.redis_errors);
   }
   uv_prepare_start(&prepare_, on_prepare);
   uv_timer_start(&heartbeat_, on_heartbeat, 0, 1000);

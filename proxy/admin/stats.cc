@@ -2,6 +2,7 @@
 
 #include <prometheus/metric_family.h>
 
+#include <iterator>
 #include <limits>
 #include <string>
 
@@ -57,7 +58,9 @@ pm::ClientMetric gauge(std::vector<pm::ClientMetric::Label> labels, double v) {
   return m;
 }
 
-const char* const kOutcomeNames[] = {"success", "failure", "timeout", "reset", "connect_failure"};
+const char* const kOutcomeNames[] = {"success", "failure",         "timeout",
+                                     "reset",   "connect_failure", "protocol_error"};
+static_assert(std::size(kOutcomeNames) == static_cast<std::size_t>(UpstreamOutcome::count_));
 const char* const kConnectNames[] = {"success", "failure", "timeout"};
 
 }  // namespace
@@ -116,16 +119,16 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
       if (ri == l.routes.size()) continue;
       if (l.routes[ri].rate_limit) {
         std::string scope = l.routes[ri].rate_limit->scope;
-        for (int d = 0; d < 2; ++d) {
+        bool global = scope == "global";
+        // limited_redis_failure only where Redis is asked.
+        std::size_t kinds = global ? kRateLimitDecisions : 2;
+        for (std::size_t d = 0; d < kinds; ++d) {
+          std::size_t index = ratelimit_index(global, static_cast<RateLimitDecision>(d));
           std::uint64_t n = 0;
-          for (const auto* w : workers_)
-            n += w->listeners[li]
-                     ->routes[ri]
-                     .ratelimit[static_cast<std::size_t>((scope == "global" ? 2 : 0) + d)]
-                     .get();
-          decisions.metric.push_back(
-              counter({{"route", route}, {"scope", scope}, {"decision", d ? "limited" : "allowed"}},
-                      static_cast<double>(n)));
+          for (const auto* w : workers_) n += w->listeners[li]->routes[ri].ratelimit[index].get();
+          decisions.metric.push_back(counter(
+              {{"route", route}, {"scope", scope}, {"decision", kRateLimitDecisionNames[d]}},
+              static_cast<double>(n)));
         }
       }
       if (l.routes[ri].retry) {
@@ -178,6 +181,9 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
       family("bulwark_pool_connections", "Pooled upstream connections.", pm::MetricType::Gauge);
   auto connects = family("bulwark_pool_connects_total", "Upstream connection attempts.",
                          pm::MetricType::Counter);
+  auto stale = family("bulwark_pool_stale_retries_total",
+                      "Requests replayed because a pooled connection was found closed.",
+                      pm::MetricType::Counter);
   auto circuit_state =
       family("bulwark_circuit_state",
              "Circuit breaker state per endpoint: 1 for the current state.", pm::MetricType::Gauge);
@@ -185,9 +191,13 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
       family("bulwark_circuit_transitions_total",
              "Circuit breaker transitions, by the state entered.", pm::MetricType::Counter);
   auto panic = family("bulwark_upstream_panic",
-                      "1 while more than max_ejected of the upstream's endpoints are open and "
-                      "the open ones take traffic again (panic mode).",
+                      "1 while the upstream is in panic mode: more than max_ejected of its "
+                      "endpoints are ejected, or all of them are.",
                       pm::MetricType::Gauge);
+  auto panic_routed = family("bulwark_panic_routed_total",
+                             "Attempts sent to an ejected endpoint because the upstream was in "
+                             "panic mode.",
+                             pm::MetricType::Counter);
   auto healthy =
       family("bulwark_endpoint_healthy",
              "1 while the endpoint is not marked down by health checks.", pm::MetricType::Gauge);
@@ -199,10 +209,15 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
   for (const UpstreamState* state : upstreams_) {
     const std::string& name = state->config().name;
     std::int64_t active = 0, idle = 0;
+    std::uint64_t stale_retries = 0;
     std::array<std::uint64_t, static_cast<int>(ConnectResult::count_)> connect_counts{};
     auto endpoints = state->endpoints();
-    std::size_t open_count = 0;
+    std::size_t ejected = 0, health_only = 0;
     for (const auto& endpoint : *endpoints) {
+      bool unhealthy = endpoint->health_state() == EndpointHealth::unhealthy;
+      bool open = endpoint->breaker && endpoint->breaker->state() == BreakerState::open;
+      ejected += unhealthy || open;
+      health_only += unhealthy && !open;
       if (state->config().health_check) {
         healthy.metric.push_back(gauge({{"upstream", name}, {"endpoint", endpoint->name}},
                                        endpoint->health_state() != EndpointHealth::unhealthy));
@@ -214,7 +229,6 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
       }
       if (const CircuitBreaker* b = endpoint->breaker.get()) {
         BreakerState current = b->state();
-        open_count += current == BreakerState::open;
         for (BreakerState st :
              {BreakerState::closed, BreakerState::open, BreakerState::half_open}) {
           circuit_state.metric.push_back(gauge(
@@ -235,21 +249,27 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
       for (int w = 0; w < workers; ++w) {
         const EndpointStats& e = endpoint->per_worker[w];
         active += e.active.get();
+        stale_retries += e.stale_retries.get();
         idle += e.idle.get();
         for (int c = 0; c < static_cast<int>(ConnectResult::count_); ++c)
           connect_counts[c] += e.connects[c].get();
       }
     }
-    if (state->config().circuit_breaker)
-      panic.metric.push_back(gauge({{"upstream", name}},
-                                   ejection_panics(open_count, endpoints->size(),
-                                                   state->config().circuit_breaker->max_ejected)));
+    if (state->config().circuit_breaker || state->config().health_check) {
+      double max_ejected =
+          state->config().circuit_breaker ? state->config().circuit_breaker->max_ejected : 0.5;
+      PanicMode mode = panic_mode(endpoints->size(), ejected, health_only, max_ejected);
+      panic.metric.push_back(gauge({{"upstream", name}}, mode != PanicMode::none));
+      panic_routed.metric.push_back(
+          counter({{"upstream", name}}, static_cast<double>(state->panic_routed())));
+    }
     inflight.metric.push_back(gauge({{"upstream", name}}, static_cast<double>(state->in_flight())));
     pending.metric.push_back(gauge({{"upstream", name}}, static_cast<double>(state->pending())));
     pool.metric.push_back(
         gauge({{"upstream", name}, {"state", "active"}}, static_cast<double>(active)));
     pool.metric.push_back(
         gauge({{"upstream", name}, {"state", "idle"}}, static_cast<double>(idle)));
+    stale.metric.push_back(counter({{"upstream", name}}, static_cast<double>(stale_retries)));
     for (int c = 0; c < static_cast<int>(ConnectResult::count_); ++c)
       connects.metric.push_back(counter({{"upstream", name}, {"result", kConnectNames[c]}},
                                         static_cast<double>(connect_counts[c])));
@@ -260,10 +280,12 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
   out.push_back(std::move(circuit_state));
   out.push_back(std::move(circuit_transitions));
   out.push_back(std::move(panic));
+  out.push_back(std::move(panic_routed));
   out.push_back(std::move(inflight));
   out.push_back(std::move(pending));
   out.push_back(std::move(pool));
   out.push_back(std::move(connects));
+  out.push_back(std::move(stale));
   out.push_back(std::move(conns));
   if (config_.redis_address) {
     auto redis = family("bulwark_redis_errors_total",

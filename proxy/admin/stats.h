@@ -41,18 +41,37 @@ struct DurationHistogram {
   void observe_ns(std::uint64_t ns);
 };
 
-enum class UpstreamOutcome { success, failure, timeout, reset, connect_failure, count_ };
+enum class UpstreamOutcome {
+  success,
+  failure,
+  timeout,
+  reset,
+  connect_failure,
+  protocol_error,  // an invalid or oversized response: 502 upstream-protocol-error
+  count_
+};
 enum class ConnectResult { success, failure, timeout, count_ };
 
 // Retry reasons: connect-failure, reset, timeout, then one per status code 100..599.
 inline constexpr int kRetryReasons = 3 + 500;
 inline int retry_reason_index_for_status(int status) { return 3 + (status - 100); }
 
+// bulwark_ratelimit_decisions_total{decision}: limited_redis_failure is a refusal because Redis
+// could not be asked (on_redis_failure: deny), kept apart from quota breaches.
+enum class RateLimitDecision { allowed, limited, limited_redis_failure, count_ };
+inline constexpr const char* kRateLimitDecisionNames[] = {"allowed", "limited",
+                                                          "limited_redis_failure"};
+inline constexpr std::size_t kRateLimitDecisions =
+    static_cast<std::size_t>(RateLimitDecision::count_);
+inline std::size_t ratelimit_index(bool global, RateLimitDecision d) {
+  return (global ? kRateLimitDecisions : 0) + static_cast<std::size_t>(d);
+}
+
 struct RouteStats {
   std::array<Counter, 500> codes;  // index: status - 100
   std::array<Counter, kRetryReasons> retries;
   Counter retry_budget_exhausted;
-  std::array<Counter, 4> ratelimit;  // [scope local=0 / global=2] + [allowed=0 / limited=1]
+  std::array<Counter, 2 * kRateLimitDecisions> ratelimit;  // by ratelimit_index()
   DurationHistogram duration;
   std::array<Counter, kReasonCount> local_replies;
   void count_status(int status) {
@@ -69,6 +88,8 @@ struct ListenerStats {
 struct EndpointStats {
   std::array<Counter, static_cast<int>(UpstreamOutcome::count_)> outcomes;
   std::array<Counter, static_cast<int>(ConnectResult::count_)> connects;
+  // Requests replayed because a pooled connection was found closed.
+  Counter stale_retries;
   Gauge active;     // pooled connections carrying a request
   Gauge idle;       // pooled connections waiting for one
   Gauge in_flight;  // requests in flight to the endpoint

@@ -70,6 +70,7 @@ struct ListenerConfig {
   Address address;
   std::uint64_t header_timeout_ms = 10000;
   std::uint64_t idle_timeout_ms = 60000;
+  std::uint64_t body_idle_timeout_ms = 30000;  // longest gap while reading a request body
   std::uint64_t max_connections = 10000;
   std::uint64_t max_header_bytes = 64 * 1024;
   std::uint64_t max_headers = 100;  // header lines of a request head (and of its trailers)
@@ -154,6 +155,9 @@ struct UpstreamConfig {
   std::uint64_t dns_refresh_ms = 30000;
   std::string balance = "least_request";
   std::uint64_t connect_timeout_ms = 1000;
+  // A response head (with the 1xx heads before it) or trailer section larger than this is a
+  // protocol error: 502 upstream-protocol-error.
+  std::uint64_t max_response_header_bytes = 64 * 1024;
   PoolConfig pool;
   UpstreamLimitsConfig limits;
   std::optional<CircuitBreakerConfig> circuit_breaker;

@@ -6,6 +6,10 @@
 // handed out one complete, validated line at a time. Anything else is an error that names
 // what was wrong.
 //
+// Responses are checked by ChunkedBodyChecker (http/chunk_check.h) on their raw bytes and
+// then read by llhttp, which keeps llhttp's refusal of `5;a=b;c=d`; this decoder has no such
+// limit and could serve there too.
+//
 // Pull interface: next() consumes input and returns one event at a time, so the caller can
 // stop (or be destroyed) between events without re-entrancy. Data events point into the
 // caller's input; nothing is copied except a trailer line, which is kept until it is
@@ -104,10 +108,5 @@ class ChunkedDecoder {
   ErrorKind error_kind_ = ErrorKind::syntax;
   std::uint64_t consumed_ = 0;
 };
-
-// RFC 9110 5.6.2 token characters.
-bool is_tchar(unsigned char c);
-// A non-empty token (a field name, a method, a transfer coding).
-bool is_token(std::string_view s);
 
 }  // namespace bulwark

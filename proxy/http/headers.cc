@@ -3,7 +3,6 @@
 #include <charconv>
 #include <cstring>
 
-#include "http/chunked.h"
 
 namespace bulwark {
 
@@ -17,6 +16,37 @@ bool iequals(std::string_view a, std::string_view b) {
     if (ascii_lower(static_cast<unsigned char>(a[i])) !=
         ascii_lower(static_cast<unsigned char>(b[i])))
       return false;
+  return true;
+}
+
+bool is_tchar(unsigned char c) {
+  if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
+  switch (c) {
+    case '!':
+    case '#':
+    case '$':
+    case '%':
+    case '&':
+    case '\'':
+    case '*':
+    case '+':
+    case '-':
+    case '.':
+    case '^':
+    case '_':
+    case '`':
+    case '|':
+    case '~':
+      return true;
+    default:
+      return false;
+  }
+}
+
+bool is_token(std::string_view s) {
+  if (s.empty()) return false;
+  for (unsigned char c : s)
+    if (!is_tchar(c)) return false;
   return true;
 }
 
@@ -307,6 +337,23 @@ void write_downstream_response_head(std::string& out, const HeaderBlock& headers
   out.append("\r\n");
 }
 
+void write_interim_response_head(std::string& out, const HeaderBlock& headers, int status,
+                                 std::string_view reason) {
+  out.clear();
+  out.append("HTTP/1.1 ");
+  append_uint(out, static_cast<std::uint64_t>(status));
+  out.append(" ").append(reason.empty() ? status_reason(status) : reason).append("\r\n");
+  copy_end_to_end(out, headers, false, false);
+  out.append("\r\n");
+}
+
+void write_last_chunk(std::string& out, const HeaderBlock& trailers) {
+  out.clear();
+  out.append("0\r\n");
+  copy_end_to_end(out, trailers, false, false);
+  out.append("\r\n");
+}
+
 std::string_view origin_form(std::string_view target) {
   target = target.substr(0, target.find('#'));
   if (!target.empty() && target[0] == '/') return target;
@@ -351,6 +398,10 @@ const char* status_reason(int status) {
       return "Continue";
     case 101:
       return "Switching Protocols";
+    case 102:
+      return "Processing";
+    case 103:
+      return "Early Hints";
     case 200:
       return "OK";
     case 201:

@@ -83,6 +83,7 @@ void Downstream::pause_reading() {
 void Downstream::resume_reading() {
   if (!read_paused_ || closing_) return;
   read_paused_ = false;
+  body_activity_ms_ = uv_now(worker_.loop());  // body_idle counts only while we read
   uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), on_alloc, on_read);
 }
 
@@ -182,6 +183,7 @@ bool Downstream::flush() {
       close();
       return false;
     }
+    if (response_started_) response_committed_ = true;
   }
   std::size_t queued = uv_stream_get_write_queue_size(reinterpret_cast<uv_stream_t*>(&tcp_));
   if (up_ && queued > kHighWater) up_->pause_reading();
@@ -354,6 +356,7 @@ void Downstream::reset_request() {
   head_request_ = false;
   request_complete_ = false;
   response_started_ = false;
+  response_committed_ = false;
   upgrade_ = false;
   body_sent_upstream_ = false;
   sent_continue_ = false;

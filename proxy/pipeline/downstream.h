@@ -49,13 +49,14 @@ class Downstream final : public UpstreamClient,
 
   // UpstreamClient
   void on_upstream_connected() override;
-  bool on_upstream_headers(UpstreamConnection& conn) override;
+  void on_upstream_interim(UpstreamConnection& conn) override;
+  void on_upstream_headers(UpstreamConnection& conn) override;
   void on_upstream_chunk_header(std::uint64_t size) override;
   void on_upstream_body(const char* data, std::size_t len) override;
   void on_upstream_chunk_complete() override;
   void on_upstream_complete() override;
   void on_upstream_tunnel_data(const char* data, std::size_t len) override;
-  void on_upstream_error(UpstreamError error) override;
+  void on_upstream_error(UpstreamError error, std::string_view detail) override;
   void on_upstream_batch_end() override;
   void on_upstream_drained() override;
 
@@ -135,7 +136,9 @@ class Downstream final : public UpstreamClient,
   std::string_view rate_limit_key();
   RateDecision redis_fallback(std::string_view key);  // per on_redis_failure
   // Counts the decision and sets the RateLimit headers; true when the request is refused.
-  bool rate_limit_denies(const RateDecision& d);
+  // `redis_outage`: refused only because Redis could not be asked (on_redis_failure: deny).
+  bool rate_limit_denies(const RateDecision& d, bool redis_outage);
+  static const char* rate_limited_detail(bool redis_outage);
   void send_continue();
   bool start_attempt();
   void use_connection(UpstreamConnection* conn);
@@ -150,14 +153,29 @@ class Downstream final : public UpstreamClient,
     return request_framing_ == BodyFraming::chunked ||
            (request_framing_ == BodyFraming::content_length && request_content_length_ > 0);
   }
-  void upstream_failed(Reason reason, UpstreamError error);
+  void upstream_failed(Reason reason, UpstreamError error, std::string_view detail = {});
+  // A reset on a reused keep-alive connection before anything was processed: the request goes
+  // again on a fresh connection to the same endpoint, which is not blamed.
+  bool replays_stale_connection(UpstreamError error) const;
+  // Takes back a response head that has not reached the socket yet, so that a failure can
+  // still be answered with a local reply. False when some of the response went out.
+  bool retract_response();
   void detach_upstream(bool reusable, CallResult result = CallResult::cancelled);
   // The breaker hears each attempt's outcome once; `cancelled` when it was not the endpoint's
   // doing.
   void report_breaker(CallResult result);
   CallResult breaker_result(bool counted) const;
   void record_upstream_outcome(int outcome);
+  // The request phase's timer: the route deadline, or sooner the body_idle deadline while the
+  // body is being read.
+  void arm_request_timer();
   void on_request_timeout();
+  // The client is expected to send request body bytes now: the body is incomplete, we are
+  // reading, and the client was not told to wait (100-continue not yet sent).
+  bool awaiting_client_body() const;
+  // The request's body did not arrive in time: 408, closing; the attempt in progress, if any,
+  // ends without blame (the endpoint and its breaker hear `cancelled`).
+  void client_timeout(const char* detail);
 
   // retry_flow.cc
   // Decides whether a failed attempt is retried; if so, takes the budget, counts it and
@@ -224,15 +242,17 @@ class Downstream final : public UpstreamClient,
   const UpstreamEndpoint* failed_endpoint_ = nullptr;  // avoided by the next attempt
   std::uint64_t route_deadline_ms_ = 0;                // 0: no route timeout
   bool admitted_ = false;                              // holds a bulkhead slot
-  bool probe_ = false;                                 // the attempt is a half-open probe
+  ProbeTicket probe_ = 0;                              // the attempt is a half-open probe
   bool breaker_reported_ = false;
   std::uint64_t attempt_start_ms_ = 0;
+  // Last progress of the request body (loop time), for timeouts.body_idle.
+  std::uint64_t body_activity_ms_ = 0;
   char reply_extra_[256];      // extra header lines of the next local reply
   char ratelimit_header_[64];  // "RateLimit: ..." for the response
   std::size_t ratelimit_header_len_ = 0;
   bool shadow_limited_ = false;
-  RedisRateLimiter::Pending* ratelimit_pending_ =
-      nullptr;  // waiting for Redis           // over the limit in shadow mode (enforce: false)
+  // Waiting for Redis (the limiter answers in on_rate_decision).
+  RedisRateLimiter::Pending* ratelimit_pending_ = nullptr;
   std::size_t reply_extra_len_ = 0;
   bool queued_ = false;  // waits for one
   UpstreamConnection* up_ = nullptr;
@@ -254,6 +274,7 @@ class Downstream final : public UpstreamClient,
   bool head_request_ = false;
   bool request_complete_ = false;
   bool response_started_ = false;
+  bool response_committed_ = false;  // response bytes were handed to the socket
   bool upgrade_ = false;
   bool body_sent_upstream_ = false;  // any request body byte went upstream
   bool sent_continue_ = false;

@@ -33,18 +33,24 @@ int Downstream::check_rate_limit() {
                 : std::snprintf(redis_key, sizeof redis_key, "bulwark:rl:%.*s:#%016llx",
                                 static_cast<int>(std::min<std::size_t>(route.size(), 64)),
                                 route.data(), static_cast<unsigned long long>(hash_key(key)));
+    // The answer comes to on_rate_decision(), within redis.timeout.
     ratelimit_pending_ = redis->decide(std::string_view(redis_key, static_cast<std::size_t>(n)),
                                        rl.rate_per_second, rl.burst, this);
-    if (ratelimit_pending_) {
-      arm_attempt_timer(worker_.redis_timeout_ms());  // nobody waits longer on Redis
-      return -1;
-    }
+    if (ratelimit_pending_) return -1;
   }
-  RateDecision d = redis || rl.scope == "global"
-                       ? redis_fallback(key)
-                       : route_state_->limiter->decide(key, start_ns_ / 1000);
-  if (!rate_limit_denies(d)) return -1;
-  return reply_from_headers(Reason::rate_limited, "the route's rate limit is exceeded");
+  bool redis_failed = rl.scope == "global";  // here: Redis cannot be asked now
+  RateDecision d =
+      redis_failed ? redis_fallback(key) : route_state_->limiter->decide(key, start_ns_ / 1000);
+  bool outage = redis_failed && rl.on_redis_failure == "deny";
+  if (!rate_limit_denies(d, outage)) return -1;
+  return reply_from_headers(Reason::rate_limited, rate_limited_detail(outage));
+}
+
+const char* Downstream::rate_limited_detail(bool redis_outage) {
+  // An outage must not read as a quota breach.
+  return redis_outage ? "the rate limit could not be checked: Redis is unavailable and "
+                        "on_redis_failure is deny"
+                      : "the route's rate limit is exceeded";
 }
 
 RateDecision Downstream::redis_fallback(std::string_view key) {
@@ -56,9 +62,12 @@ RateDecision Downstream::redis_fallback(std::string_view key) {
   return d;
 }
 
-bool Downstream::rate_limit_denies(const RateDecision& d) {
+bool Downstream::rate_limit_denies(const RateDecision& d, bool redis_outage) {
   const RateLimitConfig& rl = *route_state_->config.rate_limit;
-  route_stats_->ratelimit[(rl.scope == "global" ? 2u : 0u) + (d.allowed ? 0u : 1u)].add();
+  RateLimitDecision kind = d.allowed      ? RateLimitDecision::allowed
+                           : redis_outage ? RateLimitDecision::limited_redis_failure
+                                          : RateLimitDecision::limited;
+  route_stats_->ratelimit[ratelimit_index(rl.scope == "global", kind)].add();
   auto seconds = [](std::uint64_t us) {
     return static_cast<unsigned long long>((us + 999999) / 1000000);
   };
@@ -91,11 +100,11 @@ bool Downstream::rate_limit_denies(const RateDecision& d) {
 
 void Downstream::on_rate_decision(bool ok, const RateDecision& decision) {
   ratelimit_pending_ = nullptr;
-  if (buffers_) uv_timer_stop(&buffers_->attempt_timer);
   if (done()) return;
   RateDecision d = ok ? decision : redis_fallback(rate_limit_key());
-  if (rate_limit_denies(d)) {
-    local_reply(Reason::rate_limited, "the route's rate limit is exceeded");
+  bool outage = !ok && route_state_->config.rate_limit->on_redis_failure == "deny";
+  if (rate_limit_denies(d, outage)) {
+    local_reply(Reason::rate_limited, rate_limited_detail(outage));
     return;
   }
   switch (upstream_->admit(*this)) {

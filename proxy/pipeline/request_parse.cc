@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "http/chunked.h"
+#include "http/headers.h"
 #include "pipeline/downstream.h"
 #include "worker.h"
 
@@ -156,6 +157,7 @@ bool Downstream::on_head_parsed(const char* data, const char* body) {
 
 bool Downstream::decode_chunked(const char*& data, const char* end) {
   ChunkedDecoder& decoder = b().chunked;
+  if (data < end) body_activity_ms_ = uv_now(worker_.loop());  // chunk lines count (body_idle)
   while (!done()) {
     const char* before = data;
     ChunkedDecoder::Event event = decoder.next(data, end);

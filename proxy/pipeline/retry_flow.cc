@@ -19,7 +19,7 @@ double uniform01() {
 }  // namespace
 
 std::uint64_t Downstream::time_left_ms() const {
-  if (route_deadline_ms_ == 0) return ~0ull;
+  if (route_deadline_ms_ == 0) return kNoDeadline;
   std::uint64_t now = uv_now(worker_.loop());
   return route_deadline_ms_ > now ? route_deadline_ms_ - now : 0;
 }
@@ -37,8 +37,8 @@ bool Downstream::try_retry(int reason, bool allowed_kind, std::uint64_t retry_af
   std::uint64_t left = time_left_ms();
   std::uint64_t backoff = policy.backoff_ms(attempts_, uniform01());
   // A retry never outlives the route timeout, and a server asking to wait longer than the
-  // time left is not retried.
-  if (!retry_fits(backoff, retry_after_ms, left)) return false;
+  // time left (or than backoff.max, without a route timeout) is not retried.
+  if (!retry_fits(backoff, retry_after_ms, left, policy.config().backoff_max_ms)) return false;
   std::uint64_t now = uv_now(worker_.loop());
   if (!route_state_->budget->try_retry(now)) {
     route_stats_->retry_budget_exhausted.add();
@@ -61,12 +61,6 @@ void Downstream::arm_attempt_timer(std::uint64_t ms) {
 void Downstream::on_attempt_timer(uv_timer_t* timer) {
   auto* d = static_cast<Downstream*>(timer->data);
   if (d->done()) return;
-  if (d->ratelimit_pending_) {  // Redis did not answer within redis.timeout
-    if (RedisRateLimiter* redis = d->worker_.redis()) redis->cancel(d->ratelimit_pending_, true);
-    d->ratelimit_pending_ = nullptr;
-    d->on_rate_decision(false, RateDecision{});
-    return;
-  }
   if (d->discard_response_ && d->up_) {
     // The body of a response being dropped for a retry took longer than per_try_timeout.
     d->discard_response_ = false;
@@ -89,6 +83,11 @@ void Downstream::start_retry() {
 }
 
 void Downstream::on_per_try_timeout() {
+  if (awaiting_client_body()) {
+    // The upstream cannot answer a request it has not received: the client's doing.
+    client_timeout("the request body did not arrive within the route's per_try_timeout");
+    return;
+  }
   record_upstream_outcome(static_cast<int>(UpstreamOutcome::timeout));
   up_->close();
   up_ = nullptr;

@@ -138,7 +138,8 @@ int Downstream::start_request() {
   std::uint64_t timeout = lc.routes[static_cast<std::size_t>(route_)].timeout_ms;
   std::uint64_t now = uv_now(worker_.loop());
   route_deadline_ms_ = timeout ? now + timeout : 0;
-  arm_timer(timeout);
+  body_activity_ms_ = now;
+  arm_request_timer();
   if (route_state_->retry) {
     route_state_->budget->record_request(now);
     replay_enabled_ = route_state_->retry->method_allowed(method) && !upgrade_;
@@ -179,7 +180,7 @@ void Downstream::on_pending_timeout() {
 
 void Downstream::leave_bulkhead() {
   if (ratelimit_pending_) {
-    if (RedisRateLimiter* redis = worker_.redis()) redis->cancel(ratelimit_pending_, false);
+    if (RedisRateLimiter* redis = worker_.redis()) redis->cancel(ratelimit_pending_);
     ratelimit_pending_ = nullptr;
   }
   if (queued_) {
@@ -237,6 +238,7 @@ void Downstream::upstream_add(const char* data, std::size_t len, bool borrowed) 
 }
 
 void Downstream::upstream_add_chunk_header(std::uint64_t size) {
+  body_activity_ms_ = uv_now(worker_.loop());
   char buf[24];
   int n = std::snprintf(buf, sizeof buf, "%llx\r\n", static_cast<unsigned long long>(size));
   upstream_add(buf, static_cast<std::size_t>(n), false);
@@ -320,10 +322,12 @@ void Downstream::send_continue() {
       response_started_ || !request_has_body())
     return;
   sent_continue_ = true;
+  body_activity_ms_ = uv_now(worker_.loop());  // the client may send its body from now on
   b().out.add_copy("HTTP/1.1 100 Continue\r\n\r\n");
 }
 
 void Downstream::forward_body(const char* data, std::size_t len) {
+  body_activity_ms_ = uv_now(worker_.loop());
   if (pending_reply_) return;  // answered locally: discarded
   upstream_add(data, len, true);
   body_sent_upstream_ = up_ != nullptr || queued_ || waiting() || ratelimit_pending_;
@@ -353,11 +357,26 @@ void Downstream::on_upstream_connected() {
   flush();
 }
 
-bool Downstream::on_upstream_headers(UpstreamConnection& conn) {
+void Downstream::on_upstream_interim(UpstreamConnection& conn) {
+  // RFC 9110 15.2: a proxy forwards 1xx responses, except those it asked for itself, and
+  // never to an HTTP/1.0 client. Bulwark answers Expect: 100-continue itself (the header is
+  // not forwarded), so a 100 from the upstream after Bulwark's own is not sent twice.
+  if (minor_version_ == 0 || done()) return;
+  if (conn.status() == 100) {
+    if (sent_continue_) return;
+    sent_continue_ = true;
+  }
+  std::string& head = b().scratch;
+  write_interim_response_head(head, conn.headers(), conn.status(), conn.status_text());
+  b().out.add_copy(head);
+  bytes_out_ += head.size();
+}
+
+void Downstream::on_upstream_headers(UpstreamConnection& conn) {
   status_ = conn.status();
   if (status_ >= 200 && retry_response(conn)) {
     discard_response_ = true;  // read and drop the body, then retry
-    return head_request_;
+    return;
   }
   // The response starts: no retry from here on, and the replay copy is not needed.
   if (buffers_) uv_timer_stop(&buffers_->attempt_timer);
@@ -366,7 +385,7 @@ bool Downstream::on_upstream_headers(UpstreamConnection& conn) {
   bool no_body = head_request_ || status_ == 204 || status_ == 304 || status_ == 101;
   std::string_view upgrade;
   if (status_ == 101) {
-    if (!upgrade_) return true;  // unsolicited 101: handled as an error at completion
+    if (!upgrade_) return;  // unsolicited 101: handled as an error at completion
     upgrade = conn.headers().get("upgrade");
     response_framing_ = BodyFraming::none;
   } else if (no_body) {
@@ -407,7 +426,6 @@ bool Downstream::on_upstream_headers(UpstreamConnection& conn) {
   b().out.add(b().response_head);
   bytes_out_ += b().response_head.size();
   response_started_ = true;
-  return no_body;
 }
 
 void Downstream::on_upstream_chunk_header(std::uint64_t size) {
@@ -438,8 +456,9 @@ void Downstream::on_upstream_chunk_complete() {
 void Downstream::on_upstream_complete() {
   if (status_ == 101) {
     if (!upgrade_) {
-      record_upstream_outcome(static_cast<int>(UpstreamOutcome::failure));
-      upstream_failed(Reason::upstream_reset, UpstreamError::protocol);
+      record_upstream_outcome(static_cast<int>(UpstreamOutcome::protocol_error));
+      upstream_failed(Reason::upstream_protocol_error, UpstreamError::protocol,
+                      "the upstream switched protocols (101) for a request without Upgrade");
       return;
     }
     record_upstream_outcome(static_cast<int>(UpstreamOutcome::success));
@@ -468,7 +487,17 @@ void Downstream::on_upstream_complete() {
     schedule_retry();
     return;
   }
-  if (response_framing_ == BodyFraming::chunked) b().out.add_copy("0\r\n\r\n");
+  if (response_framing_ == BodyFraming::chunked) {
+    if (upstream_chunked_ && up_ && up_->trailers().size() > 0) {
+      // Trailer fields go on as trailers of the chunked response (HTTP/1.1 clients only: an
+      // HTTP/1.0 client's response is not chunked and has nowhere to carry them).
+      write_last_chunk(b().scratch, up_->trailers());
+      b().out.add_copy(b().scratch);
+      bytes_out_ += b().scratch.size();
+    } else {
+      b().out.add_copy("0\r\n\r\n");
+    }
+  }
   record_upstream_outcome(
       static_cast<int>(status_ >= 500 ? UpstreamOutcome::failure : UpstreamOutcome::success));
   if (!request_complete_) close_after_response_ = true;
@@ -492,19 +521,54 @@ void Downstream::on_upstream_drained() {
   if (phase_ == Phase::tunnel) resume_reading();
 }
 
-void Downstream::on_upstream_error(UpstreamError error) {
+void Downstream::on_upstream_error(UpstreamError error, std::string_view detail) {
   up_ = nullptr;                  // the connection is closing already
   if (phase_ == Phase::tunnel) {  // the upstream ended the tunnel: not an upstream failure
     upstream_failed(Reason::upstream_reset, error);
     return;
   }
-  bool connect = error == UpstreamError::connect_failure || error == UpstreamError::connect_timeout;
-  record_upstream_outcome(
-      static_cast<int>(connect ? UpstreamOutcome::connect_failure : UpstreamOutcome::reset));
-  upstream_failed(connect ? Reason::upstream_connect_failure : Reason::upstream_reset, error);
+  switch (error) {
+    case UpstreamError::connect_failure:
+    case UpstreamError::connect_timeout:
+      record_upstream_outcome(static_cast<int>(UpstreamOutcome::connect_failure));
+      upstream_failed(Reason::upstream_connect_failure, error);
+      break;
+    case UpstreamError::reset:
+      // A stale pooled connection is replayed and counted as such (upstream_failed), not as
+      // a reset of the endpoint.
+      if (!replays_stale_connection(error))
+        record_upstream_outcome(static_cast<int>(UpstreamOutcome::reset));
+      upstream_failed(Reason::upstream_reset, error);
+      break;
+    case UpstreamError::protocol:
+      record_upstream_outcome(static_cast<int>(UpstreamOutcome::protocol_error));
+      upstream_failed(Reason::upstream_protocol_error, error, detail);
+      break;
+  }
 }
 
-void Downstream::upstream_failed(Reason reason, UpstreamError error) {
+bool Downstream::replays_stale_connection(UpstreamError error) const {
+  return error == UpstreamError::reset && last_attempt_reused_ && !body_sent_upstream_ &&
+         !request_has_body() && stale_retries_ < 3 && !response_started_ &&
+         phase_ != Phase::tunnel && endpoint_ && !done();
+}
+
+bool Downstream::retract_response() {
+  if (!response_started_) return true;
+  if (response_committed_ || local_reply_sent_) return false;
+  // Only the response head (and body pieces of the same read) are in the batch: drop them.
+  // An interim response or 100 Continue queued with them is dropped too; the local reply is
+  // a valid final answer without it.
+  bytes_out_ -= std::min(bytes_out_, static_cast<std::uint64_t>(b().out.bytes()));
+  b().out.clear();
+  response_started_ = false;
+  response_framing_ = BodyFraming::none;
+  upstream_chunked_ = false;
+  status_ = 0;
+  return true;
+}
+
+void Downstream::upstream_failed(Reason reason, UpstreamError error, std::string_view detail) {
   if (endpoint_) failed_endpoint_ = endpoint_;
   if (up_) {
     up_->close();
@@ -513,11 +577,9 @@ void Downstream::upstream_failed(Reason reason, UpstreamError error) {
   // A kept-alive connection that the upstream closed just as we reused it: nothing was
   // processed, so the request goes again on a fresh connection to the same endpoint, which
   // is not blamed for the stale one.
-  bool stale = error == UpstreamError::reset && last_attempt_reused_ && !body_sent_upstream_ &&
-               !request_has_body() && stale_retries_ < 3 && !response_started_ &&
-               phase_ != Phase::tunnel;
-  if (stale && endpoint_ && !done()) {
+  if (replays_stale_connection(error)) {
     // Same endpoint, fresh connection: if that fails too, the endpoint is to blame.
+    upstream_->stats(*endpoint_).stale_retries.add();
     ++stale_retries_;
     --attempts_;
     if (UpstreamConnection* conn = endpoint_->pool->acquire_new(this)) use_connection(conn);
@@ -526,7 +588,10 @@ void Downstream::upstream_failed(Reason reason, UpstreamError error) {
   }
   const auto& cb = upstream_->config().circuit_breaker;
   bool connect = error == UpstreamError::connect_failure || error == UpstreamError::connect_timeout;
-  bool counted = cb && phase_ != Phase::tunnel && (connect ? cb->on_connect_failure : cb->on_reset);
+  // An invalid response is always the endpoint's fault.
+  bool counted =
+      cb && phase_ != Phase::tunnel &&
+      (error == UpstreamError::protocol || (connect ? cb->on_connect_failure : cb->on_reset));
   end_attempt(breaker_result(counted));
   if (done()) return;
   if (discard_response_) {  // the retry was decided when the response head arrived
@@ -538,22 +603,82 @@ void Downstream::upstream_failed(Reason reason, UpstreamError error) {
     close_gracefully();
     return;
   }
-  if (response_started_) {
+  if (!retract_response()) {
     close();  // part of the response went out: a broken connection is the only honest signal
     return;
   }
   const RetryPolicy* policy = route_state_ ? route_state_->retry.get() : nullptr;
+  // An invalid response is retried as a reset is: the connection's answer is unusable.
   bool retriable = policy && policy->retries(connect ? RetryOn::connect_failure : RetryOn::reset);
   if (try_retry(connect ? 0 : 1, retriable)) {
     schedule_retry();
     return;
   }
-  local_reply(reason, reason == Reason::upstream_connect_failure
-                          ? "could not connect to the upstream"
-                          : "the upstream closed the connection before responding");
+  switch (reason) {
+    case Reason::upstream_connect_failure:
+      local_reply(reason, "could not connect to the upstream");
+      break;
+    case Reason::upstream_protocol_error:
+      local_reply(reason, detail.empty() ? "the upstream sent an invalid response" : detail);
+      break;
+    default:
+      local_reply(reason, "the upstream closed the connection before responding");
+      break;
+  }
+}
+
+void Downstream::arm_request_timer() {
+  std::uint64_t due = route_deadline_ms_;
+  std::uint64_t body_idle = listener_.config->body_idle_timeout_ms;
+  if (body_idle && request_has_body() && !request_complete_ && !upgrade_) {
+    std::uint64_t body_due = body_activity_ms_ + body_idle;
+    due = due ? std::min(due, body_due) : body_due;
+  }
+  if (due == 0) {
+    arm_timer(0);  // no deadline
+    return;
+  }
+  std::uint64_t now = uv_now(worker_.loop());
+  arm_timer(due > now ? due - now : 1);
+}
+
+bool Downstream::awaiting_client_body() const {
+  if (phase_ != Phase::request || request_complete_ || !request_has_body() || upgrade_)
+    return false;
+  if (read_paused_) return false;  // our backpressure (a slow upstream), not the client
+  return !(buffers_ && buffers_->info.expect_continue && !sent_continue_ && minor_version_ == 1);
+}
+
+void Downstream::client_timeout(const char* detail) {
+  if (up_) {
+    up_->close();
+    up_ = nullptr;
+  }
+  end_attempt(CallResult::cancelled);  // not the endpoint's doing: no outcome, no blame
+  retry_pending_ = false;
+  local_reply(Reason::request_timeout, detail, true);
 }
 
 void Downstream::on_request_timeout() {
+  std::uint64_t now = uv_now(worker_.loop());
+  bool route_expired = route_deadline_ms_ && now >= route_deadline_ms_;
+  std::uint64_t body_idle = listener_.config->body_idle_timeout_ms;
+  bool awaiting_body = awaiting_client_body();
+  if (!route_expired) {
+    if (awaiting_body && body_idle && now >= body_activity_ms_ + body_idle) {
+      client_timeout("no request body bytes arrived for the listener's timeouts.body_idle");
+      return;
+    }
+    // Not the client's turn (we stopped reading, or it waits for 100 Continue): its clock
+    // starts again when it is.
+    if (!awaiting_body) body_activity_ms_ = now;
+    arm_request_timer();  // the body moved on, or is complete: the next deadline
+    return;
+  }
+  if (awaiting_body) {
+    client_timeout("the route timeout expired before the request body arrived");
+    return;
+  }
   bool blamed = false;
   if (up_) {
     record_upstream_outcome(static_cast<int>(UpstreamOutcome::timeout));

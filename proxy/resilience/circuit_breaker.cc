@@ -40,23 +40,20 @@ bool CircuitBreaker::available(std::uint64_t now_ms) const {
   return true;
 }
 
-bool CircuitBreaker::try_acquire(std::uint64_t now_ms, bool* probe) {
-  *probe = false;
+bool CircuitBreaker::try_acquire(std::uint64_t now_ms, ProbeTicket* probe) {
+  *probe = 0;
   BreakerState s = state();
   if (s == BreakerState::closed) return true;
-  if (s == BreakerState::open) {
-    if (now_ms < open_until_ms()) return false;
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (state() == BreakerState::open && now_ms >= open_until_ms())
-      transition_locked(BreakerState::half_open, now_ms);
-  }
+  if (s == BreakerState::open && now_ms < open_until_ms()) return false;
+  // Half-open (or about to be): probes are few, so they are handed out under the mutex, which
+  // ties each permit to its generation.
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (state() == BreakerState::open && now_ms >= open_until_ms())
+    transition_locked(BreakerState::half_open, now_ms);
   if (state() != BreakerState::half_open) return state() == BreakerState::closed;
-  int taken = permits_.fetch_add(1, std::memory_order_acq_rel);
-  if (taken >= config_.half_open_requests) {
-    permits_.fetch_sub(1, std::memory_order_acq_rel);
-    return false;
-  }
-  *probe = true;
+  if (permits_.load(std::memory_order_relaxed) >= config_.half_open_requests) return false;
+  permits_.fetch_add(1, std::memory_order_relaxed);
+  *probe = generation_;
   return true;
 }
 
@@ -100,24 +97,24 @@ bool CircuitBreaker::window_trips(std::uint64_t now_ms) const {
   return false;
 }
 
-void CircuitBreaker::record(int worker, CallResult result, std::uint64_t duration_ms, bool probe,
-                            std::uint64_t now_ms) {
-  if (result == CallResult::cancelled) {
-    if (probe) permits_.fetch_sub(1, std::memory_order_acq_rel);  // give the probe back
-    return;
-  }
+void CircuitBreaker::record(int worker, CallResult result, std::uint64_t duration_ms,
+                            ProbeTicket probe, std::uint64_t now_ms) {
   bool failure = result == CallResult::failure;
   bool slow = config_.slow_call_ms > 0 && duration_ms >= config_.slow_call_ms;
   if (probe) {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (state() != BreakerState::half_open) return;
-    if (failure || slow) {
+    // A probe of an earlier half-open period: its permit went with that period.
+    if (probe != generation_ || state() != BreakerState::half_open) return;
+    if (result == CallResult::cancelled) {
+      permits_.fetch_sub(1, std::memory_order_relaxed);  // give the probe back
+    } else if (failure || slow) {
       open_locked(now_ms);
-    } else if (probe_successes_.fetch_add(1) + 1 >= config_.half_open_requests) {
+    } else if (++probe_successes_ >= config_.half_open_requests) {
       transition_locked(BreakerState::closed, now_ms);
     }
     return;
   }
+  if (result == CallResult::cancelled) return;
   if (state() != BreakerState::closed) return;  // a call that started before the trip
   add_to_window(worker, failure, slow, now_ms);
   bool trip = false;
@@ -158,8 +155,9 @@ void CircuitBreaker::open_locked(std::uint64_t now_ms) {
 void CircuitBreaker::transition_locked(BreakerState to, std::uint64_t now_ms) {
   BreakerState from = state();
   if (to == BreakerState::half_open) {
+    ++generation_;  // probes still out from an earlier period no longer count
     permits_.store(0, std::memory_order_release);
-    probe_successes_.store(0, std::memory_order_release);
+    probe_successes_ = 0;
   }
   if (to == BreakerState::closed) {
     consecutive_.store(0, std::memory_order_release);

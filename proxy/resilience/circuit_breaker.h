@@ -5,7 +5,10 @@
 // reaches `failure_rate` or the slow-call rate reaches `slow_call.rate`.
 // OPEN: no requests for open_for x 2^(re-opens), capped at max_open_for, +/-10 % jitter.
 // HALF_OPEN: exactly `half_open_requests` probes go through; all succeed -> CLOSED (counts
-// reset), any fails -> OPEN again with the longer duration.
+// reset), any fails -> OPEN again with the longer duration. Each half-open period is a new
+// generation and every probe permit carries the generation it was taken in: a probe that
+// outlives its period (still in flight when another probe re-opened the breaker) neither
+// counts toward a later period nor gives back a permit of it.
 //
 // Hot path in CLOSED: one relaxed load to decide, and on completion a few stores into the
 // calling worker's own window slot (single writer) plus one atomic for the failure streak.
@@ -29,6 +32,10 @@ const char* breaker_state_name(BreakerState s);
 
 enum class CallResult { success, failure, cancelled };
 
+// A half-open probe permit: the generation (half-open period) it was taken in; 0 when the
+// call is not a probe.
+using ProbeTicket = std::uint64_t;
+
 // Panic mode: when more than `max_ejected` of an upstream's endpoints are open (but not all
 // of them), the open ones take traffic again rather than overloading the few left. When all
 // are open, requests fail fast instead (503 circuit-open).
@@ -40,12 +47,14 @@ class CircuitBreaker {
   CircuitBreaker(const CircuitBreakerConfig& config, int workers, std::uint64_t seed);
 
   // May a request go to this endpoint now? For HALF_OPEN this takes a probe permit
-  // (`*probe` set); the caller must report the call with record(..., probe).
-  bool try_acquire(std::uint64_t now_ms, bool* probe);
+  // (`*probe` set to its ticket, else 0); the caller must report the call with
+  // record(..., probe).
+  bool try_acquire(std::uint64_t now_ms, ProbeTicket* probe);
   // Without taking anything: would try_acquire let a request through now?
   bool available(std::uint64_t now_ms) const;
-  // The outcome of a call admitted by try_acquire. `worker` is the caller's slot.
-  void record(int worker, CallResult result, std::uint64_t duration_ms, bool probe,
+  // The outcome of a call admitted by try_acquire. `worker` is the caller's slot; `probe` the
+  // ticket try_acquire gave (0: not a probe).
+  void record(int worker, CallResult result, std::uint64_t duration_ms, ProbeTicket probe,
               std::uint64_t now_ms);
 
   BreakerState state() const {
@@ -57,6 +66,8 @@ class CircuitBreaker {
     return transitions_[static_cast<int>(s)].load(std::memory_order_relaxed);
   }
   int reopen_count() const { return reopens_; }
+  // Probe permits handed out in the current HALF_OPEN period (for tests and /status).
+  int probes_in_flight() const { return permits_.load(std::memory_order_relaxed); }
   // Called after every transition (from the thread that made it), e.g. to log.
   std::function<void(BreakerState from, BreakerState to, std::uint64_t open_ms)> on_transition;
 
@@ -85,8 +96,9 @@ class CircuitBreaker {
   std::atomic<int> state_{0};
   std::atomic<std::uint64_t> open_until_{0};
   std::atomic<int> consecutive_{0};
-  std::atomic<int> permits_{0};  // probes handed out in this HALF_OPEN period
-  std::atomic<int> probe_successes_{0};
+  std::atomic<int> permits_{0};  // probes handed out in this HALF_OPEN period, not yet back
+  int probe_successes_ = 0;      // guarded by mutex_
+  ProbeTicket generation_ = 0;   // of the current (or last) HALF_OPEN period; guarded by mutex_
   std::atomic<std::uint64_t> window_reset_epoch_{0};  // buckets older than this are ignored
   std::atomic<std::uint64_t> transitions_[3] = {};
   std::mutex mutex_;

@@ -62,7 +62,8 @@ std::uint64_t RetryPolicy::backoff_ms(int retry, double random01) const {
 RetryBudget::RetryBudget(double ratio, double min_per_second, std::uint64_t window_ms)
     : ratio_(ratio),
       min_per_second_(min_per_second),
-      bucket_ms_(std::max<std::uint64_t>(1, window_ms / kBuckets)) {}
+      bucket_ms_(std::max<std::uint64_t>(1, window_ms / kBuckets)),
+      second_buckets_(std::clamp<std::uint64_t>(1000 / bucket_ms_, 1, kBuckets)) {}
 
 RetryBudget::Bucket& RetryBudget::bucket(std::uint64_t now_ms) {
   std::uint64_t epoch = now_ms / bucket_ms_;
@@ -76,12 +77,12 @@ RetryBudget::Bucket& RetryBudget::bucket(std::uint64_t now_ms) {
   return b;
 }
 
-std::uint64_t RetryBudget::sum(std::uint64_t now_ms, bool retries) const {
+std::uint64_t RetryBudget::sum(std::uint64_t now_ms, bool retries, std::uint64_t span) const {
   std::uint64_t epoch = now_ms / bucket_ms_;
   std::uint64_t total = 0;
   for (const Bucket& b : buckets_) {
     std::uint64_t e = b.epoch.load(std::memory_order_acquire);
-    if (e == ~0ull || e > epoch || epoch - e >= kBuckets) continue;
+    if (e == ~0ull || e > epoch || epoch - e >= span) continue;
     total += (retries ? b.retries : b.requests).load(std::memory_order_relaxed);
   }
   return total;
@@ -112,6 +113,10 @@ bool RetryBudget::try_retry(std::uint64_t now_ms) {
                    min_per_second_ * static_cast<double>(covered) / 1000.0;
   Bucket& b = bucket(now_ms);
   if (static_cast<double>(retries_in_window(now_ms)) + 1 > allowed) return false;
+  // The burst cap: what the last second's own traffic allows.
+  double allowed_now =
+      ratio_ * static_cast<double>(sum(now_ms, false, second_buckets_)) + min_per_second_;
+  if (static_cast<double>(sum(now_ms, true, second_buckets_)) + 1 > allowed_now) return false;
   b.retries.fetch_add(1, std::memory_order_relaxed);
   return true;
 }

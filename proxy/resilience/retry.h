@@ -34,22 +34,33 @@ class RetryPolicy {
 
 bool is_idempotent_method(std::string_view method);
 
+// time_left_ms() of a request whose route has no timeout.
+inline constexpr std::uint64_t kNoDeadline = ~0ull;
+
 // Deadline rules: a retry must start (after its back-off) before the route timeout, and is not
-// made when the server asked (Retry-After) to wait longer than the time left.
+// made when the server asked (Retry-After) to wait longer than the time left, or, on a route
+// without a timeout, longer than backoff.max: a Retry-After is never trusted for hours.
 inline bool retry_fits(std::uint64_t backoff_ms, std::uint64_t retry_after_ms,
-                       std::uint64_t left_ms) {
-  return backoff_ms < left_ms && (retry_after_ms == 0 || retry_after_ms < left_ms);
+                       std::uint64_t left_ms, std::uint64_t backoff_max_ms) {
+  if (backoff_ms >= left_ms) return false;
+  if (retry_after_ms == 0) return true;
+  return left_ms == kNoDeadline ? retry_after_ms <= backoff_max_ms : retry_after_ms < left_ms;
 }
 // The timeout of one attempt: per_try_timeout cut to the time left (0 per_try: none).
 inline std::uint64_t attempt_timeout_ms(std::uint64_t per_try_ms, std::uint64_t left_ms) {
   return per_try_ms == 0 ? 0 : (per_try_ms < left_ms ? per_try_ms : left_ms);
 }
 
-// Retries allowed in a sliding window: ratio x requests in the window + min_per_second x the
-// seconds the window covers (the floor accrues from the first request, starting with one
-// second's worth, so a fresh start does not grant a whole window's worth at once). Buckets of 200
-// ms of atomic counters, shared by every worker. Over any span of T seconds, retries stay within
-// ratio x requests + min_per_second x max(T, 1 s) (plus at most one bucket's rounding).
+// Retries allowed, with two bounds that must both hold. Over a sliding window (10 s): ratio x
+// requests in the window + min_per_second x the seconds the window covers (the floor accrues
+// from the first request, starting with one second's worth, so a fresh start does not grant a
+// whole window's worth at once). Over the last second: ratio x requests in that second +
+// min_per_second, so the allowance a quiet window built up cannot go out in one burst when an
+// outage starts. Buckets of 200 ms of atomic counters, shared by every worker; "the last
+// second" is the current bucket and the 4 before it. Hence, within one window, retries stay
+// within ratio x requests + min_per_second x max(T, 1 s) over any span of T seconds, and within
+// ratio x requests of the second + min_per_second in any one second (plus at most one
+// bucket's rounding).
 class RetryBudget {
  public:
   RetryBudget(double ratio, double min_per_second, std::uint64_t window_ms = 10000);
@@ -67,11 +78,13 @@ class RetryBudget {
     std::atomic<std::uint64_t> retries{0};
   };
   Bucket& bucket(std::uint64_t now_ms);
-  std::uint64_t sum(std::uint64_t now_ms, bool retries) const;
+  // Requests (or retries) in the `span` buckets up to the current one.
+  std::uint64_t sum(std::uint64_t now_ms, bool retries, std::uint64_t span = kBuckets) const;
 
   const double ratio_;
   const double min_per_second_;
   const std::uint64_t bucket_ms_;
+  const std::uint64_t second_buckets_;          // buckets that make up the last second
   std::atomic<std::uint64_t> start_ms_{~0ull};  // first request seen
   Bucket buckets_[kBuckets];
 };

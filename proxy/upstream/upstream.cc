@@ -66,7 +66,7 @@ Upstream::Pick Upstream::pick(std::uint64_t now_ms, const UpstreamEndpoint* excl
   const std::size_t n = live_.size();
   if (n == 0) return result;
   candidates_.clear();
-  std::size_t ejected = 0, open = 0;
+  std::size_t ejected = 0, open = 0, health_only = 0;
   std::uint64_t earliest = ~0ull;
   for (std::size_t i = 0; i < n; ++i) {
     const EndpointState& st = *live_[i]->state;
@@ -81,15 +81,29 @@ Upstream::Pick Upstream::pick(std::uint64_t now_ms, const UpstreamEndpoint* excl
     if (blocked) {
       ++open;
       if (b->state() == BreakerState::open) earliest = std::min(earliest, b->open_until_ms());
+    } else {
+      ++health_only;
     }
   }
   // Endpoints taken out by health checks or breakers count together toward max_ejected.
   const UpstreamConfig& uc = state_.config();
   double max_ejected = uc.circuit_breaker ? uc.circuit_breaker->max_ejected : 0.5;
-  panic_ = (uc.circuit_breaker || uc.health_check) && ejection_panics(ejected, n, max_ejected);
-  if (panic_) {
+  PanicMode mode = uc.circuit_breaker || uc.health_check
+                       ? panic_mode(n, ejected, health_only, max_ejected)
+                       : PanicMode::none;
+  panic_ = mode != PanicMode::none;
+  if (mode != state_.panic()) state_.set_panic(mode);  // logs the change, once per process
+  if (mode == PanicMode::max_ejected) {
     candidates_.clear();
     for (std::size_t i = 0; i < n; ++i) candidates_.push_back(i);
+  } else if (mode == PanicMode::all_ejected) {
+    // Every endpoint is ejected and some only by health checks (a wrong health-check path,
+    // a dependency of /healthz down): they take the traffic rather than nobody. Endpoints
+    // whose breaker is open still fail fast.
+    for (std::size_t i = 0; i < n; ++i) {
+      const CircuitBreaker* b = live_[i]->state->breaker.get();
+      if (!b || b->available(now_ms)) candidates_.push_back(i);
+    }
   }
   // Avoid the endpoint that just failed when there is another choice.
   if (exclude && candidates_.size() > 1)
@@ -105,9 +119,12 @@ Upstream::Pick Upstream::pick(std::uint64_t now_ms, const UpstreamEndpoint* excl
     std::size_t chosen = balancer_.pick(in_flight_scratch_);
     UpstreamEndpoint* e = live_[candidates_[chosen]].get();
     CircuitBreaker* b = e->state->breaker.get();
-    if (!b || (panic_ && b->state() == BreakerState::open) ||
+    bool ejected_pick = panic_ && (e->state->health_state() == EndpointHealth::unhealthy ||
+                                   (b && !b->available(now_ms)));
+    if (!b || (mode == PanicMode::max_ejected && b->state() == BreakerState::open) ||
         b->try_acquire(now_ms, &result.probe)) {
       result.endpoint = e;
+      if (ejected_pick) state_.count_panic_routed();
       return result;
     }
     // Its last probe permit went to a request on another worker: try the others.
@@ -132,8 +149,16 @@ void Upstream::end_request(UpstreamEndpoint& e) {
 
 Upstream::Admission Upstream::admit(PendingRequest& r) {
   // Requests already waiting on this worker go first.
-  if (queue_.empty() && state_.try_admit()) return Admission::admitted;
+  bool first = queue_.empty();
+  if (first && state_.try_admit()) return Admission::admitted;
+  if (before_enqueue_) before_enqueue_();
+  // A slot that another worker frees from here on wakes nobody until this request counts as
+  // pending (release() looks at pending()): so look again once it does.
   if (state_.config().limits.max_pending == 0 || !state_.try_enqueue()) return Admission::rejected;
+  if (first && state_.try_admit()) {
+    state_.dequeue();
+    return Admission::admitted;
+  }
   r.pending_deadline_ms = uv_now(loop_) + state_.config().limits.pending_timeout_ms;
   queue_.push_back(r);
   if (queue_.front() == &r) arm_pending_timer();

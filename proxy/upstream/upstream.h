@@ -49,7 +49,7 @@ class Upstream {
   void refresh_endpoints();
   struct Pick {
     UpstreamEndpoint* endpoint = nullptr;  // null: none may take the request
-    bool probe = false;                    // a half-open probe: report it to the breaker
+    ProbeTicket probe = 0;                 // a half-open probe: report it to the breaker
     bool circuit_open = false;             // null because every endpoint's breaker is open
     std::uint64_t retry_after_ms = 0;      // then: until the earliest may half-open
   };
@@ -74,6 +74,9 @@ class Upstream {
   bool has_waiting() const { return !queue_.empty(); }
   // Hook to tell the other workers that a slot was freed while requests wait elsewhere.
   void set_slot_freed_hook(std::function<void()> hook) { slot_freed_ = std::move(hook); }
+  // Test seam: runs in admit() between the failed admission and the enqueue, where another
+  // worker's release() can interleave.
+  void set_before_enqueue_hook(std::function<void()> hook) { before_enqueue_ = std::move(hook); }
 
   // Health checks marked endpoints down: their idle pooled connections go.
   void close_unhealthy_idle();
@@ -98,6 +101,7 @@ class Upstream {
   IntrusiveList<PendingRequest, &PendingRequest::pending_hook> queue_;
   uv_timer_t pending_timer_{};
   std::function<void()> slot_freed_;
+  std::function<void()> before_enqueue_;
 };
 
 }  // namespace bulwark

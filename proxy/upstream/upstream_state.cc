@@ -38,6 +38,33 @@ EndpointList merge_endpoints(const EndpointList& previous, const std::vector<Add
   return out;
 }
 
+PanicMode panic_mode(std::size_t total, std::size_t ejected, std::size_t health_only,
+                     double max_ejected) {
+  if (total > 0 && ejected == total && health_only > 0) return PanicMode::all_ejected;
+  return ejection_panics(ejected, total, max_ejected) ? PanicMode::max_ejected : PanicMode::none;
+}
+
+void UpstreamState::set_panic(PanicMode mode) {
+  int previous = panic_.exchange(static_cast<int>(mode), std::memory_order_relaxed);
+  if (previous == static_cast<int>(mode)) return;  // another worker logged it already
+  std::string who = "upstream " + config_.name + ": ";
+  switch (mode) {
+    case PanicMode::all_ejected:
+      log_warn(who +
+               "every endpoint is ejected, some only by health checks; routing to those "
+               "(panic mode)");
+      break;
+    case PanicMode::max_ejected:
+      log_warn(who +
+               "more than max_ejected of the endpoints are ejected; routing to all of "
+               "them (panic mode)");
+      break;
+    case PanicMode::none:
+      log_info(who + "enough endpoints are usable again; panic mode ends");
+      break;
+  }
+}
+
 UpstreamState::UpstreamState(const UpstreamConfig& config, int workers)
     : config_(config), workers_(workers), endpoints_(std::make_shared<EndpointList>()) {}
 
@@ -54,22 +81,25 @@ void UpstreamState::set_endpoints(EndpointList list) {
   if (on_change_) on_change_();
 }
 
+// Sequentially consistent on purpose: a worker that enqueues (pending_ up, then try_admit) and
+// one that releases (in_flight_ down, then pending()) must not both miss the other's write, or
+// a freed slot wakes nobody. On x86 these are the same instructions as acq_rel.
 bool UpstreamState::try_admit() {
   auto max = static_cast<std::int64_t>(config_.limits.max_requests);
-  if (in_flight_.fetch_add(1, std::memory_order_acq_rel) < max) return true;
-  in_flight_.fetch_sub(1, std::memory_order_acq_rel);
+  if (in_flight_.fetch_add(1) < max) return true;
+  in_flight_.fetch_sub(1);
   return false;
 }
 
-void UpstreamState::release() { in_flight_.fetch_sub(1, std::memory_order_acq_rel); }
+void UpstreamState::release() { in_flight_.fetch_sub(1); }
 
 bool UpstreamState::try_enqueue() {
   auto max = static_cast<std::int64_t>(config_.limits.max_pending);
-  if (pending_.fetch_add(1, std::memory_order_acq_rel) < max) return true;
-  pending_.fetch_sub(1, std::memory_order_acq_rel);
+  if (pending_.fetch_add(1) < max) return true;
+  pending_.fetch_sub(1);
   return false;
 }
 
-void UpstreamState::dequeue() { pending_.fetch_sub(1, std::memory_order_acq_rel); }
+void UpstreamState::dequeue() { pending_.fetch_sub(1); }
 
 }  // namespace bulwark

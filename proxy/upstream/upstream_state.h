@@ -14,6 +14,14 @@
 
 namespace bulwark {
 
+// Panic routing (Envoy's healthy_panic_threshold). `max_ejected`: more than max_ejected of the
+// endpoints are ejected (by health checks or open breakers), but not all: every endpoint takes
+// traffic again. `all_ejected`: every endpoint is ejected and `health_only` of them only by
+// health checks: those take the traffic (open breakers still fail fast).
+enum class PanicMode : int { none = 0, max_ejected = 1, all_ejected = 2 };
+PanicMode panic_mode(std::size_t total, std::size_t ejected, std::size_t health_only,
+                     double max_ejected);
+
 class UpstreamState {
  public:
   UpstreamState(const UpstreamConfig& config, int workers);
@@ -37,8 +45,15 @@ class UpstreamState {
   // Pending: a request waiting for admission; false when max_pending are waiting already.
   bool try_enqueue();
   void dequeue();
+  // Panic mode as the workers last saw it; a change is logged once for the process.
+  PanicMode panic() const { return static_cast<PanicMode>(panic_.load(std::memory_order_relaxed)); }
+  void set_panic(PanicMode mode);
+  // Attempts routed while in panic mode (bulwark_panic_routed_total).
+  void count_panic_routed() { panic_routed_.fetch_add(1, std::memory_order_relaxed); }
+  std::uint64_t panic_routed() const { return panic_routed_.load(std::memory_order_relaxed); }
+
   std::int64_t in_flight() const { return in_flight_.load(std::memory_order_relaxed); }
-  std::int64_t pending() const { return pending_.load(std::memory_order_relaxed); }
+  std::int64_t pending() const { return pending_.load(); }  // seq_cst: see try_admit()
 
  private:
   const UpstreamConfig& config_;
@@ -50,6 +65,8 @@ class UpstreamState {
   std::function<void()> on_health_change_;
   std::atomic<std::int64_t> in_flight_{0};
   std::atomic<std::int64_t> pending_{0};
+  std::atomic<int> panic_{0};
+  std::atomic<std::uint64_t> panic_routed_{0};
 };
 
 }  // namespace bulwark

@@ -327,3 +327,16 @@ class ProxyTest(unittest.TestCase):
 
     def get(self, path, **kw):
         return request(self.proxy.port, "GET", path, **kw)
+
+
+def wait_for(predicate, timeout=5.0, interval=0.02, what="condition"):
+    """Polls `predicate` until it returns a true value (returned) or `timeout` passes
+    (AssertionError naming `what` and the last value)."""
+    deadline = time.time() + timeout
+    value = predicate()
+    while not value and time.time() < deadline:
+        time.sleep(interval)
+        value = predicate()
+    if not value:
+        raise AssertionError("timed out after %.1f s waiting for %s (last: %r)" % (timeout, what, value))
+    return value

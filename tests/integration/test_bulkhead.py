@@ -4,7 +4,7 @@ import threading
 import time
 import unittest
 
-from harness import Bulwark, Testd, crc_hex, pattern, request
+from harness import Bulwark, Testd, crc_hex, pattern, request, wait_for
 
 TEMPLATE = """
 admin: {{ listen: 127.0.0.1:{admin} }}
@@ -90,10 +90,11 @@ class Bulkhead(unittest.TestCase):
                              max_pending=10, pending_timeout="5s")
         t = threading.Thread(target=concurrently, args=(self.proxy.port, ["/g?delay=600"] * 3, 0.02))
         t.start()
-        time.sleep(0.3)
-        self.assertEqual(self.proxy.metric("bulwark_inflight_requests", upstream="app"), 1)
-        self.assertEqual(self.proxy.metric("bulwark_pending_requests", upstream="app"), 2)
+        gauges = lambda: (self.proxy.metric("bulwark_inflight_requests", upstream="app"),
+                          self.proxy.metric("bulwark_pending_requests", upstream="app"))
+        wait_for(lambda: gauges() == (1, 2), timeout=3, what="1 in flight and 2 pending")
         t.join(10)
+        wait_for(lambda: gauges() == (0, 0), what="the gauges back at 0")
 
     def test_limit_holds_across_workers(self):
         self.proxy = Bulwark(TEMPLATE, upstream=self.backend.address, workers=4, max_requests=2,

@@ -110,15 +110,18 @@ class CircuitBreakers(unittest.TestCase):
         self.mode("?status=503")
         self.trip()
         first = json.loads(request(self.proxy.admin_port, "GET", "/status")[2])
-        time.sleep(2.3)  # open_for 2 s (+/-10 %) has passed: the next request to c is a probe
+        # Once open_for (2 s +/-10 %) has passed, the next request to c is a probe; it fails
+        # and the breaker opens again.
         probed = False
-        for _ in range(12):
+        deadline = time.time() + 6
+        while time.time() < deadline:
             request(self.proxy.port, "GET", "/p")
             half = self.proxy.metric("bulwark_circuit_transitions_total", endpoint=self.bad.address,
                                      to="half_open")
             if half >= 1 and self.state(self.bad, "open") == 1:
                 probed = True
                 break
+            time.sleep(0.05)
         states = request(self.proxy.admin_port, "GET", "/status")[2]
         self.assertTrue(probed, states)
         status = json.loads(request(self.proxy.admin_port, "GET", "/status")[2])

@@ -44,9 +44,10 @@ class HealthChecks(unittest.TestCase):
         self.proxy = Bulwark(TEMPLATE, endpoints=", ".join(endpoints), type=type)
 
     def tearDown(self):
-        self.proxy.stop()
+        code = self.proxy.stop()
         for b in self.backends:
             b.stop()
+        self.assertEqual(code, 0, self.proxy.stderr_text()[-3000:])
 
     def healthy(self, backend_address):
         return self.proxy.metric("bulwark_endpoint_healthy", endpoint=backend_address)
@@ -123,15 +124,31 @@ class HealthChecks(unittest.TestCase):
         self.assertEqual(self.healthy(self.good.address), 1)
         self.assertEqual(set(self.names()), {"good"})
 
-    def test_all_down_is_503_no_healthy_upstream(self):
+    def test_all_marked_down_routes_to_all_of_them(self):
+        # A wrong health-check path (or a /healthz that fails for a reason of its own) marks
+        # every endpoint down: the traffic still goes to all of them (panic mode), counted
+        # and logged, instead of 503 for everyone.
         self.start([b.address for b in self.backends])
         for b in self.backends:
             request(b.port, "GET", "/__health?status=500")
         for b in self.backends:
             self.wait_health(b.address, 0, DETECT)
-        status, h, _ = request(self.proxy.port, "GET", "/x")
-        self.assertEqual((status, h["x-bulwark-reason"]), (503, "no-healthy-upstream"))
-
+        names = []
+        for _ in range(10):
+            status, h, _ = request(self.proxy.port, "GET", "/x")
+            self.assertEqual(status, 200, h)
+            names.append(h["x-testd-name"])
+        self.assertEqual(set(names), {"good", "sick"})
+        self.assertEqual(self.proxy.metric("bulwark_panic_routed_total", upstream="app"), 10)
+        self.assertEqual(self.proxy.metric("bulwark_upstream_panic", upstream="app"), 1)
+        self.assertIn("every endpoint is ejected", self.proxy.stderr_text())
+        # One comes back: traffic goes to it alone, and panic mode ends.
+        request(self.good.port, "GET", "/__health?status=200")
+        self.wait_health(self.good.address, 1, 2 * INTERVAL * 1.1 + TIMEOUT)
+        self.assertEqual(set(self.names()), {"good"})
+        self.assertEqual(self.proxy.metric("bulwark_upstream_panic", upstream="app"), 0)
+        self.assertEqual(self.proxy.metric("bulwark_panic_routed_total", upstream="app"), 10)
+        self.assertIn("panic mode ends", self.proxy.stderr_text())
 
 if __name__ == "__main__":
     unittest.main()

@@ -4,7 +4,7 @@ import threading
 import time
 import unittest
 
-from harness import Bulwark, Reader, Testd, connect, pattern, request
+from harness import Bulwark, Reader, Testd, connect, pattern, request, wait_for
 
 TEMPLATE = """
 admin: {{ listen: 127.0.0.1:{admin} }}
@@ -73,11 +73,15 @@ class PoolCap(unittest.TestCase):
         try:
             statuses = hammer(proxy.port, clients=6, per_client=5, path="/p?delay=50")
             self.assertEqual(set(statuses), {200})
-            time.sleep(0.05)
-            self.assertLessEqual(proxy.metric("bulwark_pool_connections", upstream="app", state="idle"), 2)
-            time.sleep(0.6)
-            self.assertEqual(proxy.metric("bulwark_pool_connections", upstream="app", state="idle"), 0)
-            self.assertEqual(backend.stats()["connections_open"], 1)  # only the /__stats one
+            idle = lambda: proxy.metric("bulwark_pool_connections", upstream="app", state="idle")
+            # Every response is complete, so every connection is back: at most max_idle kept.
+            wait_for(lambda: proxy.metric("bulwark_pool_connections", upstream="app", state="active") == 0,
+                     what="no active pooled connection")
+            self.assertLessEqual(idle(), 2)
+            self.assertGreater(idle(), 0)
+            wait_for(lambda: idle() == 0, timeout=3, what="idle connections closed by idle_timeout")
+            # Only the /__stats connection stays open at the backend.
+            wait_for(lambda: backend.stats()["connections_open"] == 1, what="backend connections closed")
         finally:
             proxy.stop()
             backend.stop()
@@ -92,7 +96,8 @@ class WaitingForAConnection(unittest.TestCase):
         try:
             slow = threading.Thread(target=request, args=(proxy.port, "GET", "/slow?delay=500"))
             slow.start()
-            time.sleep(0.1)
+            wait_for(lambda: proxy.metric("bulwark_inflight_requests", upstream="app") == 1,
+                     what="the slow request in flight")
             # Waits for the only connection, then goes over max_body_bytes while waiting: 413.
             s = connect(proxy.port)
             s.sendall(b"POST /big HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" +
@@ -127,6 +132,30 @@ class BackendClosesIdle(unittest.TestCase):
         finally:
             proxy.stop()
             backend.stop()
+
+
+class StaleConnection(unittest.TestCase):
+    def test_replayed_stale_connection_is_not_counted_as_a_reset(self):
+        backend = Testd()
+        proxy = Bulwark(TEMPLATE, upstream=backend.address, max_connections=1, max_idle=1,
+                        idle_timeout="60s")
+        try:
+            self.assertEqual(request(proxy.port, "GET", "/warm")[0], 200)  # one pooled connection
+            wait_for(lambda: proxy.metric("bulwark_pool_connections", upstream="app", state="idle") == 1,
+                     what="the connection back in the pool")
+            for i in range(3):
+                # The backend drops the pooled connection as it is reused: the request goes
+                # again on a fresh connection and succeeds.
+                status, h, body = request(proxy.port, "GET", "/s?reset=reused&size=3")
+                self.assertEqual((status, body), (200, pattern(3)))
+                self.assertNotIn("x-bulwark-attempts", h)
+            self.assertEqual(proxy.metric_eventually(3, "bulwark_pool_stale_retries_total", upstream="app"), 3)
+            self.assertEqual(proxy.metric("bulwark_upstream_requests_total", outcome="reset"), 0)
+            self.assertEqual(proxy.metric("bulwark_upstream_requests_total", outcome="success"), 4)
+        finally:
+            code = proxy.stop()
+            backend.stop()
+        self.assertEqual(code, 0, proxy.stderr_text()[-3000:])
 
 
 class UpstreamClose(unittest.TestCase):

@@ -148,6 +148,19 @@ class Retries(unittest.TestCase):
         self.assertEqual(h.get("x-bulwark-attempts"), "3")  # a short one is retried
         self.assertEqual(sum(b.stats()["requests"] for b in self.backends) - 2, 4)
 
+    def test_retry_after_without_a_route_timeout_is_capped_by_backoff_max(self):
+        # No route timeout: a Retry-After longer than backoff.max (20ms here) is passed on at
+        # once instead of holding the client for as long as the server asked (up to years).
+        self.backends = [Testd(name="a"), Testd(name="b")]
+        self.start([b.address for b in self.backends], timeout="0")
+        start = time.time()
+        status, h, _ = request(self.proxy.port, "GET", "/ra?status=503&retry_after=5")
+        self.assertLess(time.time() - start, 1.0)
+        self.assertEqual((status, h.get("retry-after")), (503, "5"))
+        self.assertNotIn("x-bulwark-attempts", h)
+        status, h, _ = request(self.proxy.port, "GET", "/ra?status=503&retry_after=0")
+        self.assertEqual(h.get("x-bulwark-attempts"), "3")
+
     def test_full_outage_stays_within_the_budget(self):
         self.backends = [Testd(name="a"), Testd(name="b")]
         for b in self.backends:

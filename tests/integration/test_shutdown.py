@@ -4,9 +4,15 @@ import threading
 import time
 import unittest
 
-from harness import Bulwark, MINIMAL, Reader, Testd, connect, request
+from harness import Bulwark, MINIMAL, Reader, Testd, connect, request, wait_for
 
 TEMPLATE = MINIMAL.replace("access_log:", "drain: {{ timeout: 5s }}\naccess_log:")
+
+
+def in_flight(proxy, n=1):
+    """Waits until `n` requests are in flight to the upstream."""
+    wait_for(lambda: proxy.metric("bulwark_inflight_requests", upstream="app") == n,
+             what="%d request(s) in flight" % n)
 
 
 class Shutdown(unittest.TestCase):
@@ -28,10 +34,9 @@ class Shutdown(unittest.TestCase):
 
         t = threading.Thread(target=slow)
         t.start()
-        time.sleep(0.3)
+        in_flight(proxy)  # SIGTERM only once the slow request is under way
         proxy.signal(signal.SIGTERM)
-        time.sleep(0.2)
-        self.assertEqual(request(proxy.admin_port, "GET", "/ready")[0], 503)
+        wait_for(lambda: request(proxy.admin_port, "GET", "/ready")[0] == 503, what="/ready 503")
         idle.settimeout(3)
         self.assertEqual(idle.recv(1), b"")
         idle.close()
@@ -48,7 +53,7 @@ class Shutdown(unittest.TestCase):
                         upstream=self.backend.address)
         s = connect(proxy.port)
         s.sendall(b"GET /hang?delay=10000 HTTP/1.1\r\nHost: x\r\n\r\n")
-        time.sleep(0.2)
+        in_flight(proxy)
         start = time.time()
         proxy.signal(signal.SIGTERM)
         self.assertEqual(proxy.wait(10), 0)
@@ -60,7 +65,7 @@ class Shutdown(unittest.TestCase):
         proxy = Bulwark(TEMPLATE, upstream=self.backend.address)
         s = connect(proxy.port)
         s.sendall(b"GET /hang?delay=10000 HTTP/1.1\r\nHost: x\r\n\r\n")
-        time.sleep(0.2)
+        in_flight(proxy)
         start = time.time()
         proxy.signal(signal.SIGINT)
         self.assertEqual(proxy.wait(10), 0)

@@ -8,6 +8,8 @@
 //   close=1         Connection: close after the response
 //   http10=1        answer as an HTTP/1.0 server (status line 1.0, close after)
 //   reset=before    reset the connection instead of answering
+//   reset=reused    reset instead of answering if the connection served a request before (a
+//                   keep-alive connection the server dropped just as the client reused it)
 //   reset=after     send the head and half the body, then reset
 //   echo=1          stream the request body back as the response body
 //   headers=1       the body is the request line and headers as JSON
@@ -91,6 +93,7 @@ struct Conn {
   std::size_t queued = 0;
   bool paused = false;
   bool in_execute = false;
+  std::uint64_t served = 0;  // requests answered on this connection
 
   std::string param(const char* name) const {
     std::string key = std::string(name) + "=";
@@ -246,10 +249,11 @@ void respond(Conn* c) {
   bool control = path_now.rfind("/__", 0) == 0;
   std::string reset = control ? "" : c->param("reset");  // /__mode?reset=... sets, not resets
   if (reset.empty() && !control) reset = g_mode_reset;
-  if (reset == "before") {
+  if (reset == "before" || (reset == "reused" && c->served > 0)) {
     conn_reset(c);
     return;
   }
+  ++c->served;
   if (path == "/__stats") {
     body = "{\"connections_total\":" + std::to_string(g_connections_total) +
            ",\"connections_open\":" + std::to_string(g_connections_open) +

@@ -46,6 +46,7 @@ TEST_CASE("a minimal config loads with documented defaults") {
   const ListenerConfig& l = c.listeners[0];
   CHECK(l.header_timeout_ms == 10000);
   CHECK(l.idle_timeout_ms == 60000);
+  CHECK(l.body_idle_timeout_ms == 30000);
   CHECK(l.max_connections == 10000);
   CHECK(l.max_header_bytes == 64 * 1024);
   CHECK(l.max_headers == 100);
@@ -55,6 +56,7 @@ TEST_CASE("a minimal config loads with documented defaults") {
   const UpstreamConfig& u = c.upstreams[0];
   CHECK(u.balance == "least_request");
   CHECK(u.connect_timeout_ms == 1000);
+  CHECK(u.max_response_header_bytes == 64 * 1024);
   CHECK(u.pool.max_connections == 1024);
   CHECK(u.pool.max_idle == 128);
   CHECK(u.pool.idle_timeout_ms == 60000);
@@ -69,7 +71,7 @@ access_log: { path: "off", format: json }
 listeners:
   - name: inbound
     listen: 0.0.0.0:8080
-    timeouts: { header: 2s, idle: 30s }
+    timeouts: { header: 2s, idle: 30s, body_idle: 5s }
     limits: { max_connections: 50, max_header_bytes: 8KiB, max_headers: 40, max_body_bytes: 1MiB }
     routes:
       - name: api
@@ -82,6 +84,7 @@ upstreams:
     dns_refresh: 10s
     balance: round_robin
     connect_timeout: 250ms
+    max_response_header_bytes: 16KiB
     pool: { max_connections: 10, max_idle: 5, idle_timeout: 5s }
 )";
   LoadResult r = load_config_string(text, "full.yaml");
@@ -92,6 +95,7 @@ upstreams:
   CHECK(c.access_log_path == "off");
   const auto& l = c.listeners[0];
   CHECK(l.header_timeout_ms == 2000);
+  CHECK(l.body_idle_timeout_ms == 5000);
   CHECK(l.max_connections == 50);
   CHECK(l.max_header_bytes == 8192);
   CHECK(l.max_headers == 40);
@@ -104,9 +108,28 @@ upstreams:
   CHECK(u.endpoints[1].address.to_string() == "[::1]:3001");
   CHECK(u.pool.max_idle == 5);
   CHECK(u.connect_timeout_ms == 250);
+  CHECK(u.max_response_header_bytes == 16 * 1024);
   std::string json = config_to_json(c);
+  CHECK(json.find("\"max_response_header_bytes\":16384") != std::string::npos);
   CHECK(json.find("\"balance\":\"round_robin\"") != std::string::npos);
   CHECK(json.find("\"prefix\":\"/api\"") != std::string::npos);
+  CHECK(json.find("\"body_idle\":\"5000ms\"") != std::string::npos);
+}
+
+TEST_CASE("timeouts.body_idle: a duration above zero") {
+  const char* text = R"(listeners:
+  - name: inbound
+    listen: 127.0.0.1:8080
+    timeouts: { body_idle: 0 }
+    routes: [{ name: all, upstream: app }]
+upstreams:
+  - name: app
+    endpoints: [127.0.0.1:3000]
+)";
+  LoadResult r = load_config_string(text, "zero.yaml");
+  CHECK_FALSE(r.config);
+  INFO(errors_text(r));
+  CHECK(has_error(r, "zero.yaml:4:28: listeners[0].timeouts.body_idle: must be greater than zero"));
 }
 
 TEST_CASE("errors carry file, line, column and key path, and all are reported") {
@@ -267,6 +290,20 @@ upstreams:
   CHECK(has_error(r, "match.host: a wildcard is only allowed"));
   CHECK(has_error(r, "match.methods: method 'get' must be an upper-case token"));
   CHECK(has_error(r, "match.headers: expected a mapping"));
+}
+
+TEST_CASE("max_response_header_bytes is a size between 256 and 1MiB") {
+  for (const char* bad : {"100", "2MiB", "lots"}) {
+    std::string text = std::string(kMinimal) + "    max_response_header_bytes: " + bad + "\n";
+    LoadResult r = load_config_string(text, "limit.yaml");
+    INFO(bad, errors_text(r));
+    CHECK_FALSE(r.config);
+    CHECK(has_error(r, "upstreams[0].max_response_header_bytes: "));
+  }
+  LoadResult r = load_config_string(std::string(kMinimal) + "    max_response_header_bytes: 1MiB\n",
+                                    "limit.yaml");
+  REQUIRE(r.config);
+  CHECK(r.config->upstreams[0].max_response_header_bytes == 1024 * 1024);
 }
 
 TEST_CASE("a missing file is an error, not a crash") {

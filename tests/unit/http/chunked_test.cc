@@ -4,6 +4,8 @@
 
 #include <string>
 
+#include "http/headers.h"
+
 using namespace bulwark;
 
 namespace {

@@ -23,7 +23,7 @@ CircuitBreakerConfig config() {
 // Runs one call through the breaker at `now`; returns whether it was admitted.
 bool call(CircuitBreaker& b, std::uint64_t now, CallResult result, std::uint64_t duration = 1,
           int worker = 0) {
-  bool probe = false;
+  ProbeTicket probe = 0;
   if (!b.try_acquire(now, &probe)) return false;
   b.record(worker, result, duration, probe, now);
   return true;
@@ -57,16 +57,16 @@ TEST_CASE("open lasts open_for with jitter, then half-open admits exactly the pr
   CHECK_FALSE(b.available(until - 1));
   CHECK(b.available(until));
 
-  bool p1 = false, p2 = false, p3 = false;
+  ProbeTicket p1 = 0, p2 = 0, p3 = 0;
   CHECK(b.try_acquire(until, &p1));
   CHECK(b.state() == BreakerState::half_open);
   CHECK(b.try_acquire(until, &p2));
   CHECK_FALSE(b.try_acquire(until, &p3));  // only half_open_requests probes
   CHECK((p1 && p2));
   CHECK_FALSE(b.available(until));
-  b.record(0, CallResult::success, 1, true, until + 5);
+  b.record(0, CallResult::success, 1, p1, until + 5);
   CHECK(b.state() == BreakerState::half_open);
-  b.record(0, CallResult::success, 1, true, until + 6);
+  b.record(0, CallResult::success, 1, p2, until + 6);
   CHECK(b.state() == BreakerState::closed);  // all probes succeeded
   CHECK(b.transitions_to(BreakerState::closed) == 1);
   // Counts were reset: two failures do not trip.
@@ -85,10 +85,10 @@ TEST_CASE("a failed probe re-opens for twice as long, capped at max_open_for") {
     std::uint64_t until = b.open_until_ms();
     durations.push_back(until - t);
     t = until;
-    bool probe = false;
+    ProbeTicket probe = 0;
     REQUIRE(b.try_acquire(t, &probe));
     REQUIRE(probe);
-    b.record(0, CallResult::failure, 1, true, t);
+    b.record(0, CallResult::failure, 1, probe, t);
     REQUIRE(b.state() == BreakerState::open);
   }
   // 1s, 2s, 4s, then the 5s cap, each within +/-10 %.
@@ -105,12 +105,78 @@ TEST_CASE("a cancelled probe gives its permit back") {
   CircuitBreaker b(config(), 1, 5);
   for (int i = 0; i < 3; ++i) call(b, 0, CallResult::failure);
   std::uint64_t t = b.open_until_ms();
-  bool p = false;
+  ProbeTicket p = 0;
   REQUIRE(b.try_acquire(t, &p));
   REQUIRE(b.try_acquire(t, &p));
   CHECK_FALSE(b.available(t));
-  b.record(0, CallResult::cancelled, 0, true, t);
+  b.record(0, CallResult::cancelled, 0, p, t);
   CHECK(b.available(t));
+  CHECK(b.probes_in_flight() == 1);
+}
+
+namespace {
+// Trips `b` (3 failures at 0) and opens a half-open period with two probes taken; the second
+// fails, so the breaker is open again while the first is still in flight. Returns the first.
+ProbeTicket strand_a_probe(CircuitBreaker& b) {
+  for (int i = 0; i < 3; ++i) call(b, 0, CallResult::failure);
+  std::uint64_t t = b.open_until_ms();
+  ProbeTicket first = 0, second = 0;
+  REQUIRE(b.try_acquire(t, &first));
+  REQUIRE(b.try_acquire(t, &second));
+  b.record(0, CallResult::failure, 1, second, t);
+  REQUIRE(b.state() == BreakerState::open);
+  return first;
+}
+}  // namespace
+
+TEST_CASE("a probe from an earlier half-open period does not count in the next one") {
+  CircuitBreaker b(config(), 1, 19);
+  ProbeTicket stale = strand_a_probe(b);
+  std::uint64_t t = b.open_until_ms();
+  ProbeTicket q1 = 0, q2 = 0;
+  REQUIRE(b.try_acquire(t, &q1));
+  REQUIRE(b.try_acquire(t, &q2));
+  CHECK(q1 != stale);
+  b.record(0, CallResult::success, 1, stale, t + 1);  // late success of the stranded probe
+  b.record(0, CallResult::success, 1, q1, t + 2);
+  CHECK(b.state() == BreakerState::half_open);  // one real probe of two so far
+  b.record(0, CallResult::success, 1, q2, t + 3);
+  CHECK(b.state() == BreakerState::closed);
+}
+
+TEST_CASE("a stale probe's failure does not re-open the next half-open period") {
+  CircuitBreaker b(config(), 1, 23);
+  ProbeTicket stale = strand_a_probe(b);
+  std::uint64_t t = b.open_until_ms();
+  ProbeTicket q1 = 0;
+  REQUIRE(b.try_acquire(t, &q1));
+  b.record(0, CallResult::failure, 1, stale, t + 1);
+  CHECK(b.state() == BreakerState::half_open);
+  CHECK(b.transitions_to(BreakerState::open) == 2);
+}
+
+TEST_CASE("a cancelled stale probe gives back no permit of the next period") {
+  CircuitBreaker b(config(), 1, 29);
+  ProbeTicket stale = strand_a_probe(b);
+  std::uint64_t t = b.open_until_ms();
+  ProbeTicket q = 0;
+  REQUIRE(b.try_acquire(t, &q));
+  b.record(0, CallResult::cancelled, 0, stale, t);  // the stranded probe's client went away
+  CHECK(b.probes_in_flight() == 1);
+  REQUIRE(b.try_acquire(t, &q));
+  CHECK_FALSE(b.try_acquire(t, &q));  // still exactly half_open_requests probes
+  CHECK(b.probes_in_flight() == 2);
+}
+
+TEST_CASE("a stale probe cancelled while the breaker is open leaves the count alone") {
+  CircuitBreaker b(config(), 1, 31);
+  ProbeTicket stale = strand_a_probe(b);
+  b.record(0, CallResult::cancelled, 0, stale, b.open_until_ms() - 1);
+  std::uint64_t t = b.open_until_ms();
+  ProbeTicket q = 0;
+  REQUIRE(b.try_acquire(t, &q));
+  REQUIRE(b.try_acquire(t, &q));
+  CHECK_FALSE(b.try_acquire(t, &q));
 }
 
 TEST_CASE("failure rate over the window trips once min_requests were seen") {
@@ -165,7 +231,7 @@ TEST_CASE("calls that started before a trip do not count afterwards") {
   CircuitBreaker b(config(), 1, 17);
   for (int i = 0; i < 3; ++i) call(b, 0, CallResult::failure);
   REQUIRE(b.state() == BreakerState::open);
-  b.record(0, CallResult::failure, 1, false, 10);  // late result of an earlier call
+  b.record(0, CallResult::failure, 1, 0, 10);  // late result of an earlier call
   CHECK(b.transitions_to(BreakerState::open) == 1);
 }
 

@@ -66,10 +66,22 @@ TEST_CASE("only idempotent methods are retried unless methods: all") {
 }
 
 TEST_CASE("deadline clipping") {
-  CHECK(retry_fits(100, 0, 101));
-  CHECK_FALSE(retry_fits(100, 0, 100));     // the back-off would reach the deadline
-  CHECK_FALSE(retry_fits(10, 2000, 1500));  // Retry-After longer than the time left
-  CHECK(retry_fits(10, 1000, 1500));
+  CHECK(retry_fits(100, 0, 101, 250));
+  CHECK_FALSE(retry_fits(100, 0, 100, 250));     // the back-off would reach the deadline
+  CHECK_FALSE(retry_fits(10, 2000, 1500, 250));  // Retry-After longer than the time left
+  CHECK(retry_fits(10, 1000, 1500, 250));        // within the time left: waited out
+}
+
+TEST_CASE("without a route timeout, Retry-After is trusted up to backoff.max") {
+  CHECK(retry_fits(10, 0, kNoDeadline, 250));
+  CHECK(retry_fits(10, 250, kNoDeadline, 250));
+  CHECK_FALSE(retry_fits(10, 1000, kNoDeadline, 250));
+  CHECK(retry_fits(10, 1000, kNoDeadline, 2000));
+  const std::uint64_t years = 999999999ull * 1000;  // the longest Retry-After parsed
+  CHECK_FALSE(retry_fits(10, years, kNoDeadline, 2000));
+}
+
+TEST_CASE("deadline clipping of attempts") {
   CHECK(attempt_timeout_ms(2000, 500) == 500);  // per-try cut to the time left
   CHECK(attempt_timeout_ms(200, 500) == 200);
   CHECK(attempt_timeout_ms(0, 500) == 0);
@@ -83,19 +95,45 @@ TEST_CASE("retry budget: ratio of recent requests plus a floor per second, over 
   for (int i = 0; i < 99; ++i) budget.record_request(t);
   int granted = 0;
   while (budget.try_retry(t)) ++granted;
-  CHECK(granted == 29);  // 0.2 * 99 (the first request has left the window) + 1 * 10
-  CHECK(budget.retries_in_window(t) == 29);
-  // More requests deposit more.
-  for (int i = 0; i < 50; ++i) budget.record_request(t + 500);
+  CHECK(granted == 20);  // this second's share: 0.2 * 99 + 1 (the window would allow 29)
+  CHECK(budget.retries_in_window(t) == 20);
+  // A second later, with no new requests: only the floor.
   granted = 0;
-  while (budget.try_retry(t + 500)) ++granted;
-  CHECK(granted == 10);
+  while (budget.try_retry(t + 1000)) ++granted;
+  CHECK(granted == 1);
+  // More requests deposit more.
+  for (int i = 0; i < 50; ++i) budget.record_request(t + 1500);
+  granted = 0;
+  while (budget.try_retry(t + 1500)) ++granted;
+  CHECK(granted == 10);  // 0.2 * 50 + 1, less the retry of the last second
   // Ten seconds later the window has slid past all of it.
-  t += 10500;
+  t += 11500;
   CHECK(budget.requests_in_window(t) == 0);
   granted = 0;
   while (budget.try_retry(t)) ++granted;
-  CHECK(granted == 10);  // only the floor
+  CHECK(granted == 1);  // only the floor, one second's worth
+}
+
+TEST_CASE("retry budget: a quiet window's allowance does not go out at once") {
+  // 100 requests/s for 10 s, none failing; then the upstream fails everything. The window
+  // holds 0.2 * 1000 + 10 * 10 = 300 retries, but the first second of the outage may only
+  // spend what that second's traffic allows.
+  RetryBudget budget(0.2, 10.0, 10000);
+  std::uint64_t t = 3000000;
+  for (std::uint64_t ms = 0; ms < 10000; ms += 10) budget.record_request(t + ms);
+  t += 10000;
+  for (int second = 0; second < 5; ++second) {
+    CAPTURE(second);
+    std::uint64_t begin = t + static_cast<std::uint64_t>(second) * 1000;
+    int granted = 0;
+    // Every request of the second fails and wants as many retries as it can get.
+    for (std::uint64_t ms = 0; ms < 1000; ms += 10) {
+      budget.record_request(begin + ms);
+      while (budget.try_retry(begin + ms)) ++granted;
+    }
+    CHECK(granted <= 30);  // 0.2 * 100 + 10
+    CHECK(granted >= 25);
+  }
 }
 
 TEST_CASE("retry budget: the floor accrues from the first request") {

@@ -1,0 +1,203 @@
+#include "upstream/upstream.h"
+
+#include <doctest/doctest.h>
+#include <uv.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+using namespace bulwark;
+
+namespace {
+
+struct FakeRequest final : PendingRequest {
+  int admitted = 0;
+  int timed_out = 0;
+  void on_admitted() override { ++admitted; }
+  void on_pending_timeout() override { ++timed_out; }
+};
+
+// A loop with the upstream's per-worker views; closes every handle at the end.
+struct Fixture {
+  explicit Fixture(UpstreamConfig c, int workers = 2) : config(std::move(c)) {
+    uv_loop_init(&loop);
+    state = std::make_unique<UpstreamState>(config, workers);
+    for (int w = 0; w < workers; ++w)
+      views.push_back(std::make_unique<Upstream>(&loop, *state, w, 7 + static_cast<unsigned>(w)));
+  }
+  ~Fixture() {
+    for (auto& v : views) v->close_all();
+    uv_run(&loop, UV_RUN_DEFAULT);
+    views.clear();
+    CHECK(uv_loop_close(&loop) == 0);
+  }
+  void set_endpoints(int n) {
+    std::vector<Address> addresses;
+    for (int i = 0; i < n; ++i) {
+      Address a;
+      std::string error;
+      REQUIRE(parse_ip_address("127.0.0.1:" + std::to_string(20000 + i), a, error));
+      addresses.push_back(a);
+    }
+    state->set_endpoints(merge_endpoints(*state->endpoints(), addresses, config, 2));
+    for (auto& v : views) v->refresh_endpoints();
+  }
+  EndpointState& endpoint(int i) { return *(*state->endpoints())[static_cast<std::size_t>(i)]; }
+
+  UpstreamConfig config;
+  uv_loop_t loop{};
+  std::unique_ptr<UpstreamState> state;
+  std::vector<std::unique_ptr<Upstream>> views;
+};
+
+UpstreamConfig bulkhead(std::uint64_t max_requests, std::uint64_t max_pending) {
+  UpstreamConfig c;
+  c.name = "app";
+  c.limits.max_requests = max_requests;
+  c.limits.max_pending = max_pending;
+  c.limits.pending_timeout_ms = 1000;
+  return c;
+}
+
+}  // namespace
+
+TEST_CASE("bulkhead: a slot freed by another worker just before the enqueue is not lost") {
+  Fixture f(bulkhead(1, 10));
+  Upstream& w0 = *f.views[0];
+  Upstream& w1 = *f.views[1];
+  FakeRequest a, b;
+  REQUIRE(w0.admit(a) == Upstream::Admission::admitted);
+  // Worker 1 finds the bulkhead full; worker 0 releases its slot before worker 1 enqueues.
+  // Nobody is pending at that moment, so the release wakes nobody: worker 1 must see the free
+  // slot itself.
+  bool woken = false;
+  w0.set_slot_freed_hook([&] { woken = true; });
+  w1.set_before_enqueue_hook([&] { w0.release(); });
+  CHECK(w1.admit(b) == Upstream::Admission::admitted);
+  CHECK_FALSE(woken);
+  CHECK(f.state->in_flight() == 1);
+  CHECK(f.state->pending() == 0);
+  CHECK_FALSE(w1.has_waiting());
+  w1.release();
+}
+
+TEST_CASE("bulkhead: once queued, a release on another worker wakes the waiting worker") {
+  Fixture f(bulkhead(1, 10));
+  Upstream& w0 = *f.views[0];
+  Upstream& w1 = *f.views[1];
+  FakeRequest a, b;
+  REQUIRE(w0.admit(a) == Upstream::Admission::admitted);
+  REQUIRE(w1.admit(b) == Upstream::Admission::queued);
+  CHECK(f.state->pending() == 1);
+  bool woken = false;
+  w0.set_slot_freed_hook([&] { woken = true; });
+  w0.release();
+  CHECK(woken);  // the server turns this into wake_pending() on the other workers
+  w1.admit_waiting();
+  CHECK(b.admitted == 1);
+  CHECK(f.state->pending() == 0);
+  w1.release();
+}
+
+namespace {
+UpstreamConfig checked(bool with_breaker) {
+  UpstreamConfig c = bulkhead(100, 100);
+  c.health_check = HealthCheckConfig{};
+  if (with_breaker) {
+    CircuitBreakerConfig b;
+    b.consecutive_failures = 1;
+    b.open_for_ms = 10000;
+    b.max_open_for_ms = 10000;
+    c.circuit_breaker = b;
+  }
+  return c;
+}
+void mark(EndpointState& e, EndpointHealth h) { e.health.store(static_cast<int>(h)); }
+void trip(EndpointState& e, std::uint64_t now) {
+  ProbeTicket probe = 0;
+  REQUIRE(e.breaker->try_acquire(now, &probe));
+  e.breaker->record(0, CallResult::failure, 1, probe, now);
+  REQUIRE(e.breaker->state() == BreakerState::open);
+}
+}  // namespace
+
+TEST_CASE("panic: every endpoint marked down by health checks still gets traffic") {
+  Fixture f(checked(false));
+  f.set_endpoints(2);
+  Upstream& u = *f.views[0];
+  mark(f.endpoint(0), EndpointHealth::unhealthy);
+  Upstream::Pick p = u.pick(1000);
+  REQUIRE(p.endpoint);
+  CHECK(p.endpoint->state.get() == &f.endpoint(1));  // one healthy left: no panic
+  CHECK_FALSE(u.panic());
+  CHECK(f.state->panic_routed() == 0);
+
+  mark(f.endpoint(1), EndpointHealth::unhealthy);
+  int seen[2] = {0, 0};
+  for (int i = 0; i < 10; ++i) {
+    p = u.pick(1000);
+    REQUIRE(p.endpoint);
+    ++seen[p.endpoint->state.get() == &f.endpoint(0) ? 0 : 1];
+  }
+  CHECK(seen[0] > 0);
+  CHECK(seen[1] > 0);
+  CHECK(u.panic());
+  CHECK(f.state->panic() == PanicMode::all_ejected);
+  CHECK(f.state->panic_routed() == 10);
+
+  mark(f.endpoint(1), EndpointHealth::healthy);
+  p = u.pick(1000);
+  CHECK(p.endpoint->state.get() == &f.endpoint(1));
+  CHECK(f.state->panic() == PanicMode::none);
+  CHECK(f.state->panic_routed() == 10);
+}
+
+TEST_CASE("panic: with every endpoint ejected, open breakers still fail fast") {
+  Fixture f(checked(true));
+  f.set_endpoints(2);
+  Upstream& u = *f.views[0];
+  std::uint64_t now = 1000;
+  mark(f.endpoint(0), EndpointHealth::unhealthy);
+  trip(f.endpoint(1), now);
+  // 0 is only marked down, 1 is open: 0 takes the traffic.
+  for (int i = 0; i < 5; ++i) {
+    Upstream::Pick p = u.pick(now);
+    REQUIRE(p.endpoint);
+    CHECK(p.endpoint->state.get() == &f.endpoint(0));
+  }
+  // Both open: 503 circuit-open at once, whatever the health checks say.
+  trip(f.endpoint(0), now);
+  Upstream::Pick p = u.pick(now);
+  CHECK(p.endpoint == nullptr);
+  CHECK(p.circuit_open);
+  CHECK(f.state->panic() == PanicMode::none);
+}
+
+TEST_CASE("panic modes") {
+  CHECK(panic_mode(3, 0, 0, 0.5) == PanicMode::none);
+  CHECK(panic_mode(3, 1, 1, 0.5) == PanicMode::none);
+  CHECK(panic_mode(3, 2, 0, 0.5) == PanicMode::max_ejected);
+  CHECK(panic_mode(3, 3, 0, 0.5) == PanicMode::none);  // all open: fail fast
+  CHECK(panic_mode(3, 3, 1, 0.5) == PanicMode::all_ejected);
+  CHECK(panic_mode(1, 1, 1, 0.5) == PanicMode::all_ejected);
+  CHECK(panic_mode(0, 0, 0, 0.5) == PanicMode::none);
+}
+
+TEST_CASE("panic beyond max_ejected: only picks of ejected endpoints count as panic-routed") {
+  Fixture f(checked(false));
+  f.set_endpoints(3);
+  Upstream& u = *f.views[0];
+  mark(f.endpoint(0), EndpointHealth::unhealthy);
+  mark(f.endpoint(1), EndpointHealth::unhealthy);  // 2 of 3 > 50 %: all take traffic
+  int to_ejected = 0;
+  for (int i = 0; i < 30; ++i) {
+    Upstream::Pick p = u.pick(1000);
+    REQUIRE(p.endpoint);
+    to_ejected += p.endpoint->state.get() != &f.endpoint(2);
+  }
+  CHECK(f.state->panic() == PanicMode::max_ejected);
+  CHECK(to_ejected > 0);
+  CHECK(to_ejected < 30);
+  CHECK(f.state->panic_routed() == static_cast<std::uint64_t>(to_ejected));
+}
