@@ -2,6 +2,7 @@
 
 #include <prometheus/metric_family.h>
 
+#include <iterator>
 #include <limits>
 #include <string>
 
@@ -57,7 +58,9 @@ pm::ClientMetric gauge(std::vector<pm::ClientMetric::Label> labels, double v) {
   return m;
 }
 
-const char* const kOutcomeNames[] = {"success", "failure", "timeout", "reset", "connect_failure"};
+const char* const kOutcomeNames[] = {"success", "failure",         "timeout",
+                                     "reset",   "connect_failure", "protocol_error"};
+static_assert(std::size(kOutcomeNames) == static_cast<std::size_t>(UpstreamOutcome::count_));
 const char* const kConnectNames[] = {"success", "failure", "timeout"};
 
 }  // namespace

@@ -41,7 +41,15 @@ struct DurationHistogram {
   void observe_ns(std::uint64_t ns);
 };
 
-enum class UpstreamOutcome { success, failure, timeout, reset, connect_failure, count_ };
+enum class UpstreamOutcome {
+  success,
+  failure,
+  timeout,
+  reset,
+  connect_failure,
+  protocol_error,  // an invalid or oversized response: 502 upstream-protocol-error
+  count_
+};
 enum class ConnectResult { success, failure, timeout, count_ };
 
 // Retry reasons: connect-failure, reset, timeout, then one per status code 100..599.

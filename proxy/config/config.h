@@ -154,6 +154,9 @@ struct UpstreamConfig {
   std::uint64_t dns_refresh_ms = 30000;
   std::string balance = "least_request";
   std::uint64_t connect_timeout_ms = 1000;
+  // A response head (with the 1xx heads before it) or trailer section larger than this is a
+  // protocol error: 502 upstream-protocol-error.
+  std::uint64_t max_response_header_bytes = 64 * 1024;
   PoolConfig pool;
   UpstreamLimitsConfig limits;
   std::optional<CircuitBreakerConfig> circuit_breaker;

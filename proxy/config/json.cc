@@ -131,6 +131,7 @@ std::string config_to_json(const Config& c) {
       o.ms("dns_refresh", u.dns_refresh_ms);
       o.str("balance", u.balance);
       o.ms("connect_timeout", u.connect_timeout_ms);
+      o.num("max_response_header_bytes", static_cast<double>(u.max_response_header_bytes));
       {
         JsonObject p(o.key("pool"));
         p.num("max_connections", static_cast<double>(u.pool.max_connections));

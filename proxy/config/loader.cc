@@ -349,8 +349,9 @@ void read_load_shedding(const YamlFields& parent, std::optional<LoadSheddingConf
 void read_upstream(ConfigErrors& errors, const YAML::Node& node, const std::string& path,
                    UpstreamConfig& u) {
   YamlFields f(errors, node, path,
-               {"name", "endpoints", "dns_refresh", "balance", "connect_timeout", "pool", "limits",
-                "circuit_breaker", "health_check", "load_shedding"});
+               {"name", "endpoints", "dns_refresh", "balance", "connect_timeout",
+                "max_response_header_bytes", "pool", "limits", "circuit_breaker", "health_check",
+                "load_shedding"});
   if (!f.ok()) return;
   if (f.required("name")) f.string("name", u.name);
   if (f.required("endpoints")) {
@@ -396,6 +397,9 @@ void read_upstream(ConfigErrors& errors, const YAML::Node& node, const std::stri
   if (u.balance != "round_robin" && u.balance != "least_request" && u.balance != "random")
     f.error("balance", "must be round_robin, least_request or random");
   f.duration("connect_timeout", u.connect_timeout_ms, false);
+  f.size("max_response_header_bytes", u.max_response_header_bytes);
+  if (u.max_response_header_bytes < 256 || u.max_response_header_bytes > (1u << 20))
+    f.error("max_response_header_bytes", "must be between 256 and 1MiB");
   if (f.has("pool")) {
     YamlFields p(errors, f.node("pool"), f.path("pool"),
                  {"max_connections", "max_idle", "idle_timeout"});

@@ -18,6 +18,37 @@ bool iequals(std::string_view a, std::string_view b) {
   return true;
 }
 
+bool is_tchar(unsigned char c) {
+  if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
+  switch (c) {
+    case '!':
+    case '#':
+    case '$':
+    case '%':
+    case '&':
+    case '\'':
+    case '*':
+    case '+':
+    case '-':
+    case '.':
+    case '^':
+    case '_':
+    case '`':
+    case '|':
+    case '~':
+      return true;
+    default:
+      return false;
+  }
+}
+
+bool is_token(std::string_view s) {
+  if (s.empty()) return false;
+  for (unsigned char c : s)
+    if (!is_tchar(c)) return false;
+  return true;
+}
+
 void HeaderBlock::clear() {
   buf_.clear();
   fields_.clear();
@@ -245,6 +276,23 @@ void write_downstream_response_head(std::string& out, const HeaderBlock& headers
   out.append("\r\n");
 }
 
+void write_interim_response_head(std::string& out, const HeaderBlock& headers, int status,
+                                 std::string_view reason) {
+  out.clear();
+  out.append("HTTP/1.1 ");
+  append_uint(out, static_cast<std::uint64_t>(status));
+  out.append(" ").append(reason.empty() ? status_reason(status) : reason).append("\r\n");
+  copy_end_to_end(out, headers, false, false);
+  out.append("\r\n");
+}
+
+void write_last_chunk(std::string& out, const HeaderBlock& trailers) {
+  out.clear();
+  out.append("0\r\n");
+  copy_end_to_end(out, trailers, false, false);
+  out.append("\r\n");
+}
+
 std::string_view origin_form(std::string_view target) {
   if (!target.empty() && target[0] == '/') return target;
   if (target == "*") return target;
@@ -278,6 +326,10 @@ const char* status_reason(int status) {
       return "Continue";
     case 101:
       return "Switching Protocols";
+    case 102:
+      return "Processing";
+    case 103:
+      return "Early Hints";
     case 200:
       return "OK";
     case 201:

@@ -12,6 +12,10 @@
 namespace bulwark {
 
 bool iequals(std::string_view a, std::string_view b);
+// tchar (RFC 9110 5.6.2).
+bool is_tchar(unsigned char c);
+// A non-empty token (RFC 9110 5.6.2), which is what a field name must be.
+bool is_token(std::string_view s);
 
 class HeaderBlock {
  public:
@@ -92,6 +96,13 @@ struct DownstreamResponseHead {
 
 void write_downstream_response_head(std::string& out, const HeaderBlock& headers,
                                     const DownstreamResponseHead& head);
+
+// An interim (1xx) response for an HTTP/1.1 client: status line and end-to-end headers.
+void write_interim_response_head(std::string& out, const HeaderBlock& headers, int status,
+                                 std::string_view reason);
+
+// The end of a chunked body: the last chunk and the end-to-end fields of `trailers`.
+void write_last_chunk(std::string& out, const HeaderBlock& trailers);
 
 // Extracts the origin-form target from an absolute-form one ("http://h/p?q" -> "/p?q");
 // origin-form is returned unchanged. Returns "" for an unusable target.

@@ -20,6 +20,7 @@ constexpr ReasonInfo kReasons[kReasonCount] = {
     {"pending-overflow", 503, "Too many pending requests"},
     {"upstream-connect-failure", 502, "Upstream connect failure"},
     {"upstream-reset", 502, "Upstream reset"},
+    {"upstream-protocol-error", 502, "Upstream protocol error"},
     {"upstream-timeout", 504, "Upstream timeout"},
     {"no-route", 404, "No route"},
     {"bad-request", 400, "Bad request"},

@@ -16,6 +16,7 @@ enum class Reason : int {
   pending_overflow,
   upstream_connect_failure,
   upstream_reset,
+  upstream_protocol_error,
   upstream_timeout,
   no_route,
   bad_request,

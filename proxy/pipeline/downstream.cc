@@ -234,6 +234,7 @@ bool Downstream::flush() {
       close();
       return false;
     }
+    if (response_started_) response_committed_ = true;
   }
   std::size_t queued = uv_stream_get_write_queue_size(reinterpret_cast<uv_stream_t*>(&tcp_));
   if (up_ && queued > kHighWater) up_->pause_reading();
@@ -506,6 +507,7 @@ void Downstream::reset_request() {
   head_request_ = false;
   request_complete_ = false;
   response_started_ = false;
+  response_committed_ = false;
   upgrade_ = false;
   body_sent_upstream_ = false;
   sent_continue_ = false;

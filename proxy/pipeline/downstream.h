@@ -48,13 +48,14 @@ class Downstream final : public UpstreamClient,
 
   // UpstreamClient
   void on_upstream_connected() override;
-  bool on_upstream_headers(UpstreamConnection& conn) override;
+  void on_upstream_interim(UpstreamConnection& conn) override;
+  void on_upstream_headers(UpstreamConnection& conn) override;
   void on_upstream_chunk_header(std::uint64_t size) override;
   void on_upstream_body(const char* data, std::size_t len) override;
   void on_upstream_chunk_complete() override;
   void on_upstream_complete() override;
   void on_upstream_tunnel_data(const char* data, std::size_t len) override;
-  void on_upstream_error(UpstreamError error) override;
+  void on_upstream_error(UpstreamError error, std::string_view detail) override;
   void on_upstream_batch_end() override;
   void on_upstream_drained() override;
 
@@ -133,10 +134,13 @@ class Downstream final : public UpstreamClient,
   void leave_bulkhead();
   void end_attempt(CallResult result = CallResult::cancelled);
   void end_request_body();
-  void upstream_failed(Reason reason, UpstreamError error);
+  void upstream_failed(Reason reason, UpstreamError error, std::string_view detail = {});
   // A reset on a reused keep-alive connection before anything was processed: the request goes
   // again on a fresh connection to the same endpoint, which is not blamed.
   bool replays_stale_connection(UpstreamError error) const;
+  // Takes back a response head that has not reached the socket yet, so that a failure can
+  // still be answered with a local reply. False when some of the response went out.
+  bool retract_response();
   void detach_upstream(bool reusable, CallResult result = CallResult::cancelled);
   // The breaker hears each attempt's outcome once; `cancelled` when it was not the endpoint's
   // doing.
@@ -248,6 +252,7 @@ class Downstream final : public UpstreamClient,
   bool head_request_ = false;
   bool request_complete_ = false;
   bool response_started_ = false;
+  bool response_committed_ = false;  // response bytes were handed to the socket
   bool upgrade_ = false;
   bool body_sent_upstream_ = false;  // any request body byte went upstream
   bool sent_continue_ = false;

@@ -18,6 +18,7 @@ struct RequestBuffers {
   std::string url;
   std::string upstream_head;   // serialized upstream request head
   std::string response_head;   // serialized response head or local reply
+  std::string scratch;         // an interim response head or a trailer section, then copied
   std::string resume_input;    // pipelined bytes being parsed
   std::string queued_bytes;    // request bytes read while waiting for admission or a connection
   std::string pending_detail;  // detail of a local reply decided before the request completed

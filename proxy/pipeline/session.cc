@@ -324,11 +324,26 @@ void Downstream::on_upstream_connected() {
   flush();
 }
 
-bool Downstream::on_upstream_headers(UpstreamConnection& conn) {
+void Downstream::on_upstream_interim(UpstreamConnection& conn) {
+  // RFC 9110 15.2: a proxy forwards 1xx responses, except those it asked for itself, and
+  // never to an HTTP/1.0 client. Bulwark answers Expect: 100-continue itself (the header is
+  // not forwarded), so a 100 from the upstream after Bulwark's own is not sent twice.
+  if (minor_version_ == 0 || done()) return;
+  if (conn.status() == 100) {
+    if (sent_continue_) return;
+    sent_continue_ = true;
+  }
+  std::string& head = b().scratch;
+  write_interim_response_head(head, conn.headers(), conn.status(), conn.status_text());
+  b().out.add_copy(head);
+  bytes_out_ += head.size();
+}
+
+void Downstream::on_upstream_headers(UpstreamConnection& conn) {
   status_ = conn.status();
   if (status_ >= 200 && retry_response(conn)) {
     discard_response_ = true;  // read and drop the body, then retry
-    return head_request_;
+    return;
   }
   // The response starts: no retry from here on, and the replay copy is not needed.
   if (buffers_) uv_timer_stop(&buffers_->attempt_timer);
@@ -337,7 +352,7 @@ bool Downstream::on_upstream_headers(UpstreamConnection& conn) {
   bool no_body = head_request_ || status_ == 204 || status_ == 304 || status_ == 101;
   std::string_view upgrade;
   if (status_ == 101) {
-    if (!upgrade_) return true;  // unsolicited 101: handled as an error at completion
+    if (!upgrade_) return;  // unsolicited 101: handled as an error at completion
     upgrade = conn.headers().get("upgrade");
     response_framing_ = BodyFraming::none;
   } else if (no_body) {
@@ -378,7 +393,6 @@ bool Downstream::on_upstream_headers(UpstreamConnection& conn) {
   b().out.add(b().response_head);
   bytes_out_ += b().response_head.size();
   response_started_ = true;
-  return no_body;
 }
 
 void Downstream::on_upstream_chunk_header(std::uint64_t size) {
@@ -409,8 +423,9 @@ void Downstream::on_upstream_chunk_complete() {
 void Downstream::on_upstream_complete() {
   if (status_ == 101) {
     if (!upgrade_) {
-      record_upstream_outcome(static_cast<int>(UpstreamOutcome::failure));
-      upstream_failed(Reason::upstream_reset, UpstreamError::protocol);
+      record_upstream_outcome(static_cast<int>(UpstreamOutcome::protocol_error));
+      upstream_failed(Reason::upstream_protocol_error, UpstreamError::protocol,
+                      "the upstream switched protocols (101) for a request without Upgrade");
       return;
     }
     record_upstream_outcome(static_cast<int>(UpstreamOutcome::success));
@@ -435,7 +450,17 @@ void Downstream::on_upstream_complete() {
     schedule_retry();
     return;
   }
-  if (response_framing_ == BodyFraming::chunked) b().out.add_copy("0\r\n\r\n");
+  if (response_framing_ == BodyFraming::chunked) {
+    if (upstream_chunked_ && up_ && up_->trailers().size() > 0) {
+      // Trailer fields go on as trailers of the chunked response (HTTP/1.1 clients only: an
+      // HTTP/1.0 client's response is not chunked and has nowhere to carry them).
+      write_last_chunk(b().scratch, up_->trailers());
+      b().out.add_copy(b().scratch);
+      bytes_out_ += b().scratch.size();
+    } else {
+      b().out.add_copy("0\r\n\r\n");
+    }
+  }
   record_upstream_outcome(
       static_cast<int>(status_ >= 500 ? UpstreamOutcome::failure : UpstreamOutcome::success));
   if (!request_complete_) close_after_response_ = true;
@@ -459,19 +484,30 @@ void Downstream::on_upstream_drained() {
   if (phase_ == Phase::tunnel) resume_reading();
 }
 
-void Downstream::on_upstream_error(UpstreamError error) {
+void Downstream::on_upstream_error(UpstreamError error, std::string_view detail) {
   up_ = nullptr;                  // the connection is closing already
   if (phase_ == Phase::tunnel) {  // the upstream ended the tunnel: not an upstream failure
     upstream_failed(Reason::upstream_reset, error);
     return;
   }
-  bool connect = error == UpstreamError::connect_failure || error == UpstreamError::connect_timeout;
-  // A stale pooled connection is replayed and counted as such (upstream_failed), not as a
-  // reset of the endpoint.
-  if (!replays_stale_connection(error))
-    record_upstream_outcome(
-        static_cast<int>(connect ? UpstreamOutcome::connect_failure : UpstreamOutcome::reset));
-  upstream_failed(connect ? Reason::upstream_connect_failure : Reason::upstream_reset, error);
+  switch (error) {
+    case UpstreamError::connect_failure:
+    case UpstreamError::connect_timeout:
+      record_upstream_outcome(static_cast<int>(UpstreamOutcome::connect_failure));
+      upstream_failed(Reason::upstream_connect_failure, error);
+      break;
+    case UpstreamError::reset:
+      // A stale pooled connection is replayed and counted as such (upstream_failed), not as
+      // a reset of the endpoint.
+      if (!replays_stale_connection(error))
+        record_upstream_outcome(static_cast<int>(UpstreamOutcome::reset));
+      upstream_failed(Reason::upstream_reset, error);
+      break;
+    case UpstreamError::protocol:
+      record_upstream_outcome(static_cast<int>(UpstreamOutcome::protocol_error));
+      upstream_failed(Reason::upstream_protocol_error, error, detail);
+      break;
+  }
 }
 
 bool Downstream::replays_stale_connection(UpstreamError error) const {
@@ -480,7 +516,22 @@ bool Downstream::replays_stale_connection(UpstreamError error) const {
          phase_ != Phase::tunnel && endpoint_ && !done();
 }
 
-void Downstream::upstream_failed(Reason reason, UpstreamError error) {
+bool Downstream::retract_response() {
+  if (!response_started_) return true;
+  if (response_committed_ || local_reply_sent_) return false;
+  // Only the response head (and body pieces of the same read) are in the batch: drop them.
+  // An interim response or 100 Continue queued with them is dropped too; the local reply is
+  // a valid final answer without it.
+  bytes_out_ -= std::min(bytes_out_, static_cast<std::uint64_t>(b().out.bytes()));
+  b().out.clear();
+  response_started_ = false;
+  response_framing_ = BodyFraming::none;
+  upstream_chunked_ = false;
+  status_ = 0;
+  return true;
+}
+
+void Downstream::upstream_failed(Reason reason, UpstreamError error, std::string_view detail) {
   if (endpoint_) failed_endpoint_ = endpoint_;
   if (up_) {
     up_->close();
@@ -500,7 +551,10 @@ void Downstream::upstream_failed(Reason reason, UpstreamError error) {
   }
   const auto& cb = upstream_->config().circuit_breaker;
   bool connect = error == UpstreamError::connect_failure || error == UpstreamError::connect_timeout;
-  bool counted = cb && phase_ != Phase::tunnel && (connect ? cb->on_connect_failure : cb->on_reset);
+  // An invalid response is always the endpoint's fault.
+  bool counted =
+      cb && phase_ != Phase::tunnel &&
+      (error == UpstreamError::protocol || (connect ? cb->on_connect_failure : cb->on_reset));
   end_attempt(breaker_result(counted));
   if (done()) return;
   if (discard_response_) {  // the retry was decided when the response head arrived
@@ -512,19 +566,28 @@ void Downstream::upstream_failed(Reason reason, UpstreamError error) {
     close_gracefully();
     return;
   }
-  if (response_started_) {
+  if (!retract_response()) {
     close();  // part of the response went out: a broken connection is the only honest signal
     return;
   }
   const RetryPolicy* policy = route_state_ ? route_state_->retry.get() : nullptr;
+  // An invalid response is retried as a reset is: the connection's answer is unusable.
   bool retriable = policy && policy->retries(connect ? RetryOn::connect_failure : RetryOn::reset);
   if (try_retry(connect ? 0 : 1, retriable)) {
     schedule_retry();
     return;
   }
-  local_reply(reason, reason == Reason::upstream_connect_failure
-                          ? "could not connect to the upstream"
-                          : "the upstream closed the connection before responding");
+  switch (reason) {
+    case Reason::upstream_connect_failure:
+      local_reply(reason, "could not connect to the upstream");
+      break;
+    case Reason::upstream_protocol_error:
+      local_reply(reason, detail.empty() ? "the upstream sent an invalid response" : detail);
+      break;
+    default:
+      local_reply(reason, "the upstream closed the connection before responding");
+      break;
+  }
 }
 
 void Downstream::arm_request_timer() {

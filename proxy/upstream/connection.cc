@@ -74,8 +74,13 @@ void UpstreamConnection::attach(UpstreamClient* client, bool head_request) {
   response_started_ = false;
   response_done_ = false;
   interim_ = false;
+  in_trailers_ = false;
   keep_alive_ = true;
   content_length_ = 0;
+  phase_ = Phase::head;
+  head_scan_.start(pool_.config().max_response_header_bytes);
+  trailers_.clear();
+  error_detail_.clear();
   llhttp_init(&parser_, HTTP_RESPONSE, &settings());
   parser_.data = this;
   if (state_ == State::idle) {
@@ -154,7 +159,14 @@ void UpstreamConnection::on_close(uv_handle_t* handle) {
 void UpstreamConnection::fail(UpstreamError error) {
   UpstreamClient* c = client_;
   close();
-  if (c) c->on_upstream_error(error);
+  if (error != UpstreamError::protocol) error_detail_.clear();
+  if (c) c->on_upstream_error(error, error_detail_);  // the string lives until on_close
+}
+
+void UpstreamConnection::protocol_error(std::string_view detail) {
+  if (detail.data() != error_detail_.data()) error_detail_.assign(detail);
+  if (error_detail_.empty()) error_detail_ = "invalid response";
+  fail(UpstreamError::protocol);
 }
 
 void UpstreamConnection::on_timer(uv_timer_t* timer) {
@@ -199,6 +211,9 @@ void UpstreamConnection::on_read(uv_stream_t* stream, ssize_t nread, const uv_bu
   c->fail(UpstreamError::reset);
 }
 
+// Each read is cut into segments by phase: head bytes go through ResponseHeadScanner and
+// chunked body bytes through ChunkedBodyChecker before llhttp reads them, so llhttp never sees
+// a byte of a malformed or oversized head, and the framing of a chunked body is strict.
 void UpstreamConnection::handle_data(const char* data, std::size_t len) {
   if (state_ == State::idle || !client_) {
     close();  // bytes nobody asked for: the connection can't be trusted any more
@@ -211,26 +226,92 @@ void UpstreamConnection::handle_data(const char* data, std::size_t len) {
     return;
   }
   response_started_ = true;
-  llhttp_errno_t err = llhttp_execute(&parser_, data, len);
-  UpstreamClient* c = client_;
-  if (err == HPE_OK) {
-    if (c) c->on_upstream_batch_end();
-    return;
+  const char* end = data + len;
+  for (const char* p = data; p < end;) {
+    auto avail = static_cast<std::size_t>(end - p);
+    std::size_t n = avail;
+    bool more = true;
+    if (phase_ == Phase::head) {
+      bool cr_before = head_scan_.pending_cr();
+      if (head_scan_.scan(p, avail, n) == ResponseHeadScanner::Result::error) {
+        protocol_error(head_scan_.error());
+        return;
+      }
+      if (head_scan_.saw_bare_lf()) {
+        ResponseHeadScanner::add_crs(p, n, cr_before, head_copy_);
+        more = parse(head_copy_.data(), head_copy_.size(), p + n, end);
+      } else {
+        more = parse(p, n, nullptr, end);
+      }
+    } else if (phase_ == Phase::chunked_body) {
+      if (chunk_check_.scan(p, avail, n) == ChunkedBodyChecker::Result::error) {
+        protocol_error(chunk_check_.error());
+        return;
+      }
+      more = parse(p, n, nullptr, end);
+    } else {
+      more = parse(p, n, nullptr, end);
+    }
+    if (!more) return;
+    if (n == 0) {
+      // A scanner saw the end of a head or body where llhttp did not: never guess.
+      protocol_error("invalid response framing");
+      return;
+    }
+    p += n;
   }
+  if (client_) client_->on_upstream_batch_end();
+}
+
+bool UpstreamConnection::parse(const char* data, std::size_t len, const char* copied_until,
+                               const char* read_end) {
+  llhttp_errno_t err = llhttp_execute(&parser_, data, len);
+  if (err == HPE_OK) return true;
+  UpstreamClient* c = client_;
   if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
-    const char* rest = llhttp_get_error_pos(&parser_);
-    std::size_t rest_len = rest ? static_cast<std::size_t>(data + len - rest) : 0;
+    // The response is complete. What follows it in the read starts where llhttp stopped, or,
+    // when llhttp read a copy of a head (always to its end), where that head ends in the read.
+    const char* pos = llhttp_get_error_pos(&parser_);
+    const char* rest = copied_until ? copied_until : pos ? pos : data + len;
+    auto rest_len = static_cast<std::size_t>(read_end - rest);
     bool upgraded = parser_.upgrade && parser_.status_code == 101;
     if (!upgraded && rest_len > 0) keep_alive_ = false;  // bytes after the response
-    if (!c) return;
+    if (!c) return false;
     c->on_upstream_complete();  // may release or close this connection
     if (upgraded && rest_len > 0 && state_ == State::tunnel && client_) {
       client_->on_upstream_tunnel_data(rest, rest_len);
       client_->on_upstream_batch_end();
     }
-    return;
+    return false;
   }
-  fail(UpstreamError::protocol);
+  if (error_detail_.empty()) {
+    const char* why = llhttp_get_error_reason(&parser_);
+    error_detail_.assign("invalid response: ").append(why && *why ? why : llhttp_errno_name(err));
+  }
+  protocol_error(error_detail_);
+  return false;
+}
+
+const char* UpstreamConnection::check_head() const {
+  // llhttp 8.1 accepts field names with spaces, and empty ones, in responses.
+  for (std::size_t i = 0; i < headers_.size(); ++i)
+    if (!is_token(headers_.name(i))) return "a header field name is not a token";
+  int status = parser_.status_code;
+  // llhttp only switches protocols when the 101 says to what (Upgrade, Connection: upgrade).
+  if (status == 101 && !parser_.upgrade) return "a 101 response without Upgrade";
+  bool body_follows = status >= 200 && status != 204 && status != 304 && !head_request_;
+  if (!body_follows) return nullptr;  // framing headers do not matter
+  int te = headers_.count("transfer-encoding");
+  if (te == 0) return nullptr;
+  if (parser_.http_minor == 0) return "Transfer-Encoding in an HTTP/1.0 response";
+  if (parser_.flags & F_CONTENT_LENGTH) return "both Content-Length and Transfer-Encoding";
+  // Only chunked is decoded: a response with another coding would reach the client without
+  // it (Transfer-Encoding is hop-by-hop), its bytes mistaken for the content.
+  std::string_view v = headers_.get("transfer-encoding");
+  while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+  while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
+  if (te > 1 || !iequals(v, "chunked")) return "a transfer coding other than chunked";
+  return nullptr;
 }
 
 int UpstreamConnection::on_message_begin(llhttp_t* p) {
@@ -247,26 +328,42 @@ int UpstreamConnection::on_status(llhttp_t* p, const char* at, std::size_t len) 
 }
 
 int UpstreamConnection::on_header_field(llhttp_t* p, const char* at, std::size_t len) {
-  self(p)->headers_.append_name(at, len);
+  auto* c = self(p);
+  (c->in_trailers_ ? c->trailers_ : c->headers_).append_name(at, len);
   return 0;
 }
 
 int UpstreamConnection::on_header_value(llhttp_t* p, const char* at, std::size_t len) {
-  self(p)->headers_.append_value(at, len);
+  auto* c = self(p);
+  (c->in_trailers_ ? c->trailers_ : c->headers_).append_value(at, len);
   return 0;
 }
 
 int UpstreamConnection::on_headers_complete(llhttp_t* p) {
   auto* c = self(p);
   c->content_length_ = p->content_length;
-  if (p->status_code < 200 && p->status_code != 101) {
-    c->interim_ = true;  // 1xx other than 101: swallowed
-    return 0;
-  }
   if (!c->client_) return -1;
-  bool no_body = c->client_->on_upstream_headers(*c);
-  if (p->status_code == 101) return 0;
-  return (no_body || c->head_request_) ? 1 : 0;
+  if (const char* why = c->check_head()) {
+    c->error_detail_ = why;
+    return -1;
+  }
+  int status = p->status_code;
+  if (status < 200 && status != 101) {
+    c->interim_ = true;
+    c->head_scan_.next_head();  // the final head follows, within the same byte budget
+    c->client_->on_upstream_interim(*c);
+    return 1;  // no content
+  }
+  c->client_->on_upstream_headers(*c);
+  if (status == 101) return 0;  // llhttp stops for the upgrade itself
+  if (c->head_request_ || status == 204 || status == 304) return 1;
+  if (p->flags & F_CHUNKED) {
+    c->phase_ = Phase::chunked_body;
+    c->chunk_check_.start(c->pool_.config().max_response_header_bytes);
+  } else {
+    c->phase_ = Phase::body;
+  }
+  return 0;
 }
 
 int UpstreamConnection::on_body(llhttp_t* p, const char* at, std::size_t len) {
@@ -277,12 +374,21 @@ int UpstreamConnection::on_body(llhttp_t* p, const char* at, std::size_t len) {
 
 int UpstreamConnection::on_chunk_header(llhttp_t* p) {
   auto* c = self(p);
+  if (p->content_length == 0) c->in_trailers_ = true;  // the last chunk: trailers follow
   if (c->client_) c->client_->on_upstream_chunk_header(p->content_length);
   return 0;
 }
 
 int UpstreamConnection::on_chunk_complete(llhttp_t* p) {
   auto* c = self(p);
+  if (c->in_trailers_) {
+    for (std::size_t i = 0; i < c->trailers_.size(); ++i) {
+      if (!is_token(c->trailers_.name(i))) {
+        c->error_detail_ = "a trailer field name is not a token";
+        return -1;
+      }
+    }
+  }
   if (c->client_) c->client_->on_upstream_chunk_complete();
   return 0;
 }

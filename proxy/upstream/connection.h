@@ -1,6 +1,9 @@
 // One HTTP/1.1 connection to an upstream endpoint. It belongs to its ConnectionPool; while
 // it carries a request it reports the response, piece by piece, to the UpstreamClient
-// attached to it. Memory is freed only in the libuv close callbacks.
+// attached to it. Framing is strict: a response head above max_response_header_bytes, an
+// invalid head, or a malformed chunked body fails the connection with UpstreamError::protocol
+// and a detail, and such a connection is never reused. Memory is freed only in the libuv
+// close callbacks.
 #pragma once
 
 #include <llhttp.h>
@@ -8,7 +11,10 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 
+#include "http/chunk_check.h"
+#include "http/head_check.h"
 #include "http/headers.h"
 #include "net/write_queue.h"
 #include "upstream/idle_list.h"
@@ -24,17 +30,21 @@ enum class UpstreamError { connect_failure, connect_timeout, reset, protocol };
 class UpstreamClient {
  public:
   virtual void on_upstream_connected() = 0;
-  // Response head parsed (interim 1xx responses other than 101 are not reported).
-  // Return true when the response has no body (HEAD request).
-  virtual bool on_upstream_headers(UpstreamConnection& conn) = 0;
+  // An interim 1xx response other than 101 (headers(), status(), status_text() describe it).
+  virtual void on_upstream_interim(UpstreamConnection& conn) = 0;
+  // The final response head. Whether a body follows is decided by the connection (RFC 9112
+  // 6.3: none for HEAD, 1xx, 204 and 304).
+  virtual void on_upstream_headers(UpstreamConnection& conn) = 0;
   virtual void on_upstream_chunk_header(std::uint64_t size) = 0;
   virtual void on_upstream_body(const char* data, std::size_t len) = 0;
   virtual void on_upstream_chunk_complete() = 0;
+  // The response is complete (trailers() holds the trailer fields of a chunked body).
   virtual void on_upstream_complete() = 0;
   // After a 101: raw bytes from the upstream.
   virtual void on_upstream_tunnel_data(const char* data, std::size_t len) = 0;
-  // The connection failed (it is already detached and closing).
-  virtual void on_upstream_error(UpstreamError error) = 0;
+  // The connection failed (it is already detached and closing). `detail` says what was wrong
+  // with the response for UpstreamError::protocol (valid during the call), else it is empty.
+  virtual void on_upstream_error(UpstreamError error, std::string_view detail) = 0;
   // Called once at the end of each batch of callbacks from one read: flush here.
   virtual void on_upstream_batch_end() = 0;
   // The bytes queued towards the upstream dropped below the low-water mark.
@@ -73,6 +83,7 @@ class UpstreamConnection {
   int status() const { return parser_.status_code; }
   int minor_version() const { return parser_.http_minor; }
   const HeaderBlock& headers() const { return headers_; }
+  const HeaderBlock& trailers() const { return trailers_; }
   std::string_view status_text() const { return status_text_; }
   bool body_chunked() const { return (parser_.flags & F_CHUNKED) != 0; }
   bool has_content_length() const { return (parser_.flags & F_CONTENT_LENGTH) != 0; }
@@ -81,6 +92,8 @@ class UpstreamConnection {
  private:
   friend class ConnectionPool;
   enum class State { connecting, active, idle, tunnel, closing };
+  // Which part of the response the next bytes belong to.
+  enum class Phase { head, chunked_body, body };
 
   static void on_connect(uv_connect_t* req, int status);
   static void on_alloc(uv_handle_t* handle, std::size_t suggested, uv_buf_t* buf);
@@ -101,6 +114,13 @@ class UpstreamConnection {
   static const llhttp_settings_t& settings();
 
   void handle_data(const char* data, std::size_t len);
+  // Runs llhttp over `len` bytes of the read that ends at `read_end`, or over a copy of them
+  // (then `copied_until` is where the copied bytes end in the read). False when the response
+  // is complete or failed: the caller must stop.
+  bool parse(const char* data, std::size_t len, const char* copied_until, const char* read_end);
+  // Why the head just parsed is refused, or nullptr.
+  const char* check_head() const;
+  void protocol_error(std::string_view detail);
   void fail(UpstreamError error);
 
   ConnectionPool& pool_;
@@ -111,8 +131,14 @@ class UpstreamConnection {
   int open_handles_ = 0;
   State state_ = State::connecting;
   llhttp_t parser_;
+  Phase phase_ = Phase::head;
+  ResponseHeadScanner head_scan_;
+  ChunkedBodyChecker chunk_check_;
   HeaderBlock headers_;
+  HeaderBlock trailers_;
   std::string status_text_;
+  std::string head_copy_;     // a head with lone LFs, given to llhttp with CRLF
+  std::string error_detail_;  // what was wrong with the response (protocol errors)
   OutBatch out_;
   UpstreamClient* client_ = nullptr;
   std::uint64_t content_length_ = 0;
@@ -123,6 +149,7 @@ class UpstreamConnection {
   bool response_done_ = false;
   bool keep_alive_ = true;
   bool interim_ = false;
+  bool in_trailers_ = false;
   bool reading_ = false;
   bool read_paused_ = false;
 };

@@ -55,6 +55,7 @@ TEST_CASE("a minimal config loads with documented defaults") {
   const UpstreamConfig& u = c.upstreams[0];
   CHECK(u.balance == "least_request");
   CHECK(u.connect_timeout_ms == 1000);
+  CHECK(u.max_response_header_bytes == 64 * 1024);
   CHECK(u.pool.max_connections == 1024);
   CHECK(u.pool.max_idle == 128);
   CHECK(u.pool.idle_timeout_ms == 60000);
@@ -82,6 +83,7 @@ upstreams:
     dns_refresh: 10s
     balance: round_robin
     connect_timeout: 250ms
+    max_response_header_bytes: 16KiB
     pool: { max_connections: 10, max_idle: 5, idle_timeout: 5s }
 )";
   LoadResult r = load_config_string(text, "full.yaml");
@@ -104,7 +106,9 @@ upstreams:
   CHECK(u.endpoints[1].address.to_string() == "[::1]:3001");
   CHECK(u.pool.max_idle == 5);
   CHECK(u.connect_timeout_ms == 250);
+  CHECK(u.max_response_header_bytes == 16 * 1024);
   std::string json = config_to_json(c);
+  CHECK(json.find("\"max_response_header_bytes\":16384") != std::string::npos);
   CHECK(json.find("\"balance\":\"round_robin\"") != std::string::npos);
   CHECK(json.find("\"prefix\":\"/api\"") != std::string::npos);
   CHECK(json.find("\"body_idle\":\"5000ms\"") != std::string::npos);
@@ -266,6 +270,20 @@ upstreams:
   CHECK(has_error(r, "match.host: a wildcard is only allowed"));
   CHECK(has_error(r, "match.methods: method 'get' must be an upper-case token"));
   CHECK(has_error(r, "match.headers: expected a mapping"));
+}
+
+TEST_CASE("max_response_header_bytes is a size between 256 and 1MiB") {
+  for (const char* bad : {"100", "2MiB", "lots"}) {
+    std::string text = std::string(kMinimal) + "    max_response_header_bytes: " + bad + "\n";
+    LoadResult r = load_config_string(text, "limit.yaml");
+    INFO(bad, errors_text(r));
+    CHECK_FALSE(r.config);
+    CHECK(has_error(r, "upstreams[0].max_response_header_bytes: "));
+  }
+  LoadResult r = load_config_string(std::string(kMinimal) + "    max_response_header_bytes: 1MiB\n",
+                                    "limit.yaml");
+  REQUIRE(r.config);
+  CHECK(r.config->upstreams[0].max_response_header_bytes == 1024 * 1024);
 }
 
 TEST_CASE("a missing file is an error, not a crash") {
