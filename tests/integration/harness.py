@@ -74,9 +74,10 @@ upstreams:
 
 class Bulwark:
     """Runs bulwark with a config template; {port}, {admin}, {log} and any keyword given
-    are filled in. Waits until /ready answers 200."""
+    are filled in. Waits until /ready answers 200. `popen` adds subprocess.Popen arguments
+    (stdout, preexec_fn, ...)."""
 
-    def __init__(self, template=MINIMAL, wait_ready=True, **values):
+    def __init__(self, template=MINIMAL, wait_ready=True, popen=None, **values):
         self.dir = tempfile.mkdtemp(prefix="bulwark-test-")
         self.port = free_port()
         self.admin_port = free_port()
@@ -86,8 +87,9 @@ class Bulwark:
             f.write(template.format(port=self.port, admin=self.admin_port, log=self.log_path, **values))
         self.stderr_path = os.path.join(self.dir, "stderr.log")
         self.stderr = open(self.stderr_path, "wb")
-        self.proc = subprocess.Popen([BULWARK, "-c", self.config_path], stdout=subprocess.DEVNULL,
-                                     stderr=self.stderr)
+        args = {"stdout": subprocess.DEVNULL, "stderr": self.stderr}
+        args.update(popen or {})
+        self.proc = subprocess.Popen([BULWARK, "-c", self.config_path], **args)
         if wait_ready:
             self.wait_ready()
 
