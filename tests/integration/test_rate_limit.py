@@ -131,7 +131,8 @@ class LocalRateLimit(unittest.TestCase):
         self.assertEqual(set(statuses), {200})
         self.assertGreater(self.proxy.metric("bulwark_ratelimit_decisions_total", route="limited",
                                              decision="limited"), 20)
-        reasons = [e["reason"] for e in self.proxy.access_log()]
+        reasons = [e["reason"] for e in self.proxy.access_log(
+            until=lambda es: any(e["reason"] == "rate-limited-shadow" for e in es))]
         self.assertIn("rate-limited-shadow", reasons)
 
 
