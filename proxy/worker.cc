@@ -39,6 +39,7 @@ Worker::Worker(int index, const Config& config, WorkerStats& stats, const Access
       access_log_(log_sink),
       listen_fds_(std::move(listen_fds)),
       on_exit_(std::move(on_exit)),
+      heartbeat_ms_(uv_hrtime() / 1000000),  // not stalled before the loop's first turn
       read_buffer_(new char[kReadBufferSize]),
       ids_(random_seed()) {
   uv_loop_init(&loop_);

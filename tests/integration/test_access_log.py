@@ -44,9 +44,9 @@ class AccessLog(unittest.TestCase):
         self.proxy = None
 
     def tearDown(self):
-        if self.proxy:
-            self.proxy.stop()
+        code = self.proxy.stop() if self.proxy else 0
         self.backend.stop()
+        self.assertEqual(code, 0, self.proxy.stderr_text() if self.proxy else "")
 
     def test_unread_stdout_does_not_stall_proxying(self):
         # Regression: write(2) on the worker thread blocked once the pipe was full, and every

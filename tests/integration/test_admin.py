@@ -99,8 +99,9 @@ class AdminConnections(unittest.TestCase):
         self.proxy = Bulwark(ADMIN_LIMITS, upstream=self.backend.address)
 
     def tearDown(self):
-        self.proxy.stop()
+        code = self.proxy.stop()
         self.backend.stop()
+        self.assertIn(code, (0, None), self.proxy.stderr_text())
 
     def test_keep_alive_and_pipelining(self):
         s = connect(self.proxy.admin_port)
@@ -169,7 +170,8 @@ class AdminConnections(unittest.TestCase):
                 return self.proxy.metric("bulwark_admin_connections_refused_total")
             except (EOFError, ConnectionError):
                 return None  # the closed connection is not noticed yet
-        self.assertEqual(wait_for(refused, what="a refused admin connection counted"), 1)
+        # (A scrape made before the closed connection is noticed is refused and counted too.)
+        self.assertGreaterEqual(wait_for(refused, what="a refused admin connection counted"), 1)
         for s in held:
             s.close()
 

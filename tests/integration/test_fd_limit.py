@@ -42,8 +42,9 @@ class FdLimit(unittest.TestCase):
     def tearDown(self):
         for s in self.held:
             s.close()
-        self.proxy.stop()
+        code = self.proxy.stop()
         self.backend.stop()
+        self.assertEqual(code, 0, self.proxy.stderr_text())
 
     def hold(self):
         """A new connection with a slow request: None while it is in flight, else the
