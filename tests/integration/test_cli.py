@@ -28,6 +28,19 @@ class Cli(unittest.TestCase):
                     code, out, err = run("--check", "-c", os.path.join(CONFIG_DIR, name))
                     self.assertEqual(code, 0, err)
 
+    def test_complete_example_in_the_docs_is_valid(self):
+        doc = os.path.join(os.path.dirname(__file__), "../../docs/configuration.md")
+        with open(doc) as f:
+            text = f.read()
+        section = text.split("## A complete example", 1)[1]
+        block = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+        self.assertIn("circuit_breaker:", block)  # the whole example, not a fragment
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+            f.write(block)
+        code, out, err = run("--check", "-c", f.name)
+        os.unlink(f.name)
+        self.assertEqual(code, 0, err)
+
     def test_check_lists_every_error(self):
         with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
             f.write("listeners:\n  - name: in\n    listen: nowhere\n    routes:\n"
