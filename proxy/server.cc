@@ -1,6 +1,7 @@
 #include "server.h"
 
 #include <prometheus/text_serializer.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <csignal>
@@ -56,11 +57,15 @@ int Server::run() {
   std::vector<std::vector<int>> fds;
   if (!bind_listeners(fds)) return 1;
 
+  warn_if_descriptors_short();
+
   std::vector<const WorkerStats*> views;
   for (int i = 0; i < config_.workers; ++i) {
     stats_.push_back(std::make_unique<WorkerStats>(config_));
     views.push_back(stats_.back().get());
   }
+  process_stats_ = std::make_unique<ProcessStats>(config_.upstreams.size());
+  process_stats_->access_log = access_log_.get();
   start_upstreams();
   std::vector<const UpstreamState*> upstream_views;
   std::vector<UpstreamState*> upstream_states;
@@ -68,7 +73,7 @@ int Server::run() {
     upstream_views.push_back(u.get());
     upstream_states.push_back(u.get());
   }
-  collector_ = std::make_unique<StatsCollector>(config_, views, upstream_views);
+  collector_ = std::make_unique<StatsCollector>(config_, views, upstream_views, *process_stats_);
   std::vector<std::vector<RouteState*>> route_states;
   for (const auto& l : config_.listeners) {
     routes_.emplace_back();
@@ -84,13 +89,24 @@ int Server::run() {
   handlers.ready = [this] { return started_ && !draining_; };
   handlers.live = [this] {
     std::uint64_t now = uv_hrtime() / 1000000;
-    for (const auto& w : workers_)
-      if (now > w->heartbeat_ms() + 5000) return false;
+    for (const auto& w : workers_)  // a worker that has drained and ended is not stalled
+      if (!w->ended() && now > w->heartbeat_ms() + 5000) return false;
     return true;
   };
   handlers.status = [this] { return status_json(); };
   handlers.config = [this] { return config_to_json(config_); };
-  admin_ = std::make_unique<AdminServer>(&loop_, handlers);
+  handlers.refused = [this] {
+    process_stats_->admin_connections_refused.add();
+    static LogThrottle throttle;
+    throttle.log(LogLevel::warn,
+                 "admin: " + std::to_string(config_.admin_max_connections) +
+                     " connections open (admin.max_connections); closing a new one");
+  };
+  AdminLimits limits;
+  limits.header_timeout_ms = config_.admin_header_timeout_ms;
+  limits.idle_timeout_ms = config_.admin_idle_timeout_ms;
+  limits.max_connections = config_.admin_max_connections;
+  admin_ = std::make_unique<AdminServer>(&loop_, handlers, limits);
   if (!admin_->listen(config_.admin_address, error)) {
     log_error(error);
     for (auto& list : fds)
@@ -105,13 +121,14 @@ int Server::run() {
   worker_exit_.data = this;
   uv_timer_init(&loop_, &drain_timer_);
   drain_timer_.data = this;
-  for (uv_signal_t* s : {&sigterm_, &sigint_, &sighup_}) {
+  for (uv_signal_t* s : {&sigterm_, &sigint_, &sighup_, &sigusr1_}) {
     uv_signal_init(&loop_, s);
     s->data = this;
   }
   uv_signal_start(&sigterm_, on_signal, SIGTERM);
   uv_signal_start(&sigint_, on_signal, SIGINT);
   uv_signal_start(&sighup_, on_signal, SIGHUP);
+  uv_signal_start(&sigusr1_, on_signal, SIGUSR1);
   std::signal(SIGPIPE, SIG_IGN);
 
   for (int i = 0; i < config_.workers; ++i) {
@@ -150,11 +167,39 @@ int Server::run() {
   return 0;
 }
 
+// Every client connection, upstream connection and listening socket is a descriptor. When
+// the configured limits could need more than RLIMIT_NOFILE allows, connections past it are
+// answered 503 overloaded: say so at start rather than at the first burst.
+void Server::warn_if_descriptors_short() const {
+  rlimit files{};
+  if (getrlimit(RLIMIT_NOFILE, &files) != 0 || files.rlim_cur == RLIM_INFINITY) return;
+  std::uint64_t clients = 0, upstream = 0, probes = 0;
+  auto workers = static_cast<std::uint64_t>(config_.workers);
+  for (const auto& l : config_.listeners) clients += l.max_connections * workers;  // per worker
+  for (const auto& u : config_.upstreams) {
+    upstream += u.pool.max_connections * u.endpoints.size();
+    if (u.health_check) probes += u.endpoints.size();
+  }
+  // Per worker: its loop, wake-up and reserve descriptors, one listening socket per listener
+  // and one Redis connection; then the admin listener, its connections, signals and logs.
+  std::uint64_t fixed =
+      workers * (6 + config_.listeners.size()) + config_.admin_max_connections + probes + 16;
+  std::uint64_t need = clients + upstream + fixed;
+  if (need <= files.rlim_cur) return;
+  log_warn("file descriptor limit (RLIMIT_NOFILE) is " + std::to_string(files.rlim_cur) +
+           ", but the configured limits may need " + std::to_string(need) + " (listeners' " +
+           "max_connections " + std::to_string(clients) + " + upstream pools' max_connections " +
+           std::to_string(upstream) + " + about " + std::to_string(fixed) +
+           " of Bulwark's own); past the limit new connections are answered 503 overloaded. "
+           "Raise the limit (ulimit -n, LimitNOFILE=) or lower max_connections.");
+}
+
 void Server::start_upstreams() {
   resolver_ = std::make_unique<UvResolver>(&loop_);
   for (const auto& uc : config_.upstreams) {
     upstreams_.push_back(std::make_unique<UpstreamState>(uc, config_.workers));
-    auto r = std::make_unique<EndpointResolver>(*upstreams_.back(), *resolver_);
+    auto r = std::make_unique<EndpointResolver>(
+        *upstreams_.back(), *resolver_, &process_stats_->dns_lookups[upstreams_.size() - 1]);
     std::vector<std::string> errors;
     r->start(errors);
     for (const auto& e : errors) log_warn(e + " (retried every dns_refresh)");
@@ -162,7 +207,8 @@ void Server::start_upstreams() {
       auto timer = std::make_unique<uv_timer_t>();
       uv_timer_init(&loop_, timer.get());
       timer->data = r.get();
-      uv_timer_start(timer.get(), on_dns_timer, uc.dns_refresh_ms, uc.dns_refresh_ms);
+      if (uv_timer_start(timer.get(), on_dns_timer, uc.dns_refresh_ms, uc.dns_refresh_ms) != 0)
+        log_error("upstream " + uc.name + ": cannot start the DNS refresh timer");
       dns_timers_.push_back(std::move(timer));
     }
     endpoint_resolvers_.push_back(std::move(r));
@@ -183,6 +229,11 @@ void Server::on_signal(uv_signal_t* handle, int signum) {
     s->stop_workers();
   } else if (signum == SIGHUP) {
     log_warn("SIGHUP: configuration reload is not supported by this build yet; config unchanged");
+  } else if (signum == SIGUSR1) {
+    // logrotate renames the file, then signals: new lines go to a new file at the path.
+    if (!s->access_log_->reopen())
+      log_info("SIGUSR1: the access log is " + s->config_.access_log_path +
+               ", not a file: nothing to reopen");
   }
 }
 
@@ -190,7 +241,8 @@ void Server::begin_drain() {
   if (draining_) return;
   draining_ = true;
   for (auto& w : workers_) w->drain();
-  uv_timer_start(&drain_timer_, on_drain_timeout, config_.drain_timeout_ms, 0);
+  if (uv_timer_start(&drain_timer_, on_drain_timeout, config_.drain_timeout_ms, 0) != 0)
+    stop_workers();  // no bound on the drain: stop now rather than wait forever
 }
 
 void Server::on_drain_timeout(uv_timer_t* timer) {
@@ -215,7 +267,7 @@ void Server::finish() {
   admin_->close();
   uv_close(reinterpret_cast<uv_handle_t*>(&worker_exit_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&drain_timer_), nullptr);
-  for (uv_signal_t* sig : {&sigterm_, &sigint_, &sighup_})
+  for (uv_signal_t* sig : {&sigterm_, &sigint_, &sighup_, &sigusr1_})
     uv_close(reinterpret_cast<uv_handle_t*>(sig), nullptr);
   for (auto& t : dns_timers_) uv_close(reinterpret_cast<uv_handle_t*>(t.get()), nullptr);
   health_->close();

@@ -1,5 +1,6 @@
 // The process: binds the listeners, starts one Worker per configured worker thread, serves
-// the admin listener on the main thread, and turns signals into drain or stop.
+// the admin listener on the main thread, and turns signals into drain, stop or a reopened
+// access log.
 #pragma once
 
 #include <uv.h>
@@ -42,7 +43,9 @@ class Server {
 
   Config config_;
   uv_loop_t loop_{};
-  uv_signal_t sigterm_{}, sigint_{}, sighup_{};
+  void warn_if_descriptors_short() const;
+
+  uv_signal_t sigterm_{}, sigint_{}, sighup_{}, sigusr1_{};
   uv_async_t worker_exit_{};
   uv_timer_t drain_timer_{};
   std::unique_ptr<AccessLogSink> access_log_;
@@ -53,6 +56,7 @@ class Server {
   std::vector<std::unique_ptr<uv_timer_t>> dns_timers_;
   std::unique_ptr<HealthChecker> health_;
   std::vector<std::unique_ptr<WorkerStats>> stats_;
+  std::unique_ptr<ProcessStats> process_stats_;
   std::unique_ptr<StatsCollector> collector_;
   std::unique_ptr<AdminServer> admin_;
   std::vector<std::unique_ptr<Worker>> workers_;

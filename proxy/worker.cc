@@ -1,10 +1,16 @@
 #include "worker.h"
 
+#include <fcntl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <random>
 
 #include "core/log.h"
+#include "http/local_reply.h"
+#include "net/listener.h"
 #include "pipeline/downstream.h"
 #include "upstream/connection.h"
 
@@ -33,6 +39,7 @@ Worker::Worker(int index, const Config& config, WorkerStats& stats, const Access
       access_log_(log_sink),
       listen_fds_(std::move(listen_fds)),
       on_exit_(std::move(on_exit)),
+      heartbeat_ms_(uv_hrtime() / 1000000),  // not stalled before the loop's first turn
       read_buffer_(new char[kReadBufferSize]),
       ids_(random_seed()) {
   uv_loop_init(&loop_);
@@ -42,6 +49,8 @@ Worker::Worker(int index, const Config& config, WorkerStats& stats, const Access
   prepare_.data = this;
   uv_timer_init(&loop_, &heartbeat_);
   heartbeat_.data = this;
+  uv_timer_init(&loop_, &accept_retry_);
+  accept_retry_.data = this;
   for (UpstreamState* state : upstreams) {
     upstreams_.push_back(std::make_unique<Upstream>(&loop_, *state, index, random_seed()));
     upstreams_.back()->set_slot_freed_hook([this] {
@@ -62,14 +71,15 @@ Worker::Worker(int index, const Config& config, WorkerStats& stats, const Access
         if (config_.upstreams[u].name == route.upstream) target = upstreams_[u].get();
       l->route_upstreams.push_back(target);
     }
-    uv_tcp_init(&loop_, &l->server);
-    l->server.data = l.get();
     listeners_.push_back(std::move(l));
   }
 }
 
 Worker::~Worker() {
   if (thread_.joinable()) thread_.join();
+  for (auto& l : listeners_)
+    if (l->fd >= 0) ::close(l->fd);  // never polled (the thread did not run)
+  if (reserve_fd_ >= 0) ::close(reserve_fd_);
 }
 
 void Worker::start() {
@@ -80,38 +90,34 @@ void Worker::join() {
   if (thread_.joinable()) thread_.join();
 }
 
-void Worker::drain() {
-  command_.fetch_or(kDrain);
+void Worker::notify(int command) {
+  std::lock_guard<std::mutex> lock(notify_mutex_);
+  if (!notifiable_) return;  // ended (or ending): its loop must not be touched
+  command_.fetch_or(command);
   uv_async_send(&async_);
 }
 
-void Worker::stop() {
-  command_.fetch_or(kStop);
-  uv_async_send(&async_);
-}
-
-void Worker::endpoints_changed() {
-  command_.fetch_or(kEndpoints);
-  uv_async_send(&async_);
-}
-
-void Worker::health_changed() {
-  command_.fetch_or(kHealth);
-  uv_async_send(&async_);
-}
-
-void Worker::wake_pending() {
-  command_.fetch_or(kWake);
-  uv_async_send(&async_);
-}
+void Worker::drain() { notify(kDrain); }
+void Worker::stop() { notify(kStop); }
+void Worker::endpoints_changed() { notify(kEndpoints); }
+void Worker::health_changed() { notify(kHealth); }
+void Worker::wake_pending() { notify(kWake); }
 
 void Worker::run() {
   set_upstream_read_buffer(read_buffer_.get());
+  reserve_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   for (std::size_t i = 0; i < listeners_.size(); ++i) {
     ListenerRuntime& l = *listeners_[i];
-    int rc = uv_tcp_open(&l.server, listen_fds_[i]);
-    if (rc != 0) ::close(listen_fds_[i]);
-    if (rc == 0) rc = uv_listen(reinterpret_cast<uv_stream_t*>(&l.server), 1024, on_connection);
+    l.fd = listen_fds_[i];
+    // Accepting by hand rather than with uv_listen: libuv answers EMFILE by accepting and
+    // closing every pending connection without a word (and without telling us), where
+    // Bulwark must answer 503 overloaded and count them.
+    int rc = uv_poll_init(&loop_, &l.poll, l.fd);
+    if (rc == 0) {
+      l.polling = true;
+      l.poll.data = &l;
+      rc = uv_poll_start(&l.poll, UV_READABLE, on_readable);
+    }
     if (rc != 0) {
       log_error("worker " + std::to_string(index_) + ": listener " + l.config->name + ": " +
                 uv_strerror(rc));
@@ -127,7 +133,8 @@ void Worker::run() {
                                                 stats_.redis_errors);
   }
   uv_prepare_start(&prepare_, on_prepare);
-  uv_timer_start(&heartbeat_, on_heartbeat, 0, 1000);
+  if (uv_timer_start(&heartbeat_, on_heartbeat, 0, 1000) != 0)
+    log_error("worker " + std::to_string(index_) + ": cannot start the heartbeat (/healthz)");
   // Commands that arrived before the loop ran are picked up here.
   uv_async_send(&async_);
   uv_run(&loop_, UV_RUN_DEFAULT);
@@ -137,17 +144,111 @@ void Worker::run() {
   redis_.reset();
   int rc = uv_loop_close(&loop_);
   if (rc != 0) log_warn("worker " + std::to_string(index_) + ": loop closed with handles open");
+  ended_.store(true, std::memory_order_release);
   if (on_exit_) on_exit_();
 }
 
-void Worker::on_connection(uv_stream_t* server, int status) {
-  auto* l = static_cast<ListenerRuntime*>(server->data);
+void Worker::on_readable(uv_poll_t* poll, int status, int) {
+  auto* l = static_cast<ListenerRuntime*>(poll->data);
   Worker* w = l->worker;
-  if (status < 0 || w->draining_) return;
-  auto* d = new Downstream(*l);
-  w->add_downstream(d);
-  if (!d->accept(server)) return;
-  if (l->connections > l->config->max_connections) d->close();  // over the listener's limit
+  if (status < 0 || w->draining_ || w->shutting_down_) return;
+  // A bounded batch per wake-up, so one busy listener cannot starve the loop's other work.
+  for (int i = 0; i < 128 && l->open; ++i) {
+    int fd = ::accept4(l->fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd >= 0) {
+      w->serve(*l, fd);
+      continue;
+    }
+    int error = errno;
+    if (error == EINTR || error == ECONNABORTED) continue;
+    if (error == EAGAIN || error == EWOULDBLOCK) return;
+    if (out_of_local_resources(error)) {
+      w->refuse_for_fd_limit(*l, error);
+      if (w->accept_paused_) return;
+      continue;
+    }
+    static LogThrottle throttle;
+    throttle.log(LogLevel::error, "listener " + l->config->name + ": accept: " + strerror(error));
+    return;
+  }
+}
+
+void Worker::serve(ListenerRuntime& l, int fd) {
+  auto* d = new Downstream(l);
+  add_downstream(d);
+  if (!d->open(fd)) return;
+  if (l.connections > l.config->max_connections) {  // over the listener's limit
+    l.stats->accepts_refused[static_cast<int>(AcceptRefusal::max_connections)].add();
+    d->close();
+  }
+}
+
+namespace {
+
+// The reply to a connection accepted with the reserve descriptor, made once.
+const std::string& overloaded_reply() {
+  static const std::string reply = [] {
+    LocalReply r;
+    r.reason = Reason::overloaded;
+    r.detail = "Bulwark is out of file descriptors";
+    r.extra = "Retry-After: 1\r\n";
+    r.close = true;
+    std::string out;
+    write_local_reply(out, r);
+    return out;
+  }();
+  return reply;
+}
+
+}  // namespace
+
+void Worker::refuse_for_fd_limit(ListenerRuntime& l, int error) {
+  static LogThrottle throttle;
+  throttle.log(LogLevel::warn, "listener " + l.config->name + ": out of file descriptors (" +
+                                   strerror(error) + "); answering new connections 503 overloaded");
+  if (reserve_fd_ < 0) {
+    pause_accepting();  // nothing to answer with: the connection waits in the backlog
+    return;
+  }
+  ::close(reserve_fd_);
+  reserve_fd_ = -1;
+  int fd = ::accept4(l.fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  if (fd >= 0) {
+    l.stats->accepts_refused[static_cast<int>(AcceptRefusal::fd_limit)].add();
+    // Read what the client has sent already, so closing does not reset the connection
+    // (which can destroy the reply before the client reads it); the reply fits the socket
+    // buffer of a new connection.
+    char discard[4096];
+    while (::recv(fd, discard, sizeof discard, MSG_DONTWAIT) > 0) {
+    }
+    const std::string& reply = overloaded_reply();
+    ssize_t sent = ::send(fd, reply.data(), reply.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    (void)sent;  // best effort: the client may be gone
+    ::shutdown(fd, SHUT_WR);
+    ::close(fd);
+  }
+  reserve_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  // Another thread took the freed descriptor: answer nothing for a moment rather than spin.
+  if (fd < 0 || reserve_fd_ < 0) pause_accepting();
+}
+
+void Worker::pause_accepting() {
+  if (accept_paused_ || shutting_down_) return;
+  accept_paused_ = true;
+  for (auto& l : listeners_)
+    if (l->open) uv_poll_stop(&l->poll);
+  if (uv_timer_start(&accept_retry_, on_accept_retry, 100, 0) != 0) on_accept_retry(&accept_retry_);
+}
+
+void Worker::on_accept_retry(uv_timer_t* timer) {
+  auto* w = static_cast<Worker*>(timer->data);
+  w->accept_paused_ = false;
+  if (w->reserve_fd_ < 0) w->reserve_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (w->draining_ || w->shutting_down_) return;
+  for (auto& l : w->listeners_)
+    if (l->open && uv_poll_start(&l->poll, UV_READABLE, on_readable) != 0)
+      log_error("worker " + std::to_string(w->index_) + ": listener " + l->config->name +
+                ": cannot resume accepting");
 }
 
 RequestBuffers* Worker::acquire_buffers() {
@@ -187,9 +288,14 @@ void Worker::remove_downstream(Downstream* d) {
 
 void Worker::close_listeners() {
   for (auto& l : listeners_) {
-    if (uv_is_closing(reinterpret_cast<uv_handle_t*>(&l->server))) continue;
-    uv_close(reinterpret_cast<uv_handle_t*>(&l->server), nullptr);
     l->open = false;
+    if (!l->polling) continue;
+    l->polling = false;
+    // uv_close stops watching the socket at once, so it can be closed now: a client that
+    // connects after this is refused rather than left in a backlog nobody accepts from.
+    uv_close(reinterpret_cast<uv_handle_t*>(&l->poll), nullptr);
+    ::close(l->fd);
+    l->fd = -1;
   }
 }
 
@@ -222,9 +328,15 @@ void Worker::shut_down() {
     if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(&b->attempt_timer)))
       uv_close(reinterpret_cast<uv_handle_t*>(&b->attempt_timer), nullptr);
   if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(&async_))) {
+    {
+      // From here on other threads' notifications are dropped (see notify()).
+      std::lock_guard<std::mutex> lock(notify_mutex_);
+      notifiable_ = false;
+    }
     uv_close(reinterpret_cast<uv_handle_t*>(&async_), nullptr);
     uv_close(reinterpret_cast<uv_handle_t*>(&prepare_), nullptr);
     uv_close(reinterpret_cast<uv_handle_t*>(&heartbeat_), nullptr);
+    uv_close(reinterpret_cast<uv_handle_t*>(&accept_retry_), nullptr);
   }
 }
 

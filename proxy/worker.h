@@ -1,6 +1,8 @@
 // One event loop on its own thread: its listeners (own SO_REUSEPORT sockets), its client
-// connections, and its upstream pools. Nothing here is shared with other workers; the
-// main thread talks to a worker only through drain() and stop().
+// connections, and its upstream pools. Nothing here is shared with other workers; other
+// threads talk to a worker only through the notifications below (drain, stop, endpoint and
+// health changes, bulkhead wake-ups). A notification to a worker that has ended is dropped:
+// it has nothing left to act on, and its loop is gone.
 #pragma once
 
 #include <uv.h>
@@ -8,6 +10,7 @@
 #include <atomic>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -31,7 +34,9 @@ struct ListenerRuntime {
   Worker* worker = nullptr;
   const ListenerConfig* config = nullptr;
   std::size_t index = 0;
-  uv_tcp_t server{};
+  int fd = -1;  // the listening socket; accepted from by hand (see Worker::on_readable)
+  uv_poll_t poll{};
+  bool polling = false;  // poll is initialised (closed with the listener)
   std::unique_ptr<Router> router;
   ListenerStats* stats = nullptr;
   std::vector<Upstream*> route_upstreams;  // by route index
@@ -51,7 +56,7 @@ class Worker {
 
   void start();
   void join();
-  // Thread-safe requests from the main thread.
+  // Thread-safe requests from other threads; no-ops once the worker has ended.
   void drain();
   void stop();
   // An upstream's endpoint list changed.
@@ -76,6 +81,8 @@ class Worker {
   // Milliseconds (uv_now of the worker's loop) of the last heartbeat; a loop that stops
   // turning stops updating it.
   std::uint64_t heartbeat_ms() const { return heartbeat_ms_.load(std::memory_order_relaxed); }
+  // The loop has finished (a drained worker ends before the others): no heartbeat to expect.
+  bool ended() const { return ended_.load(std::memory_order_acquire); }
 
   RequestBuffers* acquire_buffers();
   void release_buffers(RequestBuffers* b);
@@ -88,7 +95,15 @@ class Worker {
   void begin_drain();
   void shut_down();
   void close_listeners();
-  static void on_connection(uv_stream_t* server, int status);
+  // Sets `command` bits and wakes the loop, unless the worker is ending (see shut_down()).
+  void notify(int command);
+  static void on_readable(uv_poll_t* poll, int status, int events);
+  static void on_accept_retry(uv_timer_t* timer);
+  void serve(ListenerRuntime& l, int fd);
+  // accept() failed for want of descriptors: answer the connection 503 with the reserve
+  // descriptor, or pause accepting briefly when even that is taken.
+  void refuse_for_fd_limit(ListenerRuntime& l, int error);
+  void pause_accepting();
   static void on_async(uv_async_t* async);
   static void on_prepare(uv_prepare_t* prepare);
   static void on_heartbeat(uv_timer_t* timer);
@@ -103,9 +118,20 @@ class Worker {
   uv_async_t async_{};
   uv_prepare_t prepare_{};
   uv_timer_t heartbeat_{};
+  uv_timer_t accept_retry_{};
+  bool accept_paused_ = false;
+  // A descriptor held back for the moment the process runs out: closed to accept one
+  // connection, answer it 503 overloaded and close it, then taken again.
+  int reserve_fd_ = -1;
   std::atomic<std::uint64_t> heartbeat_ms_{0};
+  std::atomic<bool> ended_{false};
   std::thread thread_;
   std::atomic<int> command_{0};  // bit 1: drain, bit 2: stop
+  // Guards async_ against the worker's end: notify() sends under it, and shut_down() clears
+  // notifiable_ under it before closing async_, so no uv_async_send can reach a closing
+  // handle or a closed loop.
+  std::mutex notify_mutex_;
+  bool notifiable_ = true;
   std::unique_ptr<char[]> read_buffer_;
   RequestIdGenerator ids_;
   std::vector<std::unique_ptr<ListenerRuntime>> listeners_;

@@ -6,6 +6,7 @@
 #include <limits>
 #include <string>
 
+#include "admin/access_log.h"
 #include "upstream/upstream_state.h"
 
 namespace bulwark {
@@ -29,10 +30,12 @@ WorkerStats::WorkerStats(const Config& config) {
 }
 
 StatsCollector::StatsCollector(const Config& config, std::vector<const WorkerStats*> workers,
-                               std::vector<const UpstreamState*> upstreams)
+                               std::vector<const UpstreamState*> upstreams,
+                               const ProcessStats& process)
     : config_(config),
       workers_(std::move(workers)),
-      upstreams_(std::move(upstreams)) {}
+      upstreams_(std::move(upstreams)),
+      process_(process) {}
 
 namespace {
 
@@ -85,6 +88,11 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
                         pm::MetricType::Counter);
   auto decisions =
       family("bulwark_ratelimit_decisions_total", "Rate limit decisions.", pm::MetricType::Counter);
+  auto refused = family("bulwark_accepts_refused_total",
+                        "Client connections closed without being served: fd_limit (Bulwark out "
+                        "of file descriptors; answered 503 overloaded) or max_connections (the "
+                        "listener's limit; closed).",
+                        pm::MetricType::Counter);
   auto exhausted = family("bulwark_retry_budget_exhausted_total",
                           "Failures returned as they were because the retry budget was spent.",
                           pm::MetricType::Counter);
@@ -94,6 +102,13 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
     std::int64_t open = 0;
     for (const auto* w : workers_) open += w->listeners[li]->connections.get();
     conns.metric.push_back(gauge({{"listener", l.name}}, static_cast<double>(open)));
+    static const char* const kRefusals[] = {"fd_limit", "max_connections"};
+    for (int r = 0; r < static_cast<int>(AcceptRefusal::count_); ++r) {
+      std::uint64_t n = 0;
+      for (const auto* w : workers_) n += w->listeners[li]->accepts_refused[r].get();
+      refused.metric.push_back(
+          counter({{"listener", l.name}, {"reason", kRefusals[r]}}, static_cast<double>(n)));
+    }
 
     for (std::size_t ri = 0; ri <= l.routes.size(); ++ri) {
       std::string route = ri < l.routes.size() ? l.routes[ri].name : "";
@@ -287,6 +302,35 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
   out.push_back(std::move(connects));
   out.push_back(std::move(stale));
   out.push_back(std::move(conns));
+  out.push_back(std::move(refused));
+
+  auto dns = family("bulwark_dns_lookups_total",
+                    "DNS re-resolutions of upstream host names (every dns_refresh), by result; "
+                    "a failure keeps the last answer.",
+                    pm::MetricType::Counter);
+  for (std::size_t u = 0; u < config_.upstreams.size(); ++u) {
+    const auto& uc = config_.upstreams[u];
+    bool names = false;
+    for (const auto& e : uc.endpoints) names = names || !e.is_ip();
+    if (!names) continue;
+    for (int r = 0; r < 2; ++r)
+      dns.metric.push_back(counter({{"upstream", uc.name}, {"result", r ? "failure" : "success"}},
+                                   static_cast<double>(process_.dns_lookups[u][r].get())));
+  }
+  out.push_back(std::move(dns));
+  auto dropped = family("bulwark_access_log_dropped_total",
+                        "Access log lines dropped because the log's reader did not keep up "
+                        "(backlog above 4 MiB); lines are dropped whole.",
+                        pm::MetricType::Counter);
+  dropped.metric.push_back(counter(
+      {}, static_cast<double>(process_.access_log ? process_.access_log->dropped_lines() : 0)));
+  out.push_back(std::move(dropped));
+  auto admin_refused = family("bulwark_admin_connections_refused_total",
+                              "Admin connections closed at once: admin.max_connections were open.",
+                              pm::MetricType::Counter);
+  admin_refused.metric.push_back(
+      counter({}, static_cast<double>(process_.admin_connections_refused.get())));
+  out.push_back(std::move(admin_refused));
   if (config_.redis_address) {
     auto redis = family("bulwark_redis_errors_total",
                         "Redis errors, timeouts and lost connections (global rate limits).",

@@ -79,8 +79,12 @@ struct RouteStats {
   }
 };
 
+// Why an incoming connection was closed without being served.
+enum class AcceptRefusal { fd_limit, max_connections, count_ };
+
 struct ListenerStats {
   Gauge connections;
+  std::array<Counter, static_cast<int>(AcceptRefusal::count_)> accepts_refused;
   // One per configured route, then one for requests that matched no route.
   std::unique_ptr<RouteStats[]> routes;
 };
@@ -101,18 +105,30 @@ struct WorkerStats {
   Counter redis_errors;
 };
 
+class AccessLogSink;
+
+// Counters kept outside the workers: the main thread's (DNS, admin) and the access log's.
+struct ProcessStats {
+  explicit ProcessStats(std::size_t upstreams)
+      : dns_lookups(std::make_unique<std::array<Counter, 2>[]>(upstreams)) {}
+  std::unique_ptr<std::array<Counter, 2>[]> dns_lookups;  // by upstream: [success, failure]
+  Counter admin_connections_refused;                      // over the admin connection limit
+  const AccessLogSink* access_log = nullptr;              // its dropped lines
+};
+
 class UpstreamState;
 
 class StatsCollector : public prometheus::Collectable {
  public:
   StatsCollector(const Config& config, std::vector<const WorkerStats*> workers,
-                 std::vector<const UpstreamState*> upstreams);
+                 std::vector<const UpstreamState*> upstreams, const ProcessStats& process);
   std::vector<prometheus::MetricFamily> Collect() const override;
 
  private:
   const Config& config_;
   std::vector<const WorkerStats*> workers_;
   std::vector<const UpstreamState*> upstreams_;
+  const ProcessStats& process_;
 };
 
 }  // namespace bulwark

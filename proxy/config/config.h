@@ -169,6 +169,10 @@ struct Config {
   std::string file;
   std::string admin_listen = "127.0.0.1:9901";
   Address admin_address;
+  std::uint64_t admin_header_timeout_ms = 5000;  // admin.timeouts.header
+  std::uint64_t admin_idle_timeout_ms = 60000;   // admin.timeouts.idle
+  std::uint64_t admin_max_connections = 64;      // admin.max_connections
+
   int workers = 1;  // resolved: 0 in the file means one per CPU
   std::uint64_t drain_timeout_ms = 20000;
   std::string access_log_path = "stdout";  // stdout | stderr | FILE | off

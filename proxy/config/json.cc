@@ -73,6 +73,10 @@ std::string config_to_json(const Config& c) {
     {
       JsonObject a(root.key("admin"));
       a.str("listen", c.admin_listen);
+      a.num("max_connections", static_cast<double>(c.admin_max_connections));
+      JsonObject t(a.key("timeouts"));
+      t.ms("header", c.admin_header_timeout_ms);
+      t.ms("idle", c.admin_idle_timeout_ms);
     }
     root.num("workers", c.workers);
     {

@@ -1,9 +1,13 @@
 #include "config/loader.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
-#include <fstream>
+#include <cerrno>
+#include <cstring>
 #include <set>
-#include <sstream>
 #include <thread>
 
 #include "config/values.h"
@@ -13,6 +17,7 @@ namespace bulwark {
 namespace {
 
 constexpr std::uint64_t kMaxCount = 100'000'000;
+constexpr std::size_t kMaxConfigBytes = 16 * 1024 * 1024;
 const char* const kNotSupported = "is not supported by this build yet";
 
 std::string lower(std::string s) {
@@ -428,8 +433,14 @@ void read_root(ConfigErrors& errors, const YAML::Node& root, Config& c) {
                {"admin", "workers", "drain", "access_log", "redis", "listeners", "upstreams"});
   if (!f.ok()) return;
   if (f.has("admin")) {
-    YamlFields a(errors, f.node("admin"), "admin", {"listen"});
+    YamlFields a(errors, f.node("admin"), "admin", {"listen", "max_connections", "timeouts"});
     a.string("listen", c.admin_listen);
+    a.count("max_connections", c.admin_max_connections, 1, 100'000);
+    if (a.has("timeouts")) {
+      YamlFields t(errors, a.node("timeouts"), a.path("timeouts"), {"header", "idle"});
+      t.duration("header", c.admin_header_timeout_ms, false);
+      t.duration("idle", c.admin_idle_timeout_ms, false);
+    }
   }
   {
     std::string message;
@@ -547,6 +558,12 @@ LoadResult load_config_string(const std::string& text, const std::string& name) 
     errors.add(e.mark, "", "YAML syntax error: " + e.msg);
     return finish(errors, std::move(config));
   }
+  if (root.IsNull()) {  // only comments, or a lone "~"
+    errors.add(root.Mark(), "",
+               "the file has no settings (expected a mapping with at least listeners and "
+               "upstreams)");
+    return finish(errors, std::move(config));
+  }
   try {
     read_root(errors, root, config);
   } catch (const YAML::Exception& e) {
@@ -555,16 +572,50 @@ LoadResult load_config_string(const std::string& text, const std::string& name) 
   return finish(errors, std::move(config));
 }
 
+namespace {
+
+// "No such file or directory (ENOENT)".
+std::string errno_text(int error) {
+  const char* name = strerrorname_np(error);
+  return std::string(std::strerror(error)) + (name ? std::string(" (") + name + ")" : "");
+}
+
+}  // namespace
+
 LoadResult load_config_file(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) {
-    LoadResult result;
-    result.errors.push_back(path + ":0:0: (root): cannot open file");
+  LoadResult result;
+  auto fail = [&](const std::string& why) {
+    result.errors.push_back(path + ":0:0: (root): " + why);
     return result;
+  };
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return fail("cannot open the file: " + errno_text(errno));
+  struct stat st {};
+  if (::fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+    ::close(fd);
+    return fail("cannot read the file: " + errno_text(EISDIR));
   }
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return load_config_string(buffer.str(), path);
+  std::string text;
+  char buffer[16 * 1024];
+  for (;;) {
+    ssize_t n = ::read(fd, buffer, sizeof buffer);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      int error = errno;
+      ::close(fd);
+      return fail("cannot read the file: " + errno_text(error));
+    }
+    if (n == 0) break;
+    text.append(buffer, static_cast<std::size_t>(n));
+    if (text.size() > kMaxConfigBytes) {
+      ::close(fd);
+      return fail("the file is larger than 16 MiB; is it the right file?");
+    }
+  }
+  ::close(fd);
+  if (text.find_first_not_of(" \t\r\n") == std::string::npos)
+    return fail("the file is empty (expected a mapping with at least listeners and upstreams)");
+  return load_config_string(text, path);
 }
 
 }  // namespace bulwark

@@ -65,8 +65,8 @@ std::optional<std::uint64_t> parse_duration(std::string_view text, std::string& 
     return std::nullopt;
   }
   std::uint64_t out = 0;
-  if (!checked_multiply(value, scale, out)) {
-    error = "duration '" + std::string(text) + "' is too large";
+  if (!checked_multiply(value, scale, out) || out > kMaxDurationMs) {
+    error = "duration '" + std::string(text) + "' is above the maximum of 24h";
     return std::nullopt;
   }
   return out;

@@ -9,7 +9,11 @@
 
 namespace bulwark {
 
-// "250ms", "5s", "1m", "1h", or "0". Result in milliseconds.
+// The longest duration a config may give (24h): every timer is now + duration, so an
+// unbounded one could wrap; and no timeout or interval of a proxy needs more.
+inline constexpr std::uint64_t kMaxDurationMs = 24ull * 3'600'000;
+
+// "250ms", "5s", "1m", "1h", or "0", at most kMaxDurationMs. Result in milliseconds.
 std::optional<std::uint64_t> parse_duration(std::string_view text, std::string& error);
 // "512", "64KiB", "10MiB", "1GiB". Result in bytes.
 std::optional<std::uint64_t> parse_size(std::string_view text, std::string& error);

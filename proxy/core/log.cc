@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <ctime>
 
@@ -33,6 +34,28 @@ void log(LogLevel level, const std::string& message) {
   line.push_back('\n');
   ssize_t ignored = ::write(STDERR_FILENO, line.data(), line.size());
   (void)ignored;
+}
+
+}  // namespace bulwark
+
+namespace bulwark {
+
+void LogThrottle::log(LogLevel level, const std::string& message) {
+  auto now = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                            std::chrono::steady_clock::now().time_since_epoch())
+                                            .count());
+  std::uint64_t next = next_ms_.load(std::memory_order_relaxed);
+  if (now < next || !next_ms_.compare_exchange_strong(next, now + interval_ms_)) {
+    suppressed_.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  std::uint64_t suppressed = suppressed_.exchange(0, std::memory_order_relaxed);
+  if (suppressed == 0) {
+    bulwark::log(level, message);
+  } else {
+    bulwark::log(level,
+                 message + " (" + std::to_string(suppressed) + " more since the last such line)");
+  }
 }
 
 }  // namespace bulwark

@@ -8,6 +8,11 @@
 
 namespace bulwark {
 
+bool out_of_local_resources(int err) {
+  if (err < 0) err = -err;  // libuv codes are negated errno values on Unix
+  return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM;
+}
+
 int open_listen_socket(const Address& address, bool reuse_port, int backlog, Address& bound,
                        std::string& error) {
   int fd = ::socket(address.storage.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);

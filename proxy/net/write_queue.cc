@@ -68,6 +68,10 @@ int OutBatch::flush(uv_stream_t* stream, uv_write_cb cb) {
   if (written < total) {
     std::size_t rest = total - written;
     auto* q = static_cast<QueuedWrite*>(std::malloc(sizeof(QueuedWrite) + rest));
+    if (!q) {
+      clear();
+      return UV_ENOMEM;  // the caller closes the stream, as for any write error
+    }
     q->len = rest;
     std::size_t skip = written, at = 0;
     for (const uv_buf_t& b : bufs_) {

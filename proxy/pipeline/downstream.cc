@@ -2,7 +2,10 @@
 // in request_parse.cc.
 #include "pipeline/downstream.h"
 
+#include <unistd.h>
+
 #include <cstdio>
+#include <cstring>
 
 #include "admin/stats.h"
 #include "core/log.h"
@@ -40,8 +43,9 @@ void Downstream::release_buffers() {
   buffers_ = nullptr;
 }
 
-bool Downstream::accept(uv_stream_t* server) {
-  if (uv_accept(server, reinterpret_cast<uv_stream_t*>(&tcp_)) != 0) {
+bool Downstream::open(int fd) {
+  if (uv_tcp_open(&tcp_, fd) != 0) {
+    ::close(fd);
     close();
     return false;
   }
@@ -52,8 +56,11 @@ bool Downstream::accept(uv_stream_t* server) {
     client_ip_ = ip_string(reinterpret_cast<sockaddr*>(&peer));
   // A new connection must deliver its first request head within the header timeout.
   arm_timer(listener_.config->header_timeout_ms);
+  if (uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), on_alloc, on_read) != 0) {
+    close();
+    return false;
+  }
   reading_ = true;
-  uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), on_alloc, on_read);
   return true;
 }
 
@@ -84,7 +91,7 @@ void Downstream::resume_reading() {
   if (!read_paused_ || closing_) return;
   read_paused_ = false;
   body_activity_ms_ = uv_now(worker_.loop());  // body_idle counts only while we read
-  uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), on_alloc, on_read);
+  if (uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), on_alloc, on_read) != 0) close();
 }
 
 void Downstream::on_alloc(uv_handle_t* handle, std::size_t, uv_buf_t* buf) {
@@ -385,7 +392,7 @@ void Downstream::close_gracefully() {
   if (!reading_) {
     reading_ = true;
     read_paused_ = false;
-    uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), on_alloc, on_read);
+    if (uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), on_alloc, on_read) != 0) close();
   } else {
     resume_reading();
   }

@@ -38,8 +38,8 @@ class Downstream final : public UpstreamClient,
   Downstream(const Downstream&) = delete;
   Downstream& operator=(const Downstream&) = delete;
 
-  // Accepts the pending connection on `server` and starts reading. False: closed already.
-  bool accept(uv_stream_t* server);
+  // Takes the accepted socket `fd` and starts reading. False: closed already (fd too).
+  bool open(int fd);
   // Worker draining: closes now if between requests, else after the current response.
   void drain();
   // Closes at once (upstream connection included).

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "admin/stats.h"
+#include "core/log.h"
 #include "pipeline/downstream.h"
 #include "worker.h"
 
@@ -522,7 +523,23 @@ void Downstream::on_upstream_drained() {
 }
 
 void Downstream::on_upstream_error(UpstreamError error, std::string_view detail) {
-  up_ = nullptr;                  // the connection is closing already
+  up_ = nullptr;  // the connection is closing already
+  if (error == UpstreamError::local_resources) {
+    // Bulwark's own shortage: the endpoint and its breaker hear nothing of it.
+    static LogThrottle throttle;
+    throttle.log(LogLevel::warn, "upstream " + upstream_->config().name +
+                                     ": out of file descriptors; answering 503 overloaded");
+    end_attempt(CallResult::cancelled);
+    if (done()) return;
+    if (response_started_) {
+      close();
+      return;
+    }
+    int n = std::snprintf(reply_extra_, sizeof reply_extra_, "Retry-After: 1\r\n");
+    reply_extra_len_ = static_cast<std::size_t>(n);
+    local_reply(Reason::overloaded, "Bulwark is out of file descriptors");
+    return;
+  }
   if (phase_ == Phase::tunnel) {  // the upstream ended the tunnel: not an upstream failure
     upstream_failed(Reason::upstream_reset, error);
     return;
@@ -544,6 +561,8 @@ void Downstream::on_upstream_error(UpstreamError error, std::string_view detail)
       record_upstream_outcome(static_cast<int>(UpstreamOutcome::protocol_error));
       upstream_failed(Reason::upstream_protocol_error, error, detail);
       break;
+    case UpstreamError::local_resources:
+      break;  // answered above
   }
 }
 

@@ -1,5 +1,6 @@
 #include "upstream/connection.h"
 
+#include "net/listener.h"
 #include "upstream/pool.h"
 
 namespace bulwark {
@@ -47,7 +48,7 @@ void UpstreamConnection::connect(const sockaddr* address, std::uint64_t timeout_
   int rc = uv_tcp_connect(&connect_req_, &tcp_, address, on_connect);
   // A synchronous failure is reported from the timer, never from inside connect().
   uv_timer_start(&timer_, on_timer, rc == 0 ? timeout_ms : 0, 0);
-  if (rc != 0) connected_ = false, keep_alive_ = false, response_done_ = true;
+  if (rc != 0) connected_ = false, keep_alive_ = false, response_done_ = true, connect_error_ = rc;
 }
 
 void UpstreamConnection::on_connect(uv_connect_t* req, int status) {
@@ -64,7 +65,10 @@ void UpstreamConnection::on_connect(uv_connect_t* req, int status) {
   uv_timer_stop(&c->timer_);
   c->state_ = State::active;
   c->reading_ = true;
-  uv_read_start(reinterpret_cast<uv_stream_t*>(&c->tcp_), on_alloc, on_read);
+  if (uv_read_start(reinterpret_cast<uv_stream_t*>(&c->tcp_), on_alloc, on_read) != 0) {
+    c->fail(UpstreamError::reset);
+    return;
+  }
   if (c->client_) c->client_->on_upstream_connected();
 }
 
@@ -99,6 +103,12 @@ bool UpstreamConnection::flush() {
   if (state_ == State::closing) {
     out_.clear();
     return false;
+  }
+  if (connect_error_ != 0) {
+    // The connect failed at once (no socket): the timer reports it as what it is, where a
+    // write on the socket-less handle would have reported a reset.
+    out_.clear();
+    return true;
   }
   int rc = out_.flush(reinterpret_cast<uv_stream_t*>(&tcp_), on_write);
   if (rc != 0) {
@@ -172,7 +182,12 @@ void UpstreamConnection::protocol_error(std::string_view detail) {
 void UpstreamConnection::on_timer(uv_timer_t* timer) {
   auto* c = static_cast<UpstreamConnection*>(timer->data);
   if (c->state_ == State::connecting) {
-    if (c->connected_ == false && c->response_done_) {  // synchronous connect failure
+    // A synchronous connect failure (attach() has reset the other flags since).
+    if (c->connect_error_ != 0) {
+      if (out_of_local_resources(c->connect_error_)) {
+        c->fail(UpstreamError::local_resources);  // no socket: not the endpoint's failure
+        return;
+      }
       c->pool_.stats().connects[static_cast<int>(ConnectResult::failure)].add();
       c->fail(UpstreamError::connect_failure);
     } else {

@@ -24,7 +24,8 @@ namespace bulwark {
 class ConnectionPool;
 class UpstreamConnection;
 
-enum class UpstreamError { connect_failure, connect_timeout, reset, protocol };
+// local_resources: Bulwark could not open a socket (out of descriptors): not the endpoint's doing.
+enum class UpstreamError { connect_failure, connect_timeout, reset, protocol, local_resources };
 
 // Implemented by whoever sends a request on the connection (the downstream session).
 class UpstreamClient {
@@ -129,6 +130,7 @@ class UpstreamConnection {
   uv_timer_t timer_;
   uv_connect_t connect_req_;
   int open_handles_ = 0;
+  int connect_error_ = 0;  // a synchronous uv_tcp_connect failure, reported from the timer
   State state_ = State::connecting;
   llhttp_t parser_;
   Phase phase_ = Phase::head;

@@ -53,7 +53,11 @@ void UvResolver::resolve(const std::string& host, int port, Callback callback) {
         std::vector<Address> found;
         if (status == 0) found = addresses_of(res, l->port);
         uv_freeaddrinfo(res);
-        l->callback(status == 0 && !found.empty(), std::move(found));
+        // Decided before the call: the by-value parameter may be move-constructed from
+        // `found` before any other argument is evaluated (GCC evaluates right to left), and
+        // `!found.empty()` then always saw an empty vector, failing every refresh.
+        const bool ok = status == 0 && !found.empty();
+        l->callback(ok, std::move(found));
         delete l;
       },
       host.c_str(), nullptr, &hints);
@@ -77,8 +81,12 @@ std::vector<Address> resolve_now(const std::string& host, int port, std::string&
   return out;
 }
 
-EndpointResolver::EndpointResolver(UpstreamState& state, Resolver& resolver)
-    : state_(state), resolver_(resolver), last_good_(state.config().endpoints.size()) {
+EndpointResolver::EndpointResolver(UpstreamState& state, Resolver& resolver,
+                                   std::array<Counter, 2>* lookups)
+    : state_(state),
+      resolver_(resolver),
+      last_good_(state.config().endpoints.size()),
+      lookups_(lookups ? lookups : &own_lookups_) {
   const auto& eps = state_.config().endpoints;
   for (std::size_t i = 0; i < eps.size(); ++i)
     if (eps[i].is_ip()) last_good_[i] = {eps[i].address};
@@ -110,6 +118,7 @@ void EndpointResolver::refresh() {
     if (eps[i].is_ip()) continue;
     ++outstanding_;
     resolver_.resolve(eps[i].host, eps[i].port, [this, i](bool ok, std::vector<Address> found) {
+      (*lookups_)[ok ? 0 : 1].add();
       if (ok) {
         last_good_[i] = std::move(found);
       } else {

@@ -5,10 +5,12 @@
 
 #include <uv.h>
 
+#include <array>
 #include <functional>
 #include <string>
 #include <vector>
 
+#include "admin/stats.h"
 #include "upstream/upstream_state.h"
 
 namespace bulwark {
@@ -36,7 +38,9 @@ std::vector<Address> resolve_now(const std::string& host, int port, std::string&
 
 class EndpointResolver {
  public:
-  EndpointResolver(UpstreamState& state, Resolver& resolver);
+  // `lookups` counts refresh lookups by result, [success, failure] (null: counted here only).
+  EndpointResolver(UpstreamState& state, Resolver& resolver,
+                   std::array<Counter, 2>* lookups = nullptr);
   bool has_names() const;
   // Sets the list from blocking lookups; returns the error of a name that did not resolve.
   void start(std::vector<std::string>& errors);
@@ -44,6 +48,7 @@ class EndpointResolver {
   void refresh();
   // Called when a round finishes (tests).
   std::function<void()> on_round_done;
+  std::uint64_t lookups(bool ok) const { return (*lookups_)[ok ? 0 : 1].get(); }
 
  private:
   void publish();
@@ -51,6 +56,8 @@ class EndpointResolver {
   Resolver& resolver_;
   std::vector<std::vector<Address>> last_good_;  // per configured endpoint
   int outstanding_ = 0;
+  std::array<Counter, 2> own_lookups_;
+  std::array<Counter, 2>* lookups_;
 };
 
 }  // namespace bulwark

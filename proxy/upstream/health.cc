@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "core/log.h"
+#include "net/listener.h"
 
 namespace bulwark {
 
@@ -121,6 +122,16 @@ struct HealthChecker::Probe {
         config.timeout_ms, 0);
     int rc =
         uv_tcp_connect(&conn->connect, &conn->tcp, endpoint->address.sockaddr_ptr(), on_connect);
+    if (rc != 0 && out_of_local_resources(rc)) {
+      // Bulwark is out of descriptors: no verdict on the endpoint; try again next interval.
+      static LogThrottle throttle;
+      throttle.log(LogLevel::warn,
+                   "health check of " + endpoint->name + " skipped: out of file descriptors");
+      uv_timer_stop(timeout_timer);
+      drop_conn();
+      schedule(config.interval_ms);
+      return;
+    }
     if (rc != 0) finish(HealthResult::failure);
   }
 
@@ -145,7 +156,7 @@ struct HealthChecker::Probe {
     if (uv_write(&c->write, reinterpret_cast<uv_stream_t*>(&c->tcp), &buf, 1,
                  [](uv_write_t*, int) {}) != 0)
       return p->finish(HealthResult::failure);
-    uv_read_start(
+    int rc = uv_read_start(
         reinterpret_cast<uv_stream_t*>(&c->tcp),
         [](uv_handle_t* h, std::size_t, uv_buf_t* b) {
           auto* cc = static_cast<ProbeConn*>(h->data);
@@ -164,6 +175,7 @@ struct HealthChecker::Probe {
             pp->finish(HealthResult::failure);
           }
         });
+    if (rc != 0) p->finish(HealthResult::failure);
   }
 
   void finish(HealthResult result) {

@@ -183,6 +183,10 @@ void Upstream::release() {
 }
 
 void Upstream::admit_waiting() {
+  // Iterative, not recursive: an admitted request that is answered at once releases its
+  // slot from inside on_admitted(); the loop below takes that slot for the next one.
+  if (admitting_) return;
+  admitting_ = true;
   bool admitted_any = false;
   while (!queue_.empty() && state_.try_admit()) {
     PendingRequest* r = queue_.front();
@@ -190,6 +194,7 @@ void Upstream::admit_waiting() {
     admitted_any = true;
     r->on_admitted();
   }
+  admitting_ = false;
   if (admitted_any) arm_pending_timer();
 }
 

@@ -102,6 +102,9 @@ class Upstream {
   uv_timer_t pending_timer_{};
   std::function<void()> slot_freed_;
   std::function<void()> before_enqueue_;
+  // admit_waiting() is running: a release from inside on_admitted (a request answered at
+  // once) leaves the freed slot to that running loop instead of recursing into it.
+  bool admitting_ = false;
 };
 
 }  // namespace bulwark

@@ -74,9 +74,10 @@ upstreams:
 
 class Bulwark:
     """Runs bulwark with a config template; {port}, {admin}, {log} and any keyword given
-    are filled in. Waits until /ready answers 200."""
+    are filled in. Waits until /ready answers 200. `popen` adds subprocess.Popen arguments
+    (stdout, preexec_fn, ...)."""
 
-    def __init__(self, template=MINIMAL, wait_ready=True, **values):
+    def __init__(self, template=MINIMAL, wait_ready=True, popen=None, **values):
         self.dir = tempfile.mkdtemp(prefix="bulwark-test-")
         self.port = free_port()
         self.admin_port = free_port()
@@ -86,8 +87,9 @@ class Bulwark:
             f.write(template.format(port=self.port, admin=self.admin_port, log=self.log_path, **values))
         self.stderr_path = os.path.join(self.dir, "stderr.log")
         self.stderr = open(self.stderr_path, "wb")
-        self.proc = subprocess.Popen([BULWARK, "-c", self.config_path], stdout=subprocess.DEVNULL,
-                                     stderr=self.stderr)
+        args = {"stdout": subprocess.DEVNULL, "stderr": self.stderr}
+        args.update(popen or {})
+        self.proc = subprocess.Popen([BULWARK, "-c", self.config_path], **args)
         if wait_ready:
             self.wait_ready()
 
@@ -144,13 +146,24 @@ class Bulwark:
             value = self.metric(name, **labels)
         return value
 
-    def access_log(self):
-        time.sleep(0.05)
-        try:
-            with open(self.log_path) as f:
-                return [json.loads(line) for line in f if line.strip()]
-        except FileNotFoundError:
-            return []
+    def access_log(self, until=None, timeout=3.0):
+        """The access-log entries. With `until`, polls until until(entries) holds (or
+        `timeout` passes): lines are written by the worker a little after the response."""
+        def read():
+            try:
+                with open(self.log_path) as f:
+                    return [json.loads(line) for line in f if line.strip()]
+            except FileNotFoundError:
+                return []
+        if until is None:
+            time.sleep(0.05)
+            return read()
+        deadline = time.time() + timeout
+        entries = read()
+        while not until(entries) and time.time() < deadline:
+            time.sleep(0.02)
+            entries = read()
+        return entries
 
     def rss_kib(self):
         with open("/proc/%d/status" % self.proc.pid) as f:

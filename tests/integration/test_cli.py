@@ -1,5 +1,6 @@
 """Command line: --check reports every config error as FILE:LINE:COL: key.path: message."""
 import os
+import shutil
 import subprocess
 import tempfile
 import unittest
@@ -27,6 +28,19 @@ class Cli(unittest.TestCase):
                     code, out, err = run("--check", "-c", os.path.join(CONFIG_DIR, name))
                     self.assertEqual(code, 0, err)
 
+    def test_complete_example_in_the_docs_is_valid(self):
+        doc = os.path.join(os.path.dirname(__file__), "../../docs/configuration.md")
+        with open(doc) as f:
+            text = f.read()
+        section = text.split("## A complete example", 1)[1]
+        block = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+        self.assertIn("circuit_breaker:", block)  # the whole example, not a fragment
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+            f.write(block)
+        code, out, err = run("--check", "-c", f.name)
+        os.unlink(f.name)
+        self.assertEqual(code, 0, err)
+
     def test_check_lists_every_error(self):
         with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
             f.write("listeners:\n  - name: in\n    listen: nowhere\n    routes:\n"
@@ -48,7 +62,53 @@ class Cli(unittest.TestCase):
     def test_run_with_a_bad_config_exits_1(self):
         code, _, err = run("-c", "/nonexistent.yaml")
         self.assertEqual(code, 1)
-        self.assertIn("/nonexistent.yaml:0:0: (root): cannot open file", err)
+        self.assertIn("/nonexistent.yaml:0:0: (root): cannot open the file: "
+                      "No such file or directory (ENOENT)", err)
+
+    def test_unreadable_files_say_why(self):
+        # Regression: a directory, an empty file or an unreadable one said only FILE:0:0.
+        d = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, d, True)
+        empty = os.path.join(d, "empty.yaml")
+        open(empty, "w").close()
+        secret = os.path.join(d, "secret.yaml")
+        with open(secret, "w") as f:
+            f.write("workers: 1\n")
+        os.chmod(secret, 0)
+        cases = [(d, "cannot read the file: Is a directory (EISDIR)"),
+                 (empty, "the file is empty"),
+                 (os.path.join(empty, "x.yaml"), "cannot open the file: Not a directory (ENOTDIR)")]
+        for path, reason in cases:
+            with self.subTest(path):
+                code, _, err = run("--check", "-c", path)
+                self.assertEqual(code, 1)
+                self.assertIn("%s:0:0: (root): %s" % (path, reason), err)
+        # EACCES: root reads anything, so run as nobody when root (skipped if nobody cannot
+        # reach the binary).
+        preexec = None
+        if os.geteuid() == 0:
+            os.chmod(d, 0o755)
+            preexec = lambda: os.setuid(65534)  # noqa: E731
+        try:
+            p = subprocess.run([BULWARK, "--check", "-c", secret], capture_output=True, text=True,
+                               timeout=20, preexec_fn=preexec)
+        except PermissionError:
+            self.skipTest("the binary is not reachable as nobody")
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("%s:0:0: (root): cannot open the file: Permission denied (EACCES)" % secret,
+                      p.stderr)
+
+    def test_durations_are_capped(self):
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+            f.write("drain: { timeout: 5124095576h }\n"
+                    "listeners:\n  - name: in\n    listen: 127.0.0.1:8080\n"
+                    "    routes: [{ name: r, upstream: app }]\n"
+                    "upstreams:\n  - name: app\n    endpoints: [127.0.0.1:3000]\n")
+        code, _, err = run("--check", "-c", f.name)
+        os.unlink(f.name)
+        self.assertEqual(code, 1)
+        self.assertIn("%s:1:19: drain.timeout: duration '5124095576h' is above the maximum of 24h"
+                      % f.name, err)
 
     def test_unknown_flag(self):
         self.assertEqual(run("--frobnicate")[0], 2)

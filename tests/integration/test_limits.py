@@ -116,6 +116,8 @@ class Limits(ProxyTest):
         s, _, status, _, _ = exchange(self.proxy.port, b"GET /api HTTP/1.1\r\nHost: x\r\n\r\n")
         self.assertEqual(status, 200)
         s.close()
+        self.assertGreaterEqual(self.proxy.metric("bulwark_accepts_refused_total", listener="inbound",
+                                                  reason="max_connections"), 1)
 
     def test_smuggling_attempts_get_400_and_close(self):
         attempts = {

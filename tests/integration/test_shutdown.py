@@ -8,6 +8,25 @@ from harness import Bulwark, MINIMAL, Reader, Testd, connect, request, wait_for
 
 TEMPLATE = MINIMAL.replace("access_log:", "drain: {{ timeout: 5s }}\naccess_log:")
 
+# Two workers and a fast health check that flips with one probe: a worker with nothing to
+# drain ends at once while the other still serves, and health changes keep coming.
+TWO_WORKERS_HEALTH = """
+admin: {{ listen: 127.0.0.1:{admin} }}
+workers: 2
+drain: {{ timeout: 10s }}
+access_log: {{ path: "off" }}
+listeners:
+  - name: inbound
+    listen: 127.0.0.1:{port}
+    routes:
+      - {{ name: all, match: {{ prefix: / }}, upstream: app, timeout: 30s }}
+upstreams:
+  - name: app
+    endpoints: [{upstream}]
+    health_check: {{ path: /healthz, interval: 100ms, timeout: 1s, jitter: 0%,
+                    healthy_threshold: 1, unhealthy_threshold: 1 }}
+"""
+
 
 def in_flight(proxy, n=1):
     """Waits until `n` requests are in flight to the upstream."""
@@ -46,6 +65,34 @@ class Shutdown(unittest.TestCase):
         status, _, body = result["response"]
         self.assertEqual((status, len(body)), (200, 100))
         self.assertEqual(proxy.wait(10), 0)
+        proxy.stop()
+
+    def test_drain_with_two_workers_survives_health_changes(self):
+        # Regression: the worker with no connections ended its loop at once; the next health
+        # change was sent to its closed loop and libuv aborted (exit 134), dropping the
+        # request the drain was meant to finish.
+        proxy = Bulwark(TWO_WORKERS_HEALTH, upstream=self.backend.address)
+        wait_for(lambda: proxy.metric("bulwark_endpoint_healthy", upstream="app") == 1,
+                 what="the endpoint healthy")
+        result = {}
+
+        def slow():
+            result["response"] = request(proxy.port, "GET", "/slow?delay=1500&size=100")
+
+        t = threading.Thread(target=slow)
+        t.start()
+        in_flight(proxy)
+        proxy.signal(signal.SIGTERM)
+        wait_for(lambda: request(proxy.admin_port, "GET", "/ready")[0] == 503, what="/ready 503")
+        time.sleep(0.2)  # the idle worker has ended by now
+        for status in (500, 200, 500, 200, 500):  # several changes, each sent to every worker
+            request(self.backend.port, "GET", "/__health?status=%d" % status)
+            time.sleep(0.15)
+        t.join(10)
+        self.assertIn("response", result, proxy.stderr_text())
+        status, _, body = result["response"]
+        self.assertEqual((status, len(body)), (200, 100))
+        self.assertEqual(proxy.wait(10), 0, proxy.stderr_text())
         proxy.stop()
 
     def test_drain_timeout_bounds_the_wait(self):

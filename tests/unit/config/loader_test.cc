@@ -1,8 +1,11 @@
 #include "config/loader.h"
 
 #include <doctest/doctest.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 
 #include "config/json.h"
 
@@ -225,7 +228,8 @@ TEST_CASE("YAML syntax errors are reported with their position") {
 }
 
 TEST_CASE("an empty or scalar document is rejected") {
-  CHECK(has_error(load_config_string("", "e.yaml"), "(root): expected a mapping"));
+  CHECK(has_error(load_config_string("", "e.yaml"), "(root): the file has no settings"));
+  CHECK(has_error(load_config_string("# nothing\n", "e.yaml"), "(root): the file has no settings"));
   CHECK(has_error(load_config_string("42", "e.yaml"), "(root): expected a mapping"));
 }
 
@@ -310,5 +314,28 @@ TEST_CASE("a missing file is an error, not a crash") {
   LoadResult r = load_config_file("/nonexistent/bulwark.yaml");
   CHECK_FALSE(r.config);
   REQUIRE(r.errors.size() == 1);
-  CHECK(r.errors[0] == "/nonexistent/bulwark.yaml:0:0: (root): cannot open file");
+  CHECK(r.errors[0] ==
+        "/nonexistent/bulwark.yaml:0:0: (root): cannot open the file: No such file or directory "
+        "(ENOENT)");
+}
+
+TEST_CASE("a file that cannot be read says why: a directory, an empty file") {
+  // Regression: these said `FILE:0:0` with no reason ("expected a mapping, found nothing").
+  char dir[] = "/tmp/bulwark-loader-XXXXXX";
+  REQUIRE(mkdtemp(dir) != nullptr);
+  LoadResult r = load_config_file(dir);
+  REQUIRE(r.errors.size() == 1);
+  CHECK(r.errors[0] ==
+        std::string(dir) + ":0:0: (root): cannot read the file: Is a directory (EISDIR)");
+
+  std::string empty = std::string(dir) + "/empty.yaml";
+  FILE* f = std::fopen(empty.c_str(), "w");
+  REQUIRE(f);
+  std::fputs(" \n\n", f);
+  std::fclose(f);
+  r = load_config_file(empty);
+  REQUIRE(r.errors.size() == 1);
+  CHECK(r.errors[0].rfind(empty + ":0:0: (root): the file is empty", 0) == 0);
+  std::remove(empty.c_str());
+  rmdir(dir);
 }

@@ -20,6 +20,21 @@ TEST_CASE("durations") {
   }
 }
 
+TEST_CASE("durations have a documented upper bound of 24h") {
+  // Regression: a huge duration (e.g. 5124095576h, near 2^64 ms) was accepted and wrapped
+  // now + timeout into the past.
+  std::string e;
+  CHECK(*parse_duration("24h", e) == 86'400'000);
+  CHECK(*parse_duration("1440m", e) == 86'400'000);
+  CHECK(*parse_duration("86400000ms", e) == kMaxDurationMs);
+  for (const char* big : {"25h", "86400001ms", "1441m", "5124095576h", "18446744073709551s"}) {
+    CAPTURE(big);
+    e.clear();
+    CHECK_FALSE(parse_duration(big, e));
+    CHECK(e.find("maximum of 24h") != std::string::npos);
+  }
+}
+
 TEST_CASE("sizes") {
   std::string e;
   CHECK(*parse_size("512", e) == 512);

@@ -128,6 +128,50 @@ TEST_CASE("a round is published once every lookup has answered, and rounds do no
   CHECK(names(state) == std::vector<std::string>{"10.2.0.1:80", "10.2.0.2:80"});
 }
 
+TEST_CASE("a refresh through the real resolver publishes the answer (no false failure)") {
+  // Regression: UvResolver reported every answered lookup as a failure (the answer was moved
+  // into the callback's parameter before `ok` was computed from it), so a refresh never
+  // changed the endpoint list and logged "lookup failed" every dns_refresh.
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  UvResolver resolver(&loop);
+  bool called = false, ok = false;
+  std::vector<Address> found;
+  resolver.resolve("localhost", 8080, [&](bool success, std::vector<Address> addresses) {
+    called = true;
+    ok = success;
+    found = std::move(addresses);
+  });
+  uv_run(&loop, UV_RUN_DEFAULT);
+  REQUIRE(called);
+  CHECK(ok);
+  REQUIRE_FALSE(found.empty());
+  CHECK(found[0].port() == 8080);
+
+  // Through EndpointResolver: the list starts from a stale answer and the refresh replaces it.
+  Config config = config_with("[localhost:8080]");
+  UpstreamState state(config.upstreams[0], 1);
+  EndpointResolver er(state, resolver);
+  std::vector<std::string> errors;
+  er.start(errors);
+  REQUIRE(errors.empty());
+  std::vector<std::string> fresh = names(state);
+  Address stale;
+  std::string error;
+  REQUIRE(parse_ip_address("10.9.9.9:8080", stale, error));
+  state.set_endpoints(merge_endpoints(*state.endpoints(), {stale}, state.config(), 1));
+  CHECK(names(state) == std::vector<std::string>{"10.9.9.9:8080"});
+  int rounds = 0;
+  er.on_round_done = [&] { ++rounds; };
+  er.refresh();
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK(rounds == 1);
+  CHECK(er.lookups(true) == 1);
+  CHECK(er.lookups(false) == 0);
+  CHECK(names(state) == fresh);
+  CHECK(uv_loop_close(&loop) == 0);
+}
+
 TEST_CASE("bulkhead counters hold for the process") {
   Config config = config_with("[10.0.0.1:80]");
   config.upstreams[0].limits.max_requests = 2;

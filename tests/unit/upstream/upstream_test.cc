@@ -201,3 +201,48 @@ TEST_CASE("panic beyond max_ejected: only picks of ejected endpoints count as pa
   CHECK(to_ejected < 30);
   CHECK(f.state->panic_routed() == static_cast<std::uint64_t>(to_ejected));
 }
+
+namespace {
+// A queued request that is answered as soon as it is admitted (a local reply, say), so it
+// releases its slot from inside on_admitted().
+struct InstantRequest final : PendingRequest {
+  Upstream* upstream = nullptr;
+  int* depth = nullptr;
+  int* max_depth = nullptr;
+  int* admitted = nullptr;
+  void on_admitted() override {
+    ++*admitted;
+    ++*depth;
+    if (*depth > *max_depth) *max_depth = *depth;
+    upstream->release();
+    --*depth;
+  }
+  void on_pending_timeout() override { FAIL("no request may time out"); }
+};
+}  // namespace
+
+TEST_CASE("bulkhead: releasing a slot admits every queued request without recursing") {
+  // Regression: release -> admit_waiting -> on_admitted -> (answered at once) -> release
+  // recursed once per queued request; a long queue overflowed the stack.
+  constexpr int kQueued = 10'000;
+  Fixture f(bulkhead(1, kQueued), 1);
+  Upstream& upstream = *f.views[0];
+  int depth = 0, max_depth = 0, admitted = 0;
+  FakeRequest first;
+  REQUIRE(upstream.admit(first) == Upstream::Admission::admitted);
+  std::vector<InstantRequest> queued(kQueued);
+  for (auto& r : queued) {
+    r.upstream = &upstream;
+    r.depth = &depth;
+    r.max_depth = &max_depth;
+    r.admitted = &admitted;
+    REQUIRE(upstream.admit(r) == Upstream::Admission::queued);
+  }
+  CHECK(f.state->pending() == kQueued);
+  upstream.release();  // the first request ends: the whole queue goes through
+  CHECK(admitted == kQueued);
+  CHECK(max_depth == 1);  // each on_admitted returned before the next one started
+  CHECK(f.state->pending() == 0);
+  CHECK(f.state->in_flight() == 0);
+  CHECK_FALSE(upstream.has_waiting());
+}
