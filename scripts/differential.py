@@ -8,8 +8,9 @@ A request cell reads "STATUSES CONN N": the statuses of the responses in order (
 C if the proxy closed the connection, K if it kept it usable (a probe request on it was
 answered), T if it neither answered nor closed within 2 s; N is the number of complete
 requests the backend received. A "!" marks a Bulwark cell that differs from the table's
-expectation (the conformance test would fail). A response cell is the status the client got,
-"cut" when the body did not arrive whole, "-" when no response did."""
+expectation (the conformance test would fail). A response cell is the status the client got
+("cut" when the body did not arrive whole), "closed" when the connection closed before any
+response, "timeout" when nothing came within 3 s."""
 import argparse
 import os
 import shutil

@@ -358,8 +358,8 @@ def response_request(case):
 def run_response_case(port, backend, case, cases, timeout=3.0):
     """Runs one response case (`cases`: the whole RESPONSE_CASES): the backend answers with
     case["response"], on a new upstream connection. Returns what the client got: "STATUS",
-    "STATUS cut" when the body did not arrive whole before the close or the timeout, or "-"
-    when no response head did."""
+    "STATUS cut" when the body did not arrive whole before the close or the timeout, "closed"
+    when the connection closed before any response head, "timeout" when nothing came."""
     backend.reset()
     backend.replay_cases = {c["name"]: c for c in cases}
     backend.close_all()
@@ -374,7 +374,9 @@ def run_response_case(port, backend, case, cases, timeout=3.0):
         client.close()
     if r is not None:
         return str(r[0])
-    return "-" if client.last_status is None else "%d cut" % client.last_status
+    if client.last_status is not None:
+        return "%d cut" % client.last_status
+    return "closed" if client.eof else "timeout"
 
 
 def normalize(raw):
