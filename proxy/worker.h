@@ -18,7 +18,10 @@
 #include "admin/stats.h"
 #include "config/config.h"
 #include "http/request_id.h"
+#include "pipeline/bulkhead_stage.h"
 #include "pipeline/downstream.h"
+#include "pipeline/exchange.h"
+#include "pipeline/rate_limit_stage.h"
 #include "pipeline/request_buffers.h"
 #include "pipeline/route_state.h"
 #include "pipeline/router.h"
@@ -84,6 +87,10 @@ class Worker {
   // The loop has finished (a drained worker ends before the others): no heartbeat to expect.
   bool ended() const { return ended_.load(std::memory_order_acquire); }
 
+  ExchangePool& exchanges() { return exchanges_; }
+  // The admission stages every request passes, in order.
+  const std::vector<AdmissionStage*>& admission_stages() const { return admission_; }
+
   RequestBuffers* acquire_buffers();
   void release_buffers(RequestBuffers* b);
 
@@ -139,6 +146,10 @@ class Worker {
   std::unique_ptr<RedisRateLimiter> redis_;
   std::vector<std::unique_ptr<RequestBuffers>> buffers_;  // all, owned here
   std::vector<RequestBuffers*> free_buffers_;
+  ExchangePool exchanges_;
+  RateLimitStage rate_limit_stage_{*this};
+  BulkheadStage bulkhead_stage_;
+  std::vector<AdmissionStage*> admission_{&rate_limit_stage_, &bulkhead_stage_};
   IntrusiveList<Downstream, &Downstream::list_hook> downstreams_;
   std::size_t downstream_count_ = 0;
   bool draining_ = false;

@@ -37,7 +37,17 @@ RequestBuffers& Downstream::b() {
   return *buffers_;
 }
 
+void Downstream::make_exchange() { ex_ = worker_.exchanges().make(*this); }
+
+void Downstream::end_exchange() {
+  if (!ex_) return;
+  Exchange* x = ex_;
+  ex_ = nullptr;
+  worker_.exchanges().destroy(x);
+}
+
 void Downstream::release_buffers() {
+  if (phase_ == Phase::idle || closing_) end_exchange();
   if (!buffers_) return;
   worker_.release_buffers(buffers_);
   buffers_ = nullptr;
@@ -90,7 +100,8 @@ void Downstream::pause_reading() {
 void Downstream::resume_reading() {
   if (!read_paused_ || closing_) return;
   read_paused_ = false;
-  body_activity_ms_ = uv_now(worker_.loop());  // body_idle counts only while we read
+  // body_idle counts only while we read
+  if (ex_) ex_->body_activity_ms = uv_now(worker_.loop());
   if (uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), on_alloc, on_read) != 0) close();
 }
 
@@ -123,7 +134,7 @@ void Downstream::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf
     case Phase::request:
       // A client may half-close after sending its requests: answer each one it sent
       // (pipelined ones wait in pending_input_), then close.
-      if (d->request_complete_ && !d->upgrade_) {
+      if (d->x().request_complete && !d->x().upgrade) {
         if (d->pending_input_.empty()) d->close_after_response_ = true;
         uv_read_stop(stream);
         d->reading_ = false;
@@ -140,13 +151,13 @@ void Downstream::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf
 }
 
 void Downstream::handle_input(const char* data, std::size_t len) {
-  if (phase_ == Phase::tunnel || (upgrade_ && request_complete_)) {
-    bytes_in_ += len;
+  if (phase_ == Phase::tunnel || (ex_ && ex_->upgrade && ex_->request_complete)) {
+    x().bytes_in += len;
     upstream_add(data, len, true);
     if (phase_ == Phase::tunnel) arm_timer(listener_.config->idle_timeout_ms);
     return;
   }
-  if (request_complete_) {
+  if (x().request_complete) {
     // Pipelined: the next request waits until this one's response is complete.
     pending_input_.append(data, len);
     if (pending_input_.size() > kHighWater) pause_reading();
@@ -169,7 +180,7 @@ void Downstream::serve_pending_input() {
   b().resume_input.clear();
   if (client_eof_ && !done() && pending_input_.empty() &&
       (phase_ == Phase::idle || phase_ == Phase::head ||
-       (phase_ == Phase::request && !request_complete_))) {
+       (phase_ == Phase::request && !x().request_complete))) {
     // The client half-closed and every request it sent is answered (or the last one can
     // never be completed): close.
     if (phase_ == Phase::request) account_request();
@@ -182,7 +193,7 @@ void Downstream::serve_pending_input() {
 
 bool Downstream::flush() {
   if (closing_) return false;
-  if (up_) up_->flush();  // a failure calls on_upstream_error
+  if (ex_ && ex_->up) ex_->up->flush();  // a failure calls on_upstream_error
   if (closing_) return false;
   if (!b().out.empty()) {
     int rc = b().out.flush(reinterpret_cast<uv_stream_t*>(&tcp_), on_write);
@@ -190,11 +201,11 @@ bool Downstream::flush() {
       close();
       return false;
     }
-    if (response_started_) response_committed_ = true;
+    if (ex_ && ex_->response_started) ex_->response_committed = true;
   }
   std::size_t queued = uv_stream_get_write_queue_size(reinterpret_cast<uv_stream_t*>(&tcp_));
-  if (up_ && queued > kHighWater) up_->pause_reading();
-  if (up_ && up_->queued_bytes() > kHighWater) pause_reading();
+  if (ex_ && ex_->up && queued > kHighWater) ex_->up->pause_reading();
+  if (ex_ && ex_->up && ex_->up->queued_bytes() > kHighWater) pause_reading();
   return true;
 }
 
@@ -206,9 +217,9 @@ void Downstream::on_write(uv_write_t* req, int status) {
     d->close();
     return;
   }
-  if (d->up_ &&
+  if (d->ex_ && d->ex_->up &&
       uv_stream_get_write_queue_size(reinterpret_cast<uv_stream_t*>(&d->tcp_)) < kLowWater)
-    d->up_->resume_reading();
+    d->ex_->up->resume_reading();
 }
 
 void Downstream::on_timer(uv_timer_t* timer) {
@@ -239,78 +250,79 @@ void Downstream::on_timer(uv_timer_t* timer) {
 
 void Downstream::local_reply(Reason reason, std::string_view detail, bool close_after, int status) {
   if (done()) return;
-  if (response_started_) {
+  if (x().response_started) {
     close();  // too late for a reply: the client must see the response break
     return;
   }
-  if (up_) detach_upstream(false);
-  bool must_close = close_after || !request_complete_ || close_after_response_ || draining_;
+  if (x().up) detach_upstream(false);
+  bool must_close = close_after || !x().request_complete || close_after_response_ || draining_;
   LocalReply reply;
   reply.reason = reason;
   reply.status = status;
   reply.detail = detail;
-  if (attempts_ > 1 && reply_extra_len_ + 40 < sizeof reply_extra_) {
-    int n = std::snprintf(reply_extra_ + reply_extra_len_, sizeof reply_extra_ - reply_extra_len_,
-                          "x-bulwark-attempts: %d\r\n", attempts_);
-    reply_extra_len_ += static_cast<std::size_t>(n);
+  if (x().attempts > 1 && x().reply_extra_len + 40 < sizeof x().reply_extra) {
+    int n = std::snprintf(x().reply_extra + x().reply_extra_len,
+                          sizeof x().reply_extra - x().reply_extra_len,
+                          "x-bulwark-attempts: %d\r\n", x().attempts);
+    x().reply_extra_len += static_cast<std::size_t>(n);
   }
-  reply.extra = std::string_view(reply_extra_, reply_extra_len_);
-  reply.request_id = request_id_;
+  reply.extra = std::string_view(x().reply_extra, x().reply_extra_len);
+  reply.request_id = x().request_id;
   reply.minor_version = phase_ == Phase::request ? minor_version_ : 1;
   reply.close = must_close;
-  reply.head_request = head_request_;
-  status_ = write_local_reply(b().response_head, reply);
-  reply_reason_ = reason;
-  local_reply_sent_ = true;
+  reply.head_request = x().head_request;
+  x().status = write_local_reply(b().response_head, reply);
+  x().reply_reason = reason;
+  x().local_reply_sent = true;
   RouteStats& rs =
-      route_stats_ ? *route_stats_ : listener_.stats->routes[listener_.config->routes.size()];
+      x().route_stats ? *x().route_stats : listener_.stats->routes[listener_.config->routes.size()];
   rs.local_replies[static_cast<int>(reason)].add();
   b().out.add(b().response_head);
-  bytes_out_ += b().response_head.size();
-  response_started_ = true;
+  x().bytes_out += b().response_head.size();
+  x().response_started = true;
   if (must_close) close_after_response_ = true;
   flush();
   finish_request();
 }
 
 void Downstream::account_request() {
-  if (accounted_ || start_ns_ == 0) return;
-  accounted_ = true;
-  std::uint64_t duration = uv_hrtime() - start_ns_;
+  if (!ex_ || ex_->accounted || ex_->start_ns == 0) return;
+  x().accounted = true;
+  std::uint64_t duration = uv_hrtime() - x().start_ns;
   RouteStats& rs =
-      route_stats_ ? *route_stats_ : listener_.stats->routes[listener_.config->routes.size()];
-  rs.count_status(status_);
-  if (route_stats_) rs.duration.observe_ns(duration);
+      x().route_stats ? *x().route_stats : listener_.stats->routes[listener_.config->routes.size()];
+  rs.count_status(x().status);
+  if (x().route_stats) rs.duration.observe_ns(duration);
   AccessLog& log = worker_.access_log();
   if (!log.enabled()) return;
   AccessEntry e;
-  e.request_id = request_id_;
+  e.request_id = x().request_id;
   e.client = client_ip_;
   e.method = llhttp_method_name(static_cast<llhttp_method_t>(method_));
   e.path = target_path(origin_form(b().url));
   e.listener = listener_.config->name;
-  if (route_ >= 0) {
-    e.route = listener_.config->routes[static_cast<std::size_t>(route_)].name;
-    e.upstream = listener_.config->routes[static_cast<std::size_t>(route_)].upstream;
+  if (x().route >= 0) {
+    e.route = listener_.config->routes[static_cast<std::size_t>(x().route)].name;
+    e.upstream = listener_.config->routes[static_cast<std::size_t>(x().route)].upstream;
   }
-  if (attempts_ > 0) e.endpoint = b().endpoint_name;
-  if (local_reply_sent_)
-    e.reason = reason_name(reply_reason_);
-  else if (shadow_limited_)
+  if (x().attempts > 0) e.endpoint = b().endpoint_name;
+  if (x().local_reply_sent)
+    e.reason = reason_name(x().reply_reason);
+  else if (x().shadow_limited)
     e.reason = "rate-limited-shadow";
-  e.status = status_;
-  e.attempts = attempts_;
+  e.status = x().status;
+  e.attempts = x().attempts;
   e.duration_ns = duration;
-  e.bytes_in = bytes_in_;
-  e.bytes_out = bytes_out_;
+  e.bytes_in = x().bytes_in;
+  e.bytes_out = x().bytes_out;
   log.record(e);
 }
 
 void Downstream::finish_request() {
   account_request();
-  if (up_) detach_upstream(false);
+  if (x().up) detach_upstream(false);
   end_attempt();  // also when still waiting for a pooled connection
-  if (upstream_) leave_bulkhead();
+  leave_admission();
   // After a half-close, requests already read are still answered (serve_pending_input closes
   // once they are).
   bool close_now =
@@ -331,52 +343,15 @@ void Downstream::finish_request() {
 void Downstream::reset_request() {
   // A back-off or per-try timer of the request that ended must not fire into the next one.
   if (buffers_) uv_timer_stop(&buffers_->attempt_timer);
-  start_ns_ = 0;
-  route_ = -1;
-  route_stats_ = nullptr;
-  upstream_ = nullptr;
-  endpoint_ = nullptr;
-  request_id_ = {};
-  request_framing_ = BodyFraming::none;
-  request_content_length_ = 0;
-  response_framing_ = BodyFraming::none;
-  upstream_chunked_ = false;
-  response_chunk_size_ = 0;
-  request_body_bytes_ = 0;
-  bytes_in_ = 0;
-  bytes_out_ = 0;
-  status_ = 0;
-  attempts_ = 0;
-  reply_extra_len_ = 0;
-  ratelimit_header_len_ = 0;
-  shadow_limited_ = false;
-  route_state_ = nullptr;
-  replay_enabled_ = false;
-  replay_overflow_ = false;
-  discard_response_ = false;
-  retry_pending_ = false;
-  failed_endpoint_ = nullptr;
-  route_deadline_ms_ = 0;
-  stale_retries_ = 0;
-  local_reply_sent_ = false;
-  pending_reply_ = false;
-  head_request_ = false;
-  request_complete_ = false;
-  response_started_ = false;
-  response_committed_ = false;
-  upgrade_ = false;
-  body_sent_upstream_ = false;
-  sent_continue_ = false;
-  accounted_ = false;
+  end_exchange();
   error_reason_set_ = false;
   error_status_ = 0;
   chunked_body_ = false;
-  request_upgrade_ = false;
 }
 
 void Downstream::close_gracefully() {
   if (done()) return;
-  if (up_) detach_upstream(false);
+  if (ex_ && ex_->up) detach_upstream(false);
   flush();
   if (closing_) return;
   phase_ = Phase::lingering;
@@ -412,12 +387,14 @@ void Downstream::drain() {
 void Downstream::close() {
   if (closing_) return;
   if (phase_ == Phase::request || phase_ == Phase::tunnel) account_request();
-  if (up_) {
-    up_->close();
-    up_ = nullptr;
+  if (ex_) {
+    if (ex_->up) {
+      ex_->up->close();
+      ex_->up = nullptr;
+    }
+    end_attempt();
+    leave_admission();
   }
-  end_attempt();
-  if (upstream_) leave_bulkhead();
   closing_ = true;
   if (buffers_) buffers_->out.clear();
   uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), on_close);

@@ -16,6 +16,8 @@
 #include "http/headers.h"
 #include "http/local_reply.h"
 #include "net/write_queue.h"
+#include "pipeline/admission.h"
+#include "pipeline/exchange.h"
 #include "pipeline/request_buffers.h"
 #include "pipeline/route_state.h"
 #include "resilience/redis_limiter.h"
@@ -29,10 +31,7 @@ struct ListenerRuntime;
 
 struct RouteStats;
 
-class Downstream final : public UpstreamClient,
-                         public PendingRequest,
-                         public PoolWaiter,
-                         public RateDecisionWaiter {
+class Downstream final : public UpstreamClient, public PoolWaiter {
  public:
   explicit Downstream(ListenerRuntime& listener);
   Downstream(const Downstream&) = delete;
@@ -60,12 +59,11 @@ class Downstream final : public UpstreamClient,
   void on_upstream_batch_end() override;
   void on_upstream_drained() override;
 
-  // PendingRequest (the upstream's bulkhead)
-  void on_admitted() override;
-  void on_pending_timeout() override;
-
-  // RateDecisionWaiter (global rate limits)
-  void on_rate_decision(bool ok, const RateDecision& decision) override;
+  // An admission stage that made the request wait has decided: goes on with the next stage
+  // (then the first attempt), or sends the rejection's local reply.
+  void resume_admission(const Verdict& v);
+  std::string_view client_ip() const { return client_ip_; }
+  const HeaderBlock& request_headers() { return b().headers; }
 
   // PoolWaiter (a full connection pool)
   void on_pool_connection(UpstreamConnection* conn) override;
@@ -131,14 +129,13 @@ class Downstream final : public UpstreamClient,
   // session.cc
   int start_request();  // llhttp on_headers_complete result
   int reply_from_headers(Reason reason, std::string_view detail, int status = 0);
-  // Applies the route's rate limit: -1 to go on, else the llhttp result of the 429 reply.
-  int check_rate_limit();
-  std::string_view rate_limit_key();
-  RateDecision redis_fallback(std::string_view key);  // per on_redis_failure
-  // Counts the decision and sets the RateLimit headers; true when the request is refused.
-  // `redis_outage`: refused only because Redis could not be asked (on_redis_failure: deny).
-  bool rate_limit_denies(const RateDecision& d, bool redis_outage);
-  static const char* rate_limited_detail(bool redis_outage);
+  // Runs the worker's admission stages from the exchange's next one; when all admit, starts
+  // the first attempt. `resumed`: called back by a stage, not while the head is handled.
+  void run_admission(bool resumed);
+  // Answers a rejected request (reply_from_headers while the head is handled).
+  void refuse(const Verdict& v, bool resumed);
+  // Takes the exchange out of admission: a wait cancelled, its bulkhead slot given back.
+  void leave_admission();
   void send_continue();
   bool start_attempt();
   void use_connection(UpstreamConnection* conn);
@@ -146,12 +143,12 @@ class Downstream final : public UpstreamClient,
   // Request bytes for the upstream: to the connection, or kept while the request is queued.
   void upstream_add(const char* data, std::size_t len, bool borrowed);
   void upstream_add_chunk_header(std::uint64_t size);
-  void leave_bulkhead();
   void end_attempt(CallResult result = CallResult::cancelled);
   void end_request_body();
   bool request_has_body() const {
-    return request_framing_ == BodyFraming::chunked ||
-           (request_framing_ == BodyFraming::content_length && request_content_length_ > 0);
+    return ex_ && (ex_->request_framing == BodyFraming::chunked ||
+                   (ex_->request_framing == BodyFraming::content_length &&
+                    ex_->request_content_length > 0));
   }
   void upstream_failed(Reason reason, UpstreamError error, std::string_view detail = {});
   // A reset on a reused keep-alive connection before anything was processed: the request goes
@@ -195,10 +192,20 @@ class Downstream final : public UpstreamClient,
   // requests holds none, which keeps idle keep-alive connections small.
   RequestBuffers& b();
   void release_buffers();
+  // The request in progress; made when a request begins (or first needed) and destroyed when
+  // it ends (end_exchange), so each request starts from a fresh one.
+  Exchange& x() {
+    if (!ex_) make_exchange();
+    return *ex_;
+  }
+  void make_exchange();
+  const Exchange& x() const { return *ex_; }
+  void end_exchange();
 
   ListenerRuntime& listener_;
   Worker& worker_;
   RequestBuffers* buffers_ = nullptr;
+  Exchange* ex_ = nullptr;
   uv_tcp_t tcp_{};
   uv_timer_t timer_{};
   uv_shutdown_t shutdown_req_{};
@@ -227,65 +234,9 @@ class Downstream final : public UpstreamClient,
   char input_tail_ = '\n';     // the last byte llhttp consumed from the previous input
   bool chunked_body_ = false;  // the chunked decoder reads the request body, not llhttp
 
-  // The current request.
-  std::uint64_t start_ns_ = 0;
-  int route_ = -1;
-  RouteStats* route_stats_ = nullptr;
-  Upstream* upstream_ = nullptr;
-  UpstreamEndpoint* endpoint_ = nullptr;  // of the current attempt, while it counts as in flight
-  RouteState* route_state_ = nullptr;
-  bool replay_enabled_ = false;    // body bytes are kept for a retry
-  bool replay_overflow_ = false;   // the body outgrew retry.max_body_bytes: no retry
-  bool discard_response_ = false;  // a retriable response is read and dropped
-  bool retry_pending_ = false;     // a retry is decided: waiting out the back-off
-  std::uint64_t retry_delay_ms_ = 0;
-  const UpstreamEndpoint* failed_endpoint_ = nullptr;  // avoided by the next attempt
-  std::uint64_t route_deadline_ms_ = 0;                // 0: no route timeout
-  bool admitted_ = false;                              // holds a bulkhead slot
-  ProbeTicket probe_ = 0;                              // the attempt is a half-open probe
-  bool breaker_reported_ = false;
-  std::uint64_t attempt_start_ms_ = 0;
-  // Last progress of the request body (loop time), for timeouts.body_idle.
-  std::uint64_t body_activity_ms_ = 0;
-  char reply_extra_[256];      // extra header lines of the next local reply
-  char ratelimit_header_[64];  // "RateLimit: ..." for the response
-  std::size_t ratelimit_header_len_ = 0;
-  bool shadow_limited_ = false;
-  // Waiting for Redis (the limiter answers in on_rate_decision).
-  RedisRateLimiter::Pending* ratelimit_pending_ = nullptr;
-  std::size_t reply_extra_len_ = 0;
-  bool queued_ = false;  // waits for one
-  UpstreamConnection* up_ = nullptr;
-  std::string_view request_id_;
-  BodyFraming request_framing_ = BodyFraming::none;
-  std::uint64_t request_content_length_ = 0;
-  BodyFraming response_framing_ = BodyFraming::none;
-  bool upstream_chunked_ = false;
-  std::uint64_t request_body_bytes_ = 0;
-  std::uint64_t bytes_in_ = 0;
-  std::uint64_t bytes_out_ = 0;
-  int status_ = 0;
-  int attempts_ = 0;
-  Reason reply_reason_ = Reason::bad_request;
-  bool local_reply_sent_ = false;
-  bool pending_reply_ = false;  // decided in on_headers_complete, sent at message end
-  Reason pending_reason_ = Reason::no_route;
-  int pending_status_ = 0;
-  bool head_request_ = false;
-  bool request_complete_ = false;
-  bool response_started_ = false;
-  bool response_committed_ = false;  // response bytes were handed to the socket
-  bool upgrade_ = false;
-  bool body_sent_upstream_ = false;  // any request body byte went upstream
-  bool sent_continue_ = false;
-  bool accounted_ = false;
   bool in_execute_ = false;
-  int stale_retries_ = 0;
-  bool last_attempt_reused_ = false;
-  std::uint64_t response_chunk_size_ = 0;
   int minor_version_ = 1;
   std::uint8_t method_ = HTTP_GET;  // of the current request (llhttp is reset after a chunked body)
-  bool request_upgrade_ = false;    // llhttp's upgrade flag for the current request
   Reason error_reason_ = Reason::bad_request;
   bool error_reason_set_ = false;
   int error_status_ = 0;  // 0: the reason's status

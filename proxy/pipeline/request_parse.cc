@@ -63,7 +63,7 @@ void Downstream::execute(const char* data, std::size_t len) {
       if (upgrade) {
         // Bytes after an upgrade request belong to the new protocol: pass them on.
         if (rest_len) upstream_add(data, rest_len, true);
-        bytes_in_ += rest_len;
+        x().bytes_in += rest_len;
         break;
       }
       if (phase_ == Phase::idle) {  // answered while parsing: go on with the next request
@@ -103,7 +103,7 @@ void Downstream::execute(const char* data, std::size_t len) {
       if (err == HPE_PAUSED_UPGRADE) {
         // Bytes after an upgrade request belong to the new protocol: pass them on.
         if (rest_len) upstream_add(rest, rest_len, true);
-        bytes_in_ += rest_len;
+        x().bytes_in += rest_len;
         break;
       }
       pending_input_.append(rest, rest_len);
@@ -140,11 +140,11 @@ bool Downstream::on_head_parsed(const char* data, const char* body) {
     return false;
   }
   input_tail_ = '\n';
-  bytes_in_ += head_bytes_;
+  x().bytes_in += head_bytes_;
   start_request();
   if (done()) return false;
   llhttp_resume(&parser_);
-  if (request_framing_ == BodyFraming::chunked) {
+  if (x().request_framing == BodyFraming::chunked) {
     chunked_body_ = true;
     ChunkedDecoder::Limits limits;
     limits.max_trailer_bytes = listener_.config->max_header_bytes;
@@ -157,22 +157,22 @@ bool Downstream::on_head_parsed(const char* data, const char* body) {
 
 bool Downstream::decode_chunked(const char*& data, const char* end) {
   ChunkedDecoder& decoder = b().chunked;
-  if (data < end) body_activity_ms_ = uv_now(worker_.loop());  // chunk lines count (body_idle)
+  if (data < end) x().body_activity_ms = uv_now(worker_.loop());  // chunk lines count (body_idle)
   while (!done()) {
     const char* before = data;
     ChunkedDecoder::Event event = decoder.next(data, end);
-    bytes_in_ += static_cast<std::uint64_t>(data - before);
+    x().bytes_in += static_cast<std::uint64_t>(data - before);
     switch (event) {
       case ChunkedDecoder::Event::need_more:
         return false;
       case ChunkedDecoder::Event::chunk_start:
-        if (!pending_reply_) upstream_add_chunk_header(decoder.chunk_size());
+        if (!x().pending_reply) upstream_add_chunk_header(decoder.chunk_size());
         break;
       case ChunkedDecoder::Event::data:
         if (!take_body(decoder.data().data(), decoder.data().size())) return false;
         break;
       case ChunkedDecoder::Event::chunk_end:
-        if (!pending_reply_) upstream_add("\r\n", 2, false);
+        if (!x().pending_reply) upstream_add("\r\n", 2, false);
         break;
       case ChunkedDecoder::Event::trailer:
         add_trailer(decoder.trailer_name(), decoder.trailer_value());
@@ -196,7 +196,7 @@ void Downstream::add_trailer(std::string_view name, std::string_view value) {
   // Trailers never join the head (its views must stay valid, and a retry must not send them
   // as headers). Forwarded as trailers of the chunked upstream request, except what only the
   // head may carry: framing, routing, hop-by-hop fields and the ones Bulwark sets.
-  if (pending_reply_ || is_hop_by_hop(name) || iequals(name, "host") ||
+  if (x().pending_reply || is_hop_by_hop(name) || iequals(name, "host") ||
       iequals(name, "x-forwarded-for") || iequals(name, "x-forwarded-proto") ||
       iequals(name, "x-request-id") || listed_in_connection(b().headers, name))
     return;
@@ -223,7 +223,7 @@ int Downstream::parse_error(Reason reason, const char* detail, int status) {
 int Downstream::cb_message_begin(llhttp_t* p) {
   auto* d = self(p);
   d->phase_ = Phase::head;
-  d->start_ns_ = uv_hrtime();
+  d->x().start_ns = uv_hrtime();
   d->b().headers.clear();
   d->b().url.clear();
   d->value_open_ = false;
@@ -307,9 +307,9 @@ int Downstream::cb_body(llhttp_t* p, const char* at, std::size_t len) {
 }
 
 bool Downstream::take_body(const char* data, std::size_t len) {
-  request_body_bytes_ += len;
-  if (!chunked_body_) bytes_in_ += len;  // the decoder counts what it consumes
-  if (request_body_bytes_ > listener_.config->max_body_bytes) {
+  x().request_body_bytes += len;
+  if (!chunked_body_) x().bytes_in += len;  // the decoder counts what it consumes
+  if (x().request_body_bytes > listener_.config->max_body_bytes) {
     const char* detail = "request body exceeds the listener's max_body_bytes";
     if (chunked_body_)
       local_reply(Reason::body_too_large, detail, true);
@@ -324,14 +324,14 @@ bool Downstream::take_body(const char* data, std::size_t len) {
 int Downstream::cb_message_complete(llhttp_t* p) { return self(p)->message_complete(); }
 
 int Downstream::message_complete() {
-  request_complete_ = true;
-  if (pending_reply_) {
-    pending_reply_ = false;
-    local_reply(pending_reason_, b().pending_detail, false, pending_status_);
+  x().request_complete = true;
+  if (x().pending_reply) {
+    x().pending_reply = false;
+    local_reply(x().pending_reason, b().pending_detail, false, x().pending_status);
     return HPE_PAUSED;
   }
   end_request_body();
-  if (request_upgrade_) return 0;  // llhttp stops with HPE_PAUSED_UPGRADE
+  if (x().request_upgrade) return 0;  // llhttp stops with HPE_PAUSED_UPGRADE
   return HPE_PAUSED;
 }
 

@@ -19,38 +19,39 @@ double uniform01() {
 }  // namespace
 
 std::uint64_t Downstream::time_left_ms() const {
-  if (route_deadline_ms_ == 0) return kNoDeadline;
+  if (x().route_deadline_ms == 0) return kNoDeadline;
   std::uint64_t now = uv_now(worker_.loop());
-  return route_deadline_ms_ > now ? route_deadline_ms_ - now : 0;
+  return x().route_deadline_ms > now ? x().route_deadline_ms - now : 0;
 }
 
 void Downstream::append_attempts_header(std::string& extra) const {
-  if (attempts_ <= 1) return;
-  extra.append("x-bulwark-attempts: ").append(std::to_string(attempts_)).append("\r\n");
+  if (x().attempts <= 1) return;
+  extra.append("x-bulwark-attempts: ").append(std::to_string(x().attempts)).append("\r\n");
 }
 
 bool Downstream::try_retry(int reason, bool allowed_kind, std::uint64_t retry_after_ms) {
-  if (!route_state_ || !route_state_->retry || !allowed_kind) return false;
-  const RetryPolicy& policy = *route_state_->retry;
-  if (response_started_ || !replay_enabled_ || replay_overflow_ || upgrade_ || done()) return false;
-  if (attempts_ >= policy.config().attempts) return false;
+  if (!x().route_state || !x().route_state->retry || !allowed_kind) return false;
+  const RetryPolicy& policy = *x().route_state->retry;
+  if (x().response_started || !x().replay_enabled || x().replay_overflow || x().upgrade || done())
+    return false;
+  if (x().attempts >= policy.config().attempts) return false;
   std::uint64_t left = time_left_ms();
-  std::uint64_t backoff = policy.backoff_ms(attempts_, uniform01());
+  std::uint64_t backoff = policy.backoff_ms(x().attempts, uniform01());
   // A retry never outlives the route timeout, and a server asking to wait longer than the
   // time left (or than backoff.max, without a route timeout) is not retried.
   if (!retry_fits(backoff, retry_after_ms, left, policy.config().backoff_max_ms)) return false;
   std::uint64_t now = uv_now(worker_.loop());
-  if (!route_state_->budget->try_retry(now)) {
-    route_stats_->retry_budget_exhausted.add();
+  if (!x().route_state->budget->try_retry(now)) {
+    x().route_stats->retry_budget_exhausted.add();
     return false;
   }
-  route_stats_->retries[static_cast<std::size_t>(reason)].add();
-  retry_pending_ = true;
-  retry_delay_ms_ = std::max(backoff, retry_after_ms);
+  x().route_stats->retries[static_cast<std::size_t>(reason)].add();
+  x().retry_pending = true;
+  x().retry_delay_ms = std::max(backoff, retry_after_ms);
   return true;
 }
 
-void Downstream::schedule_retry() { arm_attempt_timer(retry_delay_ms_); }
+void Downstream::schedule_retry() { arm_attempt_timer(x().retry_delay_ms); }
 
 void Downstream::arm_attempt_timer(std::uint64_t ms) {
   uv_timer_t* t = &b().attempt_timer;
@@ -61,23 +62,23 @@ void Downstream::arm_attempt_timer(std::uint64_t ms) {
 void Downstream::on_attempt_timer(uv_timer_t* timer) {
   auto* d = static_cast<Downstream*>(timer->data);
   if (d->done()) return;
-  if (d->discard_response_ && d->up_) {
+  if (d->x().discard_response && d->x().up) {
     // The body of a response being dropped for a retry took longer than per_try_timeout.
-    d->discard_response_ = false;
-    d->up_->close();
-    d->up_ = nullptr;
-    d->failed_endpoint_ = d->endpoint_;
+    d->x().discard_response = false;
+    d->x().up->close();
+    d->x().up = nullptr;
+    d->x().failed_endpoint = d->x().claim.endpoint();
     d->end_attempt();
     d->schedule_retry();
-  } else if (d->retry_pending_ && !d->up_) {
+  } else if (d->x().retry_pending && !d->x().up) {
     d->start_retry();
-  } else if (d->up_ && !d->response_started_) {
+  } else if (d->x().up && !d->x().response_started) {
     d->on_per_try_timeout();
   }
 }
 
 void Downstream::start_retry() {
-  retry_pending_ = false;
+  x().retry_pending = false;
   if (!start_attempt()) return;  // no endpoint left: answered already
   flush();
 }
@@ -89,12 +90,12 @@ void Downstream::on_per_try_timeout() {
     return;
   }
   record_upstream_outcome(static_cast<int>(UpstreamOutcome::timeout));
-  up_->close();
-  up_ = nullptr;
-  failed_endpoint_ = endpoint_;
-  const auto& cb = upstream_->config().circuit_breaker;
+  x().up->close();
+  x().up = nullptr;
+  x().failed_endpoint = x().claim.endpoint();
+  const auto& cb = x().upstream->config().circuit_breaker;
   end_attempt(breaker_result(cb && cb->on_timeout));
-  const RetryPolicy* policy = route_state_ ? route_state_->retry.get() : nullptr;
+  const RetryPolicy* policy = x().route_state ? x().route_state->retry.get() : nullptr;
   if (try_retry(2, policy && policy->retries(RetryOn::timeout))) {
     schedule_retry();
     return;
@@ -103,7 +104,7 @@ void Downstream::on_per_try_timeout() {
 }
 
 bool Downstream::retry_response(const UpstreamConnection& conn) {
-  const RetryPolicy* policy = route_state_ ? route_state_->retry.get() : nullptr;
+  const RetryPolicy* policy = x().route_state ? x().route_state->retry.get() : nullptr;
   if (!policy || !policy->retries_status(conn.status())) return false;
   std::uint64_t retry_after_ms = 0;
   if (conn.status() == 429 || conn.status() == 503) {
