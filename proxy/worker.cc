@@ -138,6 +138,7 @@ void Worker::run() {
   // Commands that arrived before the loop ran are picked up here.
   uv_async_send(&async_);
   uv_run(&loop_, UV_RUN_DEFAULT);
+  exchanges_.sweep();
   access_log_.flush();
   // Everything is closed; free what is left and close the loop.
   upstreams_.clear();
@@ -362,7 +363,9 @@ void Worker::on_heartbeat(uv_timer_t* timer) {
 }
 
 void Worker::on_prepare(uv_prepare_t* prepare) {
-  static_cast<Worker*>(prepare->data)->access_log_.flush();
+  auto* w = static_cast<Worker*>(prepare->data);
+  w->exchanges_.sweep();
+  w->access_log_.flush();
 }
 
 }  // namespace bulwark

@@ -24,7 +24,7 @@ Downstream::Downstream(ListenerRuntime& listener) : listener_(listener), worker_
   timer_.data = this;
   open_handles_ = 2;
   llhttp_init(&parser_, HTTP_REQUEST, &settings());
-  // Any HTTP/1.x version is accepted by the parser; start_request() serves 1.x (x > 1) as
+  // Any HTTP/1.x version is accepted by the parser; Exchange::start_request() serves 1.x (x > 1) as
   // 1.1 (RFC 9110 6.2) and refuses other major versions. llhttp 8.1 has no setter for it.
   parser_.lenient_flags |= LENIENT_VERSION;
   parser_.data = this;
@@ -43,7 +43,7 @@ void Downstream::end_exchange() {
   if (!ex_) return;
   Exchange* x = ex_;
   ex_ = nullptr;
-  worker_.exchanges().destroy(x);
+  worker_.exchanges().retire(x);
 }
 
 void Downstream::release_buffers() {
@@ -153,7 +153,7 @@ void Downstream::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf
 void Downstream::handle_input(const char* data, std::size_t len) {
   if (phase_ == Phase::tunnel || (ex_ && ex_->upgrade && ex_->request_complete)) {
     x().bytes_in += len;
-    upstream_add(data, len, true);
+    x().upstream_add(data, len, true);
     if (phase_ == Phase::tunnel) arm_timer(listener_.config->idle_timeout_ms);
     return;
   }
@@ -243,7 +243,7 @@ void Downstream::on_timer(uv_timer_t* timer) {
       d->local_reply(Reason::request_timeout, "the request head was not received in time", true);
       break;
     case Phase::request:
-      d->on_request_timeout();
+      d->x().on_request_timeout();
       break;
   }
 }
@@ -254,7 +254,7 @@ void Downstream::local_reply(Reason reason, std::string_view detail, bool close_
     close();  // too late for a reply: the client must see the response break
     return;
   }
-  if (x().up) detach_upstream(false);
+  if (x().up) x().detach_upstream(false);
   bool must_close = close_after || !x().request_complete || close_after_response_ || draining_;
   LocalReply reply;
   reply.reason = reason;
@@ -320,9 +320,9 @@ void Downstream::account_request() {
 
 void Downstream::finish_request() {
   account_request();
-  if (x().up) detach_upstream(false);
-  end_attempt();  // also when still waiting for a pooled connection
-  leave_admission();
+  if (x().up) x().detach_upstream(false);
+  x().end_attempt();  // also when still waiting for a pooled connection
+  x().leave_admission();
   // After a half-close, requests already read are still answered (serve_pending_input closes
   // once they are).
   bool close_now =
@@ -351,7 +351,7 @@ void Downstream::reset_request() {
 
 void Downstream::close_gracefully() {
   if (done()) return;
-  if (ex_ && ex_->up) detach_upstream(false);
+  if (ex_ && ex_->up) x().detach_upstream(false);
   flush();
   if (closing_) return;
   phase_ = Phase::lingering;
@@ -392,8 +392,8 @@ void Downstream::close() {
       ex_->up->close();
       ex_->up = nullptr;
     }
-    end_attempt();
-    leave_admission();
+    x().end_attempt();
+    x().leave_admission();
   }
   closing_ = true;
   if (buffers_) buffers_->out.clear();

@@ -31,7 +31,7 @@ struct ListenerRuntime;
 
 struct RouteStats;
 
-class Downstream final : public UpstreamClient, public PoolWaiter {
+class Downstream final {
  public:
   explicit Downstream(ListenerRuntime& listener);
   Downstream(const Downstream&) = delete;
@@ -46,29 +46,12 @@ class Downstream final : public UpstreamClient, public PoolWaiter {
 
   ListHook<Downstream> list_hook;  // the worker's list of its connections
 
-  // UpstreamClient
-  void on_upstream_connected() override;
-  void on_upstream_interim(UpstreamConnection& conn) override;
-  void on_upstream_headers(UpstreamConnection& conn) override;
-  void on_upstream_chunk_header(std::uint64_t size) override;
-  void on_upstream_body(const char* data, std::size_t len) override;
-  void on_upstream_chunk_complete() override;
-  void on_upstream_complete() override;
-  void on_upstream_tunnel_data(const char* data, std::size_t len) override;
-  void on_upstream_error(UpstreamError error, std::string_view detail) override;
-  void on_upstream_batch_end() override;
-  void on_upstream_drained() override;
-
-  // An admission stage that made the request wait has decided: goes on with the next stage
-  // (then the first attempt), or sends the rejection's local reply.
-  void resume_admission(const Verdict& v);
   std::string_view client_ip() const { return client_ip_; }
   const HeaderBlock& request_headers() { return b().headers; }
 
-  // PoolWaiter (a full connection pool)
-  void on_pool_connection(UpstreamConnection* conn) override;
-
  private:
+  friend class Exchange;  // the request drives the connection it belongs to
+
   enum class Phase {
     idle,      // between requests (keep-alive)
     head,      // reading a request head
@@ -125,68 +108,6 @@ class Downstream final : public UpstreamClient, public PoolWaiter {
   void account_request();
   void reset_request();
   bool done() const { return closing_ || phase_ == Phase::lingering; }
-
-  // session.cc
-  int start_request();  // llhttp on_headers_complete result
-  int reply_from_headers(Reason reason, std::string_view detail, int status = 0);
-  // Runs the worker's admission stages from the exchange's next one; when all admit, starts
-  // the first attempt. `resumed`: called back by a stage, not while the head is handled.
-  void run_admission(bool resumed);
-  // Answers a rejected request (reply_from_headers while the head is handled).
-  void refuse(const Verdict& v, bool resumed);
-  // Takes the exchange out of admission: a wait cancelled, its bulkhead slot given back.
-  void leave_admission();
-  void send_continue();
-  bool start_attempt();
-  void use_connection(UpstreamConnection* conn);
-  void forward_body(const char* data, std::size_t len);
-  // Request bytes for the upstream: to the connection, or kept while the request is queued.
-  void upstream_add(const char* data, std::size_t len, bool borrowed);
-  void upstream_add_chunk_header(std::uint64_t size);
-  void end_attempt(CallResult result = CallResult::cancelled);
-  void end_request_body();
-  bool request_has_body() const {
-    return ex_ && (ex_->request_framing == BodyFraming::chunked ||
-                   (ex_->request_framing == BodyFraming::content_length &&
-                    ex_->request_content_length > 0));
-  }
-  void upstream_failed(Reason reason, UpstreamError error, std::string_view detail = {});
-  // A reset on a reused keep-alive connection before anything was processed: the request goes
-  // again on a fresh connection to the same endpoint, which is not blamed.
-  bool replays_stale_connection(UpstreamError error) const;
-  // Takes back a response head that has not reached the socket yet, so that a failure can
-  // still be answered with a local reply. False when some of the response went out.
-  bool retract_response();
-  void detach_upstream(bool reusable, CallResult result = CallResult::cancelled);
-  // The breaker hears each attempt's outcome once; `cancelled` when it was not the endpoint's
-  // doing.
-  void report_breaker(CallResult result);
-  CallResult breaker_result(bool counted) const;
-  void record_upstream_outcome(int outcome);
-  // The request phase's timer: the route deadline, or sooner the body_idle deadline while the
-  // body is being read.
-  void arm_request_timer();
-  void on_request_timeout();
-  // The client is expected to send request body bytes now: the body is incomplete, we are
-  // reading, and the client was not told to wait (100-continue not yet sent).
-  bool awaiting_client_body() const;
-  // The request's body did not arrive in time: 408, closing; the attempt in progress, if any,
-  // ends without blame (the endpoint and its breaker hear `cancelled`).
-  void client_timeout(const char* detail);
-
-  // retry_flow.cc
-  // Decides whether a failed attempt is retried; if so, takes the budget, counts it and
-  // schedules the next attempt after the back-off. `reason` indexes RouteStats::retries.
-  bool try_retry(int reason, bool allowed_kind, std::uint64_t retry_after_ms = 0);
-  void schedule_retry();
-  void arm_attempt_timer(std::uint64_t ms);
-  static void on_attempt_timer(uv_timer_t* timer);
-  void on_per_try_timeout();
-  void start_retry();
-  // Should a response with this status be retried instead of passed on? (Takes the budget.)
-  bool retry_response(const UpstreamConnection& conn);
-  std::uint64_t time_left_ms() const;  // until the route timeout; ~0 when there is none
-  void append_attempts_header(std::string& extra) const;
 
   // Buffers of the request in progress, from the worker's free list: a connection between
   // requests holds none, which keeps idle keep-alive connections small.

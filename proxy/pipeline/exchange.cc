@@ -1,9 +1,728 @@
+// The proxying side of a Downstream: route the request, pick an endpoint and a pooled
+// connection, stream the request body up and the response down, and turn upstream
+// failures into local replies.
 #include "pipeline/exchange.h"
 
+#include <algorithm>
+#include <charconv>
+#include <cstdio>
+#include <cstring>
+
+#include "admin/stats.h"
+#include "core/log.h"
 #include "pipeline/downstream.h"
 #include "pipeline/rate_limit_stage.h"
+#include "worker.h"
 
 namespace bulwark {
+
+namespace {
+
+bool printable_id(std::string_view id) {
+  if (id.empty() || id.size() > 128) return false;
+  for (unsigned char c : id)
+    if (c <= 0x20 || c >= 0x7f) return false;
+  return true;
+}
+
+}  // namespace
+
+int Exchange::reply_from_headers(Reason reason, std::string_view detail, int reply_status) {
+  bool has_body = (client.parser_.flags & F_CHUNKED) || client.parser_.content_length > 0;
+  if (!has_body && !client.parser_.upgrade) {
+    // Answer once the (empty) request is complete, keeping the connection.
+    pending_reply = true;
+    pending_reason = reason;
+    client.b().pending_detail.assign(detail);
+    pending_status = reply_status;
+    return 0;
+  }
+  client.local_reply(reason, detail, true, reply_status);
+  return HPE_PAUSED;
+}
+
+int Exchange::start_request() {
+  client.phase_ = Downstream::Phase::request;
+  client.method_ = client.parser_.method;
+  request_upgrade = client.parser_.upgrade != 0;
+  // HTTP/1.x with x > 1 is served as HTTP/1.1 (RFC 9110 6.2: same major version).
+  client.minor_version_ = client.parser_.http_minor > 0 ? 1 : 0;
+  head_request = client.parser_.method == HTTP_HEAD;
+  client.b().info = inspect_request(client.b().headers);
+  const ListenerConfig& lc = *client.listener_.config;
+
+  if (client.b().info.request_id.empty() || !printable_id(client.b().info.request_id)) {
+    client.worker_.ids().next(client.b().request_id);
+    request_id = std::string_view(client.b().request_id, sizeof client.b().request_id);
+  } else {
+    // Owned: the id outlives anything that may happen to the head buffer (log, retries).
+    client.b().request_id_copy.assign(client.b().info.request_id);
+    request_id = client.b().request_id_copy;
+  }
+  if (client.b().info.connection_close ||
+      (client.minor_version_ == 0 && !client.b().info.connection_keep_alive) || client.draining_)
+    client.close_after_response_ = true;
+
+  if (client.parser_.http_major != 1) {
+    client.local_reply(Reason::bad_request, "unsupported HTTP version", true);
+    return HPE_PAUSED;
+  }
+  if (client.parser_.method == HTTP_CONNECT) {
+    client.local_reply(Reason::bad_request, "CONNECT is not supported", true);
+    return HPE_PAUSED;
+  }
+  if (client.b().info.host_count > 1) {
+    client.local_reply(Reason::bad_request, "more than one Host header", true);
+    return HPE_PAUSED;
+  }
+  if (client.minor_version_ == 1 && client.b().info.host_count == 0) {
+    client.local_reply(Reason::bad_request, "missing Host header", true);
+    return HPE_PAUSED;
+  }
+  std::string_view target = origin_form(client.b().url);
+  if (target.empty()) {
+    client.local_reply(Reason::bad_request, "invalid request target", true);
+    return HPE_PAUSED;
+  }
+  // Framing (RFC 9112 6). llhttp already refuses a non-empty Transfer-Encoding with a
+  // Content-Length, and duplicate lengths; an empty Transfer-Encoding line counts too.
+  if (client.b().info.transfer_encoding_count > 0) {
+    if (client.b().info.content_length_count > 0) {
+      client.local_reply(Reason::bad_request, "both Content-Length and Transfer-Encoding", true);
+      return HPE_PAUSED;
+    }
+    if (client.minor_version_ == 0) {  // RFC 9112 6.1: faulty framing in HTTP/1.0
+      client.local_reply(Reason::bad_request, "Transfer-Encoding in an HTTP/1.0 request", true);
+      return HPE_PAUSED;
+    }
+    std::string_view coding;
+    switch (transfer_coding(client.b().headers, &coding)) {
+      case TransferCoding::invalid:
+        client.b()
+            .pending_detail.assign("invalid Transfer-Encoding: ")
+            .append(coding.substr(0, 64));
+        client.local_reply(Reason::bad_request, client.b().pending_detail, true);
+        return HPE_PAUSED;
+      case TransferCoding::unsupported:
+        // RFC 9112 6.1: 501 for a transfer coding the server does not understand. SPEC has no
+        // reason for 501: bad-request, with the status overridden.
+        client.b()
+            .pending_detail.assign("unsupported transfer coding: ")
+            .append(coding.substr(0, 64));
+        client.local_reply(Reason::bad_request, client.b().pending_detail, true, 501);
+        return HPE_PAUSED;
+      case TransferCoding::absent:
+      case TransferCoding::chunked:
+        break;
+    }
+  }
+  if (client.parser_.flags & F_CHUNKED) {
+    request_framing = BodyFraming::chunked;
+  } else if (client.parser_.flags & F_CONTENT_LENGTH) {
+    // Kept even when 0: a POST without it may be answered 411 (RFC 9110 8.6).
+    request_framing = BodyFraming::content_length;
+    request_content_length = client.parser_.content_length;  // llhttp counts it down as it reads
+    if (client.parser_.content_length > lc.max_body_bytes) {
+      client.local_reply(Reason::body_too_large,
+                         "request body exceeds the listener's max_body_bytes", true);
+      return HPE_PAUSED;
+    }
+  }
+  if (client.b().info.expect_other)
+    return reply_from_headers(Reason::bad_request, "unsupported Expect", 417);
+  upgrade = client.parser_.upgrade && !client.b().info.upgrade.empty();
+
+  std::string_view host = target_authority(client.b().url);
+  if (host.empty()) host = client.b().info.host;
+  const char* method = llhttp_method_name(static_cast<llhttp_method_t>(client.method_));
+  route = client.listener_.router->match(method, target_path(target), host, client.b().headers);
+  if (route < 0) {
+    route_stats = nullptr;
+    return reply_from_headers(Reason::no_route, "no route matches the request");
+  }
+  route_stats = &client.listener_.stats->routes[static_cast<std::size_t>(route)];
+  upstream = client.listener_.route_upstreams[static_cast<std::size_t>(route)];
+  route_state = client.listener_.route_states[static_cast<std::size_t>(route)];
+  std::uint64_t timeout = lc.routes[static_cast<std::size_t>(route)].timeout_ms;
+  std::uint64_t now = uv_now(client.worker_.loop());
+  route_deadline_ms = timeout ? now + timeout : 0;
+  body_activity_ms = now;
+  arm_request_timer();
+  if (route_state->retry) {
+    route_state->budget->record_request(now);
+    replay_enabled = route_state->retry->method_allowed(method) && !upgrade;
+  }
+  run_admission(false);
+  return 0;
+}
+
+void Exchange::run_admission(bool resumed) {
+  Exchange& x = *this;
+  const auto& stages = client.worker_.admission_stages();
+  while (x.next_stage < stages.size()) {
+    AdmissionStage& stage = *stages[x.next_stage++];
+    Verdict v = stage.enter(x);
+    if (v.kind == Verdict::Kind::wait) {
+      // The body, if any, is kept in b().queued_bytes meanwhile.
+      x.waiting_stage = &stage;
+      return;
+    }
+    if (v.kind == Verdict::Kind::reject) {
+      refuse(v, resumed);
+      return;
+    }
+  }
+  if (!resumed) {
+    start_attempt();
+    return;
+  }
+  if (client.done()) return;
+  if (!start_attempt() || !x.up) return;  // no endpoint, or waiting for a pooled connection
+  client.flush();
+  client.b().queued_bytes.clear();
+  if (!client.done() && !x.request_complete && client.pending_input_.size() < kHighWater)
+    client.resume_reading();
+}
+
+void Exchange::refuse(const Verdict& v, bool resumed) {
+  // While the head is being handled the reply may wait for the end of an empty request (the
+  // connection stays usable); later it goes out at once.
+  if (resumed)
+    client.local_reply(v.reason, v.detail);
+  else
+    reply_from_headers(v.reason, v.detail);
+}
+
+void Exchange::resume_admission(const Verdict& v) {
+  waiting_stage = nullptr;
+  if (client.done()) return;
+  if (v.kind == Verdict::Kind::reject) {
+    refuse(v, true);
+    return;
+  }
+  run_admission(true);
+}
+
+void Exchange::leave_admission() {
+  Exchange& x = *this;
+  if (x.waiting_stage) {
+    x.waiting_stage->cancel(x);
+    x.waiting_stage = nullptr;
+  }
+  client.b().queued_bytes.clear();
+  x.bulkhead.release();  // may admit another waiting request right away
+}
+
+void Exchange::report_breaker(CallResult result) { claim.report(result); }
+
+CallResult Exchange::breaker_result(bool counted) const {
+  return counted ? CallResult::failure : CallResult::cancelled;
+}
+
+void Exchange::end_attempt(CallResult result) {
+  UpstreamEndpoint* endpoint = claim.endpoint();
+  if (!endpoint) return;
+  if (waiting()) endpoint->pool->cancel_wait(this);
+  claim.end(result);
+}
+
+void Exchange::upstream_add(const char* data, std::size_t len, bool borrowed) {
+  if (replay_enabled && !replay_overflow) {
+    std::string& replay = client.b().replay;
+    if (replay.size() + len > route_state->retry->config().max_body_bytes) {
+      replay_overflow = true;  // too big to keep: this request will not be retried
+      replay.clear();
+    } else {
+      replay.append(data, len);
+    }
+  }
+  if (up) {
+    if (borrowed)
+      up->out().add(data, len);
+    else
+      up->out().add_copy(std::string_view(data, len));
+  } else if (waiting_stage || waiting()) {
+    client.b().queued_bytes.append(data, len);
+    if (client.b().queued_bytes.size() > kHighWater) client.pause_reading();
+  }
+}
+
+void Exchange::upstream_add_chunk_header(std::uint64_t size) {
+  body_activity_ms = uv_now(client.worker_.loop());
+  char buf[24];
+  int n = std::snprintf(buf, sizeof buf, "%llx\r\n", static_cast<unsigned long long>(size));
+  upstream_add(buf, static_cast<std::size_t>(n), false);
+}
+
+bool Exchange::start_attempt() {
+  std::uint64_t now = uv_now(client.worker_.loop());
+  Upstream::Pick pick = upstream->pick(now, failed_endpoint);
+  UpstreamEndpoint* endpoint = pick.endpoint;
+  if (!endpoint) {
+    Reason reason = pick.circuit_open ? Reason::circuit_open : Reason::no_healthy_upstream;
+    const char* detail = pick.circuit_open ? "every endpoint's circuit breaker is open"
+                                           : "the upstream has no endpoints";
+    if (pick.circuit_open) {
+      // Retry-After: whole seconds until the earliest endpoint may be probed, at least 1.
+      std::uint64_t seconds = std::max<std::uint64_t>(1, (pick.retry_after_ms + 999) / 1000);
+      int n = std::snprintf(reply_extra, sizeof reply_extra, "Retry-After: %llu\r\n",
+                            static_cast<unsigned long long>(seconds));
+      reply_extra_len = static_cast<std::size_t>(n);
+    }
+    if (request_complete || !client.in_execute_) {
+      client.local_reply(reason, detail);
+      return false;
+    }
+    return reply_from_headers(reason, detail) == 0;
+  }
+  claim.begin(*upstream, *endpoint, pick.probe, now, client.worker_.loop());
+  client.b().endpoint_name = endpoint->name();
+  // A full pool: wait for a connection (on_pool_connection); request bytes are kept meanwhile.
+  if (UpstreamConnection* conn = endpoint->pool->acquire(this)) use_connection(conn);
+  return true;
+}
+
+void Exchange::use_connection(UpstreamConnection* conn) {
+  up = conn;
+  ++attempts;
+  conn->attach(this, head_request);
+  last_attempt_reused = conn->reused();
+  UpstreamRequestHead head;
+  head.method = llhttp_method_name(static_cast<llhttp_method_t>(client.method_));
+  head.target = origin_form(client.b().url);
+  // Exactly one Host (RFC 9112 3.2): an absolute-form target's authority replaces the
+  // client's Host (3.2.2); a client without one (HTTP/1.0) gets the endpoint's address.
+  head.host = target_authority(client.b().url);
+  if (head.host.empty())
+    head.host = client.b().info.host_count ? client.b().info.host : client.b().endpoint_name;
+  head.client_ip = client.client_ip_;
+  head.request_id = request_id;
+  head.framing = request_framing;
+  head.content_length = request_content_length;
+  if (upgrade) head.upgrade = client.b().info.upgrade;
+  write_upstream_request_head(client.b().upstream_head, client.b().headers, head);
+  up->out().add(client.b().upstream_head);
+  if (attempts > 1)
+    up->out().add(client.b().replay);  // a retry: the body so far, from the replay copy
+  else if (!client.b().queued_bytes.empty())
+    up->out().add(client.b().queued_bytes);  // cleared after the next flush
+  if (conn->connected()) send_continue();
+  if (route_state && route_state->retry && route_state->retry->config().per_try_timeout_ms) {
+    arm_attempt_timer(
+        attempt_timeout_ms(route_state->retry->config().per_try_timeout_ms, time_left_ms()));
+  }
+}
+
+void Exchange::on_pool_connection(UpstreamConnection* conn) {
+  if (client.done() ||
+      !claim.endpoint()) {  // cannot happen while waiting is cancelled on every exit
+    conn->release(true);
+    return;
+  }
+  use_connection(conn);
+  client.flush();
+  client.b().queued_bytes.clear();
+  if (!client.done() && !request_complete && client.pending_input_.size() < kHighWater)
+    client.resume_reading();
+}
+
+void Exchange::send_continue() {
+  if (sent_continue || !client.b().info.expect_continue || client.minor_version_ == 0 ||
+      request_complete || response_started || !request_has_body())
+    return;
+  sent_continue = true;
+  body_activity_ms = uv_now(client.worker_.loop());  // the client may send its body from now on
+  client.b().out.add_copy("HTTP/1.1 100 Continue\r\n\r\n");
+}
+
+void Exchange::forward_body(const char* data, std::size_t len) {
+  body_activity_ms = uv_now(client.worker_.loop());
+  if (pending_reply) return;  // answered locally: discarded
+  upstream_add(data, len, true);
+  body_sent_upstream = up != nullptr || waiting_stage || waiting();
+}
+
+void Exchange::end_request_body() {
+  if (request_framing != BodyFraming::chunked) return;
+  upstream_add("0\r\n", 3, false);
+  if (!client.b().trailers.empty())
+    upstream_add(client.b().trailers.data(), client.b().trailers.size(), false);
+  upstream_add("\r\n", 2, false);
+}
+
+void Exchange::detach_upstream(bool reusable, CallResult result) {
+  if (up) {
+    up->release(reusable);
+    up = nullptr;
+  }
+  end_attempt(result);
+}
+
+void Exchange::record_upstream_outcome(int outcome) {
+  if (claim.endpoint()) upstream->stats(*claim.endpoint()).outcomes[outcome].add();
+}
+
+void Exchange::on_upstream_connected() {
+  send_continue();
+  client.flush();
+}
+
+void Exchange::on_upstream_interim(UpstreamConnection& conn) {
+  // RFC 9110 15.2: a proxy forwards 1xx responses, except those it asked for itself, and
+  // never to an HTTP/1.0 client. Bulwark answers Expect: 100-continue itself (the header is
+  // not forwarded), so a 100 from the upstream after Bulwark's own is not sent twice.
+  if (client.minor_version_ == 0 || client.done()) return;
+  if (conn.status() == 100) {
+    if (sent_continue) return;
+    sent_continue = true;
+  }
+  std::string& head = client.b().scratch;
+  write_interim_response_head(head, conn.headers(), conn.status(), conn.status_text());
+  client.b().out.add_copy(head);
+  bytes_out += head.size();
+}
+
+void Exchange::on_upstream_headers(UpstreamConnection& conn) {
+  status = conn.status();
+  if (status >= 200 && retry_response(conn)) {
+    discard_response = true;  // read and drop the body, then retry
+    return;
+  }
+  // The response starts: no retry from here on, and the replay copy is not needed.
+  if (client.buffers_) uv_timer_stop(&client.buffers_->attempt_timer);
+  replay_enabled = false;
+  client.b().replay.clear();
+  bool no_body = head_request || status == 204 || status == 304 || status == 101;
+  std::string_view upgrade_token;
+  if (status == 101) {
+    if (!upgrade) return;  // unsolicited 101: handled as an error at completion
+    upgrade_token = conn.headers().get("upgrade");
+    response_framing = BodyFraming::none;
+  } else if (no_body) {
+    response_framing = conn.has_content_length() && status != 204 ? BodyFraming::content_length
+                                                                  : BodyFraming::none;
+  } else if (conn.has_content_length()) {
+    response_framing = BodyFraming::content_length;
+  } else if (client.minor_version_ == 1) {
+    response_framing = BodyFraming::chunked;  // chunked or close-delimited upstream body
+  } else {
+    response_framing = BodyFraming::none;  // HTTP/1.0 client: the close ends the body
+    client.close_after_response_ = true;
+  }
+  upstream_chunked = conn.body_chunked();
+  if ((upgrade && status != 101) || client.draining_) client.close_after_response_ = true;
+
+  DownstreamResponseHead head;
+  head.status = status;
+  head.reason = conn.status_text();
+  head.minor_version = client.minor_version_;
+  head.framing = response_framing;
+  head.content_length = conn.content_length();
+  head.close = client.close_after_response_;
+  head.keep_alive_1_0 = client.minor_version_ == 0 && !client.close_after_response_;
+  head.upgrade = upgrade_token;
+  char extra[160];
+  std::size_t extra_len = 0;
+  if (attempts > 1) {
+    int n = std::snprintf(extra, sizeof extra, "x-bulwark-attempts: %d\r\n", attempts);
+    extra_len = static_cast<std::size_t>(n);
+  }
+  if (ratelimit_header_len && extra_len + ratelimit_header_len < sizeof extra) {
+    std::memcpy(extra + extra_len, ratelimit_header, ratelimit_header_len);
+    extra_len += ratelimit_header_len;
+  }
+  head.extra = std::string_view(extra, extra_len);
+  write_downstream_response_head(client.b().response_head, conn.headers(), head);
+  client.b().out.add(client.b().response_head);
+  bytes_out += client.b().response_head.size();
+  response_started = true;
+}
+
+void Exchange::on_upstream_chunk_header(std::uint64_t size) {
+  if (discard_response) return;
+  response_chunk_size = size;
+  if (response_framing == BodyFraming::chunked && upstream_chunked && size > 0)
+    client.b().out.add_chunk_header(size);
+}
+
+void Exchange::on_upstream_body(const char* data, std::size_t len) {
+  if (discard_response) return;
+  bytes_out += len;
+  if (response_framing == BodyFraming::chunked && !upstream_chunked) {
+    client.b().out.add_chunk_header(len);
+    client.b().out.add(data, len);
+    client.b().out.add_copy("\r\n");
+    return;
+  }
+  client.b().out.add(data, len);
+}
+
+void Exchange::on_upstream_chunk_complete() {
+  if (discard_response) return;
+  if (response_framing == BodyFraming::chunked && upstream_chunked && response_chunk_size > 0)
+    client.b().out.add_copy("\r\n");
+}
+
+void Exchange::on_upstream_complete() {
+  if (status == 101) {
+    if (!upgrade) {
+      record_upstream_outcome(static_cast<int>(UpstreamOutcome::protocol_error));
+      upstream_failed(Reason::upstream_protocol_error, UpstreamError::protocol,
+                      "the upstream switched protocols (101) for a request without Upgrade");
+      return;
+    }
+    record_upstream_outcome(static_cast<int>(UpstreamOutcome::success));
+    report_breaker(CallResult::success);
+    client.phase_ = Downstream::Phase::tunnel;
+    up->start_tunnel();
+    if (client
+            .client_eof_) {  // a pipelined upgrade after the client's half-close: nothing to tunnel
+      client.close_gracefully();
+      return;
+    }
+    client.arm_timer(client.listener_.config->idle_timeout_ms);
+    client.flush();
+    client.resume_reading();
+    return;
+  }
+  const auto& cb = upstream->config().circuit_breaker;
+  if (discard_response) {
+    // A retriable response, read to its end so the connection can be reused: retry now.
+    discard_response = false;
+    record_upstream_outcome(
+        static_cast<int>(status >= 500 ? UpstreamOutcome::failure : UpstreamOutcome::success));
+    failed_endpoint = claim.endpoint();
+    detach_upstream(request_complete,
+                    cb && cb->counts_status(status) ? CallResult::failure : CallResult::success);
+    status = 0;
+    schedule_retry();
+    return;
+  }
+  if (response_framing == BodyFraming::chunked) {
+    if (upstream_chunked && up && up->trailers().size() > 0) {
+      // Trailer fields go on as trailers of the chunked response (HTTP/1.1 clients only: an
+      // HTTP/1.0 client's response is not chunked and has nowhere to carry them).
+      write_last_chunk(client.b().scratch, up->trailers());
+      client.b().out.add_copy(client.b().scratch);
+      bytes_out += client.b().scratch.size();
+    } else {
+      client.b().out.add_copy("0\r\n\r\n");
+    }
+  }
+  record_upstream_outcome(
+      static_cast<int>(status >= 500 ? UpstreamOutcome::failure : UpstreamOutcome::success));
+  if (!request_complete) client.close_after_response_ = true;
+  client.flush();
+  detach_upstream(request_complete,
+                  cb && cb->counts_status(status) ? CallResult::failure : CallResult::success);
+  if (client.closing_) return;
+  client.finish_request();
+}
+
+void Exchange::on_upstream_tunnel_data(const char* data, std::size_t len) {
+  bytes_out += len;
+  client.b().out.add(data, len);
+  client.arm_timer(client.listener_.config->idle_timeout_ms);
+}
+
+void Exchange::on_upstream_batch_end() { client.flush(); }
+
+void Exchange::on_upstream_drained() {
+  if (client.read_paused_ && client.pending_input_.size() < kHighWater && !request_complete)
+    client.resume_reading();
+  if (client.phase_ == Downstream::Phase::tunnel) client.resume_reading();
+}
+
+void Exchange::on_upstream_error(UpstreamError error, std::string_view detail) {
+  up = nullptr;  // the connection is closing already
+  if (error == UpstreamError::local_resources) {
+    // Bulwark's own shortage: the endpoint and its breaker hear nothing of it.
+    static LogThrottle throttle;
+    throttle.log(LogLevel::warn, "upstream " + upstream->config().name +
+                                     ": out of file descriptors; answering 503 overloaded");
+    end_attempt(CallResult::cancelled);
+    if (client.done()) return;
+    if (response_started) {
+      client.close();
+      return;
+    }
+    int n = std::snprintf(reply_extra, sizeof reply_extra, "Retry-After: 1\r\n");
+    reply_extra_len = static_cast<std::size_t>(n);
+    client.local_reply(Reason::overloaded, "Bulwark is out of file descriptors");
+    return;
+  }
+  if (client.phase_ ==
+      Downstream::Phase::tunnel) {  // the upstream ended the tunnel: not an upstream failure
+    upstream_failed(Reason::upstream_reset, error);
+    return;
+  }
+  switch (error) {
+    case UpstreamError::connect_failure:
+    case UpstreamError::connect_timeout:
+      record_upstream_outcome(static_cast<int>(UpstreamOutcome::connect_failure));
+      upstream_failed(Reason::upstream_connect_failure, error);
+      break;
+    case UpstreamError::reset:
+      // A stale pooled connection is replayed and counted as such (upstream_failed), not as
+      // a reset of the endpoint.
+      if (!replays_stale_connection(error))
+        record_upstream_outcome(static_cast<int>(UpstreamOutcome::reset));
+      upstream_failed(Reason::upstream_reset, error);
+      break;
+    case UpstreamError::protocol:
+      record_upstream_outcome(static_cast<int>(UpstreamOutcome::protocol_error));
+      upstream_failed(Reason::upstream_protocol_error, error, detail);
+      break;
+    case UpstreamError::local_resources:
+      break;  // answered above
+  }
+}
+
+bool Exchange::replays_stale_connection(UpstreamError error) const {
+  return error == UpstreamError::reset && last_attempt_reused && !body_sent_upstream &&
+         !request_has_body() && stale_retries < 3 && !response_started &&
+         client.phase_ != Downstream::Phase::tunnel && claim.endpoint() && !client.done();
+}
+
+bool Exchange::retract_response() {
+  if (!response_started) return true;
+  if (response_committed || local_reply_sent) return false;
+  // Only the response head (and body pieces of the same read) are in the batch: drop them.
+  // An interim response or 100 Continue queued with them is dropped too; the local reply is
+  // a valid final answer without it.
+  bytes_out -= std::min(bytes_out, static_cast<std::uint64_t>(client.b().out.bytes()));
+  client.b().out.clear();
+  response_started = false;
+  response_framing = BodyFraming::none;
+  upstream_chunked = false;
+  status = 0;
+  return true;
+}
+
+void Exchange::upstream_failed(Reason reason, UpstreamError error, std::string_view detail) {
+  if (claim.endpoint()) failed_endpoint = claim.endpoint();
+  if (up) {
+    up->close();
+    up = nullptr;
+  }
+  // A kept-alive connection that the upstream closed just as we reused it: nothing was
+  // processed, so the request goes again on a fresh connection to the same endpoint, which
+  // is not blamed for the stale one.
+  if (replays_stale_connection(error)) {
+    // Same endpoint, fresh connection: if that fails too, the endpoint is to blame.
+    upstream->stats(*claim.endpoint()).stale_retries.add();
+    ++stale_retries;
+    --attempts;
+    if (UpstreamConnection* conn = claim.endpoint()->pool->acquire_new(this)) use_connection(conn);
+    client.flush();
+    return;
+  }
+  const auto& cb = upstream->config().circuit_breaker;
+  bool connect = error == UpstreamError::connect_failure || error == UpstreamError::connect_timeout;
+  // An invalid response is always the endpoint's fault.
+  bool counted =
+      cb && client.phase_ != Downstream::Phase::tunnel &&
+      (error == UpstreamError::protocol || (connect ? cb->on_connect_failure : cb->on_reset));
+  end_attempt(breaker_result(counted));
+  if (client.done()) return;
+  if (discard_response) {  // the retry was decided when the response head arrived
+    discard_response = false;
+    schedule_retry();
+    return;
+  }
+  if (client.phase_ == Downstream::Phase::tunnel) {
+    client.close_gracefully();
+    return;
+  }
+  if (!retract_response()) {
+    client.close();  // part of the response went out: a broken connection is the only honest signal
+    return;
+  }
+  const RetryPolicy* policy = route_state ? route_state->retry.get() : nullptr;
+  // An invalid response is retried as a reset is: the connection's answer is unusable.
+  bool retriable = policy && policy->retries(connect ? RetryOn::connect_failure : RetryOn::reset);
+  if (try_retry(connect ? 0 : 1, retriable)) {
+    schedule_retry();
+    return;
+  }
+  switch (reason) {
+    case Reason::upstream_connect_failure:
+      client.local_reply(reason, "could not connect to the upstream");
+      break;
+    case Reason::upstream_protocol_error:
+      client.local_reply(reason, detail.empty() ? "the upstream sent an invalid response" : detail);
+      break;
+    default:
+      client.local_reply(reason, "the upstream closed the connection before responding");
+      break;
+  }
+}
+
+void Exchange::arm_request_timer() {
+  std::uint64_t due = route_deadline_ms;
+  std::uint64_t body_idle = client.listener_.config->body_idle_timeout_ms;
+  if (body_idle && request_has_body() && !request_complete && !upgrade) {
+    std::uint64_t body_due = body_activity_ms + body_idle;
+    due = due ? std::min(due, body_due) : body_due;
+  }
+  if (due == 0) {
+    client.arm_timer(0);  // no deadline
+    return;
+  }
+  std::uint64_t now = uv_now(client.worker_.loop());
+  client.arm_timer(due > now ? due - now : 1);
+}
+
+bool Exchange::awaiting_client_body() const {
+  if (client.phase_ != Downstream::Phase::request || request_complete || !request_has_body() ||
+      upgrade)
+    return false;
+  if (client.read_paused_) return false;  // our backpressure (a slow upstream), not the client
+  return !(client.buffers_ && client.buffers_->info.expect_continue && !sent_continue &&
+           client.minor_version_ == 1);
+}
+
+void Exchange::client_timeout(const char* detail) {
+  if (up) {
+    up->close();
+    up = nullptr;
+  }
+  end_attempt(CallResult::cancelled);  // not the endpoint's doing: no outcome, no blame
+  retry_pending = false;
+  client.local_reply(Reason::request_timeout, detail, true);
+}
+
+void Exchange::on_request_timeout() {
+  std::uint64_t now = uv_now(client.worker_.loop());
+  bool route_expired = route_deadline_ms && now >= route_deadline_ms;
+  std::uint64_t body_idle = client.listener_.config->body_idle_timeout_ms;
+  bool awaiting_body = awaiting_client_body();
+  if (!route_expired) {
+    if (awaiting_body && body_idle && now >= body_activity_ms + body_idle) {
+      client_timeout("no request body bytes arrived for the listener's timeouts.body_idle");
+      return;
+    }
+    // Not the client's turn (we stopped reading, or it waits for 100 Continue): its clock
+    // starts again when it is.
+    if (!awaiting_body) body_activity_ms = now;
+    arm_request_timer();  // the body moved on, or is complete: the next deadline
+    return;
+  }
+  if (awaiting_body) {
+    client_timeout("the route timeout expired before the request body arrived");
+    return;
+  }
+  bool blamed = false;
+  if (up) {
+    record_upstream_outcome(static_cast<int>(UpstreamOutcome::timeout));
+    up->close();
+    up = nullptr;
+    const auto& cb = upstream->config().circuit_breaker;
+    blamed = cb && cb->on_timeout;
+  }
+  end_attempt(breaker_result(blamed));
+  client.local_reply(Reason::upstream_timeout, "the route timeout expired", false);
+}
 
 Exchange::~Exchange() {
   // An exchange never outlives a wait: a queue or Redis must not call it back.
@@ -13,19 +732,19 @@ Exchange::~Exchange() {
 void Exchange::on_admitted() {
   queued = false;
   bulkhead.take(*upstream);
-  connection.resume_admission(Verdict::admit());
+  resume_admission(Verdict::admit());
 }
 
 void Exchange::on_pending_timeout() {
   queued = false;
-  connection.resume_admission(Verdict::reject(
-      Reason::pending_overflow, "no upstream capacity freed up within pending_timeout"));
+  resume_admission(Verdict::reject(Reason::pending_overflow,
+                                   "no upstream capacity freed up within pending_timeout"));
 }
 
 void Exchange::on_rate_decision(bool ok, const RateDecision& decision) {
   // Only the rate-limit stage asks Redis.
   auto* stage = static_cast<RateLimitStage*>(waiting_stage);
-  connection.resume_admission(stage->decided(*this, ok, decision));
+  resume_admission(stage->decided(*this, ok, decision));
 }
 
 }  // namespace bulwark

@@ -20,6 +20,8 @@
 #include "pipeline/route_state.h"
 #include "resilience/circuit_breaker.h"
 #include "resilience/redis_limiter.h"
+#include "upstream/connection.h"
+#include "upstream/pool.h"
 #include "upstream/upstream.h"
 
 namespace bulwark {
@@ -99,11 +101,15 @@ class EndpointClaim {
   bool reported_ = false;
 };
 
-// The request itself. Its connection drives it; it answers the admission stages' callbacks
-// (a queued bulkhead slot, a Redis decision) and hands them to its connection.
-class Exchange final : public PendingRequest, public RateDecisionWaiter {
+// The request itself: routed and admitted when its head is parsed (start_request), then its
+// attempts: an endpoint and a pooled connection each, the request streamed up and the response
+// down through its client connection, failures retried or answered with a local reply.
+class Exchange final : public PendingRequest,
+                       public RateDecisionWaiter,
+                       public UpstreamClient,
+                       public PoolWaiter {
  public:
-  explicit Exchange(Downstream& owner) : connection(owner) {}
+  explicit Exchange(Downstream& owner) : client(owner) {}
   Exchange(const Exchange&) = delete;
   Exchange& operator=(const Exchange&) = delete;
   ~Exchange();
@@ -113,8 +119,86 @@ class Exchange final : public PendingRequest, public RateDecisionWaiter {
   void on_pending_timeout() override;
   // RateDecisionWaiter (global rate limits)
   void on_rate_decision(bool ok, const RateDecision& decision) override;
+  // UpstreamClient
+  void on_upstream_connected() override;
+  void on_upstream_interim(UpstreamConnection& conn) override;
+  void on_upstream_headers(UpstreamConnection& conn) override;
+  void on_upstream_chunk_header(std::uint64_t size) override;
+  void on_upstream_body(const char* data, std::size_t len) override;
+  void on_upstream_chunk_complete() override;
+  void on_upstream_complete() override;
+  void on_upstream_tunnel_data(const char* data, std::size_t len) override;
+  void on_upstream_error(UpstreamError error, std::string_view detail) override;
+  void on_upstream_batch_end() override;
+  void on_upstream_drained() override;
+  // PoolWaiter (a full connection pool)
+  void on_pool_connection(UpstreamConnection* conn) override;
 
-  Downstream& connection;
+  // An admission stage that made the request wait has decided: goes on with the next stage
+  // (then the first attempt), or sends the rejection's local reply.
+  void resume_admission(const Verdict& v);
+
+  int start_request();  // llhttp on_headers_complete result
+  int reply_from_headers(Reason reason, std::string_view detail, int reply_status = 0);
+  // Runs the worker's admission stages from the exchange's next one; when all admit, starts
+  // the first attempt. `resumed`: called back by a stage, not while the head is handled.
+  void run_admission(bool resumed);
+  // Answers a rejected request (reply_from_headers while the head is handled).
+  void refuse(const Verdict& v, bool resumed);
+  // Takes the exchange out of admission: a wait cancelled, its bulkhead slot given back.
+  void leave_admission();
+  void send_continue();
+  bool start_attempt();
+  void use_connection(UpstreamConnection* conn);
+  void forward_body(const char* data, std::size_t len);
+  // Request bytes for the upstream: to the connection, or kept while the request is queued.
+  void upstream_add(const char* data, std::size_t len, bool borrowed);
+  void upstream_add_chunk_header(std::uint64_t size);
+  void end_attempt(CallResult result = CallResult::cancelled);
+  void end_request_body();
+  bool request_has_body() const {
+    return request_framing == BodyFraming::chunked ||
+           (request_framing == BodyFraming::content_length && request_content_length > 0);
+  }
+  void upstream_failed(Reason reason, UpstreamError error, std::string_view detail = {});
+  // A reset on a reused keep-alive connection before anything was processed: the request goes
+  // again on a fresh connection to the same endpoint, which is not blamed.
+  bool replays_stale_connection(UpstreamError error) const;
+  // Takes back a response head that has not reached the socket yet, so that a failure can
+  // still be answered with a local reply. False when some of the response went out.
+  bool retract_response();
+  void detach_upstream(bool reusable, CallResult result = CallResult::cancelled);
+  // The breaker hears each attempt's outcome once; `cancelled` when it was not the endpoint's
+  // doing.
+  void report_breaker(CallResult result);
+  CallResult breaker_result(bool counted) const;
+  void record_upstream_outcome(int outcome);
+  // The request phase's timer: the route deadline, or sooner the body_idle deadline while the
+  // body is being read.
+  void arm_request_timer();
+  void on_request_timeout();
+  // The client is expected to send request body bytes now: the body is incomplete, we are
+  // reading, and the client was not told to wait (100-continue not yet sent).
+  bool awaiting_client_body() const;
+  // The request's body did not arrive in time: 408, closing; the attempt in progress, if any,
+  // ends without blame (the endpoint and its breaker hear `cancelled`).
+  void client_timeout(const char* detail);
+
+  // Retries (exchange_retry.cc).
+  // Decides whether a failed attempt is retried; if so, takes the budget, counts it and
+  // schedules the next attempt after the back-off. `reason` indexes RouteStats::retries.
+  bool try_retry(int reason, bool allowed_kind, std::uint64_t retry_after_ms = 0);
+  void schedule_retry();
+  void arm_attempt_timer(std::uint64_t ms);
+  static void on_attempt_timer(uv_timer_t* timer);
+  void on_per_try_timeout();
+  void start_retry();
+  // Should a response with this status be retried instead of passed on? (Takes the budget.)
+  bool retry_response(const UpstreamConnection& conn);
+  std::uint64_t time_left_ms() const;  // until the route timeout; ~0 when there is none
+  void append_attempts_header(std::string& extra) const;
+
+  Downstream& client;  // the connection the request came on
 
   // Admission: the next stage to run, and what the stages hold.
   std::size_t next_stage = 0;
@@ -175,14 +259,16 @@ class Exchange final : public PendingRequest, public RateDecisionWaiter {
   bool request_upgrade = false;  // llhttp's upgrade flag for the current request
 };
 
-// A worker's storage for exchanges: constructed in place when a request begins, destroyed when
-// it ends, the memory kept for the next request (no allocation per request in steady state).
+// A worker's storage for exchanges: constructed in place when a request begins; when it ends,
+// retired and destroyed on the next loop iteration (sweep()), never from inside its own
+// callbacks; the memory is kept for later requests (no allocation per request in steady state).
 class ExchangePool {
  public:
   ExchangePool() = default;
   ExchangePool(const ExchangePool&) = delete;
   ExchangePool& operator=(const ExchangePool&) = delete;
   ~ExchangePool() {
+    sweep();
     for (void* p : free_) ::operator delete (p, std::align_val_t{alignof(Exchange)});
   }
   Exchange* make(Downstream& owner) {
@@ -195,13 +281,19 @@ class ExchangePool {
     }
     return new (p) Exchange(owner);
   }
-  void destroy(Exchange* x) {
-    x->~Exchange();
-    free_.push_back(x);
+  void retire(Exchange* x) { retired_.push_back(x); }
+  // Destroys the retired exchanges (the loop is between callbacks).
+  void sweep() {
+    for (Exchange* x : retired_) {
+      x->~Exchange();
+      free_.push_back(x);
+    }
+    retired_.clear();
   }
 
  private:
   std::vector<void*> free_;
+  std::vector<Exchange*> retired_;
 };
 
 }  // namespace bulwark

@@ -13,9 +13,9 @@
 namespace bulwark {
 
 std::string_view RateLimitStage::key(Exchange& x) {
-  if (x.route_state->config.rate_limit->key == "client_ip") return x.connection.client_ip();
+  if (x.route_state->config.rate_limit->key == "client_ip") return x.client.client_ip();
   if (!x.route_state->key_header.empty())
-    return x.connection.request_headers().get(x.route_state->key_header);
+    return x.client.request_headers().get(x.route_state->key_header);
   return {};  // key: route, or a missing header (the shared anonymous bucket)
 }
 

@@ -62,7 +62,7 @@ void Downstream::execute(const char* data, std::size_t len) {
       auto rest_len = static_cast<std::size_t>(end - data);
       if (upgrade) {
         // Bytes after an upgrade request belong to the new protocol: pass them on.
-        if (rest_len) upstream_add(data, rest_len, true);
+        if (rest_len) x().upstream_add(data, rest_len, true);
         x().bytes_in += rest_len;
         break;
       }
@@ -102,7 +102,7 @@ void Downstream::execute(const char* data, std::size_t len) {
       }
       if (err == HPE_PAUSED_UPGRADE) {
         // Bytes after an upgrade request belong to the new protocol: pass them on.
-        if (rest_len) upstream_add(rest, rest_len, true);
+        if (rest_len) x().upstream_add(rest, rest_len, true);
         x().bytes_in += rest_len;
         break;
       }
@@ -141,7 +141,7 @@ bool Downstream::on_head_parsed(const char* data, const char* body) {
   }
   input_tail_ = '\n';
   x().bytes_in += head_bytes_;
-  start_request();
+  x().start_request();
   if (done()) return false;
   llhttp_resume(&parser_);
   if (x().request_framing == BodyFraming::chunked) {
@@ -166,13 +166,13 @@ bool Downstream::decode_chunked(const char*& data, const char* end) {
       case ChunkedDecoder::Event::need_more:
         return false;
       case ChunkedDecoder::Event::chunk_start:
-        if (!x().pending_reply) upstream_add_chunk_header(decoder.chunk_size());
+        if (!x().pending_reply) x().upstream_add_chunk_header(decoder.chunk_size());
         break;
       case ChunkedDecoder::Event::data:
         if (!take_body(decoder.data().data(), decoder.data().size())) return false;
         break;
       case ChunkedDecoder::Event::chunk_end:
-        if (!x().pending_reply) upstream_add("\r\n", 2, false);
+        if (!x().pending_reply) x().upstream_add("\r\n", 2, false);
         break;
       case ChunkedDecoder::Event::trailer:
         add_trailer(decoder.trailer_name(), decoder.trailer_value());
@@ -296,7 +296,7 @@ int Downstream::cb_headers_complete(llhttp_t* p) {
   auto* d = self(p);
   d->value_open_ = false;
   // Stop here: execute() learns where the head ended (llhttp's callbacks are not told), checks
-  // it, and runs start_request() before llhttp or the chunked decoder reads the body.
+  // it, and runs Exchange::start_request() before llhttp or the chunked decoder reads the body.
   d->head_paused_ = true;
   return HPE_PAUSED;
 }
@@ -317,7 +317,7 @@ bool Downstream::take_body(const char* data, std::size_t len) {
       parse_error(Reason::body_too_large, detail);
     return false;
   }
-  forward_body(data, len);
+  x().forward_body(data, len);
   return true;
 }
 
@@ -330,7 +330,7 @@ int Downstream::message_complete() {
     local_reply(x().pending_reason, b().pending_detail, false, x().pending_status);
     return HPE_PAUSED;
   }
-  end_request_body();
+  x().end_request_body();
   if (x().request_upgrade) return 0;  // llhttp stops with HPE_PAUSED_UPGRADE
   return HPE_PAUSED;
 }

@@ -18,93 +18,94 @@ double uniform01() {
 }
 }  // namespace
 
-std::uint64_t Downstream::time_left_ms() const {
-  if (x().route_deadline_ms == 0) return kNoDeadline;
-  std::uint64_t now = uv_now(worker_.loop());
-  return x().route_deadline_ms > now ? x().route_deadline_ms - now : 0;
+std::uint64_t Exchange::time_left_ms() const {
+  if (route_deadline_ms == 0) return kNoDeadline;
+  std::uint64_t now = uv_now(client.worker_.loop());
+  return route_deadline_ms > now ? route_deadline_ms - now : 0;
 }
 
-void Downstream::append_attempts_header(std::string& extra) const {
-  if (x().attempts <= 1) return;
-  extra.append("x-bulwark-attempts: ").append(std::to_string(x().attempts)).append("\r\n");
+void Exchange::append_attempts_header(std::string& extra) const {
+  if (attempts <= 1) return;
+  extra.append("x-bulwark-attempts: ").append(std::to_string(attempts)).append("\r\n");
 }
 
-bool Downstream::try_retry(int reason, bool allowed_kind, std::uint64_t retry_after_ms) {
-  if (!x().route_state || !x().route_state->retry || !allowed_kind) return false;
-  const RetryPolicy& policy = *x().route_state->retry;
-  if (x().response_started || !x().replay_enabled || x().replay_overflow || x().upgrade || done())
+bool Exchange::try_retry(int reason, bool allowed_kind, std::uint64_t retry_after_ms) {
+  if (!route_state || !route_state->retry || !allowed_kind) return false;
+  const RetryPolicy& policy = *route_state->retry;
+  if (response_started || !replay_enabled || replay_overflow || upgrade || client.done())
     return false;
-  if (x().attempts >= policy.config().attempts) return false;
+  if (attempts >= policy.config().attempts) return false;
   std::uint64_t left = time_left_ms();
-  std::uint64_t backoff = policy.backoff_ms(x().attempts, uniform01());
+  std::uint64_t backoff = policy.backoff_ms(attempts, uniform01());
   // A retry never outlives the route timeout, and a server asking to wait longer than the
   // time left (or than backoff.max, without a route timeout) is not retried.
   if (!retry_fits(backoff, retry_after_ms, left, policy.config().backoff_max_ms)) return false;
-  std::uint64_t now = uv_now(worker_.loop());
-  if (!x().route_state->budget->try_retry(now)) {
-    x().route_stats->retry_budget_exhausted.add();
+  std::uint64_t now = uv_now(client.worker_.loop());
+  if (!route_state->budget->try_retry(now)) {
+    route_stats->retry_budget_exhausted.add();
     return false;
   }
-  x().route_stats->retries[static_cast<std::size_t>(reason)].add();
-  x().retry_pending = true;
-  x().retry_delay_ms = std::max(backoff, retry_after_ms);
+  route_stats->retries[static_cast<std::size_t>(reason)].add();
+  retry_pending = true;
+  retry_delay_ms = std::max(backoff, retry_after_ms);
   return true;
 }
 
-void Downstream::schedule_retry() { arm_attempt_timer(x().retry_delay_ms); }
+void Exchange::schedule_retry() { arm_attempt_timer(retry_delay_ms); }
 
-void Downstream::arm_attempt_timer(std::uint64_t ms) {
-  uv_timer_t* t = &b().attempt_timer;
+void Exchange::arm_attempt_timer(std::uint64_t ms) {
+  uv_timer_t* t = &client.b().attempt_timer;
   t->data = this;
   uv_timer_start(t, on_attempt_timer, ms, 0);
 }
 
-void Downstream::on_attempt_timer(uv_timer_t* timer) {
-  auto* d = static_cast<Downstream*>(timer->data);
-  if (d->done()) return;
-  if (d->x().discard_response && d->x().up) {
+void Exchange::on_attempt_timer(uv_timer_t* timer) {
+  auto* d = static_cast<Exchange*>(timer->data);
+  if (d->client.done()) return;
+  if (d->discard_response && d->up) {
     // The body of a response being dropped for a retry took longer than per_try_timeout.
-    d->x().discard_response = false;
-    d->x().up->close();
-    d->x().up = nullptr;
-    d->x().failed_endpoint = d->x().claim.endpoint();
+    d->discard_response = false;
+    d->up->close();
+    d->up = nullptr;
+    d->failed_endpoint = d->claim.endpoint();
     d->end_attempt();
     d->schedule_retry();
-  } else if (d->x().retry_pending && !d->x().up) {
+  } else if (d->retry_pending && !d->up) {
     d->start_retry();
-  } else if (d->x().up && !d->x().response_started) {
+  } else if (d->up && !d->response_started) {
     d->on_per_try_timeout();
   }
 }
 
-void Downstream::start_retry() {
-  x().retry_pending = false;
+void Exchange::start_retry() {
+  retry_pending = false;
   if (!start_attempt()) return;  // no endpoint left: answered already
-  flush();
+  client.flush();
 }
 
-void Downstream::on_per_try_timeout() {
+void Exchange::on_per_try_timeout() {
   if (awaiting_client_body()) {
     // The upstream cannot answer a request it has not received: the client's doing.
     client_timeout("the request body did not arrive within the route's per_try_timeout");
     return;
   }
   record_upstream_outcome(static_cast<int>(UpstreamOutcome::timeout));
-  x().up->close();
-  x().up = nullptr;
-  x().failed_endpoint = x().claim.endpoint();
-  const auto& cb = x().upstream->config().circuit_breaker;
+  up->close();
+  up = nullptr;
+  failed_endpoint = claim.endpoint();
+  const auto& cb = upstream->config().circuit_breaker;
   end_attempt(breaker_result(cb && cb->on_timeout));
-  const RetryPolicy* policy = x().route_state ? x().route_state->retry.get() : nullptr;
+  const RetryPolicy* policy = route_state ? route_state->retry.get() : nullptr;
   if (try_retry(2, policy && policy->retries(RetryOn::timeout))) {
     schedule_retry();
     return;
   }
-  local_reply(Reason::upstream_timeout, "the upstream did not answer within per_try_timeout");
+  client.local_reply(Reason::upstream_timeout,
+                     "the upstream did not answer within per_try_timeout");
 }
 
-bool Downstream::retry_response(const UpstreamConnection& conn) {
-  const RetryPolicy* policy = x().route_state ? x().route_state->retry.get() : nullptr;
+bool Exchange::retry_response(const UpstreamConnection& conn) {
+  const RetryPolicy* policy = route_state ? route_state->retry.get() : nullptr;
   if (!policy || !policy->retries_status(conn.status())) return false;
   std::uint64_t retry_after_ms = 0;
   if (conn.status() == 429 || conn.status() == 503) {
