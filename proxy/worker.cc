@@ -11,7 +11,7 @@
 #include "core/log.h"
 #include "http/local_reply.h"
 #include "net/listener.h"
-#include "pipeline/downstream.h"
+#include "pipeline/client_connection.h"
 #include "upstream/connection.h"
 
 namespace bulwark {
@@ -175,7 +175,7 @@ void Worker::on_readable(uv_poll_t* poll, int status, int) {
 }
 
 void Worker::serve(ListenerRuntime& l, int fd) {
-  auto* d = new Downstream(l);
+  auto* d = new ClientConnection(l);
   add_downstream(d);
   if (!d->open(fd)) return;
   if (l.connections > l.config->max_connections) {  // over the listener's limit
@@ -274,12 +274,12 @@ void Worker::release_buffers(RequestBuffers* b) {
   free_buffers_.push_back(b);
 }
 
-void Worker::add_downstream(Downstream* d) {
+void Worker::add_downstream(ClientConnection* d) {
   downstreams_.push_back(*d);
   ++downstream_count_;
 }
 
-void Worker::remove_downstream(Downstream* d) {
+void Worker::remove_downstream(ClientConnection* d) {
   downstreams_.remove(*d);
   --downstream_count_;
   if (shutting_down_ || draining_) {
@@ -304,8 +304,8 @@ void Worker::begin_drain() {
   if (draining_) return;
   draining_ = true;
   close_listeners();
-  for (Downstream* d = downstreams_.front(); d;) {
-    Downstream* next = d->list_hook.next;
+  for (ClientConnection* d = downstreams_.front(); d;) {
+    ClientConnection* next = d->list_hook.next;
     d->drain();
     d = next;
   }
@@ -318,8 +318,8 @@ void Worker::shut_down() {
     return;
   shutting_down_ = true;
   close_listeners();
-  for (Downstream* d = downstreams_.front(); d;) {
-    Downstream* next = d->list_hook.next;
+  for (ClientConnection* d = downstreams_.front(); d;) {
+    ClientConnection* next = d->list_hook.next;
     d->close();
     d = next;
   }

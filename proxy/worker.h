@@ -19,7 +19,7 @@
 #include "config/config.h"
 #include "http/request_id.h"
 #include "pipeline/bulkhead_stage.h"
-#include "pipeline/downstream.h"
+#include "pipeline/client_connection.h"
 #include "pipeline/exchange.h"
 #include "pipeline/rate_limit_stage.h"
 #include "pipeline/request_buffers.h"
@@ -30,7 +30,7 @@
 
 namespace bulwark {
 
-class Downstream;
+class ClientConnection;
 class Worker;
 
 struct ListenerRuntime {
@@ -94,8 +94,8 @@ class Worker {
   RequestBuffers* acquire_buffers();
   void release_buffers(RequestBuffers* b);
 
-  void add_downstream(Downstream* d);
-  void remove_downstream(Downstream* d);
+  void add_downstream(ClientConnection* d);
+  void remove_downstream(ClientConnection* d);
 
  private:
   void run();
@@ -150,7 +150,7 @@ class Worker {
   RateLimitStage rate_limit_stage_{*this};
   BulkheadStage bulkhead_stage_;
   std::vector<AdmissionStage*> admission_{&rate_limit_stage_, &bulkhead_stage_};
-  IntrusiveList<Downstream, &Downstream::list_hook> downstreams_;
+  IntrusiveList<ClientConnection, &ClientConnection::list_hook> downstreams_;
   std::size_t downstream_count_ = 0;
   bool draining_ = false;
   bool shutting_down_ = false;

@@ -1,7 +1,7 @@
 // Admission: the ordered stages a request passes between routing and its first attempt (rate
 // limit, then the upstream's bulkhead; the endpoint's breaker is consulted by the attempt).
 // Each stage looks at the exchange and admits it, rejects it with the reason of a local reply,
-// or makes it wait and resumes it later through Downstream::resume_admission(). A new control
+// or makes it wait and resumes it later through Exchange::resume_admission(). A new control
 // (load shedding, fault injection) joins as one more stage in Worker's list.
 #pragma once
 

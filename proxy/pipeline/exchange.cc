@@ -1,6 +1,6 @@
-// The proxying side of a Downstream: route the request, pick an endpoint and a pooled
-// connection, stream the request body up and the response down, and turn upstream
-// failures into local replies.
+// An Exchange: route the request, run the admission stages, pick an endpoint and a pooled
+// connection, stream the request body up and the response down (through the client
+// connection), and turn upstream failures into local replies.
 #include "pipeline/exchange.h"
 
 #include <algorithm>
@@ -10,7 +10,7 @@
 
 #include "admin/stats.h"
 #include "core/log.h"
-#include "pipeline/downstream.h"
+#include "pipeline/client_connection.h"
 #include "pipeline/rate_limit_stage.h"
 #include "worker.h"
 
@@ -42,7 +42,7 @@ int Exchange::reply_from_headers(Reason reason, std::string_view detail, int rep
 }
 
 int Exchange::start_request() {
-  client.phase_ = Downstream::Phase::request;
+  client.phase_ = ClientConnection::Phase::request;
   client.method_ = client.parser_.method;
   request_upgrade = client.parser_.upgrade != 0;
   // HTTP/1.x with x > 1 is served as HTTP/1.1 (RFC 9110 6.2: same major version).
@@ -473,7 +473,7 @@ void Exchange::on_upstream_complete() {
     }
     record_upstream_outcome(static_cast<int>(UpstreamOutcome::success));
     report_breaker(CallResult::success);
-    client.phase_ = Downstream::Phase::tunnel;
+    client.phase_ = ClientConnection::Phase::tunnel;
     up->start_tunnel();
     if (client
             .client_eof_) {  // a pipelined upgrade after the client's half-close: nothing to tunnel
@@ -530,7 +530,7 @@ void Exchange::on_upstream_batch_end() { client.flush(); }
 void Exchange::on_upstream_drained() {
   if (client.read_paused_ && client.pending_input_.size() < kHighWater && !request_complete)
     client.resume_reading();
-  if (client.phase_ == Downstream::Phase::tunnel) client.resume_reading();
+  if (client.phase_ == ClientConnection::Phase::tunnel) client.resume_reading();
 }
 
 void Exchange::on_upstream_error(UpstreamError error, std::string_view detail) {
@@ -552,7 +552,7 @@ void Exchange::on_upstream_error(UpstreamError error, std::string_view detail) {
     return;
   }
   if (client.phase_ ==
-      Downstream::Phase::tunnel) {  // the upstream ended the tunnel: not an upstream failure
+      ClientConnection::Phase::tunnel) {  // the upstream ended the tunnel: not an upstream failure
     upstream_failed(Reason::upstream_reset, error);
     return;
   }
@@ -581,7 +581,7 @@ void Exchange::on_upstream_error(UpstreamError error, std::string_view detail) {
 bool Exchange::replays_stale_connection(UpstreamError error) const {
   return error == UpstreamError::reset && last_attempt_reused && !body_sent_upstream &&
          !request_has_body() && stale_retries < 3 && !response_started &&
-         client.phase_ != Downstream::Phase::tunnel && claim.endpoint() && !client.done();
+         client.phase_ != ClientConnection::Phase::tunnel && claim.endpoint() && !client.done();
 }
 
 bool Exchange::retract_response() {
@@ -621,7 +621,7 @@ void Exchange::upstream_failed(Reason reason, UpstreamError error, std::string_v
   bool connect = error == UpstreamError::connect_failure || error == UpstreamError::connect_timeout;
   // An invalid response is always the endpoint's fault.
   bool counted =
-      cb && client.phase_ != Downstream::Phase::tunnel &&
+      cb && client.phase_ != ClientConnection::Phase::tunnel &&
       (error == UpstreamError::protocol || (connect ? cb->on_connect_failure : cb->on_reset));
   end_attempt(breaker_result(counted));
   if (client.done()) return;
@@ -630,7 +630,7 @@ void Exchange::upstream_failed(Reason reason, UpstreamError error, std::string_v
     schedule_retry();
     return;
   }
-  if (client.phase_ == Downstream::Phase::tunnel) {
+  if (client.phase_ == ClientConnection::Phase::tunnel) {
     client.close_gracefully();
     return;
   }
@@ -674,8 +674,8 @@ void Exchange::arm_request_timer() {
 }
 
 bool Exchange::awaiting_client_body() const {
-  if (client.phase_ != Downstream::Phase::request || request_complete || !request_has_body() ||
-      upgrade)
+  if (client.phase_ != ClientConnection::Phase::request || request_complete ||
+      !request_has_body() || upgrade)
     return false;
   if (client.read_paused_) return false;  // our backpressure (a slow upstream), not the client
   return !(client.buffers_ && client.buffers_->info.expect_continue && !sent_continue &&

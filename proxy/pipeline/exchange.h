@@ -26,7 +26,7 @@
 
 namespace bulwark {
 
-class Downstream;
+class ClientConnection;
 struct RouteStats;
 class UpstreamConnection;
 
@@ -109,7 +109,7 @@ class Exchange final : public PendingRequest,
                        public UpstreamClient,
                        public PoolWaiter {
  public:
-  explicit Exchange(Downstream& owner) : client(owner) {}
+  explicit Exchange(ClientConnection& owner) : client(owner) {}
   Exchange(const Exchange&) = delete;
   Exchange& operator=(const Exchange&) = delete;
   ~Exchange();
@@ -198,7 +198,7 @@ class Exchange final : public PendingRequest,
   std::uint64_t time_left_ms() const;  // until the route timeout; ~0 when there is none
   void append_attempts_header(std::string& extra) const;
 
-  Downstream& client;  // the connection the request came on
+  ClientConnection& client;  // the connection the request came on
 
   // Admission: the next stage to run, and what the stages hold.
   std::size_t next_stage = 0;
@@ -271,7 +271,7 @@ class ExchangePool {
     sweep();
     for (void* p : free_) ::operator delete (p, std::align_val_t{alignof(Exchange)});
   }
-  Exchange* make(Downstream& owner) {
+  Exchange* make(ClientConnection& owner) {
     void* p;
     if (free_.empty()) {
       p = ::operator new (sizeof(Exchange), std::align_val_t{alignof(Exchange)});

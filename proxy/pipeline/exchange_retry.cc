@@ -1,4 +1,4 @@
-// Retries of a Downstream's request: which failures are retried, the back-off, the budget,
+// Retries of an Exchange: which failures are retried, the back-off, the budget,
 // the per-try timeout, and replaying the request (head re-serialized, body from the replay
 // copy) on another endpoint. Only while nothing of the response has reached the client.
 #include <algorithm>
@@ -6,7 +6,7 @@
 #include <random>
 
 #include "admin/stats.h"
-#include "pipeline/downstream.h"
+#include "pipeline/client_connection.h"
 #include "worker.h"
 
 namespace bulwark {

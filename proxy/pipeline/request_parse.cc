@@ -1,4 +1,4 @@
-// The parsing side of a Downstream: llhttp reads the request line and header fields, with the
+// The parsing side of a ClientConnection: llhttp reads the request line and header fields, with the
 // checks llhttp 8.1 does not make added in its callbacks; execute() stops it at the end of each
 // head to check how the head ended and to start the request; chunked bodies are decoded by
 // ChunkedDecoder (http/chunked.h), Content-Length bodies by llhttp. What is refused, and why,
@@ -7,14 +7,14 @@
 
 #include "http/chunked.h"
 #include "http/headers.h"
-#include "pipeline/downstream.h"
+#include "pipeline/client_connection.h"
 #include "worker.h"
 
 namespace bulwark {
 
 namespace {
 
-Downstream* self(llhttp_t* p) { return static_cast<Downstream*>(p->data); }
+ClientConnection* self(llhttp_t* p) { return static_cast<ClientConnection*>(p->data); }
 
 // Whether llhttp's "invalid method" stop is at a method token followed by a space (a
 // request line with a method llhttp does not know), rather than in random bytes.
@@ -29,7 +29,7 @@ bool at_method_token(const char* begin, const char* error, const char* end) {
 
 }  // namespace
 
-const llhttp_settings_t& Downstream::settings() {
+const llhttp_settings_t& ClientConnection::settings() {
   static const llhttp_settings_t s = [] {
     llhttp_settings_t x;
     llhttp_settings_init(&x);
@@ -48,7 +48,7 @@ const llhttp_settings_t& Downstream::settings() {
   return s;
 }
 
-void Downstream::execute(const char* data, std::size_t len) {
+void ClientConnection::execute(const char* data, std::size_t len) {
   in_execute_ = true;
   const char* end = data + len;
   while (!done()) {
@@ -131,7 +131,7 @@ void Downstream::execute(const char* data, std::size_t len) {
   }
 }
 
-bool Downstream::on_head_parsed(const char* data, const char* body) {
+bool ClientConnection::on_head_parsed(const char* data, const char* body) {
   // llhttp takes any byte after the CR that ends the head ("\r\n\rX"): the head must end
   // with an empty line, CRLF (or a bare LF, RFC 9112 2.2).
   char last = body > data ? body[-1] : input_tail_;
@@ -155,7 +155,7 @@ bool Downstream::on_head_parsed(const char* data, const char* body) {
   return true;
 }
 
-bool Downstream::decode_chunked(const char*& data, const char* end) {
+bool ClientConnection::decode_chunked(const char*& data, const char* end) {
   ChunkedDecoder& decoder = b().chunked;
   if (data < end) x().body_activity_ms = uv_now(worker_.loop());  // chunk lines count (body_idle)
   while (!done()) {
@@ -192,7 +192,7 @@ bool Downstream::decode_chunked(const char*& data, const char* end) {
   return false;
 }
 
-void Downstream::add_trailer(std::string_view name, std::string_view value) {
+void ClientConnection::add_trailer(std::string_view name, std::string_view value) {
   // Trailers never join the head (its views must stay valid, and a retry must not send them
   // as headers). Forwarded as trailers of the chunked upstream request, except what only the
   // head may carry: framing, routing, hop-by-hop fields and the ones Bulwark sets.
@@ -203,7 +203,7 @@ void Downstream::add_trailer(std::string_view name, std::string_view value) {
   b().trailers.append(name).append(": ").append(value).append("\r\n");
 }
 
-bool Downstream::count_head_bytes(std::size_t len) {
+bool ClientConnection::count_head_bytes(std::size_t len) {
   head_bytes_ += len;
   if (head_bytes_ <= listener_.config->max_header_bytes) return true;
   error_reason_ = Reason::header_too_large;
@@ -212,7 +212,7 @@ bool Downstream::count_head_bytes(std::size_t len) {
   return false;
 }
 
-int Downstream::parse_error(Reason reason, const char* detail, int status) {
+int ClientConnection::parse_error(Reason reason, const char* detail, int status) {
   error_reason_ = reason;
   error_detail_ = detail;
   error_status_ = status;
@@ -220,7 +220,7 @@ int Downstream::parse_error(Reason reason, const char* detail, int status) {
   return -1;
 }
 
-int Downstream::cb_message_begin(llhttp_t* p) {
+int ClientConnection::cb_message_begin(llhttp_t* p) {
   auto* d = self(p);
   d->phase_ = Phase::head;
   d->x().start_ns = uv_hrtime();
@@ -233,14 +233,14 @@ int Downstream::cb_message_begin(llhttp_t* p) {
   return 0;
 }
 
-int Downstream::cb_url(llhttp_t* p, const char* at, std::size_t len) {
+int ClientConnection::cb_url(llhttp_t* p, const char* at, std::size_t len) {
   auto* d = self(p);
   if (!d->count_head_bytes(len)) return -1;
   d->b().url.append(at, len);
   return 0;
 }
 
-int Downstream::cb_url_complete(llhttp_t* p) {
+int ClientConnection::cb_url_complete(llhttp_t* p) {
   // llhttp takes "GET /" followed by a line end as an HTTP/0.9 request and would wait for
   // headers that such a client never sends: refuse it at once.
   if (p->http_major == 0 && p->http_minor == 9)
@@ -248,7 +248,7 @@ int Downstream::cb_url_complete(llhttp_t* p) {
   return 0;
 }
 
-int Downstream::cb_header_field(llhttp_t* p, const char* at, std::size_t len) {
+int ClientConnection::cb_header_field(llhttp_t* p, const char* at, std::size_t len) {
   auto* d = self(p);
   d->value_open_ = false;
   if (!d->count_head_bytes(len + 4)) return -1;  // ": " and CRLF
@@ -256,7 +256,7 @@ int Downstream::cb_header_field(llhttp_t* p, const char* at, std::size_t len) {
   return 0;
 }
 
-int Downstream::cb_header_field_complete(llhttp_t* p) {
+int ClientConnection::cb_header_field_complete(llhttp_t* p) {
   auto* d = self(p);
   const HeaderBlock& h = d->b().headers;
   // llhttp 8.1 lets spaces into field names ("Transfer Encoding") and passes empty ones.
@@ -268,12 +268,12 @@ int Downstream::cb_header_field_complete(llhttp_t* p) {
   return 0;
 }
 
-int Downstream::cb_header_value_complete(llhttp_t* p) {
+int ClientConnection::cb_header_value_complete(llhttp_t* p) {
   self(p)->b().headers.end_value();
   return 0;
 }
 
-int Downstream::cb_header_value(llhttp_t* p, const char* at, std::size_t len) {
+int ClientConnection::cb_header_value(llhttp_t* p, const char* at, std::size_t len) {
   auto* d = self(p);
   if (!d->count_head_bytes(len)) return -1;
   // llhttp accepts obsolete line folding and reports the folded line as another piece of
@@ -292,7 +292,7 @@ int Downstream::cb_header_value(llhttp_t* p, const char* at, std::size_t len) {
   return 0;
 }
 
-int Downstream::cb_headers_complete(llhttp_t* p) {
+int ClientConnection::cb_headers_complete(llhttp_t* p) {
   auto* d = self(p);
   d->value_open_ = false;
   // Stop here: execute() learns where the head ended (llhttp's callbacks are not told), checks
@@ -301,12 +301,12 @@ int Downstream::cb_headers_complete(llhttp_t* p) {
   return HPE_PAUSED;
 }
 
-int Downstream::cb_body(llhttp_t* p, const char* at, std::size_t len) {
+int ClientConnection::cb_body(llhttp_t* p, const char* at, std::size_t len) {
   // Content-Length bodies only: chunked ones go through the chunked decoder.
   return self(p)->take_body(at, len) ? 0 : -1;
 }
 
-bool Downstream::take_body(const char* data, std::size_t len) {
+bool ClientConnection::take_body(const char* data, std::size_t len) {
   x().request_body_bytes += len;
   if (!chunked_body_) x().bytes_in += len;  // the decoder counts what it consumes
   if (x().request_body_bytes > listener_.config->max_body_bytes) {
@@ -321,9 +321,9 @@ bool Downstream::take_body(const char* data, std::size_t len) {
   return true;
 }
 
-int Downstream::cb_message_complete(llhttp_t* p) { return self(p)->message_complete(); }
+int ClientConnection::cb_message_complete(llhttp_t* p) { return self(p)->message_complete(); }
 
-int Downstream::message_complete() {
+int ClientConnection::message_complete() {
   x().request_complete = true;
   if (x().pending_reply) {
     x().pending_reply = false;

@@ -24,7 +24,7 @@ struct UpstreamEndpoint {
   const std::string& name() const { return state->name; }
 };
 
-// A request waiting for admission (implemented by Downstream).
+// A request waiting for admission (implemented by Exchange).
 class PendingRequest {
  public:
   virtual void on_admitted() = 0;

@@ -1,9 +1,10 @@
-// One client connection and the request it is serving. Requests on a connection are
-// served one at a time, in order (pipelined requests wait, parsed, in a small buffer);
-// each is routed, forwarded to an upstream connection and its response streamed back.
-// downstream.cc holds the connection side (reading, timers, replies, close); request_parse.cc
-// the parsing (llhttp callbacks, head checks, chunked bodies, limits); session.cc the proxying
-// side (route, upstream, relay of both bodies).
+// The server side of one HTTP/1 client connection: reading (into the worker's shared read
+// buffer), parsing, writing, keep-alive, pipelining and lingering close. Requests on a
+// connection are served one at a time, in order (pipelined requests wait, parsed, in a small
+// buffer); each is an Exchange (exchange.h), made when the request begins and retired when it
+// ends, so a connection between requests holds no request. client_connection.cc holds the
+// connection side (reading, timers, local replies, the log line, close); request_parse.cc the
+// parsing (llhttp callbacks, head checks, chunked bodies, limits).
 #pragma once
 
 #include <llhttp.h>
@@ -31,11 +32,11 @@ struct ListenerRuntime;
 
 struct RouteStats;
 
-class Downstream final {
+class ClientConnection final {
  public:
-  explicit Downstream(ListenerRuntime& listener);
-  Downstream(const Downstream&) = delete;
-  Downstream& operator=(const Downstream&) = delete;
+  explicit ClientConnection(ListenerRuntime& listener);
+  ClientConnection(const ClientConnection&) = delete;
+  ClientConnection& operator=(const ClientConnection&) = delete;
 
   // Takes the accepted socket `fd` and starts reading. False: closed already (fd too).
   bool open(int fd);
@@ -44,7 +45,7 @@ class Downstream final {
   // Closes at once (upstream connection included).
   void close();
 
-  ListHook<Downstream> list_hook;  // the worker's list of its connections
+  ListHook<ClientConnection> list_hook;  // the worker's list of its connections
 
   std::string_view client_ip() const { return client_ip_; }
   const HeaderBlock& request_headers() { return b().headers; }
@@ -60,7 +61,7 @@ class Downstream final {
     lingering  // response sent, closing: draining what the client still sends
   };
 
-  // downstream.cc (connection) and request_parse.cc (parsing)
+  // client_connection.cc (connection) and request_parse.cc (parsing)
   static void on_alloc(uv_handle_t* handle, std::size_t suggested, uv_buf_t* buf);
   static void on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf);
   static void on_write(uv_write_t* req, int status);

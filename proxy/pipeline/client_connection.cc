@@ -1,6 +1,6 @@
-// The client side of a Downstream: socket, reading, timers, local replies, close. Parsing is
-// in request_parse.cc.
-#include "pipeline/downstream.h"
+// A ClientConnection's socket, reading, timers, local replies, log line and close. Parsing is in
+// request_parse.cc; the request itself in exchange.cc.
+#include "pipeline/client_connection.h"
 
 #include <unistd.h>
 
@@ -17,7 +17,8 @@ namespace {
 constexpr std::uint64_t kLingerMs = 2000;
 }  // namespace
 
-Downstream::Downstream(ListenerRuntime& listener) : listener_(listener), worker_(*listener.worker) {
+ClientConnection::ClientConnection(ListenerRuntime& listener)
+    : listener_(listener), worker_(*listener.worker) {
   uv_tcp_init(worker_.loop(), &tcp_);
   uv_timer_init(worker_.loop(), &timer_);
   tcp_.data = this;
@@ -32,28 +33,28 @@ Downstream::Downstream(ListenerRuntime& listener) : listener_(listener), worker_
   listener_.stats->connections.add(1);
 }
 
-RequestBuffers& Downstream::b() {
+RequestBuffers& ClientConnection::b() {
   if (!buffers_) buffers_ = worker_.acquire_buffers();
   return *buffers_;
 }
 
-void Downstream::make_exchange() { ex_ = worker_.exchanges().make(*this); }
+void ClientConnection::make_exchange() { ex_ = worker_.exchanges().make(*this); }
 
-void Downstream::end_exchange() {
+void ClientConnection::end_exchange() {
   if (!ex_) return;
   Exchange* x = ex_;
   ex_ = nullptr;
   worker_.exchanges().retire(x);
 }
 
-void Downstream::release_buffers() {
+void ClientConnection::release_buffers() {
   if (phase_ == Phase::idle || closing_) end_exchange();
   if (!buffers_) return;
   worker_.release_buffers(buffers_);
   buffers_ = nullptr;
 }
 
-bool Downstream::open(int fd) {
+bool ClientConnection::open(int fd) {
   if (uv_tcp_open(&tcp_, fd) != 0) {
     ::close(fd);
     close();
@@ -78,7 +79,7 @@ bool Downstream::open(int fd) {
 // usual case: route deadline after the previous one, idle after that) touches no timer; the
 // timer fires at the old time, sees the later deadline and re-arms once. Only an earlier
 // deadline restarts it. This keeps timer work off the per-request path.
-void Downstream::arm_timer(std::uint64_t ms) {
+void ClientConnection::arm_timer(std::uint64_t ms) {
   if (ms == 0) {
     deadline_ms_ = 0;  // a pending expiry will find nothing to do
     return;
@@ -91,13 +92,13 @@ void Downstream::arm_timer(std::uint64_t ms) {
   }
 }
 
-void Downstream::pause_reading() {
+void ClientConnection::pause_reading() {
   if (!reading_ || read_paused_ || closing_) return;
   uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp_));
   read_paused_ = true;
 }
 
-void Downstream::resume_reading() {
+void ClientConnection::resume_reading() {
   if (!read_paused_ || closing_) return;
   read_paused_ = false;
   // body_idle counts only while we read
@@ -105,14 +106,14 @@ void Downstream::resume_reading() {
   if (uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), on_alloc, on_read) != 0) close();
 }
 
-void Downstream::on_alloc(uv_handle_t* handle, std::size_t, uv_buf_t* buf) {
-  auto* d = static_cast<Downstream*>(handle->data);
+void ClientConnection::on_alloc(uv_handle_t* handle, std::size_t, uv_buf_t* buf) {
+  auto* d = static_cast<ClientConnection*>(handle->data);
   buf->base = d->worker_.read_buffer();
   buf->len = kReadBufferSize;
 }
 
-void Downstream::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
-  auto* d = static_cast<Downstream*>(stream->data);
+void ClientConnection::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
+  auto* d = static_cast<ClientConnection*>(stream->data);
   if (d->closing_ || nread == 0) return;
   if (nread > 0) {
     if (d->phase_ == Phase::lingering) return;  // discarded: we are closing
@@ -150,7 +151,7 @@ void Downstream::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf
   }
 }
 
-void Downstream::handle_input(const char* data, std::size_t len) {
+void ClientConnection::handle_input(const char* data, std::size_t len) {
   if (phase_ == Phase::tunnel || (ex_ && ex_->upgrade && ex_->request_complete)) {
     x().bytes_in += len;
     x().upstream_add(data, len, true);
@@ -166,7 +167,7 @@ void Downstream::handle_input(const char* data, std::size_t len) {
   execute(data, len);
 }
 
-void Downstream::serve_pending_input() {
+void ClientConnection::serve_pending_input() {
   if (done()) return;
   if (pending_input_.empty()) {
     resume_reading();
@@ -191,7 +192,7 @@ void Downstream::serve_pending_input() {
   if (!done() && phase_ == Phase::idle) release_buffers();
 }
 
-bool Downstream::flush() {
+bool ClientConnection::flush() {
   if (closing_) return false;
   if (ex_ && ex_->up) ex_->up->flush();  // a failure calls on_upstream_error
   if (closing_) return false;
@@ -209,8 +210,8 @@ bool Downstream::flush() {
   return true;
 }
 
-void Downstream::on_write(uv_write_t* req, int status) {
-  auto* d = static_cast<Downstream*>(req->handle->data);
+void ClientConnection::on_write(uv_write_t* req, int status) {
+  auto* d = static_cast<ClientConnection*>(req->handle->data);
   free_queued_write(req);
   if (d->closing_) return;
   if (status < 0) {
@@ -222,8 +223,8 @@ void Downstream::on_write(uv_write_t* req, int status) {
     d->ex_->up->resume_reading();
 }
 
-void Downstream::on_timer(uv_timer_t* timer) {
-  auto* d = static_cast<Downstream*>(timer->data);
+void ClientConnection::on_timer(uv_timer_t* timer) {
+  auto* d = static_cast<ClientConnection*>(timer->data);
   d->timer_due_ms_ = 0;
   if (d->closing_ || d->deadline_ms_ == 0) return;
   std::uint64_t now = uv_now(d->worker_.loop());
@@ -248,7 +249,8 @@ void Downstream::on_timer(uv_timer_t* timer) {
   }
 }
 
-void Downstream::local_reply(Reason reason, std::string_view detail, bool close_after, int status) {
+void ClientConnection::local_reply(Reason reason, std::string_view detail, bool close_after,
+                                   int status) {
   if (done()) return;
   if (x().response_started) {
     close();  // too late for a reply: the client must see the response break
@@ -285,7 +287,7 @@ void Downstream::local_reply(Reason reason, std::string_view detail, bool close_
   finish_request();
 }
 
-void Downstream::account_request() {
+void ClientConnection::account_request() {
   if (!ex_ || ex_->accounted || ex_->start_ns == 0) return;
   x().accounted = true;
   std::uint64_t duration = uv_hrtime() - x().start_ns;
@@ -318,7 +320,7 @@ void Downstream::account_request() {
   log.record(e);
 }
 
-void Downstream::finish_request() {
+void ClientConnection::finish_request() {
   account_request();
   if (x().up) x().detach_upstream(false);
   x().end_attempt();  // also when still waiting for a pooled connection
@@ -340,7 +342,7 @@ void Downstream::finish_request() {
   }
 }
 
-void Downstream::reset_request() {
+void ClientConnection::reset_request() {
   // A back-off or per-try timer of the request that ended must not fire into the next one.
   if (buffers_) uv_timer_stop(&buffers_->attempt_timer);
   end_exchange();
@@ -349,7 +351,7 @@ void Downstream::reset_request() {
   chunked_body_ = false;
 }
 
-void Downstream::close_gracefully() {
+void ClientConnection::close_gracefully() {
   if (done()) return;
   if (ex_ && ex_->up) x().detach_upstream(false);
   flush();
@@ -373,18 +375,18 @@ void Downstream::close_gracefully() {
   }
 }
 
-void Downstream::on_shutdown(uv_shutdown_t* req, int status) {
-  auto* d = static_cast<Downstream*>(req->handle->data);
+void ClientConnection::on_shutdown(uv_shutdown_t* req, int status) {
+  auto* d = static_cast<ClientConnection*>(req->handle->data);
   // Every queued byte is written. A client that half-closed has nothing left to send.
   if ((status < 0 || d->client_eof_) && !d->closing_) d->close();
 }
 
-void Downstream::drain() {
+void ClientConnection::drain() {
   draining_ = true;
   if (phase_ == Phase::idle) close();
 }
 
-void Downstream::close() {
+void ClientConnection::close() {
   if (closing_) return;
   if (phase_ == Phase::request || phase_ == Phase::tunnel) account_request();
   if (ex_) {
@@ -401,8 +403,8 @@ void Downstream::close() {
   uv_close(reinterpret_cast<uv_handle_t*>(&timer_), on_close);
 }
 
-void Downstream::on_close(uv_handle_t* handle) {
-  auto* d = static_cast<Downstream*>(handle->data);
+void ClientConnection::on_close(uv_handle_t* handle) {
+  auto* d = static_cast<ClientConnection*>(handle->data);
   if (--d->open_handles_ > 0) return;
   d->release_buffers();
   --d->listener_.connections;
