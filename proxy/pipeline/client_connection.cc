@@ -194,7 +194,7 @@ void ClientConnection::serve_pending_input() {
 
 bool ClientConnection::flush() {
   if (closing_) return false;
-  if (ex_ && ex_->up) ex_->up->flush();  // a failure calls on_upstream_error
+  if (ex_ && ex_->attempt.conn) ex_->attempt.conn->flush();  // a failure calls on_upstream_error
   if (closing_) return false;
   if (!b().out.empty()) {
     int rc = b().out.flush(reinterpret_cast<uv_stream_t*>(&tcp_), on_write);
@@ -205,8 +205,8 @@ bool ClientConnection::flush() {
     if (ex_ && ex_->response_started) ex_->response_committed = true;
   }
   std::size_t queued = uv_stream_get_write_queue_size(reinterpret_cast<uv_stream_t*>(&tcp_));
-  if (ex_ && ex_->up && queued > kHighWater) ex_->up->pause_reading();
-  if (ex_ && ex_->up && ex_->up->queued_bytes() > kHighWater) pause_reading();
+  if (ex_ && ex_->attempt.conn && queued > kHighWater) ex_->attempt.conn->pause_reading();
+  if (ex_ && ex_->attempt.conn && ex_->attempt.conn->queued_bytes() > kHighWater) pause_reading();
   return true;
 }
 
@@ -218,9 +218,9 @@ void ClientConnection::on_write(uv_write_t* req, int status) {
     d->close();
     return;
   }
-  if (d->ex_ && d->ex_->up &&
+  if (d->ex_ && d->ex_->attempt.conn &&
       uv_stream_get_write_queue_size(reinterpret_cast<uv_stream_t*>(&d->tcp_)) < kLowWater)
-    d->ex_->up->resume_reading();
+    d->ex_->attempt.conn->resume_reading();
 }
 
 void ClientConnection::on_timer(uv_timer_t* timer) {
@@ -256,7 +256,7 @@ void ClientConnection::local_reply(Reason reason, std::string_view detail, bool 
     close();  // too late for a reply: the client must see the response break
     return;
   }
-  if (x().up) x().detach_upstream(false);
+  if (x().attempt.conn) x().detach_upstream(false);
   bool must_close = close_after || !x().request_complete || close_after_response_ || draining_;
   LocalReply reply;
   reply.reason = reason;
@@ -322,7 +322,7 @@ void ClientConnection::account_request() {
 
 void ClientConnection::finish_request() {
   account_request();
-  if (x().up) x().detach_upstream(false);
+  if (x().attempt.conn) x().detach_upstream(false);
   x().end_attempt();  // also when still waiting for a pooled connection
   x().leave_admission();
   // After a half-close, requests already read are still answered (serve_pending_input closes
@@ -353,7 +353,7 @@ void ClientConnection::reset_request() {
 
 void ClientConnection::close_gracefully() {
   if (done()) return;
-  if (ex_ && ex_->up) x().detach_upstream(false);
+  if (ex_ && ex_->attempt.conn) x().detach_upstream(false);
   flush();
   if (closing_) return;
   phase_ = Phase::lingering;
@@ -390,9 +390,9 @@ void ClientConnection::close() {
   if (closing_) return;
   if (phase_ == Phase::request || phase_ == Phase::tunnel) account_request();
   if (ex_) {
-    if (ex_->up) {
-      ex_->up->close();
-      ex_->up = nullptr;
+    if (ex_->attempt.conn) {
+      ex_->attempt.conn->close();
+      ex_->attempt.conn = nullptr;
     }
     x().end_attempt();
     x().leave_admission();

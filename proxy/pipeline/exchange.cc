@@ -177,7 +177,8 @@ void Exchange::run_admission(bool resumed) {
     return;
   }
   if (client.done()) return;
-  if (!start_attempt() || !x.up) return;  // no endpoint, or waiting for a pooled connection
+  if (!start_attempt() || !x.attempt.conn)
+    return;  // no endpoint, or waiting for a pooled connection
   client.flush();
   client.b().queued_bytes.clear();
   if (!client.done() && !x.request_complete && client.pending_input_.size() < kHighWater)
@@ -213,18 +214,13 @@ void Exchange::leave_admission() {
   x.bulkhead.release();  // may admit another waiting request right away
 }
 
-void Exchange::report_breaker(CallResult result) { claim.report(result); }
+void Exchange::report_breaker(CallResult result) { attempt.claim.report(result); }
 
 CallResult Exchange::breaker_result(bool counted) const {
   return counted ? CallResult::failure : CallResult::cancelled;
 }
 
-void Exchange::end_attempt(CallResult result) {
-  UpstreamEndpoint* endpoint = claim.endpoint();
-  if (!endpoint) return;
-  if (waiting()) endpoint->pool->cancel_wait(this);
-  claim.end(result);
-}
+void Exchange::end_attempt(CallResult result) { attempt.end(result); }
 
 void Exchange::upstream_add(const char* data, std::size_t len, bool borrowed) {
   if (replay_enabled && !replay_overflow) {
@@ -236,12 +232,12 @@ void Exchange::upstream_add(const char* data, std::size_t len, bool borrowed) {
       replay.append(data, len);
     }
   }
-  if (up) {
+  if (attempt.conn) {
     if (borrowed)
-      up->out().add(data, len);
+      attempt.conn->out().add(data, len);
     else
-      up->out().add_copy(std::string_view(data, len));
-  } else if (waiting_stage || waiting()) {
+      attempt.conn->out().add_copy(std::string_view(data, len));
+  } else if (waiting_stage || attempt.waiting()) {
     client.b().queued_bytes.append(data, len);
     if (client.b().queued_bytes.size() > kHighWater) client.pause_reading();
   }
@@ -275,17 +271,18 @@ bool Exchange::start_attempt() {
     }
     return reply_from_headers(reason, detail) == 0;
   }
-  claim.begin(*upstream, *endpoint, pick.probe, now, client.worker_.loop());
+  UpstreamConnection* conn =
+      attempt.begin(*upstream, *endpoint, pick.probe, now, client.worker_.loop());
   client.b().endpoint_name = endpoint->name();
   // A full pool: wait for a connection (on_pool_connection); request bytes are kept meanwhile.
-  if (UpstreamConnection* conn = endpoint->pool->acquire(this)) use_connection(conn);
+  if (conn) use_connection(conn);
   return true;
 }
 
 void Exchange::use_connection(UpstreamConnection* conn) {
-  up = conn;
+  attempt.conn = conn;
   ++attempts;
-  conn->attach(this, head_request);
+  conn->attach(&attempt, head_request);
   last_attempt_reused = conn->reused();
   UpstreamRequestHead head;
   head.method = llhttp_method_name(static_cast<llhttp_method_t>(client.method_));
@@ -301,11 +298,11 @@ void Exchange::use_connection(UpstreamConnection* conn) {
   head.content_length = request_content_length;
   if (upgrade) head.upgrade = client.b().info.upgrade;
   write_upstream_request_head(client.b().upstream_head, client.b().headers, head);
-  up->out().add(client.b().upstream_head);
+  attempt.conn->out().add(client.b().upstream_head);
   if (attempts > 1)
-    up->out().add(client.b().replay);  // a retry: the body so far, from the replay copy
+    attempt.conn->out().add(client.b().replay);  // a retry: the body so far, from the replay copy
   else if (!client.b().queued_bytes.empty())
-    up->out().add(client.b().queued_bytes);  // cleared after the next flush
+    attempt.conn->out().add(client.b().queued_bytes);  // cleared after the next flush
   if (conn->connected()) send_continue();
   if (route_state && route_state->retry && route_state->retry->config().per_try_timeout_ms) {
     arm_attempt_timer(
@@ -315,7 +312,7 @@ void Exchange::use_connection(UpstreamConnection* conn) {
 
 void Exchange::on_pool_connection(UpstreamConnection* conn) {
   if (client.done() ||
-      !claim.endpoint()) {  // cannot happen while waiting is cancelled on every exit
+      !attempt.claim.endpoint()) {  // cannot happen while waiting is cancelled on every exit
     conn->release(true);
     return;
   }
@@ -339,7 +336,7 @@ void Exchange::forward_body(const char* data, std::size_t len) {
   body_activity_ms = uv_now(client.worker_.loop());
   if (pending_reply) return;  // answered locally: discarded
   upstream_add(data, len, true);
-  body_sent_upstream = up != nullptr || waiting_stage || waiting();
+  body_sent_upstream = attempt.conn != nullptr || waiting_stage || attempt.waiting();
 }
 
 void Exchange::end_request_body() {
@@ -351,15 +348,15 @@ void Exchange::end_request_body() {
 }
 
 void Exchange::detach_upstream(bool reusable, CallResult result) {
-  if (up) {
-    up->release(reusable);
-    up = nullptr;
+  if (attempt.conn) {
+    attempt.conn->release(reusable);
+    attempt.conn = nullptr;
   }
   end_attempt(result);
 }
 
 void Exchange::record_upstream_outcome(int outcome) {
-  if (claim.endpoint()) upstream->stats(*claim.endpoint()).outcomes[outcome].add();
+  if (attempt.claim.endpoint()) upstream->stats(*attempt.claim.endpoint()).outcomes[outcome].add();
 }
 
 void Exchange::on_upstream_connected() {
@@ -474,7 +471,7 @@ void Exchange::on_upstream_complete() {
     record_upstream_outcome(static_cast<int>(UpstreamOutcome::success));
     report_breaker(CallResult::success);
     client.phase_ = ClientConnection::Phase::tunnel;
-    up->start_tunnel();
+    attempt.conn->start_tunnel();
     if (client
             .client_eof_) {  // a pipelined upgrade after the client's half-close: nothing to tunnel
       client.close_gracefully();
@@ -491,7 +488,7 @@ void Exchange::on_upstream_complete() {
     discard_response = false;
     record_upstream_outcome(
         static_cast<int>(status >= 500 ? UpstreamOutcome::failure : UpstreamOutcome::success));
-    failed_endpoint = claim.endpoint();
+    failed_endpoint = attempt.claim.endpoint();
     detach_upstream(request_complete,
                     cb && cb->counts_status(status) ? CallResult::failure : CallResult::success);
     status = 0;
@@ -499,10 +496,10 @@ void Exchange::on_upstream_complete() {
     return;
   }
   if (response_framing == BodyFraming::chunked) {
-    if (upstream_chunked && up && up->trailers().size() > 0) {
+    if (upstream_chunked && attempt.conn && attempt.conn->trailers().size() > 0) {
       // Trailer fields go on as trailers of the chunked response (HTTP/1.1 clients only: an
       // HTTP/1.0 client's response is not chunked and has nowhere to carry them).
-      write_last_chunk(client.b().scratch, up->trailers());
+      write_last_chunk(client.b().scratch, attempt.conn->trailers());
       client.b().out.add_copy(client.b().scratch);
       bytes_out += client.b().scratch.size();
     } else {
@@ -534,7 +531,7 @@ void Exchange::on_upstream_drained() {
 }
 
 void Exchange::on_upstream_error(UpstreamError error, std::string_view detail) {
-  up = nullptr;  // the connection is closing already
+  attempt.conn = nullptr;  // the connection is closing already
   if (error == UpstreamError::local_resources) {
     // Bulwark's own shortage: the endpoint and its breaker hear nothing of it.
     static LogThrottle throttle;
@@ -581,7 +578,8 @@ void Exchange::on_upstream_error(UpstreamError error, std::string_view detail) {
 bool Exchange::replays_stale_connection(UpstreamError error) const {
   return error == UpstreamError::reset && last_attempt_reused && !body_sent_upstream &&
          !request_has_body() && stale_retries < 3 && !response_started &&
-         client.phase_ != ClientConnection::Phase::tunnel && claim.endpoint() && !client.done();
+         client.phase_ != ClientConnection::Phase::tunnel && attempt.claim.endpoint() &&
+         !client.done();
 }
 
 bool Exchange::retract_response() {
@@ -600,20 +598,21 @@ bool Exchange::retract_response() {
 }
 
 void Exchange::upstream_failed(Reason reason, UpstreamError error, std::string_view detail) {
-  if (claim.endpoint()) failed_endpoint = claim.endpoint();
-  if (up) {
-    up->close();
-    up = nullptr;
+  if (attempt.claim.endpoint()) failed_endpoint = attempt.claim.endpoint();
+  if (attempt.conn) {
+    attempt.conn->close();
+    attempt.conn = nullptr;
   }
   // A kept-alive connection that the upstream closed just as we reused it: nothing was
   // processed, so the request goes again on a fresh connection to the same endpoint, which
   // is not blamed for the stale one.
   if (replays_stale_connection(error)) {
     // Same endpoint, fresh connection: if that fails too, the endpoint is to blame.
-    upstream->stats(*claim.endpoint()).stale_retries.add();
+    upstream->stats(*attempt.claim.endpoint()).stale_retries.add();
     ++stale_retries;
     --attempts;
-    if (UpstreamConnection* conn = claim.endpoint()->pool->acquire_new(this)) use_connection(conn);
+    if (UpstreamConnection* conn = attempt.claim.endpoint()->pool->acquire_new(&attempt))
+      use_connection(conn);
     client.flush();
     return;
   }
@@ -683,9 +682,9 @@ bool Exchange::awaiting_client_body() const {
 }
 
 void Exchange::client_timeout(const char* detail) {
-  if (up) {
-    up->close();
-    up = nullptr;
+  if (attempt.conn) {
+    attempt.conn->close();
+    attempt.conn = nullptr;
   }
   end_attempt(CallResult::cancelled);  // not the endpoint's doing: no outcome, no blame
   retry_pending = false;
@@ -713,10 +712,10 @@ void Exchange::on_request_timeout() {
     return;
   }
   bool blamed = false;
-  if (up) {
+  if (attempt.conn) {
     record_upstream_outcome(static_cast<int>(UpstreamOutcome::timeout));
-    up->close();
-    up = nullptr;
+    attempt.conn->close();
+    attempt.conn = nullptr;
     const auto& cb = upstream->config().circuit_breaker;
     blamed = cb && cb->on_timeout;
   }

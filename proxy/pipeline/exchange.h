@@ -17,6 +17,7 @@
 #include "http/headers.h"
 #include "http/local_reply.h"
 #include "pipeline/admission.h"
+#include "pipeline/attempt.h"
 #include "pipeline/route_state.h"
 #include "resilience/circuit_breaker.h"
 #include "resilience/redis_limiter.h"
@@ -51,63 +52,10 @@ class BulkheadTicket {
   Upstream* upstream_ = nullptr;
 };
 
-// An attempt's claim on an endpoint: counted in flight there while held, and its outcome told
-// to the endpoint's circuit breaker exactly once, in the attempt's own half-open generation
-// (the probe ticket). Ended without a verdict, the breaker hears `cancelled`.
-class EndpointClaim {
- public:
-  EndpointClaim() = default;
-  EndpointClaim(const EndpointClaim&) = delete;
-  EndpointClaim& operator=(const EndpointClaim&) = delete;
-  ~EndpointClaim() { end(CallResult::cancelled); }
-
-  void begin(Upstream& upstream, UpstreamEndpoint& endpoint, ProbeTicket probe,
-             std::uint64_t now_ms, uv_loop_t* loop) {
-    end(CallResult::cancelled);
-    upstream_ = &upstream;
-    endpoint_ = &endpoint;
-    probe_ = probe;
-    start_ms_ = now_ms;
-    loop_ = loop;
-    reported_ = false;
-    upstream.begin_request(endpoint);
-  }
-  UpstreamEndpoint* endpoint() const { return endpoint_; }
-  // Tells the breaker once; later calls (and the end) add nothing.
-  void report(CallResult result) {
-    if (!endpoint_ || reported_) return;
-    reported_ = true;
-    CircuitBreaker* breaker = endpoint_->state->breaker.get();
-    if (!breaker) return;
-    std::uint64_t now = uv_now(loop_);
-    breaker->record(upstream_->worker(), result, now - start_ms_, probe_, now);
-  }
-  // The attempt is over: reported (with `result` unless reported before) and no longer in
-  // flight.
-  void end(CallResult result) {
-    if (!endpoint_) return;
-    report(result);
-    UpstreamEndpoint* e = endpoint_;
-    endpoint_ = nullptr;
-    upstream_->end_request(*e);
-  }
-
- private:
-  Upstream* upstream_ = nullptr;
-  UpstreamEndpoint* endpoint_ = nullptr;
-  ProbeTicket probe_ = 0;
-  std::uint64_t start_ms_ = 0;
-  uv_loop_t* loop_ = nullptr;
-  bool reported_ = false;
-};
-
 // The request itself: routed and admitted when its head is parsed (start_request), then its
 // attempts: an endpoint and a pooled connection each, the request streamed up and the response
 // down through its client connection, failures retried or answered with a local reply.
-class Exchange final : public PendingRequest,
-                       public RateDecisionWaiter,
-                       public UpstreamClient,
-                       public PoolWaiter {
+class Exchange final : public PendingRequest, public RateDecisionWaiter {
  public:
   explicit Exchange(ClientConnection& owner) : client(owner) {}
   Exchange(const Exchange&) = delete;
@@ -119,20 +67,20 @@ class Exchange final : public PendingRequest,
   void on_pending_timeout() override;
   // RateDecisionWaiter (global rate limits)
   void on_rate_decision(bool ok, const RateDecision& decision) override;
-  // UpstreamClient
-  void on_upstream_connected() override;
-  void on_upstream_interim(UpstreamConnection& conn) override;
-  void on_upstream_headers(UpstreamConnection& conn) override;
-  void on_upstream_chunk_header(std::uint64_t size) override;
-  void on_upstream_body(const char* data, std::size_t len) override;
-  void on_upstream_chunk_complete() override;
-  void on_upstream_complete() override;
-  void on_upstream_tunnel_data(const char* data, std::size_t len) override;
-  void on_upstream_error(UpstreamError error, std::string_view detail) override;
-  void on_upstream_batch_end() override;
-  void on_upstream_drained() override;
-  // PoolWaiter (a full connection pool)
-  void on_pool_connection(UpstreamConnection* conn) override;
+  // The current attempt's upstream connection (passed on by Attempt).
+  void on_upstream_connected();
+  void on_upstream_interim(UpstreamConnection& conn);
+  void on_upstream_headers(UpstreamConnection& conn);
+  void on_upstream_chunk_header(std::uint64_t size);
+  void on_upstream_body(const char* data, std::size_t len);
+  void on_upstream_chunk_complete();
+  void on_upstream_complete();
+  void on_upstream_tunnel_data(const char* data, std::size_t len);
+  void on_upstream_error(UpstreamError error, std::string_view detail);
+  void on_upstream_batch_end();
+  void on_upstream_drained();
+  // A full pool handed the attempt its connection.
+  void on_pool_connection(UpstreamConnection* conn);
 
   // An admission stage that made the request wait has decided: goes on with the next stage
   // (then the first attempt), or sends the rejection's local reply.
@@ -207,9 +155,8 @@ class Exchange final : public PendingRequest,
   RedisRateLimiter::Pending* ratelimit_pending = nullptr;  // waiting for Redis
   bool queued = false;                                     // waits for a bulkhead slot
 
-  // The current attempt.
-  EndpointClaim claim;
-  UpstreamConnection* up = nullptr;
+  // The current attempt (one at a time; reused by the next one).
+  Attempt attempt{*this};
 
   std::uint64_t start_ns = 0;
   int route = -1;

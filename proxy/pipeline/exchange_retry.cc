@@ -62,17 +62,17 @@ void Exchange::arm_attempt_timer(std::uint64_t ms) {
 void Exchange::on_attempt_timer(uv_timer_t* timer) {
   auto* d = static_cast<Exchange*>(timer->data);
   if (d->client.done()) return;
-  if (d->discard_response && d->up) {
+  if (d->discard_response && d->attempt.conn) {
     // The body of a response being dropped for a retry took longer than per_try_timeout.
     d->discard_response = false;
-    d->up->close();
-    d->up = nullptr;
-    d->failed_endpoint = d->claim.endpoint();
+    d->attempt.conn->close();
+    d->attempt.conn = nullptr;
+    d->failed_endpoint = d->attempt.claim.endpoint();
     d->end_attempt();
     d->schedule_retry();
-  } else if (d->retry_pending && !d->up) {
+  } else if (d->retry_pending && !d->attempt.conn) {
     d->start_retry();
-  } else if (d->up && !d->response_started) {
+  } else if (d->attempt.conn && !d->response_started) {
     d->on_per_try_timeout();
   }
 }
@@ -90,9 +90,9 @@ void Exchange::on_per_try_timeout() {
     return;
   }
   record_upstream_outcome(static_cast<int>(UpstreamOutcome::timeout));
-  up->close();
-  up = nullptr;
-  failed_endpoint = claim.endpoint();
+  attempt.conn->close();
+  attempt.conn = nullptr;
+  failed_endpoint = attempt.claim.endpoint();
   const auto& cb = upstream->config().circuit_breaker;
   end_attempt(breaker_result(cb && cb->on_timeout));
   const RetryPolicy* policy = route_state ? route_state->retry.get() : nullptr;
