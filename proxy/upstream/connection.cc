@@ -328,14 +328,12 @@ bool UpstreamConnection::decode_chunked(const char*& p, const char* end) {
         trailers_.append_name(chunked_.trailer_name().data(), chunked_.trailer_name().size());
         trailers_.append_value(chunked_.trailer_value().data(), chunked_.trailer_value().size());
         break;
-      case ChunkedDecoder::Event::done: {
+      case ChunkedDecoder::Event::done:
         response_done_ = true;
         // llhttp, paused at the end of the head, still knows what the head said.
         keep_alive_ = llhttp_should_keep_alive(&parser_) && p == end;  // bytes after it: no
-        UpstreamClient* c = client_;
-        c->on_upstream_complete();  // may release or close this connection
+        client_->on_upstream_complete();  // may release or close this connection
         return false;
-      }
       case ChunkedDecoder::Event::error:
         switch (chunked_.error_kind()) {
           case ChunkedDecoder::ErrorKind::line_too_long:
