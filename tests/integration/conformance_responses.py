@@ -70,6 +70,17 @@ RESPONSE_CASES = [
          expect_outcome="success",
          note="RFC 9112 7.1.1: an extension with a value may be followed by another, and BWS "
               "and quoted values are allowed (llhttp 8.1 refuses the first form)"),
+    dict(name="chunk_extensions_split_across_reads",
+         response=CHUNKED_HEAD + b"5;a=b;c=\"d\"\r\nhello\r\n0;e=f;g\r\nX-T: 1\r\n\r\n",
+         split_at=[len(CHUNKED_HEAD) + 4, len(CHUNKED_HEAD) + 9, len(CHUNKED_HEAD) + 24],
+         expect_status=200, expect_client_body=b"hello", expect_trailers={"x-t": "1"},
+         expect_upstream_reused=True, expect_outcome="success",
+         note="the chunk lines arrive in pieces: the decoder keeps its place between reads"),
+    protocol_error("trailer_obs_fold",
+                   CHUNKED_HEAD + b"5\r\nhello\r\n0\r\nX-T: a\r\n b\r\n\r\n",
+                   "obsolete line folding in the trailer section",
+                   "RFC 9112 5.2 lets a proxy answer 502 to obs-fold in a response; trailers "
+                   "follow the request side's rules", may_truncate=True),
     protocol_error("chunk_extension_trailing_whitespace",
                    CHUNKED_HEAD + b"5;a=b \r\nhello\r\n0\r\n\r\n", "invalid chunk extension",
                    "RFC 9112 7.1.1: BWS only before ';' or '=', never before the line end",
