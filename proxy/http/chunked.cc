@@ -87,7 +87,7 @@ ChunkedDecoder::Event ChunkedDecoder::next(const char*& p, const char* end) {
     auto c = static_cast<unsigned char>(*p);
     bool size_line = state_ >= State::size_first && state_ <= State::size_lf;
     if (size_line && ++line_length_ > limits_.max_line) {
-      event = fail("chunk size line too long");
+      event = fail("a chunk-size line is too long", ErrorKind::line_too_long);
       break;
     }
     switch (state_) {
@@ -243,7 +243,7 @@ ChunkedDecoder::Event ChunkedDecoder::next(const char*& p, const char* end) {
         break;
       case State::size_lf:
         if (c != '\n') {
-          event = fail("chunk size line not ended by CRLF");
+          event = fail("a chunk-size line is not ended by CRLF");
           break;
         }
         ++p;
@@ -268,7 +268,7 @@ ChunkedDecoder::Event ChunkedDecoder::next(const char*& p, const char* end) {
       }
       case State::data_cr:
         if (c != '\r') {
-          event = fail("chunk data not followed by CRLF");
+          event = fail("chunk data is not followed by CRLF");
           break;
         }
         ++p;
@@ -276,7 +276,7 @@ ChunkedDecoder::Event ChunkedDecoder::next(const char*& p, const char* end) {
         break;
       case State::data_lf:
         if (c != '\n') {
-          event = fail("chunk data not followed by CRLF");
+          event = fail("chunk data is not followed by CRLF");
           break;
         }
         ++p;
@@ -288,7 +288,7 @@ ChunkedDecoder::Event ChunkedDecoder::next(const char*& p, const char* end) {
           ++p;
           state_ = State::final_lf;
         } else if (c == '\n') {
-          event = fail("chunked body not ended by CRLF");
+          event = fail("the last chunk is not ended by CRLF");
         } else if (is_ws(c)) {
           event = fail("obsolete line folding in the trailer section");
         } else {
@@ -309,7 +309,7 @@ ChunkedDecoder::Event ChunkedDecoder::next(const char*& p, const char* end) {
         p = stop;
         if (stop == end) break;
         if (*stop == '\n') {
-          event = fail("trailer field line not ended by CRLF");
+          event = fail("a line of the trailer section is not ended by CRLF");
           break;
         }
         ++p;
@@ -318,7 +318,7 @@ ChunkedDecoder::Event ChunkedDecoder::next(const char*& p, const char* end) {
       }
       case State::trailer_lf:
         if (c != '\n') {
-          event = fail("trailer field line not ended by CRLF");
+          event = fail("a line of the trailer section is not ended by CRLF");
           break;
         }
         ++p;
@@ -327,7 +327,7 @@ ChunkedDecoder::Event ChunkedDecoder::next(const char*& p, const char* end) {
         break;
       case State::final_lf:
         if (c != '\n') {
-          event = fail("chunked body not ended by CRLF");
+          event = fail("the last chunk is not ended by CRLF");
           break;
         }
         ++p;

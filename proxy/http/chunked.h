@@ -1,14 +1,12 @@
-// A strict decoder of the chunked transfer coding (RFC 9112 7.1), used instead of llhttp's for
-// request bodies: Debian's llhttp 8.1 accepts any two bytes where the CRLF after chunk data
-// belongs (and any byte after the CR that ends the trailer section), which lets a body hide a
-// second request, and it refuses valid chunk extensions. Here every line of the coding ends
-// in exactly CRLF, extensions follow the RFC grammar and are ignored, and trailer fields are
-// handed out one complete, validated line at a time. Anything else is an error that names
-// what was wrong.
-//
-// Responses are checked by ChunkedBodyChecker (http/chunk_check.h) on their raw bytes and
-// then read by llhttp, which keeps llhttp's refusal of `5;a=b;c=d`; this decoder has no such
-// limit and could serve there too.
+// A strict decoder of the chunked transfer coding (RFC 9112 7.1), the one grammar of it in
+// Bulwark, used instead of llhttp's for request bodies and for upstream response bodies:
+// Debian's llhttp 8.1 accepts any two bytes where the CRLF after chunk data belongs (and any
+// byte after the CR that ends a chunk-size line or the trailer section), which lets a body
+// hide a second message, and it refuses valid chunk extensions such as `5;a=b;c=d`. Here
+// every line of the coding ends in exactly CRLF, extensions follow the RFC grammar
+//   chunk-ext = *( BWS ";" BWS ext-name [ BWS "=" BWS ( token / quoted-string ) ] )
+// and are ignored, and trailer fields are handed out one complete, validated line at a time.
+// Anything else is an error that names what was wrong.
 //
 // Pull interface: next() consumes input and returns one event at a time, so the caller can
 // stop (or be destroyed) between events without re-entrancy. Data events point into the
@@ -41,8 +39,9 @@ class ChunkedDecoder {
     error,        // error() says why; the decoder stays in error
   };
 
-  // Which limit an error broke, so that the caller can answer 431 instead of 400.
-  enum class ErrorKind { syntax, trailers_too_large };
+  // Which limit an error broke, so that the caller can answer 431 instead of 400, or name
+  // its own limit.
+  enum class ErrorKind { syntax, line_too_long, trailers_too_large };
 
   ChunkedDecoder() = default;
   explicit ChunkedDecoder(const Limits& limits) : limits_(limits) {}

@@ -31,12 +31,53 @@ void ResponseHeadScanner::next_head() {
   error_ = "";
 }
 
+std::size_t ResponseHeadScanner::scan_whole_head(const char* data, std::size_t len) {
+  const auto* u = reinterpret_cast<const unsigned char*>(data);
+  // "HTTP/1.x NNN" and then SP or CR.
+  if (len < 16 || std::memcmp(data, kVersionPrefix, kVersionPrefixLength) != 0 || !is_digit(u[7]) ||
+      u[8] != ' ' || !is_digit(u[9]) || !is_digit(u[10]) || !is_digit(u[11]))
+    return 0;
+  int status = (u[9] - '0') * 100 + (u[10] - '0') * 10 + (u[11] - '0');
+  if (status < 100 || status > 599) return 0;
+  std::size_t limit = limit_ - bytes_;
+  std::size_t end = len < limit ? len : static_cast<std::size_t>(limit);
+  std::size_t i = 12;
+  bool status_line = true;
+  for (;;) {
+    auto* lf = static_cast<const char*>(std::memchr(data + i, '\n', end - i));
+    if (!lf) return 0;  // incomplete, or over the limit: the slow path says which
+    auto at = static_cast<std::size_t>(lf - data);
+    if (at == i || data[at - 1] != '\r') return 0;  // a bare LF
+    std::size_t line_end = at - 1;                  // the CR
+    if (status_line) {
+      if (line_end > 12 && u[12] != ' ') return 0;
+      for (std::size_t k = 13; k < line_end; ++k)
+        if (!is_reason_char(u[k])) return 0;
+      status_line = false;
+    } else if (line_end == i) {
+      status_ = status;
+      bytes_ += at + 1;
+      return at + 1;  // the empty line: the head is complete
+    } else if (std::memchr(data + i, '\r', line_end - i)) {
+      return 0;  // a CR inside a field line
+    }
+    i = at + 1;
+  }
+}
+
 ResponseHeadScanner::Result ResponseHeadScanner::scan(const char* data, std::size_t len,
                                                       std::size_t& consumed) {
   bare_lf_ = false;
   if (state_ == State::done) {
     consumed = 0;
     return Result::done;
+  }
+  if (state_ == State::version && column_ == 0) {
+    if (std::size_t n = scan_whole_head(data, len)) {
+      consumed = n;
+      state_ = State::done;
+      return Result::done;
+    }
   }
   for (std::size_t i = 0; i < len; ++i) {
     if (state_ == State::field_line) {

@@ -50,6 +50,11 @@ class ResponseHeadScanner {
     done         // the head ended: nothing more belongs to it
   };
 
+  // The common case in one pass: a whole head with CRLF line ends at the start of `data`.
+  // Returns its length, or 0 when the byte-by-byte path must decide (anything unusual,
+  // including an incomplete head).
+  std::size_t scan_whole_head(const char* data, std::size_t len);
+
   State state_ = State::version;
   bool line_empty_ = false;  // the line being ended by CR has no bytes
   bool bare_lf_ = false;

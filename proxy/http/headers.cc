@@ -3,7 +3,6 @@
 #include <charconv>
 #include <cstring>
 
-
 namespace bulwark {
 
 static inline unsigned char ascii_lower(unsigned char c) {
@@ -16,37 +15,6 @@ bool iequals(std::string_view a, std::string_view b) {
     if (ascii_lower(static_cast<unsigned char>(a[i])) !=
         ascii_lower(static_cast<unsigned char>(b[i])))
       return false;
-  return true;
-}
-
-bool is_tchar(unsigned char c) {
-  if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
-  switch (c) {
-    case '!':
-    case '#':
-    case '$':
-    case '%':
-    case '&':
-    case '\'':
-    case '*':
-    case '+':
-    case '-':
-    case '.':
-    case '^':
-    case '_':
-    case '`':
-    case '|':
-    case '~':
-      return true;
-    default:
-      return false;
-  }
-}
-
-bool is_token(std::string_view s) {
-  if (s.empty()) return false;
-  for (unsigned char c : s)
-    if (!is_tchar(c)) return false;
   return true;
 }
 

@@ -12,10 +12,32 @@
 namespace bulwark {
 
 bool iequals(std::string_view a, std::string_view b);
+
+namespace detail {
+// kTchar[c] is true for the tchar bytes of RFC 9110 5.6.2: one load per byte on the hot path
+// (every field name of every request and response is checked).
+struct TcharTable {
+  bool set[256] = {};
+  constexpr TcharTable() {
+    for (int c = '0'; c <= '9'; ++c) set[c] = true;
+    for (int c = 'a'; c <= 'z'; ++c) set[c] = true;
+    for (int c = 'A'; c <= 'Z'; ++c) set[c] = true;
+    for (char c : {'!', '#', '$', '%', '&', '\'', '*', '+', '-', '.', '^', '_', '`', '|', '~'})
+      set[static_cast<unsigned char>(c)] = true;
+  }
+};
+inline constexpr TcharTable kTchar{};
+}  // namespace detail
+
 // tchar (RFC 9110 5.6.2).
-bool is_tchar(unsigned char c);
+inline bool is_tchar(unsigned char c) { return detail::kTchar.set[c]; }
 // A non-empty token (RFC 9110 5.6.2), which is what a field name must be.
-bool is_token(std::string_view s);
+inline bool is_token(std::string_view s) {
+  if (s.empty()) return false;
+  for (unsigned char c : s)
+    if (!is_tchar(c)) return false;
+  return true;
+}
 
 class HeaderBlock {
  public:

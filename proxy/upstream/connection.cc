@@ -23,8 +23,6 @@ const llhttp_settings_t& UpstreamConnection::settings() {
     x.on_header_value = on_header_value;
     x.on_headers_complete = on_headers_complete;
     x.on_body = on_body;
-    x.on_chunk_header = on_chunk_header;
-    x.on_chunk_complete = on_chunk_complete;
     x.on_message_complete = on_message_complete;
     return x;
   }();
@@ -78,7 +76,6 @@ void UpstreamConnection::attach(UpstreamClient* client, bool head_request) {
   response_started_ = false;
   response_done_ = false;
   interim_ = false;
-  in_trailers_ = false;
   keep_alive_ = true;
   content_length_ = 0;
   phase_ = Phase::head;
@@ -226,9 +223,10 @@ void UpstreamConnection::on_read(uv_stream_t* stream, ssize_t nread, const uv_bu
   c->fail(UpstreamError::reset);
 }
 
-// Each read is cut into segments by phase: head bytes go through ResponseHeadScanner and
-// chunked body bytes through ChunkedBodyChecker before llhttp reads them, so llhttp never sees
-// a byte of a malformed or oversized head, and the framing of a chunked body is strict.
+// Each read is cut into segments by phase: head bytes go through ResponseHeadScanner before
+// llhttp reads them, so llhttp never sees a byte of a malformed or oversized head; a chunked
+// body is decoded by ChunkedDecoder (http/chunked.h) instead of llhttp, for strict framing and
+// the whole extension grammar; other bodies are read by llhttp.
 void UpstreamConnection::handle_data(const char* data, std::size_t len) {
   if (state_ == State::idle || !client_) {
     close();  // bytes nobody asked for: the connection can't be trusted any more
@@ -259,11 +257,8 @@ void UpstreamConnection::handle_data(const char* data, std::size_t len) {
         more = parse(p, n, nullptr, end);
       }
     } else if (phase_ == Phase::chunked_body) {
-      if (chunk_check_.scan(p, avail, n) == ChunkedBodyChecker::Result::error) {
-        protocol_error(chunk_check_.error());
-        return;
-      }
-      more = parse(p, n, nullptr, end);
+      if (!decode_chunked(p, end)) return;
+      continue;
     } else {
       more = parse(p, n, nullptr, end);
     }
@@ -283,6 +278,13 @@ bool UpstreamConnection::parse(const char* data, std::size_t len, const char* co
   llhttp_errno_t err = llhttp_execute(&parser_, data, len);
   if (err == HPE_OK) return true;
   UpstreamClient* c = client_;
+  if (err == HPE_PAUSED && phase_ == Phase::chunked_body && !response_done_) {
+    // Paused at the end of a head with a chunked body: the decoder reads on from there. The
+    // head scanner ended `data` with the head, so llhttp stopped at its end.
+    if (llhttp_get_error_pos(&parser_) == data + len) return true;
+    protocol_error("invalid response framing");
+    return false;
+  }
   if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
     // The response is complete. What follows it in the read starts where llhttp stopped, or,
     // when llhttp read a copy of a head (always to its end), where that head ends in the read.
@@ -304,6 +306,49 @@ bool UpstreamConnection::parse(const char* data, std::size_t len, const char* co
     error_detail_.assign("invalid response: ").append(why && *why ? why : llhttp_errno_name(err));
   }
   protocol_error(error_detail_);
+  return false;
+}
+
+bool UpstreamConnection::decode_chunked(const char*& p, const char* end) {
+  // Stops when the client lets go of the connection (it is closing then).
+  while (client_) {
+    switch (chunked_.next(p, end)) {
+      case ChunkedDecoder::Event::need_more:
+        return true;
+      case ChunkedDecoder::Event::chunk_start:
+        client_->on_upstream_chunk_header(chunked_.chunk_size());
+        break;
+      case ChunkedDecoder::Event::data:
+        client_->on_upstream_body(chunked_.data().data(), chunked_.data().size());
+        break;
+      case ChunkedDecoder::Event::chunk_end:
+        client_->on_upstream_chunk_complete();
+        break;
+      case ChunkedDecoder::Event::trailer:
+        trailers_.append_name(chunked_.trailer_name().data(), chunked_.trailer_name().size());
+        trailers_.append_value(chunked_.trailer_value().data(), chunked_.trailer_value().size());
+        break;
+      case ChunkedDecoder::Event::done:
+        response_done_ = true;
+        // llhttp, paused at the end of the head, still knows what the head said.
+        keep_alive_ = llhttp_should_keep_alive(&parser_) && p == end;  // bytes after it: no
+        client_->on_upstream_complete();  // may release or close this connection
+        return false;
+      case ChunkedDecoder::Event::error:
+        switch (chunked_.error_kind()) {
+          case ChunkedDecoder::ErrorKind::line_too_long:
+            protocol_error("a chunk-size line exceeds the upstream's max_response_header_bytes");
+            break;
+          case ChunkedDecoder::ErrorKind::trailers_too_large:
+            protocol_error("the trailer section exceeds the upstream's max_response_header_bytes");
+            break;
+          case ChunkedDecoder::ErrorKind::syntax:
+            protocol_error(chunked_.error());
+            break;
+        }
+        return false;
+    }
+  }
   return false;
 }
 
@@ -343,14 +388,12 @@ int UpstreamConnection::on_status(llhttp_t* p, const char* at, std::size_t len) 
 }
 
 int UpstreamConnection::on_header_field(llhttp_t* p, const char* at, std::size_t len) {
-  auto* c = self(p);
-  (c->in_trailers_ ? c->trailers_ : c->headers_).append_name(at, len);
+  self(p)->headers_.append_name(at, len);
   return 0;
 }
 
 int UpstreamConnection::on_header_value(llhttp_t* p, const char* at, std::size_t len) {
-  auto* c = self(p);
-  (c->in_trailers_ ? c->trailers_ : c->headers_).append_value(at, len);
+  self(p)->headers_.append_value(at, len);
   return 0;
 }
 
@@ -372,39 +415,25 @@ int UpstreamConnection::on_headers_complete(llhttp_t* p) {
   c->client_->on_upstream_headers(*c);
   if (status == 101) return 0;  // llhttp stops for the upgrade itself
   if (c->head_request_ || status == 204 || status == 304) return 1;
-  if (p->flags & F_CHUNKED) {
-    c->phase_ = Phase::chunked_body;
-    c->chunk_check_.start(c->pool_.config().max_response_header_bytes);
-  } else {
+  if (!(p->flags & F_CHUNKED)) {
     c->phase_ = Phase::body;
+    return 0;
   }
-  return 0;
+  // llhttp stops here; decode_chunked() reads the body. A chunk-size line and the trailer
+  // section are bounded like the head; the number of trailer fields only by their bytes.
+  c->phase_ = Phase::chunked_body;
+  ChunkedDecoder::Limits limits;
+  auto bytes = static_cast<std::size_t>(c->pool_.config().max_response_header_bytes);
+  limits.max_line = bytes;
+  limits.max_trailer_bytes = bytes;
+  limits.max_trailers = bytes;
+  c->chunked_.reset(limits);
+  return HPE_PAUSED;
 }
 
 int UpstreamConnection::on_body(llhttp_t* p, const char* at, std::size_t len) {
   auto* c = self(p);
   if (c->client_) c->client_->on_upstream_body(at, len);
-  return 0;
-}
-
-int UpstreamConnection::on_chunk_header(llhttp_t* p) {
-  auto* c = self(p);
-  if (p->content_length == 0) c->in_trailers_ = true;  // the last chunk: trailers follow
-  if (c->client_) c->client_->on_upstream_chunk_header(p->content_length);
-  return 0;
-}
-
-int UpstreamConnection::on_chunk_complete(llhttp_t* p) {
-  auto* c = self(p);
-  if (c->in_trailers_) {
-    for (std::size_t i = 0; i < c->trailers_.size(); ++i) {
-      if (!is_token(c->trailers_.name(i))) {
-        c->error_detail_ = "a trailer field name is not a token";
-        return -1;
-      }
-    }
-  }
-  if (c->client_) c->client_->on_upstream_chunk_complete();
   return 0;
 }
 

@@ -13,7 +13,7 @@
 #include <string>
 #include <string_view>
 
-#include "http/chunk_check.h"
+#include "http/chunked.h"
 #include "http/head_check.h"
 #include "http/headers.h"
 #include "net/write_queue.h"
@@ -109,8 +109,6 @@ class UpstreamConnection {
   static int on_header_value(llhttp_t* p, const char* at, std::size_t len);
   static int on_headers_complete(llhttp_t* p);
   static int on_body(llhttp_t* p, const char* at, std::size_t len);
-  static int on_chunk_header(llhttp_t* p);
-  static int on_chunk_complete(llhttp_t* p);
   static int on_message_complete(llhttp_t* p);
   static const llhttp_settings_t& settings();
 
@@ -119,6 +117,9 @@ class UpstreamConnection {
   // (then `copied_until` is where the copied bytes end in the read). False when the response
   // is complete or failed: the caller must stop.
   bool parse(const char* data, std::size_t len, const char* copied_until, const char* read_end);
+  // Decodes chunked body bytes from `p` (advanced past them) to `end` and hands them to the
+  // client. False when the response is complete or failed: the caller must stop.
+  bool decode_chunked(const char*& p, const char* end);
   // Why the head just parsed is refused, or nullptr.
   const char* check_head() const;
   void protocol_error(std::string_view detail);
@@ -135,7 +136,7 @@ class UpstreamConnection {
   llhttp_t parser_;
   Phase phase_ = Phase::head;
   ResponseHeadScanner head_scan_;
-  ChunkedBodyChecker chunk_check_;
+  ChunkedDecoder chunked_;  // the body after a chunked head (llhttp reads only the head)
   HeaderBlock headers_;
   HeaderBlock trailers_;
   std::string status_text_;
@@ -151,7 +152,6 @@ class UpstreamConnection {
   bool response_done_ = false;
   bool keep_alive_ = true;
   bool interim_ = false;
-  bool in_trailers_ = false;
   bool reading_ = false;
   bool read_paused_ = false;
 };

@@ -64,6 +64,27 @@ RESPONSE_CASES = [
     dict(name="chunk_extension", response=CHUNKED_HEAD + b"5;name=value\r\nhello\r\n0;x\r\n\r\n",
          expect_status=200, expect_client_body=b"hello", expect_upstream_reused=True,
          note="RFC 9112 7.1.1: extensions are ignored (and not forwarded)"),
+    dict(name="chunk_extensions_value_then_another",
+         response=CHUNKED_HEAD + b"5;a=b;c=d\r\nhello\r\n6 ; q=\"x;y\"\r\n world\r\n0\r\n\r\n",
+         expect_status=200, expect_client_body=b"hello world", expect_upstream_reused=True,
+         expect_outcome="success",
+         note="RFC 9112 7.1.1: an extension with a value may be followed by another, and BWS "
+              "and quoted values are allowed (llhttp 8.1 refuses the first form)"),
+    dict(name="chunk_extensions_split_across_reads",
+         response=CHUNKED_HEAD + b"5;a=b;c=\"d\"\r\nhello\r\n0;e=f;g\r\nX-T: 1\r\n\r\n",
+         split_at=[len(CHUNKED_HEAD) + 4, len(CHUNKED_HEAD) + 9, len(CHUNKED_HEAD) + 24],
+         expect_status=200, expect_client_body=b"hello", expect_trailers={"x-t": "1"},
+         expect_upstream_reused=True, expect_outcome="success",
+         note="the chunk lines arrive in pieces: the decoder keeps its place between reads"),
+    protocol_error("trailer_obs_fold",
+                   CHUNKED_HEAD + b"5\r\nhello\r\n0\r\nX-T: a\r\n b\r\n\r\n",
+                   "obsolete line folding in the trailer section",
+                   "RFC 9112 5.2 lets a proxy answer 502 to obs-fold in a response; trailers "
+                   "follow the request side's rules", may_truncate=True),
+    protocol_error("chunk_extension_trailing_whitespace",
+                   CHUNKED_HEAD + b"5;a=b \r\nhello\r\n0\r\n\r\n", "invalid chunk extension",
+                   "RFC 9112 7.1.1: BWS only before ';' or '=', never before the line end",
+                   may_truncate=True),
     dict(name="close_delimited", response=b"HTTP/1.1 200 OK\r\n\r\nhello", close_after=True,
          expect_status=200, expect_client_body=b"hello", expect_upstream_reused=False,
          expect_outcome="success",
@@ -271,10 +292,9 @@ RESPONSE_CASES = [
     dict(name="trailers_framing_fields_dropped",
          response=CHUNKED_HEAD + b"5\r\nhello\r\n0\r\nContent-Length: 99\r\nTransfer-Encoding: x\r\n"
                   b"X-Keep: 1\r\n\r\n", expect_status=200, expect_client_body=b"hello",
-         expect_trailers={"x-keep": "1"}, expect_upstream_reused=False,
-         note="hop-by-hop and framing fields never cross the proxy, trailers included; "
-              "framing fields in trailers also change llhttp's state, so the connection "
-              "is not reused"),
+         expect_trailers={"x-keep": "1"}, expect_upstream_reused=True,
+         note="hop-by-hop and framing fields never cross the proxy, trailers included; they "
+              "do not change how the connection's next response is framed, so it is reused"),
     dict(name="trailers_http10_client", client_version="1.0",
          response=CHUNKED_HEAD + b"5\r\nhello\r\n0\r\nX-Checksum: abc\r\n\r\n", expect_status=200,
          expect_client_body=b"hello", expect_closed=True, expect_upstream_reused=True,

@@ -15,6 +15,8 @@ struct Decoded {
   std::string events;  // "c5 e c3 e t(A:b) d"
   std::string rest;    // bytes after the body
   std::string error;   // empty unless the decoder failed
+  std::size_t at = 0;  // bytes consumed before the error: where the offending byte is
+  std::size_t data_events = 0;
   bool done = false;
 };
 
@@ -33,7 +35,10 @@ Decoded decode(std::string_view input, std::size_t step = 0,
       if (e == ChunkedDecoder::Event::need_more) break;
       if (e == ChunkedDecoder::Event::chunk_start)
         out.events += "c" + std::to_string(d.chunk_size()) + " ";
-      if (e == ChunkedDecoder::Event::data) out.body.append(d.data());
+      if (e == ChunkedDecoder::Event::data) {
+        out.body.append(d.data());
+        ++out.data_events;
+      }
       if (e == ChunkedDecoder::Event::chunk_end) out.events += "e ";
       if (e == ChunkedDecoder::Event::trailer)
         out.events +=
@@ -46,6 +51,7 @@ Decoded decode(std::string_view input, std::size_t step = 0,
       }
       if (e == ChunkedDecoder::Event::error) {
         out.error = d.error();
+        out.at = static_cast<std::size_t>(d.consumed());
         break;
       }
     }
@@ -105,14 +111,14 @@ TEST_CASE("chunked: exactly CRLF after chunk data, the size line and the trailer
   // The smuggling case of the conformance issue: "AB" is followed by "\n3", not CRLF.
   auto r = decode_both(
       "2\r\nAB\n30\r\n\r\nGET /SMUGGLED HTTP/1.1\r\nHost: x\r\nX: pppppp\r\n\r\n\r\n0\r\n\r\n");
-  CHECK(r.error == "chunk data not followed by CRLF");
-  CHECK(decode_both("5\r\nhelloXX0\r\n\r\n").error == "chunk data not followed by CRLF");
-  CHECK(decode_both("5\r\nhello\n0\r\n\r\n").error == "chunk data not followed by CRLF");
-  CHECK(decode_both("5\r\nhello\r0\r\n\r\n").error == "chunk data not followed by CRLF");
+  CHECK(r.error == "chunk data is not followed by CRLF");
+  CHECK(decode_both("5\r\nhelloXX0\r\n\r\n").error == "chunk data is not followed by CRLF");
+  CHECK(decode_both("5\r\nhello\n0\r\n\r\n").error == "chunk data is not followed by CRLF");
+  CHECK(decode_both("5\r\nhello\r0\r\n\r\n").error == "chunk data is not followed by CRLF");
   CHECK(decode_both("5\nhello\r\n0\r\n\r\n").error == "invalid character in chunk size");
-  CHECK(decode_both("5\rhello\r\n0\r\n\r\n").error == "chunk size line not ended by CRLF");
+  CHECK(decode_both("5\rhello\r\n0\r\n\r\n").error == "a chunk-size line is not ended by CRLF");
   CHECK(decode_both("5\r\nhello\r\n0\r\n\rGGET /t2 HTTP/1.1\r\n\r\n").error ==
-        "chunked body not ended by CRLF");
+        "the last chunk is not ended by CRLF");
   CHECK(decode_both("5\r\nhello\r\n0\r\n\n").error != "");
   CHECK(decode_both("5\r\nhello\r\n0\n\r\n").error != "");
 }
@@ -128,7 +134,7 @@ TEST_CASE("chunked: sizes") {
   ChunkedDecoder::Limits small;
   small.max_line = 16;
   CHECK(decode("5;aaaaaaaaaaaaaaaaaaaaaaaa\r\nhello\r\n0\r\n\r\n", 0, small).error ==
-        "chunk size line too long");
+        "a chunk-size line is too long");
   CHECK(decode("5;aaaaaaa\r\nhello\r\n0\r\n\r\n", 0, small).done);
 }
 
@@ -140,10 +146,12 @@ TEST_CASE("chunked: trailers are handed out one validated field at a time") {
   CHECK(decode_both("0\r\nA c\r\n\r\n").error == "a trailer line without a colon");
   CHECK(decode_both("0\r\nA: b\r\n c\r\n\r\n").error ==
         "obsolete line folding in the trailer section");
-  CHECK(decode_both("0\r\nA: b\nC: d\r\n\r\n").error == "trailer field line not ended by CRLF");
+  CHECK(decode_both("0\r\nA: b\nC: d\r\n\r\n").error ==
+        "a line of the trailer section is not ended by CRLF");
   CHECK(decode_both(std::string("0\r\nA: b\0c\r\n\r\n", 14)).error ==
         "invalid character in a trailer field value");
-  CHECK(decode_both("0\r\nA: b\rC: d\r\n\r\n").error == "trailer field line not ended by CRLF");
+  CHECK(decode_both("0\r\nA: b\rC: d\r\n\r\n").error ==
+        "a line of the trailer section is not ended by CRLF");
   ChunkedDecoder::Limits limits;
   limits.max_trailers = 2;
   limits.max_trailer_bytes = 32;
@@ -151,6 +159,103 @@ TEST_CASE("chunked: trailers are handed out one validated field at a time") {
   CHECK(many.error == "too many trailer fields");
   auto big = decode("0\r\nA: 0123456789012345678901234567890123456789\r\n\r\n", 1, limits);
   CHECK(big.error == "the trailer section is too large");
+}
+
+TEST_CASE("chunked: a body ends exactly after its last CRLF, however it is split") {
+  for (std::string body :
+       {std::string("5\r\nhello\r\n0\r\n\r\n"), std::string("000A\r\n0123456789\r\n0000\r\n\r\n"),
+        std::string("5;a=b;c=d\r\nhello\r\n0\r\n\r\n"), std::string("5 ;x\r\nhello\r\n0\r\n\r\n"),
+        std::string("5; a = \"q \\\" v\" ; b\r\nhello\r\n0;last\r\n\r\n"),
+        std::string("5\r\nhello\r\n0\r\nX-Checksum: abc\r\nX-B: 1\r\n\r\n")}) {
+    for (std::size_t step : {0, 1, 2, 5}) {
+      CAPTURE(body);
+      CAPTURE(step);
+      auto r = decode(body + "NEXT", step);
+      CHECK(r.error == "");
+      CHECK(r.done);
+      CHECK(r.rest == "NEXT");
+    }
+  }
+  auto partial = decode_both("5\r\nhel");
+  CHECK_FALSE(partial.done);
+  CHECK(partial.error == "");
+  CHECK(partial.body == "hel");
+}
+
+TEST_CASE("chunked: a malformed body is refused at the offending byte") {
+  struct Bad {
+    std::string body;
+    std::size_t at;
+    const char* error;
+  };
+  for (const Bad& b :
+       {Bad{"5\r\nhelloXX0\r\n\r\n", 8, "chunk data is not followed by CRLF"},
+        Bad{"5\r\nhello\n0\r\n\r\n", 8, "chunk data is not followed by CRLF"},
+        Bad{"5\r\nhello\rX0\r\n\r\n", 9, "chunk data is not followed by CRLF"},
+        Bad{"2\r\nAB\n30\r\n\r\n", 5, "chunk data is not followed by CRLF"},
+        Bad{"5\r\nhello\r\n0\r\n\rX", 14, "the last chunk is not ended by CRLF"},
+        Bad{"5\rXhello\r\n0\r\n\r\n", 2, "a chunk-size line is not ended by CRLF"},
+        Bad{"5\nhello\r\n0\r\n\r\n", 1, "invalid character in chunk size"},
+        Bad{"\r\nhello", 0, "invalid chunk size"}, Bad{"x\r\n", 0, "invalid chunk size"},
+        Bad{"-5\r\n", 0, "invalid chunk size"},
+        Bad{"fffffffffffffffff\r\n", 16, "chunk size overflow"},
+        Bad{"5;\r\nhello", 2, "invalid chunk extension name"},
+        Bad{"5;a=\r\nhello", 4, "invalid chunk extension value"},
+        Bad{"5;a=\"x\r\n\"\r\nhello", 6, "invalid chunk extension value"},
+        Bad{"5 x\r\nhello", 2, "invalid chunk extension"},
+        Bad{"0\r\nX-T: v\n\r\n", 9, "a line of the trailer section is not ended by CRLF"},
+        Bad{"0\r\nX-T: v\r\n\n", 11, "the last chunk is not ended by CRLF"},
+        Bad{"0\r\nX-T: v\rX\r\n\r\n", 10, "a line of the trailer section is not ended by CRLF"}}) {
+    for (std::size_t step : {0, 1}) {
+      CAPTURE(b.body);
+      CAPTURE(step);
+      auto r = decode(b.body, step);
+      CHECK(r.error == b.error);
+      CHECK(r.at == b.at);
+    }
+  }
+}
+
+TEST_CASE("chunked: a chunk-size line and the trailer section are bounded, with their kind") {
+  // A size line's bytes include its CRLF: "5;", 100 extension bytes, CRLF.
+  ChunkedDecoder::Limits limits;
+  limits.max_line = 104;
+  CHECK(decode("5;" + std::string(100, 'a') + "\r\nhello\r\n0\r\n\r\n", 0, limits).done);
+  limits.max_line = 103;
+  ChunkedDecoder d(limits);
+  std::string line = "5;" + std::string(100, 'a') + "\r\n";
+  const char* p = line.data();
+  CHECK(d.next(p, line.data() + line.size()) == ChunkedDecoder::Event::error);
+  CHECK(d.error_kind() == ChunkedDecoder::ErrorKind::line_too_long);
+  // The limit is per line: many small chunks are fine.
+  std::string many;
+  for (int i = 0; i < 100; ++i) many += "1\r\nx\r\n";
+  limits.max_line = 5;
+  CHECK(decode(many + "0\r\n\r\n", 0, limits).done);
+
+  // The trailer section's bytes: its lines without their CRLFs are checked as they come
+  // (53 here), each CRLF counts towards the lines after it.
+  std::string trailer = "0\r\nX: " + std::string(50, 'v') + "\r\n\r\n";
+  limits.max_trailer_bytes = 53;
+  CHECK(decode(trailer, 0, limits).done);
+  CHECK(decode("0\r\nA: 1\r\nB: 23\r\n\r\n", 0, limits).done);  // 4 + 2 + 5
+  limits.max_trailer_bytes = 10;
+  CHECK(decode("0\r\nA: 1\r\nB: 23\r\n\r\n", 0, limits).error ==
+        "the trailer section is too large");
+  limits.max_trailer_bytes = 52;
+  ChunkedDecoder t(limits);
+  p = trailer.data();
+  ChunkedDecoder::Event e = t.next(p, trailer.data() + trailer.size());
+  CHECK(e == ChunkedDecoder::Event::error);
+  CHECK(t.error_kind() == ChunkedDecoder::ErrorKind::trailers_too_large);
+}
+
+TEST_CASE("chunked: chunk data is handed out in one piece per input, not byte by byte") {
+  std::string body = "100000\r\n" + std::string(1 << 20, 'z') + "\r\n0\r\n\r\n";
+  auto r = decode(body, 65536);
+  CHECK(r.done);
+  CHECK(r.body.size() == (1u << 20));
+  CHECK(r.data_events == 17);  // the first input also holds the size line
 }
 
 TEST_CASE("chunked: the decoder stays in error and can be reset") {

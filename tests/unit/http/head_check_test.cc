@@ -123,3 +123,27 @@ TEST_CASE("the byte limit is passed at the first byte over it, 1xx heads include
   CHECK(s.scan(final_head.data(), final_head.size(), n) == ResponseHeadScanner::Result::error);
   CHECK(s.bytes() == 61);
 }
+
+TEST_CASE("a whole head in one read and the same head byte by byte get the same verdict") {
+  // A whole head takes a one-pass path; split heads go byte by byte. They must agree.
+  for (const char* head :
+       {"HTTP/1.1 200 OK\r\nA: b\r\n\r\n", "HTTP/1.1 204\r\n\r\n", "HTTP/1.0 503 Busy\r\n\r\nx",
+        "HTTP/1.1 200 OK\r\nA: b\rc\r\n\r\n", "HTTP/1.1 200 OK\r\nA: b\n\r\n",
+        "HTTP/1.1 200 O\x01K\r\n\r\n", "HTTP/1.1 200OK\r\nA: b\r\n\r\n",
+        "HTTP/1.1 700 OK\r\nA: b\r\n\r\n", "HTTP/1.1 200 OK\r\n\r\r\n"}) {
+    INFO(head);
+    Scan whole = scan(head);
+    Scan split = scan(head, 1);
+    CHECK(whole.result == split.result);
+    CHECK(whole.consumed == split.consumed);
+    CHECK(whole.error == split.error);
+  }
+  ResponseHeadScanner s;
+  s.start(1024);
+  std::size_t n = 0;
+  std::string head = "HTTP/1.1 418 Teapot\r\nX: y\r\n\r\n";
+  REQUIRE(s.scan(head.data(), head.size(), n) == ResponseHeadScanner::Result::done);
+  CHECK(s.status() == 418);
+  CHECK(s.bytes() == head.size());
+  CHECK(n == head.size());
+}
