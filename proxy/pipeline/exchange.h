@@ -25,6 +25,15 @@
 #include "upstream/pool.h"
 #include "upstream/upstream.h"
 
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#define BULWARK_POISON(p, n) ASAN_POISON_MEMORY_REGION(p, n)
+#define BULWARK_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION(p, n)
+#else
+#define BULWARK_POISON(p, n) ((void)(p), (void)(n))
+#define BULWARK_UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
 namespace bulwark {
 
 class ClientConnection;
@@ -228,10 +237,16 @@ class ExchangePool {
     }
     return new (p) Exchange(owner);
   }
-  void retire(Exchange* x) { retired_.push_back(x); }
+  // The request has ended: from here on nothing may touch `x` (under AddressSanitizer any
+  // access is reported) until sweep() destroys it.
+  void retire(Exchange* x) {
+    retired_.push_back(x);
+    BULWARK_POISON(x, sizeof(Exchange));
+  }
   // Destroys the retired exchanges (the loop is between callbacks).
   void sweep() {
     for (Exchange* x : retired_) {
+      BULWARK_UNPOISON(x, sizeof(Exchange));
       x->~Exchange();
       free_.push_back(x);
     }
