@@ -63,11 +63,11 @@ class AdminIdleEviction(unittest.TestCase):
         for s, r in zip(busy, readers):  # none of the busy ones was closed
             s.sendall(b"\r\n")
             self.assertEqual(r.read_response()[0], 200)
+        for s in busy:
+            s.close()
         self.assertGreaterEqual(
             wait_for(lambda: self.proxy.metric("bulwark_admin_connections_refused_total"),
                      what="the refused connection counted"), 1)
-        for s in busy:
-            s.close()
 
 
 if __name__ == "__main__":
