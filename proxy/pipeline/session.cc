@@ -81,6 +81,13 @@ int Downstream::start_request() {
     local_reply(Reason::bad_request, "invalid request target", true);
     return HPE_PAUSED;
   }
+  // An absolute-form target must name a host (RFC 9110 4.2.1): "http:///x" or "http://u@/x"
+  // is invalid, not a target without an authority (Host would be kept, disagreeing with it).
+  if (b().url.front() != '/' && b().url != "*" &&
+      host_without_port(target_authority(b().url)).empty()) {
+    local_reply(Reason::bad_request, "absolute-form target without a host", true);
+    return HPE_PAUSED;
+  }
   // Framing (RFC 9112 6). llhttp already refuses a non-empty Transfer-Encoding with a
   // Content-Length, and duplicate lengths; an empty Transfer-Encoding line counts too.
   if (b().info.transfer_encoding_count > 0) {

@@ -163,6 +163,13 @@ REQUEST_CASES = [
          [up(b"/p?q")], item="11.11"),
     case("fragment-absolute-form", b"GET http://a.example/p#frag HTTP/1.1\r\nHost: x\r\n\r\n", 200, KEEP,
          [up(b"/p", host=b"a.example")], item="11.11"),
+    refused("absolute-form-empty-host", b"GET http:///x HTTP/1.1\r\nHost: x\r\n\r\n", item="11.11",
+            note="RFC 9110 4.2.1: an http URI with an empty host must be rejected (NGINX 400); "
+                 "forwarding it with the client's Host let Host and target disagree"),
+    refused("absolute-form-userinfo-no-host", b"GET http://u:p@/x HTTP/1.1\r\nHost: x\r\n\r\n",
+            item="11.11", note="userinfo, then an empty host (NGINX 400)"),
+    refused("absolute-form-port-no-host", b"GET http://:8080/x HTTP/1.1\r\nHost: x\r\n\r\n",
+            item="11.11", note="a port without a host"),
 
     # --- header field syntax ------------------------------------------------------------------
     refused("name-with-space", b"GET /a HTTP/1.1\r\nHost: x\r\nX A: b\r\n\r\n", item="11.4"),
