@@ -76,6 +76,10 @@ int Downstream::start_request() {
     local_reply(Reason::bad_request, "missing Host header", true);
     return HPE_PAUSED;
   }
+  if (b().info.host_count == 1 && !valid_host_value(b().info.host)) {  // RFC 9112 3.2
+    local_reply(Reason::bad_request, "invalid Host header", true);
+    return HPE_PAUSED;
+  }
   std::string_view target = origin_form(b().url);
   if (target.empty()) {
     local_reply(Reason::bad_request, "invalid request target", true);
