@@ -86,10 +86,12 @@ int Downstream::start_request() {
     return HPE_PAUSED;
   }
   // An absolute-form target must name a host (RFC 9110 4.2.1): "http:///x" or "http://u@/x"
-  // is invalid, not a target without an authority (Host would be kept, disagreeing with it).
+  // is invalid, not a target without an authority (Host would be kept, disagreeing with it);
+  // the authority becomes Host, so it must be a valid Host value.
   if (b().url.front() != '/' && b().url != "*" &&
-      host_without_port(target_authority(b().url)).empty()) {
-    local_reply(Reason::bad_request, "absolute-form target without a host", true);
+      (host_without_port(target_authority(b().url)).empty() ||
+       !valid_host_value(target_authority(b().url)))) {
+    local_reply(Reason::bad_request, "absolute-form target without a valid host", true);
     return HPE_PAUSED;
   }
   // Framing (RFC 9112 6). llhttp already refuses a non-empty Transfer-Encoding with a

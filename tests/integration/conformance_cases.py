@@ -180,6 +180,8 @@ REQUEST_CASES = [
             item="11.11", note="userinfo, then an empty host (NGINX 400)"),
     refused("absolute-form-port-no-host", b"GET http://:8080/x HTTP/1.1\r\nHost: x\r\n\r\n",
             item="11.11", note="a port without a host"),
+    refused("absolute-form-port-not-digits", b"GET http://b:8x/x HTTP/1.1\r\nHost: x\r\n\r\n",
+            item="11.11", note="the authority becomes Host: it must be a valid one (HAProxy 400)"),
 
     # --- header field syntax ------------------------------------------------------------------
     refused("name-with-space", b"GET /a HTTP/1.1\r\nHost: x\r\nX A: b\r\n\r\n", item="11.4"),
