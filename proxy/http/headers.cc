@@ -360,6 +360,37 @@ std::string_view host_without_port(std::string_view host) {
   return colon == std::string_view::npos ? host : host.substr(0, colon);
 }
 
+namespace {
+
+// unreserved / sub-delims / "%" (of pct-encoded): the characters of a reg-name.
+bool reg_name_char(char ch) {
+  if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9')) return true;
+  return std::string_view("-._~!$&'()*+,;=%").find(ch) != std::string_view::npos;
+}
+
+}  // namespace
+
+bool valid_host_value(std::string_view host) {
+  std::string_view port;
+  if (!host.empty() && host.front() == '[') {
+    auto close = host.find(']');
+    if (close == std::string_view::npos) return false;
+    for (char ch : host.substr(1, close - 1))
+      if (ch != ':' && !reg_name_char(ch)) return false;  // IPv6, or IPvFuture
+    port = host.substr(close + 1);
+  } else {
+    auto colon = host.find(':');
+    for (char ch : host.substr(0, colon))
+      if (!reg_name_char(ch)) return false;
+    if (colon != std::string_view::npos) port = host.substr(colon);
+  }
+  if (port.empty()) return true;
+  if (port.front() != ':') return false;
+  for (char ch : port.substr(1))
+    if (ch < '0' || ch > '9') return false;
+  return true;
+}
+
 const char* status_reason(int status) {
   switch (status) {
     case 100:
