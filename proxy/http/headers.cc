@@ -163,7 +163,19 @@ TransferCoding transfer_coding(const HeaderBlock& headers, std::string_view* cod
   for (std::size_t i = 0; i < headers.size(); ++i) {
     if (!iequals(headers.name(i), "transfer-encoding")) continue;
     present = true;
-    for_each_token(headers.value(i), [&](std::string_view t) {
+    // Empty list elements (",chunked", "chunked,,") are refused rather than skipped: a parser
+    // in front of Bulwark may read such a value differently.
+    std::string_view v = headers.value(i);
+    for (std::string_view rest = v;;) {
+      std::size_t comma = rest.find(',');
+      if (trim(rest.substr(0, comma)).empty() && !trim(v).empty()) {
+        if (!invalid && !unsupported) offending = v;
+        invalid = true;
+      }
+      if (comma == std::string_view::npos) break;
+      rest.remove_prefix(comma + 1);
+    }
+    for_each_token(v, [&](std::string_view t) {
       ++codings;
       std::string_view name = trim(t.substr(0, t.find(';')));
       bool chunked = iequals(name, "chunked");

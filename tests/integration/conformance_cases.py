@@ -256,6 +256,13 @@ REQUEST_CASES = [
             b"\r\n\r\n" + HELLO_CHUNKED),
     refused("te-vertical-tab", b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: \x0bchunked\r\n\r\n"
             + HELLO_CHUNKED),
+    refused("te-leading-empty-element", b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: ,chunked"
+            b"\r\n\r\n" + HELLO_CHUNKED,
+            note="empty list elements in Transfer-Encoding are refused, like a trailing comma"),
+    refused("te-empty-element-between", b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip,,"
+            b"chunked\r\n\r\n" + HELLO_CHUNKED),
+    refused("chunk-size-over-max-body", POST_CHUNKED + b"b00001\r\nhello", status=413,
+            note="refused at the size line, before any chunk data is read or forwarded"),
     refused("te-in-http10", b"POST /a HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
             + HELLO_CHUNKED, note="RFC 9112 6.1: framing of an HTTP/1.0 message with it is faulty"),
 
