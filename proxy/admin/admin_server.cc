@@ -42,6 +42,10 @@ class AdminConnection {
     uv_close(reinterpret_cast<uv_handle_t*>(&timer_), on_close);
   }
 
+  // Between requests (or before the first), with nothing being read or written.
+  bool idle() const { return state_ == State::idle && !closing_; }
+  std::uint64_t idle_since() const { return idle_since_; }
+
  private:
   enum class State { idle, reading, writing };
 
@@ -114,6 +118,7 @@ class AdminConnection {
 
   void wait_idle() {
     state_ = State::idle;
+    idle_since_ = ++server_.idle_sequence_;  // an order, finer than the loop's clock
     arm(server_.limits_.idle_timeout_ms);
   }
 
@@ -242,6 +247,7 @@ class AdminConnection {
   llhttp_t parser_{};
   int open_handles_ = 2;
   State state_ = State::idle;
+  std::uint64_t idle_since_ = 0;
   std::string url_;
   std::string out_;
   std::string pending_;
@@ -296,9 +302,25 @@ void AdminServer::on_connection(uv_stream_t* listener, int status) {
   server->add(*conn);
   if (!conn->start(listener)) return;
   if (server->connections_.size() > server->limits_.max_connections) {
-    conn->close();  // over the limit: accepted only to be closed, so the backlog drains
+    // Over the limit: the connection idle the longest makes room, so that connections held
+    // open without a request cannot lock probes and scrapes out. With none idle, the new
+    // connection was accepted only to be closed, so the backlog drains.
+    if (AdminConnection* victim = server->oldest_idle(conn)) {
+      victim->close();
+      return;
+    }
+    conn->close();
     if (server->handlers_.refused) server->handlers_.refused();
   }
+}
+
+AdminConnection* AdminServer::oldest_idle(const AdminConnection* except) const {
+  AdminConnection* oldest = nullptr;
+  for (AdminConnection* c : connections_) {
+    if (c == except || !c->idle()) continue;
+    if (!oldest || c->idle_since() < oldest->idle_since()) oldest = c;
+  }
+  return oldest;
 }
 
 }  // namespace bulwark

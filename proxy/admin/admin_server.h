@@ -53,6 +53,8 @@ class AdminServer {
   static void on_connection(uv_stream_t* server, int status);
   void add(AdminConnection& c);
   void remove(AdminConnection& c);
+  // The connection idle the longest, other than `except`; null when none is idle.
+  AdminConnection* oldest_idle(const AdminConnection* except) const;
 
   uv_loop_t* loop_;
   AdminHandlers handlers_;
@@ -62,6 +64,7 @@ class AdminServer {
   bool open_ = false;
   bool closed_ = false;
   std::unordered_set<AdminConnection*> connections_;
+  std::uint64_t idle_sequence_ = 0;  // counts the times a connection became idle
   friend class AdminConnection;
 };
 

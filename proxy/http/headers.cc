@@ -163,7 +163,19 @@ TransferCoding transfer_coding(const HeaderBlock& headers, std::string_view* cod
   for (std::size_t i = 0; i < headers.size(); ++i) {
     if (!iequals(headers.name(i), "transfer-encoding")) continue;
     present = true;
-    for_each_token(headers.value(i), [&](std::string_view t) {
+    // Empty list elements (",chunked", "chunked,,") are refused rather than skipped: a parser
+    // in front of Bulwark may read such a value differently.
+    std::string_view v = headers.value(i);
+    for (std::string_view rest = v;;) {
+      std::size_t comma = rest.find(',');
+      if (trim(rest.substr(0, comma)).empty() && !trim(v).empty()) {
+        if (!invalid && !unsupported) offending = v;
+        invalid = true;
+      }
+      if (comma == std::string_view::npos) break;
+      rest.remove_prefix(comma + 1);
+    }
+    for_each_token(v, [&](std::string_view t) {
       ++codings;
       std::string_view name = trim(t.substr(0, t.find(';')));
       bool chunked = iequals(name, "chunked");
@@ -358,6 +370,37 @@ std::string_view host_without_port(std::string_view host) {
   }
   auto colon = host.rfind(':');
   return colon == std::string_view::npos ? host : host.substr(0, colon);
+}
+
+namespace {
+
+// unreserved / sub-delims / "%" (of pct-encoded): the characters of a reg-name.
+bool reg_name_char(char ch) {
+  if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9')) return true;
+  return std::string_view("-._~!$&'()*+,;=%").find(ch) != std::string_view::npos;
+}
+
+}  // namespace
+
+bool valid_host_value(std::string_view host) {
+  std::string_view port;
+  if (!host.empty() && host.front() == '[') {
+    auto close = host.find(']');
+    if (close == std::string_view::npos) return false;
+    for (char ch : host.substr(1, close - 1))
+      if (ch != ':' && !reg_name_char(ch)) return false;  // IPv6, or IPvFuture
+    port = host.substr(close + 1);
+  } else {
+    auto colon = host.find(':');
+    for (char ch : host.substr(0, colon))
+      if (!reg_name_char(ch)) return false;
+    if (colon != std::string_view::npos) port = host.substr(colon);
+  }
+  if (port.empty()) return true;
+  if (port.front() != ':') return false;
+  for (char ch : port.substr(1))
+    if (ch < '0' || ch > '9') return false;
+  return true;
 }
 
 const char* status_reason(int status) {

@@ -156,6 +156,9 @@ std::string_view target_authority(std::string_view target);
 std::string_view target_path(std::string_view target);
 // Host without port, for matching ("Example.com:80" -> "Example.com").
 std::string_view host_without_port(std::string_view host);
+// True if `host` is a valid Host field value: uri-host [":" port] (RFC 9110 7.2, RFC 3986
+// 3.2.2), i.e. an IP-literal in brackets or a reg-name/IPv4 address, then optional digits.
+bool valid_host_value(std::string_view host);
 
 const char* status_reason(int status);
 

@@ -79,9 +79,22 @@ int Exchange::start_request() {
     client.local_reply(Reason::bad_request, "missing Host header", true);
     return HPE_PAUSED;
   }
+  if (client.b().info.host_count == 1 && !valid_host_value(client.b().info.host)) {  // RFC 9112 3.2
+    client.local_reply(Reason::bad_request, "invalid Host header", true);
+    return HPE_PAUSED;
+  }
   std::string_view target = origin_form(client.b().url);
   if (target.empty()) {
     client.local_reply(Reason::bad_request, "invalid request target", true);
+    return HPE_PAUSED;
+  }
+  // An absolute-form target must name a host (RFC 9110 4.2.1): "http:///x" or "http://u@/x"
+  // is invalid, not a target without an authority (Host would be kept, disagreeing with it);
+  // the authority becomes Host, so it must be a valid Host value.
+  if (client.b().url.front() != '/' && client.b().url != "*" &&
+      (host_without_port(target_authority(client.b().url)).empty() ||
+       !valid_host_value(target_authority(client.b().url)))) {
+    client.local_reply(Reason::bad_request, "absolute-form target without a valid host", true);
     return HPE_PAUSED;
   }
   // Framing (RFC 9112 6). llhttp already refuses a non-empty Transfer-Encoding with a

@@ -166,6 +166,14 @@ bool ClientConnection::decode_chunked(const char*& data, const char* end) {
       case ChunkedDecoder::Event::need_more:
         return false;
       case ChunkedDecoder::Event::chunk_start:
+        // A chunk that cannot fit is refused at its size line, before any of it is read.
+        if (decoder.chunk_size() > listener_.config->max_body_bytes - x().request_body_bytes) {
+          chunked_body_ = false;
+          local_reply(Reason::body_too_large,
+                      "a chunk size takes the request body past the listener's max_body_bytes",
+                      true);
+          return false;
+        }
         if (!x().pending_reply) x().upstream_add_chunk_header(decoder.chunk_size());
         break;
       case ChunkedDecoder::Event::data:

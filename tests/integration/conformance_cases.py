@@ -144,6 +144,16 @@ REQUEST_CASES = [
     # --- Host and the target ----------------------------------------------------------------
     refused("missing-host-http11", b"GET /a HTTP/1.1\r\n\r\n"),
     refused("two-hosts", b"GET /a HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"),
+    refused("host-with-space", b"GET /a HTTP/1.1\r\nHost: a b\r\n\r\n", item="11.5",
+            note="RFC 9112 3.2: an invalid Host value is 400 (NGINX 400; HAProxy forwards it)"),
+    refused("host-with-slash", b"GET /a HTTP/1.1\r\nHost: a/b\r\n\r\n", item="11.5",
+            note="a path in Host would reach the URLs an application builds from it"),
+    refused("host-port-not-digits", b"GET /a HTTP/1.1\r\nHost: a:8x\r\n\r\n", item="11.5"),
+    case("host-ip-literal-port", b"GET /a HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n", 200, KEEP,
+         [up(b"/a", host=b"[::1]:8080")], item="11.5"),
+    case("host-reg-name-sub-delims", b"GET /a HTTP/1.1\r\nHost: a_b-c.~x!$&'()*+,;=%41:80\r\n\r\n",
+         200, KEEP, [up(b"/a", host=b"a_b-c.~x!$&'()*+,;=%41:80")], item="11.5",
+         note="every reg-name character of RFC 3986 3.2.2 is accepted"),
     case("connection-lists-host", b"GET /a HTTP/1.1\r\nHost: x\r\nConnection: Host\r\n\r\n", 200, KEEP,
          [up(b"/a")], item="11.5", note="Connection never removes Host"),
     case("connection-lists-content-length",
@@ -163,6 +173,15 @@ REQUEST_CASES = [
          [up(b"/p?q")], item="11.11"),
     case("fragment-absolute-form", b"GET http://a.example/p#frag HTTP/1.1\r\nHost: x\r\n\r\n", 200, KEEP,
          [up(b"/p", host=b"a.example")], item="11.11"),
+    refused("absolute-form-empty-host", b"GET http:///x HTTP/1.1\r\nHost: x\r\n\r\n", item="11.11",
+            note="RFC 9110 4.2.1: an http URI with an empty host must be rejected (NGINX 400); "
+                 "forwarding it with the client's Host let Host and target disagree"),
+    refused("absolute-form-userinfo-no-host", b"GET http://u:p@/x HTTP/1.1\r\nHost: x\r\n\r\n",
+            item="11.11", note="userinfo, then an empty host (NGINX 400)"),
+    refused("absolute-form-port-no-host", b"GET http://:8080/x HTTP/1.1\r\nHost: x\r\n\r\n",
+            item="11.11", note="a port without a host"),
+    refused("absolute-form-port-not-digits", b"GET http://b:8x/x HTTP/1.1\r\nHost: x\r\n\r\n",
+            item="11.11", note="the authority becomes Host: it must be a valid one (HAProxy 400)"),
 
     # --- header field syntax ------------------------------------------------------------------
     refused("name-with-space", b"GET /a HTTP/1.1\r\nHost: x\r\nX A: b\r\n\r\n", item="11.4"),
@@ -237,6 +256,13 @@ REQUEST_CASES = [
             b"\r\n\r\n" + HELLO_CHUNKED),
     refused("te-vertical-tab", b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: \x0bchunked\r\n\r\n"
             + HELLO_CHUNKED),
+    refused("te-leading-empty-element", b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: ,chunked"
+            b"\r\n\r\n" + HELLO_CHUNKED,
+            note="empty list elements in Transfer-Encoding are refused, like a trailing comma"),
+    refused("te-empty-element-between", b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip,,"
+            b"chunked\r\n\r\n" + HELLO_CHUNKED),
+    refused("chunk-size-over-max-body", POST_CHUNKED + b"b00001\r\nhello", status=413,
+            note="refused at the size line, before any chunk data is read or forwarded"),
     refused("te-in-http10", b"POST /a HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
             + HELLO_CHUNKED, note="RFC 9112 6.1: framing of an HTTP/1.0 message with it is faulty"),
 
