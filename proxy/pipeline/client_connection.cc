@@ -42,6 +42,9 @@ void ClientConnection::make_exchange() { ex_ = worker_.exchanges().make(*this); 
 
 void ClientConnection::end_exchange() {
   if (!ex_) return;
+  // The exchange's back-off or per-try timer must not fire into a retired exchange (or the
+  // next request's).
+  if (buffers_) uv_timer_stop(&buffers_->attempt_timer);
   Exchange* x = ex_;
   ex_ = nullptr;
   worker_.exchanges().retire(x);
@@ -343,8 +346,6 @@ void ClientConnection::finish_request() {
 }
 
 void ClientConnection::reset_request() {
-  // A back-off or per-try timer of the request that ended must not fire into the next one.
-  if (buffers_) uv_timer_stop(&buffers_->attempt_timer);
   end_exchange();
   error_reason_set_ = false;
   error_status_ = 0;
