@@ -1,0 +1,314 @@
+// An Exchange's response side: the upstream connection's events (interim responses, the
+// response head re-serialized for the client, the body re-framed, trailers, the 101 tunnel),
+// and upstream failures turned into a stale-connection replay, a retry or a local reply.
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+
+#include "admin/stats.h"
+#include "core/log.h"
+#include "pipeline/client_connection.h"
+#include "pipeline/exchange.h"
+#include "worker.h"
+
+namespace bulwark {
+
+void Exchange::on_upstream_connected() {
+  send_continue();
+  client.flush();
+}
+
+void Exchange::on_upstream_interim(UpstreamConnection& conn) {
+  // RFC 9110 15.2: a proxy forwards 1xx responses, except those it asked for itself, and
+  // never to an HTTP/1.0 client. Bulwark answers Expect: 100-continue itself (the header is
+  // not forwarded), so a 100 from the upstream after Bulwark's own is not sent twice.
+  if (client.minor_version_ == 0 || client.done()) return;
+  if (conn.status() == 100) {
+    if (sent_continue) return;
+    sent_continue = true;
+  }
+  std::string& head = client.b().scratch;
+  write_interim_response_head(head, conn.headers(), conn.status(), conn.status_text());
+  client.b().out.add_copy(head);
+  bytes_out += head.size();
+}
+
+void Exchange::on_upstream_headers(UpstreamConnection& conn) {
+  status = conn.status();
+  if (status >= 200 && retry_response(conn)) {
+    discard_response = true;  // read and drop the body, then retry
+    return;
+  }
+  // The response starts: no retry from here on, and the replay copy is not needed.
+  if (client.buffers_) uv_timer_stop(&client.buffers_->attempt_timer);
+  replay_enabled = false;
+  client.b().replay.clear();
+  bool no_body = head_request || status == 204 || status == 304 || status == 101;
+  std::string_view upgrade_token;
+  if (status == 101) {
+    if (!upgrade) return;  // unsolicited 101: handled as an error at completion
+    upgrade_token = conn.headers().get("upgrade");
+    response_framing = BodyFraming::none;
+  } else if (no_body) {
+    response_framing = conn.has_content_length() && status != 204 ? BodyFraming::content_length
+                                                                  : BodyFraming::none;
+  } else if (conn.has_content_length()) {
+    response_framing = BodyFraming::content_length;
+  } else if (client.minor_version_ == 1) {
+    response_framing = BodyFraming::chunked;  // chunked or close-delimited upstream body
+  } else {
+    response_framing = BodyFraming::none;  // HTTP/1.0 client: the close ends the body
+    client.close_after_response_ = true;
+  }
+  upstream_chunked = conn.body_chunked();
+  if ((upgrade && status != 101) || client.draining_) client.close_after_response_ = true;
+
+  DownstreamResponseHead head;
+  head.status = status;
+  head.reason = conn.status_text();
+  head.minor_version = client.minor_version_;
+  head.framing = response_framing;
+  head.content_length = conn.content_length();
+  head.close = client.close_after_response_;
+  head.keep_alive_1_0 = client.minor_version_ == 0 && !client.close_after_response_;
+  head.upgrade = upgrade_token;
+  char extra[160];
+  std::size_t extra_len = 0;
+  if (attempts > 1) {
+    int n = std::snprintf(extra, sizeof extra, "x-bulwark-attempts: %d\r\n", attempts);
+    extra_len = static_cast<std::size_t>(n);
+  }
+  if (ratelimit_header_len && extra_len + ratelimit_header_len < sizeof extra) {
+    std::memcpy(extra + extra_len, ratelimit_header, ratelimit_header_len);
+    extra_len += ratelimit_header_len;
+  }
+  head.extra = std::string_view(extra, extra_len);
+  write_downstream_response_head(client.b().response_head, conn.headers(), head);
+  client.b().out.add(client.b().response_head);
+  bytes_out += client.b().response_head.size();
+  response_started = true;
+}
+
+void Exchange::on_upstream_chunk_header(std::uint64_t size) {
+  if (discard_response) return;
+  response_chunk_size = size;
+  if (response_framing == BodyFraming::chunked && upstream_chunked && size > 0)
+    client.b().out.add_chunk_header(size);
+}
+
+void Exchange::on_upstream_body(const char* data, std::size_t len) {
+  if (discard_response) return;
+  bytes_out += len;
+  if (response_framing == BodyFraming::chunked && !upstream_chunked) {
+    client.b().out.add_chunk_header(len);
+    client.b().out.add(data, len);
+    client.b().out.add_copy("\r\n");
+    return;
+  }
+  client.b().out.add(data, len);
+}
+
+void Exchange::on_upstream_chunk_complete() {
+  if (discard_response) return;
+  if (response_framing == BodyFraming::chunked && upstream_chunked && response_chunk_size > 0)
+    client.b().out.add_copy("\r\n");
+}
+
+void Exchange::on_upstream_complete() {
+  if (status == 101) {
+    if (!upgrade) {
+      record_upstream_outcome(static_cast<int>(UpstreamOutcome::protocol_error));
+      upstream_failed(Reason::upstream_protocol_error, UpstreamError::protocol,
+                      "the upstream switched protocols (101) for a request without Upgrade");
+      return;
+    }
+    record_upstream_outcome(static_cast<int>(UpstreamOutcome::success));
+    report_breaker(CallResult::success);
+    client.phase_ = ClientConnection::Phase::tunnel;
+    attempt.conn->start_tunnel();
+    if (client
+            .client_eof_) {  // a pipelined upgrade after the client's half-close: nothing to tunnel
+      client.close_gracefully();
+      return;
+    }
+    client.arm_timer(client.listener_.config->idle_timeout_ms);
+    client.flush();
+    client.resume_reading();
+    return;
+  }
+  const auto& cb = upstream->config().circuit_breaker;
+  if (discard_response) {
+    // A retriable response, read to its end so the connection can be reused: retry now.
+    discard_response = false;
+    record_upstream_outcome(
+        static_cast<int>(status >= 500 ? UpstreamOutcome::failure : UpstreamOutcome::success));
+    failed_endpoint = attempt.claim.endpoint();
+    detach_upstream(request_complete,
+                    cb && cb->counts_status(status) ? CallResult::failure : CallResult::success);
+    status = 0;
+    schedule_retry();
+    return;
+  }
+  if (response_framing == BodyFraming::chunked) {
+    if (upstream_chunked && attempt.conn && attempt.conn->trailers().size() > 0) {
+      // Trailer fields go on as trailers of the chunked response (HTTP/1.1 clients only: an
+      // HTTP/1.0 client's response is not chunked and has nowhere to carry them).
+      write_last_chunk(client.b().scratch, attempt.conn->trailers());
+      client.b().out.add_copy(client.b().scratch);
+      bytes_out += client.b().scratch.size();
+    } else {
+      client.b().out.add_copy("0\r\n\r\n");
+    }
+  }
+  record_upstream_outcome(
+      static_cast<int>(status >= 500 ? UpstreamOutcome::failure : UpstreamOutcome::success));
+  if (!request_complete) client.close_after_response_ = true;
+  client.flush();
+  detach_upstream(request_complete,
+                  cb && cb->counts_status(status) ? CallResult::failure : CallResult::success);
+  if (client.closing_) return;
+  client.finish_request();
+}
+
+void Exchange::on_upstream_tunnel_data(const char* data, std::size_t len) {
+  bytes_out += len;
+  client.b().out.add(data, len);
+  client.arm_timer(client.listener_.config->idle_timeout_ms);
+}
+
+void Exchange::on_upstream_batch_end() { client.flush(); }
+
+void Exchange::on_upstream_drained() {
+  if (client.read_paused_ && client.pending_input_.size() < kHighWater && !request_complete)
+    client.resume_reading();
+  if (client.phase_ == ClientConnection::Phase::tunnel) client.resume_reading();
+}
+
+void Exchange::on_upstream_error(UpstreamError error, std::string_view detail) {
+  attempt.conn = nullptr;  // the connection is closing already
+  if (error == UpstreamError::local_resources) {
+    // Bulwark's own shortage: the endpoint and its breaker hear nothing of it.
+    static LogThrottle throttle;
+    throttle.log(LogLevel::warn, "upstream " + upstream->config().name +
+                                     ": out of file descriptors; answering 503 overloaded");
+    end_attempt(CallResult::cancelled);
+    if (client.done()) return;
+    if (response_started) {
+      client.close();
+      return;
+    }
+    int n = std::snprintf(reply_extra, sizeof reply_extra, "Retry-After: 1\r\n");
+    reply_extra_len = static_cast<std::size_t>(n);
+    client.local_reply(Reason::overloaded, "Bulwark is out of file descriptors");
+    return;
+  }
+  if (client.phase_ ==
+      ClientConnection::Phase::tunnel) {  // the upstream ended the tunnel: not an upstream failure
+    upstream_failed(Reason::upstream_reset, error);
+    return;
+  }
+  switch (error) {
+    case UpstreamError::connect_failure:
+    case UpstreamError::connect_timeout:
+      record_upstream_outcome(static_cast<int>(UpstreamOutcome::connect_failure));
+      upstream_failed(Reason::upstream_connect_failure, error);
+      break;
+    case UpstreamError::reset:
+      // A stale pooled connection is replayed and counted as such (upstream_failed), not as
+      // a reset of the endpoint.
+      if (!replays_stale_connection(error))
+        record_upstream_outcome(static_cast<int>(UpstreamOutcome::reset));
+      upstream_failed(Reason::upstream_reset, error);
+      break;
+    case UpstreamError::protocol:
+      record_upstream_outcome(static_cast<int>(UpstreamOutcome::protocol_error));
+      upstream_failed(Reason::upstream_protocol_error, error, detail);
+      break;
+    case UpstreamError::local_resources:
+      break;  // answered above
+  }
+}
+
+bool Exchange::replays_stale_connection(UpstreamError error) const {
+  return error == UpstreamError::reset && last_attempt_reused && !body_sent_upstream &&
+         !request_has_body() && stale_retries < 3 && !response_started &&
+         client.phase_ != ClientConnection::Phase::tunnel && attempt.claim.endpoint() &&
+         !client.done();
+}
+
+bool Exchange::retract_response() {
+  if (!response_started) return true;
+  if (response_committed || local_reply_sent) return false;
+  // Only the response head (and body pieces of the same read) are in the batch: drop them.
+  // An interim response or 100 Continue queued with them is dropped too; the local reply is
+  // a valid final answer without it.
+  bytes_out -= std::min(bytes_out, static_cast<std::uint64_t>(client.b().out.bytes()));
+  client.b().out.clear();
+  response_started = false;
+  response_framing = BodyFraming::none;
+  upstream_chunked = false;
+  status = 0;
+  return true;
+}
+
+void Exchange::upstream_failed(Reason reason, UpstreamError error, std::string_view detail) {
+  if (attempt.claim.endpoint()) failed_endpoint = attempt.claim.endpoint();
+  if (attempt.conn) {
+    attempt.conn->close();
+    attempt.conn = nullptr;
+  }
+  // A kept-alive connection that the upstream closed just as we reused it: nothing was
+  // processed, so the request goes again on a fresh connection to the same endpoint, which
+  // is not blamed for the stale one.
+  if (replays_stale_connection(error)) {
+    // Same endpoint, fresh connection: if that fails too, the endpoint is to blame.
+    upstream->stats(*attempt.claim.endpoint()).stale_retries.add();
+    ++stale_retries;
+    --attempts;
+    if (UpstreamConnection* conn = attempt.claim.endpoint()->pool->acquire_new(&attempt))
+      use_connection(conn);
+    client.flush();
+    return;
+  }
+  const auto& cb = upstream->config().circuit_breaker;
+  bool connect = error == UpstreamError::connect_failure || error == UpstreamError::connect_timeout;
+  // An invalid response is always the endpoint's fault.
+  bool counted =
+      cb && client.phase_ != ClientConnection::Phase::tunnel &&
+      (error == UpstreamError::protocol || (connect ? cb->on_connect_failure : cb->on_reset));
+  end_attempt(breaker_result(counted));
+  if (client.done()) return;
+  if (discard_response) {  // the retry was decided when the response head arrived
+    discard_response = false;
+    schedule_retry();
+    return;
+  }
+  if (client.phase_ == ClientConnection::Phase::tunnel) {
+    client.close_gracefully();
+    return;
+  }
+  if (!retract_response()) {
+    client.close();  // part of the response went out: a broken connection is the only honest signal
+    return;
+  }
+  const RetryPolicy* policy = route_state ? route_state->retry.get() : nullptr;
+  // An invalid response is retried as a reset is: the connection's answer is unusable.
+  bool retriable = policy && policy->retries(connect ? RetryOn::connect_failure : RetryOn::reset);
+  if (try_retry(connect ? 0 : 1, retriable)) {
+    schedule_retry();
+    return;
+  }
+  switch (reason) {
+    case Reason::upstream_connect_failure:
+      client.local_reply(reason, "could not connect to the upstream");
+      break;
+    case Reason::upstream_protocol_error:
+      client.local_reply(reason, detail.empty() ? "the upstream sent an invalid response" : detail);
+      break;
+    default:
+      client.local_reply(reason, "the upstream closed the connection before responding");
+      break;
+  }
+}
+
+}  // namespace bulwark
