@@ -4,7 +4,7 @@ import socket
 import time
 import unittest
 
-from harness import Bulwark, ProxyTest, Reader, Testd, connect, problem
+from harness import Bulwark, ProxyTest, Reader, Testd, connect, problem, wait_for
 
 TEMPLATE = """
 admin: {{ listen: 127.0.0.1:{admin} }}
@@ -102,6 +102,9 @@ class Limits(ProxyTest):
         self.assertClosed(s)
 
     def test_max_connections(self):
+        # Connections of earlier tests count until the proxy has seen them close.
+        open_connections = lambda: self.proxy.metric("bulwark_downstream_connections", listener="inbound")
+        wait_for(lambda: open_connections() == 0, what="no client connection open")
         held = [connect(self.proxy.port) for _ in range(5)]
         for s in held:  # make sure each was accepted and is served
             s.sendall(b"GET /api HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -112,7 +115,7 @@ class Limits(ProxyTest):
         self.assertClosed(extra)
         for s in held:
             s.close()
-        time.sleep(0.2)
+        wait_for(lambda: open_connections() == 0, what="the held connections closed")
         s, _, status, _, _ = exchange(self.proxy.port, b"GET /api HTTP/1.1\r\nHost: x\r\n\r\n")
         self.assertEqual(status, 200)
         s.close()
