@@ -33,11 +33,30 @@ and may have:
 The table is run against Bulwark by test_conformance_upstream.py and side by side with
 HAProxy and NGINX by scripts/differential.sh; keep the keys name/response/expect_status.
 """
+import socket
+import time
+
 
 CL_HELLO = b"Content-Length: 5\r\n\r\nhello"
 OK_HELLO = b"HTTP/1.1 200 OK\r\n" + CL_HELLO
 CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
 BIG = b"a" * (70 * 1024)  # above the default max_response_header_bytes (64 KiB)
+
+
+def replay(conn, case):
+    """Sends `case`'s response on `conn` the way a backend would: in pieces at `split_at`
+    (`split_pause` s apart), then half-closes when `close_after` is set. Returns True when the
+    connection is done (half-closed)."""
+    response, start = case["response"], 0
+    for cut in case.get("split_at", []):
+        conn.sendall(response[start:cut])
+        start = cut
+        time.sleep(case.get("split_pause", 0.1))
+    conn.sendall(response[start:])
+    if case.get("close_after"):
+        conn.shutdown(socket.SHUT_WR)
+        return True
+    return False
 
 
 def protocol_error(name, response, detail=None, note="", **extra):

@@ -11,6 +11,8 @@ import socket
 import threading
 import time
 
+import conformance_responses
+
 PROBE = b"GET /__probe HTTP/1.1\r\nHost: x\r\n\r\n"
 UUID = re.compile(rb"X-Request-Id: [0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}\r\n")
 
@@ -169,15 +171,7 @@ class RecordingBackend:
                         self.requests.append(raw)
                 cases = self.replay_cases
                 if cases is not None and target.startswith(b"/case/"):
-                    case = cases[target[6:].decode()]
-                    response, start = case["response"], 0
-                    for cut in case.get("split_at", []):
-                        conn.sendall(response[start:cut])
-                        start = cut
-                        time.sleep(case.get("split_pause", 0.1))
-                    conn.sendall(response[start:])
-                    if case.get("close_after"):
-                        conn.shutdown(socket.SHUT_WR)
+                    if conformance_responses.replay(conn, cases[target[6:].decode()]):
                         return
                     continue
                 status = b"503 Service Unavailable" if b"fail=503" in target else b"200 OK"

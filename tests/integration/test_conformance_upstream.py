@@ -9,7 +9,7 @@ import threading
 import time
 import unittest
 
-from conformance_responses import RESPONSE_CASES
+from conformance_responses import RESPONSE_CASES, replay
 from harness import SANITIZED, Bulwark, request
 
 PROBE_RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nprobe"
@@ -103,15 +103,7 @@ class ReplayBackend:
                 if path == "/endless":
                     self._endless(conn)
                     return
-                case = self.cases[path.split("/")[2]]
-                response, start = case["response"], 0
-                for cut in case.get("split_at", []):
-                    conn.sendall(response[start:cut])
-                    start = cut
-                    time.sleep(case.get("split_pause", 0.1))
-                conn.sendall(response[start:])
-                if case.get("close_after"):
-                    conn.shutdown(socket.SHUT_WR)
+                if replay(conn, self.cases[path.split("/")[2]]):
                     return
         except OSError:
             pass  # Bulwark closed a connection it no longer trusts

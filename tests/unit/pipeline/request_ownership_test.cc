@@ -10,48 +10,18 @@
 #include "pipeline/attempt.h"
 #include "pipeline/exchange.h"
 #include "upstream/upstream.h"
+#include "upstream/upstream_fixture.h"
 
 using namespace bulwark;
 
 namespace {
 
-struct FakeRequest final : PendingRequest {
-  int admitted = 0;
-  int timed_out = 0;
-  void on_admitted() override { ++admitted; }
-  void on_pending_timeout() override { ++timed_out; }
-};
+using test::FakeRequest;
 
-// One worker's view of an upstream on a private loop; closes every handle at the end.
-struct Fixture {
-  explicit Fixture(UpstreamConfig c) : config(std::move(c)) {
-    uv_loop_init(&loop);
-    state = std::make_unique<UpstreamState>(config, 1);
-    upstream = std::make_unique<Upstream>(&loop, *state, 0, 7);
-  }
-  ~Fixture() {
-    upstream->close_all();
-    uv_run(&loop, UV_RUN_DEFAULT);
-    upstream.reset();
-    CHECK(uv_loop_close(&loop) == 0);
-  }
-  void set_endpoints(int n) {
-    std::vector<Address> addresses;
-    for (int i = 0; i < n; ++i) {
-      Address a;
-      std::string error;
-      REQUIRE(parse_ip_address("127.0.0.1:" + std::to_string(21000 + i), a, error));
-      addresses.push_back(a);
-    }
-    state->set_endpoints(merge_endpoints(*state->endpoints(), addresses, config, 1));
-    upstream->refresh_endpoints();
-  }
-  EndpointState& endpoint(int i) { return *(*state->endpoints())[static_cast<std::size_t>(i)]; }
-
-  UpstreamConfig config;
-  uv_loop_t loop{};
-  std::unique_ptr<UpstreamState> state;
-  std::unique_ptr<Upstream> upstream;
+// One worker's view of the upstream.
+struct Fixture : test::UpstreamFixture {
+  explicit Fixture(UpstreamConfig c) : test::UpstreamFixture(std::move(c), 1), upstream(views[0].get()) {}
+  Upstream* upstream;
 };
 
 UpstreamConfig upstream_config(std::uint64_t max_requests, bool breaker) {

@@ -1,4 +1,5 @@
 #include "upstream/upstream.h"
+#include "upstream/upstream_fixture.h"
 
 #include <doctest/doctest.h>
 #include <uv.h>
@@ -11,45 +12,8 @@ using namespace bulwark;
 
 namespace {
 
-struct FakeRequest final : PendingRequest {
-  int admitted = 0;
-  int timed_out = 0;
-  void on_admitted() override { ++admitted; }
-  void on_pending_timeout() override { ++timed_out; }
-};
-
-// A loop with the upstream's per-worker views; closes every handle at the end.
-struct Fixture {
-  explicit Fixture(UpstreamConfig c, int workers = 2) : config(std::move(c)) {
-    uv_loop_init(&loop);
-    state = std::make_unique<UpstreamState>(config, workers);
-    for (int w = 0; w < workers; ++w)
-      views.push_back(std::make_unique<Upstream>(&loop, *state, w, 7 + static_cast<unsigned>(w)));
-  }
-  ~Fixture() {
-    for (auto& v : views) v->close_all();
-    uv_run(&loop, UV_RUN_DEFAULT);
-    views.clear();
-    CHECK(uv_loop_close(&loop) == 0);
-  }
-  void set_endpoints(int n) {
-    std::vector<Address> addresses;
-    for (int i = 0; i < n; ++i) {
-      Address a;
-      std::string error;
-      REQUIRE(parse_ip_address("127.0.0.1:" + std::to_string(20000 + i), a, error));
-      addresses.push_back(a);
-    }
-    state->set_endpoints(merge_endpoints(*state->endpoints(), addresses, config, 2));
-    for (auto& v : views) v->refresh_endpoints();
-  }
-  EndpointState& endpoint(int i) { return *(*state->endpoints())[static_cast<std::size_t>(i)]; }
-
-  UpstreamConfig config;
-  uv_loop_t loop{};
-  std::unique_ptr<UpstreamState> state;
-  std::vector<std::unique_ptr<Upstream>> views;
-};
+using test::FakeRequest;
+using Fixture = test::UpstreamFixture;
 
 UpstreamConfig bulkhead(std::uint64_t max_requests, std::uint64_t max_pending) {
   UpstreamConfig c;
