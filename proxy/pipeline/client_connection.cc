@@ -33,10 +33,7 @@ ClientConnection::ClientConnection(ListenerRuntime& listener)
   listener_.stats->connections.add(1);
 }
 
-RequestBuffers& ClientConnection::b() {
-  if (!buffers_) buffers_ = worker_.acquire_buffers();
-  return *buffers_;
-}
+void ClientConnection::acquire_buffers() { buffers_ = worker_.acquire_buffers(); }
 
 void ClientConnection::make_exchange() { ex_ = worker_.exchanges().make(*this); }
 

@@ -112,7 +112,11 @@ class ClientConnection final {
 
   // Buffers of the request in progress, from the worker's free list: a connection between
   // requests holds none, which keeps idle keep-alive connections small.
-  RequestBuffers& b();
+  RequestBuffers& b() {
+    if (!buffers_) acquire_buffers();
+    return *buffers_;
+  }
+  void acquire_buffers();  // from the worker's free list
   void release_buffers();
   // The request in progress; made when a request begins (or first needed) and destroyed when
   // it ends (end_exchange), so each request starts from a fresh one.
