@@ -27,7 +27,7 @@ class UpstreamConnection;
 // local_resources: Bulwark could not open a socket (out of descriptors): not the endpoint's doing.
 enum class UpstreamError { connect_failure, connect_timeout, reset, protocol, local_resources };
 
-// Implemented by whoever sends a request on the connection (the downstream session).
+// Implemented by whoever sends a request on the connection (the request's Attempt).
 class UpstreamClient {
  public:
   virtual void on_upstream_connected() = 0;

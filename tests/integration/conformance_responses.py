@@ -162,7 +162,7 @@ RESPONSE_CASES = [
          expect_client_body=b"TUNNEL", expect_headers={"upgrade": "echo"}, expect_closed=True,
          note="after 101 the connection is a byte tunnel (its bytes are the 'body' here)"),
 
-    # --- issue 11 item 1: chunk terminators, upstream side ---------------------------------
+    # --- chunk terminators, upstream side ---------------------------------
     protocol_error("chunk_data_not_followed_by_crlf",
                    CHUNKED_HEAD + b"5\r\nhelloXX0\r\n\r\n", "chunk data is not followed by CRLF",
                    "RFC 9112 7.1: chunk-data CRLF; llhttp 8.1 skips any two bytes",
@@ -194,7 +194,7 @@ RESPONSE_CASES = [
          expect_outcome="protocol_error",
          note="once the head went out, the client connection is closed without the last chunk"),
 
-    # --- issue 11 item 7: interim responses -----------------------------------------------
+    # --- interim responses -----------------------------------------------
     dict(name="early_hints_103",
          response=b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n" + OK_HELLO,
          expect_status=200, expect_client_body=b"hello", expect_interim=[103],
@@ -221,7 +221,7 @@ RESPONSE_CASES = [
          expect_client_body=b"hello", expect_interim=[100], expect_upstream_reused=True,
          note="Bulwark answers Expect: 100-continue itself: the upstream's 100 is not sent again"),
 
-    # --- issue 11 item 9: invalid responses are protocol errors, not resets ----------------
+    # --- invalid responses are protocol errors, not resets ----------------
     protocol_error("status_line_garbage", b"garbage\r\n\r\n", "HTTP/1.x", "RFC 9112 4"),
     protocol_error("status_line_http2", b"HTTP/2.0 200 OK\r\n" + CL_HELLO, "HTTP/1.x",
                    "only HTTP/1.x responses on an HTTP/1.1 connection"),
@@ -287,7 +287,7 @@ RESPONSE_CASES = [
          expect_upstream_reused=False,
          note="a close in the middle of the head is a reset, not an invalid response"),
 
-    # --- issue 10 item 2: bounded response heads --------------------------------------------
+    # --- bounded response heads --------------------------------------------
     protocol_error("head_over_max_response_header_bytes",
                    b"HTTP/1.1 200 OK\r\nX-Big: " + BIG + b"\r\n" + CL_HELLO,
                    "max_response_header_bytes", "64 KiB by default (upstreams[].max_response_header_bytes)"),
@@ -302,7 +302,7 @@ RESPONSE_CASES = [
                    split_at=[len(CHUNKED_HEAD) + 10], expect_status=200, expect_reason=None,
                    expect_client_body=b"hello", expect_truncated=True, expect_closed=True),
 
-    # --- issue 11 item 13: response trailers -------------------------------------------------
+    # --- response trailers -------------------------------------------------
     dict(name="trailers_forwarded",
          response=CHUNKED_HEAD + b"5\r\nhello\r\n0\r\nX-Checksum: abc\r\nX-Count: 1\r\n\r\n",
          expect_status=200, expect_client_body=b"hello",

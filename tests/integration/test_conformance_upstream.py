@@ -422,7 +422,7 @@ class UpstreamConformance(unittest.TestCase):
         self.assertEqual((status, body), (200, b"hello"))
 
     def test_endless_response_head_is_cut_at_the_limit(self):
-        """Issue 10 item 2: a head that never ends must not grow memory; the client gets 502."""
+        """A head that never ends must not grow memory; the client gets 502."""
         rss_before = self.proxy.rss_kib()
         started = time.time()
         status, h, body = request(self.proxy.port, "GET", "/endless", timeout=10)
