@@ -60,6 +60,7 @@ std::unique_ptr<LimitAlgorithm> make_limit_algorithm(const LimitConfig& config);
 class BaselineProbe {
  public:
   BaselineProbe(int rounds, double fraction) : rounds_(rounds), fraction_(fraction) {}
+  // Returns whether a probe runs now.
   bool active() const { return limit_ > 0; }
   // Returns the limit while a probe runs (0 when none does).
   int limit() const { return limit_; }
@@ -144,7 +145,8 @@ class AimdLimit final : public AdaptiveLimit {
 //   - a BaselineProbe (every kProbeRounds rounds, the limit halved for one round: the
 //     tolerance lets the queue reach half the backend's capacity, so a smaller cut would not
 //     drain it) replaces it with the drained RTT, so a baseline taken under load (a start
-//     above the backend's capacity) or before the backend got slower for good does not last.
+//     above the backend's capacity) or before the backend got slower for good is corrected
+//     probe by probe.
 // No growth while in-flight < limit/2. A drop backs off x0.9. With the backend's latency
 // flat up to its capacity C and rising past it, the limit settles near kTolerance x C.
 class Gradient2Limit final : public AdaptiveLimit {
@@ -152,11 +154,13 @@ class Gradient2Limit final : public AdaptiveLimit {
   explicit Gradient2Limit(const LimitConfig& config)
       : AdaptiveLimit(config), probe_(kProbeRounds, 0.5) {}
   void on_sample(std::uint64_t now_us, std::uint64_t rtt_us, int inflight, bool dropped) override;
+  // Returns the limit; during a probe, the probe's cut limit.
   int limit() const override;
   const char* name() const override { return "gradient2"; }
   // Returns the short-term and the long-term RTT (us; 0 before the first sample).
   double short_rtt_us() const { return short_; }
   double long_rtt_us() const { return long_; }
+  // Returns whether a probe is cutting the limit now.
   bool probing() const { return probe_.active(); }
 
   static constexpr double kTolerance = 1.5;
@@ -182,10 +186,12 @@ class VegasLimit final : public AdaptiveLimit {
   explicit VegasLimit(const LimitConfig& config)
       : AdaptiveLimit(config), probe_(kProbeRounds, 0.75) {}
   void on_sample(std::uint64_t now_us, std::uint64_t rtt_us, int inflight, bool dropped) override;
+  // Returns the limit; during a probe, the probe's cut limit.
   int limit() const override;
   const char* name() const override { return "vegas"; }
   // Returns the no-load RTT estimate (us; 0 before the first sample).
   double base_rtt_us() const { return base_; }
+  // Returns whether a probe is cutting the limit now.
   bool probing() const { return probe_.active(); }
 
   static constexpr int kProbeRounds = 30;
