@@ -48,7 +48,8 @@ class LimitAlgorithm {
 };
 
 // Returns the algorithm `config.algorithm` names, starting at initial_limit (clamped into
-// [min_limit, max_limit]); nullptr when the name is unknown or min_limit > max_limit.
+// [min_limit, max_limit]); nullptr when the name is unknown, min_limit < 1 or
+// min_limit > max_limit.
 std::unique_ptr<LimitAlgorithm> make_limit_algorithm(const LimitConfig& config);
 
 // The periodic re-measurement of the no-load RTT that keeps a baseline from going stale
