@@ -5,21 +5,10 @@ import time
 import unittest
 
 from harness import MINIMAL, Bulwark, Reader, Testd, connect, request, wait_for
+from test_admin import ADMIN_LIMITS
 
-BUSY_LIMITS = """
-admin: {{ listen: 127.0.0.1:{admin}, max_connections: 4, timeouts: {{ header: 10s, idle: 60s }} }}
-access_log: {{ path: "off" }}
-listeners:
-  - name: inbound
-    listen: 127.0.0.1:{port}
-    routes:
-      - name: all
-        match: {{ prefix: / }}
-        upstream: app
-upstreams:
-  - name: app
-    endpoints: [{upstream}]
-"""
+# test_admin's admin limits, with timeouts long enough that no connection times out here.
+BUSY_LIMITS = ADMIN_LIMITS.replace("header: 300ms, idle: 1s", "header: 10s, idle: 60s")
 
 
 class AdminIdleEviction(unittest.TestCase):

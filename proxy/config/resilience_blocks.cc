@@ -1,0 +1,214 @@
+// Readers of the resilience blocks of a route (rate_limit, retry, fault) and of an upstream
+// (circuit_breaker, health_check, load_shedding): every field checked, every error recorded
+// with its position, documented defaults for what a present block leaves out.
+#include "config/resilience_blocks.h"
+
+#include <algorithm>
+#include <set>
+
+#include "config/values.h"
+#include "http/headers.h"
+
+namespace bulwark {
+namespace {
+
+bool parse_status_range(const std::string& text, StatusRange& range) {
+  auto dash = text.find('-');
+  std::string lo = dash == std::string::npos ? text : text.substr(0, dash);
+  std::string hi = dash == std::string::npos ? text : text.substr(dash + 1);
+  auto number = [](const std::string& s, int& v) {
+    if (s.size() != 3 || !std::all_of(s.begin(), s.end(), ::isdigit)) return false;
+    v = std::stoi(s);
+    return v >= 100 && v <= 599;
+  };
+  return number(lo, range.low) && number(hi, range.high) && range.low <= range.high;
+}
+
+}  // namespace
+
+std::string lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
+  return s;
+}
+
+void read_rate_limit(const YamlFields& parent, std::optional<RateLimitConfig>& out) {
+  YamlFields f(parent.errors(), parent.node("rate_limit"), parent.path("rate_limit"),
+               {"rate", "burst", "key", "scope", "on_redis_failure", "enforce"});
+  if (!f.ok()) return;
+  RateLimitConfig c;
+  if (f.required("rate")) f.rate("rate", c.rate_per_second);
+  c.burst = std::max(1.0, c.rate_per_second);
+  std::uint64_t burst = 0;
+  f.count("burst", burst, 1, 1'000'000'000);
+  if (burst) c.burst = static_cast<double>(burst);
+  f.string("key", c.key);
+  if (c.key != "client_ip" && c.key != "route" &&
+      !(c.key.rfind("header:", 0) == 0 && is_token(c.key.substr(7))))
+    f.error("key", "must be client_ip, route or header:NAME");
+  f.string("scope", c.scope);
+  if (c.scope != "local" && c.scope != "global") f.error("scope", "must be local or global");
+  f.string("on_redis_failure", c.on_redis_failure);
+  if (c.on_redis_failure != "local" && c.on_redis_failure != "allow" &&
+      c.on_redis_failure != "deny")
+    f.error("on_redis_failure", "must be local, allow or deny");
+  f.boolean("enforce", c.enforce);
+  out = c;
+}
+
+void read_retry(const YamlFields& parent, std::optional<RetryConfig>& out) {
+  YamlFields f(
+      parent.errors(), parent.node("retry"), parent.path("retry"),
+      {"attempts", "on", "per_try_timeout", "backoff", "budget", "methods", "max_body_bytes"});
+  if (!f.ok()) return;
+  RetryConfig c;
+  f.integer("attempts", c.attempts, 1, 10);
+  f.string_list("on", c.on);
+  static const std::set<std::string> kinds = {"connect-failure", "reset", "gateway-error", "5xx",
+                                              "timeout",         "429"};
+  for (const auto& kind : c.on) {
+    bool status = kind.size() == 3 && std::all_of(kind.begin(), kind.end(), ::isdigit) &&
+                  kind[0] >= '1' && kind[0] <= '5';
+    if (!kinds.count(kind) && !status)
+      f.error("on", "unknown retry condition '" + kind +
+                        "' (expected connect-failure, reset, gateway-error, 5xx, timeout, 429 or "
+                        "a status code)");
+  }
+  f.duration("per_try_timeout", c.per_try_timeout_ms, false);
+  if (f.has("backoff")) {
+    YamlFields b(f.errors(), f.node("backoff"), f.path("backoff"), {"base", "max"});
+    b.duration("base", c.backoff_base_ms);
+    b.duration("max", c.backoff_max_ms);
+    if (c.backoff_max_ms < c.backoff_base_ms) b.error("max", "must not be less than base");
+  }
+  if (f.has("budget")) {
+    YamlFields b(f.errors(), f.node("budget"), f.path("budget"), {"ratio", "min_per_second"});
+    b.ratio("ratio", c.budget_ratio);
+    std::uint64_t min = static_cast<std::uint64_t>(c.budget_min_per_second);
+    b.count("min_per_second", min, 0, kMaxCount);
+    c.budget_min_per_second = static_cast<double>(min);
+  }
+  f.string("methods", c.methods);
+  if (c.methods != "idempotent" && c.methods != "all")
+    f.error("methods", "must be idempotent or all");
+  f.size("max_body_bytes", c.max_body_bytes);
+  out = c;
+}
+
+void read_fault(const YamlFields& parent, std::optional<FaultConfig>& out) {
+  YamlFields f(parent.errors(), parent.node("fault"), parent.path("fault"), {"delay", "abort"});
+  if (!f.ok()) return;
+  FaultConfig c;
+  if (f.has("delay")) {
+    YamlFields d(f.errors(), f.node("delay"), f.path("delay"), {"percent", "duration"});
+    if (d.required("percent")) d.ratio("percent", c.delay_ratio);
+    if (d.required("duration")) d.duration("duration", c.delay_ms);
+  }
+  if (f.has("abort")) {
+    YamlFields a(f.errors(), f.node("abort"), f.path("abort"), {"percent", "status"});
+    if (a.required("percent")) a.ratio("percent", c.abort_ratio);
+    a.integer("status", c.abort_status, 200, 599);
+  }
+  out = c;
+}
+
+void read_circuit_breaker(const YamlFields& parent, std::optional<CircuitBreakerConfig>& out) {
+  YamlFields f(parent.errors(), parent.node("circuit_breaker"), parent.path("circuit_breaker"),
+               {"consecutive_failures", "failure_rate", "window", "min_requests", "slow_call",
+                "open_for", "max_open_for", "half_open_requests", "max_ejected", "failure_on"});
+  if (!f.ok()) return;
+  CircuitBreakerConfig c;
+  f.integer("consecutive_failures", c.consecutive_failures, 0, 1'000'000);
+  f.ratio("failure_rate", c.failure_rate);
+  f.duration("window", c.window_ms, false);
+  f.integer("min_requests", c.min_requests, 1, 1'000'000);
+  if (f.has("slow_call")) {
+    YamlFields s(f.errors(), f.node("slow_call"), f.path("slow_call"), {"duration", "rate"});
+    if (s.required("duration")) s.duration("duration", c.slow_call_ms, false);
+    s.ratio("rate", c.slow_call_rate);
+  }
+  f.duration("open_for", c.open_for_ms, false);
+  f.duration("max_open_for", c.max_open_for_ms, false);
+  if (c.max_open_for_ms < c.open_for_ms) f.error("max_open_for", "must not be less than open_for");
+  f.integer("half_open_requests", c.half_open_requests, 1, 1000);
+  f.ratio("max_ejected", c.max_ejected);
+  if (f.has("failure_on")) {
+    std::vector<std::string> kinds;
+    f.string_list("failure_on", kinds);
+    c.on_connect_failure = c.on_reset = c.on_timeout = c.on_5xx = false;
+    for (const auto& k : kinds) {
+      bool status =
+          k.size() == 3 && std::all_of(k.begin(), k.end(), ::isdigit) && k[0] >= '1' && k[0] <= '5';
+      if (k == "connect-failure")
+        c.on_connect_failure = true;
+      else if (k == "reset")
+        c.on_reset = true;
+      else if (k == "timeout")
+        c.on_timeout = true;
+      else if (k == "5xx")
+        c.on_5xx = true;
+      else if (status)
+        c.on_status.push_back(std::stoi(k));
+      else
+        f.error("failure_on",
+                "unknown failure kind '" + k +
+                    "' (expected connect-failure, reset, timeout, 5xx or a status code)");
+    }
+  }
+  out = c;
+}
+
+void read_health_check(const YamlFields& parent, std::optional<HealthCheckConfig>& out) {
+  YamlFields f(parent.errors(), parent.node("health_check"), parent.path("health_check"),
+               {"type", "path", "interval", "timeout", "jitter", "healthy_threshold",
+                "unhealthy_threshold", "expected_status"});
+  if (!f.ok()) return;
+  HealthCheckConfig c;
+  f.string("type", c.type);
+  if (c.type != "http" && c.type != "tcp") f.error("type", "must be http or tcp");
+  f.string("path", c.path);
+  if (c.path.empty() || c.path[0] != '/') f.error("path", "must start with '/'");
+  f.duration("interval", c.interval_ms, false);
+  f.duration("timeout", c.timeout_ms, false);
+  f.ratio("jitter", c.jitter);
+  f.integer("healthy_threshold", c.healthy_threshold, 1, 100);
+  f.integer("unhealthy_threshold", c.unhealthy_threshold, 1, 100);
+  if (f.has("expected_status")) {
+    std::vector<std::string> items;
+    f.string_list("expected_status", items);
+    c.expected_status.clear();
+    for (const auto& item : items) {
+      StatusRange r;
+      if (!parse_status_range(item, r))
+        f.error("expected_status", "invalid status or range '" + item + "' (e.g. 200 or 200-399)");
+      else
+        c.expected_status.push_back(r);
+    }
+  }
+  out = c;
+}
+
+void read_load_shedding(const YamlFields& parent, std::optional<LoadSheddingConfig>& out) {
+  YamlFields f(
+      parent.errors(), parent.node("load_shedding"), parent.path("load_shedding"),
+      {"algorithm", "initial_limit", "min_limit", "max_limit", "queue", "priority_header"});
+  if (!f.ok()) return;
+  LoadSheddingConfig c;
+  f.string("algorithm", c.algorithm);
+  if (c.algorithm != "gradient2" && c.algorithm != "aimd" && c.algorithm != "vegas" &&
+      c.algorithm != "fixed")
+    f.error("algorithm", "must be gradient2, aimd, vegas or fixed");
+  f.integer("initial_limit", c.initial_limit, 1, 1'000'000);
+  f.integer("min_limit", c.min_limit, 1, 1'000'000);
+  f.integer("max_limit", c.max_limit, 1, 1'000'000);
+  if (c.min_limit > c.max_limit) f.error("min_limit", "must not exceed max_limit");
+  if (f.has("queue")) {
+    YamlFields q(f.errors(), f.node("queue"), f.path("queue"), {"size", "timeout"});
+    q.count("size", c.queue_size, 0, kMaxCount);
+    q.duration("timeout", c.queue_timeout_ms);
+  }
+  f.string("priority_header", c.priority_header);
+  c.priority_header = lower(c.priority_header);
+  out = c;
+}
+
+}  // namespace bulwark
