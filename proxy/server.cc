@@ -279,6 +279,32 @@ std::string Server::metrics_text() const {
   return out.str();
 }
 
+namespace {
+// An upstream's load shedding for /status: null when it has none.
+std::string shedding_json(const LoadShedder* s) {
+  if (!s) return "null";
+  LoadShedder::RttWindow rtt = s->recent_rtt();
+  char buf[512];
+  std::snprintf(buf, sizeof buf,
+                "{\"algorithm\":\"%s\",\"enforce\":%s,\"limit\":%d,\"in_flight\":%lld,"
+                "\"critical_in_flight\":%lld,\"queued\":%lld,\"queue_size\":%llu,"
+                "\"rtt_us\":{\"min\":%llu,\"avg\":%llu,\"samples\":%llu},"
+                "\"shed\":{\"critical\":%llu,\"normal\":%llu,\"sheddable\":%llu}}",
+                s->algorithm(), s->config().enforce ? "true" : "false", s->limit(),
+                static_cast<long long>(s->in_flight()),
+                static_cast<long long>(s->critical_in_flight()),
+                static_cast<long long>(s->queued()),
+                static_cast<unsigned long long>(s->config().queue_size),
+                static_cast<unsigned long long>(rtt.min_us),
+                static_cast<unsigned long long>(rtt.avg_us),
+                static_cast<unsigned long long>(rtt.samples),
+                static_cast<unsigned long long>(s->shed(Priority::critical)),
+                static_cast<unsigned long long>(s->shed(Priority::normal)),
+                static_cast<unsigned long long>(s->shed(Priority::sheddable)));
+  return buf;
+}
+}  // namespace
+
 std::string Server::status_json() const {
   std::string out = "{\"draining\":";
   out += draining_ ? "true" : "false";
@@ -293,7 +319,7 @@ std::string Server::status_json() const {
     out += ",\"in_flight\":" + std::to_string(state.in_flight()) +
            ",\"pending\":" + std::to_string(state.pending()) +
            ",\"max_requests\":" + std::to_string(state.config().limits.max_requests) +
-           ",\"endpoints\":[";
+           ",\"load_shedding\":" + shedding_json(state.shedder()) + ",\"endpoints\":[";
     auto endpoints = state.endpoints();
     for (std::size_t e = 0; e < endpoints->size(); ++e) {
       const EndpointState& ep = *(*endpoints)[e];

@@ -350,8 +350,12 @@ void Worker::on_async(uv_async_t* async) {
   }
   if (command & kEndpoints)
     for (auto& u : w->upstreams_) u->refresh_endpoints();
-  if (command & kWake)
-    for (auto& u : w->upstreams_) u->admit_waiting();
+  if (command & kWake) {
+    for (auto& u : w->upstreams_) {
+      u->admit_waiting();
+      if (ShedGate* gate = u->shed_gate()) gate->wake();
+    }
+  }
   if (command & kHealth)
     for (auto& u : w->upstreams_) u->close_unhealthy_idle();
   if (command & kDrain) w->begin_drain();

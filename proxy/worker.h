@@ -21,6 +21,7 @@
 #include "pipeline/bulkhead_stage.h"
 #include "pipeline/client_connection.h"
 #include "pipeline/exchange.h"
+#include "pipeline/load_shedding_stage.h"
 #include "pipeline/rate_limit_stage.h"
 #include "pipeline/request_buffers.h"
 #include "pipeline/route_state.h"
@@ -148,8 +149,10 @@ class Worker {
   std::vector<RequestBuffers*> free_buffers_;
   ExchangePool exchanges_;
   RateLimitStage rate_limit_stage_{*this};
+  LoadSheddingStage load_shedding_stage_;
   BulkheadStage bulkhead_stage_;
-  std::vector<AdmissionStage*> admission_{&rate_limit_stage_, &bulkhead_stage_};
+  std::vector<AdmissionStage*> admission_{&rate_limit_stage_, &load_shedding_stage_,
+                                          &bulkhead_stage_};
   IntrusiveList<ClientConnection, &ClientConnection::list_hook> downstreams_;
   std::size_t downstream_count_ = 0;
   bool draining_ = false;

@@ -220,6 +220,13 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
       family("bulwark_health_checks_total", "Health probes, by result.", pm::MetricType::Counter);
   auto pending = family("bulwark_pending_requests", "Requests waiting for the upstream's bulkhead.",
                         pm::MetricType::Gauge);
+  auto shed_limit = family("bulwark_concurrency_limit",
+                           "The upstream's adaptive concurrency limit (load_shedding).",
+                           pm::MetricType::Gauge);
+  auto shed_total = family("bulwark_shed_total",
+                           "Requests shed by load shedding (answered 503 overloaded; in shadow "
+                           "mode counted only), and retries not made because of it.",
+                           pm::MetricType::Counter);
   const int workers = static_cast<int>(workers_.size());
   for (const UpstreamState* state : upstreams_) {
     const std::string& name = state->config().name;
@@ -279,6 +286,12 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
           counter({{"upstream", name}}, static_cast<double>(state->panic_routed())));
     }
     inflight.metric.push_back(gauge({{"upstream", name}}, static_cast<double>(state->in_flight())));
+    if (const LoadShedder* shedder = state->shedder()) {
+      shed_limit.metric.push_back(gauge({{"upstream", name}}, shedder->limit()));
+      for (Priority p : {Priority::critical, Priority::normal, Priority::sheddable})
+        shed_total.metric.push_back(counter({{"upstream", name}, {"priority", priority_name(p)}},
+                                            static_cast<double>(shedder->shed(p))));
+    }
     pending.metric.push_back(gauge({{"upstream", name}}, static_cast<double>(state->pending())));
     pool.metric.push_back(
         gauge({{"upstream", name}, {"state", "active"}}, static_cast<double>(active)));
@@ -298,6 +311,8 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
   out.push_back(std::move(panic_routed));
   out.push_back(std::move(inflight));
   out.push_back(std::move(pending));
+  out.push_back(std::move(shed_limit));
+  out.push_back(std::move(shed_total));
   out.push_back(std::move(pool));
   out.push_back(std::move(connects));
   out.push_back(std::move(stale));

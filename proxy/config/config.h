@@ -139,6 +139,10 @@ struct LoadSheddingConfig {
   std::uint64_t queue_size = 100;
   std::uint64_t queue_timeout_ms = 50;
   std::string priority_header = "x-priority";
+  // Share of the limit kept for critical requests while they are present (binds only at the
+  // limit; not in SPEC.md).
+  double critical_reserve = 0.1;
+  bool enforce = true;  // false: shadow mode, counted and logged, never shed
 };
 
 struct Endpoint {

@@ -219,7 +219,6 @@ void read_upstream(ConfigErrors& errors, const YAML::Node& node, const std::stri
   if (f.has("health_check")) read_health_check(f, u.health_check);
   if (f.has("load_shedding")) {
     read_load_shedding(f, u.load_shedding);
-    f.error("load_shedding", std::string("load shedding ") + kNotSupported);
   }
 }
 

@@ -190,7 +190,8 @@ void read_health_check(const YamlFields& parent, std::optional<HealthCheckConfig
 void read_load_shedding(const YamlFields& parent, std::optional<LoadSheddingConfig>& out) {
   YamlFields f(
       parent.errors(), parent.node("load_shedding"), parent.path("load_shedding"),
-      {"algorithm", "initial_limit", "min_limit", "max_limit", "queue", "priority_header"});
+      {"algorithm", "initial_limit", "min_limit", "max_limit", "queue", "priority_header",
+       "critical_reserve", "enforce"});
   if (!f.ok()) return;
   LoadSheddingConfig c;
   f.string("algorithm", c.algorithm);
@@ -208,6 +209,9 @@ void read_load_shedding(const YamlFields& parent, std::optional<LoadSheddingConf
   }
   f.string("priority_header", c.priority_header);
   c.priority_header = lower(c.priority_header);
+  f.ratio("critical_reserve", c.critical_reserve);
+  if (c.critical_reserve >= 1) f.error("critical_reserve", "must be below 1 (100%)");
+  f.boolean("enforce", c.enforce);
   out = c;
 }
 

@@ -16,6 +16,7 @@ class IntrusiveList {
  public:
   bool empty() const { return head_ == nullptr; }
   T* front() const { return head_; }
+  T* back() const { return tail_; }
   static bool linked(const T& x) { return (x.*Hook).linked; }
 
   void push_back(T& x) {

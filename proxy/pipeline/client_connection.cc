@@ -312,6 +312,8 @@ void ClientConnection::account_request() {
     e.reason = reason_name(x().reply_reason);
   else if (x().shadow_limited)
     e.reason = "rate-limited-shadow";
+  else if (x().shadow_shed)
+    e.reason = "overloaded-shadow";
   e.status = x().status;
   e.attempts = x().attempts;
   e.duration_ns = duration;

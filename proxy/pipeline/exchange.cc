@@ -11,6 +11,7 @@
 #include "admin/stats.h"
 #include "core/log.h"
 #include "pipeline/client_connection.h"
+#include "pipeline/load_shedding_stage.h"
 #include "pipeline/rate_limit_stage.h"
 #include "worker.h"
 
@@ -225,6 +226,7 @@ void Exchange::leave_admission() {
   }
   client.b().queued_bytes.clear();
   x.bulkhead.release();  // may admit another waiting request right away
+  x.shed.release();      // lets a waiting request in on the next loop turn
 }
 
 void Exchange::report_breaker(CallResult result) { attempt.claim.report(result); }
@@ -294,6 +296,10 @@ bool Exchange::start_attempt() {
 
 void Exchange::use_connection(UpstreamConnection* conn) {
   attempt.conn = conn;
+  if (ShedGate* gate = shed.gate()) {
+    attempt_start_us = uv_hrtime() / 1000;
+    attempt_inflight = static_cast<int>(gate->shedder().in_flight());
+  }
   ++attempts;
   conn->attach(&attempt, head_request);
   last_attempt_reused = conn->reused();
@@ -429,6 +435,7 @@ void Exchange::on_request_timeout() {
   bool blamed = false;
   if (attempt.conn) {
     record_upstream_outcome(static_cast<int>(UpstreamOutcome::timeout));
+    shed_sample(true);
     attempt.conn->close();
     attempt.conn = nullptr;
     const auto& cb = upstream->config().circuit_breaker;
@@ -447,6 +454,25 @@ void Exchange::on_admitted() {
   queued = false;
   bulkhead.take(*upstream);
   resume_admission(Verdict::admit());
+}
+
+void Exchange::on_shed_admitted() {
+  shed_waiting = false;
+  shed.take(*upstream->shed_gate(), priority);
+  resume_admission(Verdict::admit());
+}
+
+void Exchange::on_shed_rejected(const char* detail) {
+  shed_waiting = false;
+  resume_admission(LoadSheddingStage::shed(*this, detail));
+}
+
+void Exchange::shed_sample(bool dropped) {
+  if (attempt_start_us == 0) return;
+  std::uint64_t now = uv_hrtime() / 1000;
+  if (ShedGate* gate = shed.gate())
+    gate->sample(now, now - attempt_start_us, attempt_inflight, dropped);
+  attempt_start_us = 0;
 }
 
 void Exchange::on_pending_timeout() {

@@ -21,6 +21,7 @@
 #include "pipeline/route_state.h"
 #include "resilience/circuit_breaker.h"
 #include "resilience/redis_limiter.h"
+#include "resilience/shed_gate.h"
 #include "upstream/connection.h"
 #include "upstream/pool.h"
 #include "upstream/upstream.h"
@@ -64,7 +65,7 @@ class BulkheadTicket {
 // The request itself: routed and admitted when its head is parsed (start_request), then its
 // attempts: an endpoint and a pooled connection each, the request streamed up and the response
 // down through its client connection, failures retried or answered with a local reply.
-class Exchange final : public PendingRequest, public RateDecisionWaiter {
+class Exchange final : public PendingRequest, public RateDecisionWaiter, public ShedWaiter {
  public:
   explicit Exchange(ClientConnection& owner) : client(owner) {}
   Exchange(const Exchange&) = delete;
@@ -76,6 +77,9 @@ class Exchange final : public PendingRequest, public RateDecisionWaiter {
   void on_pending_timeout() override;
   // RateDecisionWaiter (global rate limits)
   void on_rate_decision(bool ok, const RateDecision& decision) override;
+  // ShedWaiter (the load-shedding queue)
+  void on_shed_admitted() override;
+  void on_shed_rejected(const char* detail) override;
   // The current attempt's upstream connection (passed on by Attempt).
   void on_upstream_connected();
   void on_upstream_interim(UpstreamConnection& conn);
@@ -130,6 +134,10 @@ class Exchange final : public PendingRequest, public RateDecisionWaiter {
   void report_breaker(CallResult result);
   CallResult breaker_result(bool counted) const;
   void record_upstream_outcome(int outcome);
+  // Load shedding: the current attempt's sample for the concurrency limit, taken once (an
+  // attempt that the client abandons, or that fails for Bulwark's own reasons, gives none).
+  // `dropped`: a timeout, reset, connect failure or 5xx, a sign of overload.
+  void shed_sample(bool dropped);
   // The request phase's timer: the route deadline, or sooner the body_idle deadline while the
   // body is being read.
   void arm_request_timer();
@@ -160,6 +168,12 @@ class Exchange final : public PendingRequest, public RateDecisionWaiter {
   // Admission: the next stage to run, and what the stages hold.
   std::size_t next_stage = 0;
   AdmissionStage* waiting_stage = nullptr;  // deferred the exchange; resumes it later
+  ShedTicket shed;              // a unit of the upstream's concurrency limit
+  Priority priority = Priority::normal;  // from load_shedding.priority_header
+  bool shed_waiting = false;    // waits in the load-shedding queue
+  bool shadow_shed = false;     // over the limit in shadow mode
+  std::uint64_t attempt_start_us = 0;  // the current attempt's start (0: no sample to take)
+  int attempt_inflight = 0;            // in flight against the limit when it started
   BulkheadTicket bulkhead;
   RedisRateLimiter::Pending* ratelimit_pending = nullptr;  // waiting for Redis
   bool queued = false;                                     // waits for a bulkhead slot

@@ -124,6 +124,8 @@ void Exchange::on_upstream_complete() {
     }
     record_upstream_outcome(static_cast<int>(UpstreamOutcome::success));
     report_breaker(CallResult::success);
+    shed_sample(false);
+    shed.release();  // a tunnel may stay open for hours: it does not hold the limit
     client.phase_ = ClientConnection::Phase::tunnel;
     attempt.conn->start_tunnel();
     if (client
@@ -142,6 +144,7 @@ void Exchange::on_upstream_complete() {
     discard_response = false;
     record_upstream_outcome(
         static_cast<int>(status >= 500 ? UpstreamOutcome::failure : UpstreamOutcome::success));
+    shed_sample(status >= 500);
     failed_endpoint = attempt.claim.endpoint();
     detach_upstream(request_complete,
                     cb && cb->counts_status(status) ? CallResult::failure : CallResult::success);
@@ -162,6 +165,7 @@ void Exchange::on_upstream_complete() {
   }
   record_upstream_outcome(
       static_cast<int>(status >= 500 ? UpstreamOutcome::failure : UpstreamOutcome::success));
+  shed_sample(status >= 500);
   if (!request_complete) client.close_after_response_ = true;
   client.flush();
   detach_upstream(request_complete,
@@ -270,6 +274,7 @@ void Exchange::upstream_failed(Reason reason, UpstreamError error, std::string_v
     client.flush();
     return;
   }
+  shed_sample(true);
   const auto& cb = upstream->config().circuit_breaker;
   bool connect = error == UpstreamError::connect_failure || error == UpstreamError::connect_timeout;
   // An invalid response is always the endpoint's fault.

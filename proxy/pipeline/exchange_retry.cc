@@ -35,6 +35,11 @@ bool Exchange::try_retry(int reason, bool allowed_kind, std::uint64_t retry_afte
   if (response_started || !replay_enabled || replay_overflow || upgrade || client.done())
     return false;
   if (attempts >= policy.config().attempts) return false;
+  // Under overload a retry yields its unit of the concurrency limit to first attempts.
+  if (ShedGate* gate = shed.gate(); gate && !gate->retry_allowed()) {
+    gate->shedder().count_shed(priority);
+    return false;
+  }
   std::uint64_t left = time_left_ms();
   std::uint64_t backoff = policy.backoff_ms(attempts, uniform01());
   // A retry never outlives the route timeout, and a server asking to wait longer than the
@@ -65,6 +70,7 @@ void Exchange::on_attempt_timer(uv_timer_t* timer) {
   if (d->discard_response && d->attempt.conn) {
     // The body of a response being dropped for a retry took longer than per_try_timeout.
     d->discard_response = false;
+    d->shed_sample(true);
     d->attempt.conn->close();
     d->attempt.conn = nullptr;
     d->failed_endpoint = d->attempt.claim.endpoint();
@@ -90,6 +96,7 @@ void Exchange::on_per_try_timeout() {
     return;
   }
   record_upstream_outcome(static_cast<int>(UpstreamOutcome::timeout));
+  shed_sample(true);
   attempt.conn->close();
   attempt.conn = nullptr;
   failed_endpoint = attempt.claim.endpoint();

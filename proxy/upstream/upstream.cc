@@ -11,6 +11,12 @@ Upstream::Upstream(uv_loop_t* loop, UpstreamState& state, int worker, std::uint6
       balancer_(Balancer::parse(state.config().balance), seed) {
   uv_timer_init(loop_, &pending_timer_);
   pending_timer_.data = this;
+  if (LoadShedder* shedder = state.shedder()) {
+    shed_gate_ = std::make_unique<ShedGate>(loop, *shedder, worker);
+    shed_gate_->set_wake_others([this] {
+      if (slot_freed_) slot_freed_();
+    });
+  }
   refresh_endpoints();
 }
 
@@ -230,6 +236,7 @@ void Upstream::close_all() {
   for (auto& e : retired_) e->pool->close_all();
   if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(&pending_timer_)))
     uv_close(reinterpret_cast<uv_handle_t*>(&pending_timer_), nullptr);
+  if (shed_gate_) shed_gate_->close();
 }
 
 }  // namespace bulwark

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/intrusive_list.h"
+#include "resilience/shed_gate.h"
 #include "upstream/balancer.h"
 #include "upstream/pool.h"
 #include "upstream/upstream_state.h"
@@ -57,6 +58,8 @@ class Upstream {
   // than max_ejected are (panic mode); `exclude` is avoided when another is usable.
   Pick pick(std::uint64_t now_ms, const UpstreamEndpoint* exclude = nullptr);
   bool panic() const { return panic_; }
+  // This worker's load-shedding gate (null when the upstream has no load_shedding block).
+  ShedGate* shed_gate() { return shed_gate_.get(); }
   int worker() const { return worker_; }
   EndpointStats& stats(UpstreamEndpoint& e) { return e.state->per_worker[worker_]; }
   void begin_request(UpstreamEndpoint& e);
@@ -69,7 +72,7 @@ class Upstream {
   void cancel(PendingRequest& request);
   // An admitted request finished: frees its slot and admits the next waiting one.
   void release();
-  // Another worker freed a slot: try to admit waiting requests.
+  // Another worker freed a slot of the bulkhead: try to admit waiting requests.
   void admit_waiting();
   bool has_waiting() const { return !queue_.empty(); }
   // Hook to tell the other workers that a slot was freed while requests wait elsewhere.
@@ -105,6 +108,7 @@ class Upstream {
   // admit_waiting() is running: a release from inside on_admitted (a request answered at
   // once) leaves the freed slot to that running loop instead of recursing into it.
   bool admitting_ = false;
+  std::unique_ptr<ShedGate> shed_gate_;
 };
 
 }  // namespace bulwark

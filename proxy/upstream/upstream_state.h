@@ -10,6 +10,7 @@
 #include <mutex>
 
 #include "config/config.h"
+#include "resilience/load_shedder.h"
 #include "upstream/endpoint.h"
 
 namespace bulwark {
@@ -52,6 +53,9 @@ class UpstreamState {
   void count_panic_routed() { panic_routed_.fetch_add(1, std::memory_order_relaxed); }
   std::uint64_t panic_routed() const { return panic_routed_.load(std::memory_order_relaxed); }
 
+  // Adaptive load shedding (null when the upstream has no load_shedding block).
+  LoadShedder* shedder() const { return shedder_.get(); }
+
   std::int64_t in_flight() const { return in_flight_.load(std::memory_order_relaxed); }
   std::int64_t pending() const { return pending_.load(); }  // seq_cst: see try_admit()
 
@@ -67,6 +71,7 @@ class UpstreamState {
   std::atomic<std::int64_t> pending_{0};
   std::atomic<int> panic_{0};
   std::atomic<std::uint64_t> panic_routed_{0};
+  std::unique_ptr<LoadShedder> shedder_;
 };
 
 }  // namespace bulwark

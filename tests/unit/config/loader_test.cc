@@ -233,7 +233,7 @@ TEST_CASE("an empty or scalar document is rejected") {
   CHECK(has_error(load_config_string("42", "e.yaml"), "(root): expected a mapping"));
 }
 
-TEST_CASE("resilience blocks are validated, then refused as not supported yet") {
+TEST_CASE("resilience blocks are validated field by field") {
   std::string text =
       std::string(kMinimal) +
       R"(    circuit_breaker: { consecutive_failures: 5, failure_on: [reset, 5xx, teapot] }
@@ -247,8 +247,57 @@ TEST_CASE("resilience blocks are validated, then refused as not supported yet") 
   CHECK(has_error(r, "upstreams[0].health_check.type: must be http or tcp"));
   CHECK(has_error(r,
                   "upstreams[0].load_shedding.algorithm: must be gradient2, aimd, vegas or fixed"));
-  CHECK(
-      has_error(r, "upstreams[0].load_shedding: load shedding is not supported by this build yet"));
+}
+
+TEST_CASE("load_shedding: defaults, every field, and bad values") {
+  LoadResult r = load_config_string(std::string(kMinimal) + "    load_shedding: {}\n", "ls.yaml");
+  REQUIRE_MESSAGE(r.config, errors_text(r));
+  const LoadSheddingConfig& d = *r.config->upstreams[0].load_shedding;
+  CHECK(d.algorithm == "gradient2");
+  CHECK(d.initial_limit == 20);
+  CHECK(d.min_limit == 5);
+  CHECK(d.max_limit == 1000);
+  CHECK(d.queue_size == 100);
+  CHECK(d.queue_timeout_ms == 50);
+  CHECK(d.priority_header == "x-priority");
+  CHECK(d.critical_reserve == doctest::Approx(0.1));
+  CHECK(d.enforce);
+
+  r = load_config_string(std::string(kMinimal) + R"(    load_shedding:
+      algorithm: vegas
+      initial_limit: 8
+      min_limit: 2
+      max_limit: 64
+      queue: { size: 0, timeout: 2s }
+      priority_header: X-Class
+      critical_reserve: 25%
+      enforce: false
+)",
+                         "ls.yaml");
+  REQUIRE_MESSAGE(r.config, errors_text(r));
+  const LoadSheddingConfig& c = *r.config->upstreams[0].load_shedding;
+  CHECK(c.algorithm == "vegas");
+  CHECK(c.initial_limit == 8);
+  CHECK(c.min_limit == 2);
+  CHECK(c.max_limit == 64);
+  CHECK(c.queue_size == 0);
+  CHECK(c.queue_timeout_ms == 2000);
+  CHECK(c.priority_header == "x-class");
+  CHECK(c.critical_reserve == doctest::Approx(0.25));
+  CHECK_FALSE(c.enforce);
+
+  r = load_config_string(std::string(kMinimal) + R"(    load_shedding:
+      min_limit: 50
+      max_limit: 10
+      critical_reserve: 100%
+      queue: { depth: 3 }
+)",
+                         "ls.yaml");
+  CHECK_FALSE(r.config);
+  INFO(errors_text(r));
+  CHECK(has_error(r, "upstreams[0].load_shedding.min_limit: must not exceed max_limit"));
+  CHECK(has_error(r, "upstreams[0].load_shedding.critical_reserve: must be below 1 (100%)"));
+  CHECK(has_error(r, "upstreams[0].load_shedding.queue.depth"));
 }
 
 TEST_CASE("circuit_breaker: defaults and failure_on") {

@@ -1,0 +1,45 @@
+#include "pipeline/load_shedding_stage.h"
+
+#include <cstring>
+
+#include "pipeline/client_connection.h"
+#include "pipeline/exchange.h"
+
+namespace bulwark {
+
+Verdict LoadSheddingStage::enter(Exchange& x) {
+  ShedGate* gate = x.upstream->shed_gate();
+  if (!gate) return Verdict::admit();
+  x.priority =
+      parse_priority(x.client.request_headers().get(gate->shedder().config().priority_header));
+  switch (gate->admit(x, x.priority)) {
+    case ShedGate::Result::admitted:
+      x.shed.take(*gate, x.priority);
+      return Verdict::admit();
+    case ShedGate::Result::shadow:
+      x.shed.take(*gate, x.priority);
+      x.shadow_shed = true;  // shadow mode: counted and logged, not enforced
+      return Verdict::admit();
+    case ShedGate::Result::queued:
+      x.shed_waiting = true;  // Exchange::on_shed_admitted or on_shed_rejected follows
+      return Verdict::wait();
+    case ShedGate::Result::rejected:
+      break;
+  }
+  return shed(x, ShedGate::full_detail());
+}
+
+void LoadSheddingStage::cancel(Exchange& x) {
+  if (!x.shed_waiting) return;
+  x.shed_waiting = false;
+  x.upstream->shed_gate()->cancel(x);
+}
+
+Verdict LoadSheddingStage::shed(Exchange& x, const char* detail) {
+  static const char kRetryAfter[] = "Retry-After: 1\r\n";
+  std::memcpy(x.reply_extra, kRetryAfter, sizeof kRetryAfter - 1);
+  x.reply_extra_len = sizeof kRetryAfter - 1;
+  return Verdict::reject(Reason::overloaded, detail);
+}
+
+}  // namespace bulwark

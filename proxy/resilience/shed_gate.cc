@@ -1,0 +1,126 @@
+#include "resilience/shed_gate.h"
+
+namespace bulwark {
+
+ShedGate::ShedGate(uv_loop_t* loop, LoadShedder& shedder, int worker)
+    : loop_(loop), shedder_(shedder), worker_(worker), queue_(shedder.config().queue_timeout_ms) {
+  uv_timer_init(loop_, &timer_);
+  timer_.data = this;
+}
+
+ShedGate::Result ShedGate::admit(ShedWaiter& w, Priority p) {
+  const std::uint64_t now = uv_now(loop_);
+  if (p == Priority::critical) shedder_.saw_critical(now);
+  // Requests already waiting on this worker go first.
+  if (queue_.empty() && shedder_.try_acquire(p, now)) return Result::admitted;
+  if (!shedder_.config().enforce) {
+    shedder_.force_acquire(p);
+    shedder_.count_shed(p);
+    return Result::shadow;
+  }
+  const bool was_empty = queue_.empty();
+  if (shedder_.try_enqueue()) {
+    w.shed_evicted = false;
+    queue_.push(w, p, now);
+    // A unit given back on another worker between the try_acquire above and the enqueue woke
+    // nobody (nothing was queued yet): look again on the next turn.
+    if (was_empty)
+      kick();
+    else
+      arm();
+    return Result::queued;
+  }
+  // The queue is full: the newest request of the lowest priority below p makes room.
+  if (ShedWaiter* victim = queue_.pop_lower(p)) {
+    shedder_.count_shed(victim->shed_priority);
+    victim->shed_evicted = true;
+    evicted_.push_back(*victim);
+    w.shed_evicted = false;
+    queue_.push(w, p, now);  // takes the victim's place in the process-wide count
+    kick();
+    return Result::queued;
+  }
+  shedder_.count_shed(p);
+  return Result::rejected;
+}
+
+void ShedGate::cancel(ShedWaiter& w) {
+  if (!IntrusiveList<ShedWaiter, &ShedWaiter::shed_hook>::linked(w)) return;
+  if (w.shed_evicted) {
+    evicted_.remove(w);
+    return;
+  }
+  queue_.remove(w);
+  shedder_.dequeue();
+  arm();
+}
+
+void ShedGate::release(Priority p) {
+  shedder_.release(p);
+  if (!queue_.empty())
+    kick();
+  else if (shedder_.queued() > 0 && wake_others_)
+    wake_others_();
+}
+
+bool ShedGate::retry_allowed() const {
+  if (!shedder_.config().enforce) return true;
+  return shedder_.queued() == 0 && shedder_.in_flight() <= shedder_.limit();
+}
+
+void ShedGate::sample(std::uint64_t now_us, std::uint64_t rtt_us, int inflight, bool dropped) {
+  const int before = shedder_.limit();
+  shedder_.sample(worker_, now_us, rtt_us, inflight, dropped);
+  if (shedder_.limit() > before && !queue_.empty()) kick();
+}
+
+void ShedGate::kick() {
+  kicked_ = true;
+  uv_timer_start(&timer_, on_timer, 0, 0);
+}
+
+void ShedGate::arm() {
+  if (kicked_ || running_) return;  // run() arms the timer when it is done
+  const std::uint64_t now = uv_now(loop_);
+  const std::uint64_t due = queue_.next_deadline_ms(now);
+  if (due == 0) {
+    uv_timer_stop(&timer_);
+    return;
+  }
+  uv_timer_start(&timer_, on_timer, due > now ? due - now : 0, 0);
+}
+
+void ShedGate::on_timer(uv_timer_t* timer) { static_cast<ShedGate*>(timer->data)->run(); }
+
+void ShedGate::run() {
+  kicked_ = false;
+  running_ = true;
+  // The callbacks below may queue, cancel or release on this gate: each step looks afresh.
+  while (ShedWaiter* w = evicted_.front()) {
+    evicted_.remove(*w);
+    w->on_shed_rejected(evicted_detail());
+  }
+  const std::uint64_t now = uv_now(loop_);
+  while (ShedWaiter* w = queue_.pop_expired(now)) {
+    shedder_.dequeue();
+    shedder_.count_shed(w->shed_priority);
+    w->on_shed_rejected(timeout_detail());
+  }
+  while (!queue_.empty() && shedder_.try_acquire(queue_.head_priority(), now)) {
+    ShedWaiter* w = queue_.pop(now);
+    shedder_.dequeue();
+    w->on_shed_admitted();
+  }
+  running_ = false;
+  if (!evicted_.empty())
+    kick();
+  else
+    arm();
+}
+
+void ShedGate::close() {
+  if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(&timer_)))
+    uv_close(reinterpret_cast<uv_handle_t*>(&timer_), nullptr);
+}
+
+}  // namespace bulwark

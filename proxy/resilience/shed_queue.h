@@ -1,0 +1,85 @@
+// One worker's queue of requests waiting for a unit of an upstream's concurrency limit
+// (load shedding), ordered by priority, with CoDel-style waits and adaptive LIFO:
+//   - higher priority is served first (critical, then normal, then sheddable);
+//   - while the queue has not been empty for `interval` (a standing queue: the backend is
+//     behind, not just a burst), the wait allowed shrinks from queue.timeout to `target`, and
+//     each priority is served newest-first: the requests whose clients are most likely still
+//     waiting go first, the old ones time out (Facebook's adaptive LIFO with CoDel);
+//   - otherwise FIFO, each request waiting at most queue.timeout.
+// Pure: no clock, no timer, no callbacks; the owner (ShedGate) passes the time in and acts on
+// what it returns. Constant time per operation.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+
+#include "core/intrusive_list.h"
+#include "resilience/load_shedder.h"
+
+namespace bulwark {
+
+// A request in the queue (implemented by Exchange).
+class ShedWaiter {
+ public:
+  // It got a unit of the limit (already taken for it).
+  virtual void on_shed_admitted() = 0;
+  // It is shed: its wait ran out, or a request of higher priority took its place.
+  virtual void on_shed_rejected(const char* detail) = 0;
+
+  ListHook<ShedWaiter> shed_hook;
+  std::uint64_t shed_enqueued_ms = 0;
+  Priority shed_priority = Priority::normal;
+  bool shed_evicted = false;  // out of the queue, to be told it is shed (ShedGate)
+
+ protected:
+  ~ShedWaiter() = default;
+};
+
+class ShedQueue {
+ public:
+  ShedQueue(std::uint64_t timeout_ms, std::uint64_t target_ms = kTargetMs,
+            std::uint64_t interval_ms = kIntervalMs)
+      : timeout_ms_(timeout_ms),
+        target_ms_(std::min(target_ms, timeout_ms)),
+        interval_ms_(interval_ms) {}
+
+  bool empty() const { return size_ == 0; }
+  std::size_t size() const { return size_; }
+  void push(ShedWaiter& w, Priority p, std::uint64_t now_ms);
+  void remove(ShedWaiter& w);
+  // The next request to serve, or nullptr; taken out of the queue.
+  ShedWaiter* pop(std::uint64_t now_ms);
+  // The priority of the request pop() would return (the queue must not be empty).
+  Priority head_priority() const;
+  // The oldest request whose wait has run out at now_ms, or nullptr; taken out of the queue.
+  ShedWaiter* pop_expired(std::uint64_t now_ms);
+  // The newest request of a priority lower than `p`, lowest first, or nullptr; taken out of
+  // the queue (to make room for a request of priority p).
+  ShedWaiter* pop_lower(Priority p);
+  // When the next request's wait runs out, or the queue turns standing (which shortens the
+  // waits); 0 when the queue is empty.
+  std::uint64_t next_deadline_ms(std::uint64_t now_ms) const;
+  bool standing(std::uint64_t now_ms) const {
+    return size_ > 0 && now_ms >= busy_since_ms_ + interval_ms_;
+  }
+  std::uint64_t allowed_wait_ms(std::uint64_t now_ms) const {
+    return standing(now_ms) ? target_ms_ : timeout_ms_;
+  }
+
+  static constexpr std::uint64_t kTargetMs = 5;
+  static constexpr std::uint64_t kIntervalMs = 100;
+
+ private:
+  using List = IntrusiveList<ShedWaiter, &ShedWaiter::shed_hook>;
+  List& list(Priority p) { return lists_[static_cast<std::size_t>(p)]; }
+
+  const std::uint64_t timeout_ms_;
+  const std::uint64_t target_ms_;
+  const std::uint64_t interval_ms_;
+  std::array<List, kPriorities> lists_;
+  std::size_t size_ = 0;
+  std::uint64_t busy_since_ms_ = 0;  // when the queue last went from empty to not empty
+};
+
+}  // namespace bulwark

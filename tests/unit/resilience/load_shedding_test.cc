@@ -1,0 +1,402 @@
+// Load shedding: the process-wide limit and its accounting (LoadShedder), the worker's
+// priority queue with CoDel waits and adaptive LIFO (ShedQueue, on a fake clock), and the
+// gate that ties them to a loop (ShedGate: eviction, deferred callbacks, wake-ups).
+#include <doctest/doctest.h>
+#include <uv.h>
+
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "resilience/load_shedder.h"
+#include "resilience/shed_gate.h"
+#include "resilience/shed_queue.h"
+
+using namespace bulwark;
+
+namespace {
+
+LoadSheddingConfig fixed_limit(int limit, std::uint64_t queue_size = 10,
+                               std::uint64_t timeout_ms = 50) {
+  LoadSheddingConfig c;
+  c.algorithm = "fixed";
+  c.initial_limit = limit;
+  c.min_limit = 1;
+  c.max_limit = 1000;
+  c.queue_size = queue_size;
+  c.queue_timeout_ms = timeout_ms;
+  return c;
+}
+
+struct Waiter final : ShedWaiter {
+  std::string name;
+  std::vector<std::string>* log = nullptr;
+  int admitted = 0;
+  int rejected = 0;
+  std::string detail;
+  explicit Waiter(std::string n, std::vector<std::string>* l = nullptr)
+      : name(std::move(n)), log(l) {}
+  void on_shed_admitted() override {
+    ++admitted;
+    if (log) log->push_back("+" + name);
+  }
+  void on_shed_rejected(const char* d) override {
+    ++rejected;
+    detail = d;
+    if (log) log->push_back("-" + name);
+  }
+};
+
+// A private loop for a gate; every handle closed at the end.
+struct Loop {
+  uv_loop_t loop{};
+  Loop() { uv_loop_init(&loop); }
+  ~Loop() {
+    uv_run(&loop, UV_RUN_DEFAULT);
+    CHECK(uv_loop_close(&loop) == 0);
+  }
+  void turn() { uv_run(&loop, UV_RUN_NOWAIT); }
+};
+
+}  // namespace
+
+TEST_CASE("priority names: critical, normal, sheddable; anything else is normal") {
+  CHECK(parse_priority("critical") == Priority::critical);
+  CHECK(parse_priority("CRITICAL") == Priority::critical);
+  CHECK(parse_priority("Sheddable") == Priority::sheddable);
+  CHECK(parse_priority("normal") == Priority::normal);
+  CHECK(parse_priority("") == Priority::normal);
+  CHECK(parse_priority("urgent") == Priority::normal);
+  CHECK(parse_priority("critical ") == Priority::normal);
+  CHECK(std::string(priority_name(Priority::sheddable)) == "sheddable");
+}
+
+TEST_CASE("shedder: admission is exact at the limit; release frees a unit") {
+  LoadShedder s(fixed_limit(3), 2);
+  CHECK(s.limit() == 3);
+  for (int i = 0; i < 3; ++i) CHECK(s.try_acquire(Priority::normal, 0));
+  CHECK_FALSE(s.try_acquire(Priority::normal, 0));
+  CHECK_FALSE(s.try_acquire(Priority::critical, 0));
+  CHECK(s.in_flight() == 3);
+  s.release(Priority::normal);
+  CHECK(s.try_acquire(Priority::sheddable, 0));
+  CHECK(s.in_flight() == 3);
+}
+
+TEST_CASE("shedder: workers racing for the last units never exceed the limit") {
+  // Two threads take and give back units as fast as they can; neither may ever see more in
+  // flight than the limit (a check-then-increment would).
+  LoadShedder s(fixed_limit(4), 2);
+  std::atomic<std::int64_t> worst{0};
+  auto hammer = [&] {
+    for (int i = 0; i < 200000; ++i) {
+      if (!s.try_acquire(Priority::normal, 0)) continue;
+      std::int64_t now = s.in_flight();
+      std::int64_t w = worst.load();
+      while (now > w && !worst.compare_exchange_weak(w, now)) {
+      }
+      s.release(Priority::normal);
+    }
+  };
+  std::thread a(hammer), b(hammer);
+  a.join();
+  b.join();
+  CHECK(worst.load() <= 4);
+  CHECK(s.in_flight() == 0);
+}
+
+TEST_CASE("shedder: the critical reserve binds only at the limit and only with critical traffic") {
+  LoadSheddingConfig c = fixed_limit(10);
+  c.critical_reserve = 0.2;  // 2 units
+  LoadShedder s(c, 1);
+  // No critical traffic: the whole limit is open to everyone.
+  for (int i = 0; i < 10; ++i) CHECK(s.try_acquire(Priority::sheddable, 1000));
+  for (int i = 0; i < 10; ++i) s.release(Priority::sheddable);
+  CHECK(s.critical_reserve(1000) == 0);
+
+  s.saw_critical(1000);
+  CHECK(s.critical_reserve(1500) == 2);
+  // Below limit - reserve, every priority goes; the last two units wait for critical.
+  for (int i = 0; i < 8; ++i) CHECK(s.try_acquire(Priority::normal, 1500));
+  CHECK_FALSE(s.try_acquire(Priority::normal, 1500));
+  CHECK_FALSE(s.try_acquire(Priority::sheddable, 1500));
+  CHECK(s.try_acquire(Priority::critical, 1500));
+  CHECK(s.try_acquire(Priority::critical, 1500));
+  CHECK_FALSE(s.try_acquire(Priority::critical, 1500));  // the limit itself binds critical too
+  CHECK(s.critical_in_flight() == 2);
+  // Critical requests that hold their reserve leave the rest to the others.
+  s.release(Priority::normal);
+  CHECK(s.try_acquire(Priority::normal, 1500));
+  // Once critical traffic has been gone for a second, the reserve is open again.
+  s.release(Priority::critical);
+  s.release(Priority::critical);
+  s.release(Priority::normal);
+  CHECK(s.try_acquire(Priority::normal, 2100));
+  CHECK(s.try_acquire(Priority::normal, 2100));
+  CHECK(s.try_acquire(Priority::normal, 2100));
+  CHECK(s.in_flight() == 10);
+}
+
+TEST_CASE("shedder: samples move the limit; a worker that finds the feeder busy feeds later") {
+  LoadSheddingConfig c;
+  c.algorithm = "aimd";
+  c.initial_limit = 10;
+  c.min_limit = 1;
+  c.max_limit = 100;
+  LoadShedder s(c, 2);
+  CHECK(std::string(s.algorithm()) == "aimd");
+  std::uint64_t now = 1'000'000;
+  // A drop backs the limit off x0.9.
+  s.sample(0, now, 1000, 10, true);
+  CHECK(s.limit() == 9);
+  // 9 successes pressing the limit grow it by one.
+  for (int i = 0; i < 9; ++i) s.sample(1, now += 1000, 1000, 9, false);
+  CHECK(s.limit() == 10);
+}
+
+TEST_CASE("shedder: the RTT window publishes min and average once a second") {
+  LoadShedder s(fixed_limit(10), 1);
+  CHECK(s.recent_rtt().samples == 0);
+  std::uint64_t t = 5'000'000;
+  s.sample(0, t, 2000, 1, false);
+  s.sample(0, t + 100'000, 4000, 1, false);
+  s.sample(0, t + 200'000, 9000, 1, true);  // a drop is not a latency
+  CHECK(s.recent_rtt().samples == 0);        // the window is not complete yet
+  s.sample(0, t + 1'000'000, 1000, 1, false);
+  LoadShedder::RttWindow w = s.recent_rtt();
+  CHECK(w.samples == 2);
+  CHECK(w.min_us == 2000);
+  CHECK(w.avg_us == 3000);
+}
+
+TEST_CASE("shed queue: higher priority first, FIFO while the queue is not standing") {
+  ShedQueue q(50);
+  Waiter a("a"), b("b"), c("c"), d("d");
+  q.push(a, Priority::normal, 0);
+  q.push(b, Priority::sheddable, 1);
+  q.push(c, Priority::normal, 2);
+  q.push(d, Priority::critical, 3);
+  CHECK(q.size() == 4);
+  CHECK(q.head_priority() == Priority::critical);
+  CHECK(q.pop(4) == &d);
+  CHECK(q.pop(4) == &a);
+  CHECK(q.pop(4) == &c);
+  CHECK(q.pop(4) == &b);
+  CHECK(q.pop(4) == nullptr);
+  CHECK(q.empty());
+}
+
+TEST_CASE("shed queue: a standing queue serves newest first and shortens the wait (CoDel)") {
+  ShedQueue q(50, 5, 100);
+  Waiter a("a"), b("b"), c("c");
+  q.push(a, Priority::normal, 0);
+  CHECK_FALSE(q.standing(99));
+  CHECK(q.allowed_wait_ms(10) == 50);
+  // The next event is a's deadline (50), before the queue would turn standing (100).
+  CHECK(q.next_deadline_ms(10) == 50);
+  q.push(b, Priority::normal, 98);
+  CHECK(q.standing(100));
+  CHECK(q.allowed_wait_ms(100) == 5);
+  q.push(c, Priority::normal, 101);
+  // Newest first while standing.
+  CHECK(q.pop(102) == &c);
+  // b has waited 4 ms: within the target. a has long expired under the short wait.
+  CHECK(q.pop_expired(102) == &a);
+  CHECK(q.pop_expired(102) == nullptr);
+  CHECK(q.next_deadline_ms(102) == 103);  // b: 98 + 5
+  CHECK(q.pop_expired(103) == &b);
+  CHECK(q.empty());
+  // Empty again: a new arrival is not standing and gets the full wait.
+  q.push(a, Priority::normal, 200);
+  CHECK_FALSE(q.standing(250));
+  CHECK(q.allowed_wait_ms(250) == 50);
+  CHECK(q.pop_expired(249) == nullptr);
+  CHECK(q.pop_expired(250) == &a);
+}
+
+TEST_CASE("shed queue: the queue turns standing while waits are long; the timer hears of it") {
+  ShedQueue q(1000, 5, 100);
+  Waiter a("a");
+  q.push(a, Priority::normal, 0);
+  // a's own deadline is 1000, but at 100 the queue turns standing and a's wait becomes 5 ms.
+  CHECK(q.next_deadline_ms(0) == 100);
+  CHECK(q.pop_expired(99) == nullptr);
+  CHECK(q.pop_expired(100) == &a);
+}
+
+TEST_CASE("shed queue: room is made by the newest request of the lowest priority") {
+  ShedQueue q(50);
+  Waiter s1("s1"), s2("s2"), n1("n1"), c1("c1");
+  q.push(s1, Priority::sheddable, 0);
+  q.push(n1, Priority::normal, 1);
+  q.push(s2, Priority::sheddable, 2);
+  q.push(c1, Priority::critical, 3);
+  CHECK(q.pop_lower(Priority::sheddable) == nullptr);  // nothing below sheddable
+  CHECK(q.pop_lower(Priority::normal) == &s2);
+  CHECK(q.pop_lower(Priority::normal) == &s1);
+  CHECK(q.pop_lower(Priority::normal) == nullptr);  // a normal request does not evict a normal
+  CHECK(q.pop_lower(Priority::critical) == &n1);
+  CHECK(q.pop_lower(Priority::critical) == nullptr);
+  CHECK(q.size() == 1);
+  q.remove(c1);
+  q.remove(c1);  // removing twice is harmless
+  CHECK(q.empty());
+}
+
+TEST_CASE("gate: over the limit a request waits, and gets the unit given back next turn") {
+  Loop l;
+  LoadShedder s(fixed_limit(1), 1);
+  ShedGate g(&l.loop, s, 0);
+  std::vector<std::string> log;
+  Waiter a("a", &log), b("b", &log);
+  REQUIRE(g.admit(a, Priority::normal) == ShedGate::Result::admitted);
+  REQUIRE(g.admit(b, Priority::normal) == ShedGate::Result::queued);
+  CHECK(s.queued() == 1);
+  l.turn();
+  CHECK(log.empty());  // still no unit
+  g.release(Priority::normal);
+  CHECK(log.empty());  // never from inside the release: on the next loop turn
+  l.turn();
+  CHECK(log == std::vector<std::string>{"+b"});
+  CHECK(s.queued() == 0);
+  CHECK(s.in_flight() == 1);
+  g.release(Priority::normal);
+  g.close();
+}
+
+TEST_CASE("gate: a full queue sheds the newest lower-priority waiter for a higher arrival") {
+  Loop l;
+  LoadShedder s(fixed_limit(1, 2), 1);
+  ShedGate g(&l.loop, s, 0);
+  std::vector<std::string> log;
+  Waiter hold("hold", &log), s1("s1", &log), s2("s2", &log), c("c", &log), n("n", &log);
+  REQUIRE(g.admit(hold, Priority::normal) == ShedGate::Result::admitted);
+  REQUIRE(g.admit(s1, Priority::sheddable) == ShedGate::Result::queued);
+  REQUIRE(g.admit(s2, Priority::sheddable) == ShedGate::Result::queued);
+  // Full: a sheddable arrival is shed at once, a critical one takes s2's place.
+  CHECK(g.admit(n, Priority::sheddable) == ShedGate::Result::rejected);
+  CHECK(g.admit(c, Priority::critical) == ShedGate::Result::queued);
+  CHECK(s.queued() == 2);
+  CHECK(s.shed(Priority::sheddable) == 2);  // the arrival and s2
+  CHECK(log.empty());                       // s2 hears of it on the next turn
+  l.turn();
+  CHECK(log == std::vector<std::string>{"-s2"});
+  CHECK(s2.detail == ShedGate::evicted_detail());
+  // The freed unit goes to the critical request, not to the older sheddable one.
+  g.release(Priority::normal);
+  l.turn();
+  CHECK(log == std::vector<std::string>{"-s2", "+c"});
+  g.cancel(s1);  // its client went away: never called back, no longer counted
+  CHECK(s.queued() == 0);
+  g.release(Priority::critical);
+  l.turn();
+  CHECK(s1.admitted == 0);
+  CHECK(s1.rejected == 0);
+  g.close();
+}
+
+TEST_CASE("gate: an evicted waiter that goes away before the next turn is never called") {
+  Loop l;
+  LoadShedder s(fixed_limit(1, 1), 1);
+  ShedGate g(&l.loop, s, 0);
+  Waiter hold("hold"), s1("s1"), c("c");
+  REQUIRE(g.admit(hold, Priority::normal) == ShedGate::Result::admitted);
+  REQUIRE(g.admit(s1, Priority::sheddable) == ShedGate::Result::queued);
+  REQUIRE(g.admit(c, Priority::critical) == ShedGate::Result::queued);
+  g.cancel(s1);
+  l.turn();
+  CHECK(s1.rejected == 0);
+  CHECK(s.queued() == 1);
+  g.cancel(c);
+  CHECK(s.queued() == 0);
+  g.release(Priority::normal);
+  g.close();
+}
+
+TEST_CASE("gate: a queue of size 0 sheds at once; shadow mode never sheds but counts") {
+  Loop l;
+  LoadShedder s(fixed_limit(1, 0), 1);
+  ShedGate g(&l.loop, s, 0);
+  Waiter a("a"), b("b");
+  REQUIRE(g.admit(a, Priority::normal) == ShedGate::Result::admitted);
+  CHECK(g.admit(b, Priority::critical) == ShedGate::Result::rejected);
+  CHECK(s.shed(Priority::critical) == 1);
+  g.release(Priority::normal);
+  g.close();
+
+  LoadSheddingConfig shadow = fixed_limit(1, 10);
+  shadow.enforce = false;
+  LoadShedder t(shadow, 1);
+  ShedGate h(&l.loop, t, 0);
+  REQUIRE(h.admit(a, Priority::normal) == ShedGate::Result::admitted);
+  CHECK(h.admit(b, Priority::normal) == ShedGate::Result::shadow);
+  CHECK(t.in_flight() == 2);  // the algorithm sees the real concurrency
+  CHECK(t.shed(Priority::normal) == 1);
+  CHECK(t.queued() == 0);
+  CHECK(h.retry_allowed());
+  h.release(Priority::normal);
+  h.release(Priority::normal);
+  h.close();
+}
+
+TEST_CASE("gate: retries yield to first attempts under overload") {
+  Loop l;
+  LoadShedder s(fixed_limit(2, 10), 1);
+  ShedGate g(&l.loop, s, 0);
+  Waiter a("a"), b("b"), c("c");
+  REQUIRE(g.admit(a, Priority::normal) == ShedGate::Result::admitted);
+  CHECK(g.retry_allowed());  // below the limit, nobody waiting
+  REQUIRE(g.admit(b, Priority::normal) == ShedGate::Result::admitted);
+  CHECK(g.retry_allowed());  // at the limit, but nobody waits for a unit
+  REQUIRE(g.admit(c, Priority::normal) == ShedGate::Result::queued);
+  CHECK_FALSE(g.retry_allowed());  // a first attempt waits: a retry would keep it waiting
+  g.cancel(c);
+  g.release(Priority::normal);
+  g.release(Priority::normal);
+  g.close();
+}
+
+TEST_CASE("gate: a unit freed on one worker wakes a request waiting on another") {
+  Loop l;
+  LoadShedder s(fixed_limit(1, 10), 2);
+  ShedGate w0(&l.loop, s, 0), w1(&l.loop, s, 1);
+  int woken = 0;
+  w0.set_wake_others([&] {
+    ++woken;
+    w1.wake();  // what the worker's async wake-up does
+  });
+  Waiter a("a"), b("b");
+  REQUIRE(w0.admit(a, Priority::normal) == ShedGate::Result::admitted);
+  REQUIRE(w1.admit(b, Priority::normal) == ShedGate::Result::queued);
+  l.turn();
+  CHECK(b.admitted == 0);
+  w0.release(Priority::normal);
+  CHECK(woken == 1);
+  l.turn();
+  CHECK(b.admitted == 1);
+  w1.release(Priority::normal);
+  CHECK(woken == 1);  // nobody waits any more: nobody to wake
+  w0.close();
+  w1.close();
+}
+
+TEST_CASE("gate: a limit raised by a sample lets waiting requests in") {
+  Loop l;
+  LoadSheddingConfig c;
+  c.algorithm = "aimd";
+  c.initial_limit = 1;
+  c.min_limit = 1;
+  c.max_limit = 10;
+  LoadShedder s(c, 1);
+  ShedGate g(&l.loop, s, 0);
+  Waiter a("a"), b("b");
+  REQUIRE(g.admit(a, Priority::normal) == ShedGate::Result::admitted);
+  REQUIRE(g.admit(b, Priority::normal) == ShedGate::Result::queued);
+  g.sample(1'000'000, 1000, 1, false);  // one success pressing a limit of 1: the limit is 2
+  CHECK(s.limit() == 2);
+  l.turn();
+  CHECK(b.admitted == 1);
+  g.release(Priority::normal);
+  g.release(Priority::normal);
+  g.close();
+}
