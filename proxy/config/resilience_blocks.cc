@@ -201,7 +201,12 @@ void read_load_shedding(const YamlFields& parent, std::optional<LoadSheddingConf
   f.integer("initial_limit", c.initial_limit, 1, 1'000'000);
   f.integer("min_limit", c.min_limit, 1, 1'000'000);
   f.integer("max_limit", c.max_limit, 1, 1'000'000);
-  if (c.min_limit > c.max_limit) f.error("min_limit", "must not exceed max_limit");
+  if (c.min_limit > c.max_limit)
+    f.error("min_limit", "must not exceed max_limit");
+  else if (c.initial_limit < c.min_limit || c.initial_limit > c.max_limit)
+    f.error("initial_limit", "must be within [min_limit, max_limit] (" +
+                                 std::to_string(c.min_limit) + ", " + std::to_string(c.max_limit) +
+                                 ")");
   if (f.has("queue")) {
     YamlFields q(f.errors(), f.node("queue"), f.path("queue"), {"size", "timeout"});
     q.count("size", c.queue_size, 0, kMaxCount);

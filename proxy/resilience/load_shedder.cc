@@ -65,7 +65,14 @@ LoadShedder::LoadShedder(const LoadSheddingConfig& config, int workers)
 int LoadShedder::critical_reserve(std::uint64_t now_ms) const {
   std::uint64_t seen = last_critical_ms_.load(std::memory_order_relaxed);
   if (seen == 0 || now_ms + 1 > seen + kCriticalPresenceMs) return 0;
-  return static_cast<int>(std::ceil(config_.critical_reserve * limit()));
+  // Never the whole limit: the others keep at least one unit.
+  const int l = limit();
+  return std::min(static_cast<int>(std::ceil(config_.critical_reserve * l)), l - 1);
+}
+
+std::uint64_t LoadShedder::critical_presence_until_ms() const {
+  std::uint64_t seen = last_critical_ms_.load(std::memory_order_relaxed);
+  return seen == 0 ? 0 : seen - 1 + kCriticalPresenceMs;
 }
 
 bool LoadShedder::try_acquire(Priority p, std::uint64_t now_ms) {

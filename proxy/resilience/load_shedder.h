@@ -10,7 +10,7 @@
 //     its own small buffer and feeds it with its next one.
 //
 // Priorities: critical keeps a reserved share of the limit (critical_reserve x limit, rounded
-// up). The reserve binds only at the limit and only while critical traffic is present (a
+// up, but never the whole limit). The reserve binds only at the limit and only while critical traffic is present (a
 // critical request arrived within the last second): below limit - reserve every priority is
 // admitted; above it only critical, until critical requests hold the whole reserve. Without
 // critical traffic the whole limit is open to the others.
@@ -89,6 +89,9 @@ class LoadShedder {
   // The units of the limit reserved for critical requests (0 while no critical traffic is
   // present at now_ms).
   int critical_reserve(std::uint64_t now_ms) const;
+  // When the critical reserve stops binding unless critical requests keep coming (0: never
+  // bound).
+  std::uint64_t critical_presence_until_ms() const;
 
   static constexpr std::uint64_t kCriticalPresenceMs = 1000;
   static constexpr std::uint64_t kRttWindowUs = 1'000'000;

@@ -1,9 +1,16 @@
 #include "resilience/shed_gate.h"
 
+#include <algorithm>
+
 namespace bulwark {
 
 ShedGate::ShedGate(uv_loop_t* loop, LoadShedder& shedder, int worker)
-    : loop_(loop), shedder_(shedder), worker_(worker), queue_(shedder.config().queue_timeout_ms) {
+    : loop_(loop),
+      shedder_(shedder),
+      worker_(worker),
+      queue_(shedder.config().queue_timeout_ms,
+             ShedQueue::target_for(shedder.config().queue_timeout_ms),
+             ShedQueue::interval_for(shedder.config().queue_timeout_ms)) {
   uv_timer_init(loop_, &timer_);
   timer_.data = this;
 }
@@ -82,11 +89,15 @@ void ShedGate::kick() {
 void ShedGate::arm() {
   if (kicked_ || running_) return;  // run() arms the timer when it is done
   const std::uint64_t now = uv_now(loop_);
-  const std::uint64_t due = queue_.next_deadline_ms(now);
+  std::uint64_t due = queue_.next_deadline_ms(now);
   if (due == 0) {
     uv_timer_stop(&timer_);
     return;
   }
+  // Waiting only for the critical reserve, which opens when critical traffic stops: look again
+  // then (a unit given back would not come, none is held beyond the reserve).
+  std::uint64_t reserve_ends = shedder_.critical_presence_until_ms();
+  if (reserve_ends > now) due = std::min(due, reserve_ends);
   uv_timer_start(&timer_, on_timer, due > now ? due - now : 0, 0);
 }
 

@@ -50,6 +50,12 @@ class ShedGate {
   // One attempt completed (see LimitAlgorithm::on_sample).
   void sample(std::uint64_t now_us, std::uint64_t rtt_us, int inflight, bool dropped);
   void close();
+  // How long until the gate's timer fires (for tests; ~0 when it is not armed).
+  std::uint64_t next_event_in_ms() const {
+    return uv_is_active(reinterpret_cast<const uv_handle_t*>(&timer_))
+               ? uv_timer_get_due_in(&timer_)
+               : ~std::uint64_t{0};
+  }
 
   static const char* full_detail() {
     return "the upstream's concurrency limit is reached and its queue is full";

@@ -2,7 +2,8 @@
 // (load shedding), ordered by priority, with CoDel-style waits and adaptive LIFO:
 //   - higher priority is served first (critical, then normal, then sheddable);
 //   - while the queue has not been empty for `interval` (a standing queue: the backend is
-//     behind, not just a burst), the wait allowed shrinks from queue.timeout to `target`, and
+//     behind, not just a burst), the wait allowed shrinks from queue.timeout to `target` (see
+//     target_for and interval_for), and
 //     each priority is served newest-first: the requests whose clients are most likely still
 //     waiting go first, the old ones time out (Facebook's adaptive LIFO with CoDel);
 //   - otherwise FIFO, each request waiting at most queue.timeout.
@@ -69,6 +70,15 @@ class ShedQueue {
 
   static constexpr std::uint64_t kTargetMs = 5;
   static constexpr std::uint64_t kIntervalMs = 100;
+  // CoDel's 5 ms / 100 ms suit the default queue.timeout (50 ms); a longer timeout (a backend
+  // whose requests take long) scales them: the target is a tenth of it, and a queue counts as
+  // standing once it has not drained for two timeouts.
+  static std::uint64_t target_for(std::uint64_t timeout_ms) {
+    return std::min(timeout_ms, std::max(kTargetMs, timeout_ms / 10));
+  }
+  static std::uint64_t interval_for(std::uint64_t timeout_ms) {
+    return std::max(kIntervalMs, 2 * timeout_ms);
+  }
 
  private:
   using List = IntrusiveList<ShedWaiter, &ShedWaiter::shed_hook>;

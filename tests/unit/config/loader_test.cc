@@ -298,6 +298,14 @@ TEST_CASE("load_shedding: defaults, every field, and bad values") {
   CHECK(has_error(r, "upstreams[0].load_shedding.min_limit: must not exceed max_limit"));
   CHECK(has_error(r, "upstreams[0].load_shedding.critical_reserve: must be below 1 (100%)"));
   CHECK(has_error(r, "upstreams[0].load_shedding.queue.depth"));
+
+  // The default min_limit (5) holds for an initial_limit written below it: said, not clamped.
+  r = load_config_string(std::string(kMinimal) +
+                             "    load_shedding: { algorithm: fixed, initial_limit: 4 }\n",
+                         "ls.yaml");
+  CHECK_FALSE(r.config);
+  CHECK(has_error(r, "upstreams[0].load_shedding.initial_limit: must be within [min_limit, "
+                     "max_limit] (5, 1000)"));
 }
 
 TEST_CASE("circuit_breaker: defaults and failure_on") {

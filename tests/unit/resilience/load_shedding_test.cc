@@ -137,6 +137,16 @@ TEST_CASE("shedder: the critical reserve binds only at the limit and only with c
   CHECK(s.in_flight() == 10);
 }
 
+TEST_CASE("shedder: the critical reserve never takes the whole limit") {
+  LoadSheddingConfig c = fixed_limit(1);
+  c.critical_reserve = 0.5;
+  LoadShedder s(c, 1);
+  s.saw_critical(0);
+  CHECK(s.critical_reserve(10) == 0);  // ceil(0.5) would be the one unit there is
+  CHECK(s.try_acquire(Priority::normal, 10));
+  CHECK(s.critical_presence_until_ms() == 1000);
+}
+
 TEST_CASE("shedder: samples move the limit; a worker that finds the feeder busy feeds later") {
   LoadSheddingConfig c;
   c.algorithm = "aimd";
@@ -222,6 +232,15 @@ TEST_CASE("shed queue: the queue turns standing while waits are long; the timer 
   CHECK(q.next_deadline_ms(0) == 100);
   CHECK(q.pop_expired(99) == nullptr);
   CHECK(q.pop_expired(100) == &a);
+}
+
+TEST_CASE("shed queue: CoDel's target and interval scale with a long queue.timeout") {
+  CHECK(ShedQueue::target_for(50) == 5);
+  CHECK(ShedQueue::interval_for(50) == 100);
+  CHECK(ShedQueue::target_for(2000) == 200);
+  CHECK(ShedQueue::interval_for(2000) == 4000);
+  CHECK(ShedQueue::target_for(3) == 3);  // never longer than the timeout itself
+  CHECK(ShedQueue::interval_for(3) == 100);
 }
 
 TEST_CASE("shed queue: room is made by the newest request of the lowest priority") {
@@ -378,6 +397,27 @@ TEST_CASE("gate: a unit freed on one worker wakes a request waiting on another")
   CHECK(woken == 1);  // nobody waits any more: nobody to wake
   w0.close();
   w1.close();
+}
+
+TEST_CASE("gate: requests held back by the critical reserve get in when it lapses") {
+  Loop l;
+  LoadSheddingConfig c = fixed_limit(2, 10, 5000);
+  c.critical_reserve = 0.5;  // one unit of two
+  LoadShedder s(c, 1);
+  ShedGate g(&l.loop, s, 0);
+  Waiter crit("c"), a("a"), b("b");
+  REQUIRE(g.admit(crit, Priority::critical) == ShedGate::Result::admitted);
+  g.release(Priority::critical);  // critical traffic was here a moment ago
+  REQUIRE(g.admit(a, Priority::normal) == ShedGate::Result::admitted);
+  REQUIRE(g.admit(b, Priority::normal) == ShedGate::Result::queued);  // the reserve binds
+  // Nothing is given back; the reserve lapses a second after the critical request, and the
+  // gate's timer must be due by then to let b in (its own wait is 5 s).
+  l.turn();
+  CHECK(b.admitted == 0);
+  CHECK(g.next_event_in_ms() <= 1000);
+  g.release(Priority::normal);
+  g.release(Priority::normal);
+  g.close();
 }
 
 TEST_CASE("gate: a limit raised by a sample lets waiting requests in") {
