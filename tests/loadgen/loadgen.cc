@@ -31,13 +31,15 @@
 //    "achieved_rate":..,"duration_s":..,"max_start_lag_us":..}
 // offered = requests scheduled; sent = offered minus client-overflow; completed = responses
 // received; percentiles are of 2xx latencies (null when none); "priority" has one entry per
-// --mix name ("none" without --mix); achieved_rate = responses completed within the scheduled
-// duration / the duration; max_start_lag_us = how late the generator started a request.
+// --mix name ("none" without --mix), its "sent" also without client-overflow;
+// achieved_rate = responses completed within the scheduled duration / the duration;
+// max_start_lag_us = how late the generator started a request (up to ~1 ms is the tick).
+// Latencies include up to 1 ms of tick granularity (a request waits for the tick after its time).
 // SIGINT stops scheduling; what is in flight is awaited and the results are written.
 #include <llhttp.h>
 #include <netdb.h>
-#include <sys/resource.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <uv.h>
 
@@ -98,8 +100,8 @@ uv_loop_t* g_loop;
 uv_timer_t g_tick;
 uv_signal_t g_sigint;
 sockaddr_storage g_addr;
-std::uint64_t g_start = 0;           // uv_hrtime() at the run start
-std::uint64_t g_window_ns = 0;       // the scheduled duration
+std::uint64_t g_start = 0;      // uv_hrtime() at the run start
+std::uint64_t g_window_ns = 0;  // the scheduled duration
 std::uint64_t g_timeout_ns = 0;
 std::vector<Record> g_records;
 std::uint64_t g_total = 0, g_next = 0;  // requests to schedule; next one to start
@@ -107,7 +109,7 @@ std::uint64_t g_active = 0, g_in_window = 0;
 std::int64_t g_max_lag_ns = 0;
 std::size_t g_open = 0;
 std::vector<Conn*> g_idle;
-std::deque<std::uint64_t> g_inflight;  // started requests, in start order (= deadline order)
+std::deque<std::uint64_t> g_inflight;   // started requests, in start order (= deadline order)
 std::vector<std::string> g_priorities;  // names; request text per priority below
 std::vector<std::string> g_request_text;
 std::vector<std::string> g_reasons{""};
@@ -283,8 +285,8 @@ Conn* open_conn() {
   llhttp_init(&c->parser, HTTP_RESPONSE, &g_settings);
   c->parser.data = c;
   ++g_open;
-  int rc = uv_tcp_connect(&c->connect_req, &c->tcp, reinterpret_cast<sockaddr*>(&g_addr),
-                          on_connect);
+  int rc =
+      uv_tcp_connect(&c->connect_req, &c->tcp, reinterpret_cast<sockaddr*>(&g_addr), on_connect);
   if (rc != 0) {
     conn_close(c, "connect-error");  // no request attached yet
     return nullptr;
@@ -581,7 +583,8 @@ int main(int argc, char** argv) {
   }
   if (g_opt.url.empty() || g_opt.rate <= 0 || g_opt.duration <= 0)
     usage("--url, --rate and --duration are required");
-  if (g_opt.rate * g_opt.duration > 50e6) usage("more than 50 million requests: lower --rate or --duration");
+  if (g_opt.rate * g_opt.duration > 50e6)
+    usage("more than 50 million requests: lower --rate or --duration");
 
   std::string path;
   std::string authority = parse_url(g_opt.url, path);
@@ -596,7 +599,8 @@ int main(int argc, char** argv) {
     std::size_t at = 0;
     while (at <= g_opt.mix.size()) {
       auto comma = g_opt.mix.find(',', at);
-      std::string item = g_opt.mix.substr(at, comma == std::string::npos ? std::string::npos : comma - at);
+      std::string item =
+          g_opt.mix.substr(at, comma == std::string::npos ? std::string::npos : comma - at);
       auto eq = item.find('=');
       double w = 0;
       if (eq == std::string::npos || eq == 0 || !parse_double(item.c_str() + eq + 1, w) || w < 0)

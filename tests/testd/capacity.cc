@@ -19,8 +19,8 @@ namespace {
 
 uv_loop_t* g_loop = nullptr;
 std::uint64_t g_capacity = 0, g_service_ms = 0;
-std::uint64_t g_busy = 0;    // jobs holding a worker (cancelled ones too, until served)
-std::uint64_t g_queued = 0;  // live jobs in g_queue
+std::uint64_t g_busy = 0;          // jobs holding a worker (cancelled ones too, until served)
+std::uint64_t g_queued = 0;        // live jobs in g_queue
 std::deque<CapacityJob*> g_queue;  // may also hold cancelled jobs, dropped when they reach the head
 
 void admit();

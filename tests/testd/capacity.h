@@ -3,8 +3,10 @@
 // At most C requests are "in service" at once; each stays there service_ms milliseconds (plus
 // its own delay=, if any) and is then answered. The others wait in the queue in arrival order,
 // so their latency grows with the queue. C = 0 turns the mode off (the default).
-// A queued request whose connection closes leaves the queue without taking a worker; one in
-// service keeps its worker until its service time is over (the work is not abandoned).
+// A queued request whose connection is reset (or fails) leaves the queue without taking a
+// worker; one in service keeps its worker until its service time is over (the work is not
+// abandoned). After a plain FIN the request stays queued and is served: testd answers
+// half-closed requests.
 // testd.cc submits requests here and answers them from the done callback; it routes
 // GET /__capacity[?c=N&service_ms=MS] to capacity_control().
 #pragma once

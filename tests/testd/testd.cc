@@ -101,7 +101,7 @@ struct Conn {
   std::size_t queued = 0;
   bool paused = false;
   bool in_execute = false;
-  std::uint64_t served = 0;  // requests answered on this connection
+  std::uint64_t served = 0;               // requests answered on this connection
   testd::CapacityJob* cap_job = nullptr;  // waiting or in service in capacity mode
 
   std::string param(const char* name) const {
