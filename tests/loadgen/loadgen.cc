@@ -1,6 +1,8 @@
 // bulwark-load: an open-loop HTTP/1.1 load generator (one thread, libuv + llhttp), for testing
 // load shedding. Requests start on a fixed schedule -- request i at i/R seconds, started by a
-// 1 ms timer tick that starts every request whose time has passed -- whatever the responses do.
+// 1 ms timer tick that starts every request whose time has passed (and after every poll for
+// I/O, which the tick triggers: responses free their connections first) -- whatever the
+// responses do.
 // Each request takes an idle keep-alive connection or opens a new one; when --max-conns
 // connections are already open it is not sent and counts as "client-overflow". Latency is
 // measured from the scheduled start (corrected for coordinated omission), so a lagging
@@ -34,7 +36,7 @@
 // --mix name ("none" without --mix), its "sent" also without client-overflow;
 // achieved_rate = responses completed within the scheduled duration / the duration;
 // max_start_lag_us = how late the generator started a request (up to ~1 ms is the tick).
-// Latencies include up to 1 ms of tick granularity (a request waits for the tick after its time).
+// Latencies include up to 1 ms of tick granularity (a request may wait for the next tick).
 // SIGINT stops scheduling; what is in flight is awaited and the results are written.
 #include <llhttp.h>
 #include <netdb.h>
@@ -98,6 +100,8 @@ struct Conn {
 Options g_opt;
 uv_loop_t* g_loop;
 uv_timer_t g_tick;
+uv_idle_t g_poll_now;
+uv_check_t g_check;
 uv_signal_t g_sigint;
 sockaddr_storage g_addr;
 std::uint64_t g_start = 0;      // uv_hrtime() at the run start
@@ -326,7 +330,10 @@ void start_request(std::uint64_t i, std::uint64_t now) {
 
 void write_results();
 
-void on_tick(uv_timer_t*) {
+// Starts every request whose time has passed and expires the overdue ones. Runs after each
+// poll for I/O (a uv_check handle), so responses already received free their connections
+// first; the 1 ms tick makes that poll return at once.
+void run_schedule() {
   std::uint64_t now = now_ns();
   while (g_next < g_total && sched_ns(g_next) <= now) start_request(g_next++, now);
   while (!g_inflight.empty()) {
@@ -346,6 +353,15 @@ void on_tick(uv_timer_t*) {
     write_results();
     uv_stop(g_loop);
   }
+}
+
+void on_tick(uv_timer_t*) {
+  uv_idle_start(&g_poll_now, [](uv_idle_t*) {});  // the next poll does not block
+}
+
+void on_check(uv_check_t*) {
+  uv_idle_stop(&g_poll_now);
+  run_schedule();
 }
 
 void on_sigint(uv_signal_t*, int) {
@@ -664,8 +680,11 @@ int main(int argc, char** argv) {
   uv_signal_start(&g_sigint, on_sigint, SIGINT);
   uv_unref(reinterpret_cast<uv_handle_t*>(&g_sigint));
   uv_timer_init(g_loop, &g_tick);
+  uv_idle_init(g_loop, &g_poll_now);
+  uv_check_init(g_loop, &g_check);
   g_start = uv_hrtime();
-  on_tick(&g_tick);  // request 0 is due now
+  run_schedule();  // request 0 is due now
+  uv_check_start(&g_check, on_check);
   uv_timer_start(&g_tick, on_tick, 1, 1);
   uv_run(g_loop, UV_RUN_DEFAULT);
   return 0;
