@@ -87,7 +87,6 @@ struct Record {
 struct Conn {
   uv_tcp_t tcp;
   uv_connect_t connect_req;
-  uv_write_t write_req;
   llhttp_t parser;
   std::int64_t req = -1;  // the request in flight on this connection
   bool connected = false, closing = false, want_close = false;
@@ -178,6 +177,7 @@ void conn_close(Conn* c, const char* outcome, bool abort = false) {
 
 void on_write(uv_write_t* w, int status) {
   auto* c = static_cast<Conn*>(w->data);
+  delete w;  // before the connection: libuv calls write callbacks before the close callback
   if (status < 0 && !c->closing) conn_close(c, "reset");
 }
 
@@ -191,9 +191,14 @@ void send_request(Conn* c) {
     return;
   }
   if (n > 0) b = uv_buf_init(b.base + n, b.len - static_cast<unsigned>(n));
-  c->write_req.data = c;
-  if (uv_write(&c->write_req, reinterpret_cast<uv_stream_t*>(&c->tcp), &b, 1, on_write) != 0)
+  // Rare (the request is small): the rest goes out when the socket takes it. A request of its
+  // own, as an early response may make the connection idle again before this write is done.
+  auto* w = new uv_write_t;
+  w->data = c;
+  if (uv_write(w, reinterpret_cast<uv_stream_t*>(&c->tcp), &b, 1, on_write) != 0) {
+    delete w;
     conn_close(c, "reset");
+  }
 }
 
 // --- response parsing ----------------------------------------------------------------
