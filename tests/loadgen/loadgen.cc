@@ -491,8 +491,9 @@ void write_results() {
   std::fflush(stdout);
   if (g_max_lag_ns > 10'000'000)
     std::fprintf(stderr,
-                 "bulwark-load: warning: the generator started a request %.1f ms late; "
-                 "the rate may be more than one thread can offer\n",
+                 "bulwark-load: warning: the generator started a request %.1f ms late "
+                 "(the latencies include it): a descheduled process, or more than one thread "
+                 "can offer\n",
                  static_cast<double>(g_max_lag_ns) / 1e6);
 }
 
