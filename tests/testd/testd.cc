@@ -20,8 +20,15 @@
 // GET /__mode?status=N|reset=before|after|delay=MS sets a failure mode for all later
 // requests that do not choose otherwise; GET /__mode clears it.
 // GET /__stats answers {"connections_total":..,"connections_open":..,"requests":..}.
+// Capacity mode (--capacity C, off when C = 0, the default; see capacity.h): at most C requests
+// are worked on at once, each for --service-ms MS (plus its delay=, if any) after it is
+// admitted; the rest wait in an unbounded FIFO queue, so latency grows past the knee.
+// GET /__capacity?c=N&service_ms=MS changes either at run time (c=0 turns the mode off);
+// GET /__capacity answers {"capacity":..,"service_ms":..,"busy":..,"queued":..}. Control
+// paths (/__*), /healthz, echo=1 and websocket requests bypass the queue.
 // Upgrade: websocket is accepted and every frame is echoed back.
 // Usage: bulwark-testd [--host ADDR] [--port N] [--idle-close MS] [--delay MS] [--name NAME]
+//                      [--capacity C] [--service-ms MS]
 //   --idle-close MS closes keep-alive connections idle that long; --delay MS is the default delay.
 //   --port 0 picks a free port; the chosen one is printed as "PORT n" on stdout.
 #include <llhttp.h>
@@ -34,6 +41,7 @@
 #include <string>
 #include <vector>
 
+#include "capacity.h"
 #include "checksum.h"
 #include "sha1.h"
 #include "text.h"
@@ -93,7 +101,8 @@ struct Conn {
   std::size_t queued = 0;
   bool paused = false;
   bool in_execute = false;
-  std::uint64_t served = 0;  // requests answered on this connection
+  std::uint64_t served = 0;               // requests answered on this connection
+  testd::CapacityJob* cap_job = nullptr;  // waiting or in service in capacity mode
 
   std::string param(const char* name) const {
     std::string key = std::string(name) + "=";
@@ -131,6 +140,8 @@ void conn_close(Conn* c) {
   if (c->closing) return;
   c->closing = true;
   --g_connections_open;
+  if (c->cap_job) testd::capacity_cancel(c->cap_job);
+  c->cap_job = nullptr;
   uv_close(reinterpret_cast<uv_handle_t*>(&c->tcp), on_close);
   uv_close(reinterpret_cast<uv_handle_t*>(&c->timer), on_close);
 }
@@ -271,6 +282,8 @@ void respond(Conn* c) {
     std::string d = c->param("delay");
     if (!d.empty()) g_health_delay_ms = std::strtoull(d.c_str(), nullptr, 10);
     body = "health " + std::to_string(g_health_status) + "\n";
+  } else if (path == "/__capacity") {
+    body = testd::capacity_control(c->param("c"), c->param("service_ms"), status);
   } else if (path == "/healthz") {
     status = g_health_status;
     body = status < 400 ? "ok\n" : "unhealthy\n";
@@ -346,6 +359,12 @@ void respond(Conn* c) {
 }
 
 void on_delay(uv_timer_t* t) { respond(static_cast<Conn*>(t->data)); }
+
+void on_capacity_done(void* arg) {
+  auto* c = static_cast<Conn*>(arg);
+  c->cap_job = nullptr;
+  respond(c);
+}
 
 int cb_message_begin(llhttp_t* p) {
   auto* c = static_cast<Conn*>(p->data);
@@ -436,7 +455,9 @@ int cb_message_complete(llhttp_t* p) {
       delay_param.empty() ? g_default_delay_ms : std::strtoull(delay_param.c_str(), nullptr, 10);
   if (c->path().rfind("/__", 0) == 0) delay = 0;
   if (c->path() == "/healthz") delay = g_health_delay_ms;
-  if (delay > 0) {
+  if (testd::capacity_on() && c->path().rfind("/__", 0) != 0 && c->path() != "/healthz") {
+    c->cap_job = testd::capacity_submit(delay, on_capacity_done, c);  // delay adds to the work
+  } else if (delay > 0) {
     uv_timer_start(&c->timer, on_delay, delay, 0);
   } else {
     respond(c);
@@ -555,6 +576,7 @@ void on_connection(uv_stream_t* server, int status) {
 int main(int argc, char** argv) {
   std::string host = "127.0.0.1";
   int port = 3000;
+  std::uint64_t capacity = 0, service_ms = 0;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i];
     if (a == "--host")
@@ -567,6 +589,10 @@ int main(int argc, char** argv) {
       g_default_delay_ms = std::strtoull(argv[i + 1], nullptr, 10);
     else if (a == "--name")
       g_name = argv[i + 1];
+    else if (a == "--capacity")
+      capacity = std::strtoull(argv[i + 1], nullptr, 10);
+    else if (a == "--service-ms")
+      service_ms = std::strtoull(argv[i + 1], nullptr, 10);
     else {
       std::fprintf(stderr, "unknown argument %s\n", a.c_str());
       return 2;
@@ -577,6 +603,7 @@ int main(int argc, char** argv) {
     pattern_block[i] = static_cast<char>(i % 251);
   signal(SIGPIPE, SIG_IGN);
   g_loop = uv_default_loop();
+  testd::capacity_init(g_loop, capacity, service_ms);
   uv_tcp_t server;
   uv_tcp_init(g_loop, &server);
   sockaddr_storage addr{};
