@@ -21,6 +21,13 @@ int AdaptiveLimit::limit() const { return static_cast<int>(limit_); }
 
 double AdaptiveLimit::clamp(double l) const { return std::clamp(l, min_, max_); }
 
+bool AdaptiveLimit::new_round(std::uint64_t now_us, std::uint64_t rtt_us) {
+  std::uint64_t started = now_us > rtt_us ? now_us - rtt_us : 0;
+  if (started < last_change_us_) return false;
+  last_change_us_ = now_us;
+  return true;
+}
+
 bool AdaptiveLimit::back_off(std::uint64_t now_us, std::uint64_t rtt_us) {
   std::uint64_t started = now_us > rtt_us ? now_us - rtt_us : 0;
   if (started < last_backoff_us_) return false;  // this overload was already answered
@@ -96,6 +103,10 @@ void Gradient2Limit::on_sample(std::uint64_t now_us, std::uint64_t rtt_us, int i
   }
   if (probe_.tick(now_us, limit_, min_)) return;
   if (!pressing) return;
+  // One change per round trip: a request that started before the last change has not seen
+  // it, and acting on it again overshoots (the limit swings between min and several times the
+  // capacity).
+  if (!new_round(now_us, rtt_us)) return;
   const double gradient = std::clamp(kTolerance * long_ / short_, 0.5, 1.0);
   const double target = limit_ * gradient + (gradient >= 1.0 ? std::sqrt(limit_) : 0.0);
   limit_ = clamp(limit_ * (1 - kSmoothing) + target * kSmoothing);
@@ -118,6 +129,7 @@ void VegasLimit::on_sample(std::uint64_t now_us, std::uint64_t rtt_us, int infli
   if (base_ == 0 || rtt < base_) base_ = rtt;
   if (probe_.tick(now_us, limit_, min_)) return;
   if (inflight * 2.0 < limit_) return;  // the load is not pressing the limit
+  if (!new_round(now_us, rtt_us)) return;  // one change per round trip
   const double lg = std::max(1.0, std::log10(limit_));
   const double queue = limit_ * (1 - base_ / rtt);
   if (queue < 3 * lg)

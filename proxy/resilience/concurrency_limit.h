@@ -94,6 +94,10 @@ class AdaptiveLimit : public LimitAlgorithm {
   // On a drop at now_us of a request that took rtt_us: multiplies the limit by kBackoff unless
   // the request started before the previous back-off. Returns whether it backed off.
   bool back_off(std::uint64_t now_us, std::uint64_t rtt_us);
+  // Whether a sample of a request that took rtt_us, completing at now_us, may change the
+  // limit: only when the request started after the previous change (one change per round
+  // trip, the delay before a change shows in the samples). Marks now_us as the last change.
+  bool new_round(std::uint64_t now_us, std::uint64_t rtt_us);
 
   static constexpr double kBackoff = 0.9;
   const double min_;
@@ -102,6 +106,7 @@ class AdaptiveLimit : public LimitAlgorithm {
 
  private:
   std::uint64_t last_backoff_us_ = 0;
+  std::uint64_t last_change_us_ = 0;
 };
 
 // fixed: the limit is initial_limit, whatever the samples say.

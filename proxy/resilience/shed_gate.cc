@@ -19,7 +19,10 @@ ShedGate::Result ShedGate::admit(ShedWaiter& w, Priority p) {
   const std::uint64_t now = uv_now(loop_);
   if (p == Priority::critical) shedder_.saw_critical(now);
   // Requests already waiting on this worker go first.
-  if (queue_.empty() && shedder_.try_acquire(p, now)) return Result::admitted;
+  if (queue_.empty() && shedder_.try_acquire(p, now)) {
+    queue_.admitted_at_once(now);
+    return Result::admitted;
+  }
   if (!shedder_.config().enforce) {
     shedder_.force_acquire(p);
     shedder_.count_shed(p);

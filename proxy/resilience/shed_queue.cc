@@ -5,7 +5,6 @@
 namespace bulwark {
 
 void ShedQueue::push(ShedWaiter& w, Priority p, std::uint64_t now_ms) {
-  if (size_ == 0) busy_since_ms_ = now_ms;
   w.shed_priority = p;
   w.shed_enqueued_ms = now_ms;
   list(p).push_back(w);
@@ -26,18 +25,19 @@ Priority ShedQueue::head_priority() const {
 
 ShedWaiter* ShedQueue::pop(std::uint64_t now_ms) {
   if (size_ == 0) return nullptr;
-  List& l = list(head_priority());
-  ShedWaiter* w = standing(now_ms) ? l.back() : l.front();
+  const Priority p = head_priority();
+  List& l = list(p);
+  ShedWaiter* w = p != Priority::critical && standing(now_ms) ? l.back() : l.front();
   remove(*w);
+  if (now_ms <= w->shed_enqueued_ms + target_ms_) good_ms_ = now_ms;
   return w;
 }
 
 ShedWaiter* ShedQueue::pop_expired(std::uint64_t now_ms) {
-  const std::uint64_t wait = allowed_wait_ms(now_ms);
   ShedWaiter* oldest = nullptr;
   for (List& l : lists_) {
     ShedWaiter* w = l.front();
-    if (w && w->shed_enqueued_ms + wait <= now_ms &&
+    if (w && w->shed_enqueued_ms + allowed_wait_ms(now_ms, w->shed_priority) <= now_ms &&
         (!oldest || w->shed_enqueued_ms < oldest->shed_enqueued_ms))
       oldest = w;
   }
@@ -57,11 +57,11 @@ ShedWaiter* ShedQueue::pop_lower(Priority p) {
 
 std::uint64_t ShedQueue::next_deadline_ms(std::uint64_t now_ms) const {
   if (size_ == 0) return 0;
-  const std::uint64_t wait = allowed_wait_ms(now_ms);
   std::uint64_t due = ~std::uint64_t{0};
   for (const List& l : lists_)
-    if (const ShedWaiter* w = l.front()) due = std::min(due, w->shed_enqueued_ms + wait);
-  if (!standing(now_ms)) due = std::min(due, busy_since_ms_ + interval_ms_);
+    if (const ShedWaiter* w = l.front())
+      due = std::min(due, w->shed_enqueued_ms + allowed_wait_ms(now_ms, w->shed_priority));
+  if (!standing(now_ms)) due = std::min(due, good_ms_ + interval_ms_);
   return due;
 }
 

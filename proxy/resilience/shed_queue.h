@@ -1,12 +1,16 @@
 // One worker's queue of requests waiting for a unit of an upstream's concurrency limit
 // (load shedding), ordered by priority, with CoDel-style waits and adaptive LIFO:
 //   - higher priority is served first (critical, then normal, then sheddable);
-//   - while the queue has not been empty for `interval` (a standing queue: the backend is
-//     behind, not just a burst), the wait allowed shrinks from queue.timeout to `target` (see
-//     target_for and interval_for), and
-//     each priority is served newest-first: the requests whose clients are most likely still
-//     waiting go first, the old ones time out (Facebook's adaptive LIFO with CoDel);
+//   - the queue is *standing* when, for a whole `interval`, no request got a unit at once or
+//     after waiting at most `target` (CoDel's test: the shortest wait over the interval is
+//     above the target; a queue emptied by expiries is still standing). Then the backend is
+//     behind, not taking a burst: the wait allowed to normal and sheddable requests shrinks
+//     from queue.timeout to `target`, and they are served newest-first, so the requests whose
+//     clients are most likely still waiting go first and the old ones time out (Facebook's
+//     adaptive LIFO with CoDel). Critical requests keep the whole queue.timeout, first in
+//     first out;
 //   - otherwise FIFO, each request waiting at most queue.timeout.
+// See target_for and interval_for for the two durations.
 // Pure: no clock, no timer, no callbacks; the owner (ShedGate) passes the time in and acts on
 // what it returns. Constant time per operation.
 #pragma once
@@ -49,7 +53,8 @@ class ShedQueue {
   std::size_t size() const { return size_; }
   void push(ShedWaiter& w, Priority p, std::uint64_t now_ms);
   void remove(ShedWaiter& w);
-  // The next request to serve, or nullptr; taken out of the queue.
+  // The next request to serve, or nullptr; taken out of the queue (and counted as a short
+  // wait if it waited at most the target).
   ShedWaiter* pop(std::uint64_t now_ms);
   // The priority of the request pop() would return (the queue must not be empty).
   Priority head_priority() const;
@@ -62,11 +67,14 @@ class ShedQueue {
   // waits); 0 when the queue is empty.
   std::uint64_t next_deadline_ms(std::uint64_t now_ms) const;
   bool standing(std::uint64_t now_ms) const {
-    return size_ > 0 && now_ms >= busy_since_ms_ + interval_ms_;
+    return size_ > 0 && now_ms >= good_ms_ + interval_ms_;
   }
-  std::uint64_t allowed_wait_ms(std::uint64_t now_ms) const {
-    return standing(now_ms) ? target_ms_ : timeout_ms_;
+  // The wait allowed now to a request of priority p.
+  std::uint64_t allowed_wait_ms(std::uint64_t now_ms, Priority p) const {
+    return p != Priority::critical && standing(now_ms) ? target_ms_ : timeout_ms_;
   }
+  // A request got a unit without waiting (the queue is keeping up).
+  void admitted_at_once(std::uint64_t now_ms) { good_ms_ = now_ms; }
 
   static constexpr std::uint64_t kTargetMs = 5;
   static constexpr std::uint64_t kIntervalMs = 100;
@@ -89,7 +97,8 @@ class ShedQueue {
   const std::uint64_t interval_ms_;
   std::array<List, kPriorities> lists_;
   std::size_t size_ = 0;
-  std::uint64_t busy_since_ms_ = 0;  // when the queue last went from empty to not empty
+  // The last time a request got a unit at once or after waiting at most the target.
+  std::uint64_t good_ms_ = 0;
 };
 
 }  // namespace bulwark

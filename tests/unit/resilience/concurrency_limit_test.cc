@@ -4,7 +4,11 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
 #include <memory>
+#include <random>
 #include <string>
 
 using namespace bulwark;
@@ -13,17 +17,22 @@ namespace {
 
 constexpr double kBaseUs = 10000;  // the backend's unloaded RTT: 10 ms
 
-// A backend that serves `capacity` requests at once and queues the rest: the RTT is the base
-// RTT up to its capacity, and grows linearly with the queue above it (by Little's law, base x
-// inflight / capacity). A request slower than `timeout_us` (0: none) times out at the client.
+// A backend with `capacity` servers and a FIFO queue in front of them: each request is served
+// for `service_us` (+-10 %, so that completions do not come in lockstep) once a server is
+// free, so the RTT is the service time up to the capacity and grows with the queue above it.
+// A request slower than `timeout_us` (0: none) times out at the client (a dropped sample).
 struct Backend {
-  double capacity;
+  int capacity;
   std::uint64_t timeout_us = 0;
-  double rtt_us(int inflight) const { return kBaseUs * std::max(1.0, inflight / capacity); }
+  double service_us = kBaseUs;
 };
 
-// A closed-loop simulation: the algorithm's limit is the concurrency, every request in flight
-// completes once per RTT, and each completion is one sample. The clock is simulated.
+// A closed-loop simulation with real feedback delay, on a simulated clock: the load always
+// presses the limit (a new request starts whenever fewer than limit() are in flight), each
+// request's RTT comes from the backend's queue as it is when the request gets there, and the
+// sample arrives only when the request completes, a round trip after the limit that let it in.
+// (Feeding the algorithm the RTT of the current limit at once hides the oscillation that a
+// per-sample update causes against a real backend.)
 struct Sim {
   explicit Sim(LimitAlgorithm& a) : alg(a) {}
   LimitAlgorithm& alg;
@@ -32,18 +41,48 @@ struct Sim {
   int lo = 0, hi = 0;
   double mean = 0;
 
+  struct Request {
+    std::uint64_t start_us;
+    int inflight;
+  };
+  std::deque<Request> queued;                          // at the backend, waiting for a server
+  std::multimap<std::uint64_t, Request> serving;       // by completion time
+  std::mt19937 rng{7};
+  int lowest = 1 << 30;                 // over every run
+  std::function<void()> after_sample;  // called after each sample
+
+  int in_flight() const { return static_cast<int>(queued.size() + serving.size()); }
+  std::uint64_t service(const Backend& b) {
+    return static_cast<std::uint64_t>(b.service_us *
+                                      std::uniform_real_distribution<double>(0.9, 1.1)(rng));
+  }
+
   // Runs `samples` completions against `backend`; returns the limit after the last one.
   int run(const Backend& backend, int samples) {
     lo = 1 << 30;
     hi = 0;
     double sum = 0;
     for (int i = 0; i < samples; ++i) {
-      int inflight = alg.limit();
-      double rtt = backend.rtt_us(inflight);
-      bool dropped = backend.timeout_us != 0 && rtt > static_cast<double>(backend.timeout_us);
-      std::uint64_t rtt_us = dropped ? backend.timeout_us : static_cast<std::uint64_t>(rtt);
-      now_us += std::max<std::uint64_t>(1, rtt_us / static_cast<std::uint64_t>(inflight));
-      alg.on_sample(now_us, rtt_us, inflight, dropped);
+      while (in_flight() < alg.limit()) {
+        Request r{now_us, in_flight() + 1};
+        if (static_cast<int>(serving.size()) < backend.capacity)
+          serving.emplace(now_us + service(backend), r);
+        else
+          queued.push_back(r);
+      }
+      auto next = serving.begin();
+      now_us = next->first;
+      Request done = next->second;
+      serving.erase(next);
+      while (!queued.empty() && static_cast<int>(serving.size()) < backend.capacity) {
+        serving.emplace(now_us + service(backend), queued.front());
+        queued.pop_front();
+      }
+      std::uint64_t rtt = now_us - done.start_us;
+      bool dropped = backend.timeout_us != 0 && rtt > backend.timeout_us;
+      alg.on_sample(now_us, dropped ? backend.timeout_us : rtt, done.inflight, dropped);
+      lowest = std::min(lowest, alg.limit());
+      if (after_sample) after_sample();
       if (i >= samples / 2) {
         lo = std::min(lo, alg.limit());
         hi = std::max(hi, alg.limit());
@@ -71,7 +110,7 @@ std::unique_ptr<LimitAlgorithm> make(const std::string& algorithm, int initial =
 // they get no client timeout: they must find the capacity from the RTT alone (and would run
 // to max_limit if they ignored it). aimd reads drops only, so its clients time out at 1.5 x
 // the base RTT (the limit where the backend's queue reaches half its capacity).
-Backend backend_for(const std::string& algorithm, double capacity) {
+Backend backend_for(const std::string& algorithm, int capacity) {
   Backend b{capacity};
   if (algorithm == "aimd") b.timeout_us = static_cast<std::uint64_t>(1.5 * kBaseUs);
   return b;
@@ -234,22 +273,15 @@ TEST_CASE("gradient2: a backend that got slower for good becomes the new baselin
   Sim sim(*a);
   sim.run(Backend{50}, 20000);
   // The same capacity, but every request now takes 3x as long (and queues past 50).
-  struct Slower {
-    double rtt_us(int inflight) const { return 3 * kBaseUs * std::max(1.0, inflight / 50.0); }
-  } slow;
-  std::uint64_t now = sim.now_us;
-  int lowest = 1 << 30;
-  for (int i = 0; i < 40000; ++i) {
-    int inflight = a->limit();
-    auto rtt = static_cast<std::uint64_t>(slow.rtt_us(inflight));
-    now += rtt / static_cast<std::uint64_t>(inflight);
-    a->on_sample(now, rtt, inflight, false);
-    lowest = std::min(lowest, a->limit());
-  }
+  Backend slow{50, 0, 3 * kBaseUs};
+  sim.lowest = 1 << 30;
+  sim.run(slow, 40000);
+  int lowest = sim.lowest;
   MESSAGE("gradient2 after a 3x slowdown: lowest " << lowest << ", final " << a->limit()
                                                    << ", long RTT " << g.long_rtt_us());
   CHECK(lowest < 50);  // it did read the slowdown as queueing at first
-  CHECK(g.long_rtt_us() == doctest::Approx(3 * kBaseUs));
+  // The lowest RTT of a probe: the service time, less its 10 % jitter.
+  CHECK(g.long_rtt_us() == doctest::Approx(3 * kBaseUs).epsilon(0.12));
   CHECK(a->limit() >= 25);
   CHECK(a->limit() <= 100);
 }
@@ -259,23 +291,15 @@ TEST_CASE("vegas: a periodic probe refreshes a stale base RTT") {
   auto& v = dynamic_cast<VegasLimit&>(*a);
   Sim sim(*a);
   sim.run(Backend{50}, 20000);
-  CHECK(v.base_rtt_us() == doctest::Approx(kBaseUs));
+  CHECK(v.base_rtt_us() == doctest::Approx(kBaseUs).epsilon(0.12));  // less the jitter
   // Every request now takes 3x as long; the old base would read that as a deep queue.
-  struct Slower {
-    double rtt_us(int inflight) const { return 3 * kBaseUs * std::max(1.0, inflight / 50.0); }
-  } slow;
-  std::uint64_t now = sim.now_us;
+  Backend slow{50, 0, 3 * kBaseUs};
   bool probed = false;
-  for (int i = 0; i < 40000; ++i) {
-    int inflight = a->limit();
-    auto rtt = static_cast<std::uint64_t>(slow.rtt_us(inflight));
-    now += rtt / static_cast<std::uint64_t>(inflight);
-    a->on_sample(now, rtt, inflight, false);
-    probed = probed || v.probing();
-  }
+  sim.after_sample = [&] { probed = probed || v.probing(); };
+  sim.run(slow, 40000);
   MESSAGE("vegas after a 3x slowdown: final " << a->limit() << ", base RTT " << v.base_rtt_us());
   CHECK(probed);
-  CHECK(v.base_rtt_us() == doctest::Approx(3 * kBaseUs));
+  CHECK(v.base_rtt_us() == doctest::Approx(3 * kBaseUs).epsilon(0.12));
   CHECK(a->limit() >= 25);
   CHECK(a->limit() <= 100);
 }

@@ -198,35 +198,77 @@ TEST_CASE("shed queue: higher priority first, FIFO while the queue is not standi
 
 TEST_CASE("shed queue: a standing queue serves newest first and shortens the wait (CoDel)") {
   ShedQueue q(50, 5, 100);
-  Waiter a("a"), b("b"), c("c");
+  Waiter a("a"), b("b"), c("c"), d("d");
+  q.admitted_at_once(0);  // the last request that got a unit without waiting
   q.push(a, Priority::normal, 0);
   CHECK_FALSE(q.standing(99));
-  CHECK(q.allowed_wait_ms(10) == 50);
+  CHECK(q.allowed_wait_ms(10, Priority::normal) == 50);
   // The next event is a's deadline (50), before the queue would turn standing (100).
   CHECK(q.next_deadline_ms(10) == 50);
   q.push(b, Priority::normal, 98);
   CHECK(q.standing(100));
-  CHECK(q.allowed_wait_ms(100) == 5);
+  CHECK(q.allowed_wait_ms(100, Priority::normal) == 5);
+  CHECK(q.allowed_wait_ms(100, Priority::sheddable) == 5);
+  CHECK(q.allowed_wait_ms(100, Priority::critical) == 50);  // critical keeps the whole wait
   q.push(c, Priority::normal, 101);
-  // Newest first while standing.
+  // Newest first while standing. c waited 1 ms: a good wait, the queue is keeping up again.
   CHECK(q.pop(102) == &c);
-  // b has waited 4 ms: within the target. a has long expired under the short wait.
-  CHECK(q.pop_expired(102) == &a);
+  CHECK_FALSE(q.standing(102));
+  CHECK(q.pop_expired(102) == &a);  // 102 ms, more than the whole wait
   CHECK(q.pop_expired(102) == nullptr);
-  CHECK(q.next_deadline_ms(102) == 103);  // b: 98 + 5
-  CHECK(q.pop_expired(103) == &b);
+  CHECK(q.next_deadline_ms(102) == 148);  // b: 98 + 50
+  CHECK(q.pop_expired(148) == &b);
   CHECK(q.empty());
-  // Empty again: a new arrival is not standing and gets the full wait.
-  q.push(a, Priority::normal, 200);
-  CHECK_FALSE(q.standing(250));
-  CHECK(q.allowed_wait_ms(250) == 50);
-  CHECK(q.pop_expired(249) == nullptr);
-  CHECK(q.pop_expired(250) == &a);
+  // Emptied by expiries, the queue is standing again 100 ms after the last good wait (102).
+  q.push(d, Priority::normal, 200);
+  CHECK_FALSE(q.standing(201));
+  CHECK(q.standing(202));
+  CHECK(q.pop_expired(204) == nullptr);
+  CHECK(q.pop_expired(205) == &d);  // the target
+  // A request that gets a unit at once: no longer standing, the next one waits in full.
+  q.admitted_at_once(300);
+  q.push(a, Priority::normal, 300);
+  CHECK_FALSE(q.standing(350));
+  CHECK(q.allowed_wait_ms(350, Priority::normal) == 50);
+  CHECK(q.pop_expired(349) == nullptr);
+  CHECK(q.pop_expired(350) == &a);
+}
+
+TEST_CASE("shed queue: waits within the target keep the queue from standing") {
+  ShedQueue q(50, 5, 100);
+  Waiter a("a"), b("b");
+  q.admitted_at_once(0);
+  for (std::uint64_t t = 0; t < 1000; t += 10) {
+    q.push(a, Priority::normal, t);
+    q.push(b, Priority::normal, t + 1);
+    CHECK(q.pop(t + 4) == &a);  // 4 ms: a good wait
+    CHECK(q.pop(t + 9) == &b);  // 8 ms: too long, but a's counts
+  }
+  q.push(a, Priority::normal, 1000);
+  CHECK_FALSE(q.standing(1000));
+  q.remove(a);
+}
+
+TEST_CASE("shed queue: a standing queue keeps critical requests first in, first out") {
+  ShedQueue q(50, 5, 100);
+  Waiter c1("c1"), c2("c2"), n1("n1"), n2("n2");
+  q.push(c1, Priority::critical, 200);
+  q.push(c2, Priority::critical, 201);
+  q.push(n1, Priority::normal, 202);
+  q.push(n2, Priority::normal, 203);
+  REQUIRE(q.standing(204));  // nothing good for 204 ms
+  CHECK(q.pop_expired(210) == &n1);  // normal: 5 ms
+  CHECK(q.pop_expired(210) == &n2);
+  CHECK(q.pop_expired(210) == nullptr);  // critical: 50 ms
+  CHECK(q.next_deadline_ms(210) == 250);
+  CHECK(q.pop(211) == &c1);
+  CHECK(q.pop(211) == &c2);
 }
 
 TEST_CASE("shed queue: the queue turns standing while waits are long; the timer hears of it") {
   ShedQueue q(1000, 5, 100);
   Waiter a("a");
+  q.admitted_at_once(0);
   q.push(a, Priority::normal, 0);
   // a's own deadline is 1000, but at 100 the queue turns standing and a's wait becomes 5 ms.
   CHECK(q.next_deadline_ms(0) == 100);
