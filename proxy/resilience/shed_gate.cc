@@ -28,6 +28,12 @@ ShedGate::Result ShedGate::admit(ShedWaiter& w, Priority p) {
     shedder_.count_shed(p);
     return Result::shadow;
   }
+  // Under sustained overload sheddable requests do not queue: the units that free up go to
+  // the others, and sheddable ones get only what is free when they arrive.
+  if (p == Priority::sheddable && queue_.overloaded(now)) {
+    shedder_.count_shed(p);
+    return Result::rejected;
+  }
   const bool was_empty = queue_.empty();
   if (shedder_.try_enqueue()) {
     w.shed_evicted = false;
@@ -41,6 +47,7 @@ ShedGate::Result ShedGate::admit(ShedWaiter& w, Priority p) {
     return Result::queued;
   }
   // The queue is full: the newest request of the lowest priority below p makes room.
+  queue_.shed(now);
   if (ShedWaiter* victim = queue_.pop_lower(p)) {
     shedder_.count_shed(victim->shed_priority);
     victim->shed_evicted = true;

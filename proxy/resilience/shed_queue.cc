@@ -27,9 +27,13 @@ ShedWaiter* ShedQueue::pop(std::uint64_t now_ms) {
   if (size_ == 0) return nullptr;
   const Priority p = head_priority();
   List& l = list(p);
-  ShedWaiter* w = p != Priority::critical && standing(now_ms) ? l.back() : l.front();
+  const bool lifo = p != Priority::critical && standing(now_ms);
+  ShedWaiter* w = lifo ? l.back() : l.front();
   remove(*w);
-  if (now_ms <= w->shed_enqueued_ms + target_ms_) good_ms_ = now_ms;
+  // The oldest request of the queue waited within the target: the queue keeps up. Newest-first
+  // pops of a standing queue hide its age, and critical requests jump it: neither counts.
+  if (!lifo && p != Priority::critical && now_ms <= w->shed_enqueued_ms + target_ms_)
+    good_ms_ = now_ms;
   return w;
 }
 
@@ -41,7 +45,10 @@ ShedWaiter* ShedQueue::pop_expired(std::uint64_t now_ms) {
         (!oldest || w->shed_enqueued_ms < oldest->shed_enqueued_ms))
       oldest = w;
   }
-  if (oldest) remove(*oldest);
+  if (oldest) {
+    remove(*oldest);
+    shed(now_ms);
+  }
   return oldest;
 }
 

@@ -1,9 +1,12 @@
 // One worker's queue of requests waiting for a unit of an upstream's concurrency limit
 // (load shedding), ordered by priority, with CoDel-style waits and adaptive LIFO:
 //   - higher priority is served first (critical, then normal, then sheddable);
-//   - the queue is *standing* when, for a whole `interval`, no request got a unit at once or
-//     after waiting at most `target` (CoDel's test: the shortest wait over the interval is
-//     above the target; a queue emptied by expiries is still standing). Then the backend is
+//   - the queue is *standing* when a request was shed within the last `interval` (the load is
+//     above what the limit lets through: sustained overload, not a burst the queue absorbs),
+//     or when for a whole `interval` no request got a unit at once and the oldest waiting
+//     request never got one within `target` (CoDel's test: the shortest wait over the interval
+//     is above the target; critical requests, which jump the queue, and newest-first pops,
+//     which hide its age, do not count). Then the backend is
 //     behind, not taking a burst: the wait allowed to normal and sheddable requests shrinks
 //     from queue.timeout to `target`, and they are served newest-first, so the requests whose
 //     clients are most likely still waiting go first and the old ones time out (Facebook's
@@ -67,7 +70,17 @@ class ShedQueue {
   // waits); 0 when the queue is empty.
   std::uint64_t next_deadline_ms(std::uint64_t now_ms) const;
   bool standing(std::uint64_t now_ms) const {
-    return size_ > 0 && now_ms >= good_ms_ + interval_ms_;
+    return size_ > 0 && (now_ms >= good_ms_ + interval_ms_ || overloaded(now_ms));
+  }
+  // Whether a request was shed within the last interval (however long the queue is now).
+  bool overloaded(std::uint64_t now_ms) const {
+    return shed_seen_ && now_ms < shed_ms_ + interval_ms_;
+  }
+  // A request was shed (its wait ran out, it was evicted, or the queue was full): the load is
+  // above what the limit lets through, and the queue stands for an interval from now.
+  void shed(std::uint64_t now_ms) {
+    shed_ms_ = now_ms;
+    shed_seen_ = true;
   }
   // The wait allowed now to a request of priority p.
   std::uint64_t allowed_wait_ms(std::uint64_t now_ms, Priority p) const {
@@ -99,6 +112,8 @@ class ShedQueue {
   std::size_t size_ = 0;
   // The last time a request got a unit at once or after waiting at most the target.
   std::uint64_t good_ms_ = 0;
+  std::uint64_t shed_ms_ = 0;  // the last time a request was shed (when shed_seen_)
+  bool shed_seen_ = false;
 };
 
 }  // namespace bulwark

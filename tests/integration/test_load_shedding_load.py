@@ -7,7 +7,8 @@ the backend's capacity halves; the same 2x load without shedding is the comparis
 Checked (after the first second of each level, the limit's time to adapt):
   - at 0.5x nothing is shed;
   - at 2x and 5x: critical >= 99 % success, p99 of the admitted requests <= 3x the p99 at
-    0.5x, sheddable takes most of the rejections;
+    0.5x, sheddable is refused first (more than its share of the rejections; at 5x its 40 %
+    of the traffic is about half of what must be refused even with strict priorities);
   - after the capacity halves, the limit settles within 2 s at a lower value;
   - without shedding, the same 2x load drives latency into the client timeouts."""
 import os
@@ -58,8 +59,9 @@ class AdaptiveShedding(unittest.TestCase):
         shed = [r for r in rows if r[3] == "overloaded"]
         self.assertGreater(len(shed), 0, s)
         by_priority = {p: sum(1 for r in shed if r[4] == p) for p in ("critical", "normal", "sheddable")}
-        # Sheddable is 40 % of the traffic but takes most of the rejections.
-        self.assertGreater(by_priority["sheddable"], 0.5 * len(shed), by_priority)
+        # Sheddable is 40 % of the traffic, but is refused first: a larger share of the
+        # rejections than of the traffic, and a lower success ratio than normal.
+        self.assertGreater(by_priority["sheddable"], 0.45 * len(shed), by_priority)
         self.assertGreater(s["success"]["normal"], s["success"]["sheddable"], s)
         return s
 

@@ -211,21 +211,23 @@ TEST_CASE("shed queue: a standing queue serves newest first and shortens the wai
   CHECK(q.allowed_wait_ms(100, Priority::sheddable) == 5);
   CHECK(q.allowed_wait_ms(100, Priority::critical) == 50);  // critical keeps the whole wait
   q.push(c, Priority::normal, 101);
-  // Newest first while standing. c waited 1 ms: a good wait, the queue is keeping up again.
+  // Newest first while standing (a pop that hides the queue's age: no good sign).
   CHECK(q.pop(102) == &c);
-  CHECK_FALSE(q.standing(102));
-  CHECK(q.pop_expired(102) == &a);  // 102 ms, more than the whole wait
+  CHECK(q.standing(102));
+  CHECK(q.pop_expired(102) == &a);  // long past the target
   CHECK(q.pop_expired(102) == nullptr);
-  CHECK(q.next_deadline_ms(102) == 148);  // b: 98 + 50
-  CHECK(q.pop_expired(148) == &b);
+  CHECK(q.next_deadline_ms(102) == 103);  // b: 98 + 5
+  CHECK(q.pop_expired(103) == &b);
   CHECK(q.empty());
-  // Emptied by expiries, the queue is standing again 100 ms after the last good wait (102).
-  q.push(d, Priority::normal, 200);
-  CHECK_FALSE(q.standing(201));
-  CHECK(q.standing(202));
-  CHECK(q.pop_expired(204) == nullptr);
-  CHECK(q.pop_expired(205) == &d);  // the target
-  // A request that gets a unit at once: no longer standing, the next one waits in full.
+  // Emptied by expiries, the queue still stands: requests were shed within the interval.
+  q.push(d, Priority::normal, 150);
+  CHECK(q.standing(150));
+  CHECK(q.pop_expired(154) == nullptr);
+  CHECK(q.pop_expired(155) == &d);
+  CHECK(q.overloaded(254));
+  CHECK_FALSE(q.overloaded(255));
+  // A request that gets a unit at once, nothing shed for an interval: no longer standing, the
+  // next one waits in full.
   q.admitted_at_once(300);
   q.push(a, Priority::normal, 300);
   CHECK_FALSE(q.standing(350));
@@ -263,6 +265,21 @@ TEST_CASE("shed queue: a standing queue keeps critical requests first in, first 
   CHECK(q.next_deadline_ms(210) == 250);
   CHECK(q.pop(211) == &c1);
   CHECK(q.pop(211) == &c2);
+}
+
+TEST_CASE("shed queue: a request shed makes the queue stand for an interval") {
+  ShedQueue q(50, 5, 100);
+  Waiter a("a");
+  q.admitted_at_once(1000);
+  q.push(a, Priority::normal, 1000);
+  CHECK_FALSE(q.standing(1001));
+  q.shed(1001);  // e.g. the queue was full
+  CHECK(q.standing(1001));
+  CHECK(q.allowed_wait_ms(1001, Priority::normal) == 5);
+  CHECK(q.standing(1100));
+  q.admitted_at_once(1080);  // and a request got a unit at once since
+  CHECK_FALSE(q.standing(1101));
+  q.remove(a);
 }
 
 TEST_CASE("shed queue: the queue turns standing while waits are long; the timer hears of it") {
