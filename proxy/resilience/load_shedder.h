@@ -62,6 +62,14 @@ class LoadShedder {
   // Queue accounting for the whole process: false when queue.size requests wait already.
   bool try_enqueue();
   void dequeue();
+  // Critical requests waiting in the workers' queues: a worker with none leaves a freed unit
+  // to them rather than to its own lower-priority requests.
+  void critical_waits(int delta) {
+    critical_waiting_.fetch_add(delta, std::memory_order_relaxed);
+  }
+  std::int64_t critical_waiting() const {
+    return critical_waiting_.load(std::memory_order_relaxed);
+  }
 
   // Feeds one completed attempt (see LimitAlgorithm::on_sample) from worker `worker`.
   void sample(int worker, std::uint64_t now_us, std::uint64_t rtt_us, int inflight, bool dropped);
@@ -118,6 +126,7 @@ class LoadShedder {
   std::atomic<std::int64_t> critical_in_flight_{0};
   std::atomic<std::uint64_t> last_critical_ms_{0};  // +1, so that 0 means never
   alignas(64) std::atomic<std::int64_t> queued_{0};
+  std::atomic<std::int64_t> critical_waiting_{0};
   std::array<std::atomic<std::uint64_t>, kPriorities> shed_{};
   // RTT window (written under feeding_; the published values are read by /status).
   std::uint64_t window_start_us_ = 0;

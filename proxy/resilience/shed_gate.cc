@@ -18,8 +18,9 @@ ShedGate::ShedGate(uv_loop_t* loop, LoadShedder& shedder, int worker)
 ShedGate::Result ShedGate::admit(ShedWaiter& w, Priority p) {
   const std::uint64_t now = uv_now(loop_);
   if (p == Priority::critical) shedder_.saw_critical(now);
-  // Requests already waiting on this worker go first.
-  if (queue_.empty() && shedder_.try_acquire(p, now)) {
+  // Requests already waiting go first: on this worker, and critical ones on any.
+  if (queue_.empty() && (p == Priority::critical || shedder_.critical_waiting() == 0) &&
+      shedder_.try_acquire(p, now)) {
     queue_.admitted_at_once(now);
     return Result::admitted;
   }
@@ -37,7 +38,7 @@ ShedGate::Result ShedGate::admit(ShedWaiter& w, Priority p) {
   const bool was_empty = queue_.empty();
   if (shedder_.try_enqueue()) {
     w.shed_evicted = false;
-    queue_.push(w, p, now);
+    push(w, p, now);
     // A unit given back on another worker between the try_acquire above and the enqueue woke
     // nobody (nothing was queued yet): look again on the next turn.
     if (was_empty)
@@ -53,7 +54,7 @@ ShedGate::Result ShedGate::admit(ShedWaiter& w, Priority p) {
     victim->shed_evicted = true;
     evicted_.push_back(*victim);
     w.shed_evicted = false;
-    queue_.push(w, p, now);  // takes the victim's place in the process-wide count
+    push(w, p, now);  // takes the victim's place in the process-wide count
     kick();
     return Result::queued;
   }
@@ -67,17 +68,36 @@ void ShedGate::cancel(ShedWaiter& w) {
     evicted_.remove(w);
     return;
   }
-  queue_.remove(w);
+  remove(w);
   shedder_.dequeue();
   arm();
 }
 
+void ShedGate::push(ShedWaiter& w, Priority p, std::uint64_t now) {
+  queue_.push(w, p, now);
+  if (p == Priority::critical) shedder_.critical_waits(1);
+}
+
+void ShedGate::remove(ShedWaiter& w) {
+  queue_.remove(w);
+  if (w.shed_priority == Priority::critical) shedder_.critical_waits(-1);
+}
+
+ShedWaiter* ShedGate::taken(ShedWaiter* w) {
+  if (w && w->shed_priority == Priority::critical) shedder_.critical_waits(-1);
+  return w;
+}
+
 void ShedGate::release(Priority p) {
   shedder_.release(p);
-  if (!queue_.empty())
+  if (queue_.size(Priority::critical) > 0)
     kick();
-  else if (shedder_.queued() > 0 && wake_others_)
-    wake_others_();
+  else if (shedder_.critical_waiting() > 0)
+    wake_others();  // the unit is theirs
+  else if (!queue_.empty())
+    kick();
+  else if (shedder_.queued() > 0)
+    wake_others();
 }
 
 bool ShedGate::retry_allowed() const {
@@ -122,13 +142,19 @@ void ShedGate::run() {
     w->on_shed_rejected(evicted_detail());
   }
   const std::uint64_t now = uv_now(loop_);
-  while (ShedWaiter* w = queue_.pop_expired(now)) {
+  while (ShedWaiter* w = taken(queue_.pop_expired(now))) {
     shedder_.dequeue();
     shedder_.count_shed(w->shed_priority);
     w->on_shed_rejected(timeout_detail());
   }
-  while (!queue_.empty() && shedder_.try_acquire(queue_.head_priority(), now)) {
-    ShedWaiter* w = queue_.pop(now);
+  while (!queue_.empty()) {
+    const Priority head = queue_.head_priority();
+    if (head != Priority::critical && shedder_.critical_waiting() > 0) {
+      wake_others();  // a critical request waits on another worker: a unit is for it first
+      break;
+    }
+    if (!shedder_.try_acquire(head, now)) break;
+    ShedWaiter* w = taken(queue_.pop(now));
     shedder_.dequeue();
     w->on_shed_admitted();
   }

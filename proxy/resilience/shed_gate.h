@@ -72,6 +72,13 @@ class ShedGate {
   void run();
   void kick();  // run() on the next loop turn
   void arm();   // the timer at the queue's next deadline
+  // Queue changes that keep the process-wide count of waiting critical requests.
+  void push(ShedWaiter& w, Priority p, std::uint64_t now);
+  void remove(ShedWaiter& w);
+  ShedWaiter* taken(ShedWaiter* w);  // w left the queue through pop or pop_expired
+  void wake_others() {
+    if (wake_others_) wake_others_();
+  }
 
   uv_loop_t* loop_;
   LoadShedder& shedder_;

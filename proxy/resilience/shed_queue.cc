@@ -9,12 +9,14 @@ void ShedQueue::push(ShedWaiter& w, Priority p, std::uint64_t now_ms) {
   w.shed_enqueued_ms = now_ms;
   list(p).push_back(w);
   ++size_;
+  ++sizes_[static_cast<std::size_t>(p)];
 }
 
 void ShedQueue::remove(ShedWaiter& w) {
   if (!List::linked(w)) return;
   list(w.shed_priority).remove(w);
   --size_;
+  --sizes_[static_cast<std::size_t>(w.shed_priority)];
 }
 
 Priority ShedQueue::head_priority() const {

@@ -54,6 +54,7 @@ class ShedQueue {
 
   bool empty() const { return size_ == 0; }
   std::size_t size() const { return size_; }
+  std::size_t size(Priority p) const { return sizes_[static_cast<std::size_t>(p)]; }
   void push(ShedWaiter& w, Priority p, std::uint64_t now_ms);
   void remove(ShedWaiter& w);
   // The next request to serve, or nullptr; taken out of the queue (and counted as a short
@@ -110,6 +111,7 @@ class ShedQueue {
   const std::uint64_t interval_ms_;
   std::array<List, kPriorities> lists_;
   std::size_t size_ = 0;
+  std::array<std::size_t, kPriorities> sizes_{};
   // The last time a request got a unit at once or after waiting at most the target.
   std::uint64_t good_ms_ = 0;
   std::uint64_t shed_ms_ = 0;  // the last time a request was shed (when shed_seen_)

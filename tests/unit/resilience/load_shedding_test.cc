@@ -479,6 +479,34 @@ TEST_CASE("gate: requests held back by the critical reserve get in when it lapse
   g.close();
 }
 
+TEST_CASE("gate: a unit freed on one worker goes to a critical request waiting on another") {
+  Loop l;
+  LoadShedder s(fixed_limit(1, 10), 2);
+  ShedGate w0(&l.loop, s, 0), w1(&l.loop, s, 1);
+  w0.set_wake_others([&] { w1.wake(); });
+  w1.set_wake_others([&] { w0.wake(); });
+  std::vector<std::string> log;
+  Waiter hold("hold", &log), n("n", &log), c("c", &log);
+  REQUIRE(w0.admit(hold, Priority::normal) == ShedGate::Result::admitted);
+  REQUIRE(w0.admit(n, Priority::normal) == ShedGate::Result::queued);
+  REQUIRE(w1.admit(c, Priority::critical) == ShedGate::Result::queued);
+  CHECK(s.critical_waiting() == 1);
+  l.turn();
+  w0.release(Priority::normal);
+  l.turn();
+  l.turn();
+  // The critical request on worker 1 got the unit, not the older normal one on worker 0.
+  CHECK(log == std::vector<std::string>{"+c"});
+  CHECK(s.critical_waiting() == 0);
+  // A normal arrival does not take a unit from under a waiting critical request either.
+  w1.release(Priority::critical);
+  l.turn();
+  CHECK(log == std::vector<std::string>{"+c", "+n"});
+  w0.release(Priority::normal);
+  w0.close();
+  w1.close();
+}
+
 TEST_CASE("gate: a limit raised by a sample lets waiting requests in") {
   Loop l;
   LoadSheddingConfig c;
