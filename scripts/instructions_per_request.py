@@ -3,7 +3,8 @@
 noisy machine where wall-clock timings are not (same binary, same input: same count).
 
 Runs BUILD/bulwark under callgrind in front of BUILD/bulwark-testd with every resilience
-feature of the benchmark config on (rate limit, retry, route timeout, breaker, health check),
+feature of the benchmark config on (rate limit, retry, route timeout, breaker, health check,
+load shedding),
 sends N keep-alive GET requests on one connection, and reports
     (instructions for N2 requests - instructions for N1 requests) / (N2 - N1)
 so start-up and shutdown cancel out. Several build directories compare side by side.
@@ -43,6 +44,7 @@ upstreams:
     pool: {{ max_connections: 1024, max_idle: 128 }}
     circuit_breaker: {{ consecutive_failures: 5 }}
     health_check: {{ type: http, path: /, interval: 60s, timeout: 1s }}
+    load_shedding: {{ algorithm: gradient2, max_limit: 1000 }}
 """
 REQUEST = b"GET /x?size=100 HTTP/1.1\r\nHost: a\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n"
 
