@@ -255,7 +255,8 @@ void Worker::on_accept_retry(uv_timer_t* timer) {
 RequestBuffers* Worker::acquire_buffers() {
   if (free_buffers_.empty()) {
     buffers_.push_back(std::make_unique<RequestBuffers>());
-    uv_timer_init(&loop_, &buffers_.back()->attempt_timer);
+    uv_timer_init(&loop_, &buffers_.back()->per_try_timer);
+    uv_timer_init(&loop_, &buffers_.back()->backoff_timer);
     return buffers_.back().get();
   }
   RequestBuffers* b = free_buffers_.back();
@@ -270,7 +271,7 @@ void Worker::release_buffers(RequestBuffers* b) {
   b->queued_bytes.clear();
   b->out.clear();
   b->replay.clear();
-  uv_timer_stop(&b->attempt_timer);
+  b->stop_timers();
   free_buffers_.push_back(b);
 }
 
@@ -326,8 +327,9 @@ void Worker::shut_down() {
   for (auto& u : upstreams_) u->close_all();
   if (redis_) redis_->close();
   for (auto& b : buffers_)
-    if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(&b->attempt_timer)))
-      uv_close(reinterpret_cast<uv_handle_t*>(&b->attempt_timer), nullptr);
+    for (uv_timer_t* t : {&b->per_try_timer, &b->backoff_timer})
+      if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(t)))
+        uv_close(reinterpret_cast<uv_handle_t*>(t), nullptr);
   if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(&async_))) {
     {
       // From here on other threads' notifications are dropped (see notify()).

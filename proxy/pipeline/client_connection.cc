@@ -41,7 +41,7 @@ void ClientConnection::end_exchange() {
   if (!ex_) return;
   // The exchange's back-off or per-try timer must not fire into a retired exchange (or the
   // next request's).
-  if (buffers_) uv_timer_stop(&buffers_->attempt_timer);
+  if (buffers_) buffers_->stop_timers();
   Exchange* x = ex_;
   ex_ = nullptr;
   worker_.exchanges().retire(x);

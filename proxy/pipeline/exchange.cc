@@ -235,7 +235,10 @@ CallResult Exchange::breaker_result(bool counted) const {
   return counted ? CallResult::failure : CallResult::cancelled;
 }
 
-void Exchange::end_attempt(CallResult result) { attempt.end(result); }
+void Exchange::end_attempt(CallResult result) {
+  if (client.buffers_) uv_timer_stop(&client.buffers_->per_try_timer);
+  attempt.end(result);
+}
 
 void Exchange::upstream_add(const char* data, std::size_t len, bool borrowed) {
   if (replay_enabled && !replay_overflow) {
@@ -324,7 +327,7 @@ void Exchange::use_connection(UpstreamConnection* conn) {
     attempt.conn->out().add(client.b().queued_bytes);  // cleared after the next flush
   if (conn->connected()) send_continue();
   if (route_state && route_state->retry && route_state->retry->config().per_try_timeout_ms) {
-    arm_attempt_timer(
+    arm_per_try_timer(
         attempt_timeout_ms(route_state->retry->config().per_try_timeout_ms, time_left_ms()));
   }
 }

@@ -153,9 +153,12 @@ class Exchange final : public PendingRequest, public RateDecisionWaiter, public 
   // Decides whether a failed attempt is retried; if so, takes the budget, counts it and
   // schedules the next attempt after the back-off. `reason` indexes RouteStats::retries.
   bool try_retry(int reason, bool allowed_kind, std::uint64_t retry_after_ms = 0);
+  // Waits out the back-off (the back-off timer), then start_retry().
   void schedule_retry();
-  void arm_attempt_timer(std::uint64_t ms);
-  static void on_attempt_timer(uv_timer_t* timer);
+  static void on_backoff_timer(uv_timer_t* timer);
+  // The current attempt's per_try_timeout (the per-try timer); stopped when the attempt ends.
+  void arm_per_try_timer(std::uint64_t ms);
+  static void on_per_try_timer(uv_timer_t* timer);
   void on_per_try_timeout();
   void start_retry();
   // Should a response with this status be retried instead of passed on? (Takes the budget.)

@@ -40,7 +40,7 @@ void Exchange::on_upstream_headers(UpstreamConnection& conn) {
     return;
   }
   // The response starts: no retry from here on, and the replay copy is not needed.
-  if (client.buffers_) uv_timer_stop(&client.buffers_->attempt_timer);
+  if (client.buffers_) uv_timer_stop(&client.buffers_->per_try_timer);
   replay_enabled = false;
   client.b().replay.clear();
   bool no_body = head_request || status == 204 || status == 304 || status == 101;

@@ -56,18 +56,28 @@ bool Exchange::try_retry(int reason, bool allowed_kind, std::uint64_t retry_afte
   return true;
 }
 
-void Exchange::schedule_retry() { arm_attempt_timer(retry_delay_ms); }
-
-void Exchange::arm_attempt_timer(std::uint64_t ms) {
-  uv_timer_t* t = &client.b().attempt_timer;
+void Exchange::schedule_retry() {
+  uv_timer_t* t = &client.b().backoff_timer;
   t->data = this;
-  uv_timer_start(t, on_attempt_timer, ms, 0);
+  uv_timer_start(t, on_backoff_timer, retry_delay_ms, 0);
 }
 
-void Exchange::on_attempt_timer(uv_timer_t* timer) {
+void Exchange::on_backoff_timer(uv_timer_t* timer) {
   auto* d = static_cast<Exchange*>(timer->data);
-  if (d->client.done()) return;
-  if (d->discard_response && d->attempt.conn) {
+  if (d->client.done() || !d->retry_pending || d->attempt.conn) return;
+  d->start_retry();
+}
+
+void Exchange::arm_per_try_timer(std::uint64_t ms) {
+  uv_timer_t* t = &client.b().per_try_timer;
+  t->data = this;
+  uv_timer_start(t, on_per_try_timer, ms, 0);
+}
+
+void Exchange::on_per_try_timer(uv_timer_t* timer) {
+  auto* d = static_cast<Exchange*>(timer->data);
+  if (d->client.done() || !d->attempt.conn) return;
+  if (d->discard_response) {
     // The body of a response being dropped for a retry took longer than per_try_timeout.
     d->discard_response = false;
     d->shed_sample(true);
@@ -76,9 +86,7 @@ void Exchange::on_attempt_timer(uv_timer_t* timer) {
     d->failed_endpoint = d->attempt.claim.endpoint();
     d->end_attempt();
     d->schedule_retry();
-  } else if (d->retry_pending && !d->attempt.conn) {
-    d->start_retry();
-  } else if (d->attempt.conn && !d->response_started) {
+  } else if (!d->response_started) {
     d->on_per_try_timeout();
   }
 }

@@ -28,7 +28,15 @@ struct RequestBuffers {
   std::string trailers;         // forwarded request trailer lines ("Name: value\r\n"...)
   std::string request_id_copy;  // the client's X-Request-Id, owned
   ChunkedDecoder chunked;       // a chunked request body
-  uv_timer_t attempt_timer;     // per-try timeout and retry back-off; initialised by the worker
+  // One timer per purpose, initialised by the worker: the current attempt's per_try_timeout
+  // (which also bounds reading the body of a response dropped for a retry), and the back-off
+  // before a retry.
+  uv_timer_t per_try_timer;
+  uv_timer_t backoff_timer;
+  void stop_timers() {
+    uv_timer_stop(&per_try_timer);
+    uv_timer_stop(&backoff_timer);
+  }
   OutBatch out;                 // towards the client
   RequestInfo info;
   char request_id[36];

@@ -126,7 +126,9 @@ class LoadShedding(unittest.TestCase):
         self.assertEqual(self.proxy.metric("bulwark_shed_total", upstream="app"), 0)
 
     def test_critical_takes_the_place_of_sheddable_and_goes_first(self):
-        self.proxy = start(self.backend, limit=1, queue=2, timeout="5s")
+        # The evictions make the queue stand (a request was shed): waits shrink to a tenth of
+        # queue.timeout, here 2 s, still far above what the normal request needs.
+        self.proxy = start(self.backend, limit=1, queue=2, timeout="20s")
         port = self.proxy.port
         hold = Call(port, "/hold?delay=500")
         wait_for(lambda: status_of(self.proxy)["in_flight"] == 1, what="one in flight")
