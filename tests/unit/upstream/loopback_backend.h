@@ -23,8 +23,9 @@
 namespace bulwark::test {
 
 // A backend on 127.0.0.1:<ephemeral>. Each accepted connection records the bytes it received;
-// with `auto_response` set, every request head it receives ("\r\n\r\n") is answered with it.
-// Otherwise tests answer by hand through conn(i).
+// every request head it receives ("\r\n\r\n") is answered by `responder` (given the head) when
+// set, else with `auto_response` when that is set. Otherwise tests answer by hand through
+// conn(i). Request bodies are not expected.
 class LoopbackBackend {
  public:
   struct Conn {
@@ -90,6 +91,7 @@ class LoopbackBackend {
   }
 
   std::string auto_response;
+  std::function<std::string(const std::string& head)> responder;
 
  private:
   static void on_connection(uv_stream_t* server, int status) {
@@ -120,12 +122,17 @@ class LoopbackBackend {
       return;
     }
     c->received.append(buf->base, static_cast<std::size_t>(n));
-    if (c->owner->auto_response.empty()) return;
-    std::size_t heads = 0;
+    LoopbackBackend* self = c->owner;
+    if (self->auto_response.empty() && !self->responder) return;
+    std::vector<std::string> heads;
+    std::size_t start = 0;
     for (std::size_t at = c->received.find("\r\n\r\n"); at != std::string::npos;
-         at = c->received.find("\r\n\r\n", at + 4))
-      ++heads;
-    for (; c->answered < heads; ++c->answered) c->write(c->owner->auto_response);
+         at = c->received.find("\r\n\r\n", at + 4)) {
+      heads.push_back(c->received.substr(start, at + 4 - start));
+      start = at + 4;
+    }
+    for (; c->answered < heads.size(); ++c->answered)
+      c->write(self->responder ? self->responder(heads[c->answered]) : self->auto_response);
   }
 
   uv_loop_t* loop_;

@@ -1,0 +1,178 @@
+// ClientConnection (pipeline/client_connection.h, request_parse.cc) driven over loopback TCP
+// on a private loop (proxy_fixture.h): requests proxied to a loopback backend, pipelined
+// requests answered in order and sent upstream one at a time, malformed requests answered 400
+// and the connection closed, and a keep-alive connection between requests holding no Exchange
+// and no request buffers.
+#include "pipeline/client_connection.h"
+
+#include <doctest/doctest.h>
+#include <uv.h>
+
+#include <string>
+
+#include "pipeline/proxy_fixture.h"
+
+using namespace bulwark;
+
+namespace {
+
+using test::ClientResponse;
+using test::get;
+using test::ok;
+using test::path_of;
+using test::ProxyFixture;
+
+// How many request heads the backend has received, over all its connections.
+std::size_t heads_received(test::LoopbackBackend& b) {
+  std::size_t n = 0;
+  for (std::size_t i = 0; i < b.accepted(); ++i) {
+    const std::string& r = b.conn(i).received;
+    for (std::size_t at = r.find("\r\n\r\n"); at != std::string::npos; at = r.find("\r\n\r\n", at + 4))
+      ++n;
+  }
+  return n;
+}
+
+}  // namespace
+
+TEST_CASE("client connection: a request is proxied to the backend and its response relayed") {
+  ProxyFixture f;
+  f.backend->responder = [](const std::string& head) { return ok("you asked for " + path_of(head)); };
+  test::TestClient& c = f.connect();
+  c.send(get("/hello?x=1"));
+  ClientResponse r = f.response(c);
+  CHECK(r.status == 200);
+  CHECK(r.body == "you asked for /hello?x=1");
+  REQUIRE(f.backend->accepted() == 1);
+  CHECK(f.backend->conn(0).received.rfind("GET /hello?x=1 HTTP/1.1\r\n", 0) == 0);
+  CHECK_FALSE(c.eof);  // keep-alive
+}
+
+TEST_CASE("client connection: pipelined requests are answered in order") {
+  ProxyFixture f;
+  f.backend->responder = [](const std::string& head) { return ok(path_of(head)); };
+  test::TestClient& c = f.connect();
+  // Three requests in one write: all parsed from one read.
+  c.send(get("/one") + get("/two") + get("/three"));
+  CHECK(f.response(c).body == "/one");
+  CHECK(f.response(c).body == "/two");
+  CHECK(f.response(c).body == "/three");
+  CHECK(c.received.empty());  // nothing else was sent
+  CHECK_FALSE(c.eof);
+}
+
+TEST_CASE("client connection: a pipelined request goes upstream only after the previous response") {
+  ProxyFixture f;  // the backend answers by hand
+  test::TestClient& c = f.connect();
+  c.send(get("/a") + get("/b"));
+  f.run_until([&] { return heads_received(*f.backend) == 1; });
+  f.settle();
+  // /b waits in the connection, parsed but not sent: requests are served one at a time.
+  CHECK(heads_received(*f.backend) == 1);
+  CHECK(f.backend->conn(0).received.find("/b") == std::string::npos);
+  CHECK(f.worker->exchanges().in_use() == 1);
+  f.backend->conn(0).write(ok("A"));
+  CHECK(f.response(c).body == "A");
+  // Now /b goes, on the same (reused) upstream connection.
+  f.run_until([&] { return heads_received(*f.backend) == 2; });
+  CHECK(f.backend->accepted() == 1);
+  CHECK(f.backend->conn(0).received.find("GET /b ") != std::string::npos);
+  f.backend->conn(0).write(ok("B"));
+  CHECK(f.response(c).body == "B");
+}
+
+TEST_CASE("client connection: a malformed request is answered 400 and the connection closed") {
+  ProxyFixture f;
+  f.backend->auto_response = ok("never");
+  std::string bad;
+  SUBCASE("a broken request line") { bad = "GET / HTTP/1.1 junk\r\nHost: example.com\r\n\r\n"; }
+  SUBCASE("a header line without a colon") {
+    bad = "GET / HTTP/1.1\r\nHost: example.com\r\nno colon here\r\n\r\n";
+  }
+  SUBCASE("a space before the colon") { bad = "GET / HTTP/1.1\r\nHost : example.com\r\n\r\n"; }
+  SUBCASE("Content-Length twice, differing") {
+    bad = "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab";
+  }
+  test::TestClient& c = f.connect();
+  c.send(bad);
+  ClientResponse r = f.response(c);
+  CHECK(r.status == 400);
+  CHECK(r.head.find("Connection: close") != std::string::npos);
+  // Then the proxy closes the connection (after the reply: a FIN, not a reset).
+  f.run_until([&] { return c.eof; });
+  f.run_until([&] { return f.listener.connections == 0; });
+  CHECK(c.received.empty());
+  CHECK(f.backend->accepted() == 0);  // nothing of it went upstream
+}
+
+TEST_CASE("client connection: a good request before a malformed one is answered first") {
+  ProxyFixture f;
+  f.backend->responder = [](const std::string& head) { return ok(path_of(head)); };
+  test::TestClient& c = f.connect();
+  c.send(get("/fine") + "BROKEN\r\n\r\n");
+  ClientResponse first = f.response(c);
+  CHECK(first.status == 200);
+  CHECK(first.body == "/fine");
+  ClientResponse second = f.response(c);
+  CHECK(second.status == 400);
+  f.run_until([&] { return c.eof; });
+  CHECK(heads_received(*f.backend) == 1);
+}
+
+TEST_CASE("client connection: between requests a keep-alive connection holds no Exchange") {
+  ProxyFixture f;  // the backend answers by hand
+  // Put one buffer set on the worker's free list, to see whether the connection gives the
+  // one it uses back.
+  RequestBuffers* spare = f.worker->acquire_buffers();
+  f.worker->release_buffers(spare);
+  test::TestClient& c = f.connect();
+  CHECK(f.worker->exchanges().in_use() == 0);  // a new connection holds none yet
+  c.send(get("/a"));
+  f.run_until([&] { return heads_received(*f.backend) == 1; });
+  // While the request is in flight it has one (and the buffers).
+  CHECK(f.worker->exchanges().in_use() == 1);
+  f.backend->conn(0).write(ok("A"));
+  CHECK(f.response(c).body == "A");
+  f.settle();
+  CHECK_FALSE(c.eof);
+  // Idle on keep-alive: the exchange is retired and the buffers are back on the free list.
+  CHECK(f.worker->exchanges().in_use() == 0);
+  RequestBuffers* again = f.worker->acquire_buffers();
+  CHECK(again == spare);
+  f.worker->release_buffers(again);
+  // And the next request on the connection works from fresh ones.
+  c.send(get("/b"));
+  f.run_until([&] { return heads_received(*f.backend) == 2; });
+  CHECK(f.worker->exchanges().in_use() == 1);
+  f.backend->conn(0).write(ok("B"));
+  CHECK(f.response(c).body == "B");
+  f.settle();
+  CHECK(f.worker->exchanges().in_use() == 0);
+}
+
+TEST_CASE("client connection: a client that half-closes after its requests still gets the answers") {
+  ProxyFixture f;
+  f.backend->responder = [](const std::string& head) { return ok(path_of(head)); };
+  test::TestClient& c = f.connect();
+  c.send(get("/x") + get("/y"));
+  auto* req = new uv_shutdown_t;
+  uv_shutdown(req, reinterpret_cast<uv_stream_t*>(&c.tcp), [](uv_shutdown_t* r, int) { delete r; });
+  CHECK(f.response(c).body == "/x");
+  CHECK(f.response(c).body == "/y");
+  // Everything answered: the proxy closes.
+  f.run_until([&] { return c.eof; });
+  f.run_until([&] { return f.listener.connections == 0; });
+}
+
+TEST_CASE("client connection: a request for no route is answered locally, the connection kept") {
+  ProxyFixture f([](Config& cfg) { cfg.listeners[0].routes[0].match.prefix = "/api"; });
+  f.backend->auto_response = ok("never");
+  test::TestClient& c = f.connect();
+  c.send(get("/elsewhere"));
+  ClientResponse r = f.response(c);
+  CHECK(r.status == 404);
+  CHECK(f.backend->accepted() == 0);
+  f.settle();
+  CHECK_FALSE(c.eof);
+  CHECK(f.worker->exchanges().in_use() == 0);
+}
