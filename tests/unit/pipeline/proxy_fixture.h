@@ -57,6 +57,12 @@ struct TestClient {
     closed = true;
     uv_close(reinterpret_cast<uv_handle_t*>(&tcp), nullptr);
   }
+  // Closes with a RST: the proxy cannot take it for a half-close.
+  void reset() {
+    if (closed) return;
+    closed = true;
+    uv_tcp_close_reset(&tcp, nullptr);
+  }
 };
 
 // One response as the client read it (Content-Length framing only).
