@@ -492,3 +492,24 @@ TEST_CASE("redis limiter: a waiter may ask again from inside its callback") {
   CHECK_FALSE(second.ok);
   CHECK(first.calls == 1);
 }
+
+TEST_CASE("redis limiter: a Redis that always answers too late still stops being asked") {
+  // Every reply comes after the timeout. Each decision is a failure for its waiter; the late
+  // replies must not count as successes in between, or the three-in-a-row breaker never
+  // opens and every request waits the whole timeout for as long as Redis stays slow.
+  Fixture f(/*timeout_ms=*/5);
+  f.wait_usable();
+  for (int i = 0; i < 3; ++i) {
+    Waiter w;
+    REQUIRE(f.limiter->decide("a", 10, 1, &w));
+    f.run_until([&] { return w.calls > 0; });
+    CHECK_FALSE(w.ok);
+    if (i == 2) break;  // the third failure opens the breaker (and drops the connection)
+    f.run_until([&] { return f.decisions().size() == static_cast<std::size_t>(i + 1); });
+    f.redis->last().send(decision(1, 1, 0, 0));  // the late answer
+    for (int t = 0; t < 50; ++t) uv_run(&f.loop, UV_RUN_NOWAIT);
+  }
+  CHECK_FALSE(f.limiter->usable());
+  Waiter refused;
+  CHECK(f.limiter->decide("a", 10, 1, &refused) == nullptr);
+}
