@@ -176,3 +176,98 @@ TEST_CASE("client connection: a request for no route is answered locally, the co
   CHECK_FALSE(c.eof);
   CHECK(f.worker->exchanges().in_use() == 0);
 }
+
+TEST_CASE("client connection: a request head above max_header_bytes is refused 431 and closed") {
+  ProxyFixture f([](Config& c) { c.listeners[0].max_header_bytes = 256; });
+  f.backend->auto_response = ok("never");
+  test::TestClient& c = f.connect();
+  c.send("GET / HTTP/1.1\r\nHost: example.com\r\nX-Big: " + std::string(400, 'a') + "\r\n\r\n");
+  ClientResponse r = f.response(c);
+  CHECK(r.status == 431);
+  f.run_until([&] { return c.eof; });
+  CHECK(f.backend->accepted() == 0);
+}
+
+TEST_CASE("client connection: a Content-Length above max_body_bytes is refused 413") {
+  ProxyFixture f([](Config& c) { c.listeners[0].max_body_bytes = 10; });
+  f.backend->auto_response = ok("never");
+  test::TestClient& c = f.connect();
+  c.send("POST / HTTP/1.1\r\nHost: example.com\r\nContent-Length: 11\r\n\r\n01234567890");
+  ClientResponse r = f.response(c);
+  CHECK(r.status == 413);
+  f.run_until([&] { return c.eof; });
+  CHECK(f.backend->accepted() == 0);
+}
+
+TEST_CASE("client connection: a request body is forwarded, and the pipelined request after it") {
+  ProxyFixture f;  // the backend answers by hand
+  test::TestClient& c = f.connect();
+  c.send("POST /up HTTP/1.1\r\nHost: example.com\r\nContent-Length: 5\r\n\r\nhello" + get("/next"));
+  f.run_until([&] {
+    return f.backend->accepted() == 1 && f.backend->conn(0).received.find("hello") != std::string::npos;
+  });
+  const std::string& got = f.backend->conn(0).received;
+  CHECK(got.rfind("POST /up HTTP/1.1\r\n", 0) == 0);
+  CHECK(got.find("Content-Length: 5\r\n") != std::string::npos);
+  // The body ends the first request: the bytes after it are the next request, not body.
+  CHECK(got.substr(got.size() - 5) == "hello");
+  f.backend->conn(0).write(ok("posted"));
+  CHECK(f.response(c).body == "posted");
+  f.run_until([&] { return f.backend->conn(0).received.find("GET /next ") != std::string::npos; });
+  f.backend->conn(0).write(ok("next"));
+  CHECK(f.response(c).body == "next");
+}
+
+TEST_CASE("client connection: a chunked request body is forwarded chunked, with its end") {
+  ProxyFixture f;  // the backend answers by hand
+  test::TestClient& c = f.connect();
+  c.send("POST / HTTP/1.1\r\nHost: example.com\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n");
+  f.run_until([&] {
+    return f.backend->accepted() == 1 && f.backend->conn(0).received.find("abc") != std::string::npos;
+  });
+  CHECK(f.backend->conn(0).received.find("0\r\n\r\n") == std::string::npos);  // not ended yet
+  c.send("2\r\nde\r\n0\r\n\r\n");
+  f.run_until([&] { return f.backend->conn(0).received.find("0\r\n\r\n") != std::string::npos; });
+  const std::string& got = f.backend->conn(0).received;
+  std::string body = got.substr(got.find("\r\n\r\n") + 4);
+  CHECK(body == "3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n");
+  f.backend->conn(0).write(ok("done"));
+  CHECK(f.response(c).body == "done");
+}
+
+TEST_CASE("client connection: Connection: close and HTTP/1.0 end the connection after the response") {
+  ProxyFixture f;
+  f.backend->responder = [](const std::string& head) { return ok(path_of(head)); };
+  std::string request;
+  SUBCASE("Connection: close") {
+    request = "GET /bye HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n";
+  }
+  SUBCASE("HTTP/1.0") { request = "GET /bye HTTP/1.0\r\nHost: example.com\r\n\r\n"; }
+  test::TestClient& c = f.connect();
+  c.send(request);
+  ClientResponse r = f.response(c);
+  CHECK(r.status == 200);
+  CHECK(r.body == "/bye");
+  f.run_until([&] { return c.eof; });
+  f.run_until([&] { return f.listener.connections == 0; });
+}
+
+TEST_CASE("client connection: a head not received within header_timeout is answered 408") {
+  ProxyFixture f([](Config& c) { c.listeners[0].header_timeout_ms = 1; });
+  test::TestClient& c = f.connect();
+  c.send("GET / HTTP/1.1\r\nHost: exa");
+  ClientResponse r = f.response(c);
+  CHECK(r.status == 408);
+  f.run_until([&] { return c.eof; });
+}
+
+TEST_CASE("client connection: a keep-alive connection idle for idle_timeout is closed") {
+  ProxyFixture f([](Config& c) { c.listeners[0].idle_timeout_ms = 1; });
+  f.backend->auto_response = ok("x");
+  test::TestClient& c = f.connect();
+  c.send(get("/"));
+  CHECK(f.response(c).status == 200);
+  f.run_until([&] { return c.eof; });
+  CHECK(c.received.empty());  // closed without a reply: nothing was asked
+  f.run_until([&] { return f.listener.connections == 0; });
+}
