@@ -201,7 +201,8 @@ class ProxyFixture {
   }
 
   // A client connected to the listener, its connection served by a new ClientConnection.
-  TestClient& connect() {
+  // `first_bytes` are in the socket before the ClientConnection opens (and arms its timer).
+  TestClient& connect(const std::string& first_bytes = "") {
     clients.push_back(std::make_unique<TestClient>());
     TestClient& c = *clients.back();
     uv_tcp_init(loop, &c.tcp);
@@ -213,6 +214,12 @@ class ProxyFixture {
                              self->connected = status == 0;
                            }) == 0);
     run_until([&] { return c.connected; });
+    if (!first_bytes.empty()) {
+      uv_buf_t b = uv_buf_init(const_cast<char*>(first_bytes.data()),
+                               static_cast<unsigned>(first_bytes.size()));
+      REQUIRE(uv_try_write(reinterpret_cast<uv_stream_t*>(&c.tcp), &b, 1) ==
+              static_cast<int>(first_bytes.size()));
+    }
     int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     REQUIRE(fd >= 0);
     auto* d = new ClientConnection(listener);
