@@ -98,8 +98,10 @@ TEST_CASE("client connection: a malformed request is answered 400 and the connec
   ClientResponse r = f.response(c);
   CHECK(r.status == 400);
   CHECK(r.head.find("Connection: close") != std::string::npos);
-  // Then the proxy closes the connection (after the reply: a FIN, not a reset).
+  // Then the proxy closes the connection (after the reply: a FIN, not a reset); it lingers
+  // until the client closes too.
   f.run_until([&] { return c.eof; });
+  c.close();
   f.run_until([&] { return f.listener.connections == 0; });
   CHECK(c.received.empty());
   CHECK(f.backend->accepted() == 0);  // nothing of it went upstream
@@ -249,6 +251,7 @@ TEST_CASE("client connection: Connection: close and HTTP/1.0 end the connection 
   CHECK(r.status == 200);
   CHECK(r.body == "/bye");
   f.run_until([&] { return c.eof; });
+  c.close();  // the proxy lingers until the client closes too
   f.run_until([&] { return f.listener.connections == 0; });
 }
 
