@@ -276,3 +276,40 @@ TEST_CASE("client connection: a keep-alive connection idle for idle_timeout is c
   CHECK(c.received.empty());  // closed without a reply: nothing was asked
   f.run_until([&] { return f.listener.connections == 0; });
 }
+
+TEST_CASE("client connection: a client that does not read stops the proxy reading the upstream") {
+  // Backpressure: above kHighWater queued towards the client, the proxy stops reading the
+  // upstream connection, so a large response sits in the backend's own queue instead of in
+  // the proxy's memory; once the client reads again, every byte arrives, in order.
+  ProxyFixture f;
+  f.client_rcvbuf = 64 * 1024;
+  test::TestClient& c = f.connect();
+  c.send(get("/big"));
+  f.run_until([&] { return f.backend->accepted() == 1 && !f.backend->conn(0).received.empty(); });
+  test::LoopbackBackend::Conn& be = f.backend->conn(0);
+  int sndbuf = 64 * 1024;
+  uv_send_buffer_size(reinterpret_cast<uv_handle_t*>(&be.tcp), &sndbuf);
+  c.stop_reading();
+  // Far more than every socket buffer on the way can hold, however the kernel tunes them.
+  const std::size_t size = 64u * 1024 * 1024;
+  std::string body(size, '\0');
+  for (std::size_t i = 0; i < size; i += 4096) body[i] = static_cast<char>('a' + (i / 4096) % 26);
+  be.write(ok(body));
+  auto backend_queued = [&] {
+    return uv_stream_get_write_queue_size(reinterpret_cast<const uv_stream_t*>(&be.tcp));
+  };
+  f.settle(2000);
+  // Without backpressure the proxy would have read it all (queueing it in memory) and the
+  // backend's queue would be empty.
+  std::size_t stuck = backend_queued();
+  CHECK(stuck > size / 2);
+  f.settle(200);
+  CHECK(backend_queued() == stuck);  // nothing moves while the client does not read
+  c.start_reading();
+  ClientResponse r;
+  f.run_until([&] { return test::take_response(c.received, r); }, 1000000);
+  CHECK(r.status == 200);
+  CHECK(r.body.size() == size);
+  CHECK(r.body == body);
+  CHECK(backend_queued() == 0);
+}

@@ -57,6 +57,19 @@ struct TestClient {
     closed = true;
     uv_close(reinterpret_cast<uv_handle_t*>(&tcp), nullptr);
   }
+  void start_reading() {
+    uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp), on_alloc, on_read);
+  }
+  void stop_reading() { uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp)); }
+  static void on_alloc(uv_handle_t*, std::size_t, uv_buf_t* buf) {
+    static char scratch[64 * 1024];
+    *buf = uv_buf_init(scratch, sizeof scratch);
+  }
+  static void on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
+    auto* self = static_cast<TestClient*>(s->data);
+    if (n > 0) self->received.append(buf->base, static_cast<std::size_t>(n));
+    if (n < 0) self->eof = true;
+  }
   // Closes with a RST: the proxy cannot take it for a half-close.
   void reset() {
     if (closed) return;
@@ -205,8 +218,12 @@ class ProxyFixture {
   TestClient& connect(const std::string& first_bytes = "") {
     clients.push_back(std::make_unique<TestClient>());
     TestClient& c = *clients.back();
-    uv_tcp_init(loop, &c.tcp);
+    uv_tcp_init_ex(loop, &c.tcp, AF_INET);
     c.tcp.data = &c;
+    if (client_rcvbuf > 0) {
+      int size = client_rcvbuf;  // set before connecting: no autotuning of the window
+      uv_recv_buffer_size(reinterpret_cast<uv_handle_t*>(&c.tcp), &size);
+    }
     c.connect_req.data = &c;
     REQUIRE(uv_tcp_connect(&c.connect_req, &c.tcp, reinterpret_cast<const sockaddr*>(&listen_addr),
                            [](uv_connect_t* req, int status) {
@@ -225,17 +242,7 @@ class ProxyFixture {
     auto* d = new ClientConnection(listener);
     worker->add_downstream(d);
     REQUIRE(d->open(fd));
-    uv_read_start(
-        reinterpret_cast<uv_stream_t*>(&c.tcp),
-        [](uv_handle_t*, std::size_t, uv_buf_t* buf) {
-          static char scratch[64 * 1024];
-          *buf = uv_buf_init(scratch, sizeof scratch);
-        },
-        [](uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
-          auto* self = static_cast<TestClient*>(s->data);
-          if (n > 0) self->received.append(buf->base, static_cast<std::size_t>(n));
-          if (n < 0) self->eof = true;
-        });
+    c.start_reading();
     return c;
   }
 
@@ -266,6 +273,7 @@ class ProxyFixture {
   int listen_fd = -1;
   sockaddr_in listen_addr{};
   std::vector<std::unique_ptr<TestClient>> clients;
+  int client_rcvbuf = 0;  // SO_RCVBUF of clients made from here on (0: the system's)
 };
 
 // "GET <path> HTTP/1.1" with a Host header.
