@@ -313,3 +313,37 @@ TEST_CASE("client connection: a client that does not read stops the proxy readin
   CHECK(r.body == body);
   CHECK(backend_queued() == 0);
 }
+
+TEST_CASE("client connection: an upstream that does not read stops the proxy reading the client") {
+  // The other direction: a large request body towards a backend that reads nothing. Above
+  // kHighWater queued towards the upstream the proxy stops reading the client, so the body
+  // waits in the client's own queue; once the backend reads, all of it arrives.
+  ProxyFixture f([](Config& cfg) { cfg.listeners[0].max_body_bytes = 128u * 1024 * 1024; });
+  test::TestClient& c = f.connect();
+  const std::size_t size = 64u * 1024 * 1024;
+  c.send("POST /up HTTP/1.1\r\nHost: example.com\r\nContent-Length: " + std::to_string(size) +
+         "\r\n\r\n");
+  f.run_until([&] {
+    return c.eof || (f.backend->accepted() == 1 && !f.backend->conn(0).received.empty());
+  });
+  REQUIRE_FALSE(c.eof);
+  test::LoopbackBackend::Conn& be = f.backend->conn(0);
+  be.stop_reading();
+  std::string body(size, 'b');
+  c.send(body);
+  auto client_queued = [&] {
+    return uv_stream_get_write_queue_size(reinterpret_cast<const uv_stream_t*>(&c.tcp));
+  };
+  f.settle(2000);
+  std::size_t stuck = client_queued();
+  CHECK(stuck > size / 2);
+  f.settle(200);
+  CHECK(client_queued() == stuck);
+  be.start_reading();
+  std::size_t head = be.received.size();
+  f.run_until([&] { return be.received.size() >= size + head; }, 1000000);
+  CHECK(be.received.size() == size + head);
+  CHECK(client_queued() == 0);
+  be.write(ok("stored"));
+  CHECK(f.response(c).body == "stored");
+}

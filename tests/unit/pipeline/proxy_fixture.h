@@ -144,6 +144,9 @@ class ProxyFixture {
     upstream_state->set_endpoints(
         merge_endpoints(*upstream_state->endpoints(), {backend->address()}, config.upstreams[0], 1));
     worker->upstream(0).refresh_endpoints();
+    uv_timer_init(loop, &watchdog);
+    uv_timer_start(&watchdog, [](uv_timer_t*) {}, 100, 100);
+    uv_unref(reinterpret_cast<uv_handle_t*>(&watchdog));  // wakes the loop, keeps nothing alive
 
     listener.worker = worker.get();
     listener.config = &config.listeners[0];
@@ -174,7 +177,7 @@ class ProxyFixture {
     backend->close();
     ::close(listen_fd);
     // The worker's own handles (async, prepare, timers), which Worker::run() would close at
-    // its end, and the request buffers' timers.
+    // its end, the request buffers' timers and the watchdog.
     uv_walk(
         loop,
         [](uv_handle_t* h, void*) {
@@ -197,8 +200,11 @@ class ProxyFixture {
   template <typename F>
   void run_until(F done, int max_turns = 20000) {
     // done() is called once per turn and its last answer checked (it may consume input).
+    // A turn blocks until something happens; the watchdog wakes it now and then, so a test
+    // waiting for what never comes fails after 10 s instead of hanging.
+    std::uint64_t give_up = uv_hrtime() + 10'000'000'000ull;
     bool ok = done();
-    for (int i = 0; i < max_turns && !ok; ++i) {
+    for (int i = 0; i < max_turns && !ok && uv_hrtime() < give_up; ++i) {
       uv_run(loop, UV_RUN_ONCE);
       worker->exchanges().sweep();
       ok = done();
@@ -274,6 +280,7 @@ class ProxyFixture {
   sockaddr_in listen_addr{};
   std::vector<std::unique_ptr<TestClient>> clients;
   int client_rcvbuf = 0;  // SO_RCVBUF of clients made from here on (0: the system's)
+  uv_timer_t watchdog{};
 };
 
 // "GET <path> HTTP/1.1" with a Host header.

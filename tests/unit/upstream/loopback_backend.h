@@ -50,6 +50,11 @@ class LoopbackBackend {
       closed = true;
       uv_close(reinterpret_cast<uv_handle_t*>(&tcp), nullptr);
     }
+    void stop_reading() { uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp)); }
+    void start_reading() {
+      uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp), LoopbackBackend::on_alloc,
+                    LoopbackBackend::on_read);
+    }
     // Closes with a RST instead of a FIN.
     void reset() {
       if (closed) return;
