@@ -252,14 +252,18 @@ class ExchangePool {
       p = free_.back();
       free_.pop_back();
     }
+    ++in_use_;
     return new (p) Exchange(owner);
   }
   // The request has ended: from here on nothing may touch `x` (under AddressSanitizer any
   // access is reported) until sweep() destroys it.
   void retire(Exchange* x) {
+    --in_use_;
     retired_.push_back(x);
     BULWARK_POISON(x, sizeof(Exchange));
   }
+  // Exchanges made and not retired yet: the requests in progress (for tests).
+  std::size_t in_use() const { return in_use_; }
   // Destroys the retired exchanges (the loop is between callbacks).
   void sweep() {
     for (Exchange* x : retired_) {
@@ -273,6 +277,7 @@ class ExchangePool {
  private:
   std::vector<void*> free_;
   std::vector<Exchange*> retired_;
+  std::size_t in_use_ = 0;
 };
 
 }  // namespace bulwark

@@ -212,6 +212,7 @@ RedisRateLimiter::Pending* RedisRateLimiter::new_pending() {
 void RedisRateLimiter::free_pending(Pending* p) {
   p->waiter = nullptr;
   p->retried_with_eval = false;
+  p->timed_out = false;
   free_.push_back(p);
 }
 
@@ -287,10 +288,11 @@ void RedisRateLimiter::on_reply(Pending* p, void* r) {
   }
   waiting_.remove(*p);
   RateDecisionWaiter* waiter = p->waiter;
+  bool late = p->timed_out;
   free_pending(p);
-  if (ok)
-    success();
-  else if (waiter)
+  if (ok && !late)
+    success();  // a late answer is no success: a Redis slower than the timeout must trip
+  else if (!ok && waiter)
     failure();  // a timed-out or cancelled decision was counted then, or is nobody's
   if (waiter) waiter->on_rate_decision(ok, d);
 }
@@ -321,6 +323,7 @@ void RedisRateLimiter::on_wait_timer(uv_timer_t* t) {
     self->waiting_.remove(*p);
     RateDecisionWaiter* waiter = p->waiter;
     p->waiter = nullptr;  // its reply, if it still comes, is dropped
+    p->timed_out = true;
     self->failure();      // may drop the connection: p must not be touched after this
     if (waiter) waiter->on_rate_decision(false, RateDecision{});
   }

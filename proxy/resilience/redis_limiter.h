@@ -56,6 +56,7 @@ class RedisRateLimiter {
     char interval[32];
     char tolerance[32];
     bool retried_with_eval = false;
+    bool timed_out = false;  // its waiter heard a failure: a reply now is too late to count
   };
 
   // `timeout_ms`: the longest a decision is waited for (redis.timeout).
