@@ -14,7 +14,6 @@ Checked (after the first second of each level, the limit's time to adapt):
 import os
 import unittest
 
-from harness import SANITIZED
 from shed_experiment import Experiment
 
 LEVEL_S = 10.0
