@@ -5,6 +5,7 @@
 namespace bulwark {
 
 void ShedQueue::push(ShedWaiter& w, Priority p, std::uint64_t now_ms) {
+  if (size_ == 0) busy_since_ms_ = now_ms;
   w.shed_priority = p;
   w.shed_enqueued_ms = now_ms;
   list(p).push_back(w);
@@ -70,7 +71,7 @@ std::uint64_t ShedQueue::next_deadline_ms(std::uint64_t now_ms) const {
   for (const List& l : lists_)
     if (const ShedWaiter* w = l.front())
       due = std::min(due, w->shed_enqueued_ms + allowed_wait_ms(now_ms, w->shed_priority));
-  if (!standing(now_ms)) due = std::min(due, good_ms_ + interval_ms_);
+  if (!standing(now_ms)) due = std::min(due, std::max(good_ms_, busy_since_ms_) + interval_ms_);
   return due;
 }
 

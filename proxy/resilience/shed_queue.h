@@ -3,8 +3,8 @@
 //   - higher priority is served first (critical, then normal, then sheddable);
 //   - the queue is *standing* when a request was shed within the last `interval` (the load is
 //     above what the limit lets through: sustained overload, not a burst the queue absorbs),
-//     or when for a whole `interval` no request got a unit at once and the oldest waiting
-//     request never got one within `target` (CoDel's test: the shortest wait over the interval
+//     or when for a whole `interval` it was not empty, no request got a unit at once and the
+//     oldest waiting request never got one within `target` (CoDel's test: the shortest wait over the interval
 //     is above the target; critical requests, which jump the queue, and newest-first pops,
 //     which hide its age, do not count). Then the backend is
 //     behind, not taking a burst: the wait allowed to normal and sheddable requests shrinks
@@ -71,7 +71,8 @@ class ShedQueue {
   // waits); 0 when the queue is empty.
   std::uint64_t next_deadline_ms(std::uint64_t now_ms) const;
   bool standing(std::uint64_t now_ms) const {
-    return size_ > 0 && (now_ms >= good_ms_ + interval_ms_ || overloaded(now_ms));
+    return size_ > 0 &&
+           (overloaded(now_ms) || now_ms >= std::max(good_ms_, busy_since_ms_) + interval_ms_);
   }
   // Whether a request was shed within the last interval (however long the queue is now).
   bool overloaded(std::uint64_t now_ms) const {
@@ -114,6 +115,7 @@ class ShedQueue {
   std::array<std::size_t, kPriorities> sizes_{};
   // The last time a request got a unit at once or after waiting at most the target.
   std::uint64_t good_ms_ = 0;
+  std::uint64_t busy_since_ms_ = 0;  // when the queue last went from empty to not empty
   std::uint64_t shed_ms_ = 0;  // the last time a request was shed (when shed_seen_)
   bool shed_seen_ = false;
 };

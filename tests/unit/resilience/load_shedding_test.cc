@@ -258,13 +258,30 @@ TEST_CASE("shed queue: a standing queue keeps critical requests first in, first 
   q.push(c2, Priority::critical, 201);
   q.push(n1, Priority::normal, 202);
   q.push(n2, Priority::normal, 203);
-  REQUIRE(q.standing(204));  // nothing good for 204 ms
+  q.shed(204);  // e.g. a sheddable arrival found the queue full
+  REQUIRE(q.standing(204));
   CHECK(q.pop_expired(210) == &n1);  // normal: 5 ms
   CHECK(q.pop_expired(210) == &n2);
   CHECK(q.pop_expired(210) == nullptr);  // critical: 50 ms
   CHECK(q.next_deadline_ms(210) == 250);
   CHECK(q.pop(211) == &c1);
   CHECK(q.pop(211) == &c2);
+}
+
+TEST_CASE("shed queue: a new queue is not standing before it has waited an interval") {
+  // A worker whose first request had to wait never had a good sign: that alone does not make
+  // a queue stand, it must have been busy for a whole interval.
+  ShedQueue q(5000, ShedQueue::target_for(5000), ShedQueue::interval_for(5000));
+  Waiter a("a");
+  q.push(a, Priority::normal, 100000);
+  CHECK_FALSE(q.standing(100000));
+  // The timer's next event is a's own deadline, not a moment long past (a timer due at once
+  // that finds nothing to do would spin).
+  CHECK(q.next_deadline_ms(100000) == 105000);
+  CHECK(q.allowed_wait_ms(100400, Priority::normal) == 5000);
+  CHECK(q.pop_expired(100600) == nullptr);  // 600 ms: past the target, within the timeout
+  CHECK(q.standing(110000));                // busy for two timeouts with nothing good
+  CHECK(q.pop_expired(110000) == &a);
 }
 
 TEST_CASE("shed queue: a request shed makes the queue stand for an interval") {
