@@ -1,0 +1,482 @@
+"""Load shedding under hostile clients and failing upstreams (review): requests that wait in
+the queue while their client goes away, pipelines, sends a body or waits for 100 Continue;
+units of the limit and queue places given back after every kind of ending; priority header
+spellings; shadow mode; two workers; a graceful drain with requests queued; config errors.
+Every test checks /status load_shedding.in_flight and queued and bulwark_inflight_requests
+return to 0."""
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import tempfile
+import threading
+import time
+import unittest
+import zlib
+
+from harness import (BULWARK, Bulwark, Reader, Testd, chunked, connect, crc_hex, free_port,
+                     problem, request, wait_for)
+
+TEMPLATE = """
+admin: {{ listen: 127.0.0.1:{admin} }}
+access_log: {{ path: {log} }}
+workers: {workers}
+listeners:
+  - name: inbound
+    listen: 127.0.0.1:{port}
+    routes:
+      - name: all
+        match: {{ prefix: / }}
+        upstream: app
+        timeout: {route_timeout}
+{route_extra}
+upstreams:
+  - name: app
+    endpoints: [{upstream}]
+{upstream_extra}
+    load_shedding:
+      algorithm: fixed
+      initial_limit: {limit}
+      min_limit: 1
+      queue: {{ size: {queue}, timeout: {timeout} }}
+      enforce: {enforce}
+{shed_extra}
+"""
+
+
+def start(address, limit=1, queue=5, timeout="3s", workers=1, enforce="true", route_extra="",
+          upstream_extra="", shed_extra="", route_timeout="10s"):
+    return Bulwark(TEMPLATE, upstream=address, limit=limit, queue=queue, timeout=timeout,
+                   workers=workers, enforce=enforce, route_extra=route_extra,
+                   upstream_extra=upstream_extra, shed_extra=shed_extra,
+                   route_timeout=route_timeout)
+
+
+def status_of(proxy):
+    _, _, body = request(proxy.admin_port, "GET", "/status")
+    return json.loads(body)["upstreams"][0]["load_shedding"]
+
+
+class Call(threading.Thread):
+    """One request on its own connection, in the background."""
+
+    def __init__(self, port, path, headers=None, method="GET", body=b""):
+        super().__init__()
+        self.port, self.path, self.method, self.body = port, path, method, body
+        self.headers = headers or {}
+        self.start_time = time.time()
+        self.result = None
+        self.error = None
+        self.start()
+
+    def run(self):
+        try:
+            status, h, body = request(self.port, self.method, self.path, headers=self.headers,
+                                      body=self.body, timeout=20)
+            self.result = (status, h, body, time.time() - self.start_time)
+        except Exception as e:  # noqa: BLE001 - reported by get()
+            self.error = e
+
+    def get(self):
+        self.join(30)
+        if self.error:
+            raise self.error
+        return self.result
+
+
+def send_head(port, path, extra=b"", method=b"GET"):
+    s = connect(port)
+    s.sendall(method + b" " + path.encode() + b" HTTP/1.1\r\nHost: x\r\n" + extra + b"\r\n")
+    return s
+
+
+def rst_close(s):
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+
+
+class Base(unittest.TestCase):
+    testd_args = ()
+
+    def setUp(self):
+        self.backend = Testd(*self.testd_args)
+        self.proxy = None
+
+    def tearDown(self):
+        if self.proxy:
+            code = self.proxy.stop()
+            if code not in (0, None) and not getattr(self, "expect_exit", False):
+                self.fail("bulwark exited with %s:\n%s" % (code, self.proxy.stderr_text()))
+        self.backend.stop()
+
+    def hold(self, ms=600, n=1, headers=None):
+        """n requests that hold the limit for `ms`."""
+        calls = [Call(self.proxy.port, "/hold?delay=%d" % ms, headers) for _ in range(n)]
+        wait_for(lambda: status_of(self.proxy)["in_flight"] == n, what="%d in flight" % n)
+        return calls
+
+    def assert_settled(self, timeout=5.0):
+        """Every unit and queue place given back, nothing in flight."""
+        def settled():
+            s = status_of(self.proxy)
+            inflight = self.proxy.metric("bulwark_inflight_requests")
+            return (s["in_flight"], s["queued"], s["critical_in_flight"], inflight)
+        try:
+            wait_for(lambda: settled() == (0, 0, 0, 0.0), timeout=timeout, what="settled")
+        except AssertionError:
+            self.fail("not settled: (in_flight, queued, critical_in_flight, "
+                      "bulwark_inflight_requests) = %r" % (settled(),))
+        # And the limit really is free: a request goes through at once.
+        t = time.time()
+        status, _, _ = request(self.proxy.port, "GET", "/after")
+        self.assertEqual(status, 200)
+        self.assertLess(time.time() - t, 1.0)
+
+
+class ClientsWhileQueued(Base):
+    def test_rst_while_queued_gives_back_the_place(self):
+        self.proxy = start(self.backend.address, limit=1, queue=5, timeout="5s")
+        holders = self.hold(800)
+        s = send_head(self.proxy.port, "/gone")
+        wait_for(lambda: status_of(self.proxy)["queued"] == 1, what="one queued")
+        rst_close(s)
+        wait_for(lambda: status_of(self.proxy)["queued"] == 0, what="the place given back")
+        self.assertEqual(holders[0].get()[0], 200)
+        self.assert_settled()
+        # The abandoned request never reached the backend.
+        self.assertEqual(self.backend.stats()["requests"] - 1, 2)  # /hold, /after
+
+    def test_fin_while_queued_is_still_answered(self):
+        self.proxy = start(self.backend.address, limit=1, queue=5, timeout="5s")
+        holders = self.hold(500)
+        s = send_head(self.proxy.port, "/halfclosed")
+        wait_for(lambda: status_of(self.proxy)["queued"] == 1, what="one queued")
+        s.shutdown(socket.SHUT_WR)
+        status, _, _ = Reader(s).read_response()
+        self.assertEqual(status, 200)
+        s.close()
+        self.assertEqual(holders[0].get()[0], 200)
+        self.assert_settled()
+
+    def test_many_clients_reset_while_queued(self):
+        self.proxy = start(self.backend.address, limit=1, queue=50, timeout="5s")
+        holders = self.hold(800)
+        socks = [send_head(self.proxy.port, "/gone%d" % i) for i in range(20)]
+        wait_for(lambda: status_of(self.proxy)["queued"] == 20, what="20 queued")
+        for s in socks[::2]:
+            rst_close(s)
+        for s in socks[1::2]:
+            s.close()  # FIN and no read: still answered, the answer goes nowhere
+        self.assertEqual(holders[0].get()[0], 200)
+        self.assert_settled(timeout=10)
+
+    def test_pipelined_requests_behind_a_queued_one(self):
+        self.proxy = start(self.backend.address, limit=1, queue=5, timeout="5s")
+        holders = self.hold(400)
+        s = connect(self.proxy.port)
+        s.sendall(b"GET /p1 HTTP/1.1\r\nHost: x\r\n\r\n"
+                  b"GET /p2 HTTP/1.1\r\nHost: x\r\n\r\n"
+                  b"GET /p3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        r = Reader(s)
+        paths = []
+        for _ in range(3):
+            status, h, body = r.read_response()
+            self.assertEqual(status, 200, body)
+            paths.append(h.get("x-testd-path") or body)
+        s.close()
+        self.assertEqual(holders[0].get()[0], 200)
+        self.assert_settled()
+        entries = self.proxy.access_log(until=lambda e: len(e) >= 5)
+        self.assertEqual([e["path"] for e in entries if e["path"].startswith("/p")],
+                         ["/p1", "/p2", "/p3"])
+
+    def test_pipelined_requests_behind_a_shed_one(self):
+        self.proxy = start(self.backend.address, limit=1, queue=5, timeout="100ms")
+        holders = self.hold(600)
+        s = connect(self.proxy.port)
+        s.sendall(b"GET /p1 HTTP/1.1\r\nHost: x\r\n\r\n"
+                  b"GET /p2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        r = Reader(s)
+        status, h, body = r.read_response()
+        self.assertEqual((status, h.get("x-bulwark-reason")), (503, "overloaded"))
+        status2, h2, _ = r.read_response()
+        self.assertEqual((status2, h2.get("x-bulwark-reason")), (503, "overloaded"))
+        s.close()
+        self.assertEqual(holders[0].get()[0], 200)
+        self.assert_settled()
+
+
+class BodiesWhileQueued(Base):
+    def post_while_queued(self, body, headers, wire_body):
+        self.proxy = start(self.backend.address, limit=1, queue=5, timeout="5s")
+        holders = self.hold(500)
+        s = send_head(self.proxy.port, "/upload", headers, method=b"POST")
+        s.sendall(wire_body)
+        status, h, _ = Reader(s).read_response()
+        s.close()
+        self.assertEqual(status, 200)
+        self.assertEqual(h.get("x-testd-body-bytes"), str(len(body)))
+        self.assertEqual(h.get("x-testd-body-crc32"), crc_hex(body))
+        self.assertEqual(holders[0].get()[0], 200)
+        self.assert_settled()
+
+    def test_content_length_body_waits_intact(self):
+        body = os.urandom(3 << 20)
+        self.post_while_queued(body, b"Content-Length: %d\r\n" % len(body), body)
+
+    def test_chunked_body_waits_intact(self):
+        body = os.urandom(3 << 20)
+        self.post_while_queued(body, b"Transfer-Encoding: chunked\r\n", chunked(body, 65536))
+
+    def test_body_of_a_shed_request_gets_a_clean_503(self):
+        self.proxy = start(self.backend.address, limit=1, queue=5, timeout="200ms")
+        holders = self.hold(1500)
+        body = os.urandom(1 << 20)
+        s = send_head(self.proxy.port, "/upload", b"Content-Length: %d\r\n" % len(body),
+                      method=b"POST")
+        sender = threading.Thread(target=lambda: self._send_quietly(s, body))
+        sender.start()
+        status, h, resp = Reader(s).read_response()
+        self.assertEqual((status, h.get("x-bulwark-reason")), (503, "overloaded"))
+        self.assertEqual(problem(resp)["status"], 503)
+        self.assertEqual(h.get("connection"), "close")
+        sender.join(10)
+        s.close()
+        self.assertEqual(holders[0].get()[0], 200)
+        self.assert_settled()
+
+    @staticmethod
+    def _send_quietly(s, data):
+        try:
+            s.sendall(data)
+        except OSError:
+            pass
+
+    def test_expect_continue_while_queued(self):
+        self.proxy = start(self.backend.address, limit=1, queue=5, timeout="5s")
+        holders = self.hold(500)
+        body = os.urandom(100000)
+        s = send_head(self.proxy.port, "/upload",
+                      b"Content-Length: %d\r\nExpect: 100-continue\r\n" % len(body),
+                      method=b"POST")
+        r = Reader(s)
+        s.settimeout(5)
+        _, status, _ = r.read_head()
+        # No 100 Continue before a unit is free: the client must not send its body yet.
+        self.assertEqual(status, 100)
+        self.assertEqual(holders[0].get()[0], 200)
+        s.sendall(body)
+        status, h, _ = r.read_response()
+        self.assertEqual(status, 200)
+        self.assertEqual(h.get("x-testd-body-crc32"), crc_hex(body))
+        s.close()
+        self.assert_settled()
+
+    def test_expect_continue_shed_gets_503_without_100(self):
+        self.proxy = start(self.backend.address, limit=1, queue=5, timeout="150ms")
+        holders = self.hold(800)
+        s = send_head(self.proxy.port, "/upload",
+                      b"Content-Length: 1000\r\nExpect: 100-continue\r\n", method=b"POST")
+        status, h, _ = Reader(s).read_response()
+        self.assertEqual((status, h.get("x-bulwark-reason")), (503, "overloaded"))
+        s.close()
+        self.assertEqual(holders[0].get()[0], 200)
+        self.assert_settled()
+
+
+class NoLeaks(Base):
+    def test_upstream_reset(self):
+        self.proxy = start(self.backend.address, limit=2, queue=5)
+        calls = [Call(self.proxy.port, "/r?reset=before&delay=100") for _ in range(4)]
+        calls += [Call(self.proxy.port, "/r?reset=after&size=200000&delay=100") for _ in range(4)]
+        for c in calls:
+            self.assertIn(c.get()[0] if c.result else 0, (0, 200, 502))
+        self.assert_settled()
+
+    def test_route_timeout_while_in_flight_and_queued(self):
+        self.proxy = start(self.backend.address, limit=1, queue=5, timeout="5s",
+                           route_timeout="300ms")
+        calls = [Call(self.proxy.port, "/t?delay=2000") for _ in range(3)]
+        results = [c.get()[0] for c in calls]
+        self.assertEqual(sorted(results), [504, 504, 504])
+        self.assert_settled()
+
+    def test_retries_and_5xx(self):
+        retry = "        retry: { attempts: 3, on: [5xx, reset, connect-failure], backoff: { base: 5ms, max: 10ms } }"
+        self.proxy = start(self.backend.address, limit=2, queue=10, timeout="3s", route_extra=retry)
+        calls = [Call(self.proxy.port, "/f?status=503&delay=50") for _ in range(6)]
+        calls += [Call(self.proxy.port, "/r?reset=before&delay=30") for _ in range(3)]
+        for c in calls:
+            self.assertIn(c.get()[0], (502, 503))
+        self.assert_settled()
+
+    def test_dead_endpoint(self):
+        dead = free_port()
+        self.proxy = start("127.0.0.1:%d" % dead, limit=1, queue=5)
+        calls = [Call(self.proxy.port, "/d") for _ in range(5)]
+        for c in calls:
+            self.assertIn(c.get()[0], (502, 503))
+        wait_for(lambda: status_of(self.proxy)["in_flight"] == 0 and
+                 status_of(self.proxy)["queued"] == 0, what="settled")
+        self.assertEqual(self.proxy.metric("bulwark_inflight_requests"), 0)
+
+    def test_websocket_closed_by_client_and_queued_upgrade(self):
+        self.proxy = start(self.backend.address, limit=1, queue=5)
+        holders = self.hold(500)
+        s = connect(self.proxy.port)
+        s.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                  b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        wait_for(lambda: status_of(self.proxy)["queued"] == 1, what="upgrade queued")
+        _, status, _ = Reader(s).read_head()
+        self.assertEqual(status, 101)
+        self.assertEqual(holders[0].get()[0], 200)
+        wait_for(lambda: status_of(self.proxy)["in_flight"] == 0, what="tunnel gives back its unit")
+        rst_close(s)
+        self.assert_settled()
+
+
+class Priorities(Base):
+    def shed_under(self, value):
+        """The priority the proxy gives a request whose header has `value`: its shed counter."""
+        holders = self.hold(300)
+        raw = b"GET /p HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + value + b"\r\n"
+        s = connect(self.proxy.port)
+        s.sendall(raw)
+        status, _, _ = Reader(s).read_response()
+        s.close()
+        holders[0].get()
+        return status
+
+    def test_header_name_case_and_value_whitespace(self):
+        self.proxy = start(self.backend.address, limit=1, queue=0)
+        before = {p: 0 for p in ("critical", "normal", "sheddable")}
+        cases = [(b"X-PRIORITY: Sheddable", "sheddable"),
+                 (b"x-priority:   CRITICAL   ", "critical"),
+                 (b"x-priority:\tsheddable\t", "sheddable"),
+                 (b"x-priority: critical, sheddable", "normal"),
+                 (b"x-priority: urgent", "normal"),
+                 (b"x-priority:", "normal")]
+        for value, expect in cases:
+            self.assertEqual(self.shed_under(value), 503)
+            before[expect] += 1
+            for p, n in before.items():
+                self.assertEqual(self.proxy.metric("bulwark_shed_total", upstream="app", priority=p),
+                                 n, "%r counted under %s" % (value, p))
+        self.assert_settled()
+
+    def test_critical_reserve_zero_and_high(self):
+        for reserve in ("0%", "99%"):
+            with self.subTest(reserve=reserve):
+                self.proxy = start(self.backend.address, limit=4, queue=0,
+                                   shed_extra="      critical_reserve: %s" % reserve)
+                # Critical traffic present: normal requests keep what the reserve leaves.
+                crit = Call(self.proxy.port, "/c?delay=400", {"x-priority": "critical"})
+                wait_for(lambda: status_of(self.proxy)["critical_in_flight"] == 1, what="critical")
+                normal = [Call(self.proxy.port, "/n?delay=400") for _ in range(4)]
+                statuses = sorted(c.get()[0] for c in normal)
+                self.assertEqual(crit.get()[0], 200)
+                want_ok = 3 if reserve == "0%" else 1  # 99% of 4 rounds up to 4, capped at 3
+                self.assertEqual(statuses.count(200), want_ok, statuses)
+                self.assert_settled()
+                self.proxy.stop()
+                self.proxy = None
+
+    def test_queue_size_zero_sheds_at_once(self):
+        self.proxy = start(self.backend.address, limit=1, queue=0, timeout="5s")
+        holders = self.hold(500)
+        t = time.time()
+        status, h, _ = request(self.proxy.port, "GET", "/x", headers={"x-priority": "critical"})
+        self.assertEqual((status, h.get("x-bulwark-reason")), (503, "overloaded"))
+        self.assertLess(time.time() - t, 0.3)
+        self.assertEqual(holders[0].get()[0], 200)
+        self.assert_settled()
+
+    def test_shadow_mode_logs_overloaded_shadow_and_releases(self):
+        self.proxy = start(self.backend.address, limit=1, queue=0, enforce="false")
+        calls = [Call(self.proxy.port, "/s?delay=300") for _ in range(3)]
+        wait_for(lambda: status_of(self.proxy)["in_flight"] == 3, what="all three in flight")
+        self.assertEqual([c.get()[0] for c in calls], [200] * 3)
+        entries = self.proxy.access_log(until=lambda e: len(e) >= 3)
+        self.assertEqual(sorted(e.get("reason", "") for e in entries).count("overloaded-shadow"), 2)
+        self.assert_settled()
+
+
+class TwoWorkers(Base):
+    testd_args = ("--capacity", "1000", "--service-ms", "40")
+
+    def test_limit_never_exceeded_across_workers(self):
+        self.proxy = start(self.backend.address, limit=3, queue=200, timeout="5s", workers=2)
+        seen = []
+        stop = threading.Event()
+
+        def watch():
+            while not stop.is_set():
+                _, _, body = request(self.backend.port, "GET", "/__capacity")
+                seen.append(json.loads(body)["busy"])
+                time.sleep(0.003)
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        calls = [Call(self.proxy.port, "/w%d" % i,
+                      {"x-priority": ("critical", "normal", "sheddable")[i % 3]})
+                 for i in range(60)]
+        results = [c.get() for c in calls]
+        stop.set()
+        watcher.join()
+        self.assertTrue(all(r[0] in (200, 503) for r in results))
+        self.assertGreaterEqual(sum(1 for r in results if r[0] == 200), 30)
+        self.assertLessEqual(max(seen), 3, "busy at the backend: max %d" % max(seen))
+        self.assertEqual(max(seen) >= 2, True)
+        self.assert_settled()
+
+
+class Drain(Base):
+    def test_sigterm_with_requests_queued(self):
+        self.proxy = start(self.backend.address, limit=1, queue=10, timeout="3s")
+        holders = self.hold(500)
+        queued = [Call(self.proxy.port, "/q%d?delay=50" % i) for i in range(4)]
+        wait_for(lambda: status_of(self.proxy)["queued"] == 4, what="four queued")
+        self.proxy.signal(signal.SIGTERM)
+        for c in queued:
+            status, h, _, _ = c.get()
+            self.assertIn(status, (200, 503))
+            if status == 503:
+                self.assertEqual(h.get("x-bulwark-reason"), "overloaded")
+        self.assertEqual(holders[0].get()[0], 200)
+        self.assertEqual(self.proxy.wait(15), 0, self.proxy.stderr_text())
+
+
+class ConfigErrors(unittest.TestCase):
+    def check(self, block):
+        d = tempfile.mkdtemp(prefix="bulwark-review-")
+        path = os.path.join(d, "c.yaml")
+        with open(path, "w") as f:
+            f.write("listeners:\n  - name: l\n    listen: 127.0.0.1:1\n    routes:\n"
+                    "      - name: r\n        match: { prefix: / }\n        upstream: app\n"
+                    "upstreams:\n  - name: app\n    endpoints: [127.0.0.1:2]\n"
+                    "    load_shedding:\n" + block)
+        p = subprocess.run([BULWARK, "--check", "-c", path], capture_output=True, text=True,
+                           timeout=10)
+        return p.returncode, p.stdout + p.stderr, path
+
+    def test_every_error_with_its_position(self):
+        code, out, path = self.check(
+            "      algorithm: magic\n"
+            "      initial_limit: 0\n"
+            "      max_limit: -3\n"
+            "      queue: { size: -1, timeout: soon }\n"
+            "      critical_reserve: 150%\n"
+            "      enforce: maybe\n")
+        self.assertNotEqual(code, 0)
+        for line in (12, 13, 14, 15, 16, 17):
+            self.assertIn("%s:%d:" % (path, line), out, out)
+
+    def test_empty_priority_header_is_refused(self):
+        code, out, path = self.check("      priority_header: \"\"\n")
+        self.assertNotEqual(code, 0, out)
+        self.assertIn("%s:12:" % path, out)
+
+
+if __name__ == "__main__":
+    unittest.main()
