@@ -341,7 +341,7 @@ class Priorities(Base):
     def shed_under(self, value):
         """The priority the proxy gives a request whose header has `value`: its shed counter."""
         holders = self.hold(300)
-        raw = b"GET /p HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + value + b"\r\n"
+        raw = b"GET /p HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + value + b"\r\n\r\n"
         s = connect(self.proxy.port)
         s.sendall(raw)
         status, _, _ = Reader(s).read_response()
@@ -382,6 +382,28 @@ class Priorities(Base):
                 self.assert_settled()
                 self.proxy.stop()
                 self.proxy = None
+
+    def test_critical_takes_a_free_reserved_unit_past_waiting_normal_requests(self):
+        # limit 4, reserve 25%: one unit kept for critical traffic while it is present.
+        self.proxy = start(self.backend.address, limit=4, queue=10, timeout="3s",
+                           shed_extra="      critical_reserve: 25%")
+        self.assertEqual(request(self.proxy.port, "GET", "/c0",
+                                 headers={"x-priority": "critical"})[0], 200)
+        holders = self.hold(1500, n=3)
+        # A fourth normal request waits for the reserved unit (critical traffic is present).
+        waiting = Call(self.proxy.port, "/n?delay=10")
+        wait_for(lambda: status_of(self.proxy)["queued"] == 1, what="normal waits")
+        # A critical request finds its reserved unit free: it goes at once, it does not queue
+        # behind the normal request that may not take that unit.
+        t = time.time()
+        status, _, _ = request(self.proxy.port, "GET", "/c1", headers={"x-priority": "critical"})
+        took = time.time() - t
+        self.assertEqual(status, 200)
+        self.assertLess(took, 0.4, "the critical request waited %.2f s for a free unit" % took)
+        for c in holders:
+            self.assertEqual(c.get()[0], 200)
+        self.assertIn(waiting.get()[0], (200, 503))
+        self.assert_settled()
 
     def test_queue_size_zero_sheds_at_once(self):
         self.proxy = start(self.backend.address, limit=1, queue=0, timeout="5s")
