@@ -357,7 +357,11 @@ class Priorities(Base):
                  (b"x-priority:\tsheddable\t", "sheddable"),
                  (b"x-priority: critical, sheddable", "normal"),
                  (b"x-priority: urgent", "normal"),
-                 (b"x-priority:", "normal")]
+                 (b"x-priority:", "normal"),
+                 # Two field lines mean what their comma-joined value means (RFC 9110 5.3):
+                 # "critical, sheddable" names no priority, whichever line comes first.
+                 (b"x-priority: sheddable\r\nx-priority: critical", "normal"),
+                 (b"x-priority: critical\r\nX-Priority: sheddable", "normal")]
         for value, expect in cases:
             self.assertEqual(self.shed_under(value), 503)
             before[expect] += 1
