@@ -23,6 +23,7 @@ TEMPLATE = """
 admin: {{ listen: 127.0.0.1:{admin} }}
 access_log: {{ path: {log} }}
 workers: {workers}
+drain: {{ timeout: {drain} }}
 listeners:
   - name: inbound
     listen: 127.0.0.1:{port}
@@ -47,11 +48,11 @@ upstreams:
 
 
 def start(address, limit=1, queue=5, timeout="3s", workers=1, enforce="true", route_extra="",
-          upstream_extra="", shed_extra="", route_timeout="10s"):
+          upstream_extra="", shed_extra="", route_timeout="10s", drain="20s"):
     return Bulwark(TEMPLATE, upstream=address, limit=limit, queue=queue, timeout=timeout,
                    workers=workers, enforce=enforce, route_extra=route_extra,
                    upstream_extra=upstream_extra, shed_extra=shed_extra,
-                   route_timeout=route_timeout)
+                   route_timeout=route_timeout, drain=drain)
 
 
 def status_of(proxy):
@@ -472,6 +473,22 @@ class Drain(Base):
         self.assertEqual(holders[0].get()[0], 200)
         self.assertEqual(self.proxy.wait(15), 0, self.proxy.stderr_text())
 
+
+    def test_drain_timeout_with_requests_queued_exits_cleanly(self):
+        # The drain ends before the units free up: whatever still waits is closed, and the
+        # process exits 0 at once (no queue timer left behind, no crash on the way out).
+        self.proxy = start(self.backend.address, limit=1, queue=10, timeout="10s", drain="500ms")
+        holders = self.hold(3000)
+        queued = [Call(self.proxy.port, "/q%d" % i, {"x-priority": p})
+                  for i, p in enumerate(("critical", "normal", "sheddable"))]
+        wait_for(lambda: status_of(self.proxy)["queued"] == 3, what="three queued")
+        t = time.time()
+        self.proxy.signal(signal.SIGTERM)
+        self.assertEqual(self.proxy.wait(15), 0, self.proxy.stderr_text())
+        self.assertLess(time.time() - t, 2.5)
+        for c in queued + holders:
+            c.join(5)
+            self.assertFalse(c.is_alive())
 
 class ConfigErrors(unittest.TestCase):
     def check(self, block):
