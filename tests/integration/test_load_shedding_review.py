@@ -521,5 +521,22 @@ class ConfigErrors(unittest.TestCase):
         self.assertIn("%s:12:" % path, out)
 
 
+    def test_priority_header_must_be_a_field_name(self):
+        code, out, path = self.check("      priority_header: \"x priority\"\n")
+        self.assertNotEqual(code, 0, out)
+        self.assertIn("%s:12:" % path, out)
+        self.assertIn("priority_header", out)
+
+    def test_queue_not_a_mapping_is_one_error_with_its_position(self):
+        code, out, path = self.check("      queue: 5\n      min_limit: 0\n")
+        self.assertNotEqual(code, 0, out)
+        lines = [l for l in out.splitlines() if l.strip()]
+        # queue and min_limit, each once, each at its line; no position-less follow-ups
+        # ("queue.size: expected a single value" at 0:0).
+        self.assertEqual(len(lines), 2, out)
+        self.assertNotIn(":0:0:", out)
+        self.assertTrue(any(l.startswith("%s:12:" % path) and "queue" in l for l in lines), out)
+        self.assertTrue(any(l.startswith("%s:13:" % path) and "min_limit" in l for l in lines), out)
+
 if __name__ == "__main__":
     unittest.main()
