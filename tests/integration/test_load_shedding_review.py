@@ -338,6 +338,46 @@ class NoLeaks(Base):
         self.assert_settled()
 
 
+    def test_bulkhead_wait_behind_the_shed_unit(self):
+        # Admitted by load shedding (limit 3), then waiting for the bulkhead (1 at a time,
+        # 200 ms of pending wait): the bulkhead's 503 gives the unit back.
+        limits = "    limits: { max_requests: 1, max_pending: 5, pending_timeout: 200ms }"
+        self.proxy = start(self.backend.address, limit=3, queue=5, upstream_extra=limits)
+        calls = [Call(self.proxy.port, "/b%d?delay=600" % i) for i in range(4)]
+        statuses = sorted(c.get()[0] for c in calls)
+        self.assertEqual(statuses.count(200), 1, statuses)
+        self.assertEqual(statuses.count(503), 3, statuses)
+        self.assert_settled()
+
+    def test_rate_limited_and_shed_on_one_keep_alive_connection(self):
+        rl = "        rate_limit: { rate: 5/s, burst: 2 }"
+        self.proxy = start(self.backend.address, limit=1, queue=0, route_extra=rl)
+        holders = self.hold(400)
+        s = connect(self.proxy.port)
+        r = Reader(s)
+        seen = []
+        for i in range(4):
+            s.sendall(b"GET /k%d HTTP/1.1\r\nHost: x\r\n\r\n" % i)
+            status, h, _ = r.read_response()
+            seen.append((status, h.get("x-bulwark-reason")))
+        s.close()
+        self.assertEqual(seen[0], (503, "overloaded"))
+        self.assertIn(seen[-1], [(429, "rate-limited")])
+        self.assertEqual(holders[0].get()[0], 200)
+        time.sleep(1.0)  # the rate limit refills for the final check
+        self.assert_settled()
+
+    def test_http10_and_head_requests_shed(self):
+        self.proxy = start(self.backend.address, limit=1, queue=0)
+        holders = self.hold(400)
+        status, h, body = request(self.proxy.port, "GET", "/old", version="1.0")
+        self.assertEqual((status, h[":version"], h.get("x-bulwark-reason")),
+                         (503, "HTTP/1.0", "overloaded"))
+        status, h, body = request(self.proxy.port, "HEAD", "/head")
+        self.assertEqual((status, body), (503, b""))
+        self.assertEqual(holders[0].get()[0], 200)
+        self.assert_settled()
+
 class Priorities(Base):
     def shed_under(self, value):
         """The priority the proxy gives a request whose header has `value`: its shed counter."""
