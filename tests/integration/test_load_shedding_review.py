@@ -524,6 +524,57 @@ class TwoWorkers(Base):
         self.assertEqual(holders[0].get()[0], 200)
         self.assert_settled()
 
+
+ADAPTIVE = "      algorithm: gradient2\n"
+
+
+class Adaptive(Base):
+    """gradient2 (initial limit 40, min 2) in front of a healthy backend, 10 clients in a loop."""
+
+    def run_with_attacker(self, attack_path):
+        self.proxy = Bulwark(TEMPLATE.replace("algorithm: fixed", "algorithm: gradient2")
+                             .replace("min_limit: 1", "min_limit: 2\n      max_limit: 200"),
+                             upstream=self.backend.address, limit=40, queue=100, timeout="50ms",
+                             workers=1, enforce="true", route_extra="", upstream_extra="",
+                             shed_extra="", route_timeout="10s", drain="5s")
+        stop = threading.Event()
+        counts = {}
+        lock = threading.Lock()
+
+        def legit():
+            while not stop.is_set():
+                st = request(self.proxy.port, "GET", "/ok?delay=20")[0]
+                with lock:
+                    counts[st] = counts.get(st, 0) + 1
+        clients = [threading.Thread(target=legit) for _ in range(10)]
+        for t in clients:
+            t.start()
+        try:
+            time.sleep(1.0)
+            with lock:
+                counts.clear()
+            deadline = time.time() + 3.0
+            while time.time() < deadline:  # one request at a time, each failing at once
+                request(self.proxy.port, "GET", attack_path)
+            limit = status_of(self.proxy)["limit"]
+        finally:
+            stop.set()
+            for t in clients:
+                t.join(20)
+        return limit, counts
+
+    def test_one_client_failing_fast_with_500_does_not_cut_the_limit(self):
+        limit, counts = self.run_with_attacker("/bad?status=500")
+        total = sum(counts.values())
+        self.assertLess(counts.get(503, 0), 0.02 * total,
+                        "healthy traffic shed (limit %d): %r" % (limit, counts))
+        self.assertGreaterEqual(limit, 10, counts)
+        self.assert_settled()
+
+    def test_503_still_signals_overload(self):
+        limit, _ = self.run_with_attacker("/busy?status=503")
+        self.assertLess(limit, 20)
+
 class Drain(Base):
     def test_sigterm_with_requests_queued(self):
         self.proxy = start(self.backend.address, limit=1, queue=10, timeout="3s")
