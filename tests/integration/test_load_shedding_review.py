@@ -313,6 +313,21 @@ class NoLeaks(Base):
             self.assertIn(c.get()[0], (502, 503))
         self.assert_settled()
 
+    def test_a_retry_that_could_not_go_anyway_is_not_counted_as_shed(self):
+        # The back-off (5 s) never fits in the route timeout (2 s): no retry is ever made, so
+        # a waiting request does not make it a "retry not made" in bulwark_shed_total.
+        retry = "        retry: { attempts: 3, on: [5xx], backoff: { base: 5s, max: 5s } }"
+        self.proxy = start(self.backend.address, limit=1, queue=5, timeout="3s",
+                           route_extra=retry, route_timeout="2s")
+        failing = Call(self.proxy.port, "/fail?status=503&delay=300")
+        wait_for(lambda: status_of(self.proxy)["in_flight"] == 1, what="one in flight")
+        waiting = Call(self.proxy.port, "/w")
+        wait_for(lambda: status_of(self.proxy)["queued"] == 1, what="one queued")
+        self.assertEqual(failing.get()[0], 503)
+        self.assertEqual(waiting.get()[0], 200)
+        self.assertEqual(self.proxy.metric("bulwark_shed_total", upstream="app"), 0)
+        self.assert_settled()
+
     def test_dead_endpoint(self):
         dead = free_port()
         self.proxy = start("127.0.0.1:%d" % dead, limit=1, queue=5)
