@@ -314,12 +314,12 @@ class NoLeaks(Base):
         self.assert_settled()
 
     def test_a_retry_that_could_not_go_anyway_is_not_counted_as_shed(self):
-        # The back-off (5 s) never fits in the route timeout (2 s): no retry is ever made, so
-        # a waiting request does not make it a "retry not made" in bulwark_shed_total.
-        retry = "        retry: { attempts: 3, on: [5xx], backoff: { base: 5s, max: 5s } }"
+        # The upstream's Retry-After (5 s) never fits in the route timeout (2 s): no retry is
+        # made, so a waiting request does not make it a "retry not made" in bulwark_shed_total.
+        retry = "        retry: { attempts: 3, on: [5xx], backoff: { base: 10ms, max: 20ms } }"
         self.proxy = start(self.backend.address, limit=1, queue=5, timeout="3s",
                            route_extra=retry, route_timeout="2s")
-        failing = Call(self.proxy.port, "/fail?status=503&delay=300")
+        failing = Call(self.proxy.port, "/fail?status=503&delay=300&retry_after=5")
         wait_for(lambda: status_of(self.proxy)["in_flight"] == 1, what="one in flight")
         waiting = Call(self.proxy.port, "/w")
         wait_for(lambda: status_of(self.proxy)["queued"] == 1, what="one queued")
