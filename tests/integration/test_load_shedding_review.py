@@ -465,6 +465,23 @@ class Priorities(Base):
         self.assertIn(waiting.get()[0], (200, 503))
         self.assert_settled()
 
+    def test_a_request_waiting_for_the_reserve_goes_when_critical_traffic_stops(self):
+        # limit 2, reserve 50%: one unit kept for critical traffic for 1 s after the last
+        # critical request. A normal request that waits for it goes once that second is over,
+        # not only when the other unit is given back (2.5 s later).
+        self.proxy = start(self.backend.address, limit=2, queue=5, timeout="3s",
+                           shed_extra="      critical_reserve: 50%")
+        self.assertEqual(request(self.proxy.port, "GET", "/c",
+                                 headers={"x-priority": "critical"})[0], 200)
+        critical_at = time.time()
+        holders = self.hold(2500)
+        status, _, _ = request(self.proxy.port, "GET", "/n")
+        self.assertEqual(status, 200)
+        waited = time.time() - critical_at
+        self.assertLess(waited, 1.6, "went %.2f s after the last critical request" % waited)
+        self.assertEqual(holders[0].get()[0], 200)
+        self.assert_settled()
+
     def test_queue_size_zero_sheds_at_once(self):
         self.proxy = start(self.backend.address, limit=1, queue=0, timeout="5s")
         holders = self.hold(500)
