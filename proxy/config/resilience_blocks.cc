@@ -213,6 +213,8 @@ void read_load_shedding(const YamlFields& parent, std::optional<LoadSheddingConf
     q.duration("timeout", c.queue_timeout_ms);
   }
   f.string("priority_header", c.priority_header);
+  if (!c.priority_header.empty() && !is_token(c.priority_header))
+    f.error("priority_header", "must be a header field name (a token: no spaces, no ':')");
   c.priority_header = lower(c.priority_header);
   f.ratio("critical_reserve", c.critical_reserve);
   if (c.critical_reserve >= 1) f.error("critical_reserve", "must be below 1 (100%)");

@@ -58,7 +58,9 @@ bool YamlFields::has(const char* key) const {
 }
 
 YAML::Node YamlFields::node(const char* key) const {
-  if (!is_map_) return YAML::Node();
+  // Not a mapping (reported once, by the constructor): its fields are absent, not null nodes
+  // without a position that every reader would report again as "file:0:0".
+  if (!is_map_) return YAML::Node(YAML::NodeType::Undefined);
   return node_[key];
 }
 

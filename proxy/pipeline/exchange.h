@@ -136,8 +136,13 @@ class Exchange final : public PendingRequest, public RateDecisionWaiter, public 
   void record_upstream_outcome(int outcome);
   // Load shedding: the current attempt's sample for the concurrency limit, taken once (an
   // attempt that the client abandons, or that fails for Bulwark's own reasons, gives none).
-  // `dropped`: a timeout, reset, connect failure or 5xx, a sign of overload.
+  // `dropped`: a timeout, reset, connect failure, 503 or 504, a sign of overload.
   void shed_sample(bool dropped);
+  // Whether a response status is a sign of overload for the concurrency limit: 503 (the
+  // upstream says it is overloaded) and 504 (its own upstream timed out). Other 5xx are
+  // ordinary samples: a fast 500 says nothing about load, and counted as drops, one client
+  // sending requests that fail at once would cut the limit for everyone (10 % a round trip).
+  static bool overload_status(int status) { return status == 503 || status == 504; }
   // The request phase's timer: the route deadline, or sooner the body_idle deadline while the
   // body is being read.
   void arm_request_timer();

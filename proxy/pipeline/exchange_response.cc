@@ -144,7 +144,7 @@ void Exchange::on_upstream_complete() {
     discard_response = false;
     record_upstream_outcome(
         static_cast<int>(status >= 500 ? UpstreamOutcome::failure : UpstreamOutcome::success));
-    shed_sample(status >= 500);
+    shed_sample(overload_status(status));
     failed_endpoint = attempt.claim.endpoint();
     detach_upstream(request_complete,
                     cb && cb->counts_status(status) ? CallResult::failure : CallResult::success);
@@ -165,7 +165,7 @@ void Exchange::on_upstream_complete() {
   }
   record_upstream_outcome(
       static_cast<int>(status >= 500 ? UpstreamOutcome::failure : UpstreamOutcome::success));
-  shed_sample(status >= 500);
+  shed_sample(overload_status(status));
   if (!request_complete) client.close_after_response_ = true;
   client.flush();
   detach_upstream(request_complete,

@@ -35,16 +35,17 @@ bool Exchange::try_retry(int reason, bool allowed_kind, std::uint64_t retry_afte
   if (response_started || !replay_enabled || replay_overflow || upgrade || client.done())
     return false;
   if (attempts >= policy.config().attempts) return false;
-  // Under overload a retry yields its unit of the concurrency limit to first attempts.
-  if (ShedGate* gate = shed.gate(); gate && !gate->retry_allowed()) {
-    gate->shedder().count_shed(priority);
-    return false;
-  }
   std::uint64_t left = time_left_ms();
   std::uint64_t backoff = policy.backoff_ms(attempts, uniform01());
   // A retry never outlives the route timeout, and a server asking to wait longer than the
   // time left (or than backoff.max, without a route timeout) is not retried.
   if (!retry_fits(backoff, retry_after_ms, left, policy.config().backoff_max_ms)) return false;
+  // Under overload a retry yields its unit of the concurrency limit to first attempts (counted
+  // as shed only when the retry would otherwise have gone: after the checks above).
+  if (ShedGate* gate = shed.gate(); gate && !gate->retry_allowed()) {
+    gate->shedder().count_shed(priority);
+    return false;
+  }
   std::uint64_t now = uv_now(client.worker_.loop());
   if (!route_state->budget->try_retry(now)) {
     route_stats->retry_budget_exhausted.add();

@@ -10,8 +10,11 @@ namespace bulwark {
 Verdict LoadSheddingStage::enter(Exchange& x) {
   ShedGate* gate = x.upstream->shed_gate();
   if (!gate) return Verdict::admit();
-  x.priority =
-      parse_priority(x.client.request_headers().get(gate->shedder().config().priority_header));
+  // Several field lines mean their comma-joined value (RFC 9110 5.3), which names no single
+  // priority: normal, whichever line comes first.
+  const auto& headers = x.client.request_headers();
+  const std::string& name = gate->shedder().config().priority_header;
+  x.priority = headers.count(name) > 1 ? Priority::normal : parse_priority(headers.get(name));
   switch (gate->admit(x, x.priority)) {
     case ShedGate::Result::admitted:
       x.shed.take(*gate, x.priority);

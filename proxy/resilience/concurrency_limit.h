@@ -11,7 +11,7 @@
 //   - rtt_us: how long it took (now_us - rtt_us is when it started);
 //   - inflight: requests in flight when it started, itself included;
 //   - dropped: the request failed in a way that signals overload: a timeout (also a
-//     client-side one), a reset, a 5xx. The caller must pass timeouts as dropped: the RTT of a
+//     client-side one), a reset, a 503 or 504. The caller must pass timeouts as dropped: the RTT of a
 //     timed-out request is the timeout, and a run of such flat RTTs would otherwise look like
 //     a healthy, unloaded backend and grow the limit. A dropped sample never grows the limit,
 //     and its RTT is not used as a latency measurement.

@@ -72,7 +72,9 @@ int LoadShedder::critical_reserve(std::uint64_t now_ms) const {
 
 std::uint64_t LoadShedder::critical_presence_until_ms() const {
   std::uint64_t seen = last_critical_ms_.load(std::memory_order_relaxed);
-  return seen == 0 ? 0 : seen - 1 + kCriticalPresenceMs;
+  // The first millisecond at which critical_reserve() is 0 again (seen is the arrival + 1):
+  // a timer set for it finds the reserve open, not binding for one more millisecond.
+  return seen == 0 ? 0 : seen + kCriticalPresenceMs;
 }
 
 bool LoadShedder::try_acquire(Priority p, std::uint64_t now_ms) {

@@ -18,8 +18,13 @@ ShedGate::ShedGate(uv_loop_t* loop, LoadShedder& shedder, int worker)
 ShedGate::Result ShedGate::admit(ShedWaiter& w, Priority p) {
   const std::uint64_t now = uv_now(loop_);
   if (p == Priority::critical) shedder_.saw_critical(now);
-  // Requests already waiting go first: on this worker, and critical ones on any.
-  if (queue_.empty() && (p == Priority::critical || shedder_.critical_waiting() == 0) &&
+  // Requests already waiting go first: those of the same or a higher priority on this worker,
+  // and critical ones on any. Waiting requests of a lower priority do not hold p back: a unit
+  // free for p (a critical request's reserved unit, which they may not take) goes to it now.
+  bool ahead = false;
+  for (int q = static_cast<int>(p); q < kPriorities; ++q)
+    if (queue_.size(static_cast<Priority>(q)) > 0) ahead = true;
+  if (!ahead && (p == Priority::critical || shedder_.critical_waiting() == 0) &&
       shedder_.try_acquire(p, now)) {
     queue_.admitted_at_once(now);
     return Result::admitted;

@@ -144,7 +144,17 @@ TEST_CASE("shedder: the critical reserve never takes the whole limit") {
   s.saw_critical(0);
   CHECK(s.critical_reserve(10) == 0);  // ceil(0.5) would be the one unit there is
   CHECK(s.try_acquire(Priority::normal, 10));
-  CHECK(s.critical_presence_until_ms() == 1000);
+  CHECK(s.critical_presence_until_ms() == 1001);
+}
+
+TEST_CASE("shedder: the reserve is open at the time critical_presence_until_ms names") {
+  LoadSheddingConfig c = fixed_limit(10);
+  c.critical_reserve = 0.1;
+  LoadShedder s(c, 1);
+  s.saw_critical(500);
+  const std::uint64_t until = s.critical_presence_until_ms();
+  CHECK(s.critical_reserve(until - 1) == 1);
+  CHECK(s.critical_reserve(until) == 0);  // a queue timer set for `until` finds it open
 }
 
 TEST_CASE("shedder: samples move the limit; a worker that finds the feeder busy feeds later") {
@@ -490,7 +500,11 @@ TEST_CASE("gate: requests held back by the critical reserve get in when it lapse
   // gate's timer must be due by then to let b in (its own wait is 5 s).
   l.turn();
   CHECK(b.admitted == 0);
-  CHECK(g.next_event_in_ms() <= 1000);
+  CHECK(g.next_event_in_ms() <= 1001);
+  // When that timer fires, the reserve has lapsed: b gets in (not only when its 5 s wait runs
+  // out or a unit is given back). Firing at the last millisecond it binds let b wait on.
+  uv_run(&l.loop, UV_RUN_ONCE);
+  CHECK(b.admitted == 1);
   g.release(Priority::normal);
   g.release(Priority::normal);
   g.close();
