@@ -26,7 +26,7 @@ ShedGate::Result ShedGate::admit(ShedWaiter& w, Priority p) {
     if (queue_.size(static_cast<Priority>(q)) > 0) ahead = true;
   if (!ahead && (p == Priority::critical || shedder_.critical_waiting() == 0) &&
       shedder_.try_acquire(p, now)) {
-    queue_.admitted_at_once(now);
+    if (queue_.empty()) queue_.admitted_at_once(now);  // not a sign when it jumped a queue
     return Result::admitted;
   }
   if (!shedder_.config().enforce) {
