@@ -49,7 +49,9 @@ LimitConfig limit_config(const LoadSheddingConfig& c) {
 LoadShedder::LoadShedder(const LoadSheddingConfig& config, int workers)
     : config_(config),
       algorithm_(make_limit_algorithm(limit_config(config))),
-      backlog_(static_cast<std::size_t>(std::max(workers, 1))) {
+      backlog_(static_cast<std::size_t>(std::max(workers, 1))),
+      workers_(std::max(workers, 1)),
+      worker_queues_(new WorkerQueue[static_cast<std::size_t>(std::max(workers, 1))]) {
   // The loader refuses what make_limit_algorithm cannot build; a fixed limit is the safe
   // fallback should one get here anyway.
   if (!algorithm_) {
@@ -113,6 +115,49 @@ bool LoadShedder::try_enqueue() {
 }
 
 void LoadShedder::dequeue() { queued_.fetch_sub(1, std::memory_order_relaxed); }
+
+void LoadShedder::waits(int worker, Priority p, int delta) {
+  worker_queues_[static_cast<std::size_t>(worker % workers_)]
+      .waiting[static_cast<std::size_t>(p)]
+      .fetch_add(delta, std::memory_order_relaxed);
+  if (p == Priority::critical) critical_waiting_.fetch_add(delta, std::memory_order_relaxed);
+}
+
+int LoadShedder::worker_with_lower(int worker, Priority p) const {
+  for (int q = 0; q < static_cast<int>(p); ++q)
+    for (int w = 0; w < workers_; ++w) {
+      if (w == worker) continue;
+      const WorkerQueue& wq = worker_queues_[static_cast<std::size_t>(w)];
+      std::int64_t waiting = wq.waiting[static_cast<std::size_t>(q)].load(std::memory_order_relaxed);
+      std::int64_t owed = 0;  // evictions already asked of it that may take these
+      for (int r = q + 1; r < kPriorities; ++r)
+        owed += wq.owed[static_cast<std::size_t>(r)].load(std::memory_order_relaxed);
+      if (waiting > owed) return w;
+    }
+  return -1;
+}
+
+void LoadShedder::owe_eviction(int worker, Priority p) {
+  worker_queues_[static_cast<std::size_t>(worker % workers_)]
+      .owed[static_cast<std::size_t>(p)]
+      .fetch_add(1, std::memory_order_relaxed);
+}
+
+bool LoadShedder::owes_evictions(int worker) const {
+  const WorkerQueue& wq = worker_queues_[static_cast<std::size_t>(worker % workers_)];
+  for (const auto& owed : wq.owed)
+    if (owed.load(std::memory_order_relaxed) > 0) return true;
+  return false;
+}
+
+bool LoadShedder::take_owed_eviction(int worker, Priority p) {
+  auto& owed =
+      worker_queues_[static_cast<std::size_t>(worker % workers_)].owed[static_cast<std::size_t>(p)];
+  std::int64_t cur = owed.load(std::memory_order_relaxed);
+  while (cur > 0)
+    if (owed.compare_exchange_weak(cur, cur - 1, std::memory_order_relaxed)) return true;
+  return false;
+}
 
 void LoadShedder::sample(int worker, std::uint64_t now_us, std::uint64_t rtt_us, int inflight,
                          bool dropped) {

@@ -62,14 +62,23 @@ class LoadShedder {
   // Queue accounting for the whole process: false when queue.size requests wait already.
   bool try_enqueue();
   void dequeue();
+  // Requests waiting in worker `worker`'s queue, by priority (each worker counts its own).
+  void waits(int worker, Priority p, int delta);
   // Critical requests waiting in the workers' queues: a worker with none leaves a freed unit
   // to them rather than to its own lower-priority requests.
-  void critical_waits(int delta) {
-    critical_waiting_.fetch_add(delta, std::memory_order_relaxed);
-  }
   std::int64_t critical_waiting() const {
     return critical_waiting_.load(std::memory_order_relaxed);
   }
+  // The queue is full and worker `worker` has nothing below p to evict: another worker with a
+  // request of lower priority waiting (-1: none).
+  int worker_with_lower(int worker, Priority p) const;
+  // Worker `worker` owes one eviction of a request below p to a request queued elsewhere
+  // (paid from its own timer: take_owed_eviction).
+  void owe_eviction(int worker, Priority p);
+  bool take_owed_eviction(int worker, Priority p);
+  bool owes_evictions(int worker) const;
+  // Counts a request into the queue beyond queue.size, until the eviction it is owed is paid.
+  void force_enqueue() { queued_.fetch_add(1, std::memory_order_relaxed); }
 
   // Feeds one completed attempt (see LimitAlgorithm::on_sample) from worker `worker`.
   void sample(int worker, std::uint64_t now_us, std::uint64_t rtt_us, int inflight, bool dropped);
@@ -116,10 +125,16 @@ class LoadShedder {
     std::size_t count = 0;
   };
   void feed(const Sample& s);  // holds feeding_
+  struct alignas(64) WorkerQueue {
+    std::array<std::atomic<std::int64_t>, kPriorities> waiting{};
+    std::array<std::atomic<std::int64_t>, kPriorities> owed{};  // by the evicting request's priority
+  };
 
   const LoadSheddingConfig config_;
   std::unique_ptr<LimitAlgorithm> algorithm_;
   std::vector<Backlog> backlog_;
+  const int workers_;
+  std::unique_ptr<WorkerQueue[]> worker_queues_;
   alignas(64) std::atomic<bool> feeding_{false};
   alignas(64) std::atomic<std::int64_t> in_flight_{0};
   std::atomic<int> limit_;

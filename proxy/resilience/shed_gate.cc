@@ -54,13 +54,25 @@ ShedGate::Result ShedGate::admit(ShedWaiter& w, Priority p) {
   }
   // The queue is full: the newest request of the lowest priority below p makes room.
   queue_.shed(now);
-  if (ShedWaiter* victim = queue_.pop_lower(p)) {
+  if (ShedWaiter* victim = taken(queue_.pop_lower(p))) {
     shedder_.count_shed(victim->shed_priority);
     victim->shed_evicted = true;
     evicted_.push_back(*victim);
     w.shed_evicted = false;
     push(w, p, now);  // takes the victim's place in the process-wide count
     kick();
+    return Result::queued;
+  }
+  // Nothing to evict here, but a request of lower priority waits on another worker: it goes,
+  // paid for by that worker on its next turn; meanwhile the queue holds one more than its size.
+  const int other = shedder_.worker_with_lower(worker_, p);
+  if (other >= 0) {
+    shedder_.owe_eviction(other, p);
+    shedder_.force_enqueue();
+    w.shed_evicted = false;
+    push(w, p, now);
+    arm();
+    wake_others();
     return Result::queued;
   }
   shedder_.count_shed(p);
@@ -80,16 +92,16 @@ void ShedGate::cancel(ShedWaiter& w) {
 
 void ShedGate::push(ShedWaiter& w, Priority p, std::uint64_t now) {
   queue_.push(w, p, now);
-  if (p == Priority::critical) shedder_.critical_waits(1);
+  shedder_.waits(worker_, p, 1);
 }
 
 void ShedGate::remove(ShedWaiter& w) {
   queue_.remove(w);
-  if (w.shed_priority == Priority::critical) shedder_.critical_waits(-1);
+  shedder_.waits(worker_, w.shed_priority, -1);
 }
 
 ShedWaiter* ShedGate::taken(ShedWaiter* w) {
-  if (w && w->shed_priority == Priority::critical) shedder_.critical_waits(-1);
+  if (w) shedder_.waits(worker_, w->shed_priority, -1);
   return w;
 }
 
@@ -142,6 +154,19 @@ void ShedGate::run() {
   kicked_ = false;
   running_ = true;
   // The callbacks below may queue, cancel or release on this gate: each step looks afresh.
+  // Evictions owed to requests of higher priority queued on other workers, newest and lowest
+  // priority first (none left to evict: the debt lapses, the queue is over its size until a
+  // request leaves it).
+  for (int p = kPriorities - 1; p > 0; --p) {
+    while (shedder_.take_owed_eviction(worker_, static_cast<Priority>(p))) {
+      ShedWaiter* v = taken(queue_.pop_lower(static_cast<Priority>(p)));
+      if (!v) continue;
+      queue_.shed(uv_now(loop_));
+      shedder_.dequeue();
+      shedder_.count_shed(v->shed_priority);
+      v->on_shed_rejected(evicted_detail());
+    }
+  }
   while (ShedWaiter* w = evicted_.front()) {
     evicted_.remove(*w);
     w->on_shed_rejected(evicted_detail());

@@ -40,7 +40,7 @@ class ShedGate {
   void release(Priority p);
   // Another worker gave back a unit while requests wait here.
   void wake() {
-    if (!queue_.empty()) kick();
+    if (!queue_.empty() || shedder_.owes_evictions(worker_)) kick();
   }
   // Called when a unit is given back here while requests wait only on other workers.
   void set_wake_others(std::function<void()> hook) { wake_others_ = std::move(hook); }

@@ -530,22 +530,23 @@ class TwoWorkers(Base):
         self.assert_settled()
 
 
-    # DEFECT (not fixed): the queue's size is counted for the whole process, but a request
-    # that finds it full can only evict a lower-priority request from its own worker's queue
-    # (ShedGate::admit -> ShedQueue::pop_lower). A critical request that lands on a worker
-    # whose queue holds no sheddable request is shed (503 overloaded) while sheddable
-    # requests wait on the other worker. Fixing it needs eviction across workers (a
-    # process-wide count of waiting requests per priority and evictions owed to other
-    # workers' queues, paid from their timers), which is not a small change.
-    @unittest.expectedFailure
+    # Found by this review: the queue's size is counted for the whole process, but a request
+    # that found it full could only evict a lower-priority request from its own worker's
+    # queue, so a critical request landing on a worker without sheddable waiters was shed
+    # while sheddable requests waited on the other worker. Fixed by evictions owed across
+    # workers (LoadShedder::owe_eviction, paid from the other worker's gate timer).
     def test_critical_evicts_sheddable_waiting_on_the_other_worker(self):
         # The queue (size 16) is one for the whole process; sheddable requests fill it, spread
         # over the two workers by the kernel (SO_REUSEPORT). Sixteen critical requests must
         # each take the place of one of them, whichever worker they land on: none of them is
         # shed while a sheddable request still waits. (Three rounds: the test passes by luck
         # only when both spreads come out equal each time, about 0.14^3.)
-        self.proxy = start(self.backend.address, limit=1, queue=16, timeout="5s", workers=2)
+        # A fresh proxy per round: once requests were shed, the queue stands for an interval
+        # and sheddable requests are refused at once instead of queueing.
         for _ in range(3):
+            if self.proxy:
+                self.proxy.stop()
+            self.proxy = start(self.backend.address, limit=1, queue=16, timeout="5s", workers=2)
             holders = self.hold(800)
             sheddable = [Call(self.proxy.port, "/s%d" % i, {"x-priority": "sheddable"})
                          for i in range(16)]

@@ -538,6 +538,51 @@ TEST_CASE("gate: a unit freed on one worker goes to a critical request waiting o
   w1.close();
 }
 
+TEST_CASE("gate: a full queue makes room on another worker for a higher priority") {
+  Loop l;
+  LoadShedder s(fixed_limit(1, 2), 2);
+  ShedGate w0(&l.loop, s, 0), w1(&l.loop, s, 1);
+  w0.set_wake_others([&] { w1.wake(); });
+  w1.set_wake_others([&] { w0.wake(); });
+  std::vector<std::string> log;
+  Waiter hold("hold", &log), s1("s1", &log), s2("s2", &log), c("c", &log), n("n", &log);
+  REQUIRE(w0.admit(hold, Priority::normal) == ShedGate::Result::admitted);
+  REQUIRE(w0.admit(s1, Priority::sheddable) == ShedGate::Result::queued);
+  REQUIRE(w0.admit(s2, Priority::sheddable) == ShedGate::Result::queued);
+  // Worker 1 has nothing to evict; worker 0 owes it the eviction of its newest sheddable.
+  CHECK(w1.admit(c, Priority::critical) == ShedGate::Result::queued);
+  CHECK(s.queued() == 3);  // one over the size until worker 0 pays
+  l.turn();
+  CHECK(log == std::vector<std::string>{"-s2"});
+  CHECK(s2.detail == ShedGate::evicted_detail());
+  CHECK(s.queued() == 2);
+  // s1 is spoken for by nobody now: a normal arrival on worker 1 may take its place.
+  CHECK(w1.admit(n, Priority::normal) == ShedGate::Result::queued);
+  l.turn();
+  CHECK(log == std::vector<std::string>{"-s2", "-s1"});
+  // A second critical arrival evicts the normal request on its own worker.
+  Waiter c2("c2", &log), c3("c3", &log);
+  CHECK(w1.admit(c2, Priority::critical) == ShedGate::Result::queued);
+  l.turn();
+  CHECK(log == std::vector<std::string>{"-s2", "-s1", "-n"});
+  // Nothing of lower priority anywhere: a third one is shed.
+  CHECK(w0.admit(c3, Priority::critical) == ShedGate::Result::rejected);
+  w0.release(Priority::normal);
+  l.turn();
+  l.turn();
+  CHECK(c.admitted == 1);
+  w1.release(Priority::critical);
+  l.turn();
+  CHECK(c2.admitted == 1);
+  w1.release(Priority::critical);
+  CHECK(s.queued() == 0);
+  CHECK(s.in_flight() == 0);
+  CHECK_FALSE(s.owes_evictions(0));
+  CHECK_FALSE(s.owes_evictions(1));
+  w0.close();
+  w1.close();
+}
+
 TEST_CASE("gate: a limit raised by a sample lets waiting requests in") {
   Loop l;
   LoadSheddingConfig c;
