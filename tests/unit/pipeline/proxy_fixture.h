@@ -30,6 +30,7 @@
 #include "upstream/upstream.h"
 #include "upstream/upstream_state.h"
 #include "worker.h"
+#include "test_helpers.h"
 
 namespace bulwark::test {
 
@@ -42,21 +43,8 @@ struct TestClient {
   bool eof = false;
   bool closed = false;
 
-  void send(const std::string& bytes) {
-    auto* req = new uv_write_t;
-    auto* copy = new std::string(bytes);
-    req->data = copy;
-    uv_buf_t buf = uv_buf_init(copy->data(), static_cast<unsigned>(copy->size()));
-    uv_write(req, reinterpret_cast<uv_stream_t*>(&tcp), &buf, 1, [](uv_write_t* r, int) {
-      delete static_cast<std::string*>(r->data);
-      delete r;
-    });
-  }
-  void close() {
-    if (closed) return;
-    closed = true;
-    uv_close(reinterpret_cast<uv_handle_t*>(&tcp), nullptr);
-  }
+  void send(const std::string& bytes) { test::write_copy(tcp, bytes); }
+  void close() { test::close_once(tcp, closed); }
   void start_reading() {
     uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp), on_alloc, on_read);
   }

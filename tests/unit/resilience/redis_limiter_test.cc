@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "core/log.h"
+#include "test_helpers.h"
 
 using namespace bulwark;
 
@@ -44,21 +45,8 @@ class FakeRedis {
     std::vector<Command> commands;
     bool closed = false;
     bool eof = false;  // the limiter hung up
-    void send(const std::string& raw) {
-      auto* req = new uv_write_t;
-      auto* copy = new std::string(raw);
-      req->data = copy;
-      uv_buf_t buf = uv_buf_init(copy->data(), static_cast<unsigned>(copy->size()));
-      uv_write(req, reinterpret_cast<uv_stream_t*>(&tcp), &buf, 1, [](uv_write_t* r, int) {
-        delete static_cast<std::string*>(r->data);
-        delete r;
-      });
-    }
-    void close() {
-      if (closed) return;
-      closed = true;
-      uv_close(reinterpret_cast<uv_handle_t*>(&tcp), nullptr);
-    }
+    void send(const std::string& raw) { test::write_copy(tcp, raw); }
+    void close() { test::close_once(tcp, closed); }
   };
 
   explicit FakeRedis(uv_loop_t* loop) : loop_(loop) {

@@ -19,6 +19,7 @@
 #include "net/write_queue.h"
 #include "upstream/connection.h"
 #include "upstream/pool.h"
+#include "test_helpers.h"
 
 namespace bulwark::test {
 
@@ -35,21 +36,8 @@ class LoopbackBackend {
     std::size_t answered = 0;  // requests answered by auto_response
     bool eof = false;          // the proxy side closed
     bool closed = false;       // closed here
-    void write(const std::string& bytes) {
-      auto* req = new uv_write_t;
-      auto* copy = new std::string(bytes);
-      req->data = copy;
-      uv_buf_t buf = uv_buf_init(copy->data(), static_cast<unsigned>(copy->size()));
-      uv_write(req, reinterpret_cast<uv_stream_t*>(&tcp), &buf, 1, [](uv_write_t* r, int) {
-        delete static_cast<std::string*>(r->data);
-        delete r;
-      });
-    }
-    void close() {
-      if (closed) return;
-      closed = true;
-      uv_close(reinterpret_cast<uv_handle_t*>(&tcp), nullptr);
-    }
+    void write(const std::string& bytes) { test::write_copy(tcp, bytes); }
+    void close() { test::close_once(tcp, closed); }
     void stop_reading() { uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp)); }
     void start_reading() {
       uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp), LoopbackBackend::on_alloc,
