@@ -184,8 +184,17 @@ void Upstream::cancel(PendingRequest& r) {
 
 void Upstream::release() {
   state_.release();
-  admit_waiting();
-  if (queue_.empty() && state_.pending() > 0 && slot_freed_) slot_freed_();
+  // The next waiting request is admitted on the next loop turn, never from inside the
+  // callbacks of the request that gave the slot back (admit -> reply -> release -> admit).
+  if (!queue_.empty())
+    kick();
+  else if (state_.pending() > 0 && slot_freed_)
+    slot_freed_();
+}
+
+void Upstream::kick() {
+  kicked_ = true;
+  uv_timer_start(&pending_timer_, on_pending_timer, 0, 0);
 }
 
 void Upstream::admit_waiting() {
@@ -205,6 +214,7 @@ void Upstream::admit_waiting() {
 }
 
 void Upstream::arm_pending_timer() {
+  if (kicked_) return;  // on_pending_timer runs on the next turn and arms it then
   if (queue_.empty()) {
     uv_timer_stop(&pending_timer_);
     return;
@@ -216,6 +226,8 @@ void Upstream::arm_pending_timer() {
 
 void Upstream::on_pending_timer(uv_timer_t* timer) {
   auto* u = static_cast<Upstream*>(timer->data);
+  u->kicked_ = false;
+  u->admit_waiting();
   std::uint64_t now = uv_now(u->loop_);
   // Deadlines grow along the queue (one pending_timeout for all), so expiry is from the head.
   while (!u->queue_.empty() && u->queue_.front()->pending_deadline_ms <= now) {

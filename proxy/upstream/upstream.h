@@ -70,7 +70,8 @@ class Upstream {
   Admission admit(PendingRequest& request);
   // A queued request that goes away before its turn.
   void cancel(PendingRequest& request);
-  // An admitted request finished: frees its slot and admits the next waiting one.
+  // An admitted request finished: frees its slot; the next waiting one is admitted on the next
+  // loop turn (from the pending timer), or another worker is told.
   void release();
   // Another worker freed a slot of the bulkhead: try to admit waiting requests.
   void admit_waiting();
@@ -89,6 +90,7 @@ class Upstream {
   static void on_pending_timer(uv_timer_t* timer);
   void unlink(PendingRequest& r);
   void arm_pending_timer();
+  void kick();  // on_pending_timer on the next loop turn
   void sweep_retired();
 
   uv_loop_t* loop_;
@@ -108,6 +110,7 @@ class Upstream {
   // admit_waiting() is running: a release from inside on_admitted (a request answered at
   // once) leaves the freed slot to that running loop instead of recursing into it.
   bool admitting_ = false;
+  bool kicked_ = false;
   std::unique_ptr<ShedGate> shed_gate_;
 };
 

@@ -230,7 +230,8 @@ TEST_CASE("pending queue: a request admitted before its deadline does not time o
   REQUIRE(u.admit(holder) == Upstream::Admission::admitted);
   REQUIRE(u.admit(waiting) == Upstream::Admission::queued);
   REQUIRE(u.admit(late) == Upstream::Admission::queued);
-  u.release();  // the head gets the slot
+  u.release();  // the head gets the slot, on the next loop turn
+  uv_run(&f.loop, UV_RUN_NOWAIT);
   CHECK(waiting.admitted == 1);
   run_until(&f.loop, [&] { return late.timed_out > 0; });
   CHECK(waiting.timed_out == 0);
