@@ -125,7 +125,10 @@ bool ShedGate::retry_allowed() const {
 void ShedGate::sample(std::uint64_t now_us, std::uint64_t rtt_us, int inflight, bool dropped) {
   const int before = shedder_.limit();
   shedder_.sample(worker_, now_us, rtt_us, inflight, dropped);
-  if (shedder_.limit() > before && !queue_.empty()) kick();
+  if (shedder_.limit() <= before) return;
+  // A higher limit lets waiting requests in, here and on the other workers.
+  if (!queue_.empty()) kick();
+  if (shedder_.queued() > static_cast<std::int64_t>(queue_.size())) wake_others();
 }
 
 void ShedGate::kick() {

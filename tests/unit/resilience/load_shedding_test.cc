@@ -583,6 +583,35 @@ TEST_CASE("gate: a full queue makes room on another worker for a higher priority
   w1.close();
 }
 
+TEST_CASE("gate: a limit raised by a sample on one worker lets another worker's requests in") {
+  Loop l;
+  LoadSheddingConfig c;
+  c.algorithm = "aimd";
+  c.initial_limit = 1;
+  c.min_limit = 1;
+  c.max_limit = 10;
+  LoadShedder s(c, 2);
+  ShedGate w0(&l.loop, s, 0), w1(&l.loop, s, 1);
+  int woken = 0;
+  w0.set_wake_others([&] {
+    ++woken;
+    w1.wake();
+  });
+  Waiter a("a"), b("b");
+  REQUIRE(w0.admit(a, Priority::normal) == ShedGate::Result::admitted);
+  REQUIRE(w1.admit(b, Priority::normal) == ShedGate::Result::queued);
+  l.turn();
+  CHECK(b.admitted == 0);
+  w0.sample(1'000'000, 1000, 1, false);  // the limit becomes 2
+  CHECK(woken == 1);
+  l.turn();
+  CHECK(b.admitted == 1);
+  w0.release(Priority::normal);
+  w1.release(Priority::normal);
+  w0.close();
+  w1.close();
+}
+
 TEST_CASE("gate: a limit raised by a sample lets waiting requests in") {
   Loop l;
   LoadSheddingConfig c;
