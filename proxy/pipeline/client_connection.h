@@ -50,9 +50,8 @@ class ClientConnection final {
   std::string_view client_ip() const { return client_ip_; }
   const HeaderBlock& request_headers() { return b().headers; }
 
- private:
-  friend class Exchange;  // the request drives the connection it belongs to
-
+  // What the request in progress (its Exchange) reads and drives of its connection; the rest
+  // of the connection (reading, parsing, timers, lingering close) stays private.
   enum class Phase {
     idle,      // between requests (keep-alive)
     head,      // reading a request head
@@ -60,6 +59,47 @@ class ClientConnection final {
     tunnel,    // after 101: bytes both ways
     lingering  // response sent, closing: draining what the client still sends
   };
+  Worker& worker() { return worker_; }
+  ListenerRuntime& listener() { return listener_; }
+  const llhttp_t& parser() const { return parser_; }
+  Phase phase() const { return phase_; }
+  void set_phase(Phase p) { phase_ = p; }
+  // The request that begins: its method and the HTTP/1.x minor version it is served as.
+  void begin_request(std::uint8_t method, int minor_version) {
+    method_ = method;
+    minor_version_ = minor_version;
+  }
+  std::uint8_t method() const { return method_; }
+  int minor_version() const { return minor_version_; }
+  void close_after_response() { close_after_response_ = true; }
+  bool closes_after_response() const { return close_after_response_; }
+  bool closing() const { return closing_; }
+  bool draining() const { return draining_; }
+  bool in_execute() const { return in_execute_; }
+  bool client_eof() const { return client_eof_; }
+  bool read_paused() const { return read_paused_; }
+  std::size_t pending_input_size() const { return pending_input_.size(); }
+  bool has_buffers() const { return buffers_ != nullptr; }
+  // Buffers of the request in progress, from the worker's free list: a connection between
+  // requests holds none, which keeps idle keep-alive connections small.
+  RequestBuffers& b() {
+    if (!buffers_) acquire_buffers();
+    return *buffers_;
+  }
+  bool done() const { return closing_ || phase_ == Phase::lingering; }
+  void arm_timer(std::uint64_t ms);
+  void pause_reading();
+  void resume_reading();
+  // Hands what is queued to the sockets (the upstream's too). False: the connection closed.
+  bool flush();
+  // Sends a local reply. Closes the connection afterwards when `close` is set or the
+  // request body has not been read completely.
+  void local_reply(Reason reason, std::string_view detail, bool close = false, int status = 0);
+  void close_gracefully();
+  // The response is complete: logs the request, ends its exchange, serves what is pipelined.
+  void finish_request();
+
+ private:
 
   // client_connection.cc (connection) and request_parse.cc (parsing)
   static void on_alloc(uv_handle_t* handle, std::size_t suggested, uv_buf_t* buf);
@@ -97,25 +137,9 @@ class ClientConnection final {
   int parse_error(Reason reason, const char* detail, int status = 0);
   void serve_pending_input();
   bool count_head_bytes(std::size_t len);
-  void arm_timer(std::uint64_t ms);
-  void pause_reading();
-  void resume_reading();
-  bool flush();
-  // Sends a local reply. Closes the connection afterwards when `close` is set or the
-  // request body has not been read completely.
-  void local_reply(Reason reason, std::string_view detail, bool close = false, int status = 0);
-  void close_gracefully();
-  void finish_request();
   void account_request();
   void reset_request();
-  bool done() const { return closing_ || phase_ == Phase::lingering; }
 
-  // Buffers of the request in progress, from the worker's free list: a connection between
-  // requests holds none, which keeps idle keep-alive connections small.
-  RequestBuffers& b() {
-    if (!buffers_) acquire_buffers();
-    return *buffers_;
-  }
   void acquire_buffers();  // from the worker's free list
   void release_buffers();
   // The request in progress; made when a request begins (or first needed) and destroyed when

@@ -29,8 +29,8 @@ bool printable_id(std::string_view id) {
 }  // namespace
 
 int Exchange::reply_from_headers(Reason reason, std::string_view detail, int reply_status) {
-  bool has_body = (client.parser_.flags & F_CHUNKED) || client.parser_.content_length > 0;
-  if (!has_body && !client.parser_.upgrade) {
+  bool has_body = (client.parser().flags & F_CHUNKED) || client.parser().content_length > 0;
+  if (!has_body && !client.parser().upgrade) {
     // Answer once the (empty) request is complete, keeping the connection.
     pending_reply = true;
     pending_reason = reason;
@@ -43,17 +43,16 @@ int Exchange::reply_from_headers(Reason reason, std::string_view detail, int rep
 }
 
 int Exchange::start_request() {
-  client.phase_ = ClientConnection::Phase::request;
-  client.method_ = client.parser_.method;
-  request_upgrade = client.parser_.upgrade != 0;
+  client.set_phase(ClientConnection::Phase::request);
+  request_upgrade = client.parser().upgrade != 0;
   // HTTP/1.x with x > 1 is served as HTTP/1.1 (RFC 9110 6.2: same major version).
-  client.minor_version_ = client.parser_.http_minor > 0 ? 1 : 0;
-  head_request = client.parser_.method == HTTP_HEAD;
+  client.begin_request(client.parser().method, client.parser().http_minor > 0 ? 1 : 0);
+  head_request = client.parser().method == HTTP_HEAD;
   client.b().info = inspect_request(client.b().headers);
-  const ListenerConfig& lc = *client.listener_.config;
+  const ListenerConfig& lc = *client.listener().config;
 
   if (client.b().info.request_id.empty() || !printable_id(client.b().info.request_id)) {
-    client.worker_.ids().next(client.b().request_id);
+    client.worker().ids().next(client.b().request_id);
     request_id = std::string_view(client.b().request_id, sizeof client.b().request_id);
   } else {
     // Owned: the id outlives anything that may happen to the head buffer (log, retries).
@@ -61,14 +60,14 @@ int Exchange::start_request() {
     request_id = client.b().request_id_copy;
   }
   if (client.b().info.connection_close ||
-      (client.minor_version_ == 0 && !client.b().info.connection_keep_alive) || client.draining_)
-    client.close_after_response_ = true;
+      (client.minor_version() == 0 && !client.b().info.connection_keep_alive) || client.draining())
+    client.close_after_response();
 
-  if (client.parser_.http_major != 1) {
+  if (client.parser().http_major != 1) {
     client.local_reply(Reason::bad_request, "unsupported HTTP version", true);
     return HPE_PAUSED;
   }
-  if (client.parser_.method == HTTP_CONNECT) {
+  if (client.parser().method == HTTP_CONNECT) {
     client.local_reply(Reason::bad_request, "CONNECT is not supported", true);
     return HPE_PAUSED;
   }
@@ -76,7 +75,7 @@ int Exchange::start_request() {
     client.local_reply(Reason::bad_request, "more than one Host header", true);
     return HPE_PAUSED;
   }
-  if (client.minor_version_ == 1 && client.b().info.host_count == 0) {
+  if (client.minor_version() == 1 && client.b().info.host_count == 0) {
     client.local_reply(Reason::bad_request, "missing Host header", true);
     return HPE_PAUSED;
   }
@@ -105,7 +104,7 @@ int Exchange::start_request() {
       client.local_reply(Reason::bad_request, "both Content-Length and Transfer-Encoding", true);
       return HPE_PAUSED;
     }
-    if (client.minor_version_ == 0) {  // RFC 9112 6.1: faulty framing in HTTP/1.0
+    if (client.minor_version() == 0) {  // RFC 9112 6.1: faulty framing in HTTP/1.0
       client.local_reply(Reason::bad_request, "Transfer-Encoding in an HTTP/1.0 request", true);
       return HPE_PAUSED;
     }
@@ -130,13 +129,13 @@ int Exchange::start_request() {
         break;
     }
   }
-  if (client.parser_.flags & F_CHUNKED) {
+  if (client.parser().flags & F_CHUNKED) {
     request_framing = BodyFraming::chunked;
-  } else if (client.parser_.flags & F_CONTENT_LENGTH) {
+  } else if (client.parser().flags & F_CONTENT_LENGTH) {
     // Kept even when 0: a POST without it may be answered 411 (RFC 9110 8.6).
     request_framing = BodyFraming::content_length;
-    request_content_length = client.parser_.content_length;  // llhttp counts it down as it reads
-    if (client.parser_.content_length > lc.max_body_bytes) {
+    request_content_length = client.parser().content_length;  // llhttp counts it down as it reads
+    if (client.parser().content_length > lc.max_body_bytes) {
       client.local_reply(Reason::body_too_large,
                          "request body exceeds the listener's max_body_bytes", true);
       return HPE_PAUSED;
@@ -144,21 +143,21 @@ int Exchange::start_request() {
   }
   if (client.b().info.expect_other)
     return reply_from_headers(Reason::bad_request, "unsupported Expect", 417);
-  upgrade = client.parser_.upgrade && !client.b().info.upgrade.empty();
+  upgrade = client.parser().upgrade && !client.b().info.upgrade.empty();
 
   std::string_view host = target_authority(client.b().url);
   if (host.empty()) host = client.b().info.host;
-  const char* method = llhttp_method_name(static_cast<llhttp_method_t>(client.method_));
-  route = client.listener_.router->match(method, target_path(target), host, client.b().headers);
+  const char* method = llhttp_method_name(static_cast<llhttp_method_t>(client.method()));
+  route = client.listener().router->match(method, target_path(target), host, client.b().headers);
   if (route < 0) {
     route_stats = nullptr;
     return reply_from_headers(Reason::no_route, "no route matches the request");
   }
-  route_stats = &client.listener_.stats->routes[static_cast<std::size_t>(route)];
-  upstream = client.listener_.route_upstreams[static_cast<std::size_t>(route)];
-  route_state = client.listener_.route_states[static_cast<std::size_t>(route)];
+  route_stats = &client.listener().stats->routes[static_cast<std::size_t>(route)];
+  upstream = client.listener().route_upstreams[static_cast<std::size_t>(route)];
+  route_state = client.listener().route_states[static_cast<std::size_t>(route)];
   std::uint64_t timeout = lc.routes[static_cast<std::size_t>(route)].timeout_ms;
-  std::uint64_t now = uv_now(client.worker_.loop());
+  std::uint64_t now = uv_now(client.worker().loop());
   route_deadline_ms = timeout ? now + timeout : 0;
   body_activity_ms = now;
   arm_request_timer();
@@ -172,7 +171,7 @@ int Exchange::start_request() {
 
 void Exchange::run_admission(bool resumed) {
   Exchange& x = *this;
-  const auto& stages = client.worker_.admission_stages();
+  const auto& stages = client.worker().admission_stages();
   while (x.next_stage < stages.size()) {
     AdmissionStage& stage = *stages[x.next_stage++];
     Verdict v = stage.enter(x);
@@ -195,7 +194,7 @@ void Exchange::run_admission(bool resumed) {
     return;  // no endpoint, or waiting for a pooled connection
   client.flush();
   client.b().queued_bytes.clear();
-  if (!client.done() && !x.request_complete && client.pending_input_.size() < kHighWater)
+  if (!client.done() && !x.request_complete && client.pending_input_size() < kHighWater)
     client.resume_reading();
 }
 
@@ -236,7 +235,7 @@ CallResult Exchange::breaker_result(bool counted) const {
 }
 
 void Exchange::end_attempt(CallResult result) {
-  if (client.buffers_) uv_timer_stop(&client.buffers_->per_try_timer);
+  if (client.has_buffers()) uv_timer_stop(&client.b().per_try_timer);
   attempt.end(result);
 }
 
@@ -262,14 +261,14 @@ void Exchange::upstream_add(const char* data, std::size_t len, bool borrowed) {
 }
 
 void Exchange::upstream_add_chunk_header(std::uint64_t size) {
-  body_activity_ms = uv_now(client.worker_.loop());
+  body_activity_ms = uv_now(client.worker().loop());
   char buf[24];
   int n = std::snprintf(buf, sizeof buf, "%llx\r\n", static_cast<unsigned long long>(size));
   upstream_add(buf, static_cast<std::size_t>(n), false);
 }
 
 bool Exchange::start_attempt() {
-  std::uint64_t now = uv_now(client.worker_.loop());
+  std::uint64_t now = uv_now(client.worker().loop());
   Upstream::Pick pick = upstream->pick(now, failed_endpoint);
   UpstreamEndpoint* endpoint = pick.endpoint;
   if (!endpoint) {
@@ -283,14 +282,14 @@ bool Exchange::start_attempt() {
                             static_cast<unsigned long long>(seconds));
       reply_extra_len = static_cast<std::size_t>(n);
     }
-    if (request_complete || !client.in_execute_) {
+    if (request_complete || !client.in_execute()) {
       client.local_reply(reason, detail);
       return false;
     }
     return reply_from_headers(reason, detail) == 0;
   }
   UpstreamConnection* conn =
-      attempt.begin(*upstream, *endpoint, pick.probe, now, client.worker_.loop());
+      attempt.begin(*upstream, *endpoint, pick.probe, now, client.worker().loop());
   client.b().endpoint_name = endpoint->name();
   // A full pool: wait for a connection (on_pool_connection); request bytes are kept meanwhile.
   if (conn) use_connection(conn);
@@ -307,14 +306,14 @@ void Exchange::use_connection(UpstreamConnection* conn) {
   conn->attach(&attempt, head_request);
   last_attempt_reused = conn->reused();
   UpstreamRequestHead head;
-  head.method = llhttp_method_name(static_cast<llhttp_method_t>(client.method_));
+  head.method = llhttp_method_name(static_cast<llhttp_method_t>(client.method()));
   head.target = origin_form(client.b().url);
   // Exactly one Host (RFC 9112 3.2): an absolute-form target's authority replaces the
   // client's Host (3.2.2); a client without one (HTTP/1.0) gets the endpoint's address.
   head.host = target_authority(client.b().url);
   if (head.host.empty())
     head.host = client.b().info.host_count ? client.b().info.host : client.b().endpoint_name;
-  head.client_ip = client.client_ip_;
+  head.client_ip = client.client_ip();
   head.request_id = request_id;
   head.framing = request_framing;
   head.content_length = request_content_length;
@@ -341,21 +340,21 @@ void Exchange::on_pool_connection(UpstreamConnection* conn) {
   use_connection(conn);
   client.flush();
   client.b().queued_bytes.clear();
-  if (!client.done() && !request_complete && client.pending_input_.size() < kHighWater)
+  if (!client.done() && !request_complete && client.pending_input_size() < kHighWater)
     client.resume_reading();
 }
 
 void Exchange::send_continue() {
-  if (sent_continue || !client.b().info.expect_continue || client.minor_version_ == 0 ||
+  if (sent_continue || !client.b().info.expect_continue || client.minor_version() == 0 ||
       request_complete || response_started || !request_has_body())
     return;
   sent_continue = true;
-  body_activity_ms = uv_now(client.worker_.loop());  // the client may send its body from now on
+  body_activity_ms = uv_now(client.worker().loop());  // the client may send its body from now on
   client.b().out.add_copy("HTTP/1.1 100 Continue\r\n\r\n");
 }
 
 void Exchange::forward_body(const char* data, std::size_t len) {
-  body_activity_ms = uv_now(client.worker_.loop());
+  body_activity_ms = uv_now(client.worker().loop());
   if (pending_reply) return;  // answered locally: discarded
   upstream_add(data, len, true);
   body_sent_upstream = attempt.conn != nullptr || waiting_stage || attempt.waiting();
@@ -383,7 +382,7 @@ void Exchange::record_upstream_outcome(int outcome) {
 
 void Exchange::arm_request_timer() {
   std::uint64_t due = route_deadline_ms;
-  std::uint64_t body_idle = client.listener_.config->body_idle_timeout_ms;
+  std::uint64_t body_idle = client.listener().config->body_idle_timeout_ms;
   if (body_idle && request_has_body() && !request_complete && !upgrade) {
     std::uint64_t body_due = body_activity_ms + body_idle;
     due = due ? std::min(due, body_due) : body_due;
@@ -392,17 +391,17 @@ void Exchange::arm_request_timer() {
     client.arm_timer(0);  // no deadline
     return;
   }
-  std::uint64_t now = uv_now(client.worker_.loop());
+  std::uint64_t now = uv_now(client.worker().loop());
   client.arm_timer(due > now ? due - now : 1);
 }
 
 bool Exchange::awaiting_client_body() const {
-  if (client.phase_ != ClientConnection::Phase::request || request_complete ||
+  if (client.phase() != ClientConnection::Phase::request || request_complete ||
       !request_has_body() || upgrade)
     return false;
-  if (client.read_paused_) return false;  // our backpressure (a slow upstream), not the client
-  return !(client.buffers_ && client.buffers_->info.expect_continue && !sent_continue &&
-           client.minor_version_ == 1);
+  if (client.read_paused()) return false;  // our backpressure (a slow upstream), not the client
+  return !(client.has_buffers() && client.b().info.expect_continue && !sent_continue &&
+           client.minor_version() == 1);
 }
 
 void Exchange::client_timeout(const char* detail) {
@@ -416,9 +415,9 @@ void Exchange::client_timeout(const char* detail) {
 }
 
 void Exchange::on_request_timeout() {
-  std::uint64_t now = uv_now(client.worker_.loop());
+  std::uint64_t now = uv_now(client.worker().loop());
   bool route_expired = route_deadline_ms && now >= route_deadline_ms;
-  std::uint64_t body_idle = client.listener_.config->body_idle_timeout_ms;
+  std::uint64_t body_idle = client.listener().config->body_idle_timeout_ms;
   bool awaiting_body = awaiting_client_body();
   if (!route_expired) {
     if (awaiting_body && body_idle && now >= body_activity_ms + body_idle) {

@@ -22,7 +22,7 @@ void Exchange::on_upstream_interim(UpstreamConnection& conn) {
   // RFC 9110 15.2: a proxy forwards 1xx responses, except those it asked for itself, and
   // never to an HTTP/1.0 client. Bulwark answers Expect: 100-continue itself (the header is
   // not forwarded), so a 100 from the upstream after Bulwark's own is not sent twice.
-  if (client.minor_version_ == 0 || client.done()) return;
+  if (client.minor_version() == 0 || client.done()) return;
   if (conn.status() == 100) {
     if (sent_continue) return;
     sent_continue = true;
@@ -40,7 +40,7 @@ void Exchange::on_upstream_headers(UpstreamConnection& conn) {
     return;
   }
   // The response starts: no retry from here on, and the replay copy is not needed.
-  if (client.buffers_) uv_timer_stop(&client.buffers_->per_try_timer);
+  if (client.has_buffers()) uv_timer_stop(&client.b().per_try_timer);
   replay_enabled = false;
   client.b().replay.clear();
   bool no_body = head_request || status == 204 || status == 304 || status == 101;
@@ -54,23 +54,23 @@ void Exchange::on_upstream_headers(UpstreamConnection& conn) {
                                                                   : BodyFraming::none;
   } else if (conn.has_content_length()) {
     response_framing = BodyFraming::content_length;
-  } else if (client.minor_version_ == 1) {
+  } else if (client.minor_version() == 1) {
     response_framing = BodyFraming::chunked;  // chunked or close-delimited upstream body
   } else {
     response_framing = BodyFraming::none;  // HTTP/1.0 client: the close ends the body
-    client.close_after_response_ = true;
+    client.close_after_response();
   }
   upstream_chunked = conn.body_chunked();
-  if ((upgrade && status != 101) || client.draining_) client.close_after_response_ = true;
+  if ((upgrade && status != 101) || client.draining()) client.close_after_response();
 
   DownstreamResponseHead head;
   head.status = status;
   head.reason = conn.status_text();
-  head.minor_version = client.minor_version_;
+  head.minor_version = client.minor_version();
   head.framing = response_framing;
   head.content_length = conn.content_length();
-  head.close = client.close_after_response_;
-  head.keep_alive_1_0 = client.minor_version_ == 0 && !client.close_after_response_;
+  head.close = client.closes_after_response();
+  head.keep_alive_1_0 = client.minor_version() == 0 && !client.closes_after_response();
   head.upgrade = upgrade_token;
   char extra[160];
   std::size_t extra_len = 0;
@@ -126,14 +126,13 @@ void Exchange::on_upstream_complete() {
     report_breaker(CallResult::success);
     shed_sample(false);
     shed.release();  // a tunnel may stay open for hours: it does not hold the limit
-    client.phase_ = ClientConnection::Phase::tunnel;
+    client.set_phase(ClientConnection::Phase::tunnel);
     attempt.conn->start_tunnel();
-    if (client
-            .client_eof_) {  // a pipelined upgrade after the client's half-close: nothing to tunnel
+    if (client.client_eof()) {  // a pipelined upgrade after the client's half-close: nothing to tunnel
       client.close_gracefully();
       return;
     }
-    client.arm_timer(client.listener_.config->idle_timeout_ms);
+    client.arm_timer(client.listener().config->idle_timeout_ms);
     client.flush();
     client.resume_reading();
     return;
@@ -166,26 +165,26 @@ void Exchange::on_upstream_complete() {
   record_upstream_outcome(
       static_cast<int>(status >= 500 ? UpstreamOutcome::failure : UpstreamOutcome::success));
   shed_sample(overload_status(status));
-  if (!request_complete) client.close_after_response_ = true;
+  if (!request_complete) client.close_after_response();
   client.flush();
   detach_upstream(request_complete,
                   cb && cb->counts_status(status) ? CallResult::failure : CallResult::success);
-  if (client.closing_) return;
+  if (client.closing()) return;
   client.finish_request();
 }
 
 void Exchange::on_upstream_tunnel_data(const char* data, std::size_t len) {
   bytes_out += len;
   client.b().out.add(data, len);
-  client.arm_timer(client.listener_.config->idle_timeout_ms);
+  client.arm_timer(client.listener().config->idle_timeout_ms);
 }
 
 void Exchange::on_upstream_batch_end() { client.flush(); }
 
 void Exchange::on_upstream_drained() {
-  if (client.read_paused_ && client.pending_input_.size() < kHighWater && !request_complete)
+  if (client.read_paused() && client.pending_input_size() < kHighWater && !request_complete)
     client.resume_reading();
-  if (client.phase_ == ClientConnection::Phase::tunnel) client.resume_reading();
+  if (client.phase() == ClientConnection::Phase::tunnel) client.resume_reading();
 }
 
 void Exchange::on_upstream_error(UpstreamError error, std::string_view detail) {
@@ -206,7 +205,7 @@ void Exchange::on_upstream_error(UpstreamError error, std::string_view detail) {
     client.local_reply(Reason::overloaded, "Bulwark is out of file descriptors");
     return;
   }
-  if (client.phase_ ==
+  if (client.phase() ==
       ClientConnection::Phase::tunnel) {  // the upstream ended the tunnel: not an upstream failure
     upstream_failed(Reason::upstream_reset, error);
     return;
@@ -236,7 +235,7 @@ void Exchange::on_upstream_error(UpstreamError error, std::string_view detail) {
 bool Exchange::replays_stale_connection(UpstreamError error) const {
   return error == UpstreamError::reset && last_attempt_reused && !body_sent_upstream &&
          !request_has_body() && stale_retries < 3 && !response_started &&
-         client.phase_ != ClientConnection::Phase::tunnel && attempt.claim.endpoint() &&
+         client.phase() != ClientConnection::Phase::tunnel && attempt.claim.endpoint() &&
          !client.done();
 }
 
@@ -279,7 +278,7 @@ void Exchange::upstream_failed(Reason reason, UpstreamError error, std::string_v
   bool connect = error == UpstreamError::connect_failure || error == UpstreamError::connect_timeout;
   // An invalid response is always the endpoint's fault.
   bool counted =
-      cb && client.phase_ != ClientConnection::Phase::tunnel &&
+      cb && client.phase() != ClientConnection::Phase::tunnel &&
       (error == UpstreamError::protocol || (connect ? cb->on_connect_failure : cb->on_reset));
   end_attempt(breaker_result(counted));
   if (client.done()) return;
@@ -288,7 +287,7 @@ void Exchange::upstream_failed(Reason reason, UpstreamError error, std::string_v
     schedule_retry();
     return;
   }
-  if (client.phase_ == ClientConnection::Phase::tunnel) {
+  if (client.phase() == ClientConnection::Phase::tunnel) {
     client.close_gracefully();
     return;
   }

@@ -20,7 +20,7 @@ double uniform01() {
 
 std::uint64_t Exchange::time_left_ms() const {
   if (route_deadline_ms == 0) return kNoDeadline;
-  std::uint64_t now = uv_now(client.worker_.loop());
+  std::uint64_t now = uv_now(client.worker().loop());
   return route_deadline_ms > now ? route_deadline_ms - now : 0;
 }
 
@@ -46,7 +46,7 @@ bool Exchange::try_retry(int reason, bool allowed_kind, std::uint64_t retry_afte
     gate->shedder().count_shed(priority);
     return false;
   }
-  std::uint64_t now = uv_now(client.worker_.loop());
+  std::uint64_t now = uv_now(client.worker().loop());
   if (!route_state->budget->try_retry(now)) {
     route_stats->retry_budget_exhausted.add();
     return false;
