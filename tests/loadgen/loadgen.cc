@@ -59,6 +59,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "results.h"
+
 namespace {
 
 struct Options {
@@ -75,12 +77,8 @@ struct Conn;
 
 enum State : std::uint8_t { kPending, kActive, kDone };
 
-struct Record {
-  std::int64_t latency_us = 0;  // from the scheduled start
-  Conn* conn = nullptr;         // while active
-  std::uint16_t status = 0;
-  std::uint16_t reason = 0;  // index into g_reasons; 0 = none
-  std::uint8_t priority = 0;
+struct Record : loadgen::Outcome {
+  Conn* conn = nullptr;  // while active
   State state = kPending;
 };
 
@@ -381,120 +379,22 @@ void on_sigint(uv_signal_t*, int) {
   }
 }
 
-// --- results -------------------------------------------------------------------------
-
-std::string csv_field(const std::string& s) {
-  if (s.find_first_of(",\"\r\n") == std::string::npos) return s;
-  std::string out = "\"";
-  for (char ch : s) {
-    if (ch == '"') out += '"';
-    out += ch;
-  }
-  return out + "\"";
-}
-
-std::string json_string(const std::string& s) {
-  std::string out = "\"";
-  for (unsigned char ch : s) {
-    if (ch == '"' || ch == '\\') {
-      out += '\\';
-      out += static_cast<char>(ch);
-    } else if (ch < 0x20) {
-      char b[8];
-      std::snprintf(b, sizeof b, "\\u%04x", ch);
-      out += b;
-    } else {
-      out += static_cast<char>(ch);
-    }
-  }
-  return out + "\"";
-}
-
-std::string percentile(std::vector<std::int64_t>& v, double p) {
-  if (v.empty()) return "null";
-  auto rank = static_cast<std::size_t>(std::ceil(p * static_cast<double>(v.size())));
-  if (rank == 0) rank = 1;
-  std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(rank - 1), v.end());
-  return std::to_string(v[rank - 1]);
-}
+// --- results (results.cc writes them) -------------------------------------------------
 
 void write_results() {
-  std::uint64_t offered = g_total;
-  if (!g_opt.out.empty()) {
-    FILE* f = std::fopen(g_opt.out.c_str(), "w");
-    if (f == nullptr) {
-      std::fprintf(stderr, "bulwark-load: cannot write %s: %s\n", g_opt.out.c_str(),
-                   std::strerror(errno));
-    } else {
-      std::fputs("sched_ms,latency_us,status,reason,priority\n", f);
-      for (std::uint64_t i = 0; i < offered; ++i) {
-        const Record& r = g_records[i];
-        std::fprintf(f, "%.3f,%lld,%u,%s,%s\n", static_cast<double>(sched_ns(i)) / 1e6,
-                     static_cast<long long>(r.latency_us), r.status,
-                     csv_field(g_reasons[r.reason]).c_str(),
-                     g_opt.mix.empty() ? "" : csv_field(g_priorities[r.priority]).c_str());
-      }
-      std::fclose(f);
-    }
-  }
-  std::uint64_t completed = 0, overflow = 0;
-  std::map<int, std::uint64_t> statuses;
-  std::map<std::string, std::uint64_t> reasons;
-  std::vector<std::vector<std::int64_t>> ok(g_priorities.size());
-  std::vector<std::uint64_t> sent(g_priorities.size());
-  std::vector<std::int64_t> all_ok;
-  std::uint16_t overflow_id = reason_id("client-overflow");
-  for (std::uint64_t i = 0; i < offered; ++i) {
-    const Record& r = g_records[i];
-    ++statuses[r.status];
-    if (r.reason) ++reasons[g_reasons[r.reason]];
-    if (r.status != 0) ++completed;
-    if (r.reason == overflow_id && r.status == 0) {
-      ++overflow;
-      continue;
-    }
-    ++sent[r.priority];
-    if (r.status >= 200 && r.status < 300) {
-      ok[r.priority].push_back(r.latency_us);
-      all_ok.push_back(r.latency_us);
-    }
-  }
-  double window_s = static_cast<double>(g_window_ns) / 1e9;
-  std::string j = "{\"offered\":" + std::to_string(offered) +
-                  ",\"sent\":" + std::to_string(offered - overflow) +
-                  ",\"completed\":" + std::to_string(completed) + ",\"status\":{";
-  bool first = true;
-  for (auto& [s, n] : statuses) {
-    j += (first ? "\"" : ",\"") + std::to_string(s) + "\":" + std::to_string(n);
-    first = false;
-  }
-  j += "},\"reasons\":{";
-  first = true;
-  for (auto& [s, n] : reasons) {
-    j += (first ? "" : ",") + json_string(s) + ":" + std::to_string(n);
-    first = false;
-  }
-  j += "},\"p50_us\":" + percentile(all_ok, 0.5) + ",\"p99_us\":" + percentile(all_ok, 0.99) +
-       ",\"priority\":{";
-  for (std::size_t p = 0; p < g_priorities.size(); ++p) {
-    j += (p ? "," : "") + json_string(g_priorities[p]) + ":{\"sent\":" + std::to_string(sent[p]) +
-         ",\"ok\":" + std::to_string(ok[p].size()) + ",\"p50_us\":" + percentile(ok[p], 0.5) +
-         ",\"p99_us\":" + percentile(ok[p], 0.99) + "}";
-  }
-  char tail[160];
-  std::snprintf(tail, sizeof tail,
-                "},\"achieved_rate\":%.1f,\"duration_s\":%.3f,\"max_start_lag_us\":%lld}",
-                window_s > 0 ? static_cast<double>(g_in_window) / window_s : 0.0, window_s,
-                static_cast<long long>(g_max_lag_ns / 1000));
-  j += tail;
-  std::printf("%s\n", j.c_str());
-  std::fflush(stdout);
-  if (g_max_lag_ns > 10'000'000)
-    std::fprintf(stderr,
-                 "bulwark-load: warning: the generator started a request %.1f ms late "
-                 "(the latencies include it): a descheduled process, or more than one thread "
-                 "can offer\n",
-                 static_cast<double>(g_max_lag_ns) / 1e6);
+  loadgen::Report r;
+  r.offered = g_total;
+  r.outcome = [](std::uint64_t i) -> const loadgen::Outcome& { return g_records[i]; };
+  r.sched_ms = [](std::uint64_t i) { return static_cast<double>(sched_ns(i)) / 1e6; };
+  r.reasons = &g_reasons;
+  r.priorities = &g_priorities;
+  r.with_priority = !g_opt.mix.empty();
+  r.overflow_reason = reason_id("client-overflow");
+  r.csv_path = g_opt.out;
+  r.window_ns = g_window_ns;
+  r.in_window = g_in_window;
+  r.max_lag_ns = g_max_lag_ns;
+  loadgen::write_results(r);
 }
 
 }  // namespace
