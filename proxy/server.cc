@@ -121,6 +121,8 @@ int Server::run() {
   worker_exit_.data = this;
   uv_timer_init(&loop_, &drain_timer_);
   drain_timer_.data = this;
+  uv_timer_init(&loop_, &delay_timer_);
+  delay_timer_.data = this;
   for (uv_signal_t* s : {&sigterm_, &sigint_, &sighup_, &sigusr1_}) {
     uv_signal_init(&loop_, s);
     s->data = this;
@@ -222,7 +224,6 @@ void Server::on_dns_timer(uv_timer_t* timer) {
 void Server::on_signal(uv_signal_t* handle, int signum) {
   auto* s = static_cast<Server*>(handle->data);
   if (signum == SIGTERM) {
-    log_info("SIGTERM: draining (timeout " + std::to_string(s->config_.drain_timeout_ms) + "ms)");
     s->begin_drain();
   } else if (signum == SIGINT) {
     log_info("SIGINT: stopping");
@@ -238,8 +239,28 @@ void Server::on_signal(uv_signal_t* handle, int signum) {
 }
 
 void Server::begin_drain() {
-  if (draining_) return;
+  if (workers_draining_) return;
+  if (draining_ || config_.drain_delay_ms == 0) {
+    if (draining_) log_info("SIGTERM again: draining now");
+    drain_workers();
+    return;
+  }
+  draining_ = true;  // /ready: 503 from now on
+  log_info("SIGTERM: /ready now answers 503; serving for " +
+           std::to_string(config_.drain_delay_ms) + "ms (drain.delay), then draining");
+  if (uv_timer_start(&delay_timer_, on_drain_delay, config_.drain_delay_ms, 0) != 0)
+    drain_workers();
+}
+
+void Server::on_drain_delay(uv_timer_t* timer) { static_cast<Server*>(timer->data)->drain_workers(); }
+
+void Server::drain_workers() {
+  if (workers_draining_) return;
   draining_ = true;
+  workers_draining_ = true;
+  uv_timer_stop(&delay_timer_);
+  log_info("draining: listeners closed, finishing requests in flight (timeout " +
+           std::to_string(config_.drain_timeout_ms) + "ms)");
   for (auto& w : workers_) w->drain();
   if (uv_timer_start(&drain_timer_, on_drain_timeout, config_.drain_timeout_ms, 0) != 0)
     stop_workers();  // no bound on the drain: stop now rather than wait forever
@@ -253,6 +274,8 @@ void Server::on_drain_timeout(uv_timer_t* timer) {
 
 void Server::stop_workers() {
   draining_ = true;
+  workers_draining_ = true;
+  uv_timer_stop(&delay_timer_);
   for (auto& w : workers_) w->stop();
 }
 
@@ -267,6 +290,7 @@ void Server::finish() {
   admin_->close();
   uv_close(reinterpret_cast<uv_handle_t*>(&worker_exit_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&drain_timer_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&delay_timer_), nullptr);
   for (uv_signal_t* sig : {&sigterm_, &sigint_, &sighup_, &sigusr1_})
     uv_close(reinterpret_cast<uv_handle_t*>(sig), nullptr);
   for (auto& t : dns_timers_) uv_close(reinterpret_cast<uv_handle_t*>(t.get()), nullptr);

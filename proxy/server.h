@@ -28,7 +28,10 @@ class Server {
 
  private:
   bool bind_listeners(std::vector<std::vector<int>>& fds);
+  // SIGTERM: /ready turns 503 at once; the workers drain after drain.delay (or at once when
+  // there is none, or on a second SIGTERM).
   void begin_drain();
+  void drain_workers();
   void stop_workers();
   void on_worker_exit();
   void finish();
@@ -38,6 +41,7 @@ class Server {
   static void on_signal(uv_signal_t* handle, int signum);
   static void on_async(uv_async_t* async);
   static void on_drain_timeout(uv_timer_t* timer);
+  static void on_drain_delay(uv_timer_t* timer);
   static void on_dns_timer(uv_timer_t* timer);
   void start_upstreams();
 
@@ -48,6 +52,7 @@ class Server {
   uv_signal_t sigterm_{}, sigint_{}, sighup_{}, sigusr1_{};
   uv_async_t worker_exit_{};
   uv_timer_t drain_timer_{};
+  uv_timer_t delay_timer_{};
   std::unique_ptr<AccessLogSink> access_log_;
   std::vector<std::unique_ptr<UpstreamState>> upstreams_;
   std::vector<std::vector<std::unique_ptr<RouteState>>> routes_;  // by listener, route
@@ -62,7 +67,8 @@ class Server {
   std::vector<std::unique_ptr<Worker>> workers_;
   std::atomic<int> workers_exited_{0};
   bool started_ = false;
-  bool draining_ = false;
+  bool draining_ = false;         // /ready is 503
+  bool workers_draining_ = false;  // listeners closed, in-flight requests finishing
   bool finished_ = false;
 };
 

@@ -178,6 +178,9 @@ struct Config {
   std::uint64_t admin_max_connections = 64;      // admin.max_connections
 
   int workers = 1;  // resolved: 0 in the file means one per CPU
+  // drain.delay: after SIGTERM, /ready answers 503 while everything keeps serving this long
+  // (so that Kubernetes takes the pod out of its Services first); then the drain proper.
+  std::uint64_t drain_delay_ms = 0;
   std::uint64_t drain_timeout_ms = 20000;
   std::string access_log_path = "stdout";  // stdout | stderr | FILE | off
   std::string access_log_format = "json";

@@ -81,6 +81,7 @@ std::string config_to_json(const Config& c) {
     root.num("workers", c.workers);
     {
       JsonObject d(root.key("drain"));
+      d.ms("delay", c.drain_delay_ms);
       d.ms("timeout", c.drain_timeout_ms);
     }
     {

@@ -247,7 +247,8 @@ void read_root(ConfigErrors& errors, const YAML::Node& root, Config& c) {
   if (c.workers == 0)
     c.workers = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   if (f.has("drain")) {
-    YamlFields d(errors, f.node("drain"), "drain", {"timeout"});
+    YamlFields d(errors, f.node("drain"), "drain", {"delay", "timeout"});
+    d.duration("delay", c.drain_delay_ms);
     d.duration("timeout", c.drain_timeout_ms);
   }
   if (f.has("access_log")) {

@@ -44,6 +44,7 @@ TEST_CASE("a minimal config loads with documented defaults") {
   CHECK(c.workers == 1);
   CHECK(c.admin_listen == "127.0.0.1:9901");
   CHECK(c.drain_timeout_ms == 20000);
+  CHECK(c.drain_delay_ms == 0);  // no delay unless configured
   CHECK(c.access_log_path == "stdout");
   REQUIRE(c.listeners.size() == 1);
   const ListenerConfig& l = c.listeners[0];
@@ -69,7 +70,7 @@ TEST_CASE("a minimal config loads with documented defaults") {
 TEST_CASE("every field of a full listener and upstream is read") {
   const char* text = R"(admin: { listen: 127.0.0.1:9000 }
 workers: 2
-drain: { timeout: 3s }
+drain: { delay: 4s, timeout: 3s }
 access_log: { path: "off", format: json }
 listeners:
   - name: inbound
@@ -95,6 +96,7 @@ upstreams:
   const Config& c = *r.config;
   CHECK(c.workers == 2);
   CHECK(c.drain_timeout_ms == 3000);
+  CHECK(c.drain_delay_ms == 4000);
   CHECK(c.access_log_path == "off");
   const auto& l = c.listeners[0];
   CHECK(l.header_timeout_ms == 2000);
