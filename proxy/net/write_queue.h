@@ -1,5 +1,5 @@
 // OutBatch gathers the pieces of one outgoing write — framing bytes and body slices that
-// point into the read buffer — and sends them with a single writev. Bytes the socket
+// point into the read buffer — and sends them with a single send or sendmsg. Bytes the socket
 // does not take at once are copied into one block and queued with uv_write, so the
 // common case (a socket with room) copies no body bytes and allocates nothing.
 #pragma once

@@ -196,8 +196,8 @@ bool ClientConnection::flush() {
   if (closing_) return false;
   if (ex_ && ex_->attempt.conn) ex_->attempt.conn->flush();  // a failure calls on_upstream_error
   if (closing_) return false;
-  if (!b().out.empty()) {
-    int rc = b().out.flush(reinterpret_cast<uv_stream_t*>(&tcp_), on_write);
+  if (buffers_ && !buffers_->out.empty()) {
+    int rc = buffers_->out.flush(reinterpret_cast<uv_stream_t*>(&tcp_), on_write);
     if (rc != 0) {
       close();
       return false;

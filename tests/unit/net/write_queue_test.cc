@@ -1,7 +1,7 @@
-// OutBatch (net/write_queue.h): one writev for the pieces of an outgoing write, the bytes the
+// OutBatch (net/write_queue.h): one send/sendmsg for the pieces of an outgoing write, the bytes the
 // socket does not take at once copied into one queued block. Driven over a Unix socketpair
 // wrapped in uv_pipe_t handles on a private loop: the writer's buffer fills up for real, so
-// short writev results happen without any fake.
+// short writes happen without any fake.
 #include "net/write_queue.h"
 
 #include <doctest/doctest.h>
@@ -251,4 +251,31 @@ TEST_CASE("backpressure marks: the low mark is below the high mark, and one read
   static_assert(kLowWater < kHighWater);
   static_assert(kReadBufferSize < kHighWater);
   CHECK(kHighWater - kLowWater >= kReadBufferSize);
+}
+
+TEST_CASE("OutBatch: more pieces than one sendmsg takes (IOV_MAX) all arrive, in order") {
+  PipePair pp;
+  pp.start_reading();
+  // 3,000 borrowed pieces of 3 bytes (a chunked body of tiny chunks looks like this): the first
+  // send takes at most IOV_MAX of them, the rest is queued behind it.
+  std::string data = pattern(9000, 7);
+  OutBatch b;
+  for (std::size_t i = 0; i < data.size(); i += 3) b.add(data.data() + i, 3);
+  CHECK(b.flush(pp.out(), on_write) == 0);
+  pp.receive(data.size());
+  CHECK(pp.received == data);
+  CHECK(pp.write_status <= 0);  // a queued rest, if any, completed without error
+}
+
+TEST_CASE("OutBatch: a write to a peer that has gone is an error code, not a signal") {
+  PipePair pp;
+  uv_close(reinterpret_cast<uv_handle_t*>(&pp.reader), nullptr);
+  uv_run(&pp.loop, UV_RUN_NOWAIT);
+  OutBatch b;
+  b.add_copy("GET / HTTP/1.1\r\n\r\n");
+  // With SIGPIPE's default action a write without MSG_NOSIGNAL would end this test run.
+  std::signal(SIGPIPE, SIG_DFL);
+  int rc = b.flush(pp.out(), on_write);
+  std::signal(SIGPIPE, SIG_IGN);
+  CHECK((rc == UV_EPIPE || rc == UV_ECONNRESET));
 }
