@@ -108,6 +108,52 @@ class Shutdown(unittest.TestCase):
         s.close()
         proxy.stop()
 
+    def test_drain_delay_keeps_serving_with_ready_503(self):
+        # Kubernetes timing: /ready turns 503 at once so the endpoint leaves its Services,
+        # but listeners keep accepting and answering until drain.delay has passed.
+        template = MINIMAL.replace("access_log:", "drain: {{ delay: 1500ms, timeout: 5s }}\naccess_log:")
+        proxy = Bulwark(template, upstream=self.backend.address)
+        keep = connect(proxy.port)  # a keep-alive connection opened before the SIGTERM
+        keep.sendall(b"GET /before HTTP/1.1\r\nHost: x\r\n\r\n")
+        reader = Reader(keep)
+        self.assertEqual(reader.read_response()[0], 200)
+        signal_at = time.time()
+        proxy.signal(signal.SIGTERM)
+        wait_for(lambda: request(proxy.admin_port, "GET", "/ready")[0] == 503, what="/ready 503")
+        self.assertLess(time.time() - signal_at, 1.0)
+        # During the delay: new connections are accepted and served, and so are new requests
+        # on a connection that was open before.
+        served = 0
+        while time.time() - signal_at < 1.0:
+            self.assertEqual(request(proxy.port, "GET", "/during")[0], 200)
+            keep.sendall(b"GET /during HTTP/1.1\r\nHost: x\r\n\r\n")
+            self.assertEqual(reader.read_response()[0], 200)
+            served += 1
+            time.sleep(0.05)
+        self.assertGreater(served, 3)
+        self.assertIn("drain.delay", proxy.stderr_text())
+        # After the delay: listeners close, the idle keep-alive connection is closed, exit 0.
+        self.assertEqual(proxy.wait(timeout=10), 0)
+        self.assertGreaterEqual(time.time() - signal_at, 1.4)
+        keep.settimeout(3)
+        self.assertEqual(keep.recv(1), b"")
+        with self.assertRaises(OSError):
+            request(proxy.port, "GET", "/after", timeout=1)
+        keep.close()
+        proxy.stop()
+
+    def test_second_sigterm_skips_the_delay(self):
+        template = MINIMAL.replace("access_log:", "drain: {{ delay: 30s, timeout: 5s }}\naccess_log:")
+        proxy = Bulwark(template, upstream=self.backend.address)
+        proxy.signal(signal.SIGTERM)
+        wait_for(lambda: request(proxy.admin_port, "GET", "/ready")[0] == 503, what="/ready 503")
+        self.assertEqual(request(proxy.port, "GET", "/still")[0], 200)
+        start = time.time()
+        proxy.signal(signal.SIGTERM)
+        self.assertEqual(proxy.wait(timeout=10), 0)
+        self.assertLess(time.time() - start, 5)
+        proxy.stop()
+
     def test_sigint_stops_at_once(self):
         proxy = Bulwark(TEMPLATE, upstream=self.backend.address)
         s = connect(proxy.port)
