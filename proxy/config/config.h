@@ -101,7 +101,7 @@ struct CircuitBreakerConfig {
   std::uint64_t max_open_for_ms = 300000;
   int half_open_requests = 3;
   double max_ejected = 0.5;
-  // What counts as a failure (Bulwark extension of SPEC.md: key `failure_on`).
+  // What counts as a failure (key `failure_on`).
   bool on_connect_failure = true;
   bool on_reset = true;
   bool on_timeout = true;
@@ -140,7 +140,7 @@ struct LoadSheddingConfig {
   std::uint64_t queue_timeout_ms = 50;
   std::string priority_header = "x-priority";
   // Share of the limit kept for critical requests while they are present (binds only at the
-  // limit; not in SPEC.md).
+  // limit).
   double critical_reserve = 0.1;
   bool enforce = true;  // false: shadow mode, counted and logged, never shed
 };

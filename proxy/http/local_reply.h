@@ -1,6 +1,6 @@
 // Responses Bulwark makes itself. Each carries x-bulwark-reason and an RFC 9457
 // application/problem+json body; the reason names and statuses are the public contract
-// in SPEC.md.
+// in docs/reference.md.
 #pragma once
 
 #include <string>

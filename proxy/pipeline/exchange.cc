@@ -117,8 +117,8 @@ int Exchange::start_request() {
         client.local_reply(Reason::bad_request, client.b().pending_detail, true);
         return HPE_PAUSED;
       case TransferCoding::unsupported:
-        // RFC 9112 6.1: 501 for a transfer coding the server does not understand. SPEC has no
-        // reason for 501: bad-request, with the status overridden.
+        // RFC 9112 6.1: 501 for a transfer coding the server does not understand. No reply
+        // reason has 501: bad-request, with the status overridden.
         client.b()
             .pending_detail.assign("unsupported transfer coding: ")
             .append(coding.substr(0, 64));

@@ -243,7 +243,7 @@ TEST_CASE("local replies carry the reason header and a problem+json body") {
   CHECK(out.find("Content-Length: " + std::to_string(body.size()) + "\r\n") != std::string::npos);
 }
 
-TEST_CASE("every reason has the status SPEC.md gives it") {
+TEST_CASE("every reason has the status the reference gives it") {
   struct {
     Reason r;
     const char* name;
