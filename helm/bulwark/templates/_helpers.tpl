@@ -128,7 +128,7 @@ The sidecar: one item for a pod's initContainers (a native sidecar, Kubernetes 1
 {{- define "bulwark.sidecar" -}}
 {{- include "bulwark.checkGrace" . -}}
 - name: bulwark
-  image: {{ include "bulwark.image" . }}
+  image: {{ include "bulwark.image" . | quote }}
   imagePullPolicy: {{ .Values.image.pullPolicy }}
   restartPolicy: Always
   args: ["-c", "/etc/bulwark/bulwark.yaml"]
