@@ -70,7 +70,7 @@ value_sets=(
   "outbound|-f $CHART_DIR/ci/outbound-values.yaml"
   "monitoring|-f $CHART_DIR/ci/monitoring-values.yaml --api-versions monitoring.coreos.com/v1"
   "monitoring-outbound|-f $CHART_DIR/ci/outbound-values.yaml -f $CHART_DIR/ci/monitoring-values.yaml --api-versions monitoring.coreos.com/v1"
-  "roll|-f $CHART_DIR/ci/roll-values.yaml"
+  "noroll|-f $CHART_DIR/ci/noroll-values.yaml"
   "snippet|-f $CHART_DIR/ci/snippet-values.yaml"
 )
 mkdir -p "$work/rendered"
@@ -92,10 +92,10 @@ done
 r=$work/rendered
 has() { grep -q -- "$2" "$r/chart-$1.yaml"; }
 has defaults 'kind: PodMonitor' && fail "defaults: a PodMonitor was rendered without monitoring.coreos.com/v1"
-has defaults 'checksum/config' && fail "defaults: checksum/config rendered although rollOnConfigChange is false"
+has defaults 'checksum/config:' || fail "defaults: no checksum/config annotation although rollOnConfigChange is true"
 has monitoring 'kind: PodMonitor' || fail "monitoring: no PodMonitor rendered with monitoring.coreos.com/v1"
 has monitoring 'kind: ServiceMonitor' || fail "monitoring: no ServiceMonitor rendered"
-has roll 'checksum/config:' || fail "roll: no checksum/config annotation with rollOnConfigChange: true"
+has noroll 'checksum/config' && fail "noroll: checksum/config rendered although rollOnConfigChange is false"
 has outbound 'listen: "127.0.0.1:9000"' || fail "outbound: Bulwark does not listen on 127.0.0.1:9000"
 has snippet 'kind: Deployment' && fail "snippet: a Deployment was rendered with demo.enabled=false"
 has defaults 'restartPolicy: Always' || fail "defaults: the sidecar is not a native sidecar"
