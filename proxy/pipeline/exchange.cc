@@ -472,8 +472,11 @@ void Exchange::on_shed_rejected(const char* detail) {
 void Exchange::shed_sample(bool dropped) {
   if (attempt_start_us == 0) return;
   std::uint64_t now = uv_hrtime() / 1000;
-  if (ShedGate* gate = shed.gate())
-    gate->sample(now, now - attempt_start_us, attempt_inflight, dropped);
+  // What the backend took: not the time its response waited for a slow client to read it.
+  std::uint64_t rtt = now - attempt_start_us;
+  std::uint64_t waited = attempt.conn ? attempt.conn->read_paused_us() : 0;
+  rtt = rtt > waited ? rtt - waited : 0;
+  if (ShedGate* gate = shed.gate()) gate->sample(now, rtt, attempt_inflight, dropped);
   attempt_start_us = 0;
 }
 

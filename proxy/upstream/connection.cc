@@ -82,6 +82,8 @@ void UpstreamConnection::attach(UpstreamClient* client, bool head_request) {
   head_scan_.start(pool_.config().max_response_header_bytes);
   trailers_.clear();
   error_detail_.clear();
+  paused_us_ = 0;
+  if (read_paused_) paused_since_us_ = uv_hrtime() / 1000;
   llhttp_init(&parser_, HTTP_RESPONSE, &settings());
   parser_.data = this;
   if (state_ == State::idle) {
@@ -126,11 +128,17 @@ void UpstreamConnection::pause_reading() {
   if (state_ == State::closing || !reading_ || read_paused_) return;
   uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp_));
   read_paused_ = true;
+  paused_since_us_ = uv_hrtime() / 1000;
+}
+
+std::uint64_t UpstreamConnection::read_paused_us() const {
+  return paused_us_ + (read_paused_ ? uv_hrtime() / 1000 - paused_since_us_ : 0);
 }
 
 void UpstreamConnection::resume_reading() {
   if (state_ == State::closing || !read_paused_) return;
   read_paused_ = false;
+  paused_us_ += uv_hrtime() / 1000 - paused_since_us_;
   uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), on_alloc, on_read);
 }
 

@@ -78,6 +78,9 @@ class UpstreamConnection {
   void close();
 
   bool reused() const { return reused_; }
+  // Microseconds this request's response spent unread because the client could not take more
+  // (reading paused by backpressure), including a pause still going on.
+  std::uint64_t read_paused_us() const;
   bool connected() const { return connected_; }
   bool response_started() const { return response_started_; }
   bool keep_alive() const { return keep_alive_; }
@@ -154,6 +157,8 @@ class UpstreamConnection {
   bool interim_ = false;
   bool reading_ = false;
   bool read_paused_ = false;
+  std::uint64_t paused_since_us_ = 0;  // while read_paused_
+  std::uint64_t paused_us_ = 0;        // earlier pauses of this request
 };
 
 }  // namespace bulwark
