@@ -62,6 +62,104 @@ void route_json(std::string& out, const RouteConfig& r) {
   }
   o.str("upstream", r.upstream);
   o.ms("timeout", r.timeout_ms);
+  if (const auto& rl = r.rate_limit) {
+    JsonObject b(o.key("rate_limit"));
+    char rate[32];
+    std::snprintf(rate, sizeof rate, "%.15g/s", rl->rate_per_second);
+    b.str("rate", rate);
+    b.num("burst", rl->burst);
+    b.str("key", rl->key);
+    b.str("scope", rl->scope);
+    b.str("on_redis_failure", rl->on_redis_failure);
+    b.boolean("enforce", rl->enforce);
+  }
+  if (const auto& rt = r.retry) {
+    JsonObject b(o.key("retry"));
+    b.num("attempts", rt->attempts);
+    string_array(b.key("on"), rt->on);
+    if (rt->per_try_timeout_ms) b.ms("per_try_timeout", rt->per_try_timeout_ms);
+    {
+      JsonObject k(b.key("backoff"));
+      k.ms("base", rt->backoff_base_ms);
+      k.ms("max", rt->backoff_max_ms);
+    }
+    {
+      JsonObject k(b.key("budget"));
+      k.ratio("ratio", rt->budget_ratio);
+      k.num("min_per_second", rt->budget_min_per_second);
+    }
+    b.str("methods", rt->methods);
+    b.num("max_body_bytes", static_cast<double>(rt->max_body_bytes));
+  }
+  if (const auto& f = r.fault) {
+    JsonObject b(o.key("fault"));
+    if (f->delay_ratio > 0) {
+      JsonObject k(b.key("delay"));
+      k.ratio("percent", f->delay_ratio);
+      k.ms("duration", f->delay_ms);
+    }
+    if (f->abort_ratio > 0) {
+      JsonObject k(b.key("abort"));
+      k.ratio("percent", f->abort_ratio);
+      k.num("status", f->abort_status);
+    }
+  }
+}
+
+void circuit_breaker_json(std::string& out, const CircuitBreakerConfig& c) {
+  JsonObject b(out);
+  b.num("consecutive_failures", c.consecutive_failures);
+  b.ratio("failure_rate", c.failure_rate);
+  b.ms("window", c.window_ms);
+  b.num("min_requests", c.min_requests);
+  if (c.slow_call_ms) {
+    JsonObject k(b.key("slow_call"));
+    k.ms("duration", c.slow_call_ms);
+    k.ratio("rate", c.slow_call_rate);
+  }
+  b.ms("open_for", c.open_for_ms);
+  b.ms("max_open_for", c.max_open_for_ms);
+  b.num("half_open_requests", c.half_open_requests);
+  b.ratio("max_ejected", c.max_ejected);
+  std::vector<std::string> on;
+  if (c.on_connect_failure) on.push_back("connect-failure");
+  if (c.on_reset) on.push_back("reset");
+  if (c.on_timeout) on.push_back("timeout");
+  if (c.on_5xx) on.push_back("5xx");
+  for (int s : c.on_status) on.push_back(std::to_string(s));
+  string_array(b.key("failure_on"), on);
+}
+
+void health_check_json(std::string& out, const HealthCheckConfig& h) {
+  JsonObject b(out);
+  b.str("type", h.type);
+  if (h.type == "http") b.str("path", h.path);
+  b.ms("interval", h.interval_ms);
+  b.ms("timeout", h.timeout_ms);
+  b.ratio("jitter", h.jitter);
+  b.num("healthy_threshold", h.healthy_threshold);
+  b.num("unhealthy_threshold", h.unhealthy_threshold);
+  std::vector<std::string> ranges;
+  for (const auto& r : h.expected_status)
+    ranges.push_back(r.low == r.high ? std::to_string(r.low)
+                                     : std::to_string(r.low) + "-" + std::to_string(r.high));
+  string_array(b.key("expected_status"), ranges);
+}
+
+void load_shedding_json(std::string& out, const LoadSheddingConfig& s) {
+  JsonObject b(out);
+  b.str("algorithm", s.algorithm);
+  b.num("initial_limit", s.initial_limit);
+  b.num("min_limit", s.min_limit);
+  b.num("max_limit", s.max_limit);
+  {
+    JsonObject q(b.key("queue"));
+    q.num("size", static_cast<double>(s.queue_size));
+    q.ms("timeout", s.queue_timeout_ms);
+  }
+  b.str("priority_header", s.priority_header);
+  b.ratio("critical_reserve", s.critical_reserve);
+  b.boolean("enforce", s.enforce);
 }
 
 }  // namespace
@@ -144,6 +242,15 @@ std::string config_to_json(const Config& c) {
         p.num("max_idle", static_cast<double>(u.pool.max_idle));
         p.ms("idle_timeout", u.pool.idle_timeout_ms);
       }
+      {
+        JsonObject l(o.key("limits"));
+        l.num("max_requests", static_cast<double>(u.limits.max_requests));
+        l.num("max_pending", static_cast<double>(u.limits.max_pending));
+        l.ms("pending_timeout", u.limits.pending_timeout_ms);
+      }
+      if (u.circuit_breaker) circuit_breaker_json(o.key("circuit_breaker"), *u.circuit_breaker);
+      if (u.health_check) health_check_json(o.key("health_check"), *u.health_check);
+      if (u.load_shedding) load_shedding_json(o.key("load_shedding"), *u.load_shedding);
     }
     us.push_back(']');
   }
