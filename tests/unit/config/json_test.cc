@@ -7,19 +7,12 @@
 
 #include <string>
 
+#include "config/load_errors.h"
 #include "config/loader.h"
 
 using namespace bulwark;
 
-namespace {
-
-std::string errors_of(const LoadResult& r) {
-  std::string out;
-  for (const auto& e : r.errors) out += e + "\n";
-  return out;
-}
-
-}  // namespace
+using test::errors_text;
 
 TEST_CASE("/config shows every block, and what it shows loads back to the same config") {
   const char* text = R"(
@@ -50,7 +43,7 @@ upstreams:
     load_shedding: { algorithm: vegas, initial_limit: 30, max_limit: 500, queue: { size: 50, timeout: 20ms }, critical_reserve: 20%, enforce: false }
 )";
   LoadResult first = load_config_string(text, "full.yaml");
-  REQUIRE_MESSAGE(first.config, errors_of(first));
+  REQUIRE_MESSAGE(first.config, errors_text(first));
   std::string json = config_to_json(*first.config);
   for (const char* key :
        {"\"rate_limit\":", "\"retry\":", "\"limits\":", "\"circuit_breaker\":", "\"health_check\":",
@@ -59,7 +52,7 @@ upstreams:
         "\"slow_call\":{\"duration\":\"1000ms\",\"rate\":\"50%\"}", "\"delay\":\"5000ms\""})
     CHECK_MESSAGE(json.find(key) != std::string::npos, key << " missing from " << json);
   LoadResult again = load_config_string(json, "config.json");
-  REQUIRE_MESSAGE(again.config, errors_of(again) << json);
+  REQUIRE_MESSAGE(again.config, errors_text(again) << json);
   CHECK(config_to_json(*again.config) == json);
 }
 
@@ -75,7 +68,7 @@ upstreams:
     circuit_breaker: {}
 )",
                                     "min.yaml");
-  REQUIRE_MESSAGE(r.config, errors_of(r));
+  REQUIRE_MESSAGE(r.config, errors_text(r));
   std::string json = config_to_json(*r.config);
   CHECK(json.find("\"circuit_breaker\":{\"consecutive_failures\":5,\"failure_rate\":\"50%\"") !=
         std::string::npos);

@@ -8,6 +8,7 @@
 #include <cstdlib>
 
 #include "config/json.h"
+#include "config/load_errors.h"
 
 using namespace bulwark;
 
@@ -29,11 +30,7 @@ bool has_error(const LoadResult& r, const std::string& needle) {
                      [&](const std::string& e) { return e.find(needle) != std::string::npos; });
 }
 
-std::string errors_text(const LoadResult& r) {
-  std::string out;
-  for (const auto& e : r.errors) out += e + "\n";
-  return out;
-}
+using test::errors_text;
 
 }  // namespace
 
