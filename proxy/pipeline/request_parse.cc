@@ -335,7 +335,7 @@ int ClientConnection::message_complete() {
   x().request_complete = true;
   // The attempt's round trip starts when the backend has the whole request: a client that
   // uploads slowly does not make the backend look slow to the load shedder.
-  if (x().attempt_start_us) x().attempt_start_us = uv_hrtime() / 1000;
+  if (x().attempt_start_us && x().request_has_body()) x().attempt_start_us = uv_hrtime() / 1000;
   if (x().pending_reply) {
     x().pending_reply = false;
     local_reply(x().pending_reason, b().pending_detail, false, x().pending_status);

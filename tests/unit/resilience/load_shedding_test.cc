@@ -12,6 +12,7 @@
 #include "resilience/shedding_fixture.h"
 
 using namespace bulwark;
+using test::aimd_limit;
 using test::fixed_limit;
 using test::Waiter;
 
@@ -113,12 +114,7 @@ TEST_CASE("shedder: the reserve is open at the time critical_presence_until_ms n
 }
 
 TEST_CASE("shedder: samples move the limit; a worker that finds the feeder busy feeds later") {
-  LoadSheddingConfig c;
-  c.algorithm = "aimd";
-  c.initial_limit = 10;
-  c.min_limit = 1;
-  c.max_limit = 100;
-  LoadShedder s(c, 2);
+  LoadShedder s(aimd_limit(10, 100), 2);
   CHECK(std::string(s.algorithm()) == "aimd");
   std::uint64_t now = 1'000'000;
   // A drop backs the limit off x0.9.

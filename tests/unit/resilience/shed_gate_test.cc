@@ -12,6 +12,7 @@
 #include "resilience/shedding_fixture.h"
 
 using namespace bulwark;
+using test::aimd_limit;
 using test::fixed_limit;
 using test::Loop;
 using test::Waiter;
@@ -253,12 +254,7 @@ TEST_CASE("gate: a full queue makes room on another worker for a higher priority
 
 TEST_CASE("gate: a limit raised by a sample on one worker lets another worker's requests in") {
   Loop l;
-  LoadSheddingConfig c;
-  c.algorithm = "aimd";
-  c.initial_limit = 1;
-  c.min_limit = 1;
-  c.max_limit = 10;
-  LoadShedder s(c, 2);
+  LoadShedder s(aimd_limit(1, 10), 2);
   ShedGate w0(&l.loop, s, 0), w1(&l.loop, s, 1);
   int woken = 0;
   w0.set_wake_others([&] {
@@ -282,12 +278,7 @@ TEST_CASE("gate: a limit raised by a sample on one worker lets another worker's 
 
 TEST_CASE("gate: a limit raised by a sample lets waiting requests in") {
   Loop l;
-  LoadSheddingConfig c;
-  c.algorithm = "aimd";
-  c.initial_limit = 1;
-  c.min_limit = 1;
-  c.max_limit = 10;
-  LoadShedder s(c, 1);
+  LoadShedder s(aimd_limit(1, 10), 1);
   ShedGate g(&l.loop, s, 0);
   Waiter a("a"), b("b");
   REQUIRE(g.admit(a, Priority::normal) == ShedGate::Result::admitted);

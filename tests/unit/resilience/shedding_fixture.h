@@ -25,6 +25,16 @@ inline LoadSheddingConfig fixed_limit(int limit, std::uint64_t queue_size = 10,
   return c;
 }
 
+// An adaptive (aimd) limit starting at `initial`, between 1 and `max`.
+inline LoadSheddingConfig aimd_limit(int initial, int max) {
+  LoadSheddingConfig c;
+  c.algorithm = "aimd";
+  c.initial_limit = initial;
+  c.min_limit = 1;
+  c.max_limit = max;
+  return c;
+}
+
 struct Waiter final : ShedWaiter {
   std::string name;
   std::vector<std::string>* log = nullptr;
