@@ -13,6 +13,7 @@ TEMPLATE = """
 admin: {{ listen: 127.0.0.1:{admin} }}
 access_log: {{ path: {log} }}
 workers: {workers}
+drain: {{ timeout: {drain} }}
 listeners:
   - name: inbound
     listen: 127.0.0.1:{port}
@@ -20,7 +21,7 @@ listeners:
       - name: all
         match: {{ prefix: / }}
         upstream: app
-        timeout: 10s
+        timeout: {route_timeout}
 {route_extra}
 upstreams:
   - name: app
@@ -32,14 +33,16 @@ upstreams:
       min_limit: 1
       queue: {{ size: {queue}, timeout: {timeout} }}
       enforce: {enforce}
+{shed_extra}
 """
 
 
 def start(backend, limit=2, queue=2, timeout="2s", workers=1, enforce="true", route_extra="",
-          upstream_extra=""):
+          upstream_extra="", route_timeout="10s", drain="20s", shed_extra=""):
     return Bulwark(TEMPLATE, upstream=backend.address, limit=limit, queue=queue, timeout=timeout,
                    workers=workers, enforce=enforce, route_extra=route_extra,
-                   upstream_extra=upstream_extra)
+                   upstream_extra=upstream_extra, route_timeout=route_timeout, drain=drain,
+                   shed_extra=shed_extra)
 
 
 class Call(threading.Thread):

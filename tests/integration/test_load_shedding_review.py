@@ -18,33 +18,8 @@ import zlib
 
 from harness import (BULWARK, Bulwark, Reader, Testd, chunked, connect, crc_hex, free_port,
                      problem, request, wait_for)
-
-TEMPLATE = """
-admin: {{ listen: 127.0.0.1:{admin} }}
-access_log: {{ path: {log} }}
-workers: {workers}
-drain: {{ timeout: {drain} }}
-listeners:
-  - name: inbound
-    listen: 127.0.0.1:{port}
-    routes:
-      - name: all
-        match: {{ prefix: / }}
-        upstream: app
-        timeout: {route_timeout}
-{route_extra}
-upstreams:
-  - name: app
-    endpoints: [{upstream}]
-{upstream_extra}
-    load_shedding:
-      algorithm: fixed
-      initial_limit: {limit}
-      min_limit: 1
-      queue: {{ size: {queue}, timeout: {timeout} }}
-      enforce: {enforce}
-{shed_extra}
-"""
+# The configuration of test_load_shedding.py (fixed limit, queue, route and drain timeouts).
+from test_load_shedding import TEMPLATE
 
 
 def start(address, limit=1, queue=5, timeout="3s", workers=1, enforce="true", route_extra="",

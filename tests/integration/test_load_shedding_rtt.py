@@ -7,8 +7,8 @@ import socket
 import time
 import unittest
 
-from harness import Bulwark, Reader, Testd, connect, request
-from test_load_shedding import TEMPLATE
+from harness import Reader, Testd, connect, request
+from test_load_shedding import start
 
 
 def rtt_avg_ms(proxy):
@@ -19,9 +19,7 @@ def rtt_avg_ms(proxy):
 class ShedderRtt(unittest.TestCase):
     def setUp(self):
         self.backend = Testd()
-        self.proxy = Bulwark(TEMPLATE, upstream=self.backend.address, limit=10, queue=10,
-                             timeout="2s", workers=1, enforce="true", route_extra="",
-                             upstream_extra="")
+        self.proxy = start(self.backend, limit=10, queue=10)
 
     def tearDown(self):
         self.proxy.stop()
