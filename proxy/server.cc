@@ -8,81 +8,88 @@
 #include <sstream>
 
 #include "config/json.h"
+#include "config/loader.h"
 #include "core/json.h"
 #include "core/log.h"
 #include "net/listener.h"
 
 namespace bulwark {
 
-Server::Server(Config config) : config_(std::move(config)) { uv_loop_init(&loop_); }
+Server::Server(Config config) : initial_(std::make_shared<const Config>(std::move(config))) {
+  uv_loop_init(&loop_);
+}
 
 Server::~Server() {
   for (auto& w : workers_) w->join();
+  workers_.clear();
   uv_loop_close(&loop_);
 }
 
-bool Server::bind_listeners(std::vector<std::vector<int>>& fds) {
-  fds.assign(static_cast<std::size_t>(config_.workers), std::vector<int>());
-  bool reuse = config_.workers > 1;
-  for (auto& l : config_.listeners) {
-    Address address = l.address;
-    for (int w = 0; w < config_.workers; ++w) {
-      std::string error;
-      Address bound;
-      int fd = open_listen_socket(address, reuse, 1024, bound, error);
-      if (fd < 0) {
-        log_error("listener " + l.name + ": " + error);
-        for (auto& list : fds)
-          for (int f : list) ::close(f);
-        return false;
-      }
-      if (w == 0) {
-        // With port 0 every worker's socket must share the port the first one got.
-        address = bound;
-        log_info("listener " + l.name + " listening on " + bound.to_string());
-      }
-      fds[static_cast<std::size_t>(w)].push_back(fd);
+bool Server::bind_listener(const ListenerConfig& l, std::vector<int>& fds, Address& bound) {
+  int workers = config().workers;
+  bool reuse = workers > 1;
+  Address address = l.address;
+  fds.clear();
+  for (int w = 0; w < workers; ++w) {
+    std::string error;
+    Address got;
+    int fd = open_listen_socket(address, reuse, 1024, got, error);
+    if (fd < 0) {
+      log_error("listener " + l.name + ": " + error);
+      for (int f : fds) ::close(f);
+      fds.clear();
+      return false;
     }
+    if (w == 0) {
+      // With port 0 every worker's socket must share the port the first one got.
+      address = got;
+      bound = got;
+      log_info("listener " + l.name + " listening on " + got.to_string());
+    }
+    fds.push_back(fd);
   }
   return true;
 }
 
 int Server::run() {
   std::string error;
-  access_log_ = AccessLogSink::open(config_.access_log_path, error);
+  const int worker_count = initial_->workers;
+  registry_ = std::make_unique<StatsRegistry>(worker_count);
+  generation_ = build_generation(initial_, nullptr, *registry_);
+  access_log_ = AccessLogSink::open(config().access_log_path, error);
   if (!access_log_) {
     log_error(error);
     return 1;
   }
-  std::vector<std::vector<int>> fds;
-  if (!bind_listeners(fds)) return 1;
+  // fds[worker][listener]
+  std::vector<std::vector<int>> fds(static_cast<std::size_t>(worker_count));
+  auto close_all = [&fds] {
+    for (auto& list : fds)
+      for (int f : list)
+        if (f >= 0) ::close(f);
+  };
+  for (const auto& l : config().listeners) {
+    std::vector<int> per_worker;
+    Address bound;
+    if (!bind_listener(l, per_worker, bound)) {
+      close_all();
+      return 1;
+    }
+    bound_.push_back(bound);
+    for (std::size_t w = 0; w < per_worker.size(); ++w) fds[w].push_back(per_worker[w]);
+  }
 
   warn_if_descriptors_short();
 
   std::vector<const WorkerStats*> views;
-  for (int i = 0; i < config_.workers; ++i) {
-    stats_.push_back(std::make_unique<WorkerStats>(config_));
+  for (int i = 0; i < worker_count; ++i) {
+    stats_.push_back(std::make_unique<WorkerStats>());
     views.push_back(stats_.back().get());
   }
-  process_stats_ = std::make_unique<ProcessStats>(config_.upstreams.size());
+  process_stats_ = std::make_unique<ProcessStats>();
   process_stats_->access_log = access_log_.get();
-  start_upstreams();
-  std::vector<const UpstreamState*> upstream_views;
-  std::vector<UpstreamState*> upstream_states;
-  for (auto& u : upstreams_) {
-    upstream_views.push_back(u.get());
-    upstream_states.push_back(u.get());
-  }
-  collector_ = std::make_unique<StatsCollector>(config_, views, upstream_views, *process_stats_);
-  std::vector<std::vector<RouteState*>> route_states;
-  for (const auto& l : config_.listeners) {
-    routes_.emplace_back();
-    route_states.emplace_back();
-    for (const auto& r : l.routes) {
-      routes_.back().push_back(std::make_unique<RouteState>(r));
-      route_states.back().push_back(routes_.back().back().get());
-    }
-  }
+  resolver_ = std::make_unique<UvResolver>(&loop_);
+  collector_ = std::make_unique<StatsCollector>(generation_, views, *process_stats_);
 
   AdminHandlers handlers;
   handlers.metrics = [this] { return metrics_text(); };
@@ -94,23 +101,22 @@ int Server::run() {
     return true;
   };
   handlers.status = [this] { return status_json(); };
-  handlers.config = [this] { return config_to_json(config_); };
+  handlers.config = [this] { return config_to_json(config()); };
   handlers.refused = [this] {
     process_stats_->admin_connections_refused.add();
     static LogThrottle throttle;
     throttle.log(LogLevel::warn,
-                 "admin: " + std::to_string(config_.admin_max_connections) +
+                 "admin: " + std::to_string(config().admin_max_connections) +
                      " connections open (admin.max_connections); closing a new one");
   };
   AdminLimits limits;
-  limits.header_timeout_ms = config_.admin_header_timeout_ms;
-  limits.idle_timeout_ms = config_.admin_idle_timeout_ms;
-  limits.max_connections = config_.admin_max_connections;
+  limits.header_timeout_ms = config().admin_header_timeout_ms;
+  limits.idle_timeout_ms = config().admin_idle_timeout_ms;
+  limits.max_connections = config().admin_max_connections;
   admin_ = std::make_unique<AdminServer>(&loop_, handlers, limits);
-  if (!admin_->listen(config_.admin_address, error)) {
+  if (!admin_->listen(config().admin_address, error)) {
     log_error(error);
-    for (auto& list : fds)
-      for (int f : list) ::close(f);
+    close_all();
     admin_->close();
     uv_run(&loop_, UV_RUN_DEFAULT);
     return 1;
@@ -133,10 +139,13 @@ int Server::run() {
   uv_signal_start(&sigusr1_, on_signal, SIGUSR1);
   std::signal(SIGPIPE, SIG_IGN);
 
-  for (int i = 0; i < config_.workers; ++i) {
-    workers_.push_back(std::make_unique<Worker>(i, config_, *stats_[static_cast<std::size_t>(i)],
-                                                *access_log_, upstream_states, route_states,
-                                                fds[static_cast<std::size_t>(i)], [this] {
+  health_ = std::make_unique<HealthChecker>(&loop_, std::vector<UpstreamState*>{});
+  sync_upstreams();  // endpoints resolved before the workers take them
+  for (int i = 0; i < worker_count; ++i) {
+    workers_.push_back(std::make_unique<Worker>(i, generation_,
+                                                *stats_[static_cast<std::size_t>(i)],
+                                                *access_log_, fds[static_cast<std::size_t>(i)],
+                                                [this] {
                                                   workers_exited_.fetch_add(1);
                                                   uv_async_send(&worker_exit_);
                                                 }));
@@ -148,20 +157,17 @@ int Server::run() {
         if (other.get() != self) other->wake_pending();
     };
   }
-  health_ = std::make_unique<HealthChecker>(&loop_, upstream_states);
-  for (auto& u : upstreams_) {
-    u->set_change_hook([this] {
-      for (auto& w : workers_) w->endpoints_changed();
-      health_->sync();  // probe new endpoints at once, stop probing removed ones
-    });
-    u->set_health_hook([this] {
-      for (auto& w : workers_) w->health_changed();
-    });
+  if (!config().file.empty()) {
+    load_config_file(config().file, &last_text_);  // what a change is compared with
+    watcher_ = std::make_unique<ConfigWatcher>(&loop_, config().file, 200, [this] { reload(true); });
+    if (!watcher_->start(error)) {
+      log_warn(error + "; reload with SIGHUP");
+      watcher_.reset();
+    }
   }
-  health_->sync();
   for (auto& w : workers_) w->start();
   started_ = true;
-  log_info("bulwark " BULWARK_VERSION " started with " + std::to_string(config_.workers) +
+  log_info("bulwark " BULWARK_VERSION " started with " + std::to_string(worker_count) +
            " worker(s)");
   uv_run(&loop_, UV_RUN_DEFAULT);
   for (auto& w : workers_) w->join();
@@ -176,16 +182,16 @@ void Server::warn_if_descriptors_short() const {
   rlimit files{};
   if (getrlimit(RLIMIT_NOFILE, &files) != 0 || files.rlim_cur == RLIM_INFINITY) return;
   std::uint64_t clients = 0, upstream = 0, probes = 0;
-  auto workers = static_cast<std::uint64_t>(config_.workers);
-  for (const auto& l : config_.listeners) clients += l.max_connections * workers;  // per worker
-  for (const auto& u : config_.upstreams) {
+  auto workers = static_cast<std::uint64_t>(config().workers);
+  for (const auto& l : config().listeners) clients += l.max_connections * workers;  // per worker
+  for (const auto& u : config().upstreams) {
     upstream += u.pool.max_connections * u.endpoints.size();
     if (u.health_check) probes += u.endpoints.size();
   }
   // Per worker: its loop, wake-up and reserve descriptors, one listening socket per listener
   // and one Redis connection; then the admin listener, its connections, signals and logs.
   std::uint64_t fixed =
-      workers * (6 + config_.listeners.size()) + config_.admin_max_connections + probes + 16;
+      workers * (6 + config().listeners.size()) + config().admin_max_connections + probes + 16;
   std::uint64_t need = clients + upstream + fixed;
   if (need <= files.rlim_cur) return;
   log_warn("file descriptor limit (RLIMIT_NOFILE) is " + std::to_string(files.rlim_cur) +
@@ -196,31 +202,6 @@ void Server::warn_if_descriptors_short() const {
            "Raise the limit (ulimit -n, LimitNOFILE=) or lower max_connections.");
 }
 
-void Server::start_upstreams() {
-  resolver_ = std::make_unique<UvResolver>(&loop_);
-  for (const auto& uc : config_.upstreams) {
-    upstreams_.push_back(std::make_unique<UpstreamState>(uc, config_.workers));
-    auto r = std::make_unique<EndpointResolver>(
-        *upstreams_.back(), *resolver_, &process_stats_->dns_lookups[upstreams_.size() - 1]);
-    std::vector<std::string> errors;
-    r->start(errors);
-    for (const auto& e : errors) log_warn(e + " (retried every dns_refresh)");
-    if (r->has_names()) {
-      auto timer = std::make_unique<uv_timer_t>();
-      uv_timer_init(&loop_, timer.get());
-      timer->data = r.get();
-      if (uv_timer_start(timer.get(), on_dns_timer, uc.dns_refresh_ms, uc.dns_refresh_ms) != 0)
-        log_error("upstream " + uc.name + ": cannot start the DNS refresh timer");
-      dns_timers_.push_back(std::move(timer));
-    }
-    endpoint_resolvers_.push_back(std::move(r));
-  }
-}
-
-void Server::on_dns_timer(uv_timer_t* timer) {
-  static_cast<EndpointResolver*>(timer->data)->refresh();
-}
-
 void Server::on_signal(uv_signal_t* handle, int signum) {
   auto* s = static_cast<Server*>(handle->data);
   if (signum == SIGTERM) {
@@ -229,26 +210,26 @@ void Server::on_signal(uv_signal_t* handle, int signum) {
     log_info("SIGINT: stopping");
     s->stop_workers();
   } else if (signum == SIGHUP) {
-    log_warn("SIGHUP: configuration reload is not supported by this build yet; config unchanged");
+    s->reload(false);
   } else if (signum == SIGUSR1) {
     // logrotate renames the file, then signals: new lines go to a new file at the path.
     if (!s->access_log_->reopen())
-      log_info("SIGUSR1: the access log is " + s->config_.access_log_path +
+      log_info("SIGUSR1: the access log is " + s->config().access_log_path +
                ", not a file: nothing to reopen");
   }
 }
 
 void Server::begin_drain() {
   if (workers_draining_) return;
-  if (draining_ || config_.drain_delay_ms == 0) {
+  if (draining_ || config().drain_delay_ms == 0) {
     if (draining_) log_info("SIGTERM again: draining now");
     drain_workers();
     return;
   }
   draining_ = true;  // /ready: 503 from now on
   log_info("SIGTERM: /ready now answers 503; serving for " +
-           std::to_string(config_.drain_delay_ms) + "ms (drain.delay), then draining");
-  if (uv_timer_start(&delay_timer_, on_drain_delay, config_.drain_delay_ms, 0) != 0)
+           std::to_string(config().drain_delay_ms) + "ms (drain.delay), then draining");
+  if (uv_timer_start(&delay_timer_, on_drain_delay, config().drain_delay_ms, 0) != 0)
     drain_workers();
 }
 
@@ -260,9 +241,9 @@ void Server::drain_workers() {
   workers_draining_ = true;
   uv_timer_stop(&delay_timer_);
   log_info("draining: listeners closed, finishing requests in flight (timeout " +
-           std::to_string(config_.drain_timeout_ms) + "ms)");
+           std::to_string(config().drain_timeout_ms) + "ms)");
   for (auto& w : workers_) w->drain();
-  if (uv_timer_start(&drain_timer_, on_drain_timeout, config_.drain_timeout_ms, 0) != 0)
+  if (uv_timer_start(&drain_timer_, on_drain_timeout, config().drain_timeout_ms, 0) != 0)
     stop_workers();  // no bound on the drain: stop now rather than wait forever
 }
 
@@ -293,7 +274,14 @@ void Server::finish() {
   uv_close(reinterpret_cast<uv_handle_t*>(&delay_timer_), nullptr);
   for (uv_signal_t* sig : {&sigterm_, &sigint_, &sighup_, &sigusr1_})
     uv_close(reinterpret_cast<uv_handle_t*>(sig), nullptr);
-  for (auto& t : dns_timers_) uv_close(reinterpret_cast<uv_handle_t*>(t.get()), nullptr);
+  for (auto* list : {&upstream_runtimes_, &retired_resolvers_})
+    for (auto& u : *list)
+      if (u.timer) {
+        uv_close(reinterpret_cast<uv_handle_t*>(u.timer),
+                 [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+        u.timer = nullptr;
+      }
+  if (watcher_) watcher_->close();
   health_->close();
 }
 
@@ -332,9 +320,16 @@ std::string shedding_json(const LoadShedder* s) {
 std::string Server::status_json() const {
   std::string out = "{\"draining\":";
   out += draining_ ? "true" : "false";
+  out += ",\"reload\":{\"generation\":" + std::to_string(generation_->number) +
+         ",\"success\":" + std::to_string(process_stats_->reloads[0].get()) +
+         ",\"failure\":" + std::to_string(process_stats_->reloads[1].get()) +
+         ",\"last_error\":";
+  append_json_string(out, last_error_);
+  out += "}";
   out += ",\"workers\":" + std::to_string(workers_.size()) + ",\"upstreams\":[";
-  for (std::size_t u = 0; u < upstreams_.size(); ++u) {
-    const UpstreamState& state = *upstreams_[u];
+  const Generation& g = *generation_;
+  for (std::size_t u = 0; u < g.upstreams.size(); ++u) {
+    const UpstreamState& state = *g.upstreams[u];
     if (u) out += ",";
     out += "{\"name\":";
     append_json_string(out, state.config().name);
@@ -348,7 +343,7 @@ std::string Server::status_json() const {
     for (std::size_t e = 0; e < endpoints->size(); ++e) {
       const EndpointState& ep = *(*endpoints)[e];
       std::int64_t in_flight = 0, active = 0, idle = 0;
-      for (int w = 0; w < config_.workers; ++w) {
+      for (int w = 0; w < config().workers; ++w) {
         in_flight += ep.per_worker[w].in_flight.get();
         active += ep.per_worker[w].active.get();
         idle += ep.per_worker[w].idle.get();
@@ -376,8 +371,8 @@ std::string Server::status_json() const {
   }
   out += "],\"routes\":[";
   bool first = true;
-  for (std::size_t li = 0; li < config_.listeners.size(); ++li) {
-    const auto& l = config_.listeners[li];
+  for (std::size_t li = 0; li < config().listeners.size(); ++li) {
+    const auto& l = config().listeners[li];
     for (std::size_t ri = 0; ri < l.routes.size(); ++ri) {
       const auto& r = l.routes[ri];
       if (!first) out += ",";
@@ -389,7 +384,7 @@ std::string Server::status_json() const {
       out += ",\"upstream\":";
       append_json_string(out, r.upstream);
       out += ",\"rate_limit\":";
-      const RouteState& state = *routes_[li][ri];
+      const RouteState& state = *g.routes[li][ri];
       if (!state.limiter) {
         out += "null}";
         continue;

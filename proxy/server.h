@@ -1,17 +1,20 @@
 // The process: binds the listeners, starts one Worker per configured worker thread, serves
-// the admin listener on the main thread, and turns signals into drain, stop or a reopened
-// access log.
+// the admin listener on the main thread, turns signals into drain, stop, reload or a reopened
+// access log, and reloads the configuration when its file changes (server_reload.cc).
 #pragma once
 
 #include <uv.h>
 
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "admin/access_log.h"
 #include "admin/admin_server.h"
 #include "admin/stats.h"
 #include "config/config.h"
+#include "config/watcher.h"
+#include "generation.h"
 #include "upstream/dns.h"
 #include "upstream/health.h"
 #include "upstream/upstream_state.h"
@@ -27,7 +30,9 @@ class Server {
   int run();
 
  private:
-  bool bind_listeners(std::vector<std::vector<int>>& fds);
+  const Config& config() const { return *generation_->config; }
+  // Opens every worker's socket for `l`; the address bound is `bound` (port 0 resolved).
+  bool bind_listener(const ListenerConfig& l, std::vector<int>& fds, Address& bound);
   // SIGTERM: /ready turns 503 at once; the workers drain after drain.delay (or at once when
   // there is none, or on a second SIGTERM).
   void begin_drain();
@@ -38,14 +43,25 @@ class Server {
   std::string status_json() const;
   std::string metrics_text() const;
 
+  // Reload (server_reload.cc): SIGHUP, or the watcher saw the file change (`from_watch`: only
+  // when its bytes differ from those last read).
+  void reload(bool from_watch);
+  // Why `next` cannot replace the running config without a restart ("" when it can).
+  std::string restart_needed(const Config& next) const;
+  void reload_failed(const std::string& trigger, const std::vector<std::string>& errors);
+  // Resolvers, DNS timers and hooks for the upstreams of generation_: kept for the states it
+  // keeps, made for the new ones, stopped for the ones that are gone.
+  void sync_upstreams();
+
   static void on_signal(uv_signal_t* handle, int signum);
   static void on_async(uv_async_t* async);
   static void on_drain_timeout(uv_timer_t* timer);
   static void on_drain_delay(uv_timer_t* timer);
   static void on_dns_timer(uv_timer_t* timer);
-  void start_upstreams();
 
-  Config config_;
+  std::shared_ptr<const Config> initial_;
+  std::shared_ptr<const Generation> generation_;
+  std::unique_ptr<StatsRegistry> registry_;
   uv_loop_t loop_{};
   void warn_if_descriptors_short() const;
 
@@ -54,17 +70,28 @@ class Server {
   uv_timer_t drain_timer_{};
   uv_timer_t delay_timer_{};
   std::unique_ptr<AccessLogSink> access_log_;
-  std::vector<std::unique_ptr<UpstreamState>> upstreams_;
-  std::vector<std::vector<std::unique_ptr<RouteState>>> routes_;  // by listener, route
+  // An upstream's DNS refresh, for as long as its state is in the generation.
+  struct UpstreamRuntime {
+    std::shared_ptr<UpstreamState> state;
+    std::unique_ptr<EndpointResolver> resolver;
+    uv_timer_t* timer = nullptr;  // DNS refresh (names only); freed by its close callback
+  };
+  std::vector<UpstreamRuntime> upstream_runtimes_;
+  // Resolvers of removed upstreams with lookups still out (freed when those have answered).
+  std::vector<UpstreamRuntime> retired_resolvers_;
   std::unique_ptr<UvResolver> resolver_;
-  std::vector<std::unique_ptr<EndpointResolver>> endpoint_resolvers_;
-  std::vector<std::unique_ptr<uv_timer_t>> dns_timers_;
   std::unique_ptr<HealthChecker> health_;
+  // The actual address of each listener of the generation in effect (port 0 resolved).
+  std::vector<Address> bound_;
   std::vector<std::unique_ptr<WorkerStats>> stats_;
   std::unique_ptr<ProcessStats> process_stats_;
   std::unique_ptr<StatsCollector> collector_;
   std::unique_ptr<AdminServer> admin_;
   std::vector<std::unique_ptr<Worker>> workers_;
+  std::unique_ptr<ConfigWatcher> watcher_;
+  std::string last_text_;      // the config file's bytes as last applied or rejected
+  std::string settling_text_;  // bytes the watcher saw once, applied if they hold still
+  std::string last_error_;  // of the last reload ("" when it succeeded)
   std::atomic<int> workers_exited_{0};
   bool started_ = false;
   bool draining_ = false;         // /ready is 503

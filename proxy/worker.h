@@ -17,10 +17,12 @@
 #include "admin/access_log.h"
 #include "admin/stats.h"
 #include "config/config.h"
+#include "generation.h"
 #include "http/request_id.h"
 #include "pipeline/bulkhead_stage.h"
 #include "pipeline/client_connection.h"
 #include "pipeline/exchange.h"
+#include "pipeline/generation_pin.h"
 #include "pipeline/load_shedding_stage.h"
 #include "pipeline/rate_limit_stage.h"
 #include "pipeline/request_buffers.h"
@@ -33,29 +35,55 @@ namespace bulwark {
 
 class ClientConnection;
 class Worker;
+struct WorkerGeneration;
 
+// One listener as one generation configures it, on one worker: what a request on it uses.
+struct ListenerView {
+  WorkerGeneration* generation = nullptr;
+  const ListenerConfig* config = nullptr;
+  std::unique_ptr<Router> router;
+  ListenerStats* stats = nullptr;
+  std::vector<RouteStats*> route_stats;    // by route index, then the unmatched requests'
+  std::vector<Upstream*> route_upstreams;  // by route index
+  std::vector<RouteState*> route_states;   // by route index
+  RouteStats& unmatched() const { return *route_stats.back(); }
+};
+
+// A generation (generation.h) on one worker: its views of the listeners and the worker's
+// Upstream objects for its upstreams (shared with the next generation where the upstream is
+// kept). Alive while it is the worker's current one or something pins it.
+struct WorkerGeneration {
+  Worker* worker = nullptr;
+  std::shared_ptr<const Generation> shared;
+  std::vector<std::shared_ptr<Upstream>> upstreams;      // by upstream index
+  std::vector<std::unique_ptr<ListenerView>> listeners;  // by listener index
+  int pins = 0;
+};
+
+// A listening socket of a worker and the connections accepted from it. Kept across reloads
+// while the listener keeps its name and address (its connections stay open); `view` is the
+// listener as the current generation configures it, which new requests use.
 struct ListenerRuntime {
   Worker* worker = nullptr;
-  const ListenerConfig* config = nullptr;
-  std::size_t index = 0;
+  ListenerView* view = nullptr;
+  GenerationPin pin;  // keeps `view` alive
   int fd = -1;  // the listening socket; accepted from by hand (see Worker::on_readable)
   uv_poll_t poll{};
   bool polling = false;  // poll is initialised (closed with the listener)
-  std::unique_ptr<Router> router;
-  ListenerStats* stats = nullptr;
-  std::vector<Upstream*> route_upstreams;  // by route index
-  std::vector<RouteState*> route_states;   // by route index
+  bool poll_closed = false;  // its close callback ran (a removed listener can be freed)
   std::uint64_t connections = 0;
   bool open = false;
+  const std::string& name() const { return view->config->name; }
 };
 
 class Worker {
  public:
-  // `listen_fds[i]` is this worker's socket for listener i. `on_exit` runs on the worker
-  // thread when its loop has finished.
-  Worker(int index, const Config& config, WorkerStats& stats, const AccessLogSink& log_sink,
-         std::vector<UpstreamState*> upstreams, std::vector<std::vector<RouteState*>> route_states,
-         std::vector<int> listen_fds, std::function<void()> on_exit);
+  // `listen_fds[i]` is this worker's socket for listener i of `generation` (none: the
+  // listeners are not opened, for tests). `on_exit` runs on the worker thread when its loop
+  // has finished.
+  Worker(int index, std::shared_ptr<const Generation> generation, WorkerStats& stats,
+         const AccessLogSink& log_sink, std::vector<int> listen_fds,
+         std::function<void()> on_exit);
   ~Worker();
 
   void start();
@@ -69,6 +97,12 @@ class Worker {
   void health_changed();
   // A bulkhead slot was freed on another worker while requests wait.
   void wake_pending();
+  // A reload: `generation` takes effect for new requests. Listener i gets `listen_fds[i]`, a
+  // new socket, or when that is -1 keeps the socket (and the connections) of the listener
+  // named `keep[i]` until now. Listeners not kept stop accepting; their connections finish
+  // their requests and close. False (and the sockets closed) when the worker has ended.
+  bool reload(std::shared_ptr<const Generation> generation, std::vector<int> listen_fds,
+              std::vector<std::string> keep);
   // Called on this worker when one of its upstreams freed a slot and others may be waiting.
   std::function<void()> on_slot_freed;
 
@@ -77,11 +111,16 @@ class Worker {
   RequestIdGenerator& ids() { return ids_; }
   AccessLog& access_log() { return access_log_; }
   bool draining() const { return draining_; }
-  Upstream& upstream(std::size_t i) { return *upstreams_[i]; }
+  // The current generation's upstream i and listener i.
+  Upstream& upstream(std::size_t i) { return *current_->upstreams[i]; }
+  ListenerRuntime& listener(std::size_t i) { return *listeners_[i]; }
+  std::uint64_t generation() const { return current_->shared->number; }
+  // Generations alive on this worker (the current one and those pinned), for tests.
+  std::size_t generations() const { return generations_.size(); }
   int index() const { return index_; }
   // This worker's connection for global rate limits (null without a redis block).
   RedisRateLimiter* redis() { return redis_.get(); }
-  std::uint64_t redis_timeout_ms() const { return config_.redis_timeout_ms; }
+  std::uint64_t redis_timeout_ms() const { return config().redis_timeout_ms; }
   // Milliseconds (uv_now of the worker's loop) of the last heartbeat; a loop that stops
   // turning stops updating it.
   std::uint64_t heartbeat_ms() const { return heartbeat_ms_.load(std::memory_order_relaxed); }
@@ -92,6 +131,10 @@ class Worker {
   // The admission stages every request passes, in order.
   const std::vector<AdmissionStage*>& admission_stages() const { return admission_; }
 
+  // What the loop does before each turn (tests that turn the loop themselves call it): frees
+  // the exchanges that ended and what reloads left behind, flushes the access log.
+  void between_turns();
+
   RequestBuffers* acquire_buffers();
   void release_buffers(RequestBuffers* b);
 
@@ -99,6 +142,22 @@ class Worker {
   void remove_downstream(ClientConnection* d);
 
  private:
+  friend class GenerationPin;
+  const Config& config() const { return *current_->shared->config; }
+  // Makes `g` current: the worker's views and Upstream objects for it; the listeners
+  // switched to it, opened and retired as `listen_fds` says.
+  void install(std::shared_ptr<const Generation> g, const std::vector<int>& listen_fds,
+               const std::vector<std::string>& keep);
+  std::shared_ptr<Upstream> make_upstream(const std::shared_ptr<UpstreamState>& state);
+  void start_listening(ListenerRuntime& l);
+  // A removed listener: stops accepting; its connections finish their requests and close.
+  void retire_listener(std::unique_ptr<ListenerRuntime> l);
+  void unpinned(WorkerGeneration* g);  // its last pin went
+  // Frees every generation, listener and Upstream object (closing what is still open).
+  void release_generations();
+  // Frees the removed listeners whose connections have closed and the Upstream objects that
+  // no generation uses once their handles have closed.
+  void sweep_retired();
   void run();
   void begin_drain();
   void shut_down();
@@ -117,7 +176,6 @@ class Worker {
   static void on_heartbeat(uv_timer_t* timer);
 
   int index_;
-  const Config& config_;
   WorkerStats& stats_;
   AccessLog access_log_;
   std::vector<int> listen_fds_;
@@ -142,8 +200,28 @@ class Worker {
   bool notifiable_ = true;
   std::unique_ptr<char[]> read_buffer_;
   RequestIdGenerator ids_;
-  std::vector<std::unique_ptr<ListenerRuntime>> listeners_;
-  std::vector<std::unique_ptr<Upstream>> upstreams_;
+  // Generations alive on this worker; current_ is pinned by current_pin_.
+  std::vector<std::unique_ptr<WorkerGeneration>> generations_;
+  WorkerGeneration* current_ = nullptr;
+  GenerationPin current_pin_;
+  // Reloads handed over by the main thread, under notify_mutex_.
+  struct PendingReload {
+    std::shared_ptr<const Generation> generation;
+    std::vector<int> fds;
+    std::vector<std::string> keep;
+  };
+  std::vector<PendingReload> pending_reloads_;
+  std::vector<std::unique_ptr<ListenerRuntime>> listeners_;  // by the current listener index
+  std::vector<std::unique_ptr<ListenerRuntime>> retired_listeners_;
+  std::vector<Upstream*> all_upstreams_;  // every Upstream object alive, of any generation
+  struct ClosingUpstream {
+    std::unique_ptr<Upstream> upstream;
+    std::shared_ptr<UpstreamState> state;
+    std::uint64_t turn;  // loop turn it was closed in
+  };
+  std::vector<ClosingUpstream> closing_upstreams_;
+  std::uint64_t turn_ = 0;  // loop turns (prepare callbacks)
+  bool running_ = false;    // the loop has started: new listeners are polled at once
   std::unique_ptr<RedisRateLimiter> redis_;
   std::vector<std::unique_ptr<RequestBuffers>> buffers_;  // all, owned here
   std::vector<RequestBuffers*> free_buffers_;

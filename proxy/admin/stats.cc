@@ -7,6 +7,7 @@
 #include <string>
 
 #include "admin/access_log.h"
+#include "generation.h"
 #include "upstream/upstream_state.h"
 
 namespace bulwark {
@@ -21,21 +22,10 @@ void DurationHistogram::observe_ns(std::uint64_t ns) {
   sum_ns.add(ns);
 }
 
-WorkerStats::WorkerStats(const Config& config) {
-  for (const auto& l : config.listeners) {
-    auto s = std::make_unique<ListenerStats>();
-    s->routes = std::make_unique<RouteStats[]>(l.routes.size() + 1);
-    listeners.push_back(std::move(s));
-  }
-}
-
-StatsCollector::StatsCollector(const Config& config, std::vector<const WorkerStats*> workers,
-                               std::vector<const UpstreamState*> upstreams,
+StatsCollector::StatsCollector(std::shared_ptr<const Generation> generation,
+                               std::vector<const WorkerStats*> workers,
                                const ProcessStats& process)
-    : config_(config),
-      workers_(std::move(workers)),
-      upstreams_(std::move(upstreams)),
-      process_(process) {}
+    : generation_(std::move(generation)), workers_(std::move(workers)), process_(process) {}
 
 namespace {
 
@@ -70,6 +60,7 @@ const char* const kConnectNames[] = {"success", "failure", "timeout"};
 
 std::vector<pm::MetricFamily> StatsCollector::Collect() const {
   std::vector<pm::MetricFamily> out;
+  const Generation& g = *generation_;
 
   auto info = family("bulwark_build_info", "Bulwark build information.", pm::MetricType::Gauge);
   info.metric.push_back(gauge({{"version", BULWARK_VERSION}}, 1));
@@ -97,15 +88,15 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
                           "Failures returned as they were because the retry budget was spent.",
                           pm::MetricType::Counter);
 
-  for (std::size_t li = 0; li < config_.listeners.size(); ++li) {
-    const auto& l = config_.listeners[li];
+  for (std::size_t li = 0; li < g.config->listeners.size(); ++li) {
+    const auto& l = g.config->listeners[li];
     std::int64_t open = 0;
-    for (const auto* w : workers_) open += w->listeners[li]->connections.get();
+    for (const auto& w : g.workers) open += w.listeners[li]->connections.get();
     conns.metric.push_back(gauge({{"listener", l.name}}, static_cast<double>(open)));
     static const char* const kRefusals[] = {"fd_limit", "max_connections"};
     for (int r = 0; r < static_cast<int>(AcceptRefusal::count_); ++r) {
       std::uint64_t n = 0;
-      for (const auto* w : workers_) n += w->listeners[li]->accepts_refused[r].get();
+      for (const auto& w : g.workers) n += w.listeners[li]->accepts_refused[r].get();
       refused.metric.push_back(
           counter({{"listener", l.name}, {"reason", kRefusals[r]}}, static_cast<double>(n)));
     }
@@ -115,7 +106,7 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
       std::string upstream = ri < l.routes.size() ? l.routes[ri].upstream : "";
       for (int code = 100; code <= 599; ++code) {
         std::uint64_t n = 0;
-        for (const auto* w : workers_) n += w->listeners[li]->routes[ri].codes[code - 100].get();
+        for (const auto& w : g.workers) n += w.routes[li][ri]->codes[code - 100].get();
         if (n == 0) continue;
         requests.metric.push_back(counter({{"listener", l.name},
                                            {"route", route},
@@ -125,7 +116,7 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
       }
       for (int r = 0; r < kReasonCount; ++r) {
         std::uint64_t n = 0;
-        for (const auto* w : workers_) n += w->listeners[li]->routes[ri].local_replies[r].get();
+        for (const auto& w : g.workers) n += w.routes[li][ri]->local_replies[r].get();
         if (n == 0) continue;
         replies.metric.push_back(counter(
             {{"route", route}, {"reason", std::string(reason_name(static_cast<Reason>(r)))}},
@@ -140,7 +131,7 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
         for (std::size_t d = 0; d < kinds; ++d) {
           std::size_t index = ratelimit_index(global, static_cast<RateLimitDecision>(d));
           std::uint64_t n = 0;
-          for (const auto* w : workers_) n += w->listeners[li]->routes[ri].ratelimit[index].get();
+          for (const auto& w : g.workers) n += w.routes[li][ri]->ratelimit[index].get();
           decisions.metric.push_back(counter(
               {{"route", route}, {"scope", scope}, {"decision", kRateLimitDecisionNames[d]}},
               static_cast<double>(n)));
@@ -150,31 +141,31 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
         static const char* const kinds[] = {"connect-failure", "reset", "timeout"};
         for (int r = 0; r < kRetryReasons; ++r) {
           std::uint64_t n = 0;
-          for (const auto* w : workers_)
-            n += w->listeners[li]->routes[ri].retries[static_cast<std::size_t>(r)].get();
+          for (const auto& w : g.workers)
+            n += w.routes[li][ri]->retries[static_cast<std::size_t>(r)].get();
           if (n == 0 && r >= 3) continue;
           std::string reason = r < 3 ? kinds[r] : std::to_string(r - 3 + 100);
           retries.metric.push_back(
               counter({{"route", route}, {"reason", reason}}, static_cast<double>(n)));
         }
         std::uint64_t n = 0;
-        for (const auto* w : workers_)
-          n += w->listeners[li]->routes[ri].retry_budget_exhausted.get();
+        for (const auto& w : g.workers)
+          n += w.routes[li][ri]->retry_budget_exhausted.get();
         exhausted.metric.push_back(counter({{"route", route}}, static_cast<double>(n)));
       }
       pm::ClientMetric h;
       h.label = {{"route", route}, {"upstream", upstream}};
       std::uint64_t cumulative = 0, sum_ns = 0;
       for (std::size_t b = 0; b <= kDurationBuckets.size(); ++b) {
-        for (const auto* w : workers_)
-          cumulative += w->listeners[li]->routes[ri].duration.buckets[b].get();
+        for (const auto& w : g.workers)
+          cumulative += w.routes[li][ri]->duration.buckets[b].get();
         pm::ClientMetric::Bucket bucket;
         bucket.cumulative_count = cumulative;
         bucket.upper_bound = b < kDurationBuckets.size() ? kDurationBuckets[b]
                                                          : std::numeric_limits<double>::infinity();
         h.histogram.bucket.push_back(bucket);
       }
-      for (const auto* w : workers_) sum_ns += w->listeners[li]->routes[ri].duration.sum_ns.get();
+      for (const auto& w : g.workers) sum_ns += w.routes[li][ri]->duration.sum_ns.get();
       h.histogram.sample_count = cumulative;
       h.histogram.sample_sum = static_cast<double>(sum_ns) / 1e9;
       durations.metric.push_back(std::move(h));
@@ -228,7 +219,8 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
                            "mode counted only), and retries not made because of it.",
                            pm::MetricType::Counter);
   const int workers = static_cast<int>(workers_.size());
-  for (const UpstreamState* state : upstreams_) {
+  for (const auto& shared : g.upstreams) {
+    const UpstreamState* state = shared.get();
     const std::string& name = state->config().name;
     std::int64_t active = 0, idle = 0;
     std::uint64_t stale_retries = 0;
@@ -323,14 +315,14 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
                     "DNS re-resolutions of upstream host names (every dns_refresh), by result; "
                     "a failure keeps the last answer.",
                     pm::MetricType::Counter);
-  for (std::size_t u = 0; u < config_.upstreams.size(); ++u) {
-    const auto& uc = config_.upstreams[u];
+  for (const auto& state : g.upstreams) {
+    const auto& uc = state->config();
     bool names = false;
     for (const auto& e : uc.endpoints) names = names || !e.is_ip();
     if (!names) continue;
     for (int r = 0; r < 2; ++r)
       dns.metric.push_back(counter({{"upstream", uc.name}, {"result", r ? "failure" : "success"}},
-                                   static_cast<double>(process_.dns_lookups[u][r].get())));
+                                   static_cast<double>(state->dns_lookups()[static_cast<std::size_t>(r)].get())));
   }
   out.push_back(std::move(dns));
   auto dropped = family("bulwark_access_log_dropped_total",
@@ -346,7 +338,15 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
   admin_refused.metric.push_back(
       counter({}, static_cast<double>(process_.admin_connections_refused.get())));
   out.push_back(std::move(admin_refused));
-  if (config_.redis_address) {
+  auto reloads = family("bulwark_config_reloads_total",
+                        "Configuration reloads (SIGHUP or a change of the config file), by "
+                        "result; a failed one leaves the config in effect unchanged.",
+                        pm::MetricType::Counter);
+  for (int r = 0; r < 2; ++r)
+    reloads.metric.push_back(counter({{"result", r ? "failure" : "success"}},
+                                     static_cast<double>(process_.reloads[static_cast<std::size_t>(r)].get())));
+  out.push_back(std::move(reloads));
+  if (g.config->redis_address) {
     auto redis = family("bulwark_redis_errors_total",
                         "Redis errors, timeouts and lost connections (global rate limits).",
                         pm::MetricType::Counter);

@@ -82,11 +82,11 @@ struct RouteStats {
 // Why an incoming connection was closed without being served.
 enum class AcceptRefusal { fd_limit, max_connections, count_ };
 
+// A listener's counters on one worker (its routes' are kept apart, by route name).
 struct ListenerStats {
   Gauge connections;
   std::array<Counter, static_cast<int>(AcceptRefusal::count_)> accepts_refused;
-  // One per configured route, then one for requests that matched no route.
-  std::unique_ptr<RouteStats[]> routes;
+  RouteStats unmatched;  // requests that matched no route
 };
 
 struct EndpointStats {
@@ -99,9 +99,8 @@ struct EndpointStats {
   Gauge in_flight;  // requests in flight to the endpoint
 };
 
+// A worker's counters that are not a listener's or a route's (those: see Generation).
 struct WorkerStats {
-  explicit WorkerStats(const Config& config);
-  std::vector<std::unique_ptr<ListenerStats>> listeners;
   Counter redis_errors;
 };
 
@@ -109,25 +108,27 @@ class AccessLogSink;
 
 // Counters kept outside the workers: the main thread's (DNS, admin) and the access log's.
 struct ProcessStats {
-  explicit ProcessStats(std::size_t upstreams)
-      : dns_lookups(std::make_unique<std::array<Counter, 2>[]>(upstreams)) {}
-  std::unique_ptr<std::array<Counter, 2>[]> dns_lookups;  // by upstream: [success, failure]
-  Counter admin_connections_refused;                      // over the admin connection limit
-  const AccessLogSink* access_log = nullptr;              // its dropped lines
+  Counter admin_connections_refused;          // over the admin connection limit
+  const AccessLogSink* access_log = nullptr;  // its dropped lines
+  std::array<Counter, 2> reloads;             // bulwark_config_reloads_total: [success, failure]
 };
 
-class UpstreamState;
+struct Generation;
 
 class StatsCollector : public prometheus::Collectable {
  public:
-  StatsCollector(const Config& config, std::vector<const WorkerStats*> workers,
-                 std::vector<const UpstreamState*> upstreams, const ProcessStats& process);
+  // `generation`: the configuration in effect and its counters; replaced by a reload
+  // (set_generation, on the thread that calls Collect).
+  StatsCollector(std::shared_ptr<const Generation> generation,
+                 std::vector<const WorkerStats*> workers, const ProcessStats& process);
+  void set_generation(std::shared_ptr<const Generation> generation) {
+    generation_ = std::move(generation);
+  }
   std::vector<prometheus::MetricFamily> Collect() const override;
 
  private:
-  const Config& config_;
+  std::shared_ptr<const Generation> generation_;
   std::vector<const WorkerStats*> workers_;
-  std::vector<const UpstreamState*> upstreams_;
   const ProcessStats& process_;
 };
 

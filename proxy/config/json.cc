@@ -162,35 +162,88 @@ void load_shedding_json(std::string& out, const LoadSheddingConfig& s) {
   b.boolean("enforce", s.enforce);
 }
 
+void upstream_json(std::string& out, const UpstreamConfig& u) {
+  JsonObject o(out);
+  o.str("name", u.name);
+  std::vector<std::string> eps;
+  for (const auto& e : u.endpoints) eps.push_back(e.is_ip() ? e.address.to_string() : e.spec);
+  string_array(o.key("endpoints"), eps);
+  o.ms("dns_refresh", u.dns_refresh_ms);
+  o.str("balance", u.balance);
+  o.ms("connect_timeout", u.connect_timeout_ms);
+  o.num("max_response_header_bytes", static_cast<double>(u.max_response_header_bytes));
+  {
+    JsonObject p(o.key("pool"));
+    p.num("max_connections", static_cast<double>(u.pool.max_connections));
+    p.num("max_idle", static_cast<double>(u.pool.max_idle));
+    p.ms("idle_timeout", u.pool.idle_timeout_ms);
+  }
+  {
+    JsonObject l(o.key("limits"));
+    l.num("max_requests", static_cast<double>(u.limits.max_requests));
+    l.num("max_pending", static_cast<double>(u.limits.max_pending));
+    l.ms("pending_timeout", u.limits.pending_timeout_ms);
+  }
+  if (u.circuit_breaker) circuit_breaker_json(o.key("circuit_breaker"), *u.circuit_breaker);
+  if (u.health_check) health_check_json(o.key("health_check"), *u.health_check);
+  if (u.load_shedding) load_shedding_json(o.key("load_shedding"), *u.load_shedding);
+}
+
+// The blocks a reload cannot change (see restart_json).
+void restart_blocks(JsonObject& root, const Config& c) {
+  {
+    JsonObject a(root.key("admin"));
+    a.str("listen", c.admin_listen);
+    a.num("max_connections", static_cast<double>(c.admin_max_connections));
+    JsonObject t(a.key("timeouts"));
+    t.ms("header", c.admin_header_timeout_ms);
+    t.ms("idle", c.admin_idle_timeout_ms);
+  }
+  root.num("workers", c.workers);
+  {
+    JsonObject a(root.key("access_log"));
+    a.str("path", c.access_log_path);
+    a.str("format", c.access_log_format);
+  }
+  if (c.redis_address) {
+    JsonObject r(root.key("redis"));
+    r.str("address", *c.redis_address);
+    r.ms("timeout", c.redis_timeout_ms);
+  }
+}
+
 }  // namespace
+
+std::string upstream_to_json(const UpstreamConfig& u) {
+  std::string out;
+  upstream_json(out, u);
+  return out;
+}
+
+std::string route_to_json(const RouteConfig& r) {
+  std::string out;
+  route_json(out, r);
+  return out;
+}
+
+std::string restart_json(const Config& c) {
+  std::string out;
+  {
+    JsonObject root(out);
+    restart_blocks(root, c);
+  }
+  return out;
+}
 
 std::string config_to_json(const Config& c) {
   std::string out;
   {
     JsonObject root(out);
-    {
-      JsonObject a(root.key("admin"));
-      a.str("listen", c.admin_listen);
-      a.num("max_connections", static_cast<double>(c.admin_max_connections));
-      JsonObject t(a.key("timeouts"));
-      t.ms("header", c.admin_header_timeout_ms);
-      t.ms("idle", c.admin_idle_timeout_ms);
-    }
-    root.num("workers", c.workers);
+    restart_blocks(root, c);
     {
       JsonObject d(root.key("drain"));
       d.ms("delay", c.drain_delay_ms);
       d.ms("timeout", c.drain_timeout_ms);
-    }
-    {
-      JsonObject a(root.key("access_log"));
-      a.str("path", c.access_log_path);
-      a.str("format", c.access_log_format);
-    }
-    if (c.redis_address) {
-      JsonObject r(root.key("redis"));
-      r.str("address", *c.redis_address);
-      r.ms("timeout", c.redis_timeout_ms);
     }
     std::string& ls = root.key("listeners");
     ls.push_back('[');
@@ -225,32 +278,8 @@ std::string config_to_json(const Config& c) {
     std::string& us = root.key("upstreams");
     us.push_back('[');
     for (std::size_t i = 0; i < c.upstreams.size(); ++i) {
-      const auto& u = c.upstreams[i];
       if (i) us.push_back(',');
-      JsonObject o(us);
-      o.str("name", u.name);
-      std::vector<std::string> eps;
-      for (const auto& e : u.endpoints) eps.push_back(e.is_ip() ? e.address.to_string() : e.spec);
-      string_array(o.key("endpoints"), eps);
-      o.ms("dns_refresh", u.dns_refresh_ms);
-      o.str("balance", u.balance);
-      o.ms("connect_timeout", u.connect_timeout_ms);
-      o.num("max_response_header_bytes", static_cast<double>(u.max_response_header_bytes));
-      {
-        JsonObject p(o.key("pool"));
-        p.num("max_connections", static_cast<double>(u.pool.max_connections));
-        p.num("max_idle", static_cast<double>(u.pool.max_idle));
-        p.ms("idle_timeout", u.pool.idle_timeout_ms);
-      }
-      {
-        JsonObject l(o.key("limits"));
-        l.num("max_requests", static_cast<double>(u.limits.max_requests));
-        l.num("max_pending", static_cast<double>(u.limits.max_pending));
-        l.ms("pending_timeout", u.limits.pending_timeout_ms);
-      }
-      if (u.circuit_breaker) circuit_breaker_json(o.key("circuit_breaker"), *u.circuit_breaker);
-      if (u.health_check) health_check_json(o.key("health_check"), *u.health_check);
-      if (u.load_shedding) load_shedding_json(o.key("load_shedding"), *u.load_shedding);
+      upstream_json(us, c.upstreams[i]);
     }
     us.push_back(']');
   }

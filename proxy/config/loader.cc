@@ -377,7 +377,7 @@ std::string errno_text(int error) {
 
 }  // namespace
 
-LoadResult load_config_file(const std::string& path) {
+LoadResult load_config_file(const std::string& path, std::string* text_read) {
   LoadResult result;
   auto fail = [&](const std::string& why) {
     result.errors.push_back(path + ":0:0: (root): " + why);
@@ -408,6 +408,7 @@ LoadResult load_config_file(const std::string& path) {
     }
   }
   ::close(fd);
+  if (text_read) *text_read = text;
   if (text.find_first_not_of(" \t\r\n") == std::string::npos)
     return fail("the file is empty (expected a mapping with at least listeners and upstreams)");
   return load_config_string(text, path);

@@ -15,7 +15,8 @@ struct LoadResult {
   std::vector<std::string> errors;
 };
 
-LoadResult load_config_file(const std::string& path);
+// `text_read`: set to the file's bytes when it could be read.
+LoadResult load_config_file(const std::string& path, std::string* text_read = nullptr);
 // `name` is used as FILE in messages.
 LoadResult load_config_string(const std::string& text, const std::string& name);
 

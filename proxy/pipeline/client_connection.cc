@@ -30,7 +30,7 @@ ClientConnection::ClientConnection(ListenerRuntime& listener)
   parser_.lenient_flags |= LENIENT_VERSION;
   parser_.data = this;
   ++listener_.connections;
-  listener_.stats->connections.add(1);
+  listener_.view->stats->connections.add(1);
 }
 
 void ClientConnection::acquire_buffers() { buffers_ = worker_.acquire_buffers(); }
@@ -66,7 +66,7 @@ bool ClientConnection::open(int fd) {
   if (uv_tcp_getpeername(&tcp_, reinterpret_cast<sockaddr*>(&peer), &len) == 0)
     client_ip_ = ip_string(reinterpret_cast<sockaddr*>(&peer));
   // A new connection must deliver its first request head within the header timeout.
-  arm_timer(listener_.config->header_timeout_ms);
+  arm_timer(listener_.view->config->header_timeout_ms);
   if (uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), on_alloc, on_read) != 0) {
     close();
     return false;
@@ -155,7 +155,7 @@ void ClientConnection::handle_input(const char* data, std::size_t len) {
   if (phase_ == Phase::tunnel || (ex_ && ex_->upgrade && ex_->request_complete)) {
     x().bytes_in += len;
     x().upstream_add(data, len, true);
-    if (phase_ == Phase::tunnel) arm_timer(listener_.config->idle_timeout_ms);
+    if (phase_ == Phase::tunnel) arm_timer(listener_.view->config->idle_timeout_ms);
     return;
   }
   if (x().request_complete) {
@@ -276,8 +276,7 @@ void ClientConnection::local_reply(Reason reason, std::string_view detail, bool 
   x().status = write_local_reply(b().response_head, reply);
   x().reply_reason = reason;
   x().local_reply_sent = true;
-  RouteStats& rs =
-      x().route_stats ? *x().route_stats : listener_.stats->routes[listener_.config->routes.size()];
+  RouteStats& rs = x().route_stats ? *x().route_stats : view().unmatched();
   rs.local_replies[static_cast<int>(reason)].add();
   b().out.add(b().response_head);
   x().bytes_out += b().response_head.size();
@@ -291,8 +290,7 @@ void ClientConnection::account_request() {
   if (!ex_ || ex_->accounted || ex_->start_ns == 0) return;
   x().accounted = true;
   std::uint64_t duration = uv_hrtime() - x().start_ns;
-  RouteStats& rs =
-      x().route_stats ? *x().route_stats : listener_.stats->routes[listener_.config->routes.size()];
+  RouteStats& rs = x().route_stats ? *x().route_stats : view().unmatched();
   rs.count_status(x().status);
   if (x().route_stats) rs.duration.observe_ns(duration);
   AccessLog& log = worker_.access_log();
@@ -302,10 +300,11 @@ void ClientConnection::account_request() {
   e.client = client_ip_;
   e.method = llhttp_method_name(static_cast<llhttp_method_t>(method_));
   e.path = target_path(origin_form(b().url));
-  e.listener = listener_.config->name;
+  const ListenerConfig& lc = *view().config;
+  e.listener = lc.name;
   if (x().route >= 0) {
-    e.route = listener_.config->routes[static_cast<std::size_t>(x().route)].name;
-    e.upstream = listener_.config->routes[static_cast<std::size_t>(x().route)].upstream;
+    e.route = lc.routes[static_cast<std::size_t>(x().route)].name;
+    e.upstream = lc.routes[static_cast<std::size_t>(x().route)].upstream;
   }
   if (x().attempts > 0) e.endpoint = b().endpoint_name;
   if (x().local_reply_sent)
@@ -337,7 +336,7 @@ void ClientConnection::finish_request() {
     return;
   }
   phase_ = Phase::idle;
-  arm_timer(listener_.config->idle_timeout_ms);
+  arm_timer(listener_.view->config->idle_timeout_ms);
   if (!in_execute_) {
     llhttp_resume(&parser_);
     serve_pending_input();
@@ -381,6 +380,10 @@ void ClientConnection::on_shutdown(uv_shutdown_t* req, int status) {
   if ((status < 0 || d->client_eof_) && !d->closing_) d->close();
 }
 
+const ListenerView& ClientConnection::view() const {
+  return ex_ && ex_->view ? *ex_->view : *listener_.view;
+}
+
 void ClientConnection::drain() {
   draining_ = true;
   if (phase_ == Phase::idle) close();
@@ -408,7 +411,7 @@ void ClientConnection::on_close(uv_handle_t* handle) {
   if (--d->open_handles_ > 0) return;
   d->release_buffers();
   --d->listener_.connections;
-  d->listener_.stats->connections.add(-1);
+  d->listener_.view->stats->connections.add(-1);
   d->worker_.remove_downstream(d);
   delete d;
 }

@@ -29,6 +29,7 @@ namespace bulwark {
 
 class Worker;
 struct ListenerRuntime;
+struct ListenerView;
 
 struct RouteStats;
 
@@ -61,6 +62,9 @@ class ClientConnection final {
   };
   Worker& worker() { return worker_; }
   ListenerRuntime& listener() { return listener_; }
+  // The listener's config and counters for the request in progress: as when it began (a
+  // reload does not change a request under way), or between requests the current ones.
+  const ListenerView& view() const;
   const llhttp_t& parser() const { return parser_; }
   Phase phase() const { return phase_; }
   void set_phase(Phase p) { phase_ = p; }

@@ -49,7 +49,9 @@ int Exchange::start_request() {
   client.begin_request(client.parser().method, client.parser().http_minor > 0 ? 1 : 0);
   head_request = client.parser().method == HTTP_HEAD;
   client.b().info = inspect_request(client.b().headers);
-  const ListenerConfig& lc = *client.listener().config;
+  view = client.listener().view;  // the configuration this request is served under
+  pin.reset(view->generation);
+  const ListenerConfig& lc = *view->config;
 
   if (client.b().info.request_id.empty() || !printable_id(client.b().info.request_id)) {
     client.worker().ids().next(client.b().request_id);
@@ -148,14 +150,14 @@ int Exchange::start_request() {
   std::string_view host = target_authority(client.b().url);
   if (host.empty()) host = client.b().info.host;
   const char* method = llhttp_method_name(static_cast<llhttp_method_t>(client.method()));
-  route = client.listener().router->match(method, target_path(target), host, client.b().headers);
+  route = view->router->match(method, target_path(target), host, client.b().headers);
   if (route < 0) {
     route_stats = nullptr;
     return reply_from_headers(Reason::no_route, "no route matches the request");
   }
-  route_stats = &client.listener().stats->routes[static_cast<std::size_t>(route)];
-  upstream = client.listener().route_upstreams[static_cast<std::size_t>(route)];
-  route_state = client.listener().route_states[static_cast<std::size_t>(route)];
+  route_stats = view->route_stats[static_cast<std::size_t>(route)];
+  upstream = view->route_upstreams[static_cast<std::size_t>(route)];
+  route_state = view->route_states[static_cast<std::size_t>(route)];
   std::uint64_t timeout = lc.routes[static_cast<std::size_t>(route)].timeout_ms;
   std::uint64_t now = uv_now(client.worker().loop());
   route_deadline_ms = timeout ? now + timeout : 0;
@@ -382,7 +384,7 @@ void Exchange::record_upstream_outcome(int outcome) {
 
 void Exchange::arm_request_timer() {
   std::uint64_t due = route_deadline_ms;
-  std::uint64_t body_idle = client.listener().config->body_idle_timeout_ms;
+  std::uint64_t body_idle = client.view().config->body_idle_timeout_ms;
   if (body_idle && request_has_body() && !request_complete && !upgrade) {
     std::uint64_t body_due = body_activity_ms + body_idle;
     due = due ? std::min(due, body_due) : body_due;
@@ -417,7 +419,7 @@ void Exchange::client_timeout(const char* detail) {
 void Exchange::on_request_timeout() {
   std::uint64_t now = uv_now(client.worker().loop());
   bool route_expired = route_deadline_ms && now >= route_deadline_ms;
-  std::uint64_t body_idle = client.listener().config->body_idle_timeout_ms;
+  std::uint64_t body_idle = client.view().config->body_idle_timeout_ms;
   bool awaiting_body = awaiting_client_body();
   if (!route_expired) {
     if (awaiting_body && body_idle && now >= body_activity_ms + body_idle) {

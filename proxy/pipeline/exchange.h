@@ -18,6 +18,7 @@
 #include "http/local_reply.h"
 #include "pipeline/admission.h"
 #include "pipeline/attempt.h"
+#include "pipeline/generation_pin.h"
 #include "pipeline/route_state.h"
 #include "resilience/circuit_breaker.h"
 #include "resilience/redis_limiter.h"
@@ -38,6 +39,7 @@
 namespace bulwark {
 
 class ClientConnection;
+struct ListenerView;
 struct RouteStats;
 class UpstreamConnection;
 
@@ -172,6 +174,11 @@ class Exchange final : public PendingRequest, public RateDecisionWaiter, public 
   void append_attempts_header(std::string& extra) const;
 
   ClientConnection& client;  // the connection the request came on
+  // The listener as the generation in effect when the request began configures it; the pin
+  // keeps that generation (its routes, upstreams and their pools) alive until the request
+  // ends. Declared before what it keeps alive, so destroyed after it.
+  const ListenerView* view = nullptr;
+  GenerationPin pin;
 
   // Admission: the next stage to run, and what the stages hold.
   std::size_t next_stage = 0;

@@ -132,7 +132,7 @@ void Exchange::on_upstream_complete() {
       client.close_gracefully();
       return;
     }
-    client.arm_timer(client.listener().config->idle_timeout_ms);
+    client.arm_timer(client.listener().view->config->idle_timeout_ms);
     client.flush();
     client.resume_reading();
     return;
@@ -176,7 +176,7 @@ void Exchange::on_upstream_complete() {
 void Exchange::on_upstream_tunnel_data(const char* data, std::size_t len) {
   bytes_out += len;
   client.b().out.add(data, len);
-  client.arm_timer(client.listener().config->idle_timeout_ms);
+  client.arm_timer(client.listener().view->config->idle_timeout_ms);
 }
 
 void Exchange::on_upstream_batch_end() { client.flush(); }

@@ -127,7 +127,7 @@ void ClientConnection::execute(const char* data, std::size_t len) {
   in_execute_ = false;
   if (phase_ == Phase::head && !head_timer_armed_ && !done()) {
     head_timer_armed_ = true;
-    arm_timer(listener_.config->header_timeout_ms);
+    arm_timer(listener_.view->config->header_timeout_ms);
   }
 }
 
@@ -147,8 +147,8 @@ bool ClientConnection::on_head_parsed(const char* data, const char* body) {
   if (x().request_framing == BodyFraming::chunked) {
     chunked_body_ = true;
     ChunkedDecoder::Limits limits;
-    limits.max_trailer_bytes = listener_.config->max_header_bytes;
-    limits.max_trailers = listener_.config->max_headers;
+    limits.max_trailer_bytes = listener_.view->config->max_header_bytes;
+    limits.max_trailers = listener_.view->config->max_headers;
     b().chunked.reset(limits);
     b().trailers.clear();
   }
@@ -167,7 +167,7 @@ bool ClientConnection::decode_chunked(const char*& data, const char* end) {
         return false;
       case ChunkedDecoder::Event::chunk_start:
         // A chunk that cannot fit is refused at its size line, before any of it is read.
-        if (decoder.chunk_size() > listener_.config->max_body_bytes - x().request_body_bytes) {
+        if (decoder.chunk_size() > listener_.view->config->max_body_bytes - x().request_body_bytes) {
           chunked_body_ = false;
           local_reply(Reason::body_too_large,
                       "a chunk size takes the request body past the listener's max_body_bytes",
@@ -213,7 +213,7 @@ void ClientConnection::add_trailer(std::string_view name, std::string_view value
 
 bool ClientConnection::count_head_bytes(std::size_t len) {
   head_bytes_ += len;
-  if (head_bytes_ <= listener_.config->max_header_bytes) return true;
+  if (head_bytes_ <= listener_.view->config->max_header_bytes) return true;
   error_reason_ = Reason::header_too_large;
   error_detail_ = "the request head exceeds the listener's max_header_bytes";
   error_reason_set_ = true;
@@ -270,7 +270,7 @@ int ClientConnection::cb_header_field_complete(llhttp_t* p) {
   // llhttp 8.1 lets spaces into field names ("Transfer Encoding") and passes empty ones.
   if (h.size() == 0 || !is_token(h.name(h.size() - 1)))
     return d->parse_error(Reason::bad_request, "invalid header field name");
-  if (++d->header_count_ > d->listener_.config->max_headers)
+  if (++d->header_count_ > d->listener_.view->config->max_headers)
     return d->parse_error(Reason::header_too_large,
                           "the request head has more than the listener's max_headers fields");
   return 0;
@@ -317,7 +317,7 @@ int ClientConnection::cb_body(llhttp_t* p, const char* at, std::size_t len) {
 bool ClientConnection::take_body(const char* data, std::size_t len) {
   x().request_body_bytes += len;
   if (!chunked_body_) x().bytes_in += len;  // the decoder counts what it consumes
-  if (x().request_body_bytes > listener_.config->max_body_bytes) {
+  if (x().request_body_bytes > listener_.view->config->max_body_bytes) {
     const char* detail = "request body exceeds the listener's max_body_bytes";
     if (chunked_body_)
       local_reply(Reason::body_too_large, detail, true);

@@ -49,6 +49,8 @@ class EndpointResolver {
   // Called when a round finishes (tests).
   std::function<void()> on_round_done;
   std::uint64_t lookups(bool ok) const { return (*lookups_)[ok ? 0 : 1].get(); }
+  // Lookups are out (their callbacks will use this object).
+  bool busy() const { return outstanding_ > 0; }
 
  private:
   void publish();

@@ -46,6 +46,8 @@ class HealthChecker {
   ~HealthChecker();
   // Probes the current endpoint lists: new endpoints start at once, removed ones stop.
   void sync();
+  // The upstreams to probe from now on (a reload); sync() follows.
+  void set_upstreams(std::vector<UpstreamState*> upstreams) { upstreams_ = std::move(upstreams); }
   void close();
   // Whether `endpoint` is being probed (tests, /status).
   bool probing(const EndpointState* endpoint) const;

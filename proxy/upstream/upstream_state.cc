@@ -67,7 +67,8 @@ void UpstreamState::set_panic(PanicMode mode) {
 
 UpstreamState::UpstreamState(const UpstreamConfig& config, int workers)
     : config_(config), workers_(workers), endpoints_(std::make_shared<EndpointList>()) {
-  if (config.load_shedding) shedder_ = std::make_unique<LoadShedder>(*config.load_shedding, workers);
+  if (config_.load_shedding)
+    shedder_ = std::make_unique<LoadShedder>(*config_.load_shedding, workers);
 }
 
 std::shared_ptr<const EndpointList> UpstreamState::endpoints() const {

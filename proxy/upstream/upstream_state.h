@@ -3,12 +3,14 @@
 // that every worker shares (atomics: the limits hold for the process, not per worker).
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <mutex>
 
+#include "admin/stats.h"
 #include "config/config.h"
 #include "resilience/load_shedder.h"
 #include "upstream/endpoint.h"
@@ -53,6 +55,10 @@ class UpstreamState {
   void count_panic_routed() { panic_routed_.fetch_add(1, std::memory_order_relaxed); }
   std::uint64_t panic_routed() const { return panic_routed_.load(std::memory_order_relaxed); }
 
+  // bulwark_dns_lookups_total of this upstream's refreshes: [success, failure].
+  std::array<Counter, 2>& dns_lookups() { return dns_lookups_; }
+  const std::array<Counter, 2>& dns_lookups() const { return dns_lookups_; }
+
   // Adaptive load shedding (null when the upstream has no load_shedding block).
   LoadShedder* shedder() const { return shedder_.get(); }
 
@@ -60,7 +66,8 @@ class UpstreamState {
   std::int64_t pending() const { return pending_.load(); }  // seq_cst: see try_admit()
 
  private:
-  const UpstreamConfig& config_;
+  // A copy: the state outlives the config it was made from when a reload keeps it.
+  const UpstreamConfig config_;
   const int workers_;
   mutable std::mutex
       endpoints_mutex_;  // taken on publish and on a worker's refresh, never per request
@@ -72,6 +79,7 @@ class UpstreamState {
   std::atomic<int> panic_{0};
   std::atomic<std::uint64_t> panic_routed_{0};
   std::unique_ptr<LoadShedder> shedder_;
+  std::array<Counter, 2> dns_lookups_;
 };
 
 }  // namespace bulwark

@@ -89,7 +89,7 @@ TEST_CASE("attempt: a request that goes away while waiting for a connection stop
   // b's client goes away (a reset: a FIN could be a half-close, after which b's request
   // would still be answered): its exchange ends, and with it the attempt's wait and claim.
   b.reset();
-  f.run_until([&] { return f.listener.connections == 1; });
+  f.run_until([&] { return f.listener().connections == 1; });
   CHECK(endpoint(f).in_flight == 1);
   // The connection a frees is not handed to the attempt that is gone: it goes idle.
   f.backend->conn(0).write(ok("A"));

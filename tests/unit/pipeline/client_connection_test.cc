@@ -102,7 +102,7 @@ TEST_CASE("client connection: a malformed request is answered 400 and the connec
   // until the client closes too.
   f.run_until([&] { return c.eof; });
   c.close();
-  f.run_until([&] { return f.listener.connections == 0; });
+  f.run_until([&] { return f.listener().connections == 0; });
   CHECK(c.received.empty());
   CHECK(f.backend->accepted() == 0);  // nothing of it went upstream
 }
@@ -163,7 +163,7 @@ TEST_CASE("client connection: a client that half-closes after its requests still
   CHECK(f.response(c).body == "/y");
   // Everything answered: the proxy closes.
   f.run_until([&] { return c.eof; });
-  f.run_until([&] { return f.listener.connections == 0; });
+  f.run_until([&] { return f.listener().connections == 0; });
 }
 
 TEST_CASE("client connection: a request for no route is answered locally, the connection kept") {
@@ -252,7 +252,7 @@ TEST_CASE("client connection: Connection: close and HTTP/1.0 end the connection 
   CHECK(r.body == "/bye");
   f.run_until([&] { return c.eof; });
   c.close();  // the proxy lingers until the client closes too
-  f.run_until([&] { return f.listener.connections == 0; });
+  f.run_until([&] { return f.listener().connections == 0; });
 }
 
 TEST_CASE("client connection: a head not received within header_timeout is answered 408") {
@@ -274,7 +274,7 @@ TEST_CASE("client connection: a keep-alive connection idle for idle_timeout is c
   CHECK(f.response(c).status == 200);
   f.run_until([&] { return c.eof; });
   CHECK(c.received.empty());  // closed without a reply: nothing was asked
-  f.run_until([&] { return f.listener.connections == 0; });
+  f.run_until([&] { return f.listener().connections == 0; });
 }
 
 TEST_CASE("client connection: a client that does not read stops the proxy reading the upstream") {

@@ -29,6 +29,7 @@
 #include "upstream/loopback_backend.h"
 #include "upstream/upstream.h"
 #include "upstream/upstream_state.h"
+#include "generation.h"
 #include "worker.h"
 #include "test_helpers.h"
 
@@ -119,13 +120,11 @@ class ProxyFixture {
     std::string error;
     sink = AccessLogSink::open("off", error);
     REQUIRE(sink);
-    stats = std::make_unique<WorkerStats>(config);
-    upstream_state = std::make_unique<UpstreamState>(config.upstreams[0], 1);
-    route_state = std::make_unique<RouteState>(config.listeners[0].routes[0]);
-    worker = std::make_unique<Worker>(0, config, *stats, *sink,
-                                      std::vector<UpstreamState*>{upstream_state.get()},
-                                      std::vector<std::vector<RouteState*>>{{route_state.get()}},
-                                      std::vector<int>{}, nullptr);
+    stats = std::make_unique<WorkerStats>();
+    registry = std::make_unique<StatsRegistry>(1);
+    generation = build_generation(std::make_shared<const Config>(config), nullptr, *registry);
+    upstream_state = generation->upstreams[0];
+    worker = std::make_unique<Worker>(0, generation, *stats, *sink, std::vector<int>{}, nullptr);
     loop = worker->loop();
     set_upstream_read_buffer(worker->read_buffer());  // Worker::run() does this on its thread
     backend = std::make_unique<LoopbackBackend>(loop);
@@ -136,14 +135,7 @@ class ProxyFixture {
     uv_timer_start(&watchdog, [](uv_timer_t*) {}, 100, 100);
     uv_unref(reinterpret_cast<uv_handle_t*>(&watchdog));  // wakes the loop, keeps nothing alive
 
-    listener.worker = worker.get();
-    listener.config = &config.listeners[0];
-    listener.index = 0;
-    listener.router = std::make_unique<Router>(config.listeners[0]);
-    listener.stats = stats->listeners[0].get();
-    listener.route_upstreams = {&worker->upstream(0)};
-    listener.route_states = {route_state.get()};
-    listener.open = true;
+    worker->listener(0).open = true;
 
     // Accepted by hand, as the worker does.
     listen_fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -160,8 +152,8 @@ class ProxyFixture {
   ~ProxyFixture() {
     // Clients hang up; the proxy closes each connection once it sees that.
     for (auto& c : clients) c->close();
-    run_until([&] { return listener.connections == 0; });
-    worker->upstream(0).close_all();
+    run_until([&] { return listener().connections == 0; });
+    close_upstreams();
     backend->close();
     ::close(listen_fd);
     // The worker's own handles (async, prepare, timers), which Worker::run() would close at
@@ -194,7 +186,7 @@ class ProxyFixture {
     bool ok = done();
     for (int i = 0; i < max_turns && !ok && uv_hrtime() < give_up; ++i) {
       uv_run(loop, UV_RUN_ONCE);
-      worker->exchanges().sweep();
+      worker->between_turns();
       ok = done();
     }
     REQUIRE(ok);
@@ -203,7 +195,7 @@ class ProxyFixture {
   void settle(int turns = 20) {
     for (int i = 0; i < turns; ++i) {
       uv_run(loop, UV_RUN_NOWAIT);
-      worker->exchanges().sweep();
+      worker->between_turns();
     }
   }
 
@@ -233,7 +225,7 @@ class ProxyFixture {
     }
     int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     REQUIRE(fd >= 0);
-    auto* d = new ClientConnection(listener);
+    auto* d = new ClientConnection(listener());
     worker->add_downstream(d);
     REQUIRE(d->open(fd));
     c.start_reading();
@@ -255,15 +247,23 @@ class ProxyFixture {
     return *p.endpoint->pool;
   }
 
+  // Closes the pools of the current generation's upstreams.
+  void close_upstreams() {
+    for (std::size_t i = 0; i < generation->upstreams.size(); ++i) worker->upstream(i).close_all();
+  }
+
+  // The listener "main" as the worker runs it.
+  ListenerRuntime& listener() { return worker->listener(0); }
+
   Config config;
   std::unique_ptr<AccessLogSink> sink;
   std::unique_ptr<WorkerStats> stats;
-  std::unique_ptr<UpstreamState> upstream_state;
-  std::unique_ptr<RouteState> route_state;
+  std::unique_ptr<StatsRegistry> registry;
+  std::shared_ptr<const Generation> generation;
+  std::shared_ptr<UpstreamState> upstream_state;
   std::unique_ptr<Worker> worker;
   uv_loop_t* loop = nullptr;
   std::unique_ptr<LoopbackBackend> backend;
-  ListenerRuntime listener;
   int listen_fd = -1;
   sockaddr_in listen_addr{};
   std::vector<std::unique_ptr<TestClient>> clients;

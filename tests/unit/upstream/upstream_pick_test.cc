@@ -245,9 +245,9 @@ TEST_CASE("pending queue: cancelling the head re-arms the timer for the next one
   FakeRequest holder, head, next;
   REQUIRE(u.admit(holder) == Upstream::Admission::admitted);
   REQUIRE(u.admit(head) == Upstream::Admission::queued);  // due in 100 ms
-  // The next one is due much later (pending_timeout is read at each admission).
-  f.config.limits.pending_timeout_ms = 60000;
   REQUIRE(u.admit(next) == Upstream::Admission::queued);
+  // The next one is due much later (as if it had come a minute after the head).
+  next.pending_deadline_ms += 60000;
   // One turn first: uv_backend_timeout() answers 0 for a loop that has not run yet.
   uv_run(&f.loop, UV_RUN_NOWAIT);
   int before = uv_backend_timeout(&f.loop);

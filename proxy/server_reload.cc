@@ -1,0 +1,189 @@
+// Configuration reload: SIGHUP, or the watcher saw the config file change. The new file is
+// loaded and checked in full first; on any error nothing changes. Otherwise a new Generation
+// is built (keeping the state of unchanged upstreams and routes), sockets are opened for new
+// listeners, and every worker switches to it for new requests; requests in flight finish
+// under the generation they began in.
+#include <unistd.h>
+
+#include "config/json.h"
+#include "config/loader.h"
+#include "core/log.h"
+#include "server.h"
+
+namespace bulwark {
+
+void Server::on_dns_timer(uv_timer_t* timer) {
+  static_cast<EndpointResolver*>(timer->data)->refresh();
+}
+
+std::string Server::restart_needed(const Config& next) const {
+  const Config& now = config();
+  if (restart_json(next) == restart_json(now)) return "";
+  std::vector<std::string> changed;
+  if (next.workers != now.workers)
+    changed.push_back("workers (" + std::to_string(now.workers) + " -> " +
+                      std::to_string(next.workers) + ")");
+  if (next.admin_listen != now.admin_listen ||
+      next.admin_header_timeout_ms != now.admin_header_timeout_ms ||
+      next.admin_idle_timeout_ms != now.admin_idle_timeout_ms ||
+      next.admin_max_connections != now.admin_max_connections)
+    changed.push_back("admin");
+  if (next.access_log_path != now.access_log_path ||
+      next.access_log_format != now.access_log_format)
+    changed.push_back("access_log");
+  if (next.redis_address != now.redis_address || next.redis_timeout_ms != now.redis_timeout_ms)
+    changed.push_back("redis");
+  std::string list;
+  for (const auto& c : changed) list += (list.empty() ? "" : ", ") + c;
+  return next.file + ": " + list + " changed; " + (changed.size() > 1 ? "these need" : "this needs") +
+         " a restart (the file was not applied)";
+}
+
+void Server::reload_failed(const std::string& trigger, const std::vector<std::string>& errors) {
+  process_stats_->reloads[1].add();
+  last_error_ = errors.empty() ? "unknown error" : errors.front();
+  log_error("config reload failed (" + trigger + "), still serving generation " +
+            std::to_string(generation_->number) + ": " + std::to_string(errors.size()) +
+            " error(s)");
+  for (const auto& e : errors) log_error(e);
+}
+
+void Server::reload(bool from_watch) {
+  const std::string trigger = from_watch ? "file changed" : "SIGHUP";
+  if (draining_ || finished_) {
+    log_info("config reload (" + trigger + ") ignored: draining");
+    return;
+  }
+  const std::string& file = config().file;
+  std::string text;
+  LoadResult loaded = load_config_file(file, &text);
+  if (from_watch) {
+    if (text == last_text_) return;  // something else in the directory changed
+    // A writer that truncates and then writes can be caught half way: act on bytes that have
+    // held still for one more debounce period.
+    if (text != settling_text_) {
+      settling_text_ = text;
+      watcher_->poke();
+      return;
+    }
+  }
+  last_text_ = text;
+  settling_text_.clear();
+  if (!loaded.config) return reload_failed(trigger, loaded.errors);
+  Config& next = *loaded.config;
+  if (std::string why = restart_needed(next); !why.empty()) return reload_failed(trigger, {why});
+
+  // Listeners: one with the same address as a listener now open keeps its sockets and its
+  // connections (a listener on port 0 only under the same name: its port is not the one asked
+  // for); new addresses are bound now, so that a failure changes nothing.
+  const Config& now = config();
+  const auto workers = static_cast<std::size_t>(now.workers);
+  std::vector<std::vector<int>> fds(workers);  // [worker][listener]
+  std::vector<std::string> keep;
+  std::vector<Address> bound;
+  std::vector<bool> kept_old(now.listeners.size(), false);
+  ReloadSummary summary;
+  bool failed = false;
+  for (const auto& l : next.listeners) {
+    int match = -1;
+    for (std::size_t o = 0; o < now.listeners.size() && match < 0; ++o) {
+      const ListenerConfig& old = now.listeners[o];
+      if (kept_old[o] || old.address.to_string() != l.address.to_string()) continue;
+      if (l.address.port() != 0 || old.name == l.name) match = static_cast<int>(o);
+    }
+    if (match >= 0) {
+      kept_old[static_cast<std::size_t>(match)] = true;
+      keep.push_back(now.listeners[static_cast<std::size_t>(match)].name);
+      bound.push_back(bound_[static_cast<std::size_t>(match)]);
+      for (auto& f : fds) f.push_back(-1);
+      continue;
+    }
+    std::vector<int> opened;
+    Address got;
+    if (!failed && bind_listener(l, opened, got)) {
+      keep.emplace_back();
+      bound.push_back(got);
+      for (std::size_t w = 0; w < workers; ++w) fds[w].push_back(opened[w]);
+      ++summary.listeners_added;
+    } else {
+      failed = true;
+      for (auto& f : fds) f.push_back(-1);
+    }
+  }
+  if (failed) {
+    for (auto& list : fds)
+      for (int f : list)
+        if (f >= 0) ::close(f);
+    return reload_failed(trigger, {file + ": a new listener could not be opened (see above)"});
+  }
+  for (bool k : kept_old) summary.listeners_removed += k ? 0 : 1;
+
+  auto config = std::make_shared<const Config>(std::move(next));
+  generation_ = build_generation(config, generation_.get(), *registry_, &summary);
+  bound_ = std::move(bound);
+  sync_upstreams();
+  collector_->set_generation(generation_);
+  for (std::size_t w = 0; w < workers_.size(); ++w)
+    workers_[w]->reload(generation_, std::move(fds[w]), keep);
+  process_stats_->reloads[0].add();
+  last_error_.clear();
+  log_info("config reloaded (" + trigger + "): generation " + std::to_string(generation_->number) +
+           "; " + summary.text());
+}
+
+void Server::sync_upstreams() {
+  std::vector<UpstreamRuntime> next;
+  std::vector<UpstreamState*> states;
+  for (const auto& state : generation_->upstreams) {
+    states.push_back(state.get());
+    UpstreamRuntime runtime;
+    for (auto& old : upstream_runtimes_)
+      if (old.state == state) runtime = std::move(old);
+    if (!runtime.state) {
+      runtime.state = state;
+      runtime.resolver = std::make_unique<EndpointResolver>(*state, *resolver_, &state->dns_lookups());
+      std::vector<std::string> errors;
+      runtime.resolver->start(errors);
+      for (const auto& e : errors) log_warn(e + " (retried every dns_refresh)");
+      if (runtime.resolver->has_names()) {
+        runtime.timer = new uv_timer_t;
+        uv_timer_init(&loop_, runtime.timer);
+        runtime.timer->data = runtime.resolver.get();
+        std::uint64_t every = state->config().dns_refresh_ms;
+        if (uv_timer_start(runtime.timer, on_dns_timer, every, every) != 0)
+          log_error("upstream " + state->config().name + ": cannot start the DNS refresh timer");
+      }
+      state->set_change_hook([this] {
+        for (auto& w : workers_) w->endpoints_changed();
+        health_->sync();  // probe new endpoints at once, stop probing removed ones
+      });
+      state->set_health_hook([this] {
+        for (auto& w : workers_) w->health_changed();
+      });
+    }
+    next.push_back(std::move(runtime));
+  }
+  // Upstreams that are gone: no more refreshes; a resolver with lookups out is kept until they
+  // have answered (their callbacks use it).
+  for (auto& old : upstream_runtimes_) {
+    if (!old.state) continue;
+    if (old.timer) {
+      uv_close(reinterpret_cast<uv_handle_t*>(old.timer),
+               [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+      old.timer = nullptr;
+    }
+    if (old.resolver && old.resolver->busy()) retired_resolvers_.push_back(std::move(old));
+  }
+  for (std::size_t i = 0; i < retired_resolvers_.size();) {
+    if (!retired_resolvers_[i].resolver->busy()) {
+      retired_resolvers_.erase(retired_resolvers_.begin() + static_cast<std::ptrdiff_t>(i));
+    } else {
+      ++i;
+    }
+  }
+  upstream_runtimes_ = std::move(next);
+  health_->set_upstreams(std::move(states));
+  health_->sync();
+}
+
+}  // namespace bulwark
