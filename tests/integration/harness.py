@@ -75,16 +75,23 @@ upstreams:
 class Bulwark:
     """Runs bulwark with a config template; {port}, {admin}, {log} and any keyword given
     are filled in. Waits until /ready answers 200. `popen` adds subprocess.Popen arguments
-    (stdout, preexec_fn, ...)."""
+    (stdout, preexec_fn, ...). `write_config(dir, text)`, when given, writes the config text
+    its own way (a symlink, a ConfigMap-like layout; `dir` is the run directory) and returns
+    the path passed to `-c`; by default the text goes to dir/bulwark.yaml. `render` fills in
+    another template with the same ports, to rewrite the config of the running process."""
 
-    def __init__(self, template=MINIMAL, wait_ready=True, popen=None, **values):
+    def __init__(self, template=MINIMAL, wait_ready=True, popen=None, write_config=None, **values):
         self.dir = tempfile.mkdtemp(prefix="bulwark-test-")
         self.port = free_port()
         self.admin_port = free_port()
         self.log_path = os.path.join(self.dir, "access.log")
-        self.config_path = os.path.join(self.dir, "bulwark.yaml")
-        with open(self.config_path, "w") as f:
-            f.write(template.format(port=self.port, admin=self.admin_port, log=self.log_path, **values))
+        self.values = dict(port=self.port, admin=self.admin_port, log=self.log_path, **values)
+        if write_config:
+            self.config_path = write_config(self.dir, self.render(template))
+        else:
+            self.config_path = os.path.join(self.dir, "bulwark.yaml")
+            with open(self.config_path, "w") as f:
+                f.write(self.render(template))
         self.stderr_path = os.path.join(self.dir, "stderr.log")
         self.stderr = open(self.stderr_path, "wb")
         args = {"stdout": subprocess.DEVNULL, "stderr": self.stderr}
@@ -92,6 +99,11 @@ class Bulwark:
         self.proc = subprocess.Popen([BULWARK, "-c", self.config_path], **args)
         if wait_ready:
             self.wait_ready()
+
+    def render(self, template, **values):
+        """`template` filled in with this instance's {port}, {admin}, {log} and start keywords,
+        `values` added or overriding: a config text for the same process (to rewrite its file)."""
+        return template.format(**dict(self.values, **values))
 
     def wait_ready(self, timeout=10):
         deadline = time.time() + timeout
