@@ -2,8 +2,10 @@
 # Validates what Bulwark ships for Kubernetes, offline:
 #   1. helm lint --strict, for each value set in helm/bulwark/ci/ and the defaults;
 #   2. helm template for each value set (monitoring with --api-versions monitoring.coreos.com/v1),
-#      with checks on what each set must and must not render (monitors, checksum/config),
-#      plus a parent chart that adds the sidecar to its own pod with the documented include,
+#      with checks on what each set must and must not render (monitors; checksum/config only
+#      in the roll set, since the default is a reload in place, and a checksum that follows
+#      the config), plus a parent chart that adds the sidecar to its own pod with the
+#      documented includes (without and with rollOnConfigChange),
 #      and the renders the chart must refuse (unknown value, grace period too short);
 #   3. every rendered manifest and every deploy/*.yaml against the Kubernetes OpenAPI
 #      schemas, with unknown fields refused at any depth, and Bulwark's deployment rules
@@ -70,7 +72,7 @@ value_sets=(
   "outbound|-f $CHART_DIR/ci/outbound-values.yaml"
   "monitoring|-f $CHART_DIR/ci/monitoring-values.yaml --api-versions monitoring.coreos.com/v1"
   "monitoring-outbound|-f $CHART_DIR/ci/outbound-values.yaml -f $CHART_DIR/ci/monitoring-values.yaml --api-versions monitoring.coreos.com/v1"
-  "noroll|-f $CHART_DIR/ci/noroll-values.yaml"
+  "roll|-f $CHART_DIR/ci/roll-values.yaml"
   "snippet|-f $CHART_DIR/ci/snippet-values.yaml"
 )
 mkdir -p "$work/rendered"
@@ -92,10 +94,22 @@ done
 r=$work/rendered
 has() { grep -q -- "$2" "$r/chart-$1.yaml"; }
 has defaults 'kind: PodMonitor' && fail "defaults: a PodMonitor was rendered without monitoring.coreos.com/v1"
-has defaults 'checksum/config:' || fail "defaults: no checksum/config annotation although rollOnConfigChange is true"
 has monitoring 'kind: PodMonitor' || fail "monitoring: no PodMonitor rendered with monitoring.coreos.com/v1"
 has monitoring 'kind: ServiceMonitor' || fail "monitoring: no ServiceMonitor rendered"
-has noroll 'checksum/config' && fail "noroll: checksum/config rendered although rollOnConfigChange is false"
+# rollOnConfigChange: false is the default (Bulwark reloads the ConfigMap in place): only the
+# roll set may put a checksum/config annotation on the pods.
+for set in "${value_sets[@]}"; do
+  name=${set%%|*}
+  [[ $name == roll ]] && continue
+  has "$name" 'checksum/config' && fail "$name: checksum/config rendered, but only the roll set may roll the pods (the default is rollOnConfigChange: false, a reload in place)"
+done
+has roll 'checksum/config:' || fail "roll: no checksum/config annotation although rollOnConfigChange is true"
+roll_sum() { sed -n 's/^ *checksum\/config: *//p' "$1"; }
+[[ $(roll_sum "$r/chart-roll.yaml" | wc -l) -eq 1 ]] || fail "roll: expected one checksum/config annotation (the demo pod template)"
+"$helm" template bulwark "$CHART_DIR" --namespace demo -f "$CHART_DIR/ci/roll-values.yaml" --set config.workers=2 >"$work/roll-changed.yaml" 2>"$work/template.log" ||
+  { cat "$work/template.log" >&2; fail "helm template failed for the roll set with config.workers=2"; }
+[[ $(roll_sum "$work/roll-changed.yaml") != "$(roll_sum "$r/chart-roll.yaml")" ]] ||
+  fail "roll: checksum/config did not change with the config (config.workers=2)"
 has outbound 'listen: "127.0.0.1:9000"' || fail "outbound: Bulwark does not listen on 127.0.0.1:9000"
 has snippet 'kind: Deployment' && fail "snippet: a Deployment was rendered with demo.enabled=false"
 has defaults 'restartPolicy: Always' || fail "defaults: the sidecar is not a native sidecar"
@@ -146,6 +160,10 @@ spec:
       labels:
         app: shop
         {{- include "bulwark.podLabels" $b | nindent 8 }}
+      {{- with include "bulwark.podAnnotations" $b }}
+      annotations:
+        {{- . | nindent 8 }}
+      {{- end }}
     spec:
       terminationGracePeriodSeconds: {{ .Values.bulwark.terminationGracePeriodSeconds }}
       initContainers:
@@ -162,6 +180,11 @@ EOF
 "$helm" template shop "$parent" >"$r/parent-chart.yaml" 2>"$work/template.log" ||
   { cat "$work/template.log" >&2; fail "helm template failed for the parent chart using bulwark.sidecar"; }
 grep -q 'name: bulwark$' "$r/parent-chart.yaml" || fail "parent chart: no bulwark sidecar rendered"
+grep -q 'checksum/config' "$r/parent-chart.yaml" && fail "parent chart: checksum/config rendered although rollOnConfigChange is false"
+"$helm" template shop "$parent" --set bulwark.rollOnConfigChange=true >"$r/parent-chart-roll.yaml" 2>"$work/template.log" ||
+  { cat "$work/template.log" >&2; fail "helm template failed for the parent chart with bulwark.rollOnConfigChange=true"; }
+grep -q '^        checksum/config: ' "$r/parent-chart-roll.yaml" ||
+  fail "parent chart: no checksum/config pod annotation with bulwark.rollOnConfigChange=true (bulwark.podAnnotations)"
 
 # ---- schemas, unknown fields, deployment rules ------------------------------------------
 shopt -s nullglob

@@ -82,5 +82,13 @@ fresh
 break_file "$tmp/chart/templates/monitoring.yaml" 's/{{- if .Capabilities.APIVersions.Has "monitoring.coreos.com\/v1" }}/{{- if true }}/'
 expect_fail "PodMonitor rendered without the monitoring API" "defaults: a PodMonitor was rendered without monitoring.coreos.com/v1"
 
+fresh
+break_file "$tmp/chart/values.yaml" 's/^rollOnConfigChange: false$/rollOnConfigChange: true/'
+expect_fail "chart default rolls the pods instead of reloading" "defaults: checksum/config rendered, but only the roll set may roll the pods"
+
+fresh
+break_file "$tmp/chart/templates/_helpers.tpl" 's/^{{- if .Values.rollOnConfigChange -}}$/{{- if false -}}/'
+expect_fail "roll set without its checksum" "roll: no checksum/config annotation although rollOnConfigChange is true"
+
 echo "$passed passed, $failed failed"
 [[ $failed -eq 0 ]]
