@@ -102,6 +102,7 @@ int Server::run() {
   };
   handlers.status = [this] { return status_json(); };
   handlers.config = [this] { return config_to_json(config()); };
+  handlers.history = [this] { return history_.json(); };
   handlers.refused = [this] {
     process_stats_->admin_connections_refused.add();
     static LogThrottle throttle;
@@ -129,6 +130,10 @@ int Server::run() {
   drain_timer_.data = this;
   uv_timer_init(&loop_, &delay_timer_);
   delay_timer_.data = this;
+  uv_timer_init(&loop_, &history_timer_);
+  history_timer_.data = this;
+  history_.tick(*generation_, wall_ms());
+  uv_timer_start(&history_timer_, on_history_timer, 1000, 1000);
   for (uv_signal_t* s : {&sigterm_, &sigint_, &sighup_, &sigusr1_}) {
     uv_signal_init(&loop_, s);
     s->data = this;
@@ -233,6 +238,18 @@ void Server::begin_drain() {
     drain_workers();
 }
 
+std::uint64_t Server::wall_ms() {
+  uv_timeval64_t now{};
+  uv_gettimeofday(&now);
+  return static_cast<std::uint64_t>(now.tv_sec) * 1000 +
+         static_cast<std::uint64_t>(now.tv_usec) / 1000;
+}
+
+void Server::on_history_timer(uv_timer_t* timer) {
+  auto* s = static_cast<Server*>(timer->data);
+  s->history_.tick(*s->generation_, wall_ms());
+}
+
 void Server::on_drain_delay(uv_timer_t* timer) { static_cast<Server*>(timer->data)->drain_workers(); }
 
 void Server::drain_workers() {
@@ -272,6 +289,7 @@ void Server::finish() {
   uv_close(reinterpret_cast<uv_handle_t*>(&worker_exit_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&drain_timer_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&delay_timer_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&history_timer_), nullptr);
   for (uv_signal_t* sig : {&sigterm_, &sigint_, &sighup_, &sigusr1_})
     uv_close(reinterpret_cast<uv_handle_t*>(sig), nullptr);
   for (auto* list : {&upstream_runtimes_, &retired_resolvers_})

@@ -11,6 +11,7 @@
 
 #include "admin/access_log.h"
 #include "admin/admin_server.h"
+#include "admin/history.h"
 #include "admin/stats.h"
 #include "config/config.h"
 #include "config/watcher.h"
@@ -58,6 +59,8 @@ class Server {
   static void on_drain_timeout(uv_timer_t* timer);
   static void on_drain_delay(uv_timer_t* timer);
   static void on_dns_timer(uv_timer_t* timer);
+  static void on_history_timer(uv_timer_t* timer);
+  static std::uint64_t wall_ms();
 
   std::shared_ptr<const Config> initial_;
   std::shared_ptr<const Generation> generation_;
@@ -69,6 +72,8 @@ class Server {
   uv_async_t worker_exit_{};
   uv_timer_t drain_timer_{};
   uv_timer_t delay_timer_{};
+  uv_timer_t history_timer_{};  // once a second: history_.tick
+  StatusHistory history_;
   std::unique_ptr<AccessLogSink> access_log_;
   // An upstream's DNS refresh, for as long as its state is in the generation.
   struct UpstreamRuntime {

@@ -46,6 +46,8 @@ void Server::reload_failed(const std::string& trigger, const std::vector<std::st
             std::to_string(generation_->number) + ": " + std::to_string(errors.size()) +
             " error(s)");
   for (const auto& e : errors) log_error(e);
+  history_.add_event(wall_ms(), "reload", "config", "generation " + std::to_string(generation_->number),
+                     "failed: " + last_error_);
 }
 
 void Server::reload(bool from_watch) {
@@ -127,6 +129,9 @@ void Server::reload(bool from_watch) {
     workers_[w]->reload(generation_, std::move(fds[w]), keep);
   process_stats_->reloads[0].add();
   last_error_.clear();
+  history_.add_event(wall_ms(), "reload", "config",
+                     "generation " + std::to_string(generation_->number - 1),
+                     "generation " + std::to_string(generation_->number));
   log_info("config reloaded (" + trigger + "): generation " + std::to_string(generation_->number) +
            "; " + summary.text());
 }

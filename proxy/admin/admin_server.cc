@@ -4,6 +4,7 @@
 
 #include <cstring>
 
+#include "admin/status_page.h"
 #include "core/log.h"
 #include "http/headers.h"
 #include "net/listener.h"
@@ -182,18 +183,28 @@ class AdminConnection {
       bool ready = h.ready();
       return reply(ready ? 200 : 503, "text/plain", ready ? "ready\n" : "not ready\n");
     }
+    if (path == "/") {
+      // Self-contained: the page may run its own inline script and style and talk to this
+      // port, nothing else (no frames, no other origins).
+      return reply(200, "text/html; charset=utf-8", status_page_html(),
+                   "Content-Security-Policy: default-src 'none'; script-src 'unsafe-inline'; "
+                   "style-src 'unsafe-inline'; connect-src 'self'; frame-ancestors 'none'\r\n"
+                   "X-Content-Type-Options: nosniff\r\nCache-Control: no-store\r\n");
+    }
     if (path == "/status") return reply(200, "application/json", h.status());
+    if (path == "/status/history" && h.history)
+      return reply(200, "application/json", h.history());
     if (path == "/config") return reply(200, "application/json", h.config());
     reply(404, "text/plain", "not found\n");
   }
 
-  void reply(int status, const char* type, const std::string& body) {
+  void reply(int status, const char* type, const std::string& body, const char* extra = "") {
     state_ = State::writing;
     stop_reading();  // the next request waits for this reply (pipelining: in order)
     arm(server_.limits_.idle_timeout_ms);  // a client that does not take its reply goes
     out_ = "HTTP/1.1 " + std::to_string(status) + " " + status_reason(status) +
            "\r\nContent-Type: " + type + "\r\nContent-Length: " + std::to_string(body.size()) +
-           "\r\n";
+           "\r\n" + extra;
     if (!keep_alive_)
       out_ += "Connection: close\r\n";
     else if (parser_.http_minor == 0)

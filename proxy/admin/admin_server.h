@@ -1,4 +1,5 @@
-// The admin listener: /metrics, /healthz, /ready, /status, /config. It runs on the main
+// The admin listener: / (the status page), /metrics, /healthz, /ready, /status,
+// /status/history, /config. It runs on the main
 // thread's loop, apart from the workers, so a scrape never delays a proxied request.
 // Connections are kept alive (a scraper reuses its connection), pipelined requests are
 // answered in order, and each connection is bounded: its request head in size, a request in
@@ -23,6 +24,7 @@ struct AdminHandlers {
   std::function<bool()> live;
   std::function<std::string()> status;  // JSON
   std::function<std::string()> config;  // JSON
+  std::function<std::string()> history;  // JSON: /status/history
   std::function<void()> refused;        // a connection was closed at once: the limit is reached
 };
 
