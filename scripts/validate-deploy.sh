@@ -96,6 +96,13 @@ has() { grep -q -- "$2" "$r/chart-$1.yaml"; }
 has defaults 'kind: PodMonitor' && fail "defaults: a PodMonitor was rendered without monitoring.coreos.com/v1"
 has monitoring 'kind: PodMonitor' || fail "monitoring: no PodMonitor rendered with monitoring.coreos.com/v1"
 has monitoring 'kind: ServiceMonitor' || fail "monitoring: no ServiceMonitor rendered"
+# Bulwark's own `endpoint` label must survive the operator's target label of that name.
+[[ $(grep -c '^ *honorLabels: true' "$r/chart-monitoring.yaml") -eq 2 ]] ||
+  fail "monitoring: the PodMonitor and the ServiceMonitor must set honorLabels: true (docs/runbooks.md#loading-the-rules)"
+if [[ -f $DEPLOY_DIR/podmonitor.yaml ]]; then
+  grep -q '^ *honorLabels: true' "$DEPLOY_DIR/podmonitor.yaml" ||
+    fail "$DEPLOY_DIR/podmonitor.yaml must set honorLabels: true (docs/runbooks.md#loading-the-rules)"
+fi
 # rollOnConfigChange: false is the default (Bulwark reloads the ConfigMap in place): only the
 # roll set may put a checksum/config annotation on the pods.
 for set in "${value_sets[@]}"; do

@@ -90,5 +90,13 @@ fresh
 break_file "$tmp/chart/templates/_helpers.tpl" 's/^{{- if .Values.rollOnConfigChange -}}$/{{- if false -}}/'
 expect_fail "roll set without its checksum" "roll: no checksum/config annotation although rollOnConfigChange is true"
 
+fresh
+break_file "$tmp/deploy/podmonitor.yaml" '/^      honorLabels: true$/d'
+expect_fail "PodMonitor without honorLabels" "podmonitor.yaml must set honorLabels: true"
+
+fresh
+break_file "$tmp/chart/templates/monitoring.yaml" '/^      honorLabels: true  # as for the PodMonitor$/d'
+expect_fail "chart ServiceMonitor without honorLabels" "monitoring: the PodMonitor and the ServiceMonitor must set honorLabels: true"
+
 echo "$passed passed, $failed failed"
 [[ $failed -eq 0 ]]
