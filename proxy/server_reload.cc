@@ -41,6 +41,7 @@ std::string Server::restart_needed(const Config& next) const {
 
 void Server::reload_failed(const std::string& trigger, const std::vector<std::string>& errors) {
   process_stats_->reloads[1].add();
+  if (process_stats_->last_reload_failed.get() == 0) process_stats_->last_reload_failed.add(1);
   last_error_ = errors.empty() ? "unknown error" : errors.front();
   log_error("config reload failed (" + trigger + "), still serving generation " +
             std::to_string(generation_->number) + ": " + std::to_string(errors.size()) +
@@ -128,6 +129,7 @@ void Server::reload(bool from_watch) {
   for (std::size_t w = 0; w < workers_.size(); ++w)
     workers_[w]->reload(generation_, std::move(fds[w]), keep);
   process_stats_->reloads[0].add();
+  process_stats_->last_reload_failed.add(-process_stats_->last_reload_failed.get());
   last_error_.clear();
   history_.add_event(wall_ms(), "reload", "config",
                      "generation " + std::to_string(generation_->number - 1),

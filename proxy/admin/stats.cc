@@ -346,6 +346,12 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
     reloads.metric.push_back(counter({{"result", r ? "failure" : "success"}},
                                      static_cast<double>(process_.reloads[static_cast<std::size_t>(r)].get())));
   out.push_back(std::move(reloads));
+  auto last_reload = family("bulwark_config_last_reload_successful",
+                            "1 while the config file last read is the config in effect; 0 after "
+                            "a refused reload, until a reload succeeds.",
+                            pm::MetricType::Gauge);
+  last_reload.metric.push_back(gauge({}, process_.last_reload_failed.get() ? 0 : 1));
+  out.push_back(std::move(last_reload));
   if (g.config->redis_address) {
     auto redis = family("bulwark_redis_errors_total",
                         "Redis errors, timeouts and lost connections (global rate limits).",

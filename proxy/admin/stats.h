@@ -111,6 +111,7 @@ struct ProcessStats {
   Counter admin_connections_refused;          // over the admin connection limit
   const AccessLogSink* access_log = nullptr;  // its dropped lines
   std::array<Counter, 2> reloads;             // bulwark_config_reloads_total: [success, failure]
+  Gauge last_reload_failed;                   // 1 after a refused reload, 0 after a good one
 };
 
 struct Generation;

@@ -461,6 +461,7 @@ class InvalidFileKeepsServing(ReloadTest):
             reload = status(proxy)["reload"]
             self.assertEqual((reload["generation"], reload["success"], reload["failure"]), (1, 0, n), reload)
             self.assertTrue(reload["last_error"], "%s: /status reload.last_error says why: %r" % (what, reload))
+            self.assertEqual(proxy.metric("bulwark_config_last_reload_successful"), 0, what)
         self.assertNotIn("config reloaded", proxy.stderr_text())
 
         sighup(proxy, fixed)
@@ -470,6 +471,7 @@ class InvalidFileKeepsServing(ReloadTest):
         self.assertEqual(served_by(proxy.port, "/other"), (200, "a"))
         reload = status(proxy)["reload"]
         self.assertEqual((reload["generation"], reload["success"], reload["failure"]), (2, 1, 2), reload)
+        self.assertEqual(proxy.metric("bulwark_config_last_reload_successful"), 1)
         self.assertIn("config reloaded", proxy.stderr_text())
         self.assertEqual([r["name"] for r in effective_config(proxy)["listeners"][0]["routes"]], ["v2", "all"])
 
