@@ -9,9 +9,10 @@ ignored.
 
 The class ReloadDefects holds checks that FAIL at the commit reviewed (fdc01d9), each for a
 defect found by the review: SIGHUP in the first moments of the process kills it; a FIFO at
-the config path freezes the main loop (admin endpoints, SIGTERM); a file truncated and then
-written is acted on while empty (a failed reload counted); replacing the config directory
-silently ends the watch.
+the config path freezes the main loop (admin endpoints, SIGTERM); a 1 MiB file freezes it for
+seconds and leaves ~160 MB in the process; a file truncated and then written is acted on while
+empty (a failed reload counted); a change written while Bulwark starts is never applied;
+replacing the config directory silently ends the watch.
 
 SIGHUP tests use test_reload.py's layout (`-c RUN/etc/bulwark.yaml` a symlink to a file in a
 directory of its own), so that only SIGHUP loads a change and reload counts are exact."""
@@ -474,6 +475,37 @@ class ReloadDefects(ReloadTest):
         proxy.signal(signal.SIGTERM)
         self.assertEqual(proxy.wait(5), 0)
 
+    def test_a_1_mib_file_neither_freezes_the_admin_endpoints_nor_keeps_its_parse_memory(self):
+        # The file is parsed (yaml-cpp) on the main loop: about 2.5 s and 160 MB per MiB of a
+        # long flow sequence (a JSON file is YAML), far below the 16 MiB cap; the memory is
+        # freed but stays in the process (RSS) after the file is refused.
+        a = self.backend("a")
+        proxy = self.start(routes=routes(("all", "/", "a")), upstreams=upstreams(("a", a.address)))
+        real = os.path.realpath(proxy.config_path)
+        write(real, open(real).read() + "extra: [" + ", ".join(["1"] * 350000) + "]\n")  # 1 MiB
+        rss = proxy.rss_kib()
+        proxy.signal(signal.SIGHUP)
+        time.sleep(0.1)
+        started = time.time()
+        try:
+            answer = request(proxy.admin_port, "GET", "/healthz", timeout=1)[0]
+        except socket.timeout:
+            answer = "no answer within 1 s"
+        self.assertEqual(answer, 200, "/healthz while a 1 MiB file is being loaded")
+        self.assertLess(time.time() - started, 1.0)
+        deadline = time.time() + 60
+        while time.time() < deadline:  # the reload ends (refused: `extra` is not a key)
+            try:
+                if json.loads(request(proxy.admin_port, "GET", "/status", timeout=60)[2])["reload"]["failure"]:
+                    break
+            except socket.timeout:
+                pass
+            time.sleep(0.1)
+        self.assertEqual(counts(proxy), (0, 1))
+        if not SANITIZED:
+            grown = proxy.rss_kib() - rss
+            self.assertLess(grown, 100 * 1024, "RSS after refusing a 1 MiB file grew %d KiB" % grown)
+
     def test_a_file_truncated_then_written_is_not_counted_as_a_failed_reload(self):
         # The watcher settles on bytes that held still for 200 ms, except empty ones: an empty
         # read equals the cleared settling_text_, so the truncated file is applied (and refused,
@@ -490,6 +522,24 @@ class ReloadDefects(ReloadTest):
         time.sleep(0.5)
         self.assertEqual(counts(proxy), (1, 0), "one successful reload and no failure (stderr ends:\n%s)"
                          % stderr_tail(proxy, 6))
+
+    def test_a_change_written_while_bulwark_starts_is_applied(self):
+        # main() parses the file; Server::run reads it again much later (after binding, DNS,
+        # building the workers' routers) to remember "the bytes last read", and only then
+        # starts the watch. A change in between is never applied (same bytes as "last read")
+        # and nothing says so: the process serves the old file until the next change.
+        a, b = self.backend("a"), self.backend("b")
+        ups = upstreams(("a", a.address), ("b", b.address))
+        many = [("r%d" % i, "/r%d" % i, "a") for i in range(3000)]  # a start that takes a while
+        proxy = Bulwark(TEMPLATE, wait_ready=False, write_config=plain_file,
+                        **dict(DEFAULTS, workers=2, routes=routes(*many, ("all", "/", "a")), upstreams=ups))
+        self.addCleanup(proxy.stop)
+        wait_for(lambda: "listening on" in proxy.stderr_text(), timeout=30, interval=0.0005,
+                 what="the listener bound (the config was read)")
+        write_atomic(proxy.config_path, proxy.render(TEMPLATE, routes=routes(*many, ("all", "/", "b")), upstreams=ups))
+        proxy.wait_ready(timeout=30)
+        wait_served_by(proxy.port, "/", "b", what="the file written during the start applied")
+        self.assertEqual(counts(proxy), (1, 0))
 
     def test_the_watch_goes_on_after_the_config_directory_is_replaced(self):
         # ConfigWatcher watches the directory's inode: once that directory is removed (or a
