@@ -106,7 +106,20 @@ class Call(threading.Thread):
             self.result = ("error", repr(e), None, time.time() - started)
 
 
-class ManyReloads(ReloadTest):
+class CleanExit(ReloadTest):
+    """Bulwark must also exit 0 at the end (under the sanitizers: no error report at exit)."""
+
+    def start(self, **values):
+        proxy = super().start(**values)
+
+        def stopped_cleanly():
+            code = proxy.stop()
+            self.assertIn(code, (0, None), "bulwark exited with %s:\n%s" % (code, stderr_tail(proxy, 30)))
+        self.addCleanup(stopped_cleanly)
+        return proxy
+
+
+class ManyReloads(CleanExit):
     def test_300_reloads_changing_an_upstream_under_load_level_off_and_free_old_pools(self):
         a, b = self.backend("a"), self.backend("b")
         # The same upstream name, its endpoint changed: every reload makes a new upstream state
@@ -114,7 +127,7 @@ class ManyReloads(ReloadTest):
         A = dict(routes=routes(("all", "/", "app")), upstreams=upstreams(("app", a.address)))
         B = dict(routes=routes(("all", "/", "app")), upstreams=upstreams(("app", b.address)))
         proxy = self.start(workers=2, **A)
-        load = Load(proxy.port, ["/", "/x?size=3000"], threads=3, rate=150)
+        load = Load(proxy.port, ["/", "/x?size=3000"], threads=3, rate=300)
         self.addCleanup(load.stop)
         load.start()
         texts = [proxy.render(TEMPLATE, **A), proxy.render(TEMPLATE, **B)]
@@ -131,7 +144,7 @@ class ManyReloads(ReloadTest):
         load.stop()
         self.assert_alive(proxy)
         self.assertEqual(load.failures, [], "every request answered 200: " + load.summary())
-        self.assertGreater(load.ok, 100, load.summary())
+        self.assertGreater(load.ok, 100, "requests ran across the reloads: " + load.summary())
         self.assertEqual(counts(proxy), (300, 0))
         self.assertEqual(reload_number(proxy)["generation"], 301)
         # The last reload went back to a: b's pooled connections belong to generations that
@@ -203,7 +216,7 @@ class ManyReloads(ReloadTest):
                  what="bulwark_downstream_connections back to 0 (%r)" % gauges(proxy))
 
 
-class InFlightAcrossReload(ReloadTest):
+class InFlightAcrossReload(CleanExit):
     """Requests that wait (bulkhead queue, load-shedding queue, retry back-off) when their
     upstream is replaced finish on the old one; new requests use the new one at once."""
 
@@ -269,7 +282,7 @@ class InFlightAcrossReload(ReloadTest):
                  what="the removed upstream's pooled connections to a closed (%r)" % a.stats())
 
 
-class ListenersAcrossReload(ReloadTest):
+class ListenersAcrossReload(CleanExit):
     def test_a_removed_listener_lets_its_tunnel_and_upload_finish_then_frees_its_socket(self):
         a, b = self.backend("a"), self.backend("b")
         base = dict(routes=routes(("all", "/", "a")), upstreams=upstreams(("a", a.address), ("b", b.address)))
@@ -327,7 +340,7 @@ class ListenersAcrossReload(ReloadTest):
         def config(first, second):
             return dict(listeners=listener(*first) + "\n" + listener(*second), upstreams=ups, routes="")
         proxy = Bulwark(tpl, write_config=outside_link, **dict(DEFAULTS, **config(("one", x, "a"), ("two", y, "b"))))
-        self.addCleanup(proxy.stop)
+        self.addCleanup(lambda: self.assertIn(proxy.stop(), (0, None), stderr_tail(proxy, 30)))
 
         def reload(n, first, second):
             sighup(proxy, proxy.render(tpl, **config(first, second)))
@@ -360,7 +373,7 @@ class ListenersAcrossReload(ReloadTest):
         self.assertFalse(socket_inodes_on_port(proxy, x))
 
 
-class MetricsAcrossReload(ReloadTest):
+class MetricsAcrossReload(CleanExit):
     def test_removed_route_series_go_kept_counters_and_buckets_stay(self):
         a, b = self.backend("a"), self.backend("b")
         ups = upstreams(("a", a.address), ("b", b.address))
@@ -386,7 +399,7 @@ class MetricsAcrossReload(ReloadTest):
         self.assertEqual(proxy.metric_eventually(4, "bulwark_requests_total", listener="inbound", route="all"), 4)
 
 
-class UnusableFiles(ReloadTest):
+class UnusableFiles(CleanExit):
     def test_missing_directory_oversized_looping_and_device_files_are_refused(self):
         a = self.backend("a")
         proxy = self.start(routes=routes(("all", "/", "a")), upstreams=upstreams(("a", a.address)))
@@ -482,7 +495,9 @@ class ReloadDefects(ReloadTest):
         a = self.backend("a")
         proxy = self.start(routes=routes(("all", "/", "a")), upstreams=upstreams(("a", a.address)))
         real = os.path.realpath(proxy.config_path)
-        write(real, open(real).read() + "extra: [" + ", ".join(["1"] * 350000) + "]\n")  # 1 MiB
+        with open(real) as f:
+            valid = f.read()
+        write(real, valid + "extra: [" + ", ".join(["1"] * 350000) + "]\n")  # 1 MiB, refused
         rss = proxy.rss_kib()
         proxy.signal(signal.SIGHUP)
         time.sleep(0.1)
