@@ -22,16 +22,15 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
 import threading
 import time
 import unittest
 
-from harness import SANITIZED, Bulwark, Reader, Testd, connect, free_port, request, wait_for
+from harness import SANITIZED, Bulwark, Reader, connect, free_port, request, wait_for
 from test_reload import (DEFAULTS, RELOAD_TIMEOUT, TEMPLATE, Client, Load, ReloadTest, Tunnel,
-                         counts, counts_or_zero, effective_config, listener, outside_link,
-                         plain_file, routes, served_by, sighup, status, stderr_tail, upstreams,
-                         wait_counts, wait_served_by, write)
+                         counts, effective_config, listener, outside_link, plain_file, routes,
+                         served_by, sighup, status, stderr_tail, upstreams, wait_counts,
+                         wait_served_by, write)
 
 
 def write_atomic(path, text):
