@@ -1,6 +1,7 @@
 // bulwark: flags -> config -> Server -> run the loops.
 #include <sys/resource.h>
 
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -21,6 +22,8 @@ void usage(FILE* out) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // SIGHUP reloads once the server runs; until then it must not end the process (its default).
+  std::signal(SIGHUP, SIG_IGN);
   std::string file = "config/bulwark.yaml";
   bool check = false;
   for (int i = 1; i < argc; ++i) {
@@ -41,7 +44,8 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  bulwark::LoadResult result = bulwark::load_config_file(file);
+  std::string text;
+  bulwark::LoadResult result = bulwark::load_config_file(file, &text);
   if (!result.config) {
     for (const auto& e : result.errors) std::fprintf(stderr, "%s\n", e.c_str());
     return 1;
@@ -56,6 +60,6 @@ int main(int argc, char** argv) {
     files.rlim_cur = files.rlim_max;
     setrlimit(RLIMIT_NOFILE, &files);
   }
-  bulwark::Server server(std::move(*result.config));
+  bulwark::Server server(std::move(*result.config), std::move(text));
   return server.run();
 }

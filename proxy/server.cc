@@ -15,7 +15,9 @@
 
 namespace bulwark {
 
-Server::Server(Config config) : initial_(std::make_shared<const Config>(std::move(config))) {
+Server::Server(Config config, std::string text)
+    : initial_(std::make_shared<const Config>(std::move(config))),
+      last_fingerprint_(std::move(text)) {
   uv_loop_init(&loop_);
 }
 
@@ -163,11 +165,12 @@ int Server::run() {
     };
   }
   if (!config().file.empty()) {
-    load_config_file(config().file, &last_text_);  // what a change is compared with
     watcher_ = std::make_unique<ConfigWatcher>(&loop_, config().file, 200, [this] { reload(true); });
     if (!watcher_->start(error)) {
       log_warn(error + "; reload with SIGHUP");
       watcher_.reset();
+    } else {
+      reload(true);  // a change made while starting (after the file was read) is applied now
     }
   }
   for (auto& w : workers_) w->start();

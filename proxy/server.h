@@ -6,6 +6,7 @@
 #include <uv.h>
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -25,7 +26,8 @@ namespace bulwark {
 
 class Server {
  public:
-  explicit Server(Config config);
+  // `text`: the file's bytes that `config` was loaded from (a change after that is applied).
+  Server(Config config, std::string text);
   ~Server();
   // Runs until drained (SIGTERM) or stopped (SIGINT). Returns the process exit code.
   int run();
@@ -47,6 +49,8 @@ class Server {
   // Reload (server_reload.cc): SIGHUP, or the watcher saw the file change (`from_watch`: only
   // when its bytes differ from those last read).
   void reload(bool from_watch);
+  struct LoadJob;
+  void apply_reload(LoadJob& job);  // the file read and parsed: apply it or refuse it
   // Why `next` cannot replace the running config without a restart ("" when it can).
   std::string restart_needed(const Config& next) const;
   void reload_failed(const std::string& trigger, const std::vector<std::string>& errors);
@@ -94,8 +98,12 @@ class Server {
   std::unique_ptr<AdminServer> admin_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::unique_ptr<ConfigWatcher> watcher_;
-  std::string last_text_;      // the config file's bytes as last applied or rejected
-  std::string settling_text_;  // bytes the watcher saw once, applied if they hold still
+  // The config file's bytes (or its read error) as last applied or refused.
+  std::string last_fingerprint_;
+  std::optional<std::string> settling_;  // seen once by the watcher; applied if it holds still
+  bool loading_ = false;  // a LoadJob is out
+  bool again_ = false;    // a trigger came meanwhile: load once more after it
+  bool again_from_watch_ = true;
   std::string last_error_;  // of the last reload ("" when it succeeded)
   std::atomic<int> workers_exited_{0};
   bool started_ = false;

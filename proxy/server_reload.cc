@@ -3,7 +3,10 @@
 // is built (keeping the state of unchanged upstreams and routes), sockets are opened for new
 // listeners, and every worker switches to it for new requests; requests in flight finish
 // under the generation they began in.
+#include <malloc.h>
 #include <unistd.h>
+
+#include <memory>
 
 #include "config/json.h"
 #include "config/loader.h"
@@ -51,27 +54,108 @@ void Server::reload_failed(const std::string& trigger, const std::vector<std::st
                      "failed: " + last_error_);
 }
 
+// A reload's reading and parsing, done on libuv's thread pool so that a large file never
+// holds up the main loop (admin endpoints, signals, health checks, DNS).
+struct Server::LoadJob {
+  uv_work_t req{};
+  Server* server = nullptr;
+  bool from_watch = false;
+  std::string file;
+  std::string last;         // the fingerprint last acted on: unchanged -> not parsed
+  std::string fingerprint;  // the bytes read, or the read error
+  bool read_ok = false;
+  bool blank = false;  // missing or empty: a file being replaced or written
+  bool unchanged = false;
+  LoadResult loaded;
+};
+
 void Server::reload(bool from_watch) {
   const std::string trigger = from_watch ? "file changed" : "SIGHUP";
   if (draining_ || finished_) {
     log_info("config reload (" + trigger + ") ignored: draining");
     return;
   }
+  if (loading_) {  // one at a time; a trigger meanwhile runs once more after it
+    again_ = true;
+    again_from_watch_ = again_from_watch_ && from_watch;
+    return;
+  }
+  auto* job = new LoadJob;
+  job->req.data = job;
+  job->server = this;
+  job->from_watch = from_watch;
+  job->file = config().file;
+  if (from_watch) job->last = last_fingerprint_;
+  loading_ = true;
+  int rc = uv_queue_work(
+      &loop_, &job->req,
+      [](uv_work_t* req) {
+        auto* j = static_cast<LoadJob*>(req->data);
+        std::string text, error;
+        j->read_ok = read_config_file(j->file, text, error);
+        j->fingerprint = j->read_ok ? text : std::string("\0", 1) + error;
+        j->blank = j->read_ok ? text.find_first_not_of(" \t\r\n") == std::string::npos
+                              : error.find("(ENOENT)") != std::string::npos;
+        if (j->from_watch && j->fingerprint == j->last) {
+          j->unchanged = true;
+          return;
+        }
+        if (!j->read_ok)
+          j->loaded.errors.push_back(j->file + ":0:0: (root): " + error);
+        else if (j->blank)
+          j->loaded.errors.push_back(j->file + ":0:0: (root): the file is empty");
+        else
+          j->loaded = load_config_string(text, j->file);
+        // A parse can take far more memory than the file; give it back to the system.
+        malloc_trim(0);
+      },
+      [](uv_work_t* req, int) {
+        std::unique_ptr<LoadJob> j(static_cast<LoadJob*>(req->data));
+        Server* s = j->server;
+        s->loading_ = false;
+        if (!s->finished_) s->apply_reload(*j);
+        if (s->again_ && !s->finished_) {
+          bool watch_only = s->again_from_watch_;
+          s->again_ = false;
+          s->again_from_watch_ = true;
+          s->reload(watch_only);
+        }
+      });
+  if (rc != 0) {
+    loading_ = false;
+    delete job;
+    reload_failed(trigger, {config().file + ": cannot start loading: " + uv_strerror(rc)});
+  }
+}
+
+void Server::apply_reload(LoadJob& job) {
+  const std::string trigger = job.from_watch ? "file changed" : "SIGHUP";
+  if (draining_) return;
   const std::string& file = config().file;
-  std::string text;
-  LoadResult loaded = load_config_file(file, &text);
-  if (from_watch) {
-    if (text == last_text_) return;  // something else in the directory changed
-    // A writer that truncates and then writes can be caught half way: act on bytes that have
-    // held still for one more debounce period.
-    if (text != settling_text_) {
-      settling_text_ = text;
-      watcher_->poke();
+  if (job.from_watch) {
+    if (job.unchanged || job.fingerprint == last_fingerprint_) {
+      settling_.reset();  // back to what is in effect: nothing to do
+      return;
+    }
+    if (job.blank) {
+      // Missing or empty: a file being replaced, or truncated before it is written. Not a
+      // refusal yet: the write that follows is an event of its own (SIGHUP says otherwise).
+      static LogThrottle throttle(60000);
+      throttle.log(LogLevel::warn, file + ": missing or empty; the config in effect stays, "
+                                          "waiting for the file to be written");
+      settling_.reset();
+      return;
+    }
+    // A writer can be caught half way: act on what has held still for one more period.
+    if (!settling_ || *settling_ != job.fingerprint) {
+      settling_ = job.fingerprint;
+      if (watcher_) watcher_->poke();
       return;
     }
   }
-  last_text_ = text;
-  settling_text_.clear();
+  settling_.reset();
+  last_fingerprint_ = job.fingerprint;
+  LoadResult& loaded = job.loaded;
   if (!loaded.config) return reload_failed(trigger, loaded.errors);
   Config& next = *loaded.config;
   if (std::string why = restart_needed(next); !why.empty()) return reload_failed(trigger, {why});

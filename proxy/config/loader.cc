@@ -18,7 +18,9 @@
 namespace bulwark {
 namespace {
 
-constexpr std::size_t kMaxConfigBytes = 16 * 1024 * 1024;
+// A Kubernetes ConfigMap holds at most 1 MiB; a YAML parse costs far more memory than the
+// bytes (a long flow sequence about 150 times as much), so the cap is kept low.
+constexpr std::size_t kMaxConfigBytes = 4 * 1024 * 1024;
 
 // RFC 1123 host name: dot-separated labels of letters, digits and inner hyphens.
 bool is_host_name(const std::string& host) {
@@ -377,40 +379,64 @@ std::string errno_text(int error) {
 
 }  // namespace
 
-LoadResult load_config_file(const std::string& path, std::string* text_read) {
-  LoadResult result;
-  auto fail = [&](const std::string& why) {
-    result.errors.push_back(path + ":0:0: (root): " + why);
-    return result;
-  };
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return fail("cannot open the file: " + errno_text(errno));
-  struct stat st {};
-  if (::fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
-    ::close(fd);
-    return fail("cannot read the file: " + errno_text(EISDIR));
+bool read_config_file(const std::string& path, std::string& text, std::string& error) {
+  text.clear();
+  // Non-blocking: a FIFO at the path must not hang the reader (it is refused below).
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) {
+    error = "cannot open the file: " + errno_text(errno);
+    return false;
   }
-  std::string text;
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    error = "cannot read the file: " + errno_text(errno);
+    ::close(fd);
+    return false;
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    error = S_ISDIR(st.st_mode) ? "cannot read the file: " + errno_text(EISDIR)
+                                : std::string("not a regular file (a FIFO, device or socket)");
+    return false;
+  }
   char buffer[16 * 1024];
   for (;;) {
     ssize_t n = ::read(fd, buffer, sizeof buffer);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) {
-      int error = errno;
+      int why = errno;
       ::close(fd);
-      return fail("cannot read the file: " + errno_text(error));
+      error = "cannot read the file: " + errno_text(why);
+      return false;
     }
     if (n == 0) break;
     text.append(buffer, static_cast<std::size_t>(n));
     if (text.size() > kMaxConfigBytes) {
       ::close(fd);
-      return fail("the file is larger than 16 MiB; is it the right file?");
+      text.clear();
+      error = "the file is larger than 4 MiB; is it the right file?";
+      return false;
     }
   }
   ::close(fd);
+  return true;
+}
+
+LoadResult load_config_file(const std::string& path, std::string* text_read) {
+  LoadResult result;
+  std::string text, error;
+  bool ok = read_config_file(path, text, error);
   if (text_read) *text_read = text;
-  if (text.find_first_not_of(" \t\r\n") == std::string::npos)
-    return fail("the file is empty (expected a mapping with at least listeners and upstreams)");
+  if (!ok) {
+    result.errors.push_back(path + ":0:0: (root): " + error);
+    return result;
+  }
+  if (text.find_first_not_of(" \t\r\n") == std::string::npos) {
+    result.errors.push_back(
+        path + ":0:0: (root): the file is empty (expected a mapping with at least listeners and "
+               "upstreams)");
+    return result;
+  }
   return load_config_string(text, path);
 }
 

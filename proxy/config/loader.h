@@ -15,6 +15,9 @@ struct LoadResult {
   std::vector<std::string> errors;
 };
 
+// Reads a config file's bytes (a regular file of at most 4 MiB; the open never blocks, so a
+// FIFO is refused rather than waited on). False with `error` (no "FILE:" prefix) otherwise.
+bool read_config_file(const std::string& path, std::string& text, std::string& error);
 // `text_read`: set to the file's bytes when it could be read.
 LoadResult load_config_file(const std::string& path, std::string* text_read = nullptr);
 // `name` is used as FILE in messages.

@@ -1,5 +1,7 @@
 #include "config/watcher.h"
 
+#include <sys/stat.h>
+
 #include <cstring>
 
 #include "core/log.h"
@@ -27,6 +29,7 @@ void close_and_free(uv_handle_t* h) {
 ConfigWatcher::ConfigWatcher(uv_loop_t* loop, std::string file, std::uint64_t debounce_ms,
                              std::function<void()> on_change)
     : loop_(loop),
+      file_(file),
       directory_(directory_of(file)),
       file_name_(name_of(file)),
       debounce_ms_(debounce_ms),
@@ -34,20 +37,79 @@ ConfigWatcher::ConfigWatcher(uv_loop_t* loop, std::string file, std::uint64_t de
 
 ConfigWatcher::~ConfigWatcher() { close(); }
 
-bool ConfigWatcher::start(std::string& error) {
-  event_ = static_cast<uv_fs_event_t*>(::operator new(sizeof(uv_fs_event_t)));
-  timer_ = static_cast<uv_timer_t*>(::operator new(sizeof(uv_timer_t)));
-  uv_fs_event_init(loop_, event_);
-  uv_timer_init(loop_, timer_);
-  event_->data = this;
-  timer_->data = this;
+ConfigWatcher::Identity ConfigWatcher::identify(const std::string& path, bool contents) {
+  Identity id;
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return id;
+  id.exists = true;
+  id.dev = static_cast<std::uint64_t>(st.st_dev);
+  id.ino = static_cast<std::uint64_t>(st.st_ino);
+  if (contents) {
+    id.size = static_cast<std::uint64_t>(st.st_size);
+    id.mtime_ns = static_cast<std::uint64_t>(st.st_mtim.tv_sec) * 1000000000ull +
+                  static_cast<std::uint64_t>(st.st_mtim.tv_nsec);
+  }
+  return id;
+}
+
+bool ConfigWatcher::watch_directory(std::string& error) {
+  uv_fs_event_stop(event_);
   int rc = uv_fs_event_start(event_, on_event, directory_.c_str(), 0);
   if (rc != 0) {
     error = "cannot watch " + directory_ + " for config changes: " + uv_strerror(rc);
-    close();
     return false;
   }
   return true;
+}
+
+bool ConfigWatcher::start(std::string& error) {
+  event_ = static_cast<uv_fs_event_t*>(::operator new(sizeof(uv_fs_event_t)));
+  timer_ = static_cast<uv_timer_t*>(::operator new(sizeof(uv_timer_t)));
+  recheck_ = static_cast<uv_timer_t*>(::operator new(sizeof(uv_timer_t)));
+  uv_fs_event_init(loop_, event_);
+  uv_timer_init(loop_, timer_);
+  uv_timer_init(loop_, recheck_);
+  event_->data = this;
+  timer_->data = this;
+  recheck_->data = this;
+  directory_id_ = identify(directory_, false);
+  file_id_ = identify(file_, true);
+  if (!watch_directory(error)) {
+    close();
+    return false;
+  }
+  uv_timer_start(recheck_, on_recheck, 1000, 1000);
+  return true;
+}
+
+void ConfigWatcher::on_recheck(uv_timer_t* timer) {
+  auto* w = static_cast<ConfigWatcher*>(timer->data);
+  if (!w) return;
+  bool changed = false;
+  Identity dir = identify(w->directory_, false);
+  if (!(dir == w->directory_id_)) {
+    // Replaced or gone: the watch on the old directory tells nothing any more.
+    w->directory_id_ = dir;
+    changed = true;
+    std::string error;
+    if (dir.exists && !w->watch_directory(error)) {
+      static LogThrottle throttle(60000);
+      throttle.log(LogLevel::warn, error + "; looking once a second instead");
+    }
+  }
+  Identity file = identify(w->file_, true);
+  if (!(file == w->file_id_)) {
+    w->file_id_ = file;
+    changed = true;
+  }
+  if (changed) w->trigger();
+}
+
+void ConfigWatcher::trigger() {
+  // Not restarted by later events: a directory that never holds still cannot put the check
+  // off for ever.
+  if (timer_ && !uv_is_active(reinterpret_cast<uv_handle_t*>(timer_)))
+    uv_timer_start(timer_, on_timer, debounce_ms_, 0);
 }
 
 void ConfigWatcher::close() {
@@ -56,11 +118,12 @@ void ConfigWatcher::close() {
     close_and_free(reinterpret_cast<uv_handle_t*>(event_));
     event_ = nullptr;
   }
-  if (timer_) {
-    timer_->data = nullptr;
-    close_and_free(reinterpret_cast<uv_handle_t*>(timer_));
-    timer_ = nullptr;
-  }
+  for (uv_timer_t** t : {&timer_, &recheck_})
+    if (*t) {
+      (*t)->data = nullptr;
+      close_and_free(reinterpret_cast<uv_handle_t*>(*t));
+      *t = nullptr;
+    }
 }
 
 void ConfigWatcher::poke() {
@@ -79,10 +142,7 @@ void ConfigWatcher::on_event(uv_fs_event_t* handle, const char* name, int, int s
   // Other files in the directory (a log written next to the config) are not looked at; a
   // ConfigMap's ..data and ..TIMESTAMP entries are.
   if (name && w->file_name_ != name && std::strncmp(name, "..", 2) != 0) return;
-  // Not restarted by later events: a directory that never holds still cannot put the check
-  // off for ever.
-  if (!uv_is_active(reinterpret_cast<uv_handle_t*>(w->timer_)))
-    uv_timer_start(w->timer_, on_timer, w->debounce_ms_, 0);
+  w->trigger();
 }
 
 void ConfigWatcher::on_timer(uv_timer_t* timer) {
