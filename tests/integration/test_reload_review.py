@@ -7,7 +7,7 @@ moved listeners keep bulwark_downstream_connections right; removed routes' serie
 counters and rate-limit buckets stay; unusable files are refused; SIGHUP during a drain is
 ignored.
 
-The class ReloadDefects holds checks that FAIL at the commit reviewed (fdc01d9), each for a
+The class ReloadEdgeCases holds checks that failed at the commit reviewed (fdc01d9), each for a
 defect found by the review: SIGHUP in the first moments of the process kills it; a FIFO at
 the config path freezes the main loop (admin endpoints, SIGTERM); a 1 MiB file freezes it for
 seconds and leaves ~160 MB in the process; a file truncated and then written is acted on while
@@ -438,8 +438,8 @@ class UnusableFiles(CleanExit):
         self.assertEqual(proxy.wait(10), 0)
 
 
-class ReloadDefects(ReloadTest):
-    """Each of these FAILS at fdc01d9: a defect found by the review."""
+class ReloadEdgeCases(ReloadTest):
+    """Each of these failed at fdc01d9 (a defect the review found) and passes since the fixes."""
 
     def test_sighup_in_the_first_moments_of_the_process_does_not_kill_it(self):
         # Before Server::run installs its SIGHUP handler (after the config is loaded and the
