@@ -135,7 +135,8 @@ int Server::run() {
   uv_timer_init(&loop_, &history_timer_);
   history_timer_.data = this;
   history_.tick(*generation_, wall_ms());
-  uv_timer_start(&history_timer_, on_history_timer, 1000, 1000);
+  uv_timer_start(&history_timer_, on_history_timer, StatusHistory::kWatchIntervalMs,
+                 StatusHistory::kWatchIntervalMs);
   for (uv_signal_t* s : {&sigterm_, &sigint_, &sighup_, &sigusr1_}) {
     uv_signal_init(&loop_, s);
     s->data = this;
@@ -250,7 +251,11 @@ std::uint64_t Server::wall_ms() {
 
 void Server::on_history_timer(uv_timer_t* timer) {
   auto* s = static_cast<Server*>(timer->data);
-  s->history_.tick(*s->generation_, wall_ms());
+  // A sample a second (1000 / kWatchIntervalMs watches), transitions at every watch.
+  if (++s->history_watches_ % (1000 / StatusHistory::kWatchIntervalMs) == 0)
+    s->history_.tick(*s->generation_, wall_ms());
+  else
+    s->history_.watch(*s->generation_, wall_ms());
 }
 
 void Server::on_drain_delay(uv_timer_t* timer) { static_cast<Server*>(timer->data)->drain_workers(); }

@@ -76,7 +76,8 @@ class Server {
   uv_async_t worker_exit_{};
   uv_timer_t drain_timer_{};
   uv_timer_t delay_timer_{};
-  uv_timer_t history_timer_{};  // once a second: history_.tick
+  uv_timer_t history_timer_{};  // every kWatchIntervalMs: history_.watch, every 4th a tick
+  std::uint64_t history_watches_ = 0;
   StatusHistory history_;
   std::unique_ptr<AccessLogSink> access_log_;
   // An upstream's DNS refresh, for as long as its state is in the generation.

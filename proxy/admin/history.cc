@@ -62,8 +62,24 @@ void StatusHistory::tick(const Generation& g, std::uint64_t now_ms) {
         now[route.get()] = t;
       }
   last_ = std::move(now);
+  watch(g, now_ms);
 
-  // Transitions of breakers and health since the last tick.
+  if (primed_ && now_ms > last_ms_) {
+    double seconds = static_cast<double>(now_ms - last_ms_) / 1000.0;
+    Sample s;
+    s.time_ms = now_ms;
+    s.requests = static_cast<double>(delta.requests) / seconds;
+    s.errors = static_cast<double>(delta.errors) / seconds;
+    double p50 = bucket_quantile(delta.buckets, 0.5), p99 = bucket_quantile(delta.buckets, 0.99);
+    s.p50_ms = p50 < 0 ? -1 : p50 * 1000;
+    s.p99_ms = p99 < 0 ? -1 : p99 * 1000;
+    push(s);
+  }
+  primed_ = true;
+  last_ms_ = now_ms;
+}
+
+void StatusHistory::watch(const Generation& g, std::uint64_t now_ms) {
   for (const auto& state : g.upstreams) {
     auto endpoints = state->endpoints();
     for (const auto& e : *endpoints) {
@@ -83,20 +99,6 @@ void StatusHistory::tick(const Generation& g, std::uint64_t now_ms) {
       health_[key] = health;
     }
   }
-
-  if (primed_ && now_ms > last_ms_) {
-    double seconds = static_cast<double>(now_ms - last_ms_) / 1000.0;
-    Sample s;
-    s.time_ms = now_ms;
-    s.requests = static_cast<double>(delta.requests) / seconds;
-    s.errors = static_cast<double>(delta.errors) / seconds;
-    double p50 = bucket_quantile(delta.buckets, 0.5), p99 = bucket_quantile(delta.buckets, 0.99);
-    s.p50_ms = p50 < 0 ? -1 : p50 * 1000;
-    s.p99_ms = p99 < 0 ? -1 : p99 * 1000;
-    push(s);
-  }
-  primed_ = true;
-  last_ms_ = now_ms;
 }
 
 void StatusHistory::push(const Sample& s) {

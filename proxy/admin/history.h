@@ -1,8 +1,9 @@
 // What the status page draws over time, kept by the admin loop (never the data path): once a
 // second it sums the workers' counters into a sample (requests, 5xx, p50/p99 latency of that
-// second) kept in a ring of the last minutes, and compares each endpoint's breaker and health
-// state with the last second's to record transitions (with reloads, told by the server) in a
-// ring of recent events.
+// second) kept in a ring of the last minutes; four times a second it compares each endpoint's
+// breaker and health state with the last look's to record transitions (with reloads, told by
+// the server) in a ring of recent events, so the status page lists a transition about as soon
+// as its /status poll shows the new state.
 #pragma once
 
 #include <array>
@@ -28,6 +29,7 @@ class StatusHistory {
  public:
   static constexpr std::size_t kSamples = 300;  // seconds
   static constexpr std::size_t kEvents = 100;
+  static constexpr std::uint64_t kWatchIntervalMs = 250;  // watch(); every 4th is a tick()
 
   struct Sample {
     std::uint64_t time_ms = 0;  // wall clock, end of the second
@@ -46,7 +48,10 @@ class StatusHistory {
   // Takes a sample at wall-clock `now_ms` of the counters of `g` (the generation in effect).
   // The first call only sets the baseline. Each route's counters are compared with what they
   // were at the last tick, so a route that a reload removed or added changes nothing else.
+  // Also watches (below).
   void tick(const Generation& g, std::uint64_t now_ms);
+  // Records the breaker and health transitions of `g`'s endpoints since the last look.
+  void watch(const Generation& g, std::uint64_t now_ms);
   void add_event(std::uint64_t now_ms, std::string kind, std::string subject, std::string from,
                  std::string to);
   // {"samples":[[t,rps,eps,p50,p99],...],"events":[{...}]} (oldest first).
