@@ -191,6 +191,7 @@ class AdminConnection {
                    "style-src 'unsafe-inline'; connect-src 'self'; frame-ancestors 'none'\r\n"
                    "X-Content-Type-Options: nosniff\r\nCache-Control: no-store\r\n");
     }
+    if (path == "/favicon.ico") return reply(204, "", "");  // asked for by the page's browser
     if (path == "/status") return reply(200, "application/json", h.status());
     if (path == "/status/history" && h.history)
       return reply(200, "application/json", h.history());
@@ -202,9 +203,11 @@ class AdminConnection {
     state_ = State::writing;
     stop_reading();  // the next request waits for this reply (pipelining: in order)
     arm(server_.limits_.idle_timeout_ms);  // a client that does not take its reply goes
-    out_ = "HTTP/1.1 " + std::to_string(status) + " " + status_reason(status) +
-           "\r\nContent-Type: " + type + "\r\nContent-Length: " + std::to_string(body.size()) +
-           "\r\n" + extra;
+    out_ = "HTTP/1.1 " + std::to_string(status) + " " + status_reason(status) + "\r\n";
+    if (status != 204)  // a 204 has no body and no Content-Length (RFC 9110 8.6)
+      out_ += std::string("Content-Type: ") + type +
+              "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n";
+    out_ += extra;
     if (!keep_alive_)
       out_ += "Connection: close\r\n";
     else if (parser_.http_minor == 0)
