@@ -39,7 +39,8 @@ Worker::Worker(int index, std::shared_ptr<const Generation> generation, WorkerSt
       on_exit_(std::move(on_exit)),
       heartbeat_ms_(uv_hrtime() / 1000000),  // not stalled before the loop's first turn
       read_buffer_(new char[kReadBufferSize]),
-      ids_(random_seed()) {
+      ids_(random_seed()),
+      fault_stage_(random_seed()) {
   uv_loop_init(&loop_);
   uv_async_init(&loop_, &async_, on_async);
   async_.data = this;
@@ -405,6 +406,7 @@ RequestBuffers* Worker::acquire_buffers() {
     buffers_.push_back(std::make_unique<RequestBuffers>());
     uv_timer_init(&loop_, &buffers_.back()->per_try_timer);
     uv_timer_init(&loop_, &buffers_.back()->backoff_timer);
+    uv_timer_init(&loop_, &buffers_.back()->fault_timer);
     return buffers_.back().get();
   }
   RequestBuffers* b = free_buffers_.back();
@@ -477,7 +479,7 @@ void Worker::shut_down() {
   for (Upstream* u : all_upstreams_) u->close_all();
   if (redis_) redis_->close();
   for (auto& b : buffers_)
-    for (uv_timer_t* t : {&b->per_try_timer, &b->backoff_timer})
+    for (uv_timer_t* t : {&b->per_try_timer, &b->backoff_timer, &b->fault_timer})
       if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(t)))
         uv_close(reinterpret_cast<uv_handle_t*>(t), nullptr);
   if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(&async_))) {

@@ -22,6 +22,7 @@
 #include "pipeline/bulkhead_stage.h"
 #include "pipeline/client_connection.h"
 #include "pipeline/exchange.h"
+#include "pipeline/fault_stage.h"
 #include "pipeline/generation_pin.h"
 #include "pipeline/load_shedding_stage.h"
 #include "pipeline/rate_limit_stage.h"
@@ -226,11 +227,12 @@ class Worker {
   std::vector<std::unique_ptr<RequestBuffers>> buffers_;  // all, owned here
   std::vector<RequestBuffers*> free_buffers_;
   ExchangePool exchanges_;
+  FaultStage fault_stage_;
   RateLimitStage rate_limit_stage_{*this};
   LoadSheddingStage load_shedding_stage_;
   BulkheadStage bulkhead_stage_;
-  std::vector<AdmissionStage*> admission_{&rate_limit_stage_, &load_shedding_stage_,
-                                          &bulkhead_stage_};
+  std::vector<AdmissionStage*> admission_{&fault_stage_, &rate_limit_stage_,
+                                          &load_shedding_stage_, &bulkhead_stage_};
   IntrusiveList<ClientConnection, &ClientConnection::list_hook> downstreams_;
   std::size_t downstream_count_ = 0;
   bool draining_ = false;

@@ -73,6 +73,10 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
              "Time from request head received to response complete.", pm::MetricType::Histogram);
   auto replies = family("bulwark_local_replies_total", "Responses made by Bulwark itself.",
                         pm::MetricType::Counter);
+  auto faults = family("bulwark_faults_injected_total",
+                       "Faults injected by a route's fault block (or forced by x-bulwark-fault), "
+                       "by kind: delay, abort.",
+                       pm::MetricType::Counter);
   auto conns =
       family("bulwark_downstream_connections", "Open client connections.", pm::MetricType::Gauge);
   auto retries = family("bulwark_retries_total", "Retries sent, by what was retried.",
@@ -123,6 +127,14 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
             static_cast<double>(n)));
       }
       if (ri == l.routes.size()) continue;
+      if (l.routes[ri].fault) {
+        for (int k = 0; k < 2; ++k) {
+          std::uint64_t n = 0;
+          for (const auto& w : g.workers) n += w.routes[li][ri]->faults[static_cast<std::size_t>(k)].get();
+          faults.metric.push_back(counter({{"route", route}, {"kind", k ? "abort" : "delay"}},
+                                          static_cast<double>(n)));
+        }
+      }
       if (l.routes[ri].rate_limit) {
         std::string scope = l.routes[ri].rate_limit->scope;
         bool global = scope == "global";
@@ -174,6 +186,7 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
   out.push_back(std::move(requests));
   out.push_back(std::move(durations));
   out.push_back(std::move(replies));
+  out.push_back(std::move(faults));
   out.push_back(std::move(retries));
   out.push_back(std::move(decisions));
   out.push_back(std::move(exhausted));

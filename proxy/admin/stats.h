@@ -74,6 +74,7 @@ struct RouteStats {
   std::array<Counter, 2 * kRateLimitDecisions> ratelimit;  // by ratelimit_index()
   DurationHistogram duration;
   std::array<Counter, kReasonCount> local_replies;
+  std::array<Counter, 2> faults;  // injected: [delay, abort]
   void count_status(int status) {
     if (status >= 100 && status <= 599) codes[static_cast<std::size_t>(status - 100)].add();
   }

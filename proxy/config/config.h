@@ -51,6 +51,8 @@ struct FaultConfig {
   std::uint64_t delay_ms = 0;
   double abort_ratio = 0;
   int abort_status = 503;
+  // Requests may force a fault with x-bulwark-fault (drills); off unless set.
+  bool allow_header = false;
 };
 
 struct RouteConfig {

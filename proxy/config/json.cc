@@ -103,6 +103,7 @@ void route_json(std::string& out, const RouteConfig& r) {
       k.ratio("percent", f->abort_ratio);
       k.num("status", f->abort_status);
     }
+    b.boolean("allow_header", f->allow_header);
   }
 }
 

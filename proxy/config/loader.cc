@@ -99,10 +99,7 @@ void read_route(ConfigErrors& errors, const YAML::Node& node, const std::string&
   f.duration("timeout", route.timeout_ms);
   if (f.has("rate_limit")) read_rate_limit(f, route.rate_limit);
   if (f.has("retry")) read_retry(f, route.retry);
-  if (f.has("fault")) {
-    read_fault(f, route.fault);
-    f.error("fault", std::string("fault injection ") + kNotSupported);
-  }
+  if (f.has("fault")) read_fault(f, route.fault);
 }
 
 void read_listener(ConfigErrors& errors, const YAML::Node& node, const std::string& path,

@@ -95,7 +95,8 @@ void read_retry(const YamlFields& parent, std::optional<RetryConfig>& out) {
 }
 
 void read_fault(const YamlFields& parent, std::optional<FaultConfig>& out) {
-  YamlFields f(parent.errors(), parent.node("fault"), parent.path("fault"), {"delay", "abort"});
+  YamlFields f(parent.errors(), parent.node("fault"), parent.path("fault"),
+               {"delay", "abort", "allow_header"});
   if (!f.ok()) return;
   FaultConfig c;
   if (f.has("delay")) {
@@ -108,6 +109,7 @@ void read_fault(const YamlFields& parent, std::optional<FaultConfig>& out) {
     if (a.required("percent")) a.ratio("percent", c.abort_ratio);
     a.integer("status", c.abort_status, 200, 599);
   }
+  f.boolean("allow_header", c.allow_header);
   out = c;
 }
 

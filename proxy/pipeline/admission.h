@@ -16,11 +16,12 @@ struct Verdict {
   Kind kind = Kind::admit;
   Reason reason = Reason::bad_request;  // of the local reply, for reject
   const char* detail = "";
+  int status = 0;  // of the local reply; 0: the reason's
 
   static Verdict admit() { return {}; }
-  static Verdict wait() { return {Kind::wait, Reason::bad_request, ""}; }
-  static Verdict reject(Reason reason, const char* detail) {
-    return {Kind::reject, reason, detail};
+  static Verdict wait() { return {Kind::wait, Reason::bad_request, "", 0}; }
+  static Verdict reject(Reason reason, const char* detail, int status = 0) {
+    return {Kind::reject, reason, detail, status};
   }
 };
 

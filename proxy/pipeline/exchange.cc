@@ -204,9 +204,9 @@ void Exchange::refuse(const Verdict& v, bool resumed) {
   // While the head is being handled the reply may wait for the end of an empty request (the
   // connection stays usable); later it goes out at once.
   if (resumed)
-    client.local_reply(v.reason, v.detail);
+    client.local_reply(v.reason, v.detail, false, v.status);
   else
-    reply_from_headers(v.reason, v.detail);
+    reply_from_headers(v.reason, v.detail, v.status);
 }
 
 void Exchange::resume_admission(const Verdict& v) {

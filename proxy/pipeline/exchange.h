@@ -191,6 +191,7 @@ class Exchange final : public PendingRequest, public RateDecisionWaiter, public 
   int attempt_inflight = 0;            // in flight against the limit when it started
   BulkheadTicket bulkhead;
   RedisRateLimiter::Pending* ratelimit_pending = nullptr;  // waiting for Redis
+  int fault_abort = 0;  // fault injection: the status to abort with after the delay (0: none)
   bool queued = false;                                     // waits for a bulkhead slot
 
   // The current attempt (one at a time; reused by the next one).

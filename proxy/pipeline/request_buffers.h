@@ -29,13 +29,15 @@ struct RequestBuffers {
   std::string request_id_copy;  // the client's X-Request-Id, owned
   ChunkedDecoder chunked;       // a chunked request body
   // One timer per purpose, initialised by the worker: the current attempt's per_try_timeout
-  // (which also bounds reading the body of a response dropped for a retry), and the back-off
-  // before a retry.
+  // (which also bounds reading the body of a response dropped for a retry), the back-off
+  // before a retry, and an injected fault's delay.
   uv_timer_t per_try_timer;
   uv_timer_t backoff_timer;
+  uv_timer_t fault_timer;
   void stop_timers() {
     uv_timer_stop(&per_try_timer);
     uv_timer_stop(&backoff_timer);
+    uv_timer_stop(&fault_timer);
   }
   OutBatch out;                 // towards the client
   RequestInfo info;
