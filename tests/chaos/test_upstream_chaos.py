@@ -5,6 +5,7 @@ or the documented local reply (a response that broke after its head is cut short
 passed off as complete), Bulwark stays up, and its descriptors and RSS come back to their
 baseline once the clients are gone."""
 import random
+import socket
 import time
 
 from chaos import (Baseline, Bulwark, ChaosTest, RawBackend, Reader, Testd, check_answer,
@@ -210,10 +211,12 @@ class UpstreamChaos(ChaosTest):
         base.check(self)
 
     def test_garbage_and_endless_heads(self):
-        """Backends that answer random bytes, a head that never ends (fast: past
-        max_response_header_bytes; slow: until the route timeout) get 502
-        upstream-protocol-error / upstream-reset and 504 upstream-timeout, and the backend
-        connection is dropped."""
+        """Backends that answer random bytes, send bytes after a complete response (the
+        connection must not be reused: they never reach the next client), close without
+        answering, or send a head that never ends (fast: past max_response_header_bytes;
+        slow: until the route timeout). Answers: 502 upstream-protocol-error /
+        upstream-reset, 200 "ok", 502 upstream-reset, 504 upstream-timeout; the endless
+        backends' connections are dropped by Bulwark."""
         rng = random.Random(11)
         closed_by_proxy = []
 
@@ -238,32 +241,48 @@ class UpstreamChaos(ChaosTest):
             except OSError:
                 closed_by_proxy.append("slow")
 
+        def extra(c, head):  # a second, unsolicited response right after the first
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+                      b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nEVIL")
+            return True
+
+        def fin(c, head):  # closes its side without answering
+            c.shutdown(socket.SHUT_WR)
+            time.sleep(0.2)
+
         g, ef, es = self.raw(garbage), self.raw(endless_fast), self.raw(endless_slow)
+        ex, fn = self.raw(extra), self.raw(fin)
         template = TEMPLATE.replace("    routes:\n", """    routes:
       - {{ name: garbage, match: {{ prefix: /garbage }}, upstream: garbage }}
       - {{ name: fast, match: {{ prefix: /fast }}, upstream: fast }}
       - {{ name: slow, match: {{ prefix: /slow }}, upstream: slow, timeout: 800ms }}
+      - {{ name: extra, match: {{ prefix: /extra }}, upstream: extra }}
+      - {{ name: fin, match: {{ prefix: /fin }}, upstream: fin }}
 """) + """
   - {{ name: garbage, endpoints: [{garbage}] }}
   - {{ name: fast, endpoints: [{fast}], max_response_header_bytes: 16KiB }}
   - {{ name: slow, endpoints: [{slow}] }}
+  - {{ name: extra, endpoints: [{extra}] }}
+  - {{ name: fin, endpoints: [{fin}] }}
 """
         healthy = self.make_testd()
         self.proxy = Bulwark(template, upstream=healthy.address, timeout="5s", garbage=g.address,
-                             fast=ef.address, slow=es.address)
+                             fast=ef.address, slow=es.address, extra=ex.address, fin=fn.address)
         self.warm()
         base = Baseline(self.proxy.proc.pid)
-        plan = ["/garbage"] * 30 + ["/fast"] * 10 + ["/slow"] * 4 + ["/ok"] * 20
+        plan = ["/garbage"] * 30 + ["/fast"] * 10 + ["/slow"] * 4 + ["/ok"] * 20 + ["/extra"] * 10 + ["/fin"] * 6
         random.Random(3).shuffle(plan)
         allowed = {"/garbage": ("upstream-protocol-error", "upstream-reset"),
                    "/fast": ("upstream-protocol-error",), "/slow": ("upstream-timeout",),
-                   "/ok": ()}
+                   "/ok": (), "/extra": (), "/fin": ("upstream-reset",)}
 
         def one(i):
             start = time.time()
             status, h, body = get(self.proxy.port, plan[i])
             reason = check_answer(self, status, h, body, allowed_reasons=allowed[plan[i]], what=plan[i])
-            if plan[i] != "/ok":
+            if plan[i] == "/extra":  # the unsolicited bytes never reach anyone
+                self.assertEqual(body, b"ok")
+            if plan[i] not in ("/ok", "/extra"):
                 self.assertIsNotNone(reason, "%s answered as if it were fine" % plan[i])
             if plan[i] == "/slow":
                 self.assertLess(time.time() - start, 3)
