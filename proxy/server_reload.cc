@@ -65,6 +65,7 @@ struct Server::LoadJob {
   std::string fingerprint;  // the bytes read, or the read error
   bool read_ok = false;
   bool blank = false;  // missing or empty: a file being replaced or written
+  bool transient = false;  // unreadable for want of descriptors or memory: read it again
   bool unchanged = false;
   LoadResult loaded;
 };
@@ -96,7 +97,10 @@ void Server::reload(bool from_watch) {
         j->fingerprint = j->read_ok ? text : std::string("\0", 1) + error;
         j->blank = j->read_ok ? text.find_first_not_of(" \t\r\n") == std::string::npos
                               : error.find("(ENOENT)") != std::string::npos;
-        if (j->from_watch && j->fingerprint == j->last) {
+        j->transient = !j->read_ok && (error.find("(EMFILE)") != std::string::npos ||
+                                       error.find("(ENFILE)") != std::string::npos ||
+                                       error.find("(ENOMEM)") != std::string::npos);
+        if (j->from_watch && !j->transient && j->fingerprint == j->last) {
           j->unchanged = true;
           return;
         }
@@ -132,6 +136,17 @@ void Server::apply_reload(LoadJob& job) {
   const std::string trigger = job.from_watch ? "file changed" : "SIGHUP";
   if (draining_) return;
   const std::string& file = config().file;
+  if (job.transient) {
+    // Bulwark's own shortage, not the file's: a SIGHUP is told it failed; either way the file
+    // is read again shortly (no event would come: the file has not changed), and what it
+    // holds then is applied as usual.
+    if (!job.from_watch) reload_failed(trigger, job.loaded.errors);
+    static LogThrottle throttle(10000);
+    throttle.log(LogLevel::warn, file + ": cannot be read now (" + job.loaded.errors.front() +
+                                     "); reading it again shortly");
+    if (watcher_) watcher_->poke();
+    return;
+  }
   if (job.from_watch) {
     if (job.unchanged || job.fingerprint == last_fingerprint_) {
       settling_.reset();  // back to what is in effect: nothing to do

@@ -88,9 +88,10 @@ class FdExhaustion(ChaosTest):
         """The config file is rewritten while Bulwark has no descriptor left: the watcher
         sees the change but cannot open the file (EMFILE). Once descriptors are back the
         change must still be applied (the file watch is what a Kubernetes ConfigMap update
-        relies on; nobody sends a SIGHUP). DEFECT at the time of writing: the read error is
-        recorded as the fingerprint last acted on, counted as a refused reload, and the new
-        file is never read again until it changes once more."""
+        relies on; nobody sends a SIGHUP). It failed before the reload retried such reads:
+        the read error was recorded as the fingerprint last acted on, counted as a
+        refused reload, and the new file never read again until it changed once more; now a
+        read that fails for want of descriptors is tried again shortly."""
         backend = Testd()
         self.on_teardown(backend.stop)
         self.proxy = Bulwark(TEMPLATE, upstream=backend.address, timeout="30s",
