@@ -6,6 +6,7 @@
 #include <cstring>
 #include <string>
 
+#include "config/lint.h"
 #include "config/loader.h"
 #include "core/log.h"
 #include "server.h"
@@ -15,7 +16,7 @@ namespace {
 void usage(FILE* out) {
   std::fprintf(out,
                "usage: bulwark [-c FILE]            run (default FILE: config/bulwark.yaml)\n"
-               "       bulwark --check [-c FILE]    validate the config and exit\n"
+               "       bulwark --check [-c FILE]    validate the config, warn about risky policies, exit\n"
                "       bulwark --version\n");
 }
 
@@ -51,6 +52,9 @@ int main(int argc, char** argv) {
     return 1;
   }
   if (check) {
+    // Risky but valid policies: warned about on stderr, the file is still ok (exit 0).
+    for (const auto& w : bulwark::lint_config(*result.config))
+      std::fprintf(stderr, "warning: %s\n", w.c_str());
     std::printf("%s: ok\n", file.c_str());
     return 0;
   }

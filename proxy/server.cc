@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "config/json.h"
+#include "config/lint.h"
 #include "config/loader.h"
 #include "core/json.h"
 #include "core/log.h"
@@ -58,6 +59,8 @@ int Server::run() {
   const int worker_count = initial_->workers;
   registry_ = std::make_unique<StatsRegistry>(worker_count);
   generation_ = build_generation(initial_, nullptr, *registry_);
+  // Risky but valid policies, as `bulwark --check` prints them: one line each.
+  for (const auto& w : lint_config(config())) log_warn("config warning: " + w);
   access_log_ = AccessLogSink::open(config().access_log_path, error);
   if (!access_log_) {
     log_error(error);

@@ -9,6 +9,7 @@
 #include <memory>
 
 #include "config/json.h"
+#include "config/lint.h"
 #include "config/loader.h"
 #include "core/log.h"
 #include "server.h"
@@ -235,6 +236,7 @@ void Server::apply_reload(LoadJob& job) {
                      "generation " + std::to_string(generation_->number));
   log_info("config reloaded (" + trigger + "): generation " + std::to_string(generation_->number) +
            "; " + summary.text());
+  for (const auto& w : lint_config(*config)) log_warn("config warning: " + w);
 }
 
 void Server::sync_upstreams() {

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <utility>
@@ -190,8 +191,14 @@ struct Config {
   std::uint64_t redis_timeout_ms = 20;
   std::vector<ListenerConfig> listeners;
   std::vector<UpstreamConfig> upstreams;
+  // Where each key was written, by key path ("listeners[0].routes[1].retry.attempts"; a list
+  // item, "upstreams[2]", by the item's position), for warnings (config/lint.h).
+  std::map<std::string, SourceMark> marks;
 
   const UpstreamConfig* find_upstream(const std::string& name) const;
+  // The position of the key at `path`, or else of the nearest enclosing key written in the
+  // file (a default value has no position of its own); {0, 0} when none is known.
+  SourceMark mark_of(std::string path) const;
 };
 
 }  // namespace bulwark

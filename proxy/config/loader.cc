@@ -326,6 +326,7 @@ void read_root(ConfigErrors& errors, const YAML::Node& root, Config& c) {
 
 LoadResult finish(ConfigErrors& errors, Config config) {
   LoadResult result;
+  config.marks = std::move(errors.marks());
   if (errors.empty())
     result.config = std::move(config);
   else
@@ -339,6 +340,16 @@ const UpstreamConfig* Config::find_upstream(const std::string& name) const {
   for (const auto& u : upstreams)
     if (u.name == name) return &u;
   return nullptr;
+}
+
+SourceMark Config::mark_of(std::string path) const {
+  for (;;) {
+    auto it = marks.find(path);
+    if (it != marks.end()) return it->second;
+    auto cut = path.find_last_of(".[");
+    if (cut == std::string::npos || cut == 0) return {};
+    path.resize(cut);
+  }
 }
 
 LoadResult load_config_string(const std::string& text, const std::string& name) {

@@ -15,6 +15,11 @@ void ConfigErrors::add(const YAML::Mark& mark, const std::string& path,
                    (path.empty() ? "(root)" : path) + ": " + message);
 }
 
+void ConfigErrors::record(const std::string& path, const YAML::Mark& mark) {
+  if (path.empty() || mark.is_null()) return;
+  marks_.emplace(path, SourceMark{mark.line + 1, mark.column + 1});
+}
+
 std::string join_path(const std::string& parent, const std::string& key) {
   return parent.empty() ? key : parent + "." + key;
 }
@@ -30,6 +35,7 @@ YamlFields::YamlFields(ConfigErrors& errors, const YAML::Node& node, std::string
     return;
   }
   is_map_ = true;
+  errors_.record(path_, mark_);  // a list item; a mapping under a key has its key's mark
   std::set<std::string> seen;
   for (const auto& item : node) {
     const YAML::Node& key = item.first;
@@ -47,6 +53,8 @@ YamlFields::YamlFields(ConfigErrors& errors, const YAML::Node& node, std::string
                   "unknown key (expected one of: " + list + ")");
     } else if (!seen.insert(name).second) {
       errors_.add(key.Mark(), join_path(path_, name), "duplicate key");
+    } else {
+      errors_.record(join_path(path_, name), key.Mark());
     }
   }
 }

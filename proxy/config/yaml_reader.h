@@ -1,13 +1,18 @@
 // Typed, error-collecting access to one YAML mapping. Every problem is recorded as
 // "FILE:LINE:COL: key.path: message" and reading goes on, so a user sees all errors at once.
+// The position of every key read is kept too (ConfigErrors::marks), for warnings
+// (config/lint.h) that point at a key of a valid file.
 #pragma once
 
 #include <yaml-cpp/yaml.h>
 
 #include <cstdint>
 #include <initializer_list>
+#include <map>
 #include <string>
 #include <vector>
+
+#include "config/config.h"
 
 namespace bulwark {
 
@@ -18,10 +23,16 @@ class ConfigErrors {
   const std::vector<std::string>& lines() const { return lines_; }
   bool empty() const { return lines_.empty(); }
   const std::string& file() const { return file_; }
+  // Records where the key at `path` was written; the first record of a path wins.
+  void record(const std::string& path, const YAML::Mark& mark);
+  // Key path ("listeners[0].routes[1].retry.attempts") -> position of the key; for a list
+  // item ("listeners[0].routes[1]"), of the item.
+  std::map<std::string, SourceMark>& marks() { return marks_; }
 
  private:
   std::string file_;
   std::vector<std::string> lines_;
+  std::map<std::string, SourceMark> marks_;
 };
 
 // Joins a parent path and a key: ("listeners[0]", "name") -> "listeners[0].name".
