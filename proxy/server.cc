@@ -174,7 +174,11 @@ int Server::run() {
       log_warn(error + "; reload with SIGHUP");
       watcher_.reset();
     } else {
-      reload(true);  // a change made while starting (after the file was read) is applied now
+      // A change made while starting (after main() read the file) is applied now. Compared
+      // here rather than by a reload job: no thread pool is started for an unchanged file.
+      std::string text, read_error;
+      if (!read_config_file(config().file, text, read_error) || text != last_fingerprint_)
+        reload(true);
     }
   }
   for (auto& w : workers_) w->start();

@@ -450,8 +450,20 @@ class ReloadEdgeCases(ReloadTest):
         proxy = Bulwark(TEMPLATE, wait_ready=False, write_config=outside_link,
                         **dict(DEFAULTS, routes=many, upstreams=upstreams(("a", a.address))))
         self.addCleanup(proxy.stop)
-        # Popen has returned: bulwark has been exec'd and is loading its config.
+        # Popen has returned: bulwark has been exec'd. Before main() runs (the dynamic loader,
+        # longer on a busy machine) no program can catch a signal; from its first line on,
+        # SIGHUP is ignored until the reload handler takes over. Wait for that, then signal
+        # while the config is still being loaded and the listeners bound.
         self.assertTrue(os.readlink("/proc/%d/exe" % proxy.proc.pid).endswith("bulwark"))
+
+        def hup_ignored_or_caught():
+            with open("/proc/%d/status" % proxy.proc.pid) as f:
+                for line in f:
+                    if line.startswith(("SigIgn:", "SigCgt:")) and \
+                            int(line.split()[1], 16) & (1 << (signal.SIGHUP - 1)):
+                        return True
+            return False
+        wait_for(hup_ignored_or_caught, timeout=10, interval=0.0005, what="main() ignoring SIGHUP")
         proxy.signal(signal.SIGHUP)
         time.sleep(0.3)
         self.assertIsNone(proxy.proc.poll(), "bulwark was killed by a SIGHUP sent while it started "
