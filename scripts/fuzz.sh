@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
-install_packages $BULWARK_BUILD_PACKAGES clang-16 libfuzzer-16-dev
+install_packages $BULWARK_BUILD_PACKAGES clang-16 libfuzzer-16-dev libclang-rt-16-dev
 
 keep=0
 seconds=${BULWARK_FUZZ_SECONDS:-60}
@@ -47,10 +47,11 @@ for t in "${targets[@]}"; do
   mkdir -p "$work/$t/new" "$work/$t/artifacts"
   echo "== $t: ${seconds}s from $(ls "$seeds" | wc -l) seeds"
   status=0
-  # One process, one core: no -jobs/-workers beyond 1. New inputs land in the first directory.
+  # One process, one core (no -jobs/-workers: those fork children). New inputs land in the
+  # first directory.
   "$build/tests/fuzz/$t" "$work/$t/new" "$seeds" \
     -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len="${max_len[$t]}" \
-    -dict="tests/fuzz/dict/${dict[$t]}.dict" -print_final_stats=1 -jobs=1 -workers=1 \
+    -dict="tests/fuzz/dict/${dict[$t]}.dict" -print_final_stats=1 \
     -artifact_prefix="$work/$t/artifacts/" >"$work/$t/log" 2>&1 || status=$?
   grep -E '^(#[0-9]+ +DONE|stat::number_of_executed_units|stat::average_exec_per_sec|stat::peak_rss_mb)' \
     "$work/$t/log" || true

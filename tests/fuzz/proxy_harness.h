@@ -90,6 +90,7 @@ class Backend {
   std::vector<std::unique_ptr<Conn>>& conns() { return conns_; }
 
   std::function<void(Conn&)> on_data;
+  std::uint64_t bytes_read = 0;  // by all connections (progress, for the harness)
 
  private:
   static void on_connection(uv_stream_t* server, int status) {
@@ -118,6 +119,7 @@ class Backend {
       return;
     }
     c->received.append(buf->base, static_cast<std::size_t>(n));
+    c->owner->bytes_read += static_cast<std::uint64_t>(n);
     if (c->owner->on_data) c->owner->on_data(*c);
   }
 
@@ -208,9 +210,17 @@ class ProxyHarness {
     auto* d = new ClientConnection(listener());
     worker->add_downstream(d);
     if (d->open(sv[1])) {
-      for (int i = 0; i < 200 && listener().connections > before; ++i) {
+      // Until the connection closes, or nothing has moved for a while: every step of the
+      // path (client -> proxy -> upstream connect -> backend -> proxy -> client) completes
+      // within a turn or two on a local socket, so 16 quiet turns mean it waits for the client.
+      int quiet = 0;
+      for (int i = 0; i < 400 && quiet < 16 && listener().connections > before; ++i) {
+        std::size_t got = received.size(), was_sent = sent;
+        std::uint64_t backend_bytes = backend->bytes_read;
         turn();
         pump();
+        bool moved = received.size() != got || sent != was_sent || backend->bytes_read != backend_bytes;
+        quiet = moved ? 0 : quiet + 1;
       }
     }
     // The client hangs up; the connection must close.
