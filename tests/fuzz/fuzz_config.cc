@@ -1,6 +1,6 @@
 // The config loader (config/loader.h, load_config_string) on arbitrary text. Invariants:
 // exactly one of a config or errors; every error is "FILE:LINE:COL: ..." with FILE the name
-// given and LINE/COL positive numbers; loading is deterministic (the same text gives the same
+// given and LINE/COL positive numbers (0:0 for the whole file); loading is deterministic (the same text gives the same
 // errors); a config that loads re-loads from the same text to the same listener/upstream set.
 #include <cstdint>
 #include <string>
@@ -13,20 +13,24 @@ using namespace bulwark;
 
 namespace {
 
-bool positive_number(const std::string& s, std::size_t& i) {
+// A number without leading zeros; `zero` tells whether it is 0.
+bool number(const std::string& s, std::size_t& i, bool& zero) {
   std::size_t start = i;
   while (i < s.size() && s[i] >= '0' && s[i] <= '9') ++i;
-  return i > start && !(i - start == 1 && s[start] == '0');
+  zero = i - start == 1 && s[start] == '0';
+  return i > start && (zero || s[start] != '0');
 }
 
-// "fuzz.yaml:LINE:COL: " then a message.
+// "fuzz.yaml:LINE:COL: " then a message: LINE and COL both positive, or both 0 for an error
+// about the whole file ("the file is empty", docs/operations.md).
 bool well_formed(const std::string& e) {
   static const std::string prefix = "fuzz.yaml:";
   if (e.compare(0, prefix.size(), prefix) != 0) return false;
   std::size_t i = prefix.size();
-  if (!positive_number(e, i) || i >= e.size() || e[i] != ':') return false;
+  bool line_zero = false, col_zero = false;
+  if (!number(e, i, line_zero) || i >= e.size() || e[i] != ':') return false;
   ++i;
-  if (!positive_number(e, i)) return false;
+  if (!number(e, i, col_zero) || line_zero != col_zero) return false;
   return e.compare(i, 2, ": ") == 0 && e.size() > i + 2;
 }
 

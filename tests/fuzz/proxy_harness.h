@@ -29,6 +29,7 @@
 #include "generation.h"
 #include "net/address.h"
 #include "pipeline/client_connection.h"
+#include "upstream/pool.h"
 #include "upstream/upstream.h"
 #include "upstream/upstream_state.h"
 #include "worker.h"
@@ -223,13 +224,20 @@ class ProxyHarness {
         quiet = moved ? 0 : quiet + 1;
       }
     }
+    if (std::getenv("BULWARK_FUZZ_DEBUG"))
+      std::fprintf(stderr, "served: %zu bytes sent, %zu received, backend read %llu, open %llu\n%s\n",
+                   sent, received.size(), static_cast<unsigned long long>(backend->bytes_read),
+                   static_cast<unsigned long long>(listener().connections - before),
+                   received.substr(0, 300).c_str());
     // The client hangs up; the connection must close.
     ::close(sv[0]);
     for (int i = 0; i < 200 && listener().connections > before; ++i) turn();
     FUZZ_CHECK(listener().connections == before,
                "client connection still open after the client closed");
-    // Upstream connections are closed too, so the next input starts from an empty pool.
-    worker->upstream(0).close_all();
+    // Upstream connections are closed too, so the next input starts from an empty pool: the
+    // idle ones here, and the backend closes its side of every one.
+    Upstream::Pick pick = worker->upstream(0).pick(uv_now(loop));
+    if (pick.endpoint) pick.endpoint->pool->close_idle();
     backend->close_all();
     for (int i = 0; i < 200 && !backend->all_closed(); ++i) turn();
     FUZZ_CHECK(backend->all_closed(), "backend connections still open");
