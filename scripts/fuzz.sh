@@ -53,7 +53,7 @@ for t in "${targets[@]}"; do
     -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len="${max_len[$t]}" \
     -dict="tests/fuzz/dict/${dict[$t]}.dict" -print_final_stats=1 \
     -artifact_prefix="$work/$t/artifacts/" >"$work/$t/log" 2>&1 || status=$?
-  grep -E '^(#[0-9]+ +DONE|stat::number_of_executed_units|stat::average_exec_per_sec|stat::peak_rss_mb)' \
+  grep -E '^(#[0-9]+[[:space:]]+DONE|stat::number_of_executed_units|stat::average_exec_per_sec|stat::peak_rss_mb)' \
     "$work/$t/log" || true
   echo "   new inputs: $(ls "$work/$t/new" | wc -l)"
   crashes=$(ls "$work/$t/artifacts")
