@@ -96,11 +96,13 @@ inline Message read_message(std::string_view in, std::size_t pos, bool request, 
     if (name == "host") ++hosts;
     if (name == "content-length") {
       ++lengths;
-      if (value.empty() || value.size() > 18) return invalid("bad Content-Length");
+      if (value.empty()) return invalid("empty Content-Length");
       std::uint64_t n = 0;
       for (char c : value) {
         if (c < '0' || c > '9') return invalid("bad Content-Length '" + std::string(value) + "'");
-        n = n * 10 + static_cast<std::uint64_t>(c - '0');
+        std::uint64_t digit = static_cast<std::uint64_t>(c - '0');
+        if (n > (~0ull - digit) / 10) return invalid("Content-Length above 2^64");
+        n = n * 10 + digit;
       }
       m.has_length = true;
       m.content_length = n;
