@@ -244,6 +244,13 @@ int ClientConnection::cb_message_begin(llhttp_t* p) {
 int ClientConnection::cb_url(llhttp_t* p, const char* at, std::size_t len) {
   auto* d = self(p);
   if (!d->count_head_bytes(len)) return -1;
+  // Debian's llhttp is built non-strict: it lets HTAB and FF through in the target, which
+  // an upstream may take for the end of it. Any control byte or SP is refused here.
+  for (std::size_t i = 0; i < len; ++i) {
+    unsigned char c = static_cast<unsigned char>(at[i]);
+    if (c <= 0x20 || c == 0x7f)
+      return d->parse_error(Reason::bad_request, "control character in the request target");
+  }
   d->b().url.append(at, len);
   return 0;
 }
