@@ -62,10 +62,11 @@ class RedisChaos(ChaosTest):
                 pass
             redis.kill()
         self.on_teardown(lambda: cleanup())
-        # 20 ms, as a sidecar next to its Redis would have; a sanitizer build is several times
-        # slower, and a healthy Redis must not time out there (a deny while Redis is up).
+        # A healthy Redis must not time out (that would be a deny while Redis is up), and on a
+        # busy 2-core CI machine running other tests beside this one, 20 ms did (the proxy or
+        # Redis was not scheduled in time): 200 ms, still well inside the 1 s bound below.
         self.proxy = Bulwark(TEMPLATE, upstream=backend.address, redis=redis_port,
-                             redis_timeout="150ms" if SANITIZED else "20ms")
+                             redis_timeout="300ms" if SANITIZED else "200ms")
         wait_for(lambda: any(l.endswith(" connected") for l in redis_lines(self.proxy)),
                  what="connected to Redis")
         self.warm()
@@ -88,6 +89,10 @@ class RedisChaos(ChaosTest):
                     allowed = ("rate-limited",) if path == "/deny/x" else ()
                     reason = check_answer(self, status, h, body, allowed_reasons=allowed, what=path)
                     detail = json.loads(body)["detail"] if reason else ""
+                    # A request under way when the phase changed (sent while Redis was up,
+                    # answered after it was paused) belongs to neither phase.
+                    if phase[0] != p:
+                        p = "transition"
                     results.append((p, path, status, reason, detail, time.time() - t))
                 except Exception as e:  # noqa: BLE001
                     failures.append((p, path, repr(e)))
@@ -135,7 +140,7 @@ class RedisChaos(ChaosTest):
                 self.assertEqual(denied, [], "denied while Redis was %s" % p)
         self.assertGreater(sum(1 for p in ("paused", "killed") for row in by_phase[p]
                                if row[0] == "/deny/x" and row[1] == 429), 0)
-        # Every answer prompt, the hung Redis included (redis.timeout is 20 ms, 150 ms under sanitizers).
+        # Every answer prompt, the hung Redis included (redis.timeout is 200 ms, 300 ms under sanitizers).
         self.assertLess(max(secs for *_, secs in results), 1.0)
 
         # Global limiting works again: 5 of a burst, counted in Redis.

@@ -301,10 +301,17 @@ TEST_CASE("client connection: a client that does not read stops the proxy readin
   auto backend_queued = [&] {
     return uv_stream_get_write_queue_size(reinterpret_cast<const uv_stream_t*>(&be.tcp));
   };
-  f.settle(2000);
+  // The socket buffers on the way fill, and the kernel may grow them for a while (TCP
+  // autotuning, slower on a busy machine): wait until the backend's queue holds still.
+  std::size_t stuck = backend_queued();
+  for (int i = 0; i < 100; ++i) {
+    f.settle(200);
+    std::size_t now = backend_queued();
+    if (now == stuck && i > 0) break;
+    stuck = now;
+  }
   // Without backpressure the proxy would have read it all (queueing it in memory) and the
   // backend's queue would be empty.
-  std::size_t stuck = backend_queued();
   CHECK(stuck > size / 2);
   f.settle(200);
   CHECK(backend_queued() == stuck);  // nothing moves while the client does not read
