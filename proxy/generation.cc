@@ -1,5 +1,8 @@
 #include "generation.h"
 
+#include <map>
+#include <tuple>
+
 #include "config/json.h"
 
 namespace bulwark {
@@ -83,7 +86,9 @@ std::shared_ptr<Generation> build_generation(std::shared_ptr<const Config> confi
                             static_cast<int>(g->upstreams.size()) + sum.upstreams_new;
   // Routes: kept when the listener and route names and the route's block are the same (and its
   // upstream is kept: a retry budget counts the requests of one upstream).
-  std::map<std::string, std::shared_ptr<RouteState>> old_routes;
+  // Key: listener name, the route's block as JSON, and its upstream's state object.
+  using RouteKey = std::tuple<std::string, std::string, const UpstreamState*>;
+  std::map<RouteKey, std::shared_ptr<RouteState>> old_routes;
   if (previous) {
     const Config& pc = *previous->config;
     for (std::size_t li = 0; li < pc.listeners.size(); ++li)
@@ -91,8 +96,7 @@ std::shared_ptr<Generation> build_generation(std::shared_ptr<const Config> confi
         const RouteConfig& r = pc.listeners[li].routes[ri];
         const auto& up = previous->upstreams[static_cast<std::size_t>(
             previous->route_upstreams[li][ri])];
-        old_routes[pc.listeners[li].name + '\n' + route_to_json(r) + '\n' +
-                   std::to_string(reinterpret_cast<std::uintptr_t>(up.get()))] =
+        old_routes[RouteKey(pc.listeners[li].name, route_to_json(r), up.get())] =
             previous->routes[li][ri];
       }
   }
@@ -105,8 +109,7 @@ std::shared_ptr<Generation> build_generation(std::shared_ptr<const Config> confi
         if (c.upstreams[u].name == r.upstream) target = static_cast<int>(u);
       g->route_upstreams.back().push_back(target);
       const auto& up = g->upstreams[static_cast<std::size_t>(target)];
-      auto found = old_routes.find(l.name + '\n' + route_to_json(r) + '\n' +
-                                   std::to_string(reinterpret_cast<std::uintptr_t>(up.get())));
+      auto found = old_routes.find(RouteKey(l.name, route_to_json(r), up.get()));
       if (found != old_routes.end()) {
         g->routes.back().push_back(found->second);
         ++sum.routes_kept;

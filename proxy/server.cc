@@ -390,11 +390,9 @@ std::string Server::status_json() const {
         breaker = "{\"state\":\"" + std::string(breaker_state_name(b->state())) +
                   "\",\"open_for_ms\":" + std::to_string(until > now ? until - now : 0) + "}";
       }
-      static const char* const kHealth[] = {"unknown", "healthy", "unhealthy"};
-      std::string health =
-          state.config().health_check
-              ? std::string("\"") + kHealth[static_cast<int>(ep.health_state())] + "\""
-              : "\"unchecked\"";
+      std::string health = state.config().health_check
+                               ? std::string("\"") + health_name(ep.health_state()) + "\""
+                               : "\"unchecked\"";
       out += ",\"health\":" + health + ",\"breaker\":" + breaker +
              ",\"in_flight\":" + std::to_string(in_flight) +
              ",\"pool\":{\"active\":" + std::to_string(active) +

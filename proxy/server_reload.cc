@@ -3,6 +3,7 @@
 // is built (keeping the state of unchanged upstreams and routes), sockets are opened for new
 // listeners, and every worker switches to it for new requests; requests in flight finish
 // under the generation they began in.
+#include <errno.h>
 #include <malloc.h>
 #include <unistd.h>
 
@@ -94,13 +95,12 @@ void Server::reload(bool from_watch) {
       [](uv_work_t* req) {
         auto* j = static_cast<LoadJob*>(req->data);
         std::string text, error;
-        j->read_ok = read_config_file(j->file, text, error);
+        int why = 0;
+        j->read_ok = read_config_file(j->file, text, error, &why);
         j->fingerprint = j->read_ok ? text : std::string("\0", 1) + error;
         j->blank = j->read_ok ? text.find_first_not_of(" \t\r\n") == std::string::npos
-                              : error.find("(ENOENT)") != std::string::npos;
-        j->transient = !j->read_ok && (error.find("(EMFILE)") != std::string::npos ||
-                                       error.find("(ENFILE)") != std::string::npos ||
-                                       error.find("(ENOMEM)") != std::string::npos);
+                              : why == ENOENT;
+        j->transient = !j->read_ok && (why == EMFILE || why == ENFILE || why == ENOMEM);
         if (j->from_watch && !j->transient && j->fingerprint == j->last) {
           j->unchanged = true;
           return;

@@ -85,10 +85,8 @@ void StatusHistory::watch(const Generation& g, std::uint64_t now_ms) {
     for (const auto& e : *endpoints) {
       std::string key = state->config().name + "/" + e->name;
       std::string breaker = e->breaker ? breaker_state_name(e->breaker->state()) : "disabled";
-      static const char* const kHealth[] = {"unknown", "healthy", "unhealthy"};
-      std::string health = state->config().health_check
-                               ? kHealth[static_cast<int>(e->health_state())]
-                               : "unchecked";
+      std::string health =
+          state->config().health_check ? health_name(e->health_state()) : "unchecked";
       auto b = breaker_.find(key);
       if (b != breaker_.end() && b->second != breaker)
         add_event(now_ms, "breaker", key, b->second, breaker);

@@ -387,43 +387,48 @@ std::string errno_text(int error) {
 
 }  // namespace
 
-bool read_config_file(const std::string& path, std::string& text, std::string& error) {
+bool read_config_file(const std::string& path, std::string& text, std::string& error,
+                      int* error_number) {
   text.clear();
+  int why = 0;
+  auto fail = [&](std::string message) {
+    error = std::move(message);
+    if (error_number) *error_number = why;
+    return false;
+  };
   // Non-blocking: a FIFO at the path must not hang the reader (it is refused below).
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
-    error = "cannot open the file: " + errno_text(errno);
-    return false;
+    why = errno;
+    return fail("cannot open the file: " + errno_text(why));
   }
   struct stat st {};
   if (::fstat(fd, &st) != 0) {
-    error = "cannot read the file: " + errno_text(errno);
+    why = errno;
     ::close(fd);
-    return false;
+    return fail("cannot read the file: " + errno_text(why));
   }
   if (!S_ISREG(st.st_mode)) {
     ::close(fd);
-    error = S_ISDIR(st.st_mode) ? "cannot read the file: " + errno_text(EISDIR)
-                                : std::string("not a regular file (a FIFO, device or socket)");
-    return false;
+    if (!S_ISDIR(st.st_mode)) return fail("not a regular file (a FIFO, device or socket)");
+    why = EISDIR;
+    return fail("cannot read the file: " + errno_text(why));
   }
   char buffer[16 * 1024];
   for (;;) {
     ssize_t n = ::read(fd, buffer, sizeof buffer);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) {
-      int why = errno;
+      why = errno;
       ::close(fd);
-      error = "cannot read the file: " + errno_text(why);
-      return false;
+      return fail("cannot read the file: " + errno_text(why));
     }
     if (n == 0) break;
     text.append(buffer, static_cast<std::size_t>(n));
     if (text.size() > kMaxConfigBytes) {
       ::close(fd);
       text.clear();
-      error = "the file is larger than 4 MiB; is it the right file?";
-      return false;
+      return fail("the file is larger than 4 MiB; is it the right file?");
     }
   }
   ::close(fd);

@@ -16,8 +16,11 @@ struct LoadResult {
 };
 
 // Reads a config file's bytes (a regular file of at most 4 MiB; the open never blocks, so a
-// FIFO is refused rather than waited on). False with `error` (no "FILE:" prefix) otherwise.
-bool read_config_file(const std::string& path, std::string& text, std::string& error);
+// FIFO is refused rather than waited on). False with `error` (no "FILE:" prefix) otherwise,
+// and `error_number` (when given) set to the errno behind it, or 0 when it is not a system
+// error (too large, not a regular file).
+bool read_config_file(const std::string& path, std::string& text, std::string& error,
+                      int* error_number = nullptr);
 // `text_read`: set to the file's bytes when it could be read.
 LoadResult load_config_file(const std::string& path, std::string* text_read = nullptr);
 // `name` is used as FILE in messages.

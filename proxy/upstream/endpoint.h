@@ -17,6 +17,17 @@
 namespace bulwark {
 
 enum class EndpointHealth : int { unknown = 0, healthy = 1, unhealthy = 2 };
+// "unknown", "healthy", "unhealthy": as logs, /status and /status/history spell it.
+constexpr const char* health_name(EndpointHealth h) {
+  switch (h) {
+    case EndpointHealth::healthy:
+      return "healthy";
+    case EndpointHealth::unhealthy:
+      return "unhealthy";
+    default:
+      return "unknown";
+  }
+}
 enum class HealthResult { success = 0, failure = 1, timeout = 2 };
 
 struct EndpointState {

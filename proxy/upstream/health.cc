@@ -41,17 +41,6 @@ bool status_expected(const HealthCheckConfig& config, int status) {
 }
 
 namespace {
-const char* health_name(EndpointHealth h) {
-  switch (h) {
-    case EndpointHealth::healthy:
-      return "healthy";
-    case EndpointHealth::unhealthy:
-      return "unhealthy";
-    default:
-      return "unknown";
-  }
-}
-
 // One probe connection; freed in its close callback.
 struct ProbeConn {
   uv_tcp_t tcp;

@@ -9,46 +9,16 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 validate=$root/scripts/validate-deploy.sh
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-passed=0 failed=0
+source "$root/tests/break_cases.sh"
 
 fresh() {  # a clean copy of deploy/ and the chart
   rm -rf "$tmp/deploy" "$tmp/chart"
   cp -r "$root/deploy" "$tmp/deploy"
   cp -r "$root/helm/bulwark" "$tmp/chart"
 }
-# break FILE SED-EXPRESSION: edits the copy, and insists that the edit changed something
-break_file() {
-  local f=$1 expr=$2
-  cp "$f" "$tmp/before"
-  sed -i "$expr" "$f"
-  if cmp -s "$f" "$tmp/before"; then
-    echo "test setup: '$expr' changed nothing in $f" >&2
-    exit 2
-  fi
-}
 run() { DEPLOY_DIR=$tmp/deploy CHART_DIR=$tmp/chart bash "$validate" >"$tmp/out" 2>&1; }
-expect_fail() {  # NAME MESSAGE
-  local name=$1 message=$2 rc=0
-  run || rc=$?
-  if [[ $rc -eq 1 ]] && grep -qF -- "$message" "$tmp/out"; then
-    echo "ok: $name (exit 1, says: $(grep -F -- "$message" "$tmp/out" | head -1))"
-    passed=$((passed + 1))
-  else
-    echo "FAILED: $name: expected exit 1 with '$message', got exit $rc:" >&2
-    tail -20 "$tmp/out" >&2
-    failed=$((failed + 1))
-  fi
-}
 
-fresh
-if run; then
-  echo "ok: an unbroken copy passes"
-  passed=$((passed + 1))
-else
-  echo "FAILED: an unbroken copy of deploy/ and the chart does not pass:" >&2
-  tail -20 "$tmp/out" >&2
-  exit 1
-fi
+expect_unbroken_passes "deploy/ and the chart"
 
 fresh
 break_file "$tmp/deploy/inbound.yaml" 's/^          restartPolicy: Always .*/&\n          imagePullPolicyy: Always/'
@@ -98,5 +68,4 @@ fresh
 break_file "$tmp/chart/templates/monitoring.yaml" '/^      honorLabels: true  # as for the PodMonitor$/d'
 expect_fail "chart ServiceMonitor without honorLabels" "monitoring: the PodMonitor and the ServiceMonitor must set honorLabels: true"
 
-echo "$passed passed, $failed failed"
-[[ $failed -eq 0 ]]
+finish

@@ -10,7 +10,7 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 validate=$root/scripts/validate-observability.sh
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-passed=0 failed=0
+source "$root/tests/break_cases.sh"
 
 fresh() {  # clean copies
   rm -rf "$tmp/grafana" "$tmp/prometheus" "$tmp/runbooks.md"
@@ -18,42 +18,12 @@ fresh() {  # clean copies
   cp -r "$root/deploy/prometheus" "$tmp/prometheus"
   cp "$root/docs/runbooks.md" "$tmp/runbooks.md"
 }
-# break_file FILE SED-EXPRESSION: edits the copy, and insists that the edit changed something
-break_file() {
-  local f=$1 expr=$2
-  cp "$f" "$tmp/before"
-  sed -i "$expr" "$f"
-  if cmp -s "$f" "$tmp/before"; then
-    echo "test setup: '$expr' changed nothing in $f" >&2
-    exit 2
-  fi
-}
 run() {
   DASHBOARD=$tmp/grafana/bulwark.json RULES_DIR=$tmp/prometheus RUNBOOKS=$tmp/runbooks.md \
     bash "$validate" >"$tmp/out" 2>&1
 }
-expect_fail() {  # NAME MESSAGE
-  local name=$1 message=$2 rc=0
-  run || rc=$?
-  if [[ $rc -eq 1 ]] && grep -qF -- "$message" "$tmp/out"; then
-    echo "ok: $name (exit 1, says: $(grep -F -- "$message" "$tmp/out" | head -1))"
-    passed=$((passed + 1))
-  else
-    echo "FAILED: $name: expected exit 1 with '$message', got exit $rc:" >&2
-    tail -20 "$tmp/out" >&2
-    failed=$((failed + 1))
-  fi
-}
 
-fresh
-if run; then
-  echo "ok: an unbroken copy passes"
-  passed=$((passed + 1))
-else
-  echo "FAILED: an unbroken copy of the dashboard, rules and runbooks does not pass:" >&2
-  tail -20 "$tmp/out" >&2
-  exit 1
-fi
+expect_unbroken_passes "the dashboard, rules and runbooks"
 
 d=$tmp/grafana/bulwark.json
 fresh
@@ -103,5 +73,4 @@ break_file "$tmp/prometheus/rules.yaml" 's/severity: critical/severity: page/'
 break_file "$tmp/prometheus/rules_test.yaml" 's/severity: critical/severity: page/'
 expect_fail "severity outside critical, warning, info" "severity label is 'page'"
 
-echo "$passed passed, $failed failed"
-[[ $failed -eq 0 ]]
+finish
