@@ -231,6 +231,11 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
                            "Requests shed by load shedding (answered 503 overloaded; in shadow "
                            "mode counted only), and retries not made because of it.",
                            pm::MetricType::Counter);
+  auto tls_handshakes =
+      family("bulwark_tls_handshakes_total",
+             "TLS handshakes, by side (downstream: on a listener; upstream: to an upstream's "
+             "endpoints) and result.",
+             pm::MetricType::Counter);
   const int workers = static_cast<int>(workers_.size());
   for (const auto& shared : g.upstreams) {
     const UpstreamState* state = shared.get();
@@ -238,6 +243,7 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
     std::int64_t active = 0, idle = 0;
     std::uint64_t stale_retries = 0;
     std::array<std::uint64_t, static_cast<int>(ConnectResult::count_)> connect_counts{};
+    std::array<std::uint64_t, 2> handshakes{};
     auto endpoints = state->endpoints();
     std::size_t ejected = 0, health_only = 0;
     for (const auto& endpoint : *endpoints) {
@@ -280,6 +286,7 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
         idle += e.idle.get();
         for (int c = 0; c < static_cast<int>(ConnectResult::count_); ++c)
           connect_counts[c] += e.connects[c].get();
+        for (int r = 0; r < 2; ++r) handshakes[r] += e.tls_handshakes[r].get();
       }
     }
     if (state->config().circuit_breaker || state->config().health_check) {
@@ -306,6 +313,11 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
     for (int c = 0; c < static_cast<int>(ConnectResult::count_); ++c)
       connects.metric.push_back(counter({{"upstream", name}, {"result", kConnectNames[c]}},
                                         static_cast<double>(connect_counts[c])));
+    if (state->config().tls)
+      for (int r = 0; r < 2; ++r)
+        tls_handshakes.metric.push_back(
+            counter({{"side", "upstream"}, {"name", name}, {"result", r == 0 ? "success" : "failure"}},
+                    static_cast<double>(handshakes[r])));
   }
   out.push_back(std::move(upstream_requests));
   out.push_back(std::move(healthy));
@@ -321,6 +333,7 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
   out.push_back(std::move(pool));
   out.push_back(std::move(connects));
   out.push_back(std::move(stale));
+  out.push_back(std::move(tls_handshakes));
   out.push_back(std::move(conns));
   out.push_back(std::move(refused));
 

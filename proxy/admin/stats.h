@@ -95,6 +95,7 @@ struct EndpointStats {
   std::array<Counter, static_cast<int>(ConnectResult::count_)> connects;
   // Requests replayed because a pooled connection was found closed.
   Counter stale_retries;
+  std::array<Counter, 2> tls_handshakes;  // TLS to the endpoint: [success, failure]
   Gauge active;     // pooled connections carrying a request
   Gauge idle;       // pooled connections waiting for one
   Gauge in_flight;  // requests in flight to the endpoint

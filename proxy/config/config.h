@@ -156,6 +156,15 @@ struct Endpoint {
   bool is_ip() const { return address.valid(); }
 };
 
+// tls on an upstream: originate TLS to its endpoints.
+struct UpstreamTlsConfig {
+  std::string sni;            // "" : the endpoint's host name (none for an IP address)
+  std::string ca = "system";  // system (the OS bundle) | a PEM file
+  bool verify = true;         // the chain, and the name (sni, else the endpoint's host or IP)
+  std::string cert;           // client certificate chain (PEM) for mTLS, with `key`
+  std::string key;
+};
+
 struct UpstreamConfig {
   std::string name;
   std::vector<Endpoint> endpoints;
@@ -170,6 +179,7 @@ struct UpstreamConfig {
   std::optional<CircuitBreakerConfig> circuit_breaker;
   std::optional<HealthCheckConfig> health_check;
   std::optional<LoadSheddingConfig> load_shedding;
+  std::optional<UpstreamTlsConfig> tls;
 };
 
 struct Config {

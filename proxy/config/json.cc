@@ -188,6 +188,16 @@ void upstream_json(std::string& out, const UpstreamConfig& u) {
   if (u.circuit_breaker) circuit_breaker_json(o.key("circuit_breaker"), *u.circuit_breaker);
   if (u.health_check) health_check_json(o.key("health_check"), *u.health_check);
   if (u.load_shedding) load_shedding_json(o.key("load_shedding"), *u.load_shedding);
+  if (u.tls) {
+    JsonObject t(o.key("tls"));
+    if (!u.tls->sni.empty()) t.str("sni", u.tls->sni);
+    t.str("ca", u.tls->ca);
+    t.boolean("verify", u.tls->verify);
+    if (!u.tls->cert.empty()) {
+      t.str("cert", u.tls->cert);
+      t.str("key", u.tls->key);
+    }
+  }
 }
 
 // The blocks a reload cannot change (see restart_json).

@@ -157,6 +157,13 @@ void lint_upstream(Lint& lint, const UpstreamConfig& u, const std::string& up,
                   "): the breaker lets client requests through to probe an ejected endpoint "
                   "before the health check has looked at it again; set interval below open_for");
   }
+  // 8. TLS without verification.
+  if (u.tls && !u.tls->verify) {
+    lint.warn(up + ".tls.verify",
+              "verify is false: the upstream's certificate is not checked, so anyone on the "
+              "path can pose as it (and read what is sent); set ca to the CA that signed it "
+              "instead");
+  }
   // 7. A shedding queue that holds requests past their route timeout.
   if (u.load_shedding && u.load_shedding->enforce && u.load_shedding->queue_size > 0) {
     const std::uint64_t wait = u.load_shedding->queue_timeout_ms;

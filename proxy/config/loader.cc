@@ -14,6 +14,7 @@
 #include "config/values.h"
 #include "config/yaml_reader.h"
 #include "http/headers.h"
+#include "net/tls.h"
 
 namespace bulwark {
 namespace {
@@ -146,12 +147,45 @@ void read_listener(ConfigErrors& errors, const YAML::Node& node, const std::stri
   }
 }
 
+// tls on an upstream. The files are loaded here as the proxy will load them (a missing CA
+// file or a key that does not match its certificate is an error of the config, not of the
+// first request).
+void read_upstream_tls(ConfigErrors& errors, const YamlFields& f,
+                       std::optional<UpstreamTlsConfig>& out) {
+  YamlFields t(errors, f.node("tls"), f.path("tls"), {"sni", "ca", "verify", "cert", "key"});
+  if (!t.ok()) return;
+  UpstreamTlsConfig c;
+  t.string("sni", c.sni);
+  t.string("ca", c.ca);
+  t.boolean("verify", c.verify);
+  t.string("cert", c.cert);
+  t.string("key", c.key);
+  std::size_t before = errors.lines().size();
+  if (t.has("sni") && c.sni.empty()) t.error("sni", "must not be empty (leave it out for the endpoint's host)");
+  if (c.ca.empty()) t.error("ca", "must be system or a file");
+  if (t.has("cert") != t.has("key"))
+    t.error(t.has("cert") ? "cert" : "key", "cert and key go together (a client certificate and its private key)");
+  if (errors.lines().size() == before) {
+    std::string error;
+    if (!TlsClientContext::create(c, error)) {
+      // "ca: why" / "cert: why" / "key: why": reported at that key.
+      std::size_t colon = error.find(": ");
+      std::string key = colon == std::string::npos ? "" : error.substr(0, colon);
+      if (key == "ca" || key == "cert" || key == "key")
+        t.error(key.c_str(), error.substr(colon + 2));
+      else
+        errors.add(f.node("tls").Mark(), f.path("tls"), error);
+    }
+  }
+  out = std::move(c);
+}
+
 void read_upstream(ConfigErrors& errors, const YAML::Node& node, const std::string& path,
                    UpstreamConfig& u) {
   YamlFields f(errors, node, path,
                {"name", "endpoints", "dns_refresh", "balance", "connect_timeout",
                 "max_response_header_bytes", "pool", "limits", "circuit_breaker", "health_check",
-                "load_shedding"});
+                "load_shedding", "tls"});
   if (!f.ok()) return;
   if (f.required("name")) f.string("name", u.name);
   if (f.required("endpoints")) {
@@ -219,6 +253,7 @@ void read_upstream(ConfigErrors& errors, const YAML::Node& node, const std::stri
   if (f.has("load_shedding")) {
     read_load_shedding(f, u.load_shedding);
   }
+  if (f.has("tls")) read_upstream_tls(errors, f, u.tls);
 }
 
 void read_root(ConfigErrors& errors, const YAML::Node& root, Config& c) {

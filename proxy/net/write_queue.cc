@@ -8,6 +8,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <string>
+
+#include "net/tls.h"
 
 namespace bulwark {
 namespace {
@@ -72,11 +75,53 @@ void OutBatch::add_chunk_header(std::size_t size) {
   add_copy(std::string_view(buf, static_cast<std::size_t>(n)));
 }
 
+void OutBatch::append_to(std::string& out) const {
+  for (const Piece& p : pieces_)
+    out.append(p.in_scratch ? scratch_.data() + p.scratch_offset : p.base, p.len);
+}
+
 void OutBatch::clear() {
   pieces_.clear();
   scratch_.clear();
   bytes_ = 0;
 }
+
+namespace {
+
+// Sends what the socket takes of `bufs` (`total` bytes) now and queues a copy of the rest
+// with uv_write (`cb` runs when it is written). 0 or a libuv error code.
+int send_or_queue(uv_stream_t* stream, uv_buf_t* bufs, std::size_t nbufs, std::size_t total,
+                  uv_write_cb cb) {
+  std::size_t written = 0;
+  int rc = try_send(stream, bufs, nbufs);
+  if (rc >= 0) {
+    written = static_cast<std::size_t>(rc);
+  } else if (rc != UV_EAGAIN) {
+    return rc;
+  }
+  if (written >= total) return 0;
+  std::size_t rest = total - written;
+  auto* q = static_cast<QueuedWrite*>(std::malloc(sizeof(QueuedWrite) + rest));
+  if (!q) return UV_ENOMEM;  // the caller closes the stream, as for any write error
+  q->len = rest;
+  std::size_t skip = written, at = 0;
+  for (std::size_t i = 0; i < nbufs; ++i) {
+    std::size_t len = bufs[i].len;
+    if (skip >= len) {
+      skip -= len;
+      continue;
+    }
+    std::memcpy(q->data() + at, bufs[i].base + skip, len - skip);
+    at += len - skip;
+    skip = 0;
+  }
+  uv_buf_t buf = uv_buf_init(q->data(), static_cast<unsigned>(rest));
+  int result = uv_write(&q->req, stream, &buf, 1, cb);
+  if (result != 0) std::free(q);
+  return result;
+}
+
+}  // namespace
 
 int OutBatch::flush(uv_stream_t* stream, uv_write_cb cb) {
   if (pieces_.empty()) return 0;
@@ -85,41 +130,48 @@ int OutBatch::flush(uv_stream_t* stream, uv_write_cb cb) {
     const char* base = p.in_scratch ? scratch_.data() + p.scratch_offset : p.base;
     bufs_.push_back(uv_buf_init(const_cast<char*>(base), static_cast<unsigned>(p.len)));
   }
-  std::size_t total = bytes_;
-  std::size_t written = 0;
-  int rc = try_send(stream, bufs_.data(), bufs_.size());
-  if (rc >= 0) {
-    written = static_cast<std::size_t>(rc);
-  } else if (rc != UV_EAGAIN) {
-    clear();
-    return rc;
-  }
-  int result = 0;
-  if (written < total) {
-    std::size_t rest = total - written;
-    auto* q = static_cast<QueuedWrite*>(std::malloc(sizeof(QueuedWrite) + rest));
-    if (!q) {
-      clear();
-      return UV_ENOMEM;  // the caller closes the stream, as for any write error
-    }
-    q->len = rest;
-    std::size_t skip = written, at = 0;
-    for (const uv_buf_t& b : bufs_) {
-      std::size_t len = b.len;
-      if (skip >= len) {
-        skip -= len;
-        continue;
-      }
-      std::memcpy(q->data() + at, b.base + skip, len - skip);
-      at += len - skip;
-      skip = 0;
-    }
-    uv_buf_t buf = uv_buf_init(q->data(), static_cast<unsigned>(rest));
-    result = uv_write(&q->req, stream, &buf, 1, cb);
-    if (result != 0) std::free(q);
-  }
+  int result = send_or_queue(stream, bufs_.data(), bufs_.size(), bytes_, cb);
   clear();
   return result;
+}
+
+int OutBatch::flush(TlsSession& tls, uv_stream_t* stream, uv_write_cb cb) {
+  if (pieces_.empty()) return send_tls_output(tls, stream, cb);
+  // Small pieces (a head, chunk framing) are gathered into records of up to 16 KiB, so a
+  // response does not cost a record per piece; large ones are encrypted in place.
+  constexpr std::size_t kRecord = 16 * 1024;
+  thread_local std::string gather;
+  gather.clear();
+  bool ok = true;
+  for (const Piece& p : pieces_) {
+    const char* base = p.in_scratch ? scratch_.data() + p.scratch_offset : p.base;
+    if (gather.size() + p.len <= kRecord) {
+      gather.append(base, p.len);
+      continue;
+    }
+    if (!gather.empty()) ok = ok && tls.write(gather.data(), gather.size());
+    gather.clear();
+    if (p.len < kRecord)
+      gather.append(base, p.len);
+    else
+      ok = ok && tls.write(base, p.len);
+  }
+  if (!gather.empty()) ok = ok && tls.write(gather.data(), gather.size());
+  clear();
+  if (!ok) {
+    tls.drop_output();
+    return UV_EPROTO;
+  }
+  return send_tls_output(tls, stream, cb);
+}
+
+int send_tls_output(TlsSession& tls, uv_stream_t* stream, uv_write_cb cb) {
+  std::string_view out = tls.output();
+  if (out.empty()) return 0;
+  uv_buf_t buf = uv_buf_init(const_cast<char*>(out.data()), static_cast<unsigned>(out.size()));
+  int rc = send_or_queue(stream, &buf, 1, out.size(), cb);
+  tls.drop_output();
+  return rc;
 }
 
 void free_queued_write(uv_write_t* req) { std::free(reinterpret_cast<QueuedWrite*>(req)); }

@@ -13,6 +13,8 @@
 
 namespace bulwark {
 
+class TlsSession;
+
 // Backpressure bounds: a side stops reading while the other side has more than the high
 // mark queued, and resumes once it is below the low mark.
 inline constexpr std::size_t kHighWater = 256 * 1024;
@@ -32,10 +34,15 @@ class OutBatch {
   bool empty() const { return pieces_.empty(); }
   std::size_t bytes() const { return bytes_; }
   void clear();
+  // Appends a copy of every piece to `out` (bytes that must outlive the pieces).
+  void append_to(std::string& out) const;
 
   // Writes everything; what cannot be written now is queued and `cb` runs when it is done
   // (the queued block is freed before cb). Returns 0 or a libuv error code.
   int flush(uv_stream_t* stream, uv_write_cb cb);
+  // The same through TLS: the pieces are encrypted (small ones gathered into one record) and
+  // the ciphertext is sent or queued.
+  int flush(TlsSession& tls, uv_stream_t* stream, uv_write_cb cb);
 
  private:
   struct Piece {
@@ -49,6 +56,9 @@ class OutBatch {
   std::string scratch_;
   std::size_t bytes_ = 0;
 };
+
+// Sends (or queues) the ciphertext `tls` has waiting: handshake messages, alerts.
+int send_tls_output(TlsSession& tls, uv_stream_t* stream, uv_write_cb cb);
 
 // Frees the queued block of a write started by OutBatch::flush. Call first in the uv_write_cb.
 void free_queued_write(uv_write_t* req);

@@ -1,6 +1,8 @@
 #include "upstream/connection.h"
 
+#include "core/log.h"
 #include "net/listener.h"
+#include "net/tls.h"
 #include "upstream/pool.h"
 
 namespace bulwark {
@@ -59,15 +61,107 @@ void UpstreamConnection::on_connect(uv_connect_t* req, int status) {
     return;
   }
   stats.connects[static_cast<int>(ConnectResult::success)].add();
-  c->connected_ = true;
-  uv_timer_stop(&c->timer_);
-  c->state_ = State::active;
   c->reading_ = true;
   if (uv_read_start(reinterpret_cast<uv_stream_t*>(&c->tcp_), on_alloc, on_read) != 0) {
     c->fail(UpstreamError::reset);
     return;
   }
-  if (c->client_) c->client_->on_upstream_connected();
+  if (c->pool_.config().tls) {
+    c->start_tls();  // connected once the handshake is done; connect_timeout covers it
+    return;
+  }
+  c->on_ready();
+}
+
+void UpstreamConnection::on_ready() {
+  connected_ = true;
+  uv_timer_stop(&timer_);
+  state_ = State::active;
+  if (client_) client_->on_upstream_connected();
+}
+
+void UpstreamConnection::start_tls() {
+  tls_ = std::make_unique<TlsSession>();
+  const TlsClientContext* context = pool_.tls();
+  if (!context) {
+    tls_failed("the upstream's TLS context could not be made (see the error logged before)");
+    return;
+  }
+  ConnectionPool* pool = &pool_;
+  if (!tls_->start_client(*context, context->config().sni.empty() ? pool_.server_name()
+                                                                   : context->config().sni,
+                          pool_.tls_session(),
+                          [pool](SSL_SESSION* s) { pool->set_tls_session(s); })) {
+    tls_failed(tls_->error());
+    return;
+  }
+  tls_input(nullptr, 0);  // sends the ClientHello
+}
+
+void UpstreamConnection::tls_failed(const std::string& reason, UpstreamError error) {
+  pool_.stats().tls_handshakes[1].add();
+  pool_.log_tls_failure(reason);
+  fail(error);
+}
+
+void UpstreamConnection::tls_input(const char* data, std::size_t len) {
+  auto* stream = reinterpret_cast<uv_stream_t*>(&tcp_);
+  if (len > 0) tls_->feed(data, len);
+  if (!tls_->handshake_done()) {
+    TlsSession::Result r = tls_->handshake();
+    if (r == TlsSession::Result::error) {
+      send_tls_output(*tls_, stream, on_write);  // the alert, if any
+      tls_failed(tls_->error());
+      return;
+    }
+    if (send_tls_output(*tls_, stream, on_write) != 0) {
+      tls_failed("the connection failed during the handshake");
+      return;
+    }
+    if (r != TlsSession::Result::done) return;
+    pool_.stats().tls_handshakes[0].add();
+    bool had_early = !tls_early_.empty();
+    if (had_early) {
+      bool ok = tls_->write(tls_early_.data(), tls_early_.size());
+      tls_early_.clear();
+      tls_early_.shrink_to_fit();
+      if (!ok || send_tls_output(*tls_, stream, on_write) != 0) {
+        fail(UpstreamError::reset);
+        return;
+      }
+    }
+    on_ready();
+    if (state_ == State::closing) return;
+    // The client may have stopped reading while early bytes piled up: they are sent (or
+    // queued, and then on_write tells it), so tell it now if they went out at once.
+    if (had_early && client_ && queued_bytes() < kLowWater) client_->on_upstream_drained();
+    if (state_ == State::closing) return;
+  }
+  // Everything this input decrypts to, in reads of up to a buffer's size: like a plain
+  // read, each batch is handled (and its pieces flushed) before the buffer is used again.
+  char* plain = tls_plain_buffer();
+  std::size_t used = 0;
+  for (;;) {
+    TlsSession::Result r;
+    std::size_t n = tls_->read(plain + used, kReadBufferSize - used, r);
+    used += n;
+    if (n > 0 && used < kReadBufferSize) continue;
+    if (used > 0) {
+      handle_data(plain, used);
+      used = 0;
+      if (state_ == State::closing) return;
+    }
+    if (n > 0) continue;  // the buffer was full: there may be more
+    if (r == TlsSession::Result::want) break;
+    if (r == TlsSession::Result::closed) {
+      on_eof();  // the server's close_notify
+      return;
+    }
+    fail(UpstreamError::reset);
+    return;
+  }
+  // Reading may have produced output (a key update answered).
+  if (send_tls_output(*tls_, stream, on_write) != 0) fail(UpstreamError::reset);
 }
 
 void UpstreamConnection::attach(UpstreamClient* client, bool head_request) {
@@ -95,7 +189,8 @@ void UpstreamConnection::attach(UpstreamClient* client, bool head_request) {
 }
 
 std::size_t UpstreamConnection::queued_bytes() const {
-  return uv_stream_get_write_queue_size(reinterpret_cast<const uv_stream_t*>(&tcp_));
+  return uv_stream_get_write_queue_size(reinterpret_cast<const uv_stream_t*>(&tcp_)) +
+         tls_early_.size();
 }
 
 bool UpstreamConnection::flush() {
@@ -109,7 +204,18 @@ bool UpstreamConnection::flush() {
     out_.clear();
     return true;
   }
-  int rc = out_.flush(reinterpret_cast<uv_stream_t*>(&tcp_), on_write);
+  int rc;
+  if (pool_.config().tls) {
+    if (!tls_ || !tls_->handshake_done()) {
+      // Sent once the handshake is done (the pieces may point into a read buffer: copied).
+      out_.append_to(tls_early_);
+      out_.clear();
+      return true;
+    }
+    rc = out_.flush(*tls_, reinterpret_cast<uv_stream_t*>(&tcp_), on_write);
+  } else {
+    rc = out_.flush(reinterpret_cast<uv_stream_t*>(&tcp_), on_write);
+  }
   if (rc != 0) {
     fail(UpstreamError::reset);
     return false;
@@ -159,6 +265,10 @@ void UpstreamConnection::release(bool reusable) {
 void UpstreamConnection::close() {
   if (state_ == State::closing) return;
   bool was_idle = state_ == State::idle;
+  if (tls_ && tls_->handshake_done()) {
+    tls_->shutdown();  // close_notify, best effort
+    send_tls_output(*tls_, reinterpret_cast<uv_stream_t*>(&tcp_), on_write);
+  }
   state_ = State::closing;
   client_ = nullptr;
   pool_.on_closed(this, was_idle);
@@ -195,6 +305,9 @@ void UpstreamConnection::on_timer(uv_timer_t* timer) {
       }
       c->pool_.stats().connects[static_cast<int>(ConnectResult::failure)].add();
       c->fail(UpstreamError::connect_failure);
+    } else if (c->tls_) {
+      // Connected, but the handshake did not finish in time.
+      c->tls_failed("the handshake timed out", UpstreamError::connect_timeout);
     } else {
       c->pool_.stats().connects[static_cast<int>(ConnectResult::timeout)].add();
       c->fail(UpstreamError::connect_timeout);
@@ -211,9 +324,21 @@ void UpstreamConnection::on_read(uv_stream_t* stream, ssize_t nread, const uv_bu
   auto* c = static_cast<UpstreamConnection*>(stream->data);
   if (nread == 0 || c->state_ == State::closing) return;
   if (nread > 0) {
-    c->handle_data(buf->base, static_cast<std::size_t>(nread));
+    if (c->tls_)
+      c->tls_input(buf->base, static_cast<std::size_t>(nread));
+    else
+      c->handle_data(buf->base, static_cast<std::size_t>(nread));
     return;
   }
+  if (c->tls_ && !c->tls_->handshake_done()) {
+    c->tls_failed("the server closed the connection during the handshake");
+    return;
+  }
+  c->on_eof();
+}
+
+void UpstreamConnection::on_eof() {
+  UpstreamConnection* c = this;
   // EOF or error.
   if (c->state_ == State::idle || !c->client_) {
     c->close();

@@ -10,6 +10,7 @@
 #include <uv.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -22,6 +23,7 @@
 namespace bulwark {
 
 class ConnectionPool;
+class TlsSession;
 class UpstreamConnection;
 
 // local_resources: Bulwark could not open a socket (out of descriptors): not the endpoint's doing.
@@ -116,6 +118,17 @@ class UpstreamConnection {
   static const llhttp_settings_t& settings();
 
   void handle_data(const char* data, std::size_t len);
+  // The end of the upstream's bytes (or a read error): completes a close-delimited response,
+  // else fails the request.
+  void on_eof();
+  // Connected (and the TLS handshake done): the client may write.
+  void on_ready();
+  // TLS: starts the handshake; ciphertext read; a handshake failure (logged, counted, and
+  // reported to the client as `error`).
+  void start_tls();
+  void tls_input(const char* data, std::size_t len);
+  void tls_failed(const std::string& reason,
+                  UpstreamError error = UpstreamError::connect_failure);
   // Runs llhttp over `len` bytes of the read that ends at `read_end`, or over a copy of them
   // (then `copied_until` is where the copied bytes end in the read). False when the response
   // is complete or failed: the caller must stop.
@@ -146,6 +159,8 @@ class UpstreamConnection {
   std::string head_copy_;     // a head with lone LFs, given to llhttp with CRLF
   std::string error_detail_;  // what was wrong with the response (protocol errors)
   OutBatch out_;
+  std::unique_ptr<TlsSession> tls_;  // with a tls block: made when the TCP connect succeeds
+  std::string tls_early_;            // written before the handshake was done (plaintext)
   UpstreamClient* client_ = nullptr;
   std::uint64_t content_length_ = 0;
   bool connected_ = false;

@@ -135,9 +135,13 @@ void EndpointResolver::refresh() {
 
 void EndpointResolver::publish() {
   std::vector<Address> all;
-  for (const auto& list : last_good_) all.insert(all.end(), list.begin(), list.end());
+  std::vector<std::string> hosts;  // the name each address came from (TLS server name)
+  for (std::size_t i = 0; i < last_good_.size(); ++i) {
+    all.insert(all.end(), last_good_[i].begin(), last_good_[i].end());
+    hosts.insert(hosts.end(), last_good_[i].size(), state_.config().endpoints[i].host);
+  }
   auto current = state_.endpoints();
-  EndpointList next = merge_endpoints(*current, all, state_.config(), state_.workers());
+  EndpointList next = merge_endpoints(*current, all, state_.config(), state_.workers(), hosts);
   bool same = next.size() == current->size();
   for (std::size_t i = 0; same && i < next.size(); ++i) same = next[i] == (*current)[i];
   if (same) return;

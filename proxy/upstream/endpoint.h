@@ -31,9 +31,13 @@ constexpr const char* health_name(EndpointHealth h) {
 enum class HealthResult { success = 0, failure = 1, timeout = 2 };
 
 struct EndpointState {
-  EndpointState(const Address& addr, const UpstreamConfig& upstream, int workers);
+  EndpointState(const Address& addr, const UpstreamConfig& upstream, int workers,
+                std::string host = {});
   const Address address;
   const std::string name;  // "ip:port", the `endpoint` label
+  // The host of the config endpoint it came from (a DNS name, or the IP address as written):
+  // the TLS server name.
+  const std::string host;
   std::unique_ptr<EndpointStats[]> per_worker;
   std::unique_ptr<CircuitBreaker> breaker;  // null without a circuit_breaker block
   // Written by the health checker (main thread), read by workers with a relaxed load.
@@ -48,7 +52,9 @@ using EndpointList = std::vector<std::shared_ptr<EndpointState>>;
 
 // The endpoint list for `addresses`, reusing the states in `previous` for addresses that
 // stay (so their counters and, later, breaker and health state carry over).
+// `hosts[i]`: the config host `addresses[i]` came from (empty: the address itself).
 EndpointList merge_endpoints(const EndpointList& previous, const std::vector<Address>& addresses,
-                             const UpstreamConfig& upstream, int workers);
+                             const UpstreamConfig& upstream, int workers,
+                             const std::vector<std::string>& hosts = {});
 
 }  // namespace bulwark

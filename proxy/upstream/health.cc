@@ -4,9 +4,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
 
 #include "core/log.h"
 #include "net/listener.h"
+#include "net/tls.h"
+#include "net/write_queue.h"
 
 namespace bulwark {
 
@@ -48,9 +51,12 @@ struct ProbeConn {
   uv_write_t write;
   llhttp_t parser;
   HealthChecker::Probe* probe = nullptr;  // null once the probe has moved on
+  std::unique_ptr<TlsSession> tls;        // an upstream with a tls block: HTTP over TLS
   char buffer[2048];
   int status = 0;
 };
+
+void free_write(uv_write_t* req, int) { free_queued_write(req); }
 }  // namespace
 
 struct HealthChecker::Probe {
@@ -141,10 +147,24 @@ struct HealthChecker::Probe {
     }();
     llhttp_init(&c->parser, HTTP_RESPONSE, &settings);
     c->parser.data = c;
-    uv_buf_t buf = uv_buf_init(p->request.data(), static_cast<unsigned>(p->request.size()));
-    if (uv_write(&c->write, reinterpret_cast<uv_stream_t*>(&c->tcp), &buf, 1,
-                 [](uv_write_t*, int) {}) != 0)
-      return p->finish(HealthResult::failure);
+    auto* stream = reinterpret_cast<uv_stream_t*>(&c->tcp);
+    if (p->upstream->config().tls) {
+      // The same handshake as a pooled connection's (trust, name, client certificate); the
+      // request goes once it is done (tls_input).
+      const TlsClientContext* context = p->upstream->tls();
+      c->tls = std::make_unique<TlsSession>();
+      const std::string& sni = context && !context->config().sni.empty() ? context->config().sni
+                                                                         : p->endpoint->host;
+      if (!context || !c->tls->start_client(*context, sni, nullptr, nullptr))
+        return p->finish(HealthResult::failure);
+      if (c->tls->handshake() == TlsSession::Result::error ||
+          send_tls_output(*c->tls, stream, free_write) != 0)
+        return p->finish(HealthResult::failure);
+    } else {
+      uv_buf_t buf = uv_buf_init(p->request.data(), static_cast<unsigned>(p->request.size()));
+      if (uv_write(&c->write, stream, &buf, 1, [](uv_write_t*, int) {}) != 0)
+        return p->finish(HealthResult::failure);
+    }
     int rc = uv_read_start(
         reinterpret_cast<uv_stream_t*>(&c->tcp),
         [](uv_handle_t* h, std::size_t, uv_buf_t* b) {
@@ -156,7 +176,12 @@ struct HealthChecker::Probe {
           Probe* pp = cc->probe;
           if (!pp) return;
           if (n < 0) return pp->finish(HealthResult::failure);
-          llhttp_errno_t err = llhttp_execute(&cc->parser, b->base, static_cast<std::size_t>(n));
+          llhttp_errno_t err = HPE_OK;
+          if (cc->tls) {
+            if (!pp->tls_input(cc, b->base, static_cast<std::size_t>(n), err)) return;
+          } else {
+            err = llhttp_execute(&cc->parser, b->base, static_cast<std::size_t>(n));
+          }
           if (cc->status) {
             pp->finish(status_expected(pp->config, cc->status) ? HealthResult::success
                                                                : HealthResult::failure);
@@ -165,6 +190,38 @@ struct HealthChecker::Probe {
           }
         });
     if (rc != 0) p->finish(HealthResult::failure);
+  }
+
+  // Ciphertext read by a TLS probe: the handshake, then the request, then the response's
+  // plaintext to llhttp (`err`). False when the probe finished (failed) here.
+  bool tls_input(ProbeConn* c, const char* data, std::size_t len, llhttp_errno_t& err) {
+    auto* stream = reinterpret_cast<uv_stream_t*>(&c->tcp);
+    c->tls->feed(data, len);
+    if (!c->tls->handshake_done()) {
+      TlsSession::Result r = c->tls->handshake();
+      if (r == TlsSession::Result::error || send_tls_output(*c->tls, stream, free_write) != 0) {
+        finish(HealthResult::failure);
+        return false;
+      }
+      if (r != TlsSession::Result::done) return true;
+      if (!c->tls->write(request.data(), request.size()) ||
+          send_tls_output(*c->tls, stream, free_write) != 0) {
+        finish(HealthResult::failure);
+        return false;
+      }
+    }
+    for (;;) {
+      TlsSession::Result r;
+      std::size_t n = c->tls->read(c->buffer, sizeof c->buffer, r);
+      if (n > 0) {
+        err = llhttp_execute(&c->parser, c->buffer, n);
+        if (c->status || err != HPE_OK) return true;
+        continue;
+      }
+      if (r == TlsSession::Result::want) return true;
+      finish(HealthResult::failure);  // closed before a status line, or a TLS error
+      return false;
+    }
   }
 
   void finish(HealthResult result) {

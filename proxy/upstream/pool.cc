@@ -1,24 +1,52 @@
 #include "upstream/pool.h"
 
+#include "core/log.h"
 #include "upstream/connection.h"
 
 namespace bulwark {
 
 ConnectionPool::ConnectionPool(uv_loop_t* loop, const Address& address,
                                const UpstreamConfig& config, std::size_t cap, std::size_t max_idle,
-                               EndpointStats& stats)
+                               EndpointStats& stats, const TlsClientContext* tls,
+                               std::string server_name)
     : loop_(loop),
       address_(address),
       config_(config),
       cap_(cap),
       max_idle_(max_idle),
       stats_(stats),
+      tls_(tls),
+      server_name_(std::move(server_name)),
       idle_timer_(new uv_timer_t) {
   uv_timer_init(loop_, idle_timer_);
   idle_timer_->data = this;
 }
 
-ConnectionPool::~ConnectionPool() { close_all(); }
+ConnectionPool::~ConnectionPool() {
+  close_all();
+  if (tls_session_) SSL_SESSION_free(tls_session_);
+}
+
+void ConnectionPool::log_tls_failure(const std::string& reason) {
+  std::uint64_t now = uv_now(loop_);
+  if (reason == tls_last_reason_ && now < tls_logged_ms_ + 10000) {
+    ++tls_unlogged_;
+    return;
+  }
+  std::string line = "upstream " + config_.name + " endpoint " + address_.to_string() +
+                     ": TLS handshake failed: " + reason;
+  if (tls_unlogged_ > 0)
+    line += " (and " + std::to_string(tls_unlogged_) + " more failures since the last line)";
+  log_warn(line);
+  tls_last_reason_ = reason;
+  tls_logged_ms_ = now;
+  tls_unlogged_ = 0;
+}
+
+void ConnectionPool::set_tls_session(SSL_SESSION* session) {
+  if (tls_session_) SSL_SESSION_free(tls_session_);
+  tls_session_ = session;
+}
 
 UpstreamConnection* ConnectionPool::open() {
   auto* conn = new UpstreamConnection(*this, loop_);

@@ -12,6 +12,7 @@
 #include "admin/stats.h"
 #include "config/config.h"
 #include "core/intrusive_list.h"
+#include "net/tls.h"
 #include "upstream/idle_list.h"
 
 namespace bulwark {
@@ -32,8 +33,11 @@ class PoolWaiter {
 class ConnectionPool {
  public:
   // `cap`: connections this pool may open (the worker's share of pool.max_connections).
+  // `tls`: the upstream's TLS context when it has a tls block (null there: the context could
+  // not be made, and every connection fails); `server_name`: the endpoint's host (SNI).
   ConnectionPool(uv_loop_t* loop, const Address& address, const UpstreamConfig& config,
-                 std::size_t cap, std::size_t max_idle, EndpointStats& stats);
+                 std::size_t cap, std::size_t max_idle, EndpointStats& stats,
+                 const TlsClientContext* tls = nullptr, std::string server_name = {});
   ~ConnectionPool();
   ConnectionPool(const ConnectionPool&) = delete;
   ConnectionPool& operator=(const ConnectionPool&) = delete;
@@ -53,6 +57,17 @@ class ConnectionPool {
 
   EndpointStats& stats() { return stats_; }
   const UpstreamConfig& config() const { return config_; }
+  const Address& address() const { return address_; }
+  const TlsClientContext* tls() const { return tls_; }
+  const std::string& server_name() const { return server_name_; }
+  // The newest TLS session a server gave a connection of this pool, to resume the next one
+  // (null: none yet). The pool keeps one reference.
+  SSL_SESSION* tls_session() const { return tls_session_; }
+  void set_tls_session(SSL_SESSION* session);
+  // Logs a failed handshake to this endpoint: at once when the reason changes, else at most
+  // once every 10 s (with the number of failures since), so a broken upstream does not
+  // flood the log.
+  void log_tls_failure(const std::string& reason);
 
  private:
   friend class UpstreamConnection;
@@ -72,6 +87,12 @@ class ConnectionPool {
   std::size_t cap_;
   std::size_t max_idle_;
   EndpointStats& stats_;
+  const TlsClientContext* tls_;
+  std::string server_name_;
+  SSL_SESSION* tls_session_ = nullptr;
+  std::string tls_last_reason_;
+  std::uint64_t tls_logged_ms_ = 0;
+  std::uint64_t tls_unlogged_ = 0;
   IdleList idle_;
   std::size_t total_ = 0;
   std::unordered_set<UpstreamConnection*> all_;

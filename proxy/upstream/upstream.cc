@@ -42,7 +42,8 @@ void Upstream::refresh_endpoints() {
           cap,
           pc.max_idle / workers + (pc.max_idle % workers > static_cast<std::uint64_t>(worker_)));
       entry->pool = std::make_unique<ConnectionPool>(loop_, shared->address, state_.config(), cap,
-                                                     max_idle, shared->per_worker[worker_]);
+                                                     max_idle, shared->per_worker[worker_],
+                                                     state_.tls(), shared->host);
     }
     next.push_back(std::move(entry));
   }

@@ -6,8 +6,12 @@
 
 namespace bulwark {
 
-EndpointState::EndpointState(const Address& addr, const UpstreamConfig& upstream, int workers)
-    : address(addr), name(addr.to_string()), per_worker(new EndpointStats[workers]) {
+EndpointState::EndpointState(const Address& addr, const UpstreamConfig& upstream, int workers,
+                             std::string host_name)
+    : address(addr),
+      name(addr.to_string()),
+      host(host_name.empty() ? ip_string(addr.sockaddr_ptr()) : std::move(host_name)),
+      per_worker(new EndpointStats[workers]) {
   if (!upstream.circuit_breaker) return;
   std::uint64_t seed = std::hash<std::string>()(name) ^ static_cast<std::uint64_t>(uv_hrtime());
   breaker = std::make_unique<CircuitBreaker>(*upstream.circuit_breaker, workers, seed);
@@ -23,9 +27,11 @@ EndpointState::EndpointState(const Address& addr, const UpstreamConfig& upstream
 }
 
 EndpointList merge_endpoints(const EndpointList& previous, const std::vector<Address>& addresses,
-                             const UpstreamConfig& upstream, int workers) {
+                             const UpstreamConfig& upstream, int workers,
+                             const std::vector<std::string>& hosts) {
   EndpointList out;
-  for (const Address& a : addresses) {
+  for (std::size_t i = 0; i < addresses.size(); ++i) {
+    const Address& a = addresses[i];
     std::string name = a.to_string();
     bool seen = false;
     for (const auto& e : out) seen = seen || e->name == name;
@@ -33,7 +39,9 @@ EndpointList merge_endpoints(const EndpointList& previous, const std::vector<Add
     std::shared_ptr<EndpointState> state;
     for (const auto& e : previous)
       if (e->name == name) state = e;
-    out.push_back(state ? state : std::make_shared<EndpointState>(a, upstream, workers));
+    out.push_back(state ? state
+                        : std::make_shared<EndpointState>(
+                              a, upstream, workers, i < hosts.size() ? hosts[i] : std::string()));
   }
   return out;
 }
@@ -69,6 +77,16 @@ UpstreamState::UpstreamState(const UpstreamConfig& config, int workers)
     : config_(config), workers_(workers), endpoints_(std::make_shared<EndpointList>()) {
   if (config_.load_shedding)
     shedder_ = std::make_unique<LoadShedder>(*config_.load_shedding, workers);
+  if (config_.tls) {
+    // The loader made the same context to check the files; failing now means they changed
+    // since: every connection then fails, and says why.
+    std::string error;
+    tls_ = TlsClientContext::create(*config_.tls, error);
+    if (!tls_) {
+      tls_error_ = "upstream " + config_.name + ": tls." + error;
+      log_error(tls_error_);
+    }
+  }
 }
 
 std::shared_ptr<const EndpointList> UpstreamState::endpoints() const {

@@ -12,6 +12,7 @@
 
 #include "admin/stats.h"
 #include "config/config.h"
+#include "net/tls.h"
 #include "resilience/load_shedder.h"
 #include "upstream/endpoint.h"
 
@@ -59,6 +60,10 @@ class UpstreamState {
   std::array<Counter, 2>& dns_lookups() { return dns_lookups_; }
   const std::array<Counter, 2>& dns_lookups() const { return dns_lookups_; }
 
+  // TLS to the endpoints: null without a tls block, or (with tls_error()) when the context
+  // could not be made.
+  const TlsClientContext* tls() const { return tls_.get(); }
+  const std::string& tls_error() const { return tls_error_; }
   // Adaptive load shedding (null when the upstream has no load_shedding block).
   LoadShedder* shedder() const { return shedder_.get(); }
 
@@ -79,6 +84,8 @@ class UpstreamState {
   std::atomic<int> panic_{0};
   std::atomic<std::uint64_t> panic_routed_{0};
   std::unique_ptr<LoadShedder> shedder_;
+  std::shared_ptr<TlsClientContext> tls_;
+  std::string tls_error_;
   std::array<Counter, 2> dns_lookups_;
 };
 

@@ -1,0 +1,101 @@
+// TLS on libssl (OpenSSL 3) over memory BIOs: the event loop moves ciphertext between the
+// socket and a TlsSession; OpenSSL never touches a socket, so nothing blocks the loop.
+//
+// TlsClientContext: one SSL_CTX per upstream with a `tls` block, shared by every worker
+// (OpenSSL makes SSL objects from one context on several threads safely): trust store
+// (the OS bundle or a file, read once when the context is made, never at handshake time),
+// optional client certificate, ALPN, TLS 1.2 at least, and a client session cache whose
+// sessions go to the caller (new_session) instead of OpenSSL's internal store.
+//
+// TlsSession: one connection's SSL with a memory BIO each way. feed() takes ciphertext read
+// from the socket; handshake()/read()/write() drive OpenSSL; output() is the ciphertext to
+// send, drop_output() discards it once sent or queued.
+#pragma once
+
+#include <openssl/ssl.h>
+
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "config/config.h"
+
+namespace bulwark {
+
+class TlsClientContext {
+ public:
+  // Null with `error` set when a file cannot be read or the key does not match.
+  static std::shared_ptr<TlsClientContext> create(const UpstreamTlsConfig& config,
+                                                  std::string& error);
+  ~TlsClientContext();
+  TlsClientContext(const TlsClientContext&) = delete;
+  TlsClientContext& operator=(const TlsClientContext&) = delete;
+
+  SSL_CTX* ctx() const { return ctx_; }
+  const UpstreamTlsConfig& config() const { return config_; }
+
+ private:
+  TlsClientContext(SSL_CTX* ctx, UpstreamTlsConfig config) : ctx_(ctx), config_(std::move(config)) {}
+  SSL_CTX* ctx_;
+  UpstreamTlsConfig config_;
+};
+
+// Checks what --check and the loader can check of a tls block without a handshake: the CA
+// file loads, the client certificate and key load and match. "" when fine, else why.
+std::string check_upstream_tls_files(const UpstreamTlsConfig& config);
+
+// Receives the sessions (tickets) a server issues on a connection made with
+// TlsSession::start_client, to resume later connections: takes a reference (SSL_SESSION_free
+// when done with it).
+using TlsSessionSink = std::function<void(SSL_SESSION*)>;
+
+class TlsSession {
+ public:
+  TlsSession() = default;
+  ~TlsSession();
+  TlsSession(const TlsSession&) = delete;
+  TlsSession& operator=(const TlsSession&) = delete;
+
+  // Client side. `server_name`: the SNI (none when empty or an IP address), and the name the
+  // certificate must carry when the context verifies (an IP address is matched as one).
+  // `resume`: a session from an earlier connection, or null. `sink` gets new sessions.
+  bool start_client(const TlsClientContext& context, const std::string& server_name,
+                    SSL_SESSION* resume, TlsSessionSink sink);
+
+  enum class Result { done, want, closed, error };
+  // Ciphertext from the socket.
+  void feed(const char* data, std::size_t len);
+  // Advances the handshake: done, want (send output() and wait for more input), or error.
+  Result handshake();
+  bool handshake_done() const { return handshake_done_; }
+  bool resumed() const;
+  // Decrypted bytes into `buf`: n > 0; 0 with `result` want (needs more input), closed (the
+  // peer's close_notify) or error.
+  std::size_t read(char* buf, std::size_t cap, Result& result);
+  // Encrypts `len` plaintext bytes into the output. False on error.
+  bool write(const char* data, std::size_t len);
+  // Queues a close_notify.
+  void shutdown();
+  // The ciphertext waiting to be sent, contiguous.
+  std::string_view output() const;
+  void drop_output();
+  // After an error: why, in words ("certificate has expired", "hostname mismatch", ...).
+  const std::string& error() const { return error_; }
+
+ private:
+  void set_error(int ssl_result);
+  SSL* ssl_ = nullptr;
+  BIO* rbio_ = nullptr;  // ciphertext in (owned by ssl_)
+  BIO* wbio_ = nullptr;  // ciphertext out (owned by ssl_)
+  bool handshake_done_ = false;
+  TlsSessionSink sink_;
+  std::string error_;
+};
+
+// A plaintext buffer of kReadBufferSize bytes per thread, for decrypted reads (the worker's
+// read buffer holds the ciphertext they came from).
+char* tls_plain_buffer();
+
+}  // namespace bulwark
