@@ -180,6 +180,7 @@ int Server::run() {
       if (!read_config_file(config().file, text, read_error) || text != last_fingerprint_)
         reload(true);
     }
+    sync_tls_watchers();
   }
   for (auto& w : workers_) w->start();
   started_ = true;
@@ -315,6 +316,7 @@ void Server::finish() {
         u.timer = nullptr;
       }
   if (watcher_) watcher_->close();
+  for (auto& [file, w] : tls_watchers_) w->close();
   health_->close();
 }
 

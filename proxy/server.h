@@ -5,6 +5,7 @@
 
 #include <uv.h>
 
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -48,7 +49,12 @@ class Server {
 
   // Reload (server_reload.cc): SIGHUP, or the watcher saw the file change (`from_watch`: only
   // when its bytes differ from those last read).
-  void reload(bool from_watch);
+  // `why`: the trigger named in the log when it is neither (certificate files changed).
+  void reload(bool from_watch, const char* why = nullptr);
+  // A watcher on each file a TLS listener reads (cert, key, client_ca): a change reloads, so
+  // that a rotated certificate (a Secret's `..data` swap) serves new connections while the
+  // open ones keep theirs. Re-made for the files of the config in effect.
+  void sync_tls_watchers();
   struct LoadJob;
   void apply_reload(LoadJob& job);  // the file read and parsed: apply it or refuse it
   // Why `next` cannot replace the running config without a restart ("" when it can).
@@ -99,6 +105,7 @@ class Server {
   std::unique_ptr<AdminServer> admin_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::unique_ptr<ConfigWatcher> watcher_;
+  std::map<std::string, std::unique_ptr<ConfigWatcher>> tls_watchers_;  // by file
   // The config file's bytes (or its read error) as last applied or refused.
   std::string last_fingerprint_;
   std::optional<std::string> settling_;  // seen once by the watcher; applied if it holds still

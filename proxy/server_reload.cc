@@ -62,6 +62,7 @@ struct Server::LoadJob {
   uv_work_t req{};
   Server* server = nullptr;
   bool from_watch = false;
+  std::string trigger;  // for the log
   std::string file;
   std::string last;         // the fingerprint last acted on: unchanged -> not parsed
   std::string fingerprint;  // the bytes read, or the read error
@@ -72,8 +73,8 @@ struct Server::LoadJob {
   LoadResult loaded;
 };
 
-void Server::reload(bool from_watch) {
-  const std::string trigger = from_watch ? "file changed" : "SIGHUP";
+void Server::reload(bool from_watch, const char* why) {
+  const std::string trigger = from_watch ? "file changed" : why ? why : "SIGHUP";
   if (draining_ || finished_) {
     log_info("config reload (" + trigger + ") ignored: draining");
     return;
@@ -87,6 +88,7 @@ void Server::reload(bool from_watch) {
   job->req.data = job;
   job->server = this;
   job->from_watch = from_watch;
+  job->trigger = trigger;
   job->file = config().file;
   if (from_watch) job->last = last_fingerprint_;
   loading_ = true;
@@ -95,12 +97,13 @@ void Server::reload(bool from_watch) {
       [](uv_work_t* req) {
         auto* j = static_cast<LoadJob*>(req->data);
         std::string text, error;
-        int why = 0;
-        j->read_ok = read_config_file(j->file, text, error, &why);
+        int error_number = 0;
+        j->read_ok = read_config_file(j->file, text, error, &error_number);
         j->fingerprint = j->read_ok ? text : std::string("\0", 1) + error;
         j->blank = j->read_ok ? text.find_first_not_of(" \t\r\n") == std::string::npos
-                              : why == ENOENT;
-        j->transient = !j->read_ok && (why == EMFILE || why == ENFILE || why == ENOMEM);
+                              : error_number == ENOENT;
+        j->transient = !j->read_ok && (error_number == EMFILE || error_number == ENFILE ||
+                                       error_number == ENOMEM);
         if (j->from_watch && !j->transient && j->fingerprint == j->last) {
           j->unchanged = true;
           return;
@@ -134,7 +137,7 @@ void Server::reload(bool from_watch) {
 }
 
 void Server::apply_reload(LoadJob& job) {
-  const std::string trigger = job.from_watch ? "file changed" : "SIGHUP";
+  const std::string& trigger = job.trigger;
   if (draining_) return;
   const std::string& file = config().file;
   if (job.transient) {
@@ -237,6 +240,33 @@ void Server::apply_reload(LoadJob& job) {
   log_info("config reloaded (" + trigger + "): generation " + std::to_string(generation_->number) +
            "; " + summary.text());
   for (const auto& w : lint_config(*config)) log_warn("config warning: " + w);
+  sync_tls_watchers();
+}
+
+void Server::sync_tls_watchers() {
+  std::map<std::string, std::unique_ptr<ConfigWatcher>> next;
+  for (const auto& l : config().listeners) {
+    if (!l.tls) continue;
+    for (const std::string* file : {&l.tls->cert, &l.tls->key, &l.tls->client_ca}) {
+      if (file->empty() || next.count(*file)) continue;
+      auto found = tls_watchers_.find(*file);
+      if (found != tls_watchers_.end()) {
+        next[*file] = std::move(found->second);
+        continue;
+      }
+      auto w = std::make_unique<ConfigWatcher>(&loop_, *file, 200,
+                                               [this] { reload(false, "certificate files changed"); });
+      std::string error;
+      if (!w->start(error)) {
+        log_warn(error + "; a new certificate in " + *file + " takes effect on SIGHUP");
+        continue;
+      }
+      next[*file] = std::move(w);
+    }
+  }
+  for (auto& [file, w] : tls_watchers_)
+    if (w) w->close();
+  tls_watchers_ = std::move(next);
 }
 
 void Server::sync_upstreams() {

@@ -79,6 +79,15 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
                        pm::MetricType::Counter);
   auto conns =
       family("bulwark_downstream_connections", "Open client connections.", pm::MetricType::Gauge);
+  auto tls_handshakes =
+      family("bulwark_tls_handshakes_total",
+             "TLS handshakes, by side (downstream: on a listener; upstream: to an upstream's "
+             "endpoints) and result.",
+             pm::MetricType::Counter);
+  auto tls_expiry = family("bulwark_tls_certificate_expiry_seconds",
+                           "When the certificate a TLS listener serves expires (notAfter, Unix "
+                           "seconds).",
+                           pm::MetricType::Gauge);
   auto retries = family("bulwark_retries_total", "Retries sent, by what was retried.",
                         pm::MetricType::Counter);
   auto decisions =
@@ -97,6 +106,18 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
     std::int64_t open = 0;
     for (const auto& w : g.workers) open += w.listeners[li]->connections.get();
     conns.metric.push_back(gauge({{"listener", l.name}}, static_cast<double>(open)));
+    if (l.tls) {
+      for (int r = 0; r < 2; ++r) {
+        std::uint64_t n = 0;
+        for (const auto& w : g.workers) n += w.listeners[li]->tls_handshakes[r].get();
+        tls_handshakes.metric.push_back(counter(
+            {{"side", "downstream"}, {"name", l.name}, {"result", r == 0 ? "success" : "failure"}},
+            static_cast<double>(n)));
+      }
+      if (l.tls->context)
+        tls_expiry.metric.push_back(
+            gauge({{"name", l.name}}, static_cast<double>(l.tls->context->not_after())));
+    }
     static const char* const kRefusals[] = {"fd_limit", "max_connections"};
     for (int r = 0; r < static_cast<int>(AcceptRefusal::count_); ++r) {
       std::uint64_t n = 0;
@@ -231,11 +252,6 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
                            "Requests shed by load shedding (answered 503 overloaded; in shadow "
                            "mode counted only), and retries not made because of it.",
                            pm::MetricType::Counter);
-  auto tls_handshakes =
-      family("bulwark_tls_handshakes_total",
-             "TLS handshakes, by side (downstream: on a listener; upstream: to an upstream's "
-             "endpoints) and result.",
-             pm::MetricType::Counter);
   const int workers = static_cast<int>(workers_.size());
   for (const auto& shared : g.upstreams) {
     const UpstreamState* state = shared.get();
@@ -334,6 +350,7 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
   out.push_back(std::move(connects));
   out.push_back(std::move(stale));
   out.push_back(std::move(tls_handshakes));
+  out.push_back(std::move(tls_expiry));
   out.push_back(std::move(conns));
   out.push_back(std::move(refused));
 

@@ -86,6 +86,7 @@ enum class AcceptRefusal { fd_limit, max_connections, count_ };
 // A listener's counters on one worker (its routes' are kept apart, by route name).
 struct ListenerStats {
   Gauge connections;
+  std::array<Counter, 2> tls_handshakes;  // TLS listeners: [success, failure]
   std::array<Counter, static_cast<int>(AcceptRefusal::count_)> accepts_refused;
   RouteStats unmatched;  // requests that matched no route
 };

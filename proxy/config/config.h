@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -67,6 +68,19 @@ struct RouteConfig {
   SourceMark mark;
 };
 
+class TlsServerContext;
+
+// tls on a listener: terminate TLS.
+struct ListenerTlsConfig {
+  std::string cert;       // certificate chain (PEM), leaf first
+  std::string key;        // its private key (PEM)
+  std::string client_ca;  // "" : no client certificates asked for; else required (mTLS)
+  std::string min_version = "1.2";  // 1.2 | 1.3
+  // Made by the loader from the files (which is how it checks them): what new connections
+  // use. A reload reads the files again, so a rotated certificate takes effect then.
+  std::shared_ptr<const TlsServerContext> context;
+};
+
 struct ListenerConfig {
   std::string name;
   std::string listen;
@@ -78,6 +92,7 @@ struct ListenerConfig {
   std::uint64_t max_header_bytes = 64 * 1024;
   std::uint64_t max_headers = 100;  // header lines of a request head (and of its trailers)
   std::uint64_t max_body_bytes = 10 * 1024 * 1024;
+  std::optional<ListenerTlsConfig> tls;
   std::vector<RouteConfig> routes;
 };
 

@@ -277,6 +277,13 @@ std::string config_to_json(const Config& c) {
         t.num("max_headers", static_cast<double>(l.max_headers));
         t.num("max_body_bytes", static_cast<double>(l.max_body_bytes));
       }
+      if (l.tls) {
+        JsonObject t(o.key("tls"));
+        t.str("cert", l.tls->cert);
+        t.str("key", l.tls->key);
+        if (!l.tls->client_ca.empty()) t.str("client_ca", l.tls->client_ca);
+        t.str("min_version", l.tls->min_version);
+      }
       std::string& rs = o.key("routes");
       rs.push_back('[');
       for (std::size_t r = 0; r < l.routes.size(); ++r) {

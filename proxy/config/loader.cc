@@ -103,9 +103,71 @@ void read_route(ConfigErrors& errors, const YAML::Node& node, const std::string&
   if (f.has("fault")) read_fault(f, route.fault);
 }
 
+// A context that could not be made from a tls block's files: "KEY: why" is reported at KEY
+// when it is one of `keys`, else at the block.
+void tls_file_error(ConfigErrors& errors, const YamlFields& f, const YamlFields& t,
+                    const std::string& error, std::initializer_list<const char*> keys) {
+  std::size_t colon = error.find(": ");
+  std::string key = colon == std::string::npos ? "" : error.substr(0, colon);
+  for (const char* k : keys)
+    if (key == k) return t.error(k, error.substr(colon + 2));
+  errors.add(f.node("tls").Mark(), f.path("tls"), error);
+}
+
+// tls on an upstream. The files are loaded here as the proxy will load them (a missing CA
+// file or a key that does not match its certificate is an error of the config, not of the
+// first request).
+void read_upstream_tls(ConfigErrors& errors, const YamlFields& f,
+                       std::optional<UpstreamTlsConfig>& out) {
+  YamlFields t(errors, f.node("tls"), f.path("tls"), {"sni", "ca", "verify", "cert", "key"});
+  if (!t.ok()) return;
+  UpstreamTlsConfig c;
+  t.string("sni", c.sni);
+  t.string("ca", c.ca);
+  t.boolean("verify", c.verify);
+  t.string("cert", c.cert);
+  t.string("key", c.key);
+  std::size_t before = errors.lines().size();
+  if (t.has("sni") && c.sni.empty())
+    t.error("sni", "must not be empty (leave it out for the endpoint's host)");
+  if (c.ca.empty()) t.error("ca", "must be system or a file");
+  if (t.has("cert") != t.has("key"))
+    t.error(t.has("cert") ? "cert" : "key",
+            "cert and key go together (a client certificate and its private key)");
+  if (errors.lines().size() == before) {
+    std::string error;
+    if (!TlsClientContext::create(c, error)) tls_file_error(errors, f, t, error, {"ca", "cert", "key"});
+  }
+  out = std::move(c);
+}
+
+// tls on a listener: the context new connections will use is made here, from the files.
+void read_listener_tls(ConfigErrors& errors, const YamlFields& f,
+                       std::optional<ListenerTlsConfig>& out) {
+  YamlFields t(errors, f.node("tls"), f.path("tls"), {"cert", "key", "client_ca", "min_version"});
+  if (!t.ok()) return;
+  ListenerTlsConfig c;
+  std::size_t before = errors.lines().size();
+  if (t.required("cert")) t.string("cert", c.cert);
+  if (t.required("key")) t.string("key", c.key);
+  t.string("client_ca", c.client_ca);
+  t.string("min_version", c.min_version);
+  if (c.min_version != "1.2" && c.min_version != "1.3")
+    t.error("min_version", "must be 1.2 or 1.3");
+  if (errors.lines().size() == before) {
+    std::string error;
+    auto context = TlsServerContext::create(c, error);
+    if (!context)
+      tls_file_error(errors, f, t, error, {"cert", "key", "client_ca"});
+    else
+      c.context = std::move(context);
+  }
+  out = std::move(c);
+}
+
 void read_listener(ConfigErrors& errors, const YAML::Node& node, const std::string& path,
                    ListenerConfig& l) {
-  YamlFields f(errors, node, path, {"name", "listen", "timeouts", "limits", "routes"});
+  YamlFields f(errors, node, path, {"name", "listen", "timeouts", "limits", "tls", "routes"});
   if (!f.ok()) return;
   if (f.required("name")) f.string("name", l.name);
   if (f.required("listen")) {
@@ -120,6 +182,7 @@ void read_listener(ConfigErrors& errors, const YAML::Node& node, const std::stri
     t.duration("idle", l.idle_timeout_ms, false);
     t.duration("body_idle", l.body_idle_timeout_ms, false);
   }
+  if (f.has("tls")) read_listener_tls(errors, f, l.tls);
   if (f.has("limits")) {
     YamlFields t(errors, f.node("limits"), f.path("limits"),
                  {"max_connections", "max_header_bytes", "max_headers", "max_body_bytes"});
@@ -145,39 +208,6 @@ void read_listener(ConfigErrors& errors, const YAML::Node& node, const std::stri
                  "duplicate route name '" + route.name + "'");
     l.routes.push_back(std::move(route));
   }
-}
-
-// tls on an upstream. The files are loaded here as the proxy will load them (a missing CA
-// file or a key that does not match its certificate is an error of the config, not of the
-// first request).
-void read_upstream_tls(ConfigErrors& errors, const YamlFields& f,
-                       std::optional<UpstreamTlsConfig>& out) {
-  YamlFields t(errors, f.node("tls"), f.path("tls"), {"sni", "ca", "verify", "cert", "key"});
-  if (!t.ok()) return;
-  UpstreamTlsConfig c;
-  t.string("sni", c.sni);
-  t.string("ca", c.ca);
-  t.boolean("verify", c.verify);
-  t.string("cert", c.cert);
-  t.string("key", c.key);
-  std::size_t before = errors.lines().size();
-  if (t.has("sni") && c.sni.empty()) t.error("sni", "must not be empty (leave it out for the endpoint's host)");
-  if (c.ca.empty()) t.error("ca", "must be system or a file");
-  if (t.has("cert") != t.has("key"))
-    t.error(t.has("cert") ? "cert" : "key", "cert and key go together (a client certificate and its private key)");
-  if (errors.lines().size() == before) {
-    std::string error;
-    if (!TlsClientContext::create(c, error)) {
-      // "ca: why" / "cert: why" / "key: why": reported at that key.
-      std::size_t colon = error.find(": ");
-      std::string key = colon == std::string::npos ? "" : error.substr(0, colon);
-      if (key == "ca" || key == "cert" || key == "key")
-        t.error(key.c_str(), error.substr(colon + 2));
-      else
-        errors.add(f.node("tls").Mark(), f.path("tls"), error);
-    }
-  }
-  out = std::move(c);
 }
 
 void read_upstream(ConfigErrors& errors, const YAML::Node& node, const std::string& path,

@@ -290,7 +290,7 @@ void write_upstream_request_head(std::string& out, const HeaderBlock& headers,
     if (!v.empty()) out.append(v).append(", ");
   }
   out.append(head.client_ip).append("\r\n");
-  out.append("X-Forwarded-Proto: http\r\n");
+  out.append(head.https ? "X-Forwarded-Proto: https\r\n" : "X-Forwarded-Proto: http\r\n");
   append_header(out, "X-Request-Id", head.request_id);
   append_framing(out, head.framing, head.content_length);
   if (!head.upgrade.empty()) append_upgrade(out, head.upgrade);

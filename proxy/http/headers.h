@@ -115,6 +115,7 @@ struct UpstreamRequestHead {
   BodyFraming framing = BodyFraming::none;
   std::uint64_t content_length = 0;
   std::string_view upgrade;  // non-empty: forward as an upgrade request
+  bool https = false;        // the client connection is TLS: X-Forwarded-Proto: https
 };
 
 // Serializes the upstream request head (HTTP/1.1) into `out` (cleared first). The client's

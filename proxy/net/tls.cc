@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 
 #include "net/write_queue.h"
 
@@ -46,6 +47,39 @@ bool is_ip_literal(const std::string& name) {
   return inet_pton(AF_INET, name.c_str(), buf) == 1 || inet_pton(AF_INET6, name.c_str(), buf) == 1;
 }
 
+// Loads a certificate chain and its key into `ctx`. False with `error` ("cert: why" or
+// "key: why").
+bool load_cert_and_key(SSL_CTX* ctx, const std::string& cert, const std::string& key,
+                       std::string& error) {
+  if (std::string why = unreadable(cert); !why.empty()) {
+    error = "cert: " + why;
+    return false;
+  }
+  if (SSL_CTX_use_certificate_chain_file(ctx, cert.c_str()) != 1) {
+    error = "cert: cannot load a certificate chain from '" + cert + "': " +
+            take_ssl_error("not a PEM certificate");
+    return false;
+  }
+  if (std::string why = unreadable(key); !why.empty()) {
+    error = "key: " + why;
+    return false;
+  }
+  if (SSL_CTX_use_PrivateKey_file(ctx, key.c_str(), SSL_FILETYPE_PEM) != 1 ||
+      SSL_CTX_check_private_key(ctx) != 1) {
+    unsigned long code = ERR_peek_last_error();
+    if (ERR_GET_REASON(code) == X509_R_KEY_VALUES_MISMATCH ||
+        ERR_GET_REASON(code) == SSL_R_PRIVATE_KEY_MISMATCH) {
+      ERR_clear_error();
+      error = "key: '" + key + "' does not match the certificate '" + cert + "'";
+    } else {
+      error = "key: cannot load a private key from '" + key + "': " +
+              take_ssl_error("not a PEM private key");
+    }
+    return false;
+  }
+  return true;
+}
+
 int new_session_cb(SSL* ssl, SSL_SESSION* session) {
   auto* sink = static_cast<TlsSessionSink*>(SSL_get_app_data(ssl));
   if (!sink || !*sink) return 0;
@@ -83,31 +117,8 @@ std::shared_ptr<TlsClientContext> TlsClientContext::create(const UpstreamTlsConf
   } else {
     SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, nullptr);
   }
-  if (!config.cert.empty()) {
-    if (std::string why = unreadable(config.cert); !why.empty()) {
-      error = "cert: " + why;
-      return nullptr;
-    }
-    if (SSL_CTX_use_certificate_chain_file(ctx, config.cert.c_str()) != 1) {
-      error = "cert: cannot load a certificate chain from '" + config.cert + "': " +
-              take_ssl_error("not a PEM certificate");
-      return nullptr;
-    }
-    if (std::string why = unreadable(config.key); !why.empty()) {
-      error = "key: " + why;
-      return nullptr;
-    }
-    if (SSL_CTX_use_PrivateKey_file(ctx, config.key.c_str(), SSL_FILETYPE_PEM) != 1) {
-      error = "key: cannot load a private key from '" + config.key + "': " +
-              take_ssl_error("not a PEM private key");
-      return nullptr;
-    }
-    if (SSL_CTX_check_private_key(ctx) != 1) {
-      error = "key: '" + config.key + "' does not match the certificate '" + config.cert + "'";
-      ERR_clear_error();
-      return nullptr;
-    }
-  }
+  if (!config.cert.empty() && !load_cert_and_key(ctx, config.cert, config.key, error))
+    return nullptr;
   static const unsigned char kAlpn[] = "\x08http/1.1";
   SSL_CTX_set_alpn_protos(ctx, kAlpn, sizeof kAlpn - 1);
   // Sessions (TLS 1.3 tickets arrive after the handshake) go to each connection's sink, which
@@ -118,6 +129,76 @@ std::shared_ptr<TlsClientContext> TlsClientContext::create(const UpstreamTlsConf
 }
 
 TlsClientContext::~TlsClientContext() { SSL_CTX_free(ctx_); }
+
+namespace {
+
+// Mozilla's "intermediate" configuration for TLS 1.2 (TLS 1.3 suites are OpenSSL's
+// defaults, all of them modern): forward secrecy and AEAD only, the client's order.
+constexpr const char* kIntermediateCiphers =
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
+    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
+    "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305";
+
+// ALPN: http/1.1 when the client offers it; otherwise no ALPN at all (a client offering only
+// h2 learns that HTTP/2 is not spoken here and may fall back).
+int select_alpn(SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in,
+                unsigned int inlen, void*) {
+  static const unsigned char kServer[] = "\x08http/1.1";
+  unsigned char* chosen = nullptr;
+  if (SSL_select_next_proto(&chosen, outlen, kServer, sizeof kServer - 1, in, inlen) !=
+      OPENSSL_NPN_NEGOTIATED)
+    return SSL_TLSEXT_ERR_NOACK;
+  *out = chosen;
+  return SSL_TLSEXT_ERR_OK;
+}
+
+}  // namespace
+
+std::shared_ptr<TlsServerContext> TlsServerContext::create(const ListenerTlsConfig& config,
+                                                          std::string& error) {
+  ERR_clear_error();
+  SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
+  if (!ctx) {
+    error = "cannot make a TLS context: " + take_ssl_error("out of memory");
+    return nullptr;
+  }
+  std::shared_ptr<TlsServerContext> out(new TlsServerContext(ctx));
+  SSL_CTX_set_min_proto_version(ctx, config.min_version == "1.3" ? TLS1_3_VERSION : TLS1_2_VERSION);
+  SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
+  SSL_CTX_set_cipher_list(ctx, kIntermediateCiphers);
+  if (!load_cert_and_key(ctx, config.cert, config.key, error)) return nullptr;
+  if (!config.client_ca.empty()) {
+    if (std::string why = unreadable(config.client_ca); !why.empty()) {
+      error = "client_ca: " + why;
+      return nullptr;
+    }
+    STACK_OF(X509_NAME)* names = SSL_load_client_CA_file(config.client_ca.c_str());
+    if (!names || SSL_CTX_load_verify_locations(ctx, config.client_ca.c_str(), nullptr) != 1) {
+      if (names) sk_X509_NAME_pop_free(names, X509_NAME_free);
+      error = "client_ca: no certificate could be loaded from '" + config.client_ca + "': " +
+              take_ssl_error("not a PEM certificate bundle");
+      return nullptr;
+    }
+    SSL_CTX_set_client_CA_list(ctx, names);  // takes ownership
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+  }
+  // Resumption (tickets; and the session id context that resuming with client certificates
+  // requires).
+  static const unsigned char kContext[] = "bulwark";
+  SSL_CTX_set_session_id_context(ctx, kContext, sizeof kContext - 1);
+  SSL_CTX_set_alpn_select_cb(ctx, select_alpn, nullptr);
+  if (X509* leaf = SSL_CTX_get0_certificate(ctx)) {
+    std::tm tm{};
+    if (ASN1_TIME_to_tm(X509_get0_notAfter(leaf), &tm) == 1) out->not_after_ = timegm(&tm);
+    char name[256];
+    X509_NAME_oneline(X509_get_subject_name(leaf), name, sizeof name);
+    out->subject_ = name;
+  }
+  ERR_clear_error();
+  return out;
+}
+
+TlsServerContext::~TlsServerContext() { SSL_CTX_free(ctx_); }
 
 std::string check_upstream_tls_files(const UpstreamTlsConfig& config) {
   std::string error;
@@ -130,24 +211,7 @@ TlsSession::~TlsSession() {
 
 bool TlsSession::start_client(const TlsClientContext& context, const std::string& server_name,
                               SSL_SESSION* resume, TlsSessionSink sink) {
-  ERR_clear_error();
-  ssl_ = SSL_new(context.ctx());
-  if (!ssl_) {
-    error_ = "cannot make a TLS connection: " + take_ssl_error("out of memory");
-    return false;
-  }
-  rbio_ = BIO_new(BIO_s_mem());
-  wbio_ = BIO_new(BIO_s_mem());
-  if (!rbio_ || !wbio_) {
-    BIO_free(rbio_);  // BIO_free(nullptr) is a no-op
-    BIO_free(wbio_);
-    rbio_ = wbio_ = nullptr;
-    SSL_free(ssl_);
-    ssl_ = nullptr;
-    error_ = "cannot make a TLS connection: " + take_ssl_error("out of memory");
-    return false;
-  }
-  SSL_set_bio(ssl_, rbio_, wbio_);
+  if (!make(context.ctx())) return false;
   SSL_set_connect_state(ssl_);
   sink_ = std::move(sink);
   SSL_set_app_data(ssl_, &sink_);
@@ -160,6 +224,30 @@ bool TlsSession::start_client(const TlsClientContext& context, const std::string
       SSL_set1_host(ssl_, server_name.c_str());
   }
   if (resume) SSL_set_session(ssl_, resume);
+  return true;
+}
+
+bool TlsSession::make(SSL_CTX* ctx) {
+  ERR_clear_error();
+  ssl_ = SSL_new(ctx);
+  rbio_ = BIO_new(BIO_s_mem());
+  wbio_ = BIO_new(BIO_s_mem());
+  if (!ssl_ || !rbio_ || !wbio_) {
+    BIO_free(rbio_);  // BIO_free(nullptr) and SSL_free(nullptr) are no-ops
+    BIO_free(wbio_);
+    SSL_free(ssl_);
+    ssl_ = nullptr;
+    rbio_ = wbio_ = nullptr;
+    error_ = "cannot make a TLS connection: " + take_ssl_error("out of memory");
+    return false;
+  }
+  SSL_set_bio(ssl_, rbio_, wbio_);  // ssl_ owns both from here
+  return true;
+}
+
+bool TlsSession::start_server(const TlsServerContext& context) {
+  if (!make(context.ctx())) return false;
+  SSL_set_accept_state(ssl_);
   return true;
 }
 

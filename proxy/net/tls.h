@@ -15,6 +15,7 @@
 #include <openssl/ssl.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -42,6 +43,30 @@ class TlsClientContext {
   UpstreamTlsConfig config_;
 };
 
+// One SSL_CTX per listener with a tls block, shared by the workers: certificate chain and
+// key, TLS 1.2 (or 1.3) at least, Mozilla's "intermediate" cipher list for TLS 1.2, ALPN
+// (http/1.1), session tickets, and client certificates required when client_ca is set.
+class TlsServerContext {
+ public:
+  // Null with `error` ("cert: why", "key: why", "client_ca: why") when a file cannot be used.
+  static std::shared_ptr<TlsServerContext> create(const ListenerTlsConfig& config,
+                                                  std::string& error);
+  ~TlsServerContext();
+  TlsServerContext(const TlsServerContext&) = delete;
+  TlsServerContext& operator=(const TlsServerContext&) = delete;
+
+  SSL_CTX* ctx() const { return ctx_; }
+  // The certificate's notAfter, Unix seconds (bulwark_tls_certificate_expiry_seconds).
+  std::int64_t not_after() const { return not_after_; }
+  const std::string& subject() const { return subject_; }
+
+ private:
+  explicit TlsServerContext(SSL_CTX* ctx) : ctx_(ctx) {}
+  SSL_CTX* ctx_;
+  std::int64_t not_after_ = 0;
+  std::string subject_;
+};
+
 // Checks what --check and the loader can check of a tls block without a handshake: the CA
 // file loads, the client certificate and key load and match. "" when fine, else why.
 std::string check_upstream_tls_files(const UpstreamTlsConfig& config);
@@ -64,6 +89,9 @@ class TlsSession {
   bool start_client(const TlsClientContext& context, const std::string& server_name,
                     SSL_SESSION* resume, TlsSessionSink sink);
 
+  // Server side (a listener's connection).
+  bool start_server(const TlsServerContext& context);
+
   enum class Result { done, want, closed, error };
   // Ciphertext from the socket.
   void feed(const char* data, std::size_t len);
@@ -85,6 +113,7 @@ class TlsSession {
   const std::string& error() const { return error_; }
 
  private:
+  bool make(SSL_CTX* ctx);  // the SSL and its two memory BIOs
   void set_error(int ssl_result);
   SSL* ssl_ = nullptr;
   BIO* rbio_ = nullptr;  // ciphertext in (owned by ssl_)

@@ -65,8 +65,16 @@ bool ClientConnection::open(int fd) {
   int len = sizeof peer;
   if (uv_tcp_getpeername(&tcp_, reinterpret_cast<sockaddr*>(&peer), &len) == 0)
     client_ip_ = ip_string(reinterpret_cast<sockaddr*>(&peer));
-  // A new connection must deliver its first request head within the header timeout.
+  // A new connection must deliver its first request head (TLS handshake included) within the
+  // header timeout.
   arm_timer(listener_.view->config->header_timeout_ms);
+  if (const auto& tls = listener_.view->config->tls) {
+    tls_ = std::make_unique<TlsSession>();
+    if (!tls->context || !tls_->start_server(*tls->context)) {
+      close();
+      return false;
+    }
+  }
   if (uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), on_alloc, on_read) != 0) {
     close();
     return false;
@@ -117,15 +125,70 @@ void ClientConnection::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_
   if (d->closing_ || nread == 0) return;
   if (nread > 0) {
     if (d->phase_ == Phase::lingering) return;  // discarded: we are closing
-    d->handle_input(buf->base, static_cast<std::size_t>(nread));
-    if (!d->closing_) d->flush();
+    if (d->tls_) {
+      d->tls_input(buf->base, static_cast<std::size_t>(nread));
+    } else {
+      d->handle_input(buf->base, static_cast<std::size_t>(nread));
+      if (!d->closing_) d->flush();
+    }
     if (!d->closing_ && d->phase_ == Phase::idle) d->release_buffers();
     return;
   }
-  if (d->phase_ == Phase::lingering || nread != UV_EOF) {
+  if (d->phase_ == Phase::lingering || nread != UV_EOF ||
+      (d->tls_ && !d->tls_->handshake_done())) {
     d->close();
     return;
   }
+  d->on_eof();
+}
+
+void ClientConnection::tls_input(const char* data, std::size_t len) {
+  auto* stream = reinterpret_cast<uv_stream_t*>(&tcp_);
+  tls_->feed(data, len);
+  if (!tls_->handshake_done()) {
+    TlsSession::Result r = tls_->handshake();
+    int rc = send_tls_output(*tls_, stream, on_write);  // the server's flight, or an alert
+    if (r == TlsSession::Result::error) {
+      listener_.view->stats->tls_handshakes[1].add();
+      close();
+      return;
+    }
+    if (rc != 0) {
+      close();
+      return;
+    }
+    if (r != TlsSession::Result::done) return;
+    listener_.view->stats->tls_handshakes[0].add();
+  }
+  char* plain = tls_plain_buffer();
+  std::size_t used = 0;
+  for (;;) {
+    TlsSession::Result r;
+    std::size_t n = tls_->read(plain + used, kReadBufferSize - used, r);
+    used += n;
+    if (n > 0 && used < kReadBufferSize) continue;
+    if (used > 0) {
+      if (phase_ != Phase::lingering) {  // else discarded, as a plain read would be
+        handle_input(plain, used);
+        if (closing_ || !flush()) return;
+      }
+      used = 0;
+    }
+    if (n > 0) continue;  // the buffer was full: there may be more
+    if (r == TlsSession::Result::want) break;
+    if (r == TlsSession::Result::closed && phase_ != Phase::lingering) {
+      on_eof();  // the client's close_notify
+      return;
+    }
+    close();  // a TLS error, or close_notify while lingering: nothing more to wait for
+    return;
+  }
+  // Reading may have produced output (session tickets after the handshake, a key update).
+  if (send_tls_output(*tls_, stream, on_write) != 0) close();
+}
+
+void ClientConnection::on_eof() {
+  ClientConnection* d = this;
   d->client_eof_ = true;
   switch (d->phase_) {
     case Phase::idle:
@@ -137,7 +200,7 @@ void ClientConnection::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_
       // (pipelined ones wait in pending_input_), then close.
       if (d->x().request_complete && !d->x().upgrade) {
         if (d->pending_input_.empty()) d->close_after_response_ = true;
-        uv_read_stop(stream);
+        uv_read_stop(reinterpret_cast<uv_stream_t*>(&d->tcp_));
         d->reading_ = false;
       } else {
         d->close();
@@ -197,7 +260,13 @@ bool ClientConnection::flush() {
   if (ex_ && ex_->attempt.conn) ex_->attempt.conn->flush();  // a failure calls on_upstream_error
   if (closing_) return false;
   if (buffers_ && !buffers_->out.empty()) {
-    int rc = buffers_->out.flush(reinterpret_cast<uv_stream_t*>(&tcp_), on_write);
+    if (tls_ && !tls_->handshake_done()) {
+      // A reply before the handshake is done (a header timeout): nothing can carry it.
+      close();
+      return false;
+    }
+    int rc = tls_ ? buffers_->out.flush(*tls_, reinterpret_cast<uv_stream_t*>(&tcp_), on_write)
+                  : buffers_->out.flush(reinterpret_cast<uv_stream_t*>(&tcp_), on_write);
     if (rc != 0) {
       close();
       return false;
@@ -356,6 +425,13 @@ void ClientConnection::close_gracefully() {
   flush();
   if (closing_) return;
   phase_ = Phase::lingering;
+  if (tls_ && tls_->handshake_done()) {
+    tls_->shutdown();  // close_notify, after the response
+    if (send_tls_output(*tls_, reinterpret_cast<uv_stream_t*>(&tcp_), on_write) != 0) {
+      close();
+      return;
+    }
+  }
   // Send FIN after the queued bytes, then discard input until the client closes (or the
   // linger time ends) so that unread request bytes do not turn our close into a reset that
   // would destroy the response in flight.

@@ -11,11 +11,13 @@
 #include <uv.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "core/intrusive_list.h"
 #include "http/headers.h"
 #include "http/local_reply.h"
+#include "net/tls.h"
 #include "net/write_queue.h"
 #include "pipeline/admission.h"
 #include "pipeline/exchange.h"
@@ -49,6 +51,7 @@ class ClientConnection final {
   ListHook<ClientConnection> list_hook;  // the worker's list of its connections
 
   std::string_view client_ip() const { return client_ip_; }
+  bool tls() const { return tls_ != nullptr; }
   const HeaderBlock& request_headers() { return b().headers; }
 
   // What the request in progress (its Exchange) reads and drives of its connection; the rest
@@ -125,6 +128,11 @@ class ClientConnection final {
   static int cb_message_complete(llhttp_t* p);
 
   void handle_input(const char* data, std::size_t len);
+  // Ciphertext read on a TLS listener: the handshake, then each batch of plaintext to
+  // handle_input (and flushed) before the plaintext buffer is used again.
+  void tls_input(const char* data, std::size_t len);
+  // The client's end of input (EOF, or its TLS close_notify).
+  void on_eof();
   void execute(const char* data, std::size_t len);
   // The head is parsed (llhttp paused just after it, at `body`): checks how it ended, then
   // validates and routes the request. False when the request was answered and parsing stops.
@@ -161,6 +169,7 @@ class ClientConnection final {
   RequestBuffers* buffers_ = nullptr;
   Exchange* ex_ = nullptr;
   uv_tcp_t tcp_{};
+  std::unique_ptr<TlsSession> tls_;  // a TLS listener's connection
   uv_timer_t timer_{};
   uv_shutdown_t shutdown_req_{};
   int open_handles_ = 0;

@@ -320,6 +320,7 @@ void Exchange::use_connection(UpstreamConnection* conn) {
   head.framing = request_framing;
   head.content_length = request_content_length;
   if (upgrade) head.upgrade = client.b().info.upgrade;
+  head.https = client.tls();
   write_upstream_request_head(client.b().upstream_head, client.b().headers, head);
   attempt.conn->out().add(client.b().upstream_head);
   if (attempts > 1)
