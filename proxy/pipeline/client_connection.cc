@@ -215,14 +215,15 @@ void ClientConnection::on_eof() {
 }
 
 void ClientConnection::handle_input(const char* data, std::size_t len) {
-  if (phase_ == Phase::tunnel || (ex_ && ex_->upgrade && ex_->request_complete)) {
+  if (phase_ == Phase::tunnel) {
     x().bytes_in += len;
     x().upstream_add(data, len, true);
     if (phase_ == Phase::tunnel) arm_timer(listener_.view->config->idle_timeout_ms);
     return;
   }
   if (x().request_complete) {
-    // Pipelined: the next request waits until this one's response is complete.
+    // Pipelined: the next request waits until this one's response is complete. (After an
+    // upgrade request: held until the upstream switches protocols; see hold_after_upgrade.)
     pending_input_.append(data, len);
     if (pending_input_.size() > kHighWater) pause_reading();
     return;

@@ -103,6 +103,9 @@ class ClientConnection final {
   // request body has not been read completely.
   void local_reply(Reason reason, std::string_view detail, bool close = false, int status = 0);
   void close_gracefully();
+  // The upstream switched protocols (101): what the client sent after its upgrade request,
+  // held until now, goes to the upstream.
+  void forward_held_input();
   // The response is complete: logs the request, ends its exchange, serves what is pipelined.
   void finish_request();
 
@@ -148,6 +151,7 @@ class ClientConnection final {
   // A parse error: the reply execute() sends once llhttp has stopped.
   int parse_error(Reason reason, const char* detail, int status = 0);
   void serve_pending_input();
+  void hold_after_upgrade(const char* data, std::size_t len);
   bool count_head_bytes(std::size_t len);
   void account_request();
   void reset_request();

@@ -128,6 +128,7 @@ void Exchange::on_upstream_complete() {
     shed.release();  // a tunnel may stay open for hours: it does not hold the limit
     client.set_phase(ClientConnection::Phase::tunnel);
     attempt.conn->start_tunnel();
+    client.forward_held_input();
     if (client.client_eof()) {  // a pipelined upgrade after the client's half-close: nothing to tunnel
       client.close_gracefully();
       return;

@@ -48,6 +48,22 @@ const llhttp_settings_t& ClientConnection::settings() {
   return s;
 }
 
+// Bytes after an upgrade request belong to the new protocol only if the upstream switches
+// (101). Until it answers they are held, not forwarded: an upstream that refuses the upgrade
+// would read them as a request of its own that Bulwark never parsed, routed or checked
+// (request smuggling). After a refusal the connection closes and they are dropped.
+void ClientConnection::hold_after_upgrade(const char* data, std::size_t len) {
+  pending_input_.append(data, len);
+  if (pending_input_.size() > kHighWater) pause_reading();
+}
+
+void ClientConnection::forward_held_input() {
+  if (pending_input_.empty()) return;
+  x().bytes_in += pending_input_.size();
+  x().upstream_add(pending_input_.data(), pending_input_.size(), /*borrowed=*/false);
+  pending_input_.clear();
+}
+
 void ClientConnection::execute(const char* data, std::size_t len) {
   in_execute_ = true;
   const char* end = data + len;
@@ -61,9 +77,7 @@ void ClientConnection::execute(const char* data, std::size_t len) {
       if (done()) break;
       auto rest_len = static_cast<std::size_t>(end - data);
       if (upgrade) {
-        // Bytes after an upgrade request belong to the new protocol: pass them on.
-        if (rest_len) x().upstream_add(data, rest_len, true);
-        x().bytes_in += rest_len;
+        hold_after_upgrade(data, rest_len);
         break;
       }
       if (phase_ == Phase::idle) {  // answered while parsing: go on with the next request
@@ -101,9 +115,7 @@ void ClientConnection::execute(const char* data, std::size_t len) {
         continue;
       }
       if (err == HPE_PAUSED_UPGRADE) {
-        // Bytes after an upgrade request belong to the new protocol: pass them on.
-        if (rest_len) x().upstream_add(rest, rest_len, true);
-        x().bytes_in += rest_len;
+        hold_after_upgrade(rest, rest_len);
         break;
       }
       pending_input_.append(rest, rest_len);

@@ -346,6 +346,11 @@ REQUEST_CASES = [
          b"Upgrade: websocket\r\n\r\n", 200, CLOSE,
          [up(b"/ws", tail=b"Connection: upgrade\r\nUpgrade: websocket\r\n")],
          note="the backend declined the upgrade: the connection is not reused"),
+    case("upgrade-declined-then-request", b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
+         b"Upgrade: websocket\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n", 200, CLOSE,
+         [up(b"/ws", tail=b"Connection: upgrade\r\nUpgrade: websocket\r\n")], item="15.fuzz",
+         note="bytes after an upgrade request wait for the 101: forwarded before it, a backend "
+              "that declines would read /smuggled as a request Bulwark never checked"),
     case("connection-close", b"GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 200, CLOSE,
          [up(b"/a")]),
 

@@ -4,9 +4,11 @@ import hashlib
 import os
 import socket
 import struct
+import threading
+import time
 import unittest
 
-from harness import ProxyTest, Reader, connect, crc_hex
+from harness import MINIMAL, Bulwark, ProxyTest, Reader, connect, crc_hex, wait_for
 
 
 def ws_frame(payload, opcode=1):
@@ -76,6 +78,81 @@ class ExpectAndUpgrade(ProxyTest):
         s.settimeout(5)
         self.assertEqual(r.read_to_eof(), b"")  # the backend closed: the tunnel closes too
         s.close()
+
+
+class RawBackend:
+    """A backend on a raw socket: answers the first request head it reads with `answer` and
+    records every byte it receives."""
+
+    def __init__(self, answer):
+        self.answer = answer
+        self.received = b""
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(8)
+        self.address = "127.0.0.1:%d" % self.server.getsockname()[1]
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        try:
+            conn, _ = self.server.accept()
+        except OSError:
+            return
+        conn.settimeout(5)
+        answered = False
+        try:
+            while True:
+                data = conn.recv(65536)
+                if not data:
+                    break
+                self.received += data
+                if not answered and b"\r\n\r\n" in self.received:
+                    answered = True
+                    conn.sendall(self.answer)
+        except OSError:
+            pass
+        conn.close()
+
+    def stop(self):
+        self.server.close()
+
+
+UPGRADE_THEN_MORE = (b"GET /up HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: foo\r\n\r\n"
+                     b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n")
+
+
+class UpgradeHeldUntilSwitched(unittest.TestCase):
+    """Bytes after an upgrade request reach the upstream only once it has answered 101: one
+    that refuses the upgrade must not read them as a request Bulwark never checked."""
+
+    def run_case(self, answer):
+        backend = RawBackend(answer)
+        self.addCleanup(backend.stop)
+        proxy = Bulwark(MINIMAL, upstream=backend.address)
+        self.addCleanup(proxy.stop)
+        s = connect(proxy.port)
+        self.addCleanup(s.close)
+        s.sendall(UPGRADE_THEN_MORE)
+        return backend, Reader(s)
+
+    def test_refused_upgrade_does_not_forward_what_follows(self):
+        backend, r = self.run_case(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        status, _, body = r.read_response()
+        self.assertEqual((status, body), (200, b"ok"))
+        self.assertEqual(r.read_to_eof(), b"")  # closed after the refusal: nothing else served
+        time.sleep(0.2)
+        self.assertIn(b"GET /up ", backend.received)
+        self.assertNotIn(b"/smuggled", backend.received)
+
+    def test_accepted_upgrade_forwards_what_follows(self):
+        backend, r = self.run_case(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
+                                   b"Upgrade: foo\r\n\r\n")
+        version, status, headers = r.read_head()
+        self.assertEqual(status, 101)
+        wait_for(lambda: b"/smuggled" in backend.received,
+                 what="the bytes after the upgrade request, tunnelled after the 101")
+        head_end = backend.received.index(b"\r\n\r\n") + 4
+        self.assertEqual(backend.received[head_end:], b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n")
 
 
 if __name__ == "__main__":
