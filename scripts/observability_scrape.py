@@ -1,21 +1,24 @@
 #!/usr/bin/env python3
 """Runs the real bulwark in front of bulwark-testd with a config that turns on every block
 that adds metrics (rate limits local and global, retry, circuit breaker, health check, load
-shedding, a host-name endpoint, Redis), sends a little traffic (200s, a 503 whose retry the
-budget refuses, a 404 no-route, 429s, connect failures until a breaker opens, 503
-circuit-open), and writes GET /metrics to the file given. Used by
+shedding, a host-name endpoint, Redis, a TLS listener with a throw-away certificate), sends a
+little traffic (200s, a 503 whose retry the budget refuses, a 404 no-route, 429s, connect
+failures until a breaker opens, 503 circuit-open, one HTTPS request), and writes GET /metrics to the file given. Used by
 scripts/validate-observability.sh; environment as for tests/integration/harness.py
 (BULWARK_BIN, BULWARK_TESTD).
 
 Usage: observability_scrape.py OUT_FILE
 """
+import http.client
 import os
 import shutil
+import ssl
 import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "integration"))
 import harness  # noqa: E402
+from tls_backend import Pki  # noqa: E402
 
 CONFIG = """
 admin: {{ listen: 127.0.0.1:{admin} }}
@@ -43,6 +46,12 @@ listeners:
       - name: down
         match: {{ prefix: /down }}
         upstream: down
+  - name: secure
+    listen: 127.0.0.1:{tls_port}
+    tls: {{ cert: "{cert}", key: "{key}" }}
+    routes:
+      - name: secure-all
+        upstream: app
 upstreams:
   - name: app
     endpoints: [{upstream}]
@@ -67,9 +76,12 @@ def main():
     out = sys.argv[1]
     testd = harness.Testd()
     proxy = None
+    pki = Pki()  # a throw-away CA and certificate for the TLS listener
     try:
+        tls_port = harness.free_port()
         proxy = harness.Bulwark(CONFIG, upstream=testd.address, dead_port=harness.free_port(),
-                                redis_port=harness.free_port())
+                                redis_port=harness.free_port(), tls_port=tls_port,
+                                cert=pki.server_cert, key=pki.server_key)
         seen = {}
 
         def note(path, expect):
@@ -90,9 +102,15 @@ def main():
                 break
         harness.wait_for(lambda: proxy.metric("bulwark_health_checks_total", result="success"),
                          what="a health check")
+        # One HTTPS request through the TLS listener (bulwark_tls_* samples).
+        https = http.client.HTTPSConnection("localhost", tls_port, timeout=10,
+                                            context=ssl.create_default_context(cafile=pki.ca))
+        https.request("GET", "/tls")
+        seen["/tls"] = [https.getresponse().status]
+        https.close()
         problems = []
         for path, expect in (("/api/ok", 200), ("/api/fail?status=503", 503), ("/nowhere", 404),
-                             ("/limited", 429), ("/shared", 429), ("/down", 503)):
+                             ("/limited", 429), ("/shared", 429), ("/down", 503), ("/tls", 200)):
             if expect not in seen[path]:
                 problems.append("%s: expected a %d among %s" % (path, expect, seen[path]))
         if proxy.metric("bulwark_circuit_state", upstream="down", state="open") is None or \
@@ -111,6 +129,7 @@ def main():
             proxy.stop()
             shutil.rmtree(proxy.dir, ignore_errors=True)
         testd.stop()
+        pki.cleanup()
 
 
 if __name__ == "__main__":
