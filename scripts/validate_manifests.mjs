@@ -1,6 +1,6 @@
 // Validates Kubernetes manifests (multi-document YAML files) offline, for validate-deploy.sh.
 //
-//   node scripts/validate_manifests.mjs --tools DIR --configs-out DIR FILE...
+//   node scripts/validate_manifests.mjs --tools DIR --configs-out DIR [--tls-files-out FILE] FILE...
 //
 // DIR (--tools) holds the npm packages validate-deploy.sh installed:
 //   - kubernetes-models: the OpenAPI schema of each kind compiled to validators (types,
@@ -15,11 +15,15 @@
 // On top of the schemas, every container that runs Bulwark (its image or name contains
 // "bulwark" and it is given a config with -c) is held to the deployment rules of
 // docs/kubernetes.md: native sidecar, probes on /ready and /healthz, restricted
-// securityContext, config from a ConfigMap mounted as a directory, and a grace period
-// longer than the config's drain.delay + drain.timeout.
+// securityContext, config from a ConfigMap mounted as a directory, a grace period
+// longer than the config's drain.delay + drain.timeout, and every TLS file the config names
+// (listener cert/key/client_ca, upstream ca/cert/key) inside a volumeMount of the container
+// that is a directory (no subPath: certificate renewals must arrive), a private key not from
+// a ConfigMap, and a file from a ConfigMap volume one of its keys.
 //
 // Each ConfigMap key that holds a Bulwark config (bulwark.yaml) is written to --configs-out
-// as SOURCE--CONFIGMAP--KEY, for `bulwark --check`. Exit 1 with one line per problem.
+// as SOURCE--CONFIGMAP--KEY, for `bulwark --check`; the TLS files those configs name, one
+// "cert PATH" or "key PATH" line each, to --tls-files-out. Exit 1 with one line per problem.
 
 import fs from 'node:fs';
 import path from 'node:path';
@@ -29,10 +33,12 @@ import { pathToFileURL } from 'node:url';
 const args = process.argv.slice(2);
 let tools = null;
 let configsOut = null;
+let tlsFilesOut = null;
 const files = [];
 for (let i = 0; i < args.length; i++) {
   if (args[i] === '--tools') tools = args[++i];
   else if (args[i] === '--configs-out') configsOut = args[++i];
+  else if (args[i] === '--tls-files-out') tlsFilesOut = args[++i];
   else files.push(args[i]);
 }
 if (!tools || files.length === 0) {
@@ -48,6 +54,7 @@ const models = await import(pathToFileURL(path.join(modelsDir, 'ObjectSerializer
 const problems = [];
 let checkedDocs = 0;
 const configs = [];
+const tlsFileLines = new Set();
 
 // ---- the strict walk -------------------------------------------------------------------
 
@@ -168,13 +175,30 @@ function seconds(d) {
   return { undefined: n, ms: n / 1000, s: n, m: n * 60, h: n * 3600 }[m[2]];
 }
 
+// The files a Bulwark config's tls blocks name: [{ path, at, kind: 'cert' | 'key' }]
+// (ca and client_ca are certificates; `ca: system` is the image's bundle, not a file).
+function tlsFilesOf(cfg) {
+  const out = [];
+  const add = (tls, at, keys) => {
+    if (kindOf(tls) !== 'object') return;
+    for (const k of keys) {
+      const p = tls[k];
+      if (typeof p !== 'string' || p === '' || (k === 'ca' && p === 'system')) continue;
+      out.push({ path: p, at: `${at}.tls.${k}`, kind: k === 'key' ? 'key' : 'cert' });
+    }
+  };
+  (Array.isArray(cfg?.listeners) ? cfg.listeners : []).forEach((l, i) => add(l?.tls, `listeners[${i}]`, ['cert', 'key', 'client_ca']));
+  (Array.isArray(cfg?.upstreams) ? cfg.upstreams : []).forEach((u, i) => add(u?.tls, `upstreams[${i}]`, ['ca', 'cert', 'key']));
+  return out;
+}
+
 function podSpecOf(doc) {
   if (doc.kind === 'Pod') return doc.spec;
   if (['Deployment', 'StatefulSet', 'DaemonSet', 'ReplicaSet', 'Job'].includes(doc.kind)) return doc.spec?.template?.spec;
   return null;
 }
 
-function checkBulwarkPod(spec, cmConfigs, report) {
+function checkBulwarkPod(spec, cmConfigs, cmKeys, report) {
   const all = [...(spec.initContainers || []).map((c) => [c, 'initContainers']), ...(spec.containers || []).map((c) => [c, 'containers'])];
   for (const [c, list] of all) {
     const argv = [...(c.command || []), ...(c.args || [])];
@@ -209,6 +233,27 @@ function checkBulwarkPod(spec, cmConfigs, report) {
     const timeout = seconds(cfg.drain?.timeout ?? '20s') ?? 20;
     const grace = spec.terminationGracePeriodSeconds ?? 30;
     need(grace > delay + timeout, `terminationGracePeriodSeconds ${grace} must exceed drain.delay + drain.timeout (${delay + timeout}s)`);
+    // TLS files: in a volume of this container (the deepest mount holding the path), which is
+    // mounted as a directory so a renewed Secret arrives (the kubelet swaps ..data; a subPath
+    // mount keeps the old files forever, and Bulwark would serve the old certificate).
+    for (const f of tlsFilesOf(cfg)) {
+      const holding = (c.volumeMounts || [])
+        .filter((m) => f.path === m.mountPath || f.path.startsWith(m.mountPath.replace(/\/?$/, '/')))
+        .sort((a, b) => b.mountPath.length - a.mountPath.length)[0];
+      if (!holding) { report(`${at}: TLS file ${f.path} (${f.at}) is in no volumeMount of the container`); continue; }
+      if (holding.subPath || holding.subPathExpr) {
+        report(`${at}: volumeMount ${holding.name} holds TLS file ${f.path} (${f.at}) with subPath: a renewed certificate would never arrive (mount the Secret as a directory)`);
+        continue;
+      }
+      const fvol = (spec.volumes || []).find((v) => v.name === holding.name);
+      if (!fvol) continue;  // the schema walk reports a mount without its volume
+      if (fvol.configMap) {
+        if (f.kind === 'key') report(`${at}: TLS private key ${f.path} (${f.at}) comes from ConfigMap ${fvol.configMap.name}: keep keys in a Secret`);
+        const keys = cmKeys.get(fvol.configMap.name);
+        const rel = f.path.slice(holding.mountPath.replace(/\/?$/, '/').length);
+        if (keys && !keys.has(rel)) report(`${at}: TLS file ${f.path} (${f.at}) is not in ConfigMap ${fvol.configMap.name} mounted at ${holding.mountPath} (a Secret volume not mounted?)`);
+      }
+    }
   }
 }
 
@@ -228,6 +273,7 @@ for (const file of files) {
     parsed.push([doc, label]);
   });
   const cmConfigs = new Map();
+  const cmKeys = new Map();
   for (const [doc, label0] of parsed) {
     const label = `${label0} (${doc?.kind ?? '?'} ${doc?.metadata?.name ?? '?'})`;
     const report = (msg) => problems.push(`${label}: ${msg}`);
@@ -247,11 +293,13 @@ for (const file of files) {
       walk(doc, clsName, '', report);
     }
     if (doc.kind === 'ConfigMap' && doc.apiVersion === 'v1') {
+      cmKeys.set(doc.metadata?.name, new Set([...Object.keys(doc.data || {}), ...Object.keys(doc.binaryData || {})]));
       for (const [key, val] of Object.entries(doc.data || {})) {
         if (key !== 'bulwark.yaml' && !/^bulwark.*\.ya?ml$/.test(key)) continue;
         let cfg = {};
         try { cfg = YAML.parse(String(val)) || {}; } catch { /* bulwark --check reports it */ }
         cmConfigs.set(`${doc.metadata?.name}/${key}`, cfg);
+        for (const f of tlsFilesOf(cfg)) tlsFileLines.add(`${f.kind} ${f.path}`);
         if (configsOut) {
           const out = path.join(configsOut, `${path.basename(file)}--${doc.metadata?.name}--${key}`);
           fs.writeFileSync(out, String(val));
@@ -264,9 +312,10 @@ for (const file of files) {
     const spec = kindOf(doc) === 'object' ? podSpecOf(doc) : null;
     if (!spec) continue;
     const label = `${label0} (${doc.kind} ${doc.metadata?.name ?? '?'})`;
-    checkBulwarkPod(spec, cmConfigs, (msg) => problems.push(`${label}: ${msg}`));
+    checkBulwarkPod(spec, cmConfigs, cmKeys, (msg) => problems.push(`${label}: ${msg}`));
   }
 }
+if (tlsFilesOut) fs.writeFileSync(tlsFilesOut, [...tlsFileLines].map((l) => `${l}\n`).join(''));
 
 for (const p of problems) console.error(`INVALID ${p}`);
 console.log(`validate_manifests: ${files.length} files, ${checkedDocs} objects, ${configs.length} Bulwark configs, ${problems.length} problems`);

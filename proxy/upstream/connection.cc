@@ -266,7 +266,9 @@ void UpstreamConnection::close() {
   if (state_ == State::closing) return;
   bool was_idle = state_ == State::idle;
   if (tls_ && tls_->handshake_done()) {
-    tls_->shutdown();  // close_notify, best effort
+    // close_notify, best effort; it also keeps the pool's session resumable (OpenSSL marks
+    // the session of a connection freed without one as not resumable).
+    tls_->shutdown();
     send_tls_output(*tls_, reinterpret_cast<uv_stream_t*>(&tcp_), on_write);
   }
   state_ = State::closing;

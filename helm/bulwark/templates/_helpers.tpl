@@ -51,6 +51,43 @@ bulwark-sidecar: {{ include "bulwark.fullname" . }}
 {{- if eq .Values.mode "inbound" }}app{{ else }}remote{{ end -}}
 {{- end -}}
 
+{{/*
+"true" when the inbound listener terminates TLS (inbound.tls.enabled), else empty; fails the
+render on a TLS setting that cannot work.
+*/}}
+{{- define "bulwark.tls" -}}
+{{- $tls := .Values.inbound.tls | default dict -}}
+{{- if $tls.enabled -}}
+{{- if ne .Values.mode "inbound" -}}
+{{- fail "bulwark: inbound.tls.enabled needs mode: inbound (TLS is terminated on the inbound listener)" -}}
+{{- end -}}
+{{- if not $tls.secretName -}}
+{{- fail "bulwark: inbound.tls.secretName is required with inbound.tls.enabled (a kubernetes.io/tls Secret you create, see docs/kubernetes.md#6-tls)" -}}
+{{- end -}}
+{{- if or (eq (int $tls.port) (int .Values.admin.port)) (and (include "bulwark.http" .) (eq (int $tls.port) (int .Values.inbound.port))) -}}
+{{- fail (printf "bulwark: inbound.tls.port %v is already taken (inbound.port or admin.port)" $tls.port) -}}
+{{- end -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* "true" when the config has a plain HTTP listener: always outbound; inbound unless
+inbound.tls.keepHttp is false. */}}
+{{- define "bulwark.http" -}}
+{{- $tls := .Values.inbound.tls | default dict -}}
+{{- if or (ne .Values.mode "inbound") (not $tls.enabled) (ne (toString $tls.keepHttp) "false") -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* The routes of a listener, each to the one upstream unless it names another. */}}
+{{- define "bulwark.routes" -}}
+{{- $up := include "bulwark.upstreamName" . -}}
+{{- range .Values.config.routes }}
+      - {{ merge (dict) . (dict "upstream" $up) | toYaml | indent 8 | trim }}
+{{- end }}
+{{- end -}}
+
 {{/* A duration of Bulwark's form (0, 250ms, 5s, 1m, 1h) in whole seconds, rounded up. */}}
 {{- define "bulwark.seconds" -}}
 {{- $d := toString . -}}
@@ -77,6 +114,7 @@ access_log:
   path: {{ $v.config.accessLog }}
   format: json
 listeners:
+  {{- if include "bulwark.http" . }}
   - name: {{ $v.mode }}
     {{- if eq $v.mode "inbound" }}
     listen: "0.0.0.0:{{ $v.inbound.port }}"
@@ -84,9 +122,22 @@ listeners:
     listen: "127.0.0.1:{{ $v.outbound.port }}"
     {{- end }}
     routes:
-{{- range $v.config.routes }}
-      - {{ merge (dict) . (dict "upstream" $up) | toYaml | indent 8 | trim }}
-{{- end }}
+{{- include "bulwark.routes" . }}
+  {{- end }}
+  {{- if include "bulwark.tls" . }}
+  {{- $tls := $v.inbound.tls }}
+  - name: inbound-tls
+    listen: "0.0.0.0:{{ $tls.port }}"
+    tls:
+      cert: {{ printf "%s/tls.crt" $tls.mountPath | quote }}
+      key: {{ printf "%s/tls.key" $tls.mountPath | quote }}
+      {{- with $tls.clientCA }}
+      client_ca: {{ printf "%s/%s" $tls.mountPath . | quote }}
+      {{- end }}
+      min_version: {{ $tls.minVersion | default "1.2" | toString | quote }}
+    routes:
+{{- include "bulwark.routes" . }}
+  {{- end }}
 upstreams:
   - name: {{ $up }}
     {{- if eq $v.mode "inbound" }}
@@ -133,9 +184,14 @@ The sidecar: one item for a pod's initContainers (a native sidecar, Kubernetes 1
   restartPolicy: Always
   args: ["-c", "/etc/bulwark/bulwark.yaml"]
   ports:
-    {{- if eq .Values.mode "inbound" }}
+    {{- if and (eq .Values.mode "inbound") (include "bulwark.http" .) }}
     - name: http
       containerPort: {{ .Values.inbound.port }}
+      protocol: TCP
+    {{- end }}
+    {{- if include "bulwark.tls" . }}
+    - name: https
+      containerPort: {{ .Values.inbound.tls.port }}
       protocol: TCP
     {{- end }}
     - name: admin
@@ -166,11 +222,24 @@ The sidecar: one item for a pod's initContainers (a native sidecar, Kubernetes 1
     - name: bulwark-config
       mountPath: /etc/bulwark
       readOnly: true
+    {{- if include "bulwark.tls" . }}
+    # The TLS Secret as a directory, never a subPath: a renewed certificate then arrives
+    # (the kubelet swaps ..data) and Bulwark reloads it in place.
+    - name: bulwark-tls
+      mountPath: {{ .Values.inbound.tls.mountPath }}
+      readOnly: true
+    {{- end }}
 {{- end -}}
 
-{{/* The config volume: the ConfigMap as a directory (no subPath), so updates arrive. */}}
+{{/* The config volume: the ConfigMap as a directory (no subPath), so updates arrive; with
+inbound.tls, the TLS Secret's volume too. */}}
 {{- define "bulwark.volume" -}}
 - name: bulwark-config
   configMap:
     name: {{ include "bulwark.fullname" . }}
+{{- if include "bulwark.tls" . }}
+- name: bulwark-tls
+  secret:
+    secretName: {{ .Values.inbound.tls.secretName }}
+{{- end }}
 {{- end -}}
