@@ -116,6 +116,19 @@ class TlsListener(unittest.TestCase):
         self.assertEqual(self.handshakes("success"), 1)
         self.assertEqual(self.handshakes("failure"), 0)
 
+    @unittest.skipUnless(shutil.which("curl"), "curl is not installed")
+    def test_curl_with_cacert(self):
+        self.start()
+        p = subprocess.run(["curl", "-sS", "--cacert", self.pki.ca, "-o", "/dev/null", "-w",
+                            "%{http_code} %{ssl_verify_result}",
+                            "https://localhost:%d/curl" % self.proxy.port],
+                           capture_output=True, text=True, timeout=20)
+        self.assertEqual((p.returncode, p.stdout), (0, "200 0"), p.stderr)
+        # Without the CA, curl refuses Bulwark's certificate.
+        p = subprocess.run(["curl", "-sS", "-o", "/dev/null", "https://localhost:%d/" % self.proxy.port],
+                           capture_output=True, text=True, timeout=20)
+        self.assertEqual(p.returncode, 60, p.stderr)  # CURLE_PEER_FAILED_VERIFICATION
+
     def test_certificate_expiry_is_exported(self):
         self.start()
         out = subprocess.run(["openssl", "x509", "-noout", "-enddate", "-in", self.pki.server_cert],
