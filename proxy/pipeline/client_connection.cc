@@ -223,7 +223,7 @@ void ClientConnection::handle_input(const char* data, std::size_t len) {
   }
   if (x().request_complete) {
     // Pipelined: the next request waits until this one's response is complete. (After an
-    // upgrade request: held until the upstream switches protocols; see hold_after_upgrade.)
+    // upgrade request: held until the upstream switches protocols; see after_upgrade_request.)
     pending_input_.append(data, len);
     if (pending_input_.size() > kHighWater) pause_reading();
     return;

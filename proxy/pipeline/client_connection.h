@@ -151,7 +151,8 @@ class ClientConnection final {
   // A parse error: the reply execute() sends once llhttp has stopped.
   int parse_error(Reason reason, const char* detail, int status = 0);
   void serve_pending_input();
-  void hold_after_upgrade(const char* data, std::size_t len);
+  // The bytes after an upgrade request (see request_parse.cc).
+  void after_upgrade_request(const char* data, std::size_t len);
   bool count_head_bytes(std::size_t len);
   void account_request();
   void reset_request();

@@ -52,9 +52,19 @@ const llhttp_settings_t& ClientConnection::settings() {
 // (101). Until it answers they are held, not forwarded: an upstream that refuses the upgrade
 // would read them as a request of its own that Bulwark never parsed, routed or checked
 // (request smuggling). After a refusal the connection closes and they are dropped.
-void ClientConnection::hold_after_upgrade(const char* data, std::size_t len) {
-  pending_input_.append(data, len);
-  if (pending_input_.size() > kHighWater) pause_reading();
+void ClientConnection::after_upgrade_request(const char* data, std::size_t len) {
+  if (phase_ == Phase::request && ex_ && ex_->upgrade) {
+    pending_input_.append(data, len);
+    if (pending_input_.size() > kHighWater) pause_reading();
+    return;
+  }
+  // llhttp parses nothing more after a request it flagged as an upgrade. One Bulwark does not
+  // tunnel (answered locally, or an Upgrade field without a value) ends the connection after
+  // its response; what follows is dropped, never parsed from llhttp's stopped state.
+  if (phase_ == Phase::request)
+    close_after_response_ = true;
+  else
+    close_gracefully();
 }
 
 void ClientConnection::forward_held_input() {
@@ -77,7 +87,7 @@ void ClientConnection::execute(const char* data, std::size_t len) {
       if (done()) break;
       auto rest_len = static_cast<std::size_t>(end - data);
       if (upgrade) {
-        hold_after_upgrade(data, rest_len);
+        after_upgrade_request(data, rest_len);
         break;
       }
       if (phase_ == Phase::idle) {  // answered while parsing: go on with the next request
@@ -115,7 +125,7 @@ void ClientConnection::execute(const char* data, std::size_t len) {
         continue;
       }
       if (err == HPE_PAUSED_UPGRADE) {
-        hold_after_upgrade(rest, rest_len);
+        after_upgrade_request(rest, rest_len);
         break;
       }
       pending_input_.append(rest, rest_len);

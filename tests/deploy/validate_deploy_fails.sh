@@ -41,6 +41,14 @@ break_file "$tmp/deploy/inbound.yaml" 's|{ name: bulwark-config, mountPath: /etc
 expect_fail "config mounted with subPath" "must not use subPath"
 
 fresh
+break_file "$tmp/deploy/inbound.yaml" 's|^            - { name: bulwark-tls, mountPath: /etc/bulwark/tls, readOnly: true }$|            - { name: bulwark-tls, mountPath: /etc/bulwark/tls/tls.crt, subPath: tls.crt, readOnly: true }\n            - { name: bulwark-tls, mountPath: /etc/bulwark/tls/tls.key, subPath: tls.key, readOnly: true }|'
+expect_fail "TLS Secret mounted with subPath" "volumeMount bulwark-tls holds TLS file /etc/bulwark/tls/tls.crt (listeners[1].tls.cert) with subPath"
+
+fresh
+break_file "$tmp/deploy/outbound.yaml" 's,^          # \(cert\|key\): /etc/bulwark/client/,          \1: /etc/bulwark/client/,'
+expect_fail "client certificate without its Secret's volume" "TLS file /etc/bulwark/client/tls.crt (upstreams[1].tls.cert) is not in ConfigMap bulwark-outbound mounted at /etc/bulwark"
+
+fresh
 break_file "$tmp/deploy/outbound.yaml" 's/^      terminationGracePeriodSeconds: 45 /      terminationGracePeriodSeconds: 20 /'
 expect_fail "grace period shorter than the drain" "terminationGracePeriodSeconds 20 must exceed drain.delay + drain.timeout (25s)"
 

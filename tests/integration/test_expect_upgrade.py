@@ -144,6 +144,27 @@ class UpgradeHeldUntilSwitched(unittest.TestCase):
         self.assertIn(b"GET /up ", backend.received)
         self.assertNotIn(b"/smuggled", backend.received)
 
+    def test_upgrade_without_a_protocol_ends_the_connection(self):
+        # llhttp flags the request as an upgrade (Connection: Upgrade and an Upgrade field),
+        # but the last Upgrade value is empty: Bulwark forwards a plain request, and parses
+        # nothing after it (found by fuzz_request: the parser stays stopped after an upgrade).
+        backend = RawBackend(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        self.addCleanup(backend.stop)
+        proxy = Bulwark(MINIMAL, upstream=backend.address)
+        self.addCleanup(proxy.stop)
+        s = connect(proxy.port)
+        self.addCleanup(s.close)
+        s.sendall(b"GET /up HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: foo\r\n"
+                  b"Upgrade:\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n")
+        r = Reader(s)
+        status, _, body = r.read_response()
+        self.assertEqual((status, body), (200, b"ok"))
+        self.assertEqual(r.read_to_eof(), b"")
+        time.sleep(0.2)
+        self.assertNotIn(b"/smuggled", backend.received)
+        self.assertNotIn(b"Upgrade", backend.received)
+        self.assertEqual(proxy.proc.poll(), None)
+
     def test_accepted_upgrade_forwards_what_follows(self):
         backend, r = self.run_case(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
                                    b"Upgrade: foo\r\n\r\n")
