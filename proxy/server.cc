@@ -135,6 +135,8 @@ int Server::run() {
   drain_timer_.data = this;
   uv_timer_init(&loop_, &delay_timer_);
   delay_timer_.data = this;
+  uv_timer_init(&loop_, &tls_timer_);
+  tls_timer_.data = this;
   uv_timer_init(&loop_, &history_timer_);
   history_timer_.data = this;
   history_.tick(*generation_, wall_ms());
@@ -305,6 +307,7 @@ void Server::finish() {
   uv_close(reinterpret_cast<uv_handle_t*>(&worker_exit_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&drain_timer_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&delay_timer_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&tls_timer_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&history_timer_), nullptr);
   for (uv_signal_t* sig : {&sigterm_, &sigint_, &sighup_, &sigusr1_})
     uv_close(reinterpret_cast<uv_handle_t*>(sig), nullptr);

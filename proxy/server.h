@@ -82,6 +82,10 @@ class Server {
   uv_async_t worker_exit_{};
   uv_timer_t drain_timer_{};
   uv_timer_t delay_timer_{};
+  // Certificate changes: the watchers of a Secret's files all see one ..data swap; their
+  // triggers within 50 ms make one reload.
+  uv_timer_t tls_timer_{};
+  static void on_tls_timer(uv_timer_t* timer);
   uv_timer_t history_timer_{};  // every kWatchIntervalMs: history_.watch, every 4th a tick
   std::uint64_t history_watches_ = 0;
   StatusHistory history_;
@@ -112,6 +116,7 @@ class Server {
   bool loading_ = false;  // a LoadJob is out
   bool again_ = false;    // a trigger came meanwhile: load once more after it
   bool again_from_watch_ = true;
+  std::string again_why_;  // the trigger of the reload to run again ("" : SIGHUP)
   std::string last_error_;  // of the last reload ("" when it succeeded)
   std::atomic<int> workers_exited_{0};
   bool started_ = false;

@@ -82,6 +82,7 @@ void Server::reload(bool from_watch, const char* why) {
   if (loading_) {  // one at a time; a trigger meanwhile runs once more after it
     again_ = true;
     again_from_watch_ = again_from_watch_ && from_watch;
+    if (!from_watch && why) again_why_ = why;
     return;
   }
   auto* job = new LoadJob;
@@ -124,9 +125,11 @@ void Server::reload(bool from_watch, const char* why) {
         if (!s->finished_) s->apply_reload(*j);
         if (s->again_ && !s->finished_) {
           bool watch_only = s->again_from_watch_;
+          std::string again_why = std::move(s->again_why_);
           s->again_ = false;
           s->again_from_watch_ = true;
-          s->reload(watch_only);
+          s->again_why_.clear();
+          s->reload(watch_only, again_why.empty() ? nullptr : again_why.c_str());
         }
       });
   if (rc != 0) {
@@ -243,6 +246,10 @@ void Server::apply_reload(LoadJob& job) {
   sync_tls_watchers();
 }
 
+void Server::on_tls_timer(uv_timer_t* timer) {
+  static_cast<Server*>(timer->data)->reload(false, "certificate files changed");
+}
+
 void Server::sync_tls_watchers() {
   std::map<std::string, std::unique_ptr<ConfigWatcher>> next;
   for (const auto& l : config().listeners) {
@@ -254,8 +261,10 @@ void Server::sync_tls_watchers() {
         next[*file] = std::move(found->second);
         continue;
       }
-      auto w = std::make_unique<ConfigWatcher>(&loop_, *file, 200,
-                                               [this] { reload(false, "certificate files changed"); });
+      auto w = std::make_unique<ConfigWatcher>(&loop_, *file, 200, [this] {
+        if (!uv_is_active(reinterpret_cast<uv_handle_t*>(&tls_timer_)))
+          uv_timer_start(&tls_timer_, on_tls_timer, 50, 0);
+      });
       std::string error;
       if (!w->start(error)) {
         log_warn(error + "; a new certificate in " + *file + " takes effect on SIGHUP");
