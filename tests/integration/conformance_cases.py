@@ -351,6 +351,11 @@ REQUEST_CASES = [
          [up(b"/ws", tail=b"Connection: upgrade\r\nUpgrade: websocket\r\n")], item="15.fuzz",
          note="bytes after an upgrade request wait for the 101: forwarded before it, a backend "
               "that declines would read /smuggled as a request Bulwark never checked"),
+    case("upgrade-empty-value-then-request", b"GET /up HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
+         b"Upgrade: foo\r\nUpgrade:\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n", 200, CLOSE,
+         [up(b"/up")], item="15.fuzz",
+         note="the last Upgrade value is empty: forwarded as a plain request; llhttp parses "
+              "nothing after a request it flagged as an upgrade, so the connection ends"),
     case("connection-close", b"GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 200, CLOSE,
          [up(b"/a")]),
 
