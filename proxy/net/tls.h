@@ -22,6 +22,7 @@
 #include <string_view>
 
 #include "config/config.h"
+#include "net/write_queue.h"
 
 namespace bulwark {
 
@@ -102,6 +103,13 @@ class TlsSession {
   // Decrypted bytes into `buf`: n > 0; 0 with `result` want (needs more input), closed (the
   // peer's close_notify) or error.
   std::size_t read(char* buf, std::size_t cap, Result& result);
+  // Decrypts all the input fed so far and hands it to `handle(data, len)` in batches of up
+  // to kReadBufferSize bytes, from one per-thread buffer that is reused once `handle`
+  // returns (so, as after a plain read, what `handle` borrowed must be flushed by then).
+  // `handle` returns false to stop (its connection closed): then `done`. Otherwise: want
+  // (everything read), closed (the peer's close_notify) or error.
+  template <typename Handle>
+  Result drain(Handle&& handle);
   // Encrypts `len` plaintext bytes into the output. False on error.
   bool write(const char* data, std::size_t len);
   // Queues a close_notify.
@@ -126,5 +134,22 @@ class TlsSession {
 // A plaintext buffer of kReadBufferSize bytes per thread, for decrypted reads (the worker's
 // read buffer holds the ciphertext they came from).
 char* tls_plain_buffer();
+
+template <typename Handle>
+TlsSession::Result TlsSession::drain(Handle&& handle) {
+  char* plain = tls_plain_buffer();
+  std::size_t used = 0;
+  for (;;) {
+    Result r;
+    std::size_t n = read(plain + used, kReadBufferSize - used, r);
+    used += n;
+    if (n > 0 && used < kReadBufferSize) continue;
+    if (used > 0) {
+      if (!handle(static_cast<const char*>(plain), used)) return Result::done;
+      used = 0;
+    }
+    if (n == 0) return r;  // else the buffer was full: there may be more
+  }
+}
 
 }  // namespace bulwark

@@ -160,26 +160,17 @@ void ClientConnection::tls_input(const char* data, std::size_t len) {
     if (r != TlsSession::Result::done) return;
     listener_.view->stats->tls_handshakes[0].add();
   }
-  char* plain = tls_plain_buffer();
-  std::size_t used = 0;
-  for (;;) {
-    TlsSession::Result r;
-    std::size_t n = tls_->read(plain + used, kReadBufferSize - used, r);
-    used += n;
-    if (n > 0 && used < kReadBufferSize) continue;
-    if (used > 0) {
-      if (phase_ != Phase::lingering) {  // else discarded, as a plain read would be
-        handle_input(plain, used);
-        if (closing_ || !flush()) return;
-      }
-      used = 0;
-    }
-    if (n > 0) continue;  // the buffer was full: there may be more
-    if (r == TlsSession::Result::want) break;
-    if (r == TlsSession::Result::closed && phase_ != Phase::lingering) {
-      on_eof();  // the client's close_notify
-      return;
-    }
+  TlsSession::Result r = tls_->drain([this](const char* plain, std::size_t n) {
+    if (phase_ == Phase::lingering) return true;  // discarded, as a plain read would be
+    handle_input(plain, n);
+    return !closing_ && flush();
+  });
+  if (r == TlsSession::Result::done) return;  // the connection closed
+  if (r == TlsSession::Result::closed && phase_ != Phase::lingering) {
+    on_eof();  // the client's close_notify
+    return;
+  }
+  if (r != TlsSession::Result::want) {
     close();  // a TLS error, or close_notify while lingering: nothing more to wait for
     return;
   }

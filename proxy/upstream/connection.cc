@@ -137,26 +137,17 @@ void UpstreamConnection::tls_input(const char* data, std::size_t len) {
     if (had_early && client_ && queued_bytes() < kLowWater) client_->on_upstream_drained();
     if (state_ == State::closing) return;
   }
-  // Everything this input decrypts to, in reads of up to a buffer's size: like a plain
-  // read, each batch is handled (and its pieces flushed) before the buffer is used again.
-  char* plain = tls_plain_buffer();
-  std::size_t used = 0;
-  for (;;) {
-    TlsSession::Result r;
-    std::size_t n = tls_->read(plain + used, kReadBufferSize - used, r);
-    used += n;
-    if (n > 0 && used < kReadBufferSize) continue;
-    if (used > 0) {
-      handle_data(plain, used);
-      used = 0;
-      if (state_ == State::closing) return;
-    }
-    if (n > 0) continue;  // the buffer was full: there may be more
-    if (r == TlsSession::Result::want) break;
-    if (r == TlsSession::Result::closed) {
-      on_eof();  // the server's close_notify
-      return;
-    }
+  // Everything this input decrypts to, in batches (each handled and flushed, as a read).
+  TlsSession::Result r = tls_->drain([this](const char* plain, std::size_t n) {
+    handle_data(plain, n);
+    return state_ != State::closing;
+  });
+  if (r == TlsSession::Result::done) return;  // the connection closed
+  if (r == TlsSession::Result::closed) {
+    on_eof();  // the server's close_notify
+    return;
+  }
+  if (r != TlsSession::Result::want) {
     fail(UpstreamError::reset);
     return;
   }
