@@ -3,8 +3,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <ctime>
 #include <optional>
 #include <utility>
+
+#include "net/tls.h"
 
 namespace bulwark {
 namespace {
@@ -206,6 +209,21 @@ std::vector<std::string> lint_config(const Config& config) {
   }
   for (std::size_t ui = 0; ui < config.upstreams.size(); ++ui)
     lint_upstream(lint, config.upstreams[ui], "upstreams[" + std::to_string(ui) + "]", uses[ui]);
+  // 9. A listener certificate that has expired or expires within 14 days.
+  const auto now = static_cast<std::int64_t>(std::time(nullptr));
+  for (std::size_t li = 0; li < config.listeners.size(); ++li) {
+    const auto& tls = config.listeners[li].tls;
+    if (!tls || !tls->context || tls->context->not_after() == 0) continue;
+    std::int64_t left = tls->context->not_after() - now;
+    std::string path = "listeners[" + std::to_string(li) + "].tls.cert";
+    if (left <= 0)
+      lint.warn(path, "the certificate in '" + tls->cert +
+                          "' has expired: clients that verify it refuse the handshake");
+    else if (left < 14 * 86400)
+      lint.warn(path, "the certificate in '" + tls->cert + "' expires in " +
+                          std::to_string(left / 86400) + " day(s), " +
+                          std::to_string(left % 86400 / 3600) + " hour(s): renew it");
+  }
   return lint.take();
 }
 

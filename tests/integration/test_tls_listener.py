@@ -286,6 +286,15 @@ class CheckListenerTls(unittest.TestCase):
         self.assertEqual(code, 0, err)
         self.assertEqual(err, "")
 
+    def test_expired_certificate_is_warned_about(self):
+        p = pki()
+        path, code, out, err = self.run_check("      cert: %s\n      key: %s\n" %
+                                              (p.expired_cert, p.expired_key))
+        self.assertEqual(code, 0, err)
+        self.assertEqual(out, "%s: ok\n" % path)
+        self.assertIn("warning: %s:5:7: listeners[0].tls.cert: the certificate in '%s' has expired"
+                      % (path, p.expired_cert), err)
+
     def test_missing_key_file(self):
         p = pki()
         path, code, out, err = self.run_check("      cert: %s\n      key: /nonexistent/tls.key\n" %
