@@ -172,12 +172,17 @@ struct Endpoint {
 };
 
 // tls on an upstream: originate TLS to its endpoints.
+class TlsClientContext;
+
 struct UpstreamTlsConfig {
   std::string sni;            // "" : the endpoint's host name (none for an IP address)
   std::string ca = "system";  // system (the OS bundle) | a PEM file
   bool verify = true;         // the chain, and the name (sni, else the endpoint's host or IP)
   std::string cert;           // client certificate chain (PEM) for mTLS, with `key`
   std::string key;
+  // Made by the loader from the files (off the event loop for a reload); kept with the
+  // upstream's state while its block is unchanged.
+  std::shared_ptr<const TlsClientContext> context;
 };
 
 struct UpstreamConfig {

@@ -130,13 +130,19 @@ void read_upstream_tls(ConfigErrors& errors, const YamlFields& f,
   std::size_t before = errors.lines().size();
   if (t.has("sni") && c.sni.empty())
     t.error("sni", "must not be empty (leave it out for the endpoint's host)");
+  else if (!c.sni.empty() && !is_host_name(c.sni))
+    t.error("sni", "must be a host name (letters, digits, '-' and '.', at most 253 characters)");
   if (c.ca.empty()) t.error("ca", "must be system or a file");
   if (t.has("cert") != t.has("key"))
     t.error(t.has("cert") ? "cert" : "key",
             "cert and key go together (a client certificate and its private key)");
   if (errors.lines().size() == before) {
     std::string error;
-    if (!TlsClientContext::create(c, error)) tls_file_error(errors, f, t, error, {"ca", "cert", "key"});
+    auto context = TlsClientContext::create(c, error);
+    if (!context)
+      tls_file_error(errors, f, t, error, {"ca", "cert", "key"});
+    else
+      c.context = std::move(context);
   }
   out = std::move(c);
 }

@@ -42,6 +42,24 @@ std::string unreadable(const std::string& path) {
   return "";
 }
 
+bool file_contains(const std::string& path, const char* needle) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) return false;
+  std::string text(64 * 1024, '\0');
+  text.resize(std::fread(text.data(), 1, text.size(), f));
+  std::fclose(f);
+  return text.find(needle) != std::string::npos;
+}
+
+// A memory BIO keeps the largest size it ever held. One that once carried a large transfer
+// and is empty now is replaced, so an idle keep-alive connection does not keep it.
+constexpr std::size_t kKeepBioBytes = 32 * 1024;
+bool oversized_and_empty(BIO* bio) {
+  BUF_MEM* mem = nullptr;
+  BIO_get_mem_ptr(bio, &mem);
+  return mem && mem->max > kKeepBioBytes && BIO_ctrl_pending(bio) == 0;
+}
+
 bool is_ip_literal(const std::string& name) {
   unsigned char buf[sizeof(in6_addr)];
   return inet_pton(AF_INET, name.c_str(), buf) == 1 || inet_pton(AF_INET6, name.c_str(), buf) == 1;
@@ -51,6 +69,8 @@ bool is_ip_literal(const std::string& name) {
 // "key: why").
 bool load_cert_and_key(SSL_CTX* ctx, const std::string& cert, const std::string& key,
                        std::string& error) {
+  // A passphrase-protected key must fail, not prompt on the terminal (which would block).
+  SSL_CTX_set_default_passwd_cb(ctx, [](char*, int, int, void*) { return 0; });
   if (std::string why = unreadable(cert); !why.empty()) {
     error = "cert: " + why;
     return false;
@@ -71,6 +91,9 @@ bool load_cert_and_key(SSL_CTX* ctx, const std::string& cert, const std::string&
         ERR_GET_REASON(code) == SSL_R_PRIVATE_KEY_MISMATCH) {
       ERR_clear_error();
       error = "key: '" + key + "' does not match the certificate '" + cert + "'";
+    } else if (file_contains(key, "ENCRYPTED")) {
+      ERR_clear_error();
+      error = "key: '" + key + "' is encrypted (a passphrase-protected key is not supported)";
     } else {
       error = "key: cannot load a private key from '" + key + "': " +
               take_ssl_error("not a PEM private key");
@@ -188,6 +211,8 @@ std::shared_ptr<TlsServerContext> TlsServerContext::create(const ListenerTlsConf
   // requires).
   static const unsigned char kContext[] = "bulwark";
   SSL_CTX_set_session_id_context(ctx, kContext, sizeof kContext - 1);
+  // Tickets only: the server-side session cache is one lock shared by every worker.
+  SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
   SSL_CTX_set_alpn_select_cb(ctx, select_alpn, nullptr);
   if (X509* leaf = SSL_CTX_get0_certificate(ctx)) {
     std::tm tm{};
@@ -201,11 +226,6 @@ std::shared_ptr<TlsServerContext> TlsServerContext::create(const ListenerTlsConf
 }
 
 TlsServerContext::~TlsServerContext() { SSL_CTX_free(ctx_); }
-
-std::string check_upstream_tls_files(const UpstreamTlsConfig& config) {
-  std::string error;
-  return TlsClientContext::create(config, error) ? std::string() : error;
-}
 
 TlsSession::~TlsSession() {
   if (ssl_) SSL_free(ssl_);  // frees both BIOs
@@ -259,6 +279,8 @@ void TlsSession::feed(const char* data, std::size_t len) {
 
 TlsSession::Result TlsSession::handshake() {
   if (handshake_done_) return Result::done;
+  if (!error_.empty()) return Result::error;  // sticky: the first error is the reason
+  ERR_clear_error();
   int rc = SSL_do_handshake(ssl_);
   if (rc == 1) {
     handshake_done_ = true;
@@ -274,6 +296,7 @@ bool TlsSession::resumed() const { return ssl_ && SSL_session_reused(ssl_) == 1;
 
 std::size_t TlsSession::read(char* buf, std::size_t cap, Result& result) {
   std::size_t n = 0;
+  ERR_clear_error();
   int rc = SSL_read_ex(ssl_, buf, cap, &n);
   if (rc == 1) {
     result = Result::done;
@@ -312,11 +335,29 @@ std::string_view TlsSession::output() const {
   return n > 0 ? std::string_view(data, static_cast<std::size_t>(n)) : std::string_view();
 }
 
-void TlsSession::drop_output() { (void)BIO_reset(wbio_); }
+void TlsSession::drop_output() {
+  (void)BIO_reset(wbio_);
+  if (oversized_and_empty(wbio_)) {
+    if (BIO* fresh = BIO_new(BIO_s_mem())) {
+      SSL_set0_wbio(ssl_, fresh);  // frees the old one
+      wbio_ = fresh;
+    }
+  }
+}
+
+void TlsSession::trim_input() {
+  if (!oversized_and_empty(rbio_)) return;
+  if (BIO* fresh = BIO_new(BIO_s_mem())) {
+    SSL_set0_rbio(ssl_, fresh);
+    rbio_ = fresh;
+  }
+}
 
 void TlsSession::set_error(int ssl_result) {
+  unsigned long code = ERR_peek_last_error();
   long verify = SSL_get_verify_result(ssl_);
-  if (verify != X509_V_OK) {
+  if (ERR_GET_LIB(code) == ERR_LIB_SSL && ERR_GET_REASON(code) == SSL_R_CERTIFICATE_VERIFY_FAILED &&
+      verify != X509_V_OK) {
     error_ = X509_verify_cert_error_string(verify);
     ERR_clear_error();
     return;

@@ -68,10 +68,6 @@ class TlsServerContext {
   std::string subject_;
 };
 
-// Checks what --check and the loader can check of a tls block without a handshake: the CA
-// file loads, the client certificate and key load and match. "" when fine, else why.
-std::string check_upstream_tls_files(const UpstreamTlsConfig& config);
-
 // Receives the sessions (tickets) a server issues on a connection made with
 // TlsSession::start_client, to resume later connections: takes a reference (SSL_SESSION_free
 // when done with it).
@@ -117,6 +113,9 @@ class TlsSession {
   // The ciphertext waiting to be sent, contiguous.
   std::string_view output() const;
   void drop_output();
+  // After drain(): an emptied input buffer that grew large is given back.
+  void trim_input();
+  int version() const { return ssl_ ? SSL_version(ssl_) : 0; }
   // After an error: why, in words ("certificate has expired", "hostname mismatch", ...).
   const std::string& error() const { return error_; }
 
@@ -148,7 +147,10 @@ TlsSession::Result TlsSession::drain(Handle&& handle) {
       if (!handle(static_cast<const char*>(plain), used)) return Result::done;
       used = 0;
     }
-    if (n == 0) return r;  // else the buffer was full: there may be more
+    if (n == 0) {  // else the buffer was full: there may be more
+      trim_input();
+      return r;
+    }
   }
 }
 

@@ -146,10 +146,12 @@ void ClientConnection::tls_input(const char* data, std::size_t len) {
   auto* stream = reinterpret_cast<uv_stream_t*>(&tcp_);
   tls_->feed(data, len);
   if (!tls_->handshake_done()) {
+    tls_bytes_in_ += len;
     TlsSession::Result r = tls_->handshake();
     int rc = send_tls_output(*tls_, stream, on_write);  // the server's flight, or an alert
     if (r == TlsSession::Result::error) {
       listener_.view->stats->tls_handshakes[1].add();
+      tls_bytes_in_ = 0;  // counted
       close();
       return;
     }
@@ -318,7 +320,10 @@ void ClientConnection::local_reply(Reason reason, std::string_view detail, bool 
     return;
   }
   if (x().attempt.conn) x().detach_upstream(false);
-  bool must_close = close_after || !x().request_complete || close_after_response_ || draining_;
+  // After an upgrade request llhttp parses nothing more (see after_upgrade_request): a local
+  // reply to one ends the connection.
+  bool must_close = close_after || !x().request_complete || close_after_response_ || draining_ ||
+                    x().request_upgrade;
   LocalReply reply;
   reply.reason = reason;
   reply.status = status;
@@ -470,6 +475,12 @@ void ClientConnection::close() {
   }
   closing_ = true;
   if (buffers_) buffers_->out.clear();
+  if (tls_ && tls_->handshake_done()) {
+    tls_->shutdown();  // close_notify, best effort (an idle timeout, a drain)
+    send_tls_output(*tls_, reinterpret_cast<uv_stream_t*>(&tcp_), on_write);
+  } else if (tls_ && tls_bytes_in_ > 0) {
+    listener_.view->stats->tls_handshakes[1].add();  // the client left, or timed out, mid-handshake
+  }
   uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), on_close);
   uv_close(reinterpret_cast<uv_handle_t*>(&timer_), on_close);
 }

@@ -175,6 +175,7 @@ class ClientConnection final {
   Exchange* ex_ = nullptr;
   uv_tcp_t tcp_{};
   std::unique_ptr<TlsSession> tls_;  // a TLS listener's connection
+  std::uint64_t tls_bytes_in_ = 0;   // ciphertext received before the handshake was done
   uv_timer_t timer_{};
   uv_shutdown_t shutdown_req_{};
   int open_handles_ = 0;

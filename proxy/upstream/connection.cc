@@ -119,7 +119,11 @@ void UpstreamConnection::tls_input(const char* data, std::size_t len) {
       return;
     }
     if (r != TlsSession::Result::done) return;
-    pool_.stats().tls_handshakes[0].add();
+    // In TLS 1.3 the client's handshake ends before the server has looked at the client's
+    // certificate (or its absence): the server's verdict comes with its first bytes. Until
+    // then the handshake is not counted, and a TLS error is still a handshake failure.
+    tls_confirmed_ = tls_->version() != TLS1_3_VERSION;
+    if (tls_confirmed_) pool_.stats().tls_handshakes[0].add();
     bool had_early = !tls_early_.empty();
     if (had_early) {
       bool ok = tls_->write(tls_early_.data(), tls_early_.size());
@@ -139,6 +143,10 @@ void UpstreamConnection::tls_input(const char* data, std::size_t len) {
   }
   // Everything this input decrypts to, in batches (each handled and flushed, as a read).
   TlsSession::Result r = tls_->drain([this](const char* plain, std::size_t n) {
+    if (!tls_confirmed_) {
+      tls_confirmed_ = true;
+      pool_.stats().tls_handshakes[0].add();
+    }
     handle_data(plain, n);
     return state_ != State::closing;
   });
@@ -148,6 +156,13 @@ void UpstreamConnection::tls_input(const char* data, std::size_t len) {
     return;
   }
   if (r != TlsSession::Result::want) {
+    if (!tls_confirmed_) {
+      // The server refused the handshake after ours ended (TLS 1.3: "certificate required",
+      // "unknown ca" for our client certificate): a connect failure, with its reason.
+      send_tls_output(*tls_, stream, on_write);
+      tls_failed(tls_->error());
+      return;
+    }
     fail(UpstreamError::reset);
     return;
   }

@@ -161,6 +161,7 @@ class UpstreamConnection {
   OutBatch out_;
   std::unique_ptr<TlsSession> tls_;  // with a tls block: made when the TCP connect succeeds
   std::string tls_early_;            // written before the handshake was done (plaintext)
+  bool tls_confirmed_ = false;       // the server accepted the handshake (see tls_input)
   UpstreamClient* client_ = nullptr;
   std::uint64_t content_length_ = 0;
   bool connected_ = false;

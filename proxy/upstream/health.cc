@@ -82,7 +82,15 @@ struct HealthChecker::Probe {
     uv_timer_init(owner->loop_, timeout_timer);
     interval_timer->data = this;
     timeout_timer->data = this;
-    request = "GET " + config.path + " HTTP/1.1\r\nHost: " + endpoint->name +
+    // Over TLS the Host is the TLS server name (a virtual host behind one address answers
+    // for its name, not for ip:port).
+    std::string host = endpoint->name;
+    if (const auto& tls = u->config().tls) {
+      host = tls->sni.empty() ? endpoint->host : tls->sni;
+      if (host.find(':') != std::string::npos) host = "[" + host + "]";  // an IPv6 address
+      host += ":" + std::to_string(endpoint->address.port());
+    }
+    request = "GET " + config.path + " HTTP/1.1\r\nHost: " + host +
               "\r\nUser-Agent: bulwark-health/" BULWARK_VERSION "\r\nConnection: close\r\n\r\n";
   }
 

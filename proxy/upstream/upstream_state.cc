@@ -77,16 +77,6 @@ UpstreamState::UpstreamState(const UpstreamConfig& config, int workers)
     : config_(config), workers_(workers), endpoints_(std::make_shared<EndpointList>()) {
   if (config_.load_shedding)
     shedder_ = std::make_unique<LoadShedder>(*config_.load_shedding, workers);
-  if (config_.tls) {
-    // The loader made the same context to check the files; failing now means they changed
-    // since: every connection then fails, and says why.
-    std::string error;
-    tls_ = TlsClientContext::create(*config_.tls, error);
-    if (!tls_) {
-      tls_error_ = "upstream " + config_.name + ": tls." + error;
-      log_error(tls_error_);
-    }
-  }
 }
 
 std::shared_ptr<const EndpointList> UpstreamState::endpoints() const {

@@ -60,10 +60,10 @@ class UpstreamState {
   std::array<Counter, 2>& dns_lookups() { return dns_lookups_; }
   const std::array<Counter, 2>& dns_lookups() const { return dns_lookups_; }
 
-  // TLS to the endpoints: null without a tls block, or (with tls_error()) when the context
-  // could not be made.
-  const TlsClientContext* tls() const { return tls_.get(); }
-  const std::string& tls_error() const { return tls_error_; }
+  // TLS to the endpoints (made by the loader): null without a tls block.
+  const TlsClientContext* tls() const {
+    return config_.tls ? config_.tls->context.get() : nullptr;
+  }
   // Adaptive load shedding (null when the upstream has no load_shedding block).
   LoadShedder* shedder() const { return shedder_.get(); }
 
@@ -84,8 +84,6 @@ class UpstreamState {
   std::atomic<int> panic_{0};
   std::atomic<std::uint64_t> panic_routed_{0};
   std::unique_ptr<LoadShedder> shedder_;
-  std::shared_ptr<TlsClientContext> tls_;
-  std::string tls_error_;
   std::array<Counter, 2> dns_lookups_;
 };
 

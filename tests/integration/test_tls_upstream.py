@@ -289,12 +289,15 @@ class Failures(TlsUpstreamTest):
         self.assertEqual(status, 502, body[:500])
         # In TLS 1.3 the client's handshake is complete before the server has checked its
         # (missing) certificate: the server's "certificate required" alert arrives after the
-        # request was written, as a read error, which bulwark may report as a reset. In TLS
-        # 1.2 (next test) it always fails inside the handshake.
-        self.assertIn(h.get("x-bulwark-reason"), ("upstream-connect-failure", "upstream-reset"))
+        # request was written. Bulwark still reports it as the handshake failure it is (a
+        # connect failure, counted, logged with the alert), not as a reset.
+        self.assertEqual(h.get("x-bulwark-reason"), "upstream-connect-failure")
         self.assertEqual(self.backend.stats()["requests"], 0)
         wait_for(lambda: self.backend.stats()["handshake_failures"] >= 1,
                  what="the backend refusing the handshake")
+        wait_for(lambda: handshakes(self.proxy, "failure") >= 1, what="the failure counted")
+        self.assertEqual(handshakes(self.proxy, "success"), 0)
+        self.assert_handshake_logged(["certificate required"])
 
     def test_client_certificate_required_but_not_configured_tls12(self):
         self.start(self.pki.server_cert, self.pki.server_key, client_ca=self.pki.ca,
