@@ -87,8 +87,12 @@ struct HealthChecker::Probe {
     std::string host = endpoint->name;
     if (const auto& tls = u->config().tls) {
       host = tls->sni.empty() ? endpoint->host : tls->sni;
-      if (host.find(':') != std::string::npos) host = "[" + host + "]";  // an IPv6 address
-      host += ":" + std::to_string(endpoint->address.port());
+      if (host.find(':') != std::string::npos) {  // an IPv6 address
+        host.insert(host.begin(), '[');
+        host.push_back(']');
+      }
+      host.push_back(':');
+      host.append(std::to_string(endpoint->address.port()));
     }
     request = "GET " + config.path + " HTTP/1.1\r\nHost: " + host +
               "\r\nUser-Agent: bulwark-health/" BULWARK_VERSION "\r\nConnection: close\r\n\r\n";
