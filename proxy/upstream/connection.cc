@@ -290,6 +290,16 @@ void UpstreamConnection::on_close(uv_handle_t* handle) {
 }
 
 void UpstreamConnection::fail(UpstreamError error) {
+  if (error == UpstreamError::reset && tls_ && tls_->handshake_done() && !tls_confirmed_) {
+    // TLS 1.3: our handshake was done, but not a byte came from the server since: it refused
+    // the handshake (e.g. our client certificate), and its reset may have taken the alert
+    // with it (a write or a read then fails). A handshake failure, not a reset.
+    tls_confirmed_ = true;  // counted once
+    tls_failed(!tls_->error().empty() ? tls_->error()
+                                      : "the server closed the connection right after the "
+                                        "handshake (did it refuse the client certificate?)");
+    return;
+  }
   UpstreamClient* c = client_;
   close();
   if (error != UpstreamError::protocol) error_detail_.clear();

@@ -161,8 +161,12 @@ class Limits(ProxyTest):
 
     def test_local_replies_are_counted(self):
         exchange(self.proxy.port, b"GET /none HTTP/1.1\r\nHost: x\r\n\r\n")[0].close()
-        self.assertGreaterEqual(self.proxy.metric("bulwark_local_replies_total", route="", reason="no-route"), 1)
-        self.assertGreaterEqual(self.proxy.metric("bulwark_requests_total", listener="inbound", code="404"), 1)
+        # The worker counts the request once the reply is written: the client can read it
+        # (and scrape) a moment before.
+        wait_for(lambda: (self.proxy.metric("bulwark_local_replies_total", route="", reason="no-route") or 0) >= 1,
+                 what="the no-route reply counted")
+        wait_for(lambda: (self.proxy.metric("bulwark_requests_total", listener="inbound", code="404") or 0) >= 1,
+                 what="the 404 counted")
 
 
 if __name__ == "__main__":
