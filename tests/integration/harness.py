@@ -16,12 +16,21 @@ SANITIZED = os.environ.get("BULWARK_SANITIZED", "0") in ("1", "ON", "TRUE", "tru
 TESTD = os.environ.get("BULWARK_TESTD", os.path.join(os.path.dirname(__file__), "../../build/bulwark-testd"))
 
 
+_handed_out = set()
+
+
 def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    """A port free on 127.0.0.1 now, never one this process was given before: the kernel
+    may hand the same ephemeral port to two bind-to-0 calls in a row once the first socket
+    is closed (a listener and the admin then collided on CI)."""
+    while True:
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def pattern(n):
