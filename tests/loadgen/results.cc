@@ -102,13 +102,18 @@ void write_results(const Report& rep) {
   j += "},\"reasons\":{";
   first = true;
   for (auto& [s, n] : reasons) {
-    j += (first ? "" : ",") + json_string(s) + ":" + std::to_string(n);
+    if (!first) j += ',';
+    j += json_string(s);
+    j += ':';
+    j += std::to_string(n);
     first = false;
   }
   j += "},\"p50_us\":" + percentile(all_ok, 0.5) + ",\"p99_us\":" + percentile(all_ok, 0.99) +
        ",\"priority\":{";
   for (std::size_t p = 0; p < priorities.size(); ++p) {
-    j += (p ? "," : "") + json_string(priorities[p]) + ":{\"sent\":" + std::to_string(sent[p]) +
+    if (p) j += ',';
+    j += json_string(priorities[p]);
+    j += ":{\"sent\":" + std::to_string(sent[p]) +
          ",\"ok\":" + std::to_string(ok[p].size()) + ",\"p50_us\":" + percentile(ok[p], 0.5) +
          ",\"p99_us\":" + percentile(ok[p], 0.99) + "}";
   }
