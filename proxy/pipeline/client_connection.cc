@@ -18,7 +18,7 @@ constexpr std::uint64_t kLingerMs = 2000;
 }  // namespace
 
 ClientConnection::ClientConnection(ListenerRuntime& listener)
-    : listener_(listener), worker_(*listener.worker) {
+    : Downstream(listener, *listener.worker) {
   uv_tcp_init(worker_.loop(), &tcp_);
   uv_timer_init(worker_.loop(), &timer_);
   tcp_.data = this;
@@ -31,20 +31,6 @@ ClientConnection::ClientConnection(ListenerRuntime& listener)
   parser_.data = this;
   ++listener_.connections;
   listener_.view->stats->connections.add(1);
-}
-
-void ClientConnection::acquire_buffers() { buffers_ = worker_.acquire_buffers(); }
-
-void ClientConnection::make_exchange() { ex_ = worker_.exchanges().make(*this); }
-
-void ClientConnection::end_exchange() {
-  if (!ex_) return;
-  // The exchange's back-off or per-try timer must not fire into a retired exchange (or the
-  // next request's).
-  if (buffers_) buffers_->stop_timers();
-  Exchange* x = ex_;
-  ex_ = nullptr;
-  worker_.exchanges().retire(x);
 }
 
 void ClientConnection::release_buffers() {
@@ -352,41 +338,6 @@ void ClientConnection::local_reply(Reason reason, std::string_view detail, bool 
   finish_request();
 }
 
-void ClientConnection::account_request() {
-  if (!ex_ || ex_->accounted || ex_->start_ns == 0) return;
-  x().accounted = true;
-  std::uint64_t duration = uv_hrtime() - x().start_ns;
-  RouteStats& rs = x().route_stats ? *x().route_stats : view().unmatched();
-  rs.count_status(x().status);
-  if (x().route_stats) rs.duration.observe_ns(duration);
-  AccessLog& log = worker_.access_log();
-  if (!log.enabled()) return;
-  AccessEntry e;
-  e.request_id = x().request_id;
-  e.client = client_ip_;
-  e.method = llhttp_method_name(static_cast<llhttp_method_t>(method_));
-  e.path = target_path(origin_form(b().url));
-  const ListenerConfig& lc = *view().config;
-  e.listener = lc.name;
-  if (x().route >= 0) {
-    e.route = lc.routes[static_cast<std::size_t>(x().route)].name;
-    e.upstream = lc.routes[static_cast<std::size_t>(x().route)].upstream;
-  }
-  if (x().attempts > 0) e.endpoint = b().endpoint_name;
-  if (x().local_reply_sent)
-    e.reason = reason_name(x().reply_reason);
-  else if (x().shadow_limited)
-    e.reason = "rate-limited-shadow";
-  else if (x().shadow_shed)
-    e.reason = "overloaded-shadow";
-  e.status = x().status;
-  e.attempts = x().attempts;
-  e.duration_ns = duration;
-  e.bytes_in = x().bytes_in;
-  e.bytes_out = x().bytes_out;
-  log.record(e);
-}
-
 void ClientConnection::finish_request() {
   account_request();
   if (x().attempt.conn) x().detach_upstream(false);
@@ -451,10 +402,6 @@ void ClientConnection::on_shutdown(uv_shutdown_t* req, int status) {
   auto* d = static_cast<ClientConnection*>(req->handle->data);
   // Every queued byte is written. A client that half-closed has nothing left to send.
   if ((status < 0 || d->client_eof_) && !d->closing_) d->close();
-}
-
-const ListenerView& ClientConnection::view() const {
-  return ex_ && ex_->view ? *ex_->view : *listener_.view;
 }
 
 void ClientConnection::drain() {

@@ -20,6 +20,7 @@
 #include "net/tls.h"
 #include "net/write_queue.h"
 #include "pipeline/admission.h"
+#include "pipeline/downstream.h"
 #include "pipeline/exchange.h"
 #include "pipeline/request_buffers.h"
 #include "pipeline/route_state.h"
@@ -35,79 +36,48 @@ struct ListenerView;
 
 struct RouteStats;
 
-class ClientConnection final {
+class ClientConnection final : public Downstream {
  public:
   explicit ClientConnection(ListenerRuntime& listener);
-  ClientConnection(const ClientConnection&) = delete;
-  ClientConnection& operator=(const ClientConnection&) = delete;
 
   // Takes the accepted socket `fd` and starts reading. False: closed already (fd too).
   bool open(int fd);
   // Worker draining: closes now if between requests, else after the current response.
   void drain();
-  // Closes at once (upstream connection included).
-  void close();
 
   ListHook<ClientConnection> list_hook;  // the worker's list of its connections
 
-  std::string_view client_ip() const { return client_ip_; }
-  bool tls() const { return tls_ != nullptr; }
-  const HeaderBlock& request_headers() { return b().headers; }
-
-  // What the request in progress (its Exchange) reads and drives of its connection; the rest
-  // of the connection (reading, parsing, timers, lingering close) stays private.
-  enum class Phase {
-    idle,      // between requests (keep-alive)
-    head,      // reading a request head
-    request,   // head parsed: body and/or response under way
-    tunnel,    // after 101: bytes both ways
-    lingering  // response sent, closing: draining what the client still sends
-  };
-  Worker& worker() { return worker_; }
-  ListenerRuntime& listener() { return listener_; }
-  // The listener's config and counters for the request in progress: as when it began (a
-  // reload does not change a request under way), or between requests the current ones.
-  const ListenerView& view() const;
   const llhttp_t& parser() const { return parser_; }
-  Phase phase() const { return phase_; }
-  void set_phase(Phase p) { phase_ = p; }
-  // The request that begins: its method and the HTTP/1.x minor version it is served as.
-  void begin_request(std::uint8_t method, int minor_version) {
-    method_ = method;
-    minor_version_ = minor_version;
-  }
-  std::uint8_t method() const { return method_; }
-  int minor_version() const { return minor_version_; }
-  void close_after_response() { close_after_response_ = true; }
-  bool closes_after_response() const { return close_after_response_; }
-  bool closing() const { return closing_; }
-  bool draining() const { return draining_; }
-  bool in_execute() const { return in_execute_; }
-  bool client_eof() const { return client_eof_; }
-  bool read_paused() const { return read_paused_; }
-  std::size_t pending_input_size() const { return pending_input_.size(); }
-  bool has_buffers() const { return buffers_ != nullptr; }
-  // Buffers of the request in progress, from the worker's free list: a connection between
-  // requests holds none, which keeps idle keep-alive connections small.
-  RequestBuffers& b() {
-    if (!buffers_) acquire_buffers();
-    return *buffers_;
-  }
-  bool done() const { return closing_ || phase_ == Phase::lingering; }
-  void arm_timer(std::uint64_t ms);
-  void pause_reading();
-  void resume_reading();
-  // Hands what is queued to the sockets (the upstream's too). False: the connection closed.
-  bool flush();
-  // Sends a local reply. Closes the connection afterwards when `close` is set or the
-  // request body has not been read completely.
-  void local_reply(Reason reason, std::string_view detail, bool close = false, int status = 0);
-  void close_gracefully();
-  // The upstream switched protocols (101): what the client sent after its upgrade request,
-  // held until now, goes to the upstream.
-  void forward_held_input();
-  // The response is complete: logs the request, ends its exchange, serves what is pipelined.
-  void finish_request();
+
+  // Downstream
+  std::string_view client_ip() const override { return client_ip_; }
+  bool tls() const override { return tls_ != nullptr; }
+  bool closing() const override { return closing_; }
+  bool done() const override { return closing_ || phase_ == Phase::lingering; }
+  bool in_execute() const override { return in_execute_; }
+  bool client_eof() const override { return client_eof_; }
+  bool read_paused() const override { return read_paused_; }
+  std::size_t pending_input_size() const override { return pending_input_.size(); }
+  void arm_timer(std::uint64_t ms) override;
+  void pause_reading() override;
+  void resume_reading() override;
+  bool flush() override;
+  void local_reply(Reason reason, std::string_view detail, bool close = false,
+                   int status = 0) override;
+  void close_gracefully() override;
+  void close() override;
+  void forward_held_input() override;
+  void finish_request() override;
+  void send_continue() override;
+  void send_interim(const UpstreamConnection& conn) override;
+  void send_response_head(const UpstreamConnection& conn, std::string_view extra,
+                          std::string_view upgrade_token) override;
+  void send_response_chunk_header(std::uint64_t size) override;
+  void send_response_body(const char* data, std::size_t len) override;
+  void send_response_chunk_end() override;
+  void end_response(const HeaderBlock* trailers) override;
+  void send_tunnel_data(const char* data, std::size_t len) override;
+  bool drop_unsent_response() override;
 
  private:
 
@@ -154,25 +124,9 @@ class ClientConnection final {
   // The bytes after an upgrade request (see request_parse.cc).
   void after_upgrade_request(const char* data, std::size_t len);
   bool count_head_bytes(std::size_t len);
-  void account_request();
   void reset_request();
 
-  void acquire_buffers();  // from the worker's free list
   void release_buffers();
-  // The request in progress; made when a request begins (or first needed) and destroyed when
-  // it ends (end_exchange), so each request starts from a fresh one.
-  Exchange& x() {
-    if (!ex_) make_exchange();
-    return *ex_;
-  }
-  void make_exchange();
-  const Exchange& x() const { return *ex_; }
-  void end_exchange();
-
-  ListenerRuntime& listener_;
-  Worker& worker_;
-  RequestBuffers* buffers_ = nullptr;
-  Exchange* ex_ = nullptr;
   uv_tcp_t tcp_{};
   std::unique_ptr<TlsSession> tls_;  // a TLS listener's connection
   std::uint64_t tls_bytes_in_ = 0;   // ciphertext received before the handshake was done
@@ -185,14 +139,11 @@ class ClientConnection final {
   bool closing_ = false;
   bool reading_ = false;
   bool read_paused_ = false;  // by backpressure or pipelining, not by closing
-  bool close_after_response_ = false;
   bool client_eof_ = false;
-  bool draining_ = false;
 
   llhttp_t parser_{};
   std::string client_ip_;
   std::string pending_input_;  // bytes after a complete request, waiting their turn
-  Phase phase_ = Phase::idle;
   std::uint64_t head_bytes_ = 0;
   // Obsolete line folding detection (see cb_header_value).
   const char* exec_end_ = nullptr;
@@ -204,8 +155,6 @@ class ClientConnection final {
   bool chunked_body_ = false;  // the chunked decoder reads the request body, not llhttp
 
   bool in_execute_ = false;
-  int minor_version_ = 1;
-  std::uint8_t method_ = HTTP_GET;  // of the current request (llhttp is reset after a chunked body)
   Reason error_reason_ = Reason::bad_request;
   bool error_reason_set_ = false;
   int error_status_ = 0;  // 0: the reason's status

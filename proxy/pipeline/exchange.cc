@@ -10,7 +10,7 @@
 
 #include "admin/stats.h"
 #include "core/log.h"
-#include "pipeline/client_connection.h"
+#include "pipeline/downstream.h"
 #include "pipeline/load_shedding_stage.h"
 #include "pipeline/rate_limit_stage.h"
 #include "worker.h"
@@ -29,8 +29,8 @@ bool printable_id(std::string_view id) {
 }  // namespace
 
 int Exchange::reply_from_headers(Reason reason, std::string_view detail, int reply_status) {
-  bool has_body = (client.parser().flags & F_CHUNKED) || client.parser().content_length > 0;
-  if (!has_body && !client.parser().upgrade) {
+  bool has_body = request_start.chunked || request_start.content_length > 0;
+  if (!has_body && !request_start.upgrade && request_start.defer_reply) {
     // Answer once the (empty) request is complete, keeping the connection.
     pending_reply = true;
     pending_reason = reason;
@@ -42,12 +42,14 @@ int Exchange::reply_from_headers(Reason reason, std::string_view detail, int rep
   return HPE_PAUSED;
 }
 
-int Exchange::start_request() {
-  client.set_phase(ClientConnection::Phase::request);
-  request_upgrade = client.parser().upgrade != 0;
-  // HTTP/1.x with x > 1 is served as HTTP/1.1 (RFC 9110 6.2: same major version).
-  client.begin_request(client.parser().method, client.parser().http_minor > 0 ? 1 : 0);
-  head_request = client.parser().method == HTTP_HEAD;
+int Exchange::start_request(const RequestStart& start) {
+  request_start = start;
+  client.set_phase(Downstream::Phase::request);
+  request_upgrade = request_start.upgrade;
+  // HTTP/1.x with x > 1 is served as HTTP/1.1 (RFC 9110 6.2: same major version). (An HTTP/2
+  // stream comes as 1.1: its version is the connection's, not the request's.)
+  client.begin_request(request_start.method, request_start.http_minor > 0 ? 1 : 0);
+  head_request = request_start.method == HTTP_HEAD;
   client.b().info = inspect_request(client.b().headers);
   view = client.listener().view;  // the configuration this request is served under
   pin.reset(view->generation);
@@ -65,11 +67,11 @@ int Exchange::start_request() {
       (client.minor_version() == 0 && !client.b().info.connection_keep_alive) || client.draining())
     client.close_after_response();
 
-  if (client.parser().http_major != 1) {
+  if (request_start.http_major != 1) {
     client.local_reply(Reason::bad_request, "unsupported HTTP version", true);
     return HPE_PAUSED;
   }
-  if (client.parser().method == HTTP_CONNECT) {
+  if (request_start.method == HTTP_CONNECT) {
     client.local_reply(Reason::bad_request, "CONNECT is not supported", true);
     return HPE_PAUSED;
   }
@@ -131,13 +133,13 @@ int Exchange::start_request() {
         break;
     }
   }
-  if (client.parser().flags & F_CHUNKED) {
+  if (request_start.chunked) {
     request_framing = BodyFraming::chunked;
-  } else if (client.parser().flags & F_CONTENT_LENGTH) {
+  } else if (request_start.has_content_length) {
     // Kept even when 0: a POST without it may be answered 411 (RFC 9110 8.6).
     request_framing = BodyFraming::content_length;
-    request_content_length = client.parser().content_length;  // llhttp counts it down as it reads
-    if (client.parser().content_length > lc.max_body_bytes) {
+    request_content_length = request_start.content_length;
+    if (request_start.content_length > lc.max_body_bytes) {
       client.local_reply(Reason::body_too_large,
                          "request body exceeds the listener's max_body_bytes", true);
       return HPE_PAUSED;
@@ -145,7 +147,7 @@ int Exchange::start_request() {
   }
   if (client.b().info.expect_other)
     return reply_from_headers(Reason::bad_request, "unsupported Expect", 417);
-  upgrade = client.parser().upgrade && !client.b().info.upgrade.empty();
+  upgrade = request_start.upgrade && !client.b().info.upgrade.empty();
 
   std::string_view host = target_authority(client.b().url);
   if (host.empty()) host = client.b().info.host;
@@ -353,7 +355,7 @@ void Exchange::send_continue() {
     return;
   sent_continue = true;
   body_activity_ms = uv_now(client.worker().loop());  // the client may send its body from now on
-  client.b().out.add_copy("HTTP/1.1 100 Continue\r\n\r\n");
+  client.send_continue();
 }
 
 void Exchange::forward_body(const char* data, std::size_t len) {
@@ -399,7 +401,7 @@ void Exchange::arm_request_timer() {
 }
 
 bool Exchange::awaiting_client_body() const {
-  if (client.phase() != ClientConnection::Phase::request || request_complete ||
+  if (client.phase() != Downstream::Phase::request || request_complete ||
       !request_has_body() || upgrade)
     return false;
   if (client.read_paused()) return false;  // our backpressure (a slow upstream), not the client

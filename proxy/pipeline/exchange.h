@@ -38,7 +38,7 @@
 
 namespace bulwark {
 
-class ClientConnection;
+class Downstream;
 struct ListenerView;
 struct RouteStats;
 class UpstreamConnection;
@@ -64,12 +64,26 @@ class BulkheadTicket {
   Upstream* upstream_ = nullptr;
 };
 
+// What the client's protocol layer read of a request head, for Exchange::start_request.
+struct RequestStart {
+  std::uint8_t method = HTTP_GET;
+  int http_major = 1;
+  int http_minor = 1;
+  bool upgrade = false;  // llhttp's upgrade flag: the request asks to switch protocols
+  bool chunked = false;  // the body comes in chunks (HTTP/1.1), or as HTTP/2 DATA frames without a length
+  bool has_content_length = false;
+  std::uint64_t content_length = 0;
+  // A local reply decided at the head of a request without a body may wait for the end of
+  // that request, keeping the connection (HTTP/1); otherwise it goes out at once.
+  bool defer_reply = true;
+};
+
 // The request itself: routed and admitted when its head is parsed (start_request), then its
 // attempts: an endpoint and a pooled connection each, the request streamed up and the response
 // down through its client connection, failures retried or answered with a local reply.
 class Exchange final : public PendingRequest, public RateDecisionWaiter, public ShedWaiter {
  public:
-  explicit Exchange(ClientConnection& owner) : client(owner) {}
+  explicit Exchange(Downstream& owner) : client(owner) {}
   Exchange(const Exchange&) = delete;
   Exchange& operator=(const Exchange&) = delete;
   ~Exchange();
@@ -101,7 +115,7 @@ class Exchange final : public PendingRequest, public RateDecisionWaiter, public 
   // (then the first attempt), or sends the rejection's local reply.
   void resume_admission(const Verdict& v);
 
-  int start_request();  // llhttp on_headers_complete result
+  int start_request(const RequestStart& head);  // llhttp on_headers_complete result
   int reply_from_headers(Reason reason, std::string_view detail, int reply_status = 0);
   // Runs the worker's admission stages from the exchange's next one; when all admit, starts
   // the first attempt. `resumed`: called back by a stage, not while the head is handled.
@@ -173,7 +187,7 @@ class Exchange final : public PendingRequest, public RateDecisionWaiter, public 
   std::uint64_t time_left_ms() const;  // until the route timeout; ~0 when there is none
   void append_attempts_header(std::string& extra) const;
 
-  ClientConnection& client;  // the connection the request came on
+  Downstream& client;  // the connection (HTTP/1) or stream (HTTP/2) the request came on
   // The listener as the generation in effect when the request began configures it; the pin
   // keeps that generation (its routes, upstreams and their pools) alive until the request
   // ends. Declared before what it keeps alive, so destroyed after it.
@@ -243,6 +257,7 @@ class Exchange final : public PendingRequest, public RateDecisionWaiter, public 
   bool last_attempt_reused = false;
   std::uint64_t response_chunk_size = 0;
   bool request_upgrade = false;  // llhttp's upgrade flag for the current request
+  RequestStart request_start;    // as start_request() was given it
 };
 
 // A worker's storage for exchanges: constructed in place when a request begins; when it ends,
@@ -257,7 +272,7 @@ class ExchangePool {
     sweep();
     for (void* p : free_) ::operator delete (p, std::align_val_t{alignof(Exchange)});
   }
-  Exchange* make(ClientConnection& owner) {
+  Exchange* make(Downstream& owner) {
     void* p;
     if (free_.empty()) {
       p = ::operator new (sizeof(Exchange), std::align_val_t{alignof(Exchange)});

@@ -7,7 +7,7 @@
 
 #include "admin/stats.h"
 #include "core/log.h"
-#include "pipeline/client_connection.h"
+#include "pipeline/downstream.h"
 #include "pipeline/exchange.h"
 #include "worker.h"
 
@@ -19,18 +19,15 @@ void Exchange::on_upstream_connected() {
 }
 
 void Exchange::on_upstream_interim(UpstreamConnection& conn) {
-  // RFC 9110 15.2: a proxy forwards 1xx responses, except those it asked for itself, and
-  // never to an HTTP/1.0 client. Bulwark answers Expect: 100-continue itself (the header is
-  // not forwarded), so a 100 from the upstream after Bulwark's own is not sent twice.
-  if (client.minor_version() == 0 || client.done()) return;
+  // RFC 9110 15.2: a proxy forwards 1xx responses, except those it asked for itself. Bulwark
+  // answers Expect: 100-continue itself (the header is not forwarded), so a 100 from the
+  // upstream after Bulwark's own is not sent twice.
+  if (client.done()) return;
   if (conn.status() == 100) {
     if (sent_continue) return;
     sent_continue = true;
   }
-  std::string& head = client.b().scratch;
-  write_interim_response_head(head, conn.headers(), conn.status(), conn.status_text());
-  client.b().out.add_copy(head);
-  bytes_out += head.size();
+  client.send_interim(conn);
 }
 
 void Exchange::on_upstream_headers(UpstreamConnection& conn) {
@@ -43,35 +40,12 @@ void Exchange::on_upstream_headers(UpstreamConnection& conn) {
   if (client.has_buffers()) uv_timer_stop(&client.b().per_try_timer);
   replay_enabled = false;
   client.b().replay.clear();
-  bool no_body = head_request || status == 204 || status == 304 || status == 101;
   std::string_view upgrade_token;
   if (status == 101) {
     if (!upgrade) return;  // unsolicited 101: handled as an error at completion
     upgrade_token = conn.headers().get("upgrade");
-    response_framing = BodyFraming::none;
-  } else if (no_body) {
-    response_framing = conn.has_content_length() && status != 204 ? BodyFraming::content_length
-                                                                  : BodyFraming::none;
-  } else if (conn.has_content_length()) {
-    response_framing = BodyFraming::content_length;
-  } else if (client.minor_version() == 1) {
-    response_framing = BodyFraming::chunked;  // chunked or close-delimited upstream body
-  } else {
-    response_framing = BodyFraming::none;  // HTTP/1.0 client: the close ends the body
-    client.close_after_response();
   }
   upstream_chunked = conn.body_chunked();
-  if ((upgrade && status != 101) || client.draining()) client.close_after_response();
-
-  DownstreamResponseHead head;
-  head.status = status;
-  head.reason = conn.status_text();
-  head.minor_version = client.minor_version();
-  head.framing = response_framing;
-  head.content_length = conn.content_length();
-  head.close = client.closes_after_response();
-  head.keep_alive_1_0 = client.minor_version() == 0 && !client.closes_after_response();
-  head.upgrade = upgrade_token;
   char extra[160];
   std::size_t extra_len = 0;
   if (attempts > 1) {
@@ -82,36 +56,25 @@ void Exchange::on_upstream_headers(UpstreamConnection& conn) {
     std::memcpy(extra + extra_len, ratelimit_header, ratelimit_header_len);
     extra_len += ratelimit_header_len;
   }
-  head.extra = std::string_view(extra, extra_len);
-  write_downstream_response_head(client.b().response_head, conn.headers(), head);
-  client.b().out.add(client.b().response_head);
-  bytes_out += client.b().response_head.size();
+  client.send_response_head(conn, std::string_view(extra, extra_len), upgrade_token);
   response_started = true;
 }
 
 void Exchange::on_upstream_chunk_header(std::uint64_t size) {
   if (discard_response) return;
   response_chunk_size = size;
-  if (response_framing == BodyFraming::chunked && upstream_chunked && size > 0)
-    client.b().out.add_chunk_header(size);
+  client.send_response_chunk_header(size);
 }
 
 void Exchange::on_upstream_body(const char* data, std::size_t len) {
   if (discard_response) return;
   bytes_out += len;
-  if (response_framing == BodyFraming::chunked && !upstream_chunked) {
-    client.b().out.add_chunk_header(len);
-    client.b().out.add(data, len);
-    client.b().out.add_copy("\r\n");
-    return;
-  }
-  client.b().out.add(data, len);
+  client.send_response_body(data, len);
 }
 
 void Exchange::on_upstream_chunk_complete() {
   if (discard_response) return;
-  if (response_framing == BodyFraming::chunked && upstream_chunked && response_chunk_size > 0)
-    client.b().out.add_copy("\r\n");
+  client.send_response_chunk_end();
 }
 
 void Exchange::on_upstream_complete() {
@@ -126,7 +89,7 @@ void Exchange::on_upstream_complete() {
     report_breaker(CallResult::success);
     shed_sample(false);
     shed.release();  // a tunnel may stay open for hours: it does not hold the limit
-    client.set_phase(ClientConnection::Phase::tunnel);
+    client.set_phase(Downstream::Phase::tunnel);
     attempt.conn->start_tunnel();
     client.forward_held_input();
     if (client.client_eof()) {  // a pipelined upgrade after the client's half-close: nothing to tunnel
@@ -152,17 +115,7 @@ void Exchange::on_upstream_complete() {
     schedule_retry();
     return;
   }
-  if (response_framing == BodyFraming::chunked) {
-    if (upstream_chunked && attempt.conn && attempt.conn->trailers().size() > 0) {
-      // Trailer fields go on as trailers of the chunked response (HTTP/1.1 clients only: an
-      // HTTP/1.0 client's response is not chunked and has nowhere to carry them).
-      write_last_chunk(client.b().scratch, attempt.conn->trailers());
-      client.b().out.add_copy(client.b().scratch);
-      bytes_out += client.b().scratch.size();
-    } else {
-      client.b().out.add_copy("0\r\n\r\n");
-    }
-  }
+  client.end_response(attempt.conn ? &attempt.conn->trailers() : nullptr);
   record_upstream_outcome(
       static_cast<int>(status >= 500 ? UpstreamOutcome::failure : UpstreamOutcome::success));
   shed_sample(overload_status(status));
@@ -176,8 +129,7 @@ void Exchange::on_upstream_complete() {
 
 void Exchange::on_upstream_tunnel_data(const char* data, std::size_t len) {
   bytes_out += len;
-  client.b().out.add(data, len);
-  client.arm_timer(client.listener().view->config->idle_timeout_ms);
+  client.send_tunnel_data(data, len);
 }
 
 void Exchange::on_upstream_batch_end() { client.flush(); }
@@ -185,7 +137,7 @@ void Exchange::on_upstream_batch_end() { client.flush(); }
 void Exchange::on_upstream_drained() {
   if (client.read_paused() && client.pending_input_size() < kHighWater && !request_complete)
     client.resume_reading();
-  if (client.phase() == ClientConnection::Phase::tunnel) client.resume_reading();
+  if (client.phase() == Downstream::Phase::tunnel) client.resume_reading();
 }
 
 void Exchange::on_upstream_error(UpstreamError error, std::string_view detail) {
@@ -207,7 +159,7 @@ void Exchange::on_upstream_error(UpstreamError error, std::string_view detail) {
     return;
   }
   if (client.phase() ==
-      ClientConnection::Phase::tunnel) {  // the upstream ended the tunnel: not an upstream failure
+      Downstream::Phase::tunnel) {  // the upstream ended the tunnel: not an upstream failure
     upstream_failed(Reason::upstream_reset, error);
     return;
   }
@@ -236,18 +188,14 @@ void Exchange::on_upstream_error(UpstreamError error, std::string_view detail) {
 bool Exchange::replays_stale_connection(UpstreamError error) const {
   return error == UpstreamError::reset && last_attempt_reused && !body_sent_upstream &&
          !request_has_body() && stale_retries < 3 && !response_started &&
-         client.phase() != ClientConnection::Phase::tunnel && attempt.claim.endpoint() &&
+         client.phase() != Downstream::Phase::tunnel && attempt.claim.endpoint() &&
          !client.done();
 }
 
 bool Exchange::retract_response() {
   if (!response_started) return true;
   if (response_committed || local_reply_sent) return false;
-  // Only the response head (and body pieces of the same read) are in the batch: drop them.
-  // An interim response or 100 Continue queued with them is dropped too; the local reply is
-  // a valid final answer without it.
-  bytes_out -= std::min(bytes_out, static_cast<std::uint64_t>(client.b().out.bytes()));
-  client.b().out.clear();
+  if (!client.drop_unsent_response()) return false;
   response_started = false;
   response_framing = BodyFraming::none;
   upstream_chunked = false;
@@ -279,7 +227,7 @@ void Exchange::upstream_failed(Reason reason, UpstreamError error, std::string_v
   bool connect = error == UpstreamError::connect_failure || error == UpstreamError::connect_timeout;
   // An invalid response is always the endpoint's fault.
   bool counted =
-      cb && client.phase() != ClientConnection::Phase::tunnel &&
+      cb && client.phase() != Downstream::Phase::tunnel &&
       (error == UpstreamError::protocol || (connect ? cb->on_connect_failure : cb->on_reset));
   end_attempt(breaker_result(counted));
   if (client.done()) return;
@@ -288,7 +236,7 @@ void Exchange::upstream_failed(Reason reason, UpstreamError error, std::string_v
     schedule_retry();
     return;
   }
-  if (client.phase() == ClientConnection::Phase::tunnel) {
+  if (client.phase() == Downstream::Phase::tunnel) {
     client.close_gracefully();
     return;
   }

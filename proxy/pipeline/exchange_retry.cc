@@ -6,7 +6,7 @@
 #include <random>
 
 #include "admin/stats.h"
-#include "pipeline/client_connection.h"
+#include "pipeline/downstream.h"
 #include "worker.h"
 
 namespace bulwark {

@@ -3,7 +3,7 @@
 #include <charconv>
 
 #include "config/values.h"
-#include "pipeline/client_connection.h"
+#include "pipeline/downstream.h"
 #include "pipeline/exchange.h"
 
 namespace bulwark {

@@ -2,7 +2,7 @@
 
 #include <cstring>
 
-#include "pipeline/client_connection.h"
+#include "pipeline/downstream.h"
 #include "pipeline/exchange.h"
 
 namespace bulwark {

@@ -6,7 +6,7 @@
 #include <cstring>
 
 #include "admin/stats.h"
-#include "pipeline/client_connection.h"
+#include "pipeline/downstream.h"
 #include "pipeline/exchange.h"
 #include "worker.h"
 

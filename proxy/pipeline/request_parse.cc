@@ -163,7 +163,15 @@ bool ClientConnection::on_head_parsed(const char* data, const char* body) {
   }
   input_tail_ = '\n';
   x().bytes_in += head_bytes_;
-  x().start_request();
+  RequestStart start;
+  start.method = parser_.method;
+  start.http_major = parser_.http_major;
+  start.http_minor = parser_.http_minor;
+  start.upgrade = parser_.upgrade != 0;
+  start.chunked = (parser_.flags & F_CHUNKED) != 0;
+  start.has_content_length = (parser_.flags & F_CONTENT_LENGTH) != 0;
+  start.content_length = parser_.content_length;
+  x().start_request(start);
   if (done()) return false;
   llhttp_resume(&parser_);
   if (x().request_framing == BodyFraming::chunked) {
