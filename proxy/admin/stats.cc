@@ -8,6 +8,7 @@
 
 #include "admin/access_log.h"
 #include "generation.h"
+#include "pipeline/h2_session.h"
 #include "upstream/upstream_state.h"
 
 namespace bulwark {
@@ -88,6 +89,14 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
                            "When the certificate a TLS listener serves expires (notAfter, Unix "
                            "seconds).",
                            pm::MetricType::Gauge);
+  auto h2_streams = family("bulwark_http2_streams",
+                           "Open HTTP/2 streams, by side (downstream: clients' streams on a "
+                           "listener) and name.",
+                           pm::MetricType::Gauge);
+  auto h2_errors = family("bulwark_http2_protocol_errors_total",
+                          "HTTP/2 connections Bulwark ended for a protocol violation or an "
+                          "attack, by side, name and reason.",
+                          pm::MetricType::Counter);
   auto retries = family("bulwark_retries_total", "Retries sent, by what was retried.",
                         pm::MetricType::Counter);
   auto decisions =
@@ -117,6 +126,20 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
       if (l.tls->context)
         tls_expiry.metric.push_back(
             gauge({{"name", l.name}}, static_cast<double>(l.tls->context->not_after())));
+    }
+    if (l.h2 || l.h2c) {
+      std::int64_t streams = 0;
+      for (const auto& w : g.workers) streams += w.listeners[li]->h2_streams.get();
+      h2_streams.metric.push_back(gauge({{"side", "downstream"}, {"name", l.name}},
+                                        static_cast<double>(streams)));
+      for (int r = 0; r < kH2ErrorCount; ++r) {
+        std::uint64_t n = 0;
+        for (const auto& w : g.workers) n += w.listeners[li]->h2_errors[r].get();
+        h2_errors.metric.push_back(counter({{"side", "downstream"},
+                                            {"name", l.name},
+                                            {"reason", h2_error_name(static_cast<H2Error>(r))}},
+                                           static_cast<double>(n)));
+      }
     }
     static const char* const kRefusals[] = {"fd_limit", "max_connections"};
     for (int r = 0; r < static_cast<int>(AcceptRefusal::count_); ++r) {
@@ -350,6 +373,10 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
   out.push_back(std::move(connects));
   out.push_back(std::move(stale));
   out.push_back(std::move(tls_handshakes));
+  if (!h2_streams.metric.empty()) {
+    out.push_back(std::move(h2_streams));
+    out.push_back(std::move(h2_errors));
+  }
   out.push_back(std::move(tls_expiry));
   out.push_back(std::move(conns));
   out.push_back(std::move(refused));

@@ -76,6 +76,9 @@ struct ListenerTlsConfig {
   std::string key;        // its private key (PEM)
   std::string client_ca;  // "" : no client certificates asked for; else required (mTLS)
   std::string min_version = "1.2";  // 1.2 | 1.3
+  // ALPN protocols offered, from the listener's `protocols` (h2 first when both).
+  bool alpn_h2 = false;
+  bool alpn_http1 = true;
   // Made by the loader from the files (which is how it checks them): what new connections
   // use. A reload reads the files again, so a rotated certificate takes effect then.
   std::shared_ptr<const TlsServerContext> context;
@@ -93,6 +96,15 @@ struct ListenerConfig {
   std::uint64_t max_headers = 100;  // header lines of a request head (and of its trailers)
   std::uint64_t max_body_bytes = 10 * 1024 * 1024;
   std::optional<ListenerTlsConfig> tls;
+  // `protocols`: HTTP/1.x; cleartext HTTP/2 with prior knowledge (h2c, plain listeners); HTTP/2
+  // chosen by ALPN (h2, TLS listeners).
+  bool http1 = true;
+  bool h2c = false;
+  bool h2 = false;
+  // `http2`: what Bulwark's SETTINGS announce to HTTP/2 clients.
+  std::uint64_t h2_max_concurrent_streams = 100;
+  std::uint64_t h2_initial_window = 256 * 1024;  // per stream; the connection's is 4x (at least 1 MiB)
+  std::uint64_t h2_max_frame_size = 16 * 1024;
   std::vector<RouteConfig> routes;
 };
 

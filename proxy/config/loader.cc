@@ -148,7 +148,7 @@ void read_upstream_tls(ConfigErrors& errors, const YamlFields& f,
 }
 
 // tls on a listener: the context new connections will use is made here, from the files.
-void read_listener_tls(ConfigErrors& errors, const YamlFields& f,
+void read_listener_tls(ConfigErrors& errors, const YamlFields& f, const ListenerConfig& l,
                        std::optional<ListenerTlsConfig>& out) {
   YamlFields t(errors, f.node("tls"), f.path("tls"), {"cert", "key", "client_ca", "min_version"});
   if (!t.ok()) return;
@@ -160,6 +160,8 @@ void read_listener_tls(ConfigErrors& errors, const YamlFields& f,
   t.string("min_version", c.min_version);
   if (c.min_version != "1.2" && c.min_version != "1.3")
     t.error("min_version", "must be 1.2 or 1.3");
+  c.alpn_h2 = l.h2;
+  c.alpn_http1 = l.http1;
   if (errors.lines().size() == before) {
     std::string error;
     auto context = TlsServerContext::create(c, error);
@@ -171,9 +173,32 @@ void read_listener_tls(ConfigErrors& errors, const YamlFields& f,
   out = std::move(c);
 }
 
+// protocols: [http1, h2c] on a plain listener, [http1, h2] on a TLS listener.
+void read_protocols(ConfigErrors& errors, const YamlFields& f, ListenerConfig& l) {
+  std::vector<std::string> names;
+  std::size_t before = errors.lines().size();
+  f.string_list("protocols", names);
+  if (errors.lines().size() != before) return;
+  if (names.empty()) {
+    f.error("protocols", "expected at least one of http1, h2c, h2");
+    return;
+  }
+  l.http1 = l.h2c = l.h2 = false;
+  for (const std::string& n : names) {
+    bool* flag = n == "http1" ? &l.http1 : n == "h2c" ? &l.h2c : n == "h2" ? &l.h2 : nullptr;
+    if (!flag) {
+      f.error("protocols", "unknown protocol '" + n + "' (expected http1, h2c or h2)");
+      continue;
+    }
+    if (*flag) f.error("protocols", "'" + n + "' is listed twice");
+    *flag = true;
+  }
+}
+
 void read_listener(ConfigErrors& errors, const YAML::Node& node, const std::string& path,
                    ListenerConfig& l) {
-  YamlFields f(errors, node, path, {"name", "listen", "timeouts", "limits", "tls", "routes"});
+  YamlFields f(errors, node, path,
+               {"name", "listen", "timeouts", "limits", "tls", "protocols", "http2", "routes"});
   if (!f.ok()) return;
   if (f.required("name")) f.string("name", l.name);
   if (f.required("listen")) {
@@ -188,7 +213,23 @@ void read_listener(ConfigErrors& errors, const YAML::Node& node, const std::stri
     t.duration("idle", l.idle_timeout_ms, false);
     t.duration("body_idle", l.body_idle_timeout_ms, false);
   }
-  if (f.has("tls")) read_listener_tls(errors, f, l.tls);
+  if (f.has("protocols")) read_protocols(errors, f, l);
+  if (f.has("http2")) {
+    YamlFields h(errors, f.node("http2"), f.path("http2"),
+                 {"max_concurrent_streams", "initial_window", "max_frame_size"});
+    h.count("max_concurrent_streams", l.h2_max_concurrent_streams, 1, 10000);
+    h.size("initial_window", l.h2_initial_window);
+    if (l.h2_initial_window < 1024 || l.h2_initial_window > 0x7fffffff)
+      h.error("initial_window", "must be between 1KiB and 2GiB - 1");
+    h.size("max_frame_size", l.h2_max_frame_size);
+    if (l.h2_max_frame_size < 16384 || l.h2_max_frame_size > 16777215)
+      h.error("max_frame_size", "must be between 16KiB and 16MiB - 1 (RFC 9113 6.5.2)");
+  }
+  if (f.has("tls")) read_listener_tls(errors, f, l, l.tls);
+  if (f.has("tls") && l.h2c)
+    f.error("protocols", "h2c is cleartext HTTP/2: a TLS listener offers HTTP/2 as h2 (ALPN)");
+  if (!f.has("tls") && l.h2)
+    f.error("protocols", "h2 is chosen by ALPN and needs tls; cleartext HTTP/2 is h2c");
   if (f.has("limits")) {
     YamlFields t(errors, f.node("limits"), f.path("limits"),
                  {"max_connections", "max_header_bytes", "max_headers", "max_body_bytes"});

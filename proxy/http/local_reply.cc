@@ -36,10 +36,10 @@ std::string_view reason_name(Reason r) { return kReasons[static_cast<int>(r)].na
 int reason_status(Reason r) { return kReasons[static_cast<int>(r)].status; }
 std::string_view reason_title(Reason r) { return kReasons[static_cast<int>(r)].title; }
 
-int write_local_reply(std::string& out, const LocalReply& reply) {
+int local_reply_body(std::string& body, const LocalReply& reply) {
   const ReasonInfo& info = kReasons[static_cast<int>(reply.reason)];
   int status = reply.status ? reply.status : info.status;
-  std::string body;
+  body.clear();
   body.reserve(160);
   body.append("{\"type\":");
   append_json_string(body, std::string("urn:bulwark:problem:").append(info.name));
@@ -53,7 +53,13 @@ int write_local_reply(std::string& out, const LocalReply& reply) {
     append_json_string(body, reply.request_id);
   }
   body.append("}\n");
+  return status;
+}
 
+int write_local_reply(std::string& out, const LocalReply& reply) {
+  const ReasonInfo& info = kReasons[static_cast<int>(reply.reason)];
+  std::string body;
+  int status = local_reply_body(body, reply);
   out.clear();
   out.append(reply.minor_version == 0 ? "HTTP/1.0 " : "HTTP/1.1 ")
       .append(std::to_string(status))

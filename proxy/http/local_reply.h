@@ -44,6 +44,8 @@ struct LocalReply {
   bool head_request = false;  // HEAD: headers only
 };
 
+// The problem+json body alone into `body` (cleared first); returns the status.
+int local_reply_body(std::string& body, const LocalReply& reply);
 // Serializes the whole response into `out` (cleared first); returns the status.
 int write_local_reply(std::string& out, const LocalReply& reply);
 

@@ -162,15 +162,24 @@ constexpr const char* kIntermediateCiphers =
     "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
     "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305";
 
-// ALPN: http/1.1 when the client offers it; otherwise no ALPN at all (a client offering only
-// h2 learns that HTTP/2 is not spoken here and may fall back).
+// ALPN: the listener's protocols in Bulwark's order of preference (h2, then http/1.1) among
+// those the client offers; when none is common, no ALPN at all (a client offering only h2
+// learns that HTTP/2 is not spoken here and may fall back).
 int select_alpn(SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in,
-                unsigned int inlen, void*) {
-  static const unsigned char kServer[] = "\x08http/1.1";
+                unsigned int inlen, void* arg) {
+  auto* server = static_cast<const TlsServerContext*>(arg);
+  const std::string& ours = server->alpn();
   unsigned char* chosen = nullptr;
-  if (SSL_select_next_proto(&chosen, outlen, kServer, sizeof kServer - 1, in, inlen) !=
-      OPENSSL_NPN_NEGOTIATED)
+  if (ours.empty() ||
+      SSL_select_next_proto(&chosen, outlen, reinterpret_cast<const unsigned char*>(ours.data()),
+                            static_cast<unsigned>(ours.size()), in, inlen) !=
+          OPENSSL_NPN_NEGOTIATED) {
+    // An HTTP/2-only listener and a client that offers other protocols: refused with the
+    // no_application_protocol alert (RFC 7301 3.2). A client without ALPN is let through and
+    // refused after the handshake.
+    if (ours == std::string_view("\x02h2", 3)) return SSL_TLSEXT_ERR_ALERT_FATAL;
     return SSL_TLSEXT_ERR_NOACK;
+  }
   *out = chosen;
   return SSL_TLSEXT_ERR_OK;
 }
@@ -213,7 +222,9 @@ std::shared_ptr<TlsServerContext> TlsServerContext::create(const ListenerTlsConf
   SSL_CTX_set_session_id_context(ctx, kContext, sizeof kContext - 1);
   // Tickets only: the server-side session cache is one lock shared by every worker.
   SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
-  SSL_CTX_set_alpn_select_cb(ctx, select_alpn, nullptr);
+  if (config.alpn_h2) out->alpn_.append("\x02h2", 3);
+  if (config.alpn_http1) out->alpn_.append("\x08http/1.1", 9);
+  SSL_CTX_set_alpn_select_cb(ctx, select_alpn, out.get());
   if (X509* leaf = SSL_CTX_get0_certificate(ctx)) {
     std::tm tm{};
     if (ASN1_TIME_to_tm(X509_get0_notAfter(leaf), &tm) == 1) out->not_after_ = timegm(&tm);
@@ -226,6 +237,13 @@ std::shared_ptr<TlsServerContext> TlsServerContext::create(const ListenerTlsConf
 }
 
 TlsServerContext::~TlsServerContext() { SSL_CTX_free(ctx_); }
+
+std::string_view TlsSession::alpn_protocol() const {
+  const unsigned char* p = nullptr;
+  unsigned int n = 0;
+  if (ssl_) SSL_get0_alpn_selected(ssl_, &p, &n);
+  return p ? std::string_view(reinterpret_cast<const char*>(p), n) : std::string_view();
+}
 
 TlsSession::~TlsSession() {
   if (ssl_) SSL_free(ssl_);  // frees both BIOs

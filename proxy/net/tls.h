@@ -46,7 +46,7 @@ class TlsClientContext {
 
 // One SSL_CTX per listener with a tls block, shared by the workers: certificate chain and
 // key, TLS 1.2 (or 1.3) at least, Mozilla's "intermediate" cipher list for TLS 1.2, ALPN
-// (http/1.1), session tickets, and client certificates required when client_ca is set.
+// (h2 and/or http/1.1, from the listener's protocols), session tickets, and client certificates required when client_ca is set.
 class TlsServerContext {
  public:
   // Null with `error` ("cert: why", "key: why", "client_ca: why") when a file cannot be used.
@@ -60,10 +60,13 @@ class TlsServerContext {
   // The certificate's notAfter, Unix seconds (bulwark_tls_certificate_expiry_seconds).
   std::int64_t not_after() const { return not_after_; }
   const std::string& subject() const { return subject_; }
+  // The ALPN protocols offered, in wire format, most preferred first.
+  const std::string& alpn() const { return alpn_; }
 
  private:
   explicit TlsServerContext(SSL_CTX* ctx) : ctx_(ctx) {}
   SSL_CTX* ctx_;
+  std::string alpn_;
   std::int64_t not_after_ = 0;
   std::string subject_;
 };
@@ -96,6 +99,8 @@ class TlsSession {
   Result handshake();
   bool handshake_done() const { return handshake_done_; }
   bool resumed() const;
+  // The protocol ALPN chose ("h2", "http/1.1"), or empty.
+  std::string_view alpn_protocol() const;
   // Decrypted bytes into `buf`: n > 0; 0 with `result` want (needs more input), closed (the
   // peer's close_notify) or error.
   std::size_t read(char* buf, std::size_t cap, Result& result);

@@ -66,6 +66,58 @@ bool ClientConnection::open(int fd) {
     return false;
   }
   reading_ = true;
+  const ListenerConfig& lc = *listener_.view->config;
+  if (!tls_ && lc.h2c && !lc.http1) return start_http2();  // prior knowledge only
+  return true;
+}
+
+bool ClientConnection::start_http2() {
+  first_input_ = false;
+  h2_ = std::make_unique<H2Session>(*this);
+  if (!h2_->start()) {
+    close();
+    return false;
+  }
+  return h2_->flush();
+}
+
+namespace {
+constexpr std::string_view kPreface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+}  // namespace
+
+bool ClientConnection::sniff_preface(const char* data, std::size_t len) {
+  std::string_view in(data, len);
+  if (!pending_input_.empty()) {
+    pending_input_.append(data, len);
+    in = pending_input_;
+  }
+  std::size_t n = std::min(in.size(), kPreface.size());
+  if (in.substr(0, n) != kPreface.substr(0, n)) {
+    first_input_ = false;  // HTTP/1
+    return false;
+  }
+  if (in.size() < kPreface.size()) {
+    if (pending_input_.empty()) pending_input_.assign(data, len);
+    return true;  // wait for the rest of the preface
+  }
+  std::string held;
+  held.swap(pending_input_);
+  if (!start_http2()) return true;
+  if (held.empty())
+    h2_->input(data, len);
+  else
+    h2_->input(held.data(), held.size());
+  return true;
+}
+
+bool ClientConnection::write_batch(OutBatch& out) {
+  if (closing_) return false;
+  int rc = tls_ ? out.flush(*tls_, reinterpret_cast<uv_stream_t*>(&tcp_), on_write)
+                : out.flush(reinterpret_cast<uv_stream_t*>(&tcp_), on_write);
+  if (rc != 0) {
+    close();
+    return false;
+  }
   return true;
 }
 
@@ -84,6 +136,11 @@ void ClientConnection::arm_timer(std::uint64_t ms) {
     timer_due_ms_ = deadline_ms_;
     uv_timer_start(&timer_, on_timer, ms, 0);
   }
+}
+
+void ClientConnection::arm_timer_within(std::uint64_t ms) {
+  std::uint64_t due = uv_now(worker_.loop()) + ms;
+  if (deadline_ms_ == 0 || due < deadline_ms_) arm_timer(ms);
 }
 
 void ClientConnection::pause_reading() {
@@ -109,6 +166,7 @@ void ClientConnection::on_alloc(uv_handle_t* handle, std::size_t, uv_buf_t* buf)
 void ClientConnection::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
   auto* d = static_cast<ClientConnection*>(stream->data);
   if (d->closing_ || nread == 0) return;
+  if (d->h2_) d->h2_->sweep();
   if (nread > 0) {
     if (d->phase_ == Phase::lingering) return;  // discarded: we are closing
     if (d->tls_) {
@@ -147,6 +205,13 @@ void ClientConnection::tls_input(const char* data, std::size_t len) {
     }
     if (r != TlsSession::Result::done) return;
     listener_.view->stats->tls_handshakes[0].add();
+    first_input_ = false;
+    if (tls_->alpn_protocol() == "h2") {
+      if (!start_http2()) return;
+    } else if (!listener_.view->config->http1) {
+      close();  // an HTTP/2-only listener and a client that did not choose h2
+      return;
+    }
   }
   TlsSession::Result r = tls_->drain([this](const char* plain, std::size_t n) {
     if (phase_ == Phase::lingering) return true;  // discarded, as a plain read would be
@@ -169,6 +234,10 @@ void ClientConnection::tls_input(const char* data, std::size_t len) {
 void ClientConnection::on_eof() {
   ClientConnection* d = this;
   d->client_eof_ = true;
+  if (h2_) {
+    close();  // an HTTP/2 client that closes is done with every stream
+    return;
+  }
   switch (d->phase_) {
     case Phase::idle:
     case Phase::head:
@@ -194,6 +263,20 @@ void ClientConnection::on_eof() {
 }
 
 void ClientConnection::handle_input(const char* data, std::size_t len) {
+  if (h2_) {
+    h2_->input(data, len);
+    return;
+  }
+  if (first_input_) {
+    if (!tls_ && listener_.view->config->h2c && sniff_preface(data, len)) return;
+    first_input_ = false;
+    if (!pending_input_.empty()) {  // a partial preface that turned out to be HTTP/1
+      std::string held;
+      held.swap(pending_input_);
+      execute(held.data(), held.size());
+      return;
+    }
+  }
   if (phase_ == Phase::tunnel) {
     x().bytes_in += len;
     x().upstream_add(data, len, true);
@@ -237,6 +320,7 @@ void ClientConnection::serve_pending_input() {
 
 bool ClientConnection::flush() {
   if (closing_) return false;
+  if (h2_) return h2_->flush();
   if (ex_ && ex_->attempt.conn) ex_->attempt.conn->flush();  // a failure calls on_upstream_error
   if (closing_) return false;
   if (buffers_ && !buffers_->out.empty()) {
@@ -267,6 +351,12 @@ void ClientConnection::on_write(uv_write_t* req, int status) {
     d->close();
     return;
   }
+  if (d->h2_) {
+    d->h2_->sweep();
+    if (uv_stream_get_write_queue_size(reinterpret_cast<uv_stream_t*>(&d->tcp_)) < kLowWater)
+      d->h2_->on_socket_drained();
+    return;
+  }
   if (d->ex_ && d->ex_->attempt.conn &&
       uv_stream_get_write_queue_size(reinterpret_cast<uv_stream_t*>(&d->tcp_)) < kLowWater)
     d->ex_->attempt.conn->resume_reading();
@@ -283,6 +373,11 @@ void ClientConnection::on_timer(uv_timer_t* timer) {
     return;
   }
   d->deadline_ms_ = 0;
+  if (d->h2_ && d->phase_ != Phase::lingering) {
+    d->h2_->sweep();
+    d->h2_->on_timer();
+    return;
+  }
   switch (d->phase_) {
     case Phase::idle:
     case Phase::tunnel:
@@ -406,6 +501,10 @@ void ClientConnection::on_shutdown(uv_shutdown_t* req, int status) {
 
 void ClientConnection::drain() {
   draining_ = true;
+  if (h2_) {
+    h2_->drain();  // GOAWAY; closes once the open streams are done
+    return;
+  }
   if (phase_ == Phase::idle) close();
 }
 
@@ -421,6 +520,7 @@ void ClientConnection::close() {
     x().leave_admission();
   }
   closing_ = true;
+  if (h2_) h2_->abort_streams();
   if (buffers_) buffers_->out.clear();
   if (tls_ && tls_->handshake_done()) {
     tls_->shutdown();  // close_notify, best effort (an idle timeout, a drain)
@@ -435,6 +535,7 @@ void ClientConnection::close() {
 void ClientConnection::on_close(uv_handle_t* handle) {
   auto* d = static_cast<ClientConnection*>(handle->data);
   if (--d->open_handles_ > 0) return;
+  d->h2_.reset();
   d->release_buffers();
   --d->listener_.connections;
   d->listener_.view->stats->connections.add(-1);

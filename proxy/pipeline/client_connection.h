@@ -21,6 +21,7 @@
 #include "net/write_queue.h"
 #include "pipeline/admission.h"
 #include "pipeline/downstream.h"
+#include "pipeline/h2_session.h"
 #include "pipeline/exchange.h"
 #include "pipeline/request_buffers.h"
 #include "pipeline/route_state.h"
@@ -48,6 +49,16 @@ class ClientConnection final : public Downstream {
   ListHook<ClientConnection> list_hook;  // the worker's list of its connections
 
   const llhttp_t& parser() const { return parser_; }
+
+  // HTTP/2 (h2_session.h): the session frames through these.
+  bool http2() const { return h2_ != nullptr; }
+  // Writes (or queues) `out` on the socket, through TLS if any. False: the connection closed.
+  bool write_batch(OutBatch& out);
+  // Moves the connection's deadline earlier (never later): the HTTP/2 session's streams.
+  void arm_timer_within(std::uint64_t ms);
+  std::size_t write_queue_size() const {
+    return uv_stream_get_write_queue_size(reinterpret_cast<const uv_stream_t*>(&tcp_));
+  }
 
   // Downstream
   std::string_view client_ip() const override { return client_ip_; }
@@ -127,6 +138,14 @@ class ClientConnection final : public Downstream {
   void reset_request();
 
   void release_buffers();
+  // Serves the connection as HTTP/2 from here on. False: closed.
+  bool start_http2();
+  // A plain listener with h2c: the first bytes decide between HTTP/1 and HTTP/2's preface.
+  // True when they were taken (HTTP/2 started, or more bytes are needed to decide).
+  bool sniff_preface(const char* data, std::size_t len);
+
+  std::unique_ptr<H2Session> h2_;
+  bool first_input_ = true;  // nothing read yet (for the h2c preface)
   uv_tcp_t tcp_{};
   std::unique_ptr<TlsSession> tls_;  // a TLS listener's connection
   std::uint64_t tls_bytes_in_ = 0;   // ciphertext received before the handshake was done
