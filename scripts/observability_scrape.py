@@ -27,6 +27,7 @@ redis: {{ address: 127.0.0.1:{redis_port}, timeout: 20ms }}
 listeners:
   - name: public
     listen: 127.0.0.1:{port}
+    protocols: [http1, h2c]
     routes:
       - name: api
         match: {{ prefix: /api }}
