@@ -274,6 +274,7 @@ void ClientConnection::handle_input(const char* data, std::size_t len) {
       std::string held;
       held.swap(pending_input_);
       execute(held.data(), held.size());
+      if (!closing_) flush();  // body bytes handed on point into `held`
       return;
     }
   }

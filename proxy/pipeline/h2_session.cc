@@ -172,6 +172,7 @@ void H2Session::abort_streams() {
   auto streams = std::move(streams_);
   streams_.clear();
   for (auto& [id, s] : streams) {
+    s->end_request_use();
     s->on_closed();
     retired_.push_back(std::move(s));
   }

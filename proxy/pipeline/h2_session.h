@@ -95,6 +95,7 @@ class H2Stream final : public Downstream {
   void submit_trailers();
   void add_nv(std::string_view name, std::string_view value);
   void reset(std::uint32_t error_code);
+  void end_request_use();
 
   H2Session& session_;
   std::int32_t id_;

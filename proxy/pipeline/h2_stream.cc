@@ -207,7 +207,10 @@ void H2Stream::on_data(const char* data, std::size_t len) {
 
 void H2Stream::consume() {
   if (unconsumed_ == 0) return;
-  nghttp2_session_consume(session_.session(), id_, unconsumed_);
+  if (closed_)
+    nghttp2_session_consume_connection(session_.session(), unconsumed_);
+  else
+    nghttp2_session_consume(session_.session(), id_, unconsumed_);
   unconsumed_ = 0;
 }
 
@@ -518,19 +521,25 @@ void H2Stream::close() {
     reset(NGHTTP2_INTERNAL_ERROR);
     return;
   }
-  if (ex_) {
-    account_request();
-    if (ex_->attempt.conn) {
-      ex_->attempt.conn->close();
-      ex_->attempt.conn = nullptr;
-    }
-    x().end_attempt();
-    x().leave_admission();
-  }
+  end_request_use();
   finished_ = true;
-  deadline_ms_ = 0;
-  end_exchange();
   reset(NGHTTP2_INTERNAL_ERROR);
+}
+
+// What a request that ends early gives back: its log line, upstream connection, attempt and
+// admission. The exchange itself ends with the stream (~H2Stream), never here: this may run
+// inside one of its own calls.
+void H2Stream::end_request_use() {
+  if (!ex_) return;
+  account_request();
+  if (ex_->attempt.conn) {
+    ex_->attempt.conn->close();
+    ex_->attempt.conn = nullptr;
+  }
+  ex_->end_attempt();
+  ex_->leave_admission();
+  if (buffers_) buffers_->stop_timers();
+  deadline_ms_ = 0;
 }
 
 void H2Stream::reset(std::uint32_t error_code) {
@@ -541,21 +550,13 @@ void H2Stream::reset(std::uint32_t error_code) {
 
 void H2Stream::on_closed() {
   if (closed_) return;
-  if (!finished_ && ex_) {
-    // The client reset the stream (or the connection ended) before the response was done:
-    // the exchange ends as an HTTP/1 request does when its client goes away.
-    account_request();
-    if (ex_->attempt.conn) {
-      ex_->attempt.conn->close();
-      ex_->attempt.conn = nullptr;
-    }
-    x().end_attempt();
-    x().leave_admission();
-  }
-  finished_ = true;
   closed_ = true;
   deadline_ms_ = 0;
-  end_exchange();
+  // A response whose last frame just went out: the exchange finishes it (finish_request).
+  // Otherwise the client reset the stream, or the connection ended, before the response was
+  // done: the request ends as an HTTP/1 request does when its client goes away.
+  if (!finished_ && !body_end_) end_request_use();
+  finished_ = finished_ || !body_end_;
 }
 
 }  // namespace bulwark
