@@ -438,6 +438,31 @@ std::string Server::status_json() const {
       out += "}}";
     }
   }
+  // Client connections per listener; HTTP/2 ones with their open streams.
+  out += "],\"listeners\":[";
+  for (std::size_t li = 0; li < config().listeners.size(); ++li) {
+    const auto& l = config().listeners[li];
+    std::int64_t conns = 0, h2_conns = 0, streams = 0;
+    for (const auto& w : g.workers) {
+      conns += w.listeners[li]->connections.get();
+      h2_conns += w.listeners[li]->h2_connections.get();
+      streams += w.listeners[li]->h2_streams.get();
+    }
+    if (li) out += ",";
+    out += "{\"name\":";
+    append_json_string(out, l.name);
+    out += ",\"connections\":" + std::to_string(conns);
+    if (l.h2 || l.h2c) {
+      char buf[160];
+      std::snprintf(buf, sizeof buf,
+                    ",\"http2\":{\"connections\":%lld,\"streams\":%lld,"
+                    "\"streams_per_connection\":%.2f}",
+                    static_cast<long long>(h2_conns), static_cast<long long>(streams),
+                    h2_conns ? static_cast<double>(streams) / static_cast<double>(h2_conns) : 0.0);
+      out += buf;
+    }
+    out += "}";
+  }
   out += "]}";
   return out;
 }

@@ -88,6 +88,7 @@ struct ListenerStats {
   Gauge connections;
   std::array<Counter, 2> tls_handshakes;  // TLS listeners: [success, failure]
   std::array<Counter, static_cast<int>(AcceptRefusal::count_)> accepts_refused;
+  Gauge h2_connections;             // client connections speaking HTTP/2
   Gauge h2_streams;                 // open HTTP/2 streams
   std::array<Counter, 8> h2_errors;  // HTTP/2 connections ended, by H2Error
   RouteStats unmatched;  // requests that matched no route

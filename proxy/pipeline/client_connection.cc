@@ -74,6 +74,7 @@ bool ClientConnection::open(int fd) {
 bool ClientConnection::start_http2() {
   first_input_ = false;
   h2_ = std::make_unique<H2Session>(*this);
+  listener_.view->stats->h2_connections.add(1);
   if (!h2_->start()) {
     close();
     return false;
@@ -536,7 +537,10 @@ void ClientConnection::close() {
 void ClientConnection::on_close(uv_handle_t* handle) {
   auto* d = static_cast<ClientConnection*>(handle->data);
   if (--d->open_handles_ > 0) return;
-  d->h2_.reset();
+  if (d->h2_) {
+    d->h2_.reset();
+    d->listener_.view->stats->h2_connections.add(-1);
+  }
   d->release_buffers();
   --d->listener_.connections;
   d->listener_.view->stats->connections.add(-1);

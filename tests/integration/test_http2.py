@@ -1023,6 +1023,12 @@ class H2c(unittest.TestCase):
                          "the fast stream waited for the slow ones: " + c.describe())
         wait_for(lambda: open_streams(self.proxy, "plain") == 2, timeout=2,
                  what="bulwark_http2_streams{side=downstream,name=plain} == 2 while two are in flight")
+        # /status shows the listener's HTTP/2 connections and their streams.
+        _, _, body = request(self.proxy.admin_port, "GET", "/status")
+        listeners = {l["name"]: l for l in json.loads(body)["listeners"]}
+        self.assertEqual(listeners["plain"]["http2"]["streams"], 2, listeners)
+        self.assertGreaterEqual(listeners["plain"]["http2"]["connections"], 1, listeners)
+        self.assertGreater(listeners["plain"]["http2"]["streams_per_connection"], 0, listeners)
         for sid in slow:
             s = c.wait(sid)
             self.assertEqual((s.status, len(s.body)), (200, 1000), c.describe())
