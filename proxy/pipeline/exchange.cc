@@ -19,6 +19,26 @@ namespace bulwark {
 
 namespace {
 
+// A gRPC client's deadline (grpc-timeout: up to 8 digits and a unit H, M, S, m, u, n), in
+// milliseconds rounded up; 0 when absent or malformed.
+std::uint64_t grpc_timeout_ms(std::string_view v) {
+  if (v.size() < 2 || v.size() > 9) return 0;
+  std::uint64_t n = 0;
+  for (char c : v.substr(0, v.size() - 1)) {
+    if (c < '0' || c > '9') return 0;
+    n = n * 10 + static_cast<std::uint64_t>(c - '0');
+  }
+  switch (v.back()) {
+    case 'H': return n * 3'600'000;
+    case 'M': return n * 60'000;
+    case 'S': return n * 1000;
+    case 'm': return n;
+    case 'u': return (n + 999) / 1000;
+    case 'n': return (n + 999'999) / 1'000'000;
+    default: return 0;
+  }
+}
+
 bool printable_id(std::string_view id) {
   if (id.empty() || id.size() > 128) return false;
   for (unsigned char c : id)
@@ -161,6 +181,11 @@ int Exchange::start_request(const RequestStart& start) {
   upstream = view->route_upstreams[static_cast<std::size_t>(route)];
   route_state = view->route_states[static_cast<std::size_t>(route)];
   std::uint64_t timeout = lc.routes[static_cast<std::size_t>(route)].timeout_ms;
+  // A gRPC client's own deadline bounds the route's (a zero deadline is expired already: 1 ms).
+  if (std::string_view g = client.b().headers.get("grpc-timeout"); !g.empty()) {
+    if (std::uint64_t ms = grpc_timeout_ms(g); ms || g.front() == '0')
+      timeout = timeout ? std::min(timeout, std::max<std::uint64_t>(ms, 1)) : std::max<std::uint64_t>(ms, 1);
+  }
   std::uint64_t now = uv_now(client.worker().loop());
   route_deadline_ms = timeout ? now + timeout : 0;
   body_activity_ms = now;

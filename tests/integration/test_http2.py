@@ -1036,6 +1036,26 @@ class H2c(unittest.TestCase):
         wait_for(lambda: requests_total(self.proxy, "plain") == before + 3, timeout=2,
                  what="bulwark_requests_total{listener=plain} +3 (one per stream)")
 
+    def test_grpc_local_replies_and_grpc_timeout(self):
+        # A gRPC client (content-type application/grpc) gets Bulwark's own answers as gRPC
+        # errors: HTTP 200, trailers-only, grpc-status; its grpc-timeout bounds the route's 15 s.
+        c = self.h2()
+        grpc = [("content-type", "application/grpc"), ("te", "trailers")]
+        start = time.time()
+        slow = c.request("POST", "/app/slow?delay=3000", headers=grpc + [("grpc-timeout", "300m")],
+                         body=b"\x00\x00\x00\x00\x00")
+        nowhere = c.request("POST", "/nowhere", headers=grpc, body=b"\x00\x00\x00\x00\x00")
+        gone = c.request("POST", "/gone", headers=grpc, body=b"\x00\x00\x00\x00\x00")
+        for sid in (nowhere, gone, slow):
+            c.wait(sid, timeout=5)
+        self.assertLess(time.time() - start, 2.5, "grpc-timeout 300m did not bound the request")
+        for sid, code, reason in ((slow, "4", "upstream-timeout"), (nowhere, "12", "no-route"),
+                                  (gone, "14", "upstream-connect-failure")):
+            s = c.streams[sid]
+            self.assertEqual((s.status, s.header("grpc-status"), s.header("x-bulwark-reason"),
+                              s.header("content-type"), s.body),
+                             (200, code, reason, "application/grpc", b""), c.describe())
+
     def test_local_replies_stay_on_their_streams(self):
         c = self.h2()
         ok = c.request("GET", "/app/ok?delay=300&size=5000")
