@@ -94,6 +94,7 @@ class H2Stream final : public Downstream {
   void submit_head();
   void submit_trailers();
   void add_nv(std::string_view name, std::string_view value);
+  void add_extra_lines(std::string_view extra);
   void reset(std::uint32_t error_code);
   void end_request_use();
 

@@ -61,6 +61,12 @@ bool connection_specific(std::string_view lower) {
          lower == "trailer";
 }
 
+void lowercase(std::string& out, std::string_view name) {
+  out.assign(name);
+  std::transform(out.begin(), out.end(), out.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+}
+
 }  // namespace
 
 H2Stream::H2Stream(H2Session& session, std::int32_t id)
@@ -89,6 +95,24 @@ void H2Stream::add_nv(std::string_view name, std::string_view value) {
   nv_lengths_.push_back(static_cast<std::uint32_t>(value.size()));
   nv_storage_.append(name);
   nv_storage_.append(value);
+}
+
+// Bulwark's own header lines ("Name: value\r\n"), as HTTP/2 fields (lower-case names).
+void H2Stream::add_extra_lines(std::string_view extra) {
+  std::string lower;
+  while (!extra.empty()) {
+    std::size_t eol = extra.find("\r\n");
+    std::string_view line = extra.substr(0, eol);
+    std::size_t colon = line.find(':');
+    if (colon != std::string_view::npos) {
+      lowercase(lower, line.substr(0, colon));
+      std::string_view value = line.substr(colon + 1);
+      while (!value.empty() && value.front() == ' ') value.remove_prefix(1);
+      add_nv(lower, value);
+    }
+    if (eol == std::string_view::npos) break;
+    extra.remove_prefix(eol + 2);
+  }
 }
 
 int H2Stream::on_header(std::string_view name, std::string_view value) {
@@ -277,29 +301,12 @@ void H2Stream::send_response_head(const UpstreamConnection& conn, std::string_vi
   const HeaderBlock& h = conn.headers();
   bool has_connection_list = h.count("connection") > 0;
   for (std::size_t i = 0; i < h.size(); ++i) {
-    lower.assign(h.name(i));
-    std::transform(lower.begin(), lower.end(), lower.begin(),
-                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    lowercase(lower, h.name(i));
     if (connection_specific(lower) || is_hop_by_hop(lower)) continue;
     if (has_connection_list && listed_in_connection(h, lower)) continue;
     add_nv(lower, h.value(i));
   }
-  // Bulwark's own lines ("name: value\r\n").
-  while (!extra.empty()) {
-    std::size_t eol = extra.find("\r\n");
-    std::string_view line = extra.substr(0, eol);
-    std::size_t colon = line.find(':');
-    if (colon != std::string_view::npos) {
-      lower.assign(line.substr(0, colon));
-      std::transform(lower.begin(), lower.end(), lower.begin(),
-                     [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-      std::string_view value = line.substr(colon + 1);
-      while (!value.empty() && value.front() == ' ') value.remove_prefix(1);
-      add_nv(lower, value);
-    }
-    if (eol == std::string_view::npos) break;
-    extra.remove_prefix(eol + 2);
-  }
+  add_extra_lines(extra);
   if (conn.has_content_length() && ex.status != 204 && ex.status != 304 &&
       !(ex.status >= 100 && ex.status < 200)) {
     char digits[24];
@@ -384,9 +391,8 @@ void H2Stream::end_response(const HeaderBlock* trailers) {
     trailer_storage_.clear();
     trailer_lengths_.clear();
     for (std::size_t i = 0; i < trailers->size(); ++i) {
-      std::string lower(trailers->name(i));
-      std::transform(lower.begin(), lower.end(), lower.begin(),
-                     [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+      std::string lower;
+      lowercase(lower, trailers->name(i));
       if (connection_specific(lower)) continue;
       trailer_lengths_.push_back(static_cast<std::uint32_t>(lower.size()));
       trailer_lengths_.push_back(static_cast<std::uint32_t>(trailers->value(i).size()));
@@ -471,22 +477,7 @@ void H2Stream::local_reply(Reason reason, std::string_view detail, bool close_af
   }
   add_nv("x-bulwark-reason", reason_name(reason));
   if (!ex.request_id.empty()) add_nv("x-request-id", ex.request_id);
-  std::string_view extra(ex.reply_extra, ex.reply_extra_len);
-  while (!extra.empty()) {
-    std::size_t eol = extra.find("\r\n");
-    std::string_view line = extra.substr(0, eol);
-    std::size_t colon = line.find(':');
-    if (colon != std::string_view::npos) {
-      std::string lower(line.substr(0, colon));
-      std::transform(lower.begin(), lower.end(), lower.begin(),
-                     [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-      std::string_view value = line.substr(colon + 1);
-      while (!value.empty() && value.front() == ' ') value.remove_prefix(1);
-      add_nv(lower, value);
-    }
-    if (eol == std::string_view::npos) break;
-    extra.remove_prefix(eol + 2);
-  }
+  add_extra_lines(std::string_view(ex.reply_extra, ex.reply_extra_len));
   if (has_body_) {
     body_ = std::move(body);
     body_sent_ = 0;

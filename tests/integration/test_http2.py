@@ -44,7 +44,7 @@ import zlib
 from harness import (SANITIZED, Bulwark, Reader, Testd, connect, crc_hex, free_port, pattern,
                      request, wait_for)
 from test_tls_upstream import check, sample
-from tls_backend import Pki
+from tls_backend import pki
 
 try:
     import hpack
@@ -740,20 +740,6 @@ def h2load_summary(output):
         return None
     return int(m.group(4)), int(m.group(5)), int(m.group(6)), int(codes.group(1))
 
-
-_pki = None
-
-
-def pki():
-    global _pki
-    if _pki is None:
-        _pki = Pki()
-    return _pki
-
-
-def tearDownModule():
-    if _pki is not None:
-        _pki.cleanup()
 
 
 # --- --check: the protocols key and the http2 block ----------------------------------------

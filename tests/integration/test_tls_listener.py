@@ -16,7 +16,7 @@ import unittest
 
 from harness import BULWARK, Bulwark, Testd, crc_hex, pattern, wait_for
 from test_tls_upstream import check, sample
-from tls_backend import Pki
+from tls_backend import pki
 
 HAVE_OPENSSL = shutil.which("openssl") is not None
 
@@ -37,20 +37,6 @@ upstreams:
   - name: app
     endpoints: [{upstream}]
 """
-
-_pki = None
-
-
-def pki():
-    global _pki
-    if _pki is None:
-        _pki = Pki()
-    return _pki
-
-
-def tearDownModule():
-    if _pki is not None:
-        _pki.cleanup()
 
 
 def client_context(ca, cert=None, key=None, max_version=None):

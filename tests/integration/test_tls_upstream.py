@@ -12,7 +12,7 @@ import tempfile
 import unittest
 
 from harness import BULWARK, Bulwark, crc_hex, chunked, pattern, request, wait_for
-from tls_backend import Pki, TlsBackend
+from tls_backend import TlsBackend, pki
 
 HAVE_OPENSSL = shutil.which("openssl") is not None
 
@@ -42,21 +42,6 @@ UNKNOWN_ISSUER = ("unable to get local issuer certificate",
                   "self signed certificate in certificate chain",
                   "unable to verify the first certificate",
                   "unable to get issuer certificate")
-
-_pki = None
-
-
-def pki():
-    """The module's PKI, made on first use (a skipped module never calls openssl)."""
-    global _pki
-    if _pki is None:
-        _pki = Pki()
-    return _pki
-
-
-def tearDownModule():
-    if _pki is not None:
-        _pki.cleanup()
 
 
 def tls_block(**options):

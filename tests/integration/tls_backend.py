@@ -1,6 +1,7 @@
 """TLS helpers for integration tests: a throw-away PKI made with the `openssl` command line,
 and an HTTPS/1.1 backend (Python's ssl module) that reports what it saw of each request and
 each TLS handshake. Standard library only."""
+import atexit
 import datetime
 import json
 import os
@@ -362,3 +363,16 @@ if __name__ == "__main__":
     except KeyboardInterrupt:
         backend.stop()
         pki.cleanup()
+
+
+_shared_pki = None
+
+
+def pki():
+    """One throw-away PKI per test process, made on first use (a skipped module never calls
+    openssl) and removed at exit."""
+    global _shared_pki
+    if _shared_pki is None:
+        _shared_pki = Pki()
+        atexit.register(_shared_pki.cleanup)
+    return _shared_pki
