@@ -218,6 +218,12 @@ bool is_hop_by_hop(std::string_view n) {
   }
 }
 
+bool forwardable_trailer(const HeaderBlock& head, std::string_view name) {
+  return !(is_hop_by_hop(name) || iequals(name, "host") || iequals(name, "x-forwarded-for") ||
+           iequals(name, "x-forwarded-proto") || iequals(name, "x-request-id") ||
+           listed_in_connection(head, name));
+}
+
 bool listed_in_connection(const HeaderBlock& headers, std::string_view name) {
   bool found = false;
   for (std::size_t i = 0; i < headers.size() && !found; ++i) {

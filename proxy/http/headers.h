@@ -101,6 +101,10 @@ TransferCoding transfer_coding(const HeaderBlock& headers, std::string_view* cod
 // True for headers that never cross the proxy (RFC 9110 7.6.1), and for framing headers
 // that the proxy re-writes itself.
 bool is_hop_by_hop(std::string_view name);
+// Whether a request trailer field may go on to the upstream: not what only the head may
+// carry (framing, routing, hop-by-hop fields, those `head` lists in Connection) nor the ones
+// Bulwark sets (X-Forwarded-For, X-Forwarded-Proto, X-Request-Id).
+bool forwardable_trailer(const HeaderBlock& head, std::string_view name);
 // True when `name` is listed in a Connection header's tokens.
 bool listed_in_connection(const HeaderBlock& headers, std::string_view name);
 

@@ -18,19 +18,22 @@ namespace bulwark {
 
 namespace {
 
+// llhttp's HTTP methods (not RTSP's), by name; an unknown one is refused (400).
 std::uint8_t method_from_name(std::string_view name, bool& known) {
+  struct Method {
+    std::string_view name;
+    std::uint8_t id;
+  };
+  static const Method kMethods[] = {
+#define BULWARK_METHOD(NUM, NAME, STRING) {#STRING, NUM},
+      HTTP_METHOD_MAP(BULWARK_METHOD)
+#undef BULWARK_METHOD
+  };
   known = true;
   if (name == "GET") return HTTP_GET;
   if (name == "POST") return HTTP_POST;
-  if (name == "PUT") return HTTP_PUT;
-  if (name == "DELETE") return HTTP_DELETE;
-  if (name == "HEAD") return HTTP_HEAD;
-  if (name == "OPTIONS") return HTTP_OPTIONS;
-  if (name == "PATCH") return HTTP_PATCH;
-  for (int m = 0; m < 64; ++m) {
-    const char* n = llhttp_method_name(static_cast<llhttp_method_t>(m));
-    if (n && name == n) return static_cast<std::uint8_t>(m);
-  }
+  for (const Method& m : kMethods)
+    if (m.name == name && m.id != HTTP_PRI) return m.id;
   known = false;
   return HTTP_GET;
 }
@@ -119,11 +122,11 @@ int H2Stream::on_header(std::string_view name, std::string_view value) {
   const ListenerConfig& lc = *listener_.view->config;
   header_bytes_ += name.size() + value.size() + 32;  // RFC 9113 6.5.2's accounting
   if (header_bytes_ > lc.max_header_bytes || ++header_count_ > lc.max_headers + 8) return -1;
-  if (headers_done_) {  // request trailers
+  if (headers_done_) {  // request trailers: forwarded by the same rule as HTTP/1's
     if (!name.empty() && name[0] == ':') return 0;
-    if (ex_ && x().request_framing == BodyFraming::chunked) {
+    if (ex_ && x().request_framing == BodyFraming::chunked && !x().pending_reply &&
+        forwardable_trailer(b().headers, name))
       b().trailers.append(name).append(": ").append(value).append("\r\n");
-    }
     return 0;
   }
   if (!name.empty() && name[0] == ':') {

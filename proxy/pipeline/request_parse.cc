@@ -234,10 +234,7 @@ void ClientConnection::add_trailer(std::string_view name, std::string_view value
   // Trailers never join the head (its views must stay valid, and a retry must not send them
   // as headers). Forwarded as trailers of the chunked upstream request, except what only the
   // head may carry: framing, routing, hop-by-hop fields and the ones Bulwark sets.
-  if (x().pending_reply || is_hop_by_hop(name) || iequals(name, "host") ||
-      iequals(name, "x-forwarded-for") || iequals(name, "x-forwarded-proto") ||
-      iequals(name, "x-request-id") || listed_in_connection(b().headers, name))
-    return;
+  if (x().pending_reply || !forwardable_trailer(b().headers, name)) return;
   b().trailers.append(name).append(": ").append(value).append("\r\n");
 }
 

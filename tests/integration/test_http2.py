@@ -569,6 +569,7 @@ class PyBackend:
         self.sent = collections.defaultdict(int)
         self.block = pattern(251 * 256)  # whole periods: consecutive copies continue the pattern
         self.conns = []
+        self.last_raw = b""  # the last request as received (head and body)
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self):
@@ -588,9 +589,25 @@ class PyBackend:
                 head = reader.read_until(b"\r\n\r\n").decode("latin-1")
                 target = head.split(" ", 2)[1]
                 length = re.search(r"(?im)^content-length:\s*(\d+)", head)
+                raw = head.encode("latin-1")
                 if length:
-                    reader.read_exact(int(length.group(1)))
-                if target.startswith("/py/trailers"):
+                    raw += reader.read_exact(int(length.group(1)))
+                elif re.search(r"(?im)^transfer-encoding:\s*chunked", head):
+                    while True:  # chunks, then the trailer section up to its empty line
+                        line = reader.read_until(b"\r\n")
+                        raw += line
+                        if int(line.split(b";")[0].strip() or b"0", 16) == 0:
+                            while True:
+                                t = reader.read_until(b"\r\n")
+                                raw += t
+                                if t == b"\r\n":
+                                    break
+                            break
+                        raw += reader.read_exact(int(line.split(b";")[0], 16) + 2)
+                self.last_raw = raw
+                if target.startswith("/py/echo"):
+                    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                elif target.startswith("/py/trailers"):
                     c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
                               b"Transfer-Encoding: chunked\r\nTrailer: x-checksum, x-status\r\n\r\n"
                               b"7\r\nhello, \r\n8\r\ntrailers\r\n0\r\n"
@@ -1021,6 +1038,32 @@ class H2c(unittest.TestCase):
         wait_for(lambda: open_streams(self.proxy, "plain") == 0, timeout=2, what="the streams gauge back to 0")
         wait_for(lambda: requests_total(self.proxy, "plain") == before + 3, timeout=2,
                  what="bulwark_requests_total{listener=plain} +3 (one per stream)")
+
+    def test_unknown_method_is_refused_on_its_stream(self):
+        # Found by fuzz_h2: a method llhttp does not name (or a lower-case one) must be a 400 on
+        # its stream, not a crash; the connection goes on serving.
+        c = self.h2()
+        for method in ("FROB", "get", "PRI"):
+            s = c.wait(c.request(method, "/app/x"), timeout=5)
+            self.assertEqual((s.status, s.header("x-bulwark-reason")), (400, "bad-request"), c.describe())
+        s = c.wait(c.request("GET", "/app/x?size=10"), timeout=5)
+        self.assertEqual((s.status, len(s.body)), (200, 10), c.describe())
+
+    def test_request_trailers_cannot_set_what_bulwark_sets(self):
+        # Found by fuzz_h2: trailers of an HTTP/2 request follow the HTTP/1 rule: no Host,
+        # X-Forwarded-*, X-Request-Id or framing fields among the forwarded trailers.
+        c = self.h2()
+        sid = c.request("POST", "/py/echo", body=b"abc", end_stream=False)
+        # (nghttp2 itself resets a stream whose trailers carry host or content-length.)
+        c.send_block(sid, c.encoder.encode([("x-ok", "1"), ("x-forwarded-for", "6.6.6.6"),
+                                            ("x-request-id", "forged"), ("x-forwarded-proto", "gopher")]), True)
+        s = c.wait(sid, timeout=5)
+        self.assertEqual(s.status, 200, c.describe())
+        raw = self.py.last_raw
+        tail = raw[raw.index(b"0\r\n", raw.index(b"\r\n\r\n")):]
+        self.assertIn(b"x-ok: 1", tail)
+        for forged in (b"6.6.6.6", b"forged", b"gopher"):
+            self.assertNotIn(forged, tail, raw)
 
     def test_grpc_local_replies_and_grpc_timeout(self):
         # A gRPC client (content-type application/grpc) gets Bulwark's own answers as gRPC
