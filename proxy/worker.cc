@@ -12,6 +12,7 @@
 #include "http/local_reply.h"
 #include "net/listener.h"
 #include "pipeline/client_connection.h"
+#include "pipeline/h2_session.h"
 #include "upstream/connection.h"
 
 namespace bulwark {
@@ -539,7 +540,19 @@ void Worker::on_prepare(uv_prepare_t* prepare) {
   static_cast<Worker*>(prepare->data)->between_turns();
 }
 
+void Worker::cancel_h2_flush(H2Session* s) {
+  for (auto* list : {&h2_flush_, &h2_flushing_})
+    for (H2Session*& q : *list)
+      if (q == s) q = nullptr;
+}
+
 void Worker::between_turns() {
+  if (!h2_flush_.empty()) {
+    h2_flushing_.swap(h2_flush_);
+    for (std::size_t i = 0; i < h2_flushing_.size(); ++i)
+      if (H2Session* s = h2_flushing_[i]) s->deferred_flush();
+    h2_flushing_.clear();
+  }
   exchanges_.sweep();
   access_log_.flush();
   ++turn_;

@@ -35,6 +35,7 @@
 namespace bulwark {
 
 class ClientConnection;
+class H2Session;
 class Worker;
 struct WorkerGeneration;
 
@@ -174,6 +175,16 @@ class Worker {
   void pause_accepting();
   static void on_async(uv_async_t* async);
   static void on_prepare(uv_prepare_t* prepare);
+
+ public:
+  // HTTP/2 sessions with frames to send: framed once per loop turn, after every callback of
+  // the turn, so the responses of many streams that complete together leave in one write.
+  void defer_h2_flush(H2Session* s) { h2_flush_.push_back(s); }
+  void cancel_h2_flush(H2Session* s);
+
+ private:
+  std::vector<H2Session*> h2_flush_;
+  std::vector<H2Session*> h2_flushing_;
   static void on_heartbeat(uv_timer_t* timer);
 
   int index_;

@@ -94,7 +94,7 @@ run() { local pids="$3 $(pgrep -P "$3" | tr '\n' ' ')"; local c0 c1; c0=$(cpu $p
   h2load -D "$DUR" -c "$CLIENTS" -m "$STREAMS" -t 1 "http://127.0.0.1:$1/" > $D/h2load.out 2>&1 || true
   c1=$(cpu $pids)
   awk -v n="$2" -v cpu=$((c1-c0)) -v hz="$(getconf CLK_TCK)" '
-    /^finished in/{rps=$4} /^requests:/{total=$2; done=$8; ok=$10}
+    /^finished in/{rps=$4} /^requests:/{total=$2; done=$6; ok=$8}
     END{printf "%-8s rps=%-10s succeeded=%s/%s cpu_us_per_req=%.2f\n", n, rps, ok, done, (done>0? cpu*1e6/hz/done : 0)}' $D/h2load.out; }
 echo "h2load -c $CLIENTS -m $STREAMS, $DUR s rounds, features $FEATURES"
 for ((i = 1; i <= ROUNDS; i++)); do

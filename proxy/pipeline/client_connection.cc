@@ -322,7 +322,10 @@ void ClientConnection::serve_pending_input() {
 
 bool ClientConnection::flush() {
   if (closing_) return false;
-  if (h2_) return h2_->flush();
+  if (h2_) {
+    h2_->request_flush();
+    return true;
+  }
   if (ex_ && ex_->attempt.conn) ex_->attempt.conn->flush();  // a failure calls on_upstream_error
   if (closing_) return false;
   if (buffers_ && !buffers_->out.empty()) {
@@ -467,7 +470,10 @@ void ClientConnection::reset_request() {
 void ClientConnection::close_gracefully() {
   if (done()) return;
   if (ex_ && ex_->attempt.conn) x().detach_upstream(false);
-  flush();
+  if (h2_)
+    h2_->flush();  // what is framed goes before the FIN
+  else
+    flush();
   if (closing_) return;
   phase_ = Phase::lingering;
   if (tls_ && tls_->handshake_done()) {

@@ -37,6 +37,7 @@ const char* h2_error_name(H2Error e) {
 H2Session::H2Session(ClientConnection& conn) : conn_(conn) {}
 
 H2Session::~H2Session() {
+  if (flush_queued_) conn_.worker().cancel_h2_flush(this);
   abort_streams();
   retired_.clear();
   if (session_) nghttp2_session_del(session_);
@@ -112,10 +113,23 @@ bool H2Session::input(const char* data, std::size_t len) {
     flush();
     return false;
   }
-  return flush();
+  request_flush();
+  return true;
 }
 
 void H2Session::sweep() { retired_.clear(); }
+
+void H2Session::request_flush() {
+  if (flush_queued_ || conn_.closing()) return;
+  flush_queued_ = true;
+  conn_.worker().defer_h2_flush(this);
+}
+
+void H2Session::deferred_flush() {
+  flush_queued_ = false;
+  sweep();
+  flush();
+}
 
 bool H2Session::flush() {
   if (conn_.closing() || close_requested_) return false;

@@ -139,6 +139,9 @@ class H2Session {
   bool input(const char* data, std::size_t len);
   // Frames what nghttp2 has to send into the connection's socket. False: the connection closed.
   bool flush();
+  // Frames what is due once the loop turn's callbacks are done (Worker::between_turns).
+  void request_flush();
+  void deferred_flush();
   // The socket's queue went below the low mark: more can be framed.
   void on_socket_drained();
   // GOAWAY: no new streams; the connection closes once the open ones are done.
@@ -186,7 +189,8 @@ class H2Session {
   bool draining_ = false;
   bool failed_ = false;         // Bulwark sent its own GOAWAY for an attack
   bool idle_armed_ = false;
-  bool close_requested_ = false;  // the connection was told to close after what is queued     // the timer runs for the idle timeout (no stream open)
+  bool close_requested_ = false;
+  bool flush_queued_ = false;   // in the worker's list of sessions to flush  // the connection was told to close after what is queued     // the timer runs for the idle timeout (no stream open)
   std::uint64_t refused_streams_ = 0;
   std::uint64_t pings_ = 0, settings_ = 0, resets_ = 0;
   double reset_tokens_ = 200;  // the rapid-reset bucket (see on_frame_recv)

@@ -244,7 +244,7 @@ void H2Stream::consume() {
 void H2Stream::resume_reading() {
   paused_ = false;
   consume();
-  if (!session_.in_recv()) session_.flush();
+  session_.request_flush();
 }
 
 void H2Stream::on_end_stream() {
@@ -271,8 +271,8 @@ void H2Stream::arm_timer(std::uint64_t ms) {
 
 bool H2Stream::flush() {
   if (ex_ && ex_->attempt.conn) ex_->attempt.conn->flush();
-  if (session_.in_recv()) return !done();  // framed once the input is handled
-  return session_.flush();
+  session_.request_flush();  // framed at the end of the loop turn, with the other streams'
+  return !closing();
 }
 
 void H2Stream::send_continue() {
@@ -491,7 +491,7 @@ void H2Stream::local_reply(Reason reason, std::string_view detail, bool close_af
   head_pending_ = true;
   (void)close_after;  // the stream ends with its response either way; the connection stays
   if (phase_ == Phase::request || phase_ == Phase::head) finish_request();
-  if (!session_.in_recv()) session_.flush();
+  session_.request_flush();
 }
 
 void H2Stream::finish_request() {
@@ -539,7 +539,7 @@ void H2Stream::end_request_use() {
 void H2Stream::reset(std::uint32_t error_code) {
   if (closed_) return;
   nghttp2_submit_rst_stream(session_.session(), NGHTTP2_FLAG_NONE, id_, error_code);
-  if (!session_.in_recv()) session_.flush();
+  session_.request_flush();
 }
 
 void H2Stream::on_closed() {
