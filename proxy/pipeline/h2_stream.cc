@@ -64,10 +64,11 @@ bool connection_specific(std::string_view lower) {
          lower == "trailer";
 }
 
+// ASCII only (field names are tokens), without the locale lookups of std::tolower.
 void lowercase(std::string& out, std::string_view name) {
   out.assign(name);
-  std::transform(out.begin(), out.end(), out.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  for (char& c : out)
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c + ('a' - 'A'));
 }
 
 }  // namespace
