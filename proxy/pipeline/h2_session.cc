@@ -235,7 +235,17 @@ void H2Session::on_timer() {
   std::uint64_t next = 0;
   std::vector<H2Stream*> due;
   bool stalled = false;
+  std::uint64_t header_timeout = conn_.listener().view->config->header_timeout_ms;
   for (auto& [id, s] : streams_) {
+    // A header block must be complete within timeouts.header: until it is, nothing else can
+    // be read on the connection (CONTINUATION frames must follow), so a client that stops
+    // half-way holds the whole connection.
+    if (!s->headers_done_ && now - s->begun_ms_ >= header_timeout) {
+      fail(H2Error::protocol_error, NGHTTP2_PROTOCOL_ERROR);
+      flush();
+      conn_.close();
+      return;
+    }
     if (s->deadline_ms_ && s->deadline_ms_ <= now) due.push_back(s.get());
     else if (s->deadline_ms_ && (!next || s->deadline_ms_ < next)) next = s->deadline_ms_;
     if (s->head_submitted_ && s->body_sent_ < s->body_.size() &&

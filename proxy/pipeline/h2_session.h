@@ -124,6 +124,7 @@ class H2Stream final : public Downstream {
   std::string trailer_storage_;
   std::vector<std::uint32_t> trailer_lengths_;
   std::uint64_t deadline_ms_ = 0;
+  std::uint64_t begun_ms_ = 0;  // when its HEADERS began (timeouts.header)
 };
 
 class H2Session {

@@ -78,6 +78,7 @@ H2Stream::H2Stream(H2Session& session, std::int32_t id)
       session_(session),
       id_(id) {
   phase_ = Phase::head;
+  begun_ms_ = uv_now(worker_.loop());
 }
 
 H2Stream::~H2Stream() {

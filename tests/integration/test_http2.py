@@ -1260,7 +1260,7 @@ listeners:
   - name: stall
     listen: 127.0.0.1:{stall_port}
     protocols: [h2c]
-    timeouts: {{ idle: 1s }}
+    timeouts: {{ idle: 1s, header: 1s }}
     routes:
       - {{ name: all, match: {{ prefix: / }}, upstream: app }}
 upstreams:
@@ -1449,6 +1449,16 @@ class Attacks(unittest.TestCase):
             c = self.h2(rcvbuf=16384)
             c.try_send(ping() * 50000)
             self.assert_goaway(c, {ENHANCE_YOUR_CALM}, "50000 PING frames, ACKs unread")
+
+    def test_header_block_left_unfinished(self):
+        # A client that starts a header block (HEADERS without END_HEADERS) and stops holds the
+        # connection (only CONTINUATION may follow): it ends after timeouts.header (1 s here).
+        with self.attack("unfinished header block", "protocol_error", listener="stall"):
+            c = self.h2(self.proxy.values["stall_port"])
+            start = time.time()
+            c.send(frame(HEADERS, 0, c.new_stream(), request_block(b"/half")))
+            self.assert_goaway(c, {PROTOCOL_ERROR}, "a header block left unfinished")
+            self.assertGreater(time.time() - start, 0.5, "closed before timeouts.header")
 
     def test_zero_window_stall(self):
         # Listener `stall` has timeouts.idle 1s. The client's streams get a window of 0 and it
