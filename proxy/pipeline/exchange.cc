@@ -10,6 +10,7 @@
 
 #include "admin/stats.h"
 #include "core/log.h"
+#include "http/grpc.h"
 #include "pipeline/downstream.h"
 #include "pipeline/load_shedding_stage.h"
 #include "pipeline/rate_limit_stage.h"
@@ -18,26 +19,6 @@
 namespace bulwark {
 
 namespace {
-
-// A gRPC client's deadline (grpc-timeout: up to 8 digits and a unit H, M, S, m, u, n), in
-// milliseconds rounded up; 0 when absent or malformed.
-std::uint64_t grpc_timeout_ms(std::string_view v) {
-  if (v.size() < 2 || v.size() > 9) return 0;
-  std::uint64_t n = 0;
-  for (char c : v.substr(0, v.size() - 1)) {
-    if (c < '0' || c > '9') return 0;
-    n = n * 10 + static_cast<std::uint64_t>(c - '0');
-  }
-  switch (v.back()) {
-    case 'H': return n * 3'600'000;
-    case 'M': return n * 60'000;
-    case 'S': return n * 1000;
-    case 'm': return n;
-    case 'u': return (n + 999) / 1000;
-    case 'n': return (n + 999'999) / 1'000'000;
-    default: return 0;
-  }
-}
 
 bool printable_id(std::string_view id) {
   if (id.empty() || id.size() > 128) return false;
@@ -183,8 +164,9 @@ int Exchange::start_request(const RequestStart& start) {
   std::uint64_t timeout = lc.routes[static_cast<std::size_t>(route)].timeout_ms;
   // A gRPC client's own deadline bounds the route's (a zero deadline is expired already: 1 ms).
   if (std::string_view g = client.b().headers.get("grpc-timeout"); !g.empty()) {
-    if (std::uint64_t ms = grpc_timeout_ms(g); ms || g.front() == '0')
-      timeout = timeout ? std::min(timeout, std::max<std::uint64_t>(ms, 1)) : std::max<std::uint64_t>(ms, 1);
+    bool valid = false;
+    std::uint64_t ms = std::max<std::uint64_t>(grpc_timeout_ms(g, valid), 1);
+    if (valid) timeout = timeout ? std::min(timeout, ms) : ms;
   }
   std::uint64_t now = uv_now(client.worker().loop());
   route_deadline_ms = timeout ? now + timeout : 0;

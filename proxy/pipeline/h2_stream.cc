@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "admin/stats.h"
+#include "http/grpc.h"
 #include "pipeline/client_connection.h"
 #include "pipeline/h2_session.h"
 #include "worker.h"
@@ -36,25 +37,6 @@ std::uint8_t method_from_name(std::string_view name, bool& known) {
     if (m.name == name && m.id != HTTP_PRI) return m.id;
   known = false;
   return HTTP_GET;
-}
-
-// The gRPC status a local reply becomes (docs/reference.md, "gRPC").
-int grpc_status_for(Reason r) {
-  switch (r) {
-    case Reason::rate_limited:
-    case Reason::body_too_large:
-    case Reason::header_too_large:
-      return 8;  // RESOURCE_EXHAUSTED
-    case Reason::upstream_timeout:
-    case Reason::request_timeout:
-      return 4;  // DEADLINE_EXCEEDED
-    case Reason::no_route:
-      return 12;  // UNIMPLEMENTED
-    case Reason::bad_request:
-      return 13;  // INTERNAL
-    default:
-      return 14;  // UNAVAILABLE: overloaded, circuit-open, no healthy upstream, connect failure...
-  }
 }
 
 // Hop-by-hop and connection-specific fields (RFC 9113 8.2.2): never in an HTTP/2 response.
@@ -138,7 +120,7 @@ int H2Stream::on_header(std::string_view name, std::string_view value) {
     else if (name == ":scheme") scheme_.assign(value);
     return 0;
   }
-  if (name == "content-type" && value.substr(0, 16) == "application/grpc") grpc_ = true;
+  if (name == "content-type" && is_grpc_content_type(value)) grpc_ = true;
   if (name == "cookie") {
     // Cookie crumbs become one field for HTTP/1.1 (RFC 9113 8.2.3).
     if (!cookie_.empty()) cookie_.append("; ");
