@@ -1,33 +1,15 @@
 """A Python HTTP/1.1 backend and the metric, process and tool helpers the HTTP/2 tests share."""
 import collections
 import re
-import shutil
 import socket
 import subprocess
 import threading
 import time
-import unittest
 import zlib
 
 from harness import (Bulwark, pattern, Reader)
-from test_tls_upstream import (sample)
+from test_tls_upstream import sample
 
-
-try:
-    import hpack
-    HAVE_HPACK = True
-except ImportError:  # python3-hpack (a dependency of python3-h2) is not installed
-    hpack = None
-    HAVE_HPACK = False
-
-HAVE_CURL = shutil.which("curl") is not None
-HAVE_NGHTTP = shutil.which("nghttp") is not None
-HAVE_H2LOAD = shutil.which("h2load") is not None
-HAVE_OPENSSL = shutil.which("openssl") is not None
-NEEDS_HPACK = unittest.skipUnless(HAVE_HPACK, "needs python3-hpack (python3-h2) for the raw HTTP/2 client")
-
-MIB = 1 << 20
-RSS_LIMIT_KIB = 64 * 1024  # the most an attack may add to bulwark's peak RSS
 
 # --- a Python HTTP/1.1 backend for what bulwark-testd cannot do ----------------------------
 

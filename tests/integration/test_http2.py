@@ -42,8 +42,8 @@ from h2_client import (DATA, END_HEADERS, END_STREAM, frame, FRAME_SIZE_ERROR, H
                        SETTINGS_MAX_CONCURRENT_STREAMS, SETTINGS_MAX_FRAME_SIZE, window_update)
 from h2_backend import (curl, h2load_summary, open_streams, pattern_crc, PeakRss, PyBackend,
                         requests_total, run, settled_requests_total, start_bulwark)
-from test_tls_upstream import (check)
-from tls_backend import (pki)
+from test_tls_upstream import check
+from tls_backend import pki
 
 
 # --- --check: the protocols key and the http2 block ----------------------------------------

@@ -12,7 +12,7 @@ import unittest
 from harness import (free_port, Testd, wait_for)
 from h2_client import (H2Conn, HAVE_CURL, HAVE_H2LOAD, HAVE_OPENSSL, MIB, NEEDS_HPACK, NO_ERROR)
 from h2_backend import (curl, h2load_summary, run, start_bulwark)
-from tls_backend import (pki)
+from tls_backend import pki
 
 
 # --- TLS: h2 by ALPN -----------------------------------------------------------------------
