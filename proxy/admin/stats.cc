@@ -8,10 +8,18 @@
 
 #include "admin/access_log.h"
 #include "generation.h"
-#include "pipeline/h2_session.h"
 #include "upstream/upstream_state.h"
 
 namespace bulwark {
+
+const char* h2_error_name(H2Error e) {
+  static const char* const kNames[] = {"rapid_reset",    "continuation_flood",
+                                       "header_list_too_large", "too_many_streams",
+                                       "settings_flood", "ping_flood",
+                                       "window_stall",   "protocol_error"};
+  static_assert(sizeof kNames / sizeof kNames[0] == kH2ErrorCount);
+  return kNames[static_cast<int>(e)];
+}
 
 namespace pm = prometheus;
 

@@ -83,6 +83,21 @@ struct RouteStats {
 // Why an incoming connection was closed without being served.
 enum class AcceptRefusal { fd_limit, max_connections, count_ };
 
+// Why Bulwark ended an HTTP/2 connection (bulwark_http2_protocol_errors_total{reason}).
+enum class H2Error {
+  rapid_reset,            // streams opened and reset faster than the allowed rate
+  continuation_flood,     // a header block split over too many CONTINUATION frames
+  header_list_too_large,  // a decoded header list past limits.max_header_bytes/max_headers
+  too_many_streams,       // opened streams past SETTINGS_MAX_CONCURRENT_STREAMS
+  settings_flood,         // SETTINGS frames faster than their ACKs could be sent
+  ping_flood,             // PING frames faster than their ACKs could be sent
+  window_stall,           // response data waited on a closed flow-control window too long
+  protocol_error,         // any other violation of RFC 9113 (or an unfinished header block)
+  count_
+};
+inline constexpr int kH2ErrorCount = static_cast<int>(H2Error::count_);
+const char* h2_error_name(H2Error e);  // the metric label
+
 // A listener's counters on one worker (its routes' are kept apart, by route name).
 struct ListenerStats {
   Gauge connections;
@@ -90,7 +105,7 @@ struct ListenerStats {
   std::array<Counter, static_cast<int>(AcceptRefusal::count_)> accepts_refused;
   Gauge h2_connections;             // client connections speaking HTTP/2
   Gauge h2_streams;                 // open HTTP/2 streams
-  std::array<Counter, 8> h2_errors;  // HTTP/2 connections ended, by H2Error
+  std::array<Counter, kH2ErrorCount> h2_errors;  // HTTP/2 connections ended, by H2Error
   RouteStats unmatched;  // requests that matched no route
 };
 

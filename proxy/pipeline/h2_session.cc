@@ -26,14 +26,6 @@ constexpr double kResetRate = 33;
 
 }  // namespace
 
-const char* h2_error_name(H2Error e) {
-  static const char* const kNames[] = {"rapid_reset",    "continuation_flood",
-                                       "header_list_too_large", "too_many_streams",
-                                       "settings_flood", "ping_flood",
-                                       "window_stall",   "protocol_error"};
-  return kNames[static_cast<int>(e)];
-}
-
 H2Session::H2Session(ClientConnection& conn) : conn_(conn) {}
 
 H2Session::~H2Session() {

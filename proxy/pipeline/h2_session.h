@@ -16,6 +16,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "admin/stats.h"
 #include "net/write_queue.h"
 #include "pipeline/downstream.h"
 
@@ -24,20 +25,6 @@ namespace bulwark {
 class ClientConnection;
 class H2Session;
 
-// Why Bulwark ended an HTTP/2 connection (bulwark_http2_protocol_errors_total{reason}).
-enum class H2Error {
-  rapid_reset,            // streams opened and reset faster than the allowed rate
-  continuation_flood,     // a header block split over too many CONTINUATION frames
-  header_list_too_large,  // a decoded header list past limits.max_header_bytes/max_headers
-  too_many_streams,       // kept opening streams past SETTINGS_MAX_CONCURRENT_STREAMS
-  settings_flood,         // SETTINGS frames faster than their ACKs could be sent
-  ping_flood,             // PING frames faster than their ACKs could be sent
-  window_stall,           // response data waited on a closed flow-control window too long
-  protocol_error,         // any other violation of RFC 9113
-  count_
-};
-inline constexpr int kH2ErrorCount = static_cast<int>(H2Error::count_);
-const char* h2_error_name(H2Error e);
 
 // One request stream.
 class H2Stream final : public Downstream {
