@@ -5,8 +5,8 @@
 namespace bulwark {
 
 void Attempt::on_upstream_connected() { x_.on_upstream_connected(); }
-void Attempt::on_upstream_interim(UpstreamConnection& c) { x_.on_upstream_interim(c); }
-void Attempt::on_upstream_headers(UpstreamConnection& c) { x_.on_upstream_headers(c); }
+void Attempt::on_upstream_interim(UpstreamStream& c) { x_.on_upstream_interim(c); }
+void Attempt::on_upstream_headers(UpstreamStream& c) { x_.on_upstream_headers(c); }
 void Attempt::on_upstream_chunk_header(std::uint64_t size) { x_.on_upstream_chunk_header(size); }
 void Attempt::on_upstream_body(const char* data, std::size_t len) {
   x_.on_upstream_body(data, len);
@@ -21,6 +21,6 @@ void Attempt::on_upstream_error(UpstreamError error, std::string_view detail) {
 }
 void Attempt::on_upstream_batch_end() { x_.on_upstream_batch_end(); }
 void Attempt::on_upstream_drained() { x_.on_upstream_drained(); }
-void Attempt::on_pool_connection(UpstreamConnection* c) { x_.on_pool_connection(c); }
+void Attempt::on_pool_connection(UpstreamStream* c) { x_.on_pool_connection(c); }
 
 }  // namespace bulwark

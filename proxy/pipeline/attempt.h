@@ -77,7 +77,7 @@ class Attempt final : public UpstreamClient, public PoolWaiter {
 
   // Starts on `endpoint` (claimed): a connection from its pool, or nullptr when the pool is
   // full (on_pool_connection follows, unless the attempt ends first).
-  UpstreamConnection* begin(Upstream& upstream, UpstreamEndpoint& endpoint, ProbeTicket probe,
+  UpstreamStream* begin(Upstream& upstream, UpstreamEndpoint& endpoint, ProbeTicket probe,
                             std::uint64_t now_ms, uv_loop_t* loop) {
     claim.begin(upstream, endpoint, probe, now_ms, loop);
     return endpoint.pool->acquire(this);
@@ -92,12 +92,12 @@ class Attempt final : public UpstreamClient, public PoolWaiter {
   }
 
   EndpointClaim claim;
-  UpstreamConnection* conn = nullptr;  // attached to this attempt
+  UpstreamStream* conn = nullptr;  // attached to this attempt
 
   // UpstreamClient
   void on_upstream_connected() override;
-  void on_upstream_interim(UpstreamConnection& c) override;
-  void on_upstream_headers(UpstreamConnection& c) override;
+  void on_upstream_interim(UpstreamStream& c) override;
+  void on_upstream_headers(UpstreamStream& c) override;
   void on_upstream_chunk_header(std::uint64_t size) override;
   void on_upstream_body(const char* data, std::size_t len) override;
   void on_upstream_chunk_complete() override;
@@ -107,7 +107,7 @@ class Attempt final : public UpstreamClient, public PoolWaiter {
   void on_upstream_batch_end() override;
   void on_upstream_drained() override;
   // PoolWaiter
-  void on_pool_connection(UpstreamConnection* c) override;
+  void on_pool_connection(UpstreamStream* c) override;
 
  private:
   Exchange& x_;

@@ -20,7 +20,7 @@ namespace bulwark {
 class Worker;
 struct ListenerRuntime;
 struct ListenerView;
-class UpstreamConnection;
+class UpstreamStream;
 
 class Downstream {
  public:
@@ -97,10 +97,10 @@ class Downstream {
   // The response as the exchange relays it, framed for this client.
   // Whether the client can be told to go on with its body (HTTP/1.1's 100 Continue).
   virtual void send_continue() = 0;
-  virtual void send_interim(const UpstreamConnection& conn) = 0;
+  virtual void send_interim(const UpstreamStream& conn) = 0;
   // The final response head. `extra`: header lines ("name: value\r\n") Bulwark adds. Decides
   // x().response_framing.
-  virtual void send_response_head(const UpstreamConnection& conn, std::string_view extra,
+  virtual void send_response_head(const UpstreamStream& conn, std::string_view extra,
                                   std::string_view upgrade_token) = 0;
   // The upstream's chunk framing, for a downstream that relays it as it is (HTTP/1.1).
   virtual void send_response_chunk_header(std::uint64_t size) = 0;

@@ -299,7 +299,7 @@ bool Exchange::start_attempt() {
     }
     return reply_from_headers(reason, detail) == 0;
   }
-  UpstreamConnection* conn =
+  UpstreamStream* conn =
       attempt.begin(*upstream, *endpoint, pick.probe, now, client.worker().loop());
   client.b().endpoint_name = endpoint->name();
   // A full pool: wait for a connection (on_pool_connection); request bytes are kept meanwhile.
@@ -307,7 +307,7 @@ bool Exchange::start_attempt() {
   return true;
 }
 
-void Exchange::use_connection(UpstreamConnection* conn) {
+void Exchange::use_connection(UpstreamStream* conn) {
   attempt.conn = conn;
   if (ShedGate* gate = shed.gate()) {
     attempt_start_us = uv_hrtime() / 1000;
@@ -343,7 +343,7 @@ void Exchange::use_connection(UpstreamConnection* conn) {
   }
 }
 
-void Exchange::on_pool_connection(UpstreamConnection* conn) {
+void Exchange::on_pool_connection(UpstreamStream* conn) {
   if (client.done() ||
       !attempt.claim.endpoint()) {  // cannot happen while waiting is cancelled on every exit
     conn->release(true);

@@ -41,7 +41,7 @@ namespace bulwark {
 class Downstream;
 struct ListenerView;
 struct RouteStats;
-class UpstreamConnection;
+class UpstreamStream;
 
 // A slot of an upstream's bulkhead (limits.max_requests), held while the request is admitted.
 // Giving it back may admit another waiting request at once.
@@ -98,8 +98,8 @@ class Exchange final : public PendingRequest, public RateDecisionWaiter, public 
   void on_shed_rejected(const char* detail) override;
   // The current attempt's upstream connection (passed on by Attempt).
   void on_upstream_connected();
-  void on_upstream_interim(UpstreamConnection& conn);
-  void on_upstream_headers(UpstreamConnection& conn);
+  void on_upstream_interim(UpstreamStream& conn);
+  void on_upstream_headers(UpstreamStream& conn);
   void on_upstream_chunk_header(std::uint64_t size);
   void on_upstream_body(const char* data, std::size_t len);
   void on_upstream_chunk_complete();
@@ -109,7 +109,7 @@ class Exchange final : public PendingRequest, public RateDecisionWaiter, public 
   void on_upstream_batch_end();
   void on_upstream_drained();
   // A full pool handed the attempt its connection.
-  void on_pool_connection(UpstreamConnection* conn);
+  void on_pool_connection(UpstreamStream* conn);
 
   // An admission stage that made the request wait has decided: goes on with the next stage
   // (then the first attempt), or sends the rejection's local reply.
@@ -126,7 +126,7 @@ class Exchange final : public PendingRequest, public RateDecisionWaiter, public 
   void leave_admission();
   void send_continue();
   bool start_attempt();
-  void use_connection(UpstreamConnection* conn);
+  void use_connection(UpstreamStream* conn);
   void forward_body(const char* data, std::size_t len);
   // Request bytes for the upstream: to the connection, or kept while the request is queued.
   void upstream_add(const char* data, std::size_t len, bool borrowed);
@@ -183,7 +183,7 @@ class Exchange final : public PendingRequest, public RateDecisionWaiter, public 
   void on_per_try_timeout();
   void start_retry();
   // Should a response with this status be retried instead of passed on? (Takes the budget.)
-  bool retry_response(const UpstreamConnection& conn);
+  bool retry_response(const UpstreamStream& conn);
   std::uint64_t time_left_ms() const;  // until the route timeout; ~0 when there is none
   void append_attempts_header(std::string& extra) const;
 

@@ -18,7 +18,7 @@ void Exchange::on_upstream_connected() {
   client.flush();
 }
 
-void Exchange::on_upstream_interim(UpstreamConnection& conn) {
+void Exchange::on_upstream_interim(UpstreamStream& conn) {
   // RFC 9110 15.2: a proxy forwards 1xx responses, except those it asked for itself. Bulwark
   // answers Expect: 100-continue itself (the header is not forwarded), so a 100 from the
   // upstream after Bulwark's own is not sent twice.
@@ -30,7 +30,7 @@ void Exchange::on_upstream_interim(UpstreamConnection& conn) {
   client.send_interim(conn);
 }
 
-void Exchange::on_upstream_headers(UpstreamConnection& conn) {
+void Exchange::on_upstream_headers(UpstreamStream& conn) {
   status = conn.status();
   if (status >= 200 && retry_response(conn)) {
     discard_response = true;  // read and drop the body, then retry
@@ -176,6 +176,13 @@ void Exchange::on_upstream_error(UpstreamError error, std::string_view detail) {
         record_upstream_outcome(static_cast<int>(UpstreamOutcome::reset));
       upstream_failed(Reason::upstream_reset, error);
       break;
+    case UpstreamError::refused:
+      // HTTP/2: the upstream did not process the stream (REFUSED_STREAM, or above its
+      // GOAWAY's last stream): sent again on a fresh stream when it can be, never blamed.
+      if (!replays_stale_connection(error))
+        record_upstream_outcome(static_cast<int>(UpstreamOutcome::reset));
+      upstream_failed(Reason::upstream_reset, error);
+      break;
     case UpstreamError::protocol:
       record_upstream_outcome(static_cast<int>(UpstreamOutcome::protocol_error));
       upstream_failed(Reason::upstream_protocol_error, error, detail);
@@ -186,7 +193,9 @@ void Exchange::on_upstream_error(UpstreamError error, std::string_view detail) {
 }
 
 bool Exchange::replays_stale_connection(UpstreamError error) const {
-  return error == UpstreamError::reset && last_attempt_reused && !body_sent_upstream &&
+  bool unprocessed = (error == UpstreamError::reset && last_attempt_reused) ||
+                     error == UpstreamError::refused;
+  return unprocessed && !body_sent_upstream &&
          !request_has_body() && stale_retries < 3 && !response_started &&
          client.phase() != Downstream::Phase::tunnel && attempt.claim.endpoint() &&
          !client.done();
@@ -217,7 +226,7 @@ void Exchange::upstream_failed(Reason reason, UpstreamError error, std::string_v
     upstream->stats(*attempt.claim.endpoint()).stale_retries.add();
     ++stale_retries;
     --attempts;
-    if (UpstreamConnection* conn = attempt.claim.endpoint()->pool->acquire_new(&attempt))
+    if (UpstreamStream* conn = attempt.claim.endpoint()->pool->acquire_new(&attempt))
       use_connection(conn);
     client.flush();
     return;
@@ -227,7 +236,7 @@ void Exchange::upstream_failed(Reason reason, UpstreamError error, std::string_v
   bool connect = error == UpstreamError::connect_failure || error == UpstreamError::connect_timeout;
   // An invalid response is always the endpoint's fault.
   bool counted =
-      cb && client.phase() != Downstream::Phase::tunnel &&
+      cb && client.phase() != Downstream::Phase::tunnel && error != UpstreamError::refused &&
       (error == UpstreamError::protocol || (connect ? cb->on_connect_failure : cb->on_reset));
   end_attempt(breaker_result(counted));
   if (client.done()) return;
@@ -246,7 +255,9 @@ void Exchange::upstream_failed(Reason reason, UpstreamError error, std::string_v
   }
   const RetryPolicy* policy = route_state ? route_state->retry.get() : nullptr;
   // An invalid response is retried as a reset is: the connection's answer is unusable.
-  bool retriable = policy && policy->retries(connect ? RetryOn::connect_failure : RetryOn::reset);
+  // A refused stream was not processed: any retry policy may send it again.
+  bool retriable = policy && (error == UpstreamError::refused ||
+                              policy->retries(connect ? RetryOn::connect_failure : RetryOn::reset));
   if (try_retry(connect ? 0 : 1, retriable)) {
     schedule_retry();
     return;

@@ -120,7 +120,7 @@ void Exchange::on_per_try_timeout() {
                      "the upstream did not answer within per_try_timeout");
 }
 
-bool Exchange::retry_response(const UpstreamConnection& conn) {
+bool Exchange::retry_response(const UpstreamStream& conn) {
   const RetryPolicy* policy = route_state ? route_state->retry.get() : nullptr;
   if (!policy || !policy->retries_status(conn.status())) return false;
   std::uint64_t retry_after_ms = 0;

@@ -54,8 +54,8 @@ class H2Stream final : public Downstream {
   void forward_held_input() override {}
   void finish_request() override;
   void send_continue() override;
-  void send_interim(const UpstreamConnection& conn) override;
-  void send_response_head(const UpstreamConnection& conn, std::string_view extra,
+  void send_interim(const UpstreamStream& conn) override;
+  void send_response_head(const UpstreamStream& conn, std::string_view extra,
                           std::string_view upgrade_token) override;
   void send_response_chunk_header(std::uint64_t) override {}
   void send_response_body(const char* data, std::size_t len) override;

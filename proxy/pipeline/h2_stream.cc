@@ -266,7 +266,7 @@ void H2Stream::send_continue() {
   nghttp2_submit_headers(session_.session(), NGHTTP2_FLAG_NONE, id_, nullptr, nv, 1, nullptr);
 }
 
-void H2Stream::send_interim(const UpstreamConnection& conn) {
+void H2Stream::send_interim(const UpstreamStream& conn) {
   if (conn.status() == 101 || head_pending_ || head_submitted_) return;
   char status[4];
   std::to_chars(status, status + 3, conn.status());
@@ -275,7 +275,7 @@ void H2Stream::send_interim(const UpstreamConnection& conn) {
   nghttp2_submit_headers(session_.session(), NGHTTP2_FLAG_NONE, id_, nullptr, nv, 1, nullptr);
 }
 
-void H2Stream::send_response_head(const UpstreamConnection& conn, std::string_view extra,
+void H2Stream::send_response_head(const UpstreamStream& conn, std::string_view extra,
                                   std::string_view) {
   Exchange& ex = x();
   nv_storage_.clear();

@@ -10,7 +10,7 @@ namespace bulwark {
 
 void ClientConnection::send_continue() { b().out.add_copy("HTTP/1.1 100 Continue\r\n\r\n"); }
 
-void ClientConnection::send_interim(const UpstreamConnection& conn) {
+void ClientConnection::send_interim(const UpstreamStream& conn) {
   // RFC 9110 15.2: never to an HTTP/1.0 client.
   if (minor_version_ == 0) return;
   std::string& head = b().scratch;
@@ -19,7 +19,7 @@ void ClientConnection::send_interim(const UpstreamConnection& conn) {
   x().bytes_out += head.size();
 }
 
-void ClientConnection::send_response_head(const UpstreamConnection& conn, std::string_view extra,
+void ClientConnection::send_response_head(const UpstreamStream& conn, std::string_view extra,
                                           std::string_view upgrade_token) {
   Exchange& ex = x();
   int status = ex.status;

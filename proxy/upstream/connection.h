@@ -19,45 +19,14 @@
 #include "http/headers.h"
 #include "net/write_queue.h"
 #include "upstream/idle_list.h"
+#include "upstream/stream.h"
 
 namespace bulwark {
 
 class ConnectionPool;
 class TlsSession;
-class UpstreamConnection;
 
-// local_resources: Bulwark could not open a socket (out of descriptors): not the endpoint's doing.
-enum class UpstreamError { connect_failure, connect_timeout, reset, protocol, local_resources };
-
-// Implemented by whoever sends a request on the connection (the request's Attempt).
-class UpstreamClient {
- public:
-  virtual void on_upstream_connected() = 0;
-  // An interim 1xx response other than 101 (headers(), status(), status_text() describe it).
-  virtual void on_upstream_interim(UpstreamConnection& conn) = 0;
-  // The final response head. Whether a body follows is decided by the connection (RFC 9112
-  // 6.3: none for HEAD, 1xx, 204 and 304).
-  virtual void on_upstream_headers(UpstreamConnection& conn) = 0;
-  virtual void on_upstream_chunk_header(std::uint64_t size) = 0;
-  virtual void on_upstream_body(const char* data, std::size_t len) = 0;
-  virtual void on_upstream_chunk_complete() = 0;
-  // The response is complete (trailers() holds the trailer fields of a chunked body).
-  virtual void on_upstream_complete() = 0;
-  // After a 101: raw bytes from the upstream.
-  virtual void on_upstream_tunnel_data(const char* data, std::size_t len) = 0;
-  // The connection failed (it is already detached and closing). `detail` says what was wrong
-  // with the response for UpstreamError::protocol (valid during the call), else it is empty.
-  virtual void on_upstream_error(UpstreamError error, std::string_view detail) = 0;
-  // Called once at the end of each batch of callbacks from one read: flush here.
-  virtual void on_upstream_batch_end() = 0;
-  // The bytes queued towards the upstream dropped below the low-water mark.
-  virtual void on_upstream_drained() = 0;
-
- protected:
-  ~UpstreamClient() = default;
-};
-
-class UpstreamConnection {
+class UpstreamConnection final : public UpstreamStream {
  public:
   UpstreamConnection(ConnectionPool& pool, uv_loop_t* loop);
   UpstreamConnection(const UpstreamConnection&) = delete;
@@ -65,35 +34,35 @@ class UpstreamConnection {
 
   void connect(const sockaddr* address, std::uint64_t timeout_ms);
   // Starts a request: the response will be reported to `client`.
-  void attach(UpstreamClient* client, bool head_request);
+  void attach(UpstreamClient* client, bool head_request) override;
   // Writes what was added to out(). Returns false (and the connection fails) on error.
-  bool flush();
-  OutBatch& out() { return out_; }
-  std::size_t queued_bytes() const;
-  void pause_reading();
-  void resume_reading();
+  bool flush() override;
+  OutBatch& out() override { return out_; }
+  std::size_t queued_bytes() const override;
+  void pause_reading() override;
+  void resume_reading() override;
   // Switch to raw byte mode (after 101).
-  void start_tunnel();
+  void start_tunnel() override;
   // The client is done with the connection: back to the pool if `reusable`, else closed.
-  void release(bool reusable);
+  void release(bool reusable) override;
   // Closes at once; the client, if any, is not called back.
-  void close();
+  void close() override;
 
-  bool reused() const { return reused_; }
+  bool reused() const override { return reused_; }
   // Microseconds this request's response spent unread because the client could not take more
   // (reading paused by backpressure), including a pause still going on.
-  std::uint64_t read_paused_us() const;
-  bool connected() const { return connected_; }
+  std::uint64_t read_paused_us() const override;
+  bool connected() const override { return connected_; }
   bool response_started() const { return response_started_; }
   bool keep_alive() const { return keep_alive_; }
-  int status() const { return parser_.status_code; }
+  int status() const override { return parser_.status_code; }
   int minor_version() const { return parser_.http_minor; }
-  const HeaderBlock& headers() const { return headers_; }
-  const HeaderBlock& trailers() const { return trailers_; }
-  std::string_view status_text() const { return status_text_; }
-  bool body_chunked() const { return (parser_.flags & F_CHUNKED) != 0; }
-  bool has_content_length() const { return (parser_.flags & F_CONTENT_LENGTH) != 0; }
-  std::uint64_t content_length() const { return content_length_; }
+  const HeaderBlock& headers() const override { return headers_; }
+  const HeaderBlock& trailers() const override { return trailers_; }
+  std::string_view status_text() const override { return status_text_; }
+  bool body_chunked() const override { return (parser_.flags & F_CHUNKED) != 0; }
+  bool has_content_length() const override { return (parser_.flags & F_CONTENT_LENGTH) != 0; }
+  std::uint64_t content_length() const override { return content_length_; }
 
  private:
   friend class ConnectionPool;

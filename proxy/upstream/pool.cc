@@ -5,29 +5,22 @@
 
 namespace bulwark {
 
-ConnectionPool::ConnectionPool(uv_loop_t* loop, const Address& address,
-                               const UpstreamConfig& config, std::size_t cap, std::size_t max_idle,
-                               EndpointStats& stats, const TlsClientContext* tls,
-                               std::string server_name)
+EndpointPool::EndpointPool(uv_loop_t* loop, const Address& address, const UpstreamConfig& config,
+                           std::size_t cap, EndpointStats& stats, const TlsClientContext* tls,
+                           std::string server_name)
     : loop_(loop),
       address_(address),
       config_(config),
       cap_(cap),
-      max_idle_(max_idle),
       stats_(stats),
       tls_(tls),
-      server_name_(std::move(server_name)),
-      idle_timer_(new uv_timer_t) {
-  uv_timer_init(loop_, idle_timer_);
-  idle_timer_->data = this;
-}
+      server_name_(std::move(server_name)) {}
 
-ConnectionPool::~ConnectionPool() {
-  close_all();
+EndpointPool::~EndpointPool() {
   if (tls_session_) SSL_SESSION_free(tls_session_);
 }
 
-void ConnectionPool::log_tls_failure(const std::string& reason) {
+void EndpointPool::log_tls_failure(const std::string& reason) {
   std::uint64_t now = uv_now(loop_);
   if (reason == tls_last_reason_ && now < tls_logged_ms_ + 10000) {
     ++tls_unlogged_;
@@ -43,10 +36,29 @@ void ConnectionPool::log_tls_failure(const std::string& reason) {
   tls_unlogged_ = 0;
 }
 
-void ConnectionPool::set_tls_session(SSL_SESSION* session) {
+void EndpointPool::set_tls_session(SSL_SESSION* session) {
   if (tls_session_) SSL_SESSION_free(tls_session_);
   tls_session_ = session;
 }
+
+PoolWaiter* EndpointPool::pop_waiter() {
+  PoolWaiter* w = waiters_.front();
+  if (w) waiters_.remove(*w);
+  return w;
+}
+
+ConnectionPool::ConnectionPool(uv_loop_t* loop, const Address& address,
+                               const UpstreamConfig& config, std::size_t cap, std::size_t max_idle,
+                               EndpointStats& stats, const TlsClientContext* tls,
+                               std::string server_name)
+    : EndpointPool(loop, address, config, cap, stats, tls, std::move(server_name)),
+      max_idle_(max_idle),
+      idle_timer_(new uv_timer_t) {
+  uv_timer_init(loop_, idle_timer_);
+  idle_timer_->data = this;
+}
+
+ConnectionPool::~ConnectionPool() { close_all(); }
 
 UpstreamConnection* ConnectionPool::open() {
   auto* conn = new UpstreamConnection(*this, loop_);
@@ -64,16 +76,8 @@ UpstreamConnection* ConnectionPool::acquire(PoolWaiter* waiter) {
 
 UpstreamConnection* ConnectionPool::acquire_new(PoolWaiter* waiter) {
   if (total_ < cap_ && !closed_) return open();
-  if (waiter && !waiter->waiting()) waiters_.push_back(*waiter);
+  if (waiter) wait(waiter);
   return nullptr;
-}
-
-void ConnectionPool::cancel_wait(PoolWaiter* w) { waiters_.remove(*w); }
-
-PoolWaiter* ConnectionPool::pop_waiter() {
-  PoolWaiter* w = waiters_.front();
-  if (w) waiters_.remove(*w);
-  return w;
 }
 
 void ConnectionPool::on_idle(UpstreamConnection* conn) {
@@ -104,7 +108,7 @@ void ConnectionPool::on_closed(UpstreamConnection* conn, bool was_idle) {
   all_.erase(conn);
   --total_;
   // Room for a new connection: give it to the longest waiting request.
-  if (!waiters_.empty() && total_ < cap_ && !closed_) {
+  if (has_waiters() && total_ < cap_ && !closed_) {
     PoolWaiter* w = pop_waiter();
     w->on_pool_connection(open());
   }
@@ -133,8 +137,7 @@ void ConnectionPool::close_idle() {
 
 void ConnectionPool::close_all() {
   closed_ = true;
-  while (pop_waiter()) {
-  }
+  drop_waiters();
   while (!all_.empty()) (*all_.begin())->close();
   if (idle_timer_) {
     uv_close(reinterpret_cast<uv_handle_t*>(idle_timer_),

@@ -19,7 +19,7 @@ namespace bulwark {
 
 struct UpstreamEndpoint {
   std::shared_ptr<EndpointState> state;
-  std::unique_ptr<ConnectionPool> pool;
+  std::unique_ptr<EndpointPool> pool;
   std::int64_t in_flight = 0;
   bool retired = false;  // gone from DNS: finishes its requests, then is freed
   const std::string& name() const { return state->name; }

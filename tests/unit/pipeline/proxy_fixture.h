@@ -244,7 +244,7 @@ class ProxyFixture {
   ConnectionPool& pool() {
     Upstream::Pick p = worker->upstream(0).pick(uv_now(loop));
     REQUIRE(p.endpoint);
-    return *p.endpoint->pool;
+    return static_cast<ConnectionPool&>(*p.endpoint->pool);
   }
 
   // Closes the pools of the current generation's upstreams.

@@ -148,10 +148,10 @@ struct RecordingClient final : UpstreamClient {
   std::function<void()> on_complete;
 
   void on_upstream_connected() override { events.push_back("connected"); }
-  void on_upstream_interim(UpstreamConnection& c) override {
+  void on_upstream_interim(UpstreamStream& c) override {
     events.push_back("interim " + std::to_string(c.status()));
   }
-  void on_upstream_headers(UpstreamConnection& c) override {
+  void on_upstream_headers(UpstreamStream& c) override {
     status = c.status();
     events.push_back("headers " + std::to_string(c.status()));
   }

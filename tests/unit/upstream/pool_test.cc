@@ -24,7 +24,9 @@ const char kOk[] = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
 // A waiter that records the connections it was handed.
 struct Waiter final : PoolWaiter {
   std::vector<UpstreamConnection*> got;
-  void on_pool_connection(UpstreamConnection* conn) override { got.push_back(conn); }
+  void on_pool_connection(UpstreamStream* conn) override {
+    got.push_back(static_cast<UpstreamConnection*>(conn));
+  }
 };
 
 }  // namespace
