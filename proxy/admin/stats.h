@@ -118,6 +118,9 @@ struct EndpointStats {
   Gauge active;     // pooled connections carrying a request
   Gauge idle;       // pooled connections waiting for one
   Gauge in_flight;  // requests in flight to the endpoint
+  // protocol: h2 upstreams.
+  Gauge h2_streams;                              // open HTTP/2 streams to the endpoint
+  std::array<Counter, kH2ErrorCount> h2_errors;  // connections ended by an HTTP/2 error
 };
 
 // A worker's counters that are not a listener's or a route's (those: see Generation).

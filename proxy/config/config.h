@@ -192,6 +192,7 @@ struct UpstreamTlsConfig {
   bool verify = true;         // the chain, and the name (sni, else the endpoint's host or IP)
   std::string cert;           // client certificate chain (PEM) for mTLS, with `key`
   std::string key;
+  bool alpn_h2 = false;       // ALPN offers h2 (protocol: h2), else http/1.1
   // Made by the loader from the files (off the event loop for a reload); kept with the
   // upstream's state while its block is unchanged.
   std::shared_ptr<const TlsClientContext> context;
@@ -212,6 +213,16 @@ struct UpstreamConfig {
   std::optional<HealthCheckConfig> health_check;
   std::optional<LoadSheddingConfig> load_shedding;
   std::optional<UpstreamTlsConfig> tls;
+  // protocol: http1 | h2. With h2, the `http2` block: streams Bulwark opens on one connection
+  // at most (fewer when the upstream's SETTINGS say so), the window each stream's response
+  // gets, and PING keepalive: after ping_interval without a byte from the upstream a PING
+  // goes out, and a connection that stays silent for ping_timeout after it is closed (its
+  // streams fail as resets).
+  bool h2 = false;
+  std::uint64_t h2_max_concurrent_streams = 100;
+  std::uint64_t h2_initial_window = 256 * 1024;
+  std::uint64_t h2_ping_interval_ms = 30000;
+  std::uint64_t h2_ping_timeout_ms = 10000;
 };
 
 struct Config {

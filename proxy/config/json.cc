@@ -173,6 +173,14 @@ void upstream_json(std::string& out, const UpstreamConfig& u) {
   o.str("balance", u.balance);
   o.ms("connect_timeout", u.connect_timeout_ms);
   o.num("max_response_header_bytes", static_cast<double>(u.max_response_header_bytes));
+  o.str("protocol", u.h2 ? "h2" : "http1");
+  if (u.h2) {
+    JsonObject h(o.key("http2"));
+    h.num("max_concurrent_streams", static_cast<double>(u.h2_max_concurrent_streams));
+    h.num("initial_window", static_cast<double>(u.h2_initial_window));
+    h.ms("ping_interval", u.h2_ping_interval_ms);
+    h.ms("ping_timeout", u.h2_ping_timeout_ms);
+  }
   {
     JsonObject p(o.key("pool"));
     p.num("max_connections", static_cast<double>(u.pool.max_connections));

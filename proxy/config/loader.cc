@@ -117,7 +117,7 @@ void tls_file_error(ConfigErrors& errors, const YamlFields& f, const YamlFields&
 // tls on an upstream. The files are loaded here as the proxy will load them (a missing CA
 // file or a key that does not match its certificate is an error of the config, not of the
 // first request).
-void read_upstream_tls(ConfigErrors& errors, const YamlFields& f,
+void read_upstream_tls(ConfigErrors& errors, const YamlFields& f, bool h2,
                        std::optional<UpstreamTlsConfig>& out) {
   YamlFields t(errors, f.node("tls"), f.path("tls"), {"sni", "ca", "verify", "cert", "key"});
   if (!t.ok()) return;
@@ -127,6 +127,7 @@ void read_upstream_tls(ConfigErrors& errors, const YamlFields& f,
   t.boolean("verify", c.verify);
   t.string("cert", c.cert);
   t.string("key", c.key);
+  c.alpn_h2 = h2;
   std::size_t before = errors.lines().size();
   if (t.has("sni") && c.sni.empty())
     t.error("sni", "must not be empty (leave it out for the endpoint's host)");
@@ -262,7 +263,7 @@ void read_upstream(ConfigErrors& errors, const YAML::Node& node, const std::stri
   YamlFields f(errors, node, path,
                {"name", "endpoints", "dns_refresh", "balance", "connect_timeout",
                 "max_response_header_bytes", "pool", "limits", "circuit_breaker", "health_check",
-                "load_shedding", "tls"});
+                "load_shedding", "tls", "protocol", "http2"});
   if (!f.ok()) return;
   if (f.required("name")) f.string("name", u.name);
   if (f.required("endpoints")) {
@@ -330,7 +331,26 @@ void read_upstream(ConfigErrors& errors, const YAML::Node& node, const std::stri
   if (f.has("load_shedding")) {
     read_load_shedding(f, u.load_shedding);
   }
-  if (f.has("tls")) read_upstream_tls(errors, f, u.tls);
+  if (f.has("protocol")) {
+    std::string protocol;
+    f.string("protocol", protocol);
+    if (protocol == "h2")
+      u.h2 = true;
+    else if (protocol != "http1")
+      f.error("protocol", "must be http1 or h2");
+  }
+  if (f.has("http2")) {
+    if (!u.h2) f.error("http2", "http2 settings need protocol: h2");
+    YamlFields h(errors, f.node("http2"), f.path("http2"),
+                 {"max_concurrent_streams", "initial_window", "ping_interval", "ping_timeout"});
+    h.count("max_concurrent_streams", u.h2_max_concurrent_streams, 1, 10000);
+    h.size("initial_window", u.h2_initial_window);
+    if (u.h2_initial_window < 1024 || u.h2_initial_window > 0x7fffffff)
+      h.error("initial_window", "must be between 1KiB and 2GiB - 1");
+    h.duration("ping_interval", u.h2_ping_interval_ms, true);
+    h.duration("ping_timeout", u.h2_ping_timeout_ms, false);
+  }
+  if (f.has("tls")) read_upstream_tls(errors, f, u.h2, u.tls);
 }
 
 void read_root(ConfigErrors& errors, const YAML::Node& root, Config& c) {

@@ -72,13 +72,13 @@ int HeaderBlock::count(std::string_view n) const {
   return c;
 }
 
-namespace {
-
 std::string_view trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
   while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
   return s;
 }
+
+namespace {
 
 // Calls fn(token) for each comma-separated token of a header value.
 template <typename Fn>

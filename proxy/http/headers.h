@@ -12,6 +12,8 @@
 namespace bulwark {
 
 bool iequals(std::string_view a, std::string_view b);
+// Without leading and trailing spaces and tabs (OWS).
+std::string_view trim(std::string_view s);
 
 namespace detail {
 // kTchar[c] is true for the tchar bytes of RFC 9110 5.6.2: one load per byte on the hot path

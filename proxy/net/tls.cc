@@ -142,8 +142,12 @@ std::shared_ptr<TlsClientContext> TlsClientContext::create(const UpstreamTlsConf
   }
   if (!config.cert.empty() && !load_cert_and_key(ctx, config.cert, config.key, error))
     return nullptr;
-  static const unsigned char kAlpn[] = "\x08http/1.1";
-  SSL_CTX_set_alpn_protos(ctx, kAlpn, sizeof kAlpn - 1);
+  static const unsigned char kAlpnHttp1[] = "\x08http/1.1";
+  static const unsigned char kAlpnH2[] = "\x02h2";
+  if (config.alpn_h2)
+    SSL_CTX_set_alpn_protos(ctx, kAlpnH2, sizeof kAlpnH2 - 1);
+  else
+    SSL_CTX_set_alpn_protos(ctx, kAlpnHttp1, sizeof kAlpnHttp1 - 1);
   // Sessions (TLS 1.3 tickets arrive after the handshake) go to each connection's sink, which
   // keeps them per pool: a refill of the pool resumes instead of paying full handshakes.
   SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);

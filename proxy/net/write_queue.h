@@ -36,6 +36,13 @@ class OutBatch {
   void clear();
   // Appends a copy of every piece to `out` (bytes that must outlive the pieces).
   void append_to(std::string& out) const;
+  // Calls f(data, len) for every piece, in order; false from f stops (and each() says so).
+  template <class F>
+  bool each(F&& f) const {
+    for (const Piece& p : pieces_)
+      if (!f(p.in_scratch ? scratch_.data() + p.scratch_offset : p.base, p.len)) return false;
+    return true;
+  }
 
   // Writes everything; what cannot be written now is queued and `cb` runs when it is done
   // (the queued block is freed before cb). Returns 0 or a libuv error code.

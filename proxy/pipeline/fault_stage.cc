@@ -10,12 +10,6 @@ namespace bulwark {
 
 namespace {
 constexpr int kDelay = 0, kAbort = 1;  // RouteStats::faults
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
 }  // namespace
 
 bool FaultStage::parse_header(std::string_view value, Forced& out) {

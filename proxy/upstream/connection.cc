@@ -14,6 +14,7 @@ thread_local char* t_read_buffer = nullptr;
 }  // namespace
 
 void set_upstream_read_buffer(char* buffer) { t_read_buffer = buffer; }
+char* upstream_read_buffer() { return t_read_buffer; }
 
 const llhttp_settings_t& UpstreamConnection::settings() {
   static const llhttp_settings_t s = [] {

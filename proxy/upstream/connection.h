@@ -151,4 +151,5 @@ class UpstreamConnection final : public UpstreamStream {
 namespace bulwark {
 // Upstream reads on this thread land in `buffer` (kReadBufferSize bytes, owned by the worker).
 void set_upstream_read_buffer(char* buffer);
+char* upstream_read_buffer();
 }  // namespace bulwark

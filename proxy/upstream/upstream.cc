@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "upstream/h2_pool.h"
+
 namespace bulwark {
 
 Upstream::Upstream(uv_loop_t* loop, UpstreamState& state, int worker, std::uint64_t seed)
@@ -41,9 +43,14 @@ void Upstream::refresh_endpoints() {
       std::size_t max_idle = std::min<std::uint64_t>(
           cap,
           pc.max_idle / workers + (pc.max_idle % workers > static_cast<std::uint64_t>(worker_)));
-      entry->pool = std::make_unique<ConnectionPool>(loop_, shared->address, state_.config(), cap,
-                                                     max_idle, shared->per_worker[worker_],
-                                                     state_.tls(), shared->host);
+      if (state_.config().h2)
+        entry->pool = std::make_unique<H2Pool>(loop_, shared->address, state_.config(), cap,
+                                               shared->per_worker[worker_], state_.tls(),
+                                               shared->host);
+      else
+        entry->pool = std::make_unique<ConnectionPool>(loop_, shared->address, state_.config(),
+                                                       cap, max_idle, shared->per_worker[worker_],
+                                                       state_.tls(), shared->host);
     }
     next.push_back(std::move(entry));
   }
