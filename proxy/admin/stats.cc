@@ -291,6 +291,8 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
     std::uint64_t stale_retries = 0;
     std::array<std::uint64_t, static_cast<int>(ConnectResult::count_)> connect_counts{};
     std::array<std::uint64_t, 2> handshakes{};
+    std::int64_t h2_open = 0;
+    std::array<std::uint64_t, kH2ErrorCount> h2_error_counts{};
     auto endpoints = state->endpoints();
     std::size_t ejected = 0, health_only = 0;
     for (const auto& endpoint : *endpoints) {
@@ -334,6 +336,8 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
         for (int c = 0; c < static_cast<int>(ConnectResult::count_); ++c)
           connect_counts[c] += e.connects[c].get();
         for (int r = 0; r < 2; ++r) handshakes[r] += e.tls_handshakes[r].get();
+        h2_open += e.h2_streams.get();
+        for (int r = 0; r < kH2ErrorCount; ++r) h2_error_counts[r] += e.h2_errors[r].get();
       }
     }
     if (state->config().circuit_breaker || state->config().health_check) {
@@ -360,6 +364,15 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
     for (int c = 0; c < static_cast<int>(ConnectResult::count_); ++c)
       connects.metric.push_back(counter({{"upstream", name}, {"result", kConnectNames[c]}},
                                         static_cast<double>(connect_counts[c])));
+    if (state->config().h2) {
+      h2_streams.metric.push_back(
+          gauge({{"side", "upstream"}, {"name", name}}, static_cast<double>(h2_open)));
+      for (int r = 0; r < kH2ErrorCount; ++r)
+        h2_errors.metric.push_back(counter({{"side", "upstream"},
+                                            {"name", name},
+                                            {"reason", h2_error_name(static_cast<H2Error>(r))}},
+                                           static_cast<double>(h2_error_counts[r])));
+    }
     if (state->config().tls)
       for (int r = 0; r < 2; ++r)
         tls_handshakes.metric.push_back(

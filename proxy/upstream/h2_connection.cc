@@ -109,6 +109,7 @@ void H2UpstreamConnection::on_connect(uv_connect_t* req, int status) {
 void H2UpstreamConnection::on_ready() {
   state_ = State::ready;
   last_read_ms_ = uv_now(pool_.loop());
+  settle_by_ms_ = last_read_ms_ + pool_.config().connect_timeout_ms;
   arm_timer();
   for (std::size_t i = 0; i < streams_.size() && state_ == State::ready; ++i)
     streams_[i]->on_ready();
@@ -128,8 +129,9 @@ H2UpstreamStream* H2UpstreamConnection::open_stream() {
 bool H2UpstreamConnection::has_room() const {
   if (state_ == State::closing || going_away_) return false;
   std::size_t limit = pool_.config().h2_max_concurrent_streams;
-  if (session_) {
-    // Before the upstream's SETTINGS arrive nghttp2 assumes 100 (and queues what is over).
+  if (!settled_) {
+    limit = 1;
+  } else if (session_) {
     std::uint32_t peer =
         nghttp2_session_get_remote_settings(session_, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
     limit = std::min<std::size_t>(limit, peer);
@@ -327,6 +329,12 @@ void H2UpstreamConnection::on_timer(uv_timer_t* timer) {
   }
   const UpstreamConfig& cfg = c->pool_.config();
   std::uint64_t now = uv_now(c->pool_.loop());
+  if (!c->settled_ && now >= c->settle_by_ms_) {
+    c->pool_.stats().connects[static_cast<int>(ConnectResult::timeout)].add();
+    c->fail(UpstreamError::connect_timeout);  // no SETTINGS: not an HTTP/2 server
+    c->sweep();
+    return;
+  }
   if (c->ping_sent_ms_ && now >= c->ping_sent_ms_ + cfg.h2_ping_timeout_ms) {
     log_warn("upstream " + cfg.name + " endpoint " + c->pool_.address().to_string() +
              ": no answer to an HTTP/2 PING within http2.ping_timeout; closing the connection");
@@ -354,7 +362,9 @@ void H2UpstreamConnection::arm_timer() {
   const UpstreamConfig& cfg = pool_.config();
   std::uint64_t now = uv_now(pool_.loop());
   std::uint64_t due = ~std::uint64_t{0};
-  if (ping_sent_ms_)
+  if (!settled_)
+    due = settle_by_ms_;
+  else if (ping_sent_ms_)
     due = ping_sent_ms_ + cfg.h2_ping_timeout_ms;
   else if (cfg.h2_ping_interval_ms)
     due = last_read_ms_ + cfg.h2_ping_interval_ms;
@@ -445,7 +455,10 @@ int H2UpstreamConnection::on_frame_recv(nghttp2_session*, const nghttp2_frame* f
   H2UpstreamConnection* c = self(user);
   switch (frame->hd.type) {
     case NGHTTP2_SETTINGS:
-      if (!(frame->hd.flags & NGHTTP2_FLAG_ACK)) c->pool_.on_room(c);  // the limit may have grown
+      if (!(frame->hd.flags & NGHTTP2_FLAG_ACK)) {
+        c->settled_ = true;
+        c->pool_.on_room(c);  // the limit is known (or changed): waiters may go
+      }
       break;
     case NGHTTP2_GOAWAY:
       // Streams above last_stream_id are closed by nghttp2 as REFUSED_STREAM (sent again by

@@ -142,6 +142,10 @@ class H2UpstreamConnection {
   // New streams may go here: up, or connecting; not going away; below the stream limit.
   bool has_room() const;
   bool ready() const { return state_ == State::ready; }
+  // The upstream's first SETTINGS arrived: its stream limit is known. Until then the
+  // connection carries one stream (the pool waits rather than opening more connections).
+  bool settled() const { return settled_; }
+  bool closing() const { return state_ == State::closing; }
   std::size_t streams() const { return streams_.size(); }
   // Ends the connection: GOAWAY when up, and the streams still open fail (`reset`).
   void close();
@@ -209,6 +213,8 @@ class H2UpstreamConnection {
   bool in_callbacks_ = false;         // inside nghttp2 (mem_recv / mem_send)
   bool send_wanted_ = false;          // send() was asked for while in_callbacks_
   bool going_away_ = false;           // GOAWAY received, or closing when idle
+  bool settled_ = false;
+  std::uint64_t settle_by_ms_ = 0;  // connect_timeout also bounds the wait for SETTINGS
   bool close_wanted_ = false;         // close() was asked for while in_callbacks_
   bool stats_idle_ = false;           // counted in the pool's idle gauge (else active)
 };

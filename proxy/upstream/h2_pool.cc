@@ -20,9 +20,13 @@ H2UpstreamConnection* H2Pool::open() {
 UpstreamStream* H2Pool::acquire(PoolWaiter* waiter) {
   if (!closed_) {
     // The oldest connection with room: streams pack onto few connections.
-    for (H2UpstreamConnection* c : conns_)
+    bool settling = false;
+    for (H2UpstreamConnection* c : conns_) {
       if (c->has_room()) return c->open_stream();
-    if (conns_.size() < cap_) return open()->open_stream();
+      settling |= !c->settled() && !c->closing();
+    }
+    // A new connection's limit is not known yet: wait for it rather than open more.
+    if (conns_.size() < cap_ && (!settling || !waiter)) return open()->open_stream();
   }
   if (waiter) wait(waiter);
   return nullptr;
@@ -33,12 +37,15 @@ void H2Pool::serve_waiters() {
   serving_ = true;
   while (has_waiters()) {
     H2UpstreamConnection* room = nullptr;
-    for (H2UpstreamConnection* c : conns_)
+    bool settling = false;
+    for (H2UpstreamConnection* c : conns_) {
       if (c->has_room()) {
         room = c;
         break;
       }
-    if (!room && conns_.size() < cap_) room = open();
+      settling |= !c->settled() && !c->closing();
+    }
+    if (!room && !settling && conns_.size() < cap_) room = open();
     if (!room) break;
     pop_waiter()->on_pool_connection(room->open_stream());
   }
