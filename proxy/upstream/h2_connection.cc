@@ -383,15 +383,30 @@ void H2UpstreamConnection::close() {
     close_wanted_ = true;  // nghttp2 may not be re-entered: once it returns
     return;
   }
+  close_wanted_ = false;
   if (state_ == State::ready && session_) {
-    // GOAWAY, best effort, so the upstream knows no stream is coming.
+    // GOAWAY (with what else is framed), best effort, so the upstream knows no stream is
+    // coming; then close_notify.
     nghttp2_submit_goaway(session_, NGHTTP2_FLAG_NONE, 0, NGHTTP2_NO_ERROR, nullptr, 0);
+    in_callbacks_ = true;
+    for (;;) {
+      const std::uint8_t* p = nullptr;
+      ssize_t n = nghttp2_session_mem_send(session_, &p);
+      if (n <= 0) break;
+      out_.add_copy(std::string_view(reinterpret_cast<const char*>(p), static_cast<std::size_t>(n)));
+    }
     in_callbacks_ = false;
-    send();
-    if (state_ == State::closing) return;
+    auto* stream = reinterpret_cast<uv_stream_t*>(&tcp_);
+    if (!out_.empty()) {
+      if (tls_)
+        out_.flush(*tls_, stream, on_write);
+      else
+        out_.flush(stream, on_write);
+      out_.clear();
+    }
     if (tls_ && tls_->handshake_done()) {
       tls_->shutdown();
-      send_tls_output(*tls_, reinterpret_cast<uv_stream_t*>(&tcp_), on_write);
+      send_tls_output(*tls_, stream, on_write);
     }
   }
   // Streams still attached are let go without a word, as an HTTP/1.1 connection's close().
