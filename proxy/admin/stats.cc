@@ -1,5 +1,6 @@
 #include "admin/stats.h"
 
+
 #include <prometheus/metric_family.h>
 
 #include <iterator>
@@ -8,6 +9,7 @@
 
 #include "admin/access_log.h"
 #include "generation.h"
+#include "http/grpc.h"
 #include "upstream/upstream_state.h"
 
 namespace bulwark {
@@ -208,7 +210,9 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
           for (const auto& w : g.workers)
             n += w.routes[li][ri]->retries[static_cast<std::size_t>(r)].get();
           if (n == 0 && r >= 3) continue;
-          std::string reason = r < 3 ? kinds[r] : std::to_string(r - 3 + 100);
+          std::string reason = r < 3     ? kinds[r]
+                               : r < 503 ? std::to_string(r - 3 + 100)
+                                         : grpc_retry_name(r - 503);
           retries.metric.push_back(
               counter({{"route", route}, {"reason", reason}}, static_cast<double>(n)));
         }

@@ -52,9 +52,11 @@ enum class UpstreamOutcome {
 };
 enum class ConnectResult { success, failure, timeout, count_ };
 
-// Retry reasons: connect-failure, reset, timeout, then one per status code 100..599.
-inline constexpr int kRetryReasons = 3 + 500;
+// Retry reasons: connect-failure, reset, timeout, one per status code 100..599, then the gRPC
+// statuses a policy may name (http/grpc.h, kGrpcRetryCodes order).
+inline constexpr int kRetryReasons = 3 + 500 + 5;
 inline int retry_reason_index_for_status(int status) { return 3 + (status - 100); }
+inline int retry_reason_index_for_grpc(int index) { return 3 + 500 + index; }
 
 // bulwark_ratelimit_decisions_total{decision}: limited_redis_failure is a refusal because Redis
 // could not be asked (on_redis_failure: deny), kept apart from quota breaches.

@@ -3,10 +3,12 @@
 // with its position, documented defaults for what a present block leaves out.
 #include "config/resilience_blocks.h"
 
+
 #include <algorithm>
 #include <set>
 
 #include "config/values.h"
+#include "http/grpc.h"
 #include "http/headers.h"
 
 namespace bulwark {
@@ -68,10 +70,11 @@ void read_retry(const YamlFields& parent, std::optional<RetryConfig>& out) {
   for (const auto& kind : c.on) {
     bool status = kind.size() == 3 && std::all_of(kind.begin(), kind.end(), ::isdigit) &&
                   kind[0] >= '1' && kind[0] <= '5';
-    if (!kinds.count(kind) && !status)
+    if (!kinds.count(kind) && !status && grpc_retry_index(kind) < 0)
       f.error("on", "unknown retry condition '" + kind +
-                        "' (expected connect-failure, reset, gateway-error, 5xx, timeout, 429 or "
-                        "a status code)");
+                        "' (expected connect-failure, reset, gateway-error, 5xx, timeout, 429, "
+                        "a status code, or a gRPC status: cancelled, deadline-exceeded, "
+                        "resource-exhausted, internal, unavailable)");
   }
   f.duration("per_try_timeout", c.per_try_timeout_ms, false);
   if (f.has("backoff")) {

@@ -184,6 +184,12 @@ class Exchange final : public PendingRequest, public RateDecisionWaiter, public 
   void start_retry();
   // Should a response with this status be retried instead of passed on? (Takes the budget.)
   bool retry_response(const UpstreamStream& conn);
+  // The grpc-status of a gRPC response (HTTP 200) known so far: in the trailers, or in the
+  // head of a trailers-only response; -1 when there is none.
+  int grpc_status_of(const UpstreamStream& conn) const;
+  // The status breakers, outcomes and load shedding judge: a gRPC status as its HTTP
+  // equivalent (UNAVAILABLE as 503, ...), else the HTTP status.
+  int judged_status(const UpstreamStream& conn) const;
   std::uint64_t time_left_ms() const;  // until the route timeout; ~0 when there is none
   void append_attempts_header(std::string& extra) const;
 

@@ -102,27 +102,29 @@ void Exchange::on_upstream_complete() {
     return;
   }
   const auto& cb = upstream->config().circuit_breaker;
+  // A gRPC failure comes as HTTP 200 and a grpc-status: judged as its HTTP equivalent.
+  int judged = attempt.conn ? judged_status(*attempt.conn) : status;
   if (discard_response) {
     // A retriable response, read to its end so the connection can be reused: retry now.
     discard_response = false;
     record_upstream_outcome(
-        static_cast<int>(status >= 500 ? UpstreamOutcome::failure : UpstreamOutcome::success));
-    shed_sample(overload_status(status));
+        static_cast<int>(judged >= 500 ? UpstreamOutcome::failure : UpstreamOutcome::success));
+    shed_sample(overload_status(judged));
     failed_endpoint = attempt.claim.endpoint();
     detach_upstream(request_complete,
-                    cb && cb->counts_status(status) ? CallResult::failure : CallResult::success);
+                    cb && cb->counts_status(judged) ? CallResult::failure : CallResult::success);
     status = 0;
     schedule_retry();
     return;
   }
   client.end_response(attempt.conn ? &attempt.conn->trailers() : nullptr);
   record_upstream_outcome(
-      static_cast<int>(status >= 500 ? UpstreamOutcome::failure : UpstreamOutcome::success));
-  shed_sample(overload_status(status));
+      static_cast<int>(judged >= 500 ? UpstreamOutcome::failure : UpstreamOutcome::success));
+  shed_sample(overload_status(judged));
   if (!request_complete) client.close_after_response();
   client.flush();
   detach_upstream(request_complete,
-                  cb && cb->counts_status(status) ? CallResult::failure : CallResult::success);
+                  cb && cb->counts_status(judged) ? CallResult::failure : CallResult::success);
   if (client.closing()) return;
   client.finish_request();
 }

@@ -6,6 +6,7 @@
 #include <random>
 
 #include "admin/stats.h"
+#include "http/grpc.h"
 #include "pipeline/downstream.h"
 #include "worker.h"
 
@@ -120,9 +121,26 @@ void Exchange::on_per_try_timeout() {
                      "the upstream did not answer within per_try_timeout");
 }
 
+int Exchange::grpc_status_of(const UpstreamStream& conn) const {
+  if (conn.status() != 200) return -1;
+  std::string_view v = conn.trailers().get("grpc-status");
+  if (v.empty()) v = conn.headers().get("grpc-status");  // trailers-only over HTTP/1.1
+  return v.empty() ? -1 : parse_grpc_status(v);
+}
+
+int Exchange::judged_status(const UpstreamStream& conn) const {
+  int g = grpc_status_of(conn);
+  return g < 0 ? status : grpc_http_status(g);
+}
+
 bool Exchange::retry_response(const UpstreamStream& conn) {
   const RetryPolicy* policy = route_state ? route_state->retry.get() : nullptr;
-  if (!policy || !policy->retries_status(conn.status())) return false;
+  if (!policy) return false;
+  // A gRPC failure is retriable when its status is in the head (trailers-only): nothing of the
+  // response has reached the client yet.
+  if (int g = grpc_status_of(conn); g > 0 && policy->retries_grpc(g))
+    return try_retry(retry_reason_index_for_grpc(grpc_retry_index_of_status(g)), true);
+  if (!policy->retries_status(conn.status())) return false;
   std::uint64_t retry_after_ms = 0;
   if (conn.status() == 429 || conn.status() == 503) {
     std::string_view v = conn.headers().get("retry-after");

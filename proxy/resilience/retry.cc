@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <charconv>
 
+#include "http/grpc.h"
+
 namespace bulwark {
 
 bool is_idempotent_method(std::string_view m) {
@@ -21,6 +23,8 @@ RetryPolicy::RetryPolicy(const RetryConfig& config) : config_(config) {
       on_gateway_error_ = true;
     else if (kind == "5xx")
       on_5xx_ = true;
+    else if (int g = grpc_retry_index(kind); g >= 0)
+      grpc_statuses_.push_back(kGrpcRetryCodes[g]);
     else {
       int code = 0;
       std::from_chars(kind.data(), kind.data() + kind.size(), code);
@@ -45,6 +49,11 @@ bool RetryPolicy::retries_status(int status) const {
   if (on_5xx_ && status >= 500 && status <= 599) return true;
   if (on_gateway_error_ && (status == 502 || status == 503 || status == 504)) return true;
   return std::find(statuses_.begin(), statuses_.end(), status) != statuses_.end();
+}
+
+bool RetryPolicy::retries_grpc(int grpc_status) const {
+  return std::find(grpc_statuses_.begin(), grpc_statuses_.end(), grpc_status) !=
+         grpc_statuses_.end();
 }
 
 bool RetryPolicy::method_allowed(std::string_view method) const {

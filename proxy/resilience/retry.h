@@ -19,6 +19,8 @@ class RetryPolicy {
   const RetryConfig& config() const { return config_; }
   bool retries(RetryOn kind) const;
   bool retries_status(int status) const;
+  // A gRPC status named in `on:` (unavailable, resource-exhausted, ...).
+  bool retries_grpc(int grpc_status) const;
   // RFC 9110 9.2.2: only idempotent methods are retried unless `methods: all`.
   bool method_allowed(std::string_view method) const;
   // Full-jitter exponential backoff before retry number `retry` (1 = first retry):
@@ -30,6 +32,7 @@ class RetryPolicy {
   bool on_connect_failure_ = false, on_reset_ = false, on_timeout_ = false;
   bool on_gateway_error_ = false, on_5xx_ = false;
   std::vector<int> statuses_;  // 429 and explicit codes
+  std::vector<int> grpc_statuses_;
 };
 
 bool is_idempotent_method(std::string_view method);

@@ -53,3 +53,39 @@ TEST_CASE("gRPC content types") {
   CHECK_FALSE(is_grpc_content_type("application/json"));
   CHECK_FALSE(is_grpc_content_type("application/grp"));
 }
+
+TEST_CASE("grpc-status values and their HTTP equivalents") {
+  CHECK(parse_grpc_status("0") == 0);
+  CHECK(parse_grpc_status("14") == 14);
+  CHECK(parse_grpc_status("") == -1);
+  CHECK(parse_grpc_status("1a") == -1);
+  CHECK(parse_grpc_status(" 1") == -1);
+  CHECK(parse_grpc_status("123456") == -1);
+  CHECK(grpc_http_status(0) == 200);
+  CHECK(grpc_http_status(14) == 503);  // UNAVAILABLE: a breaker's failure, an overload sign
+  CHECK(grpc_http_status(4) == 504);   // DEADLINE_EXCEEDED
+  CHECK(grpc_http_status(8) == 429);   // RESOURCE_EXHAUSTED
+  CHECK(grpc_http_status(13) == 500);  // INTERNAL
+  CHECK(grpc_http_status(2) == 500);   // UNKNOWN
+  CHECK(grpc_http_status(3) == 400);   // INVALID_ARGUMENT: the client's, not a failure
+  CHECK(grpc_http_status(5) == 404);
+  CHECK(grpc_http_status(12) == 501);
+  CHECK(grpc_http_status(99) == 500);
+}
+
+TEST_CASE("gRPC statuses a retry policy may name") {
+  CHECK(grpc_retry_index("unavailable") >= 0);
+  CHECK(kGrpcRetryCodes[grpc_retry_index("unavailable")] == 14);
+  CHECK(kGrpcRetryCodes[grpc_retry_index("resource-exhausted")] == 8);
+  CHECK(kGrpcRetryCodes[grpc_retry_index("deadline-exceeded")] == 4);
+  CHECK(kGrpcRetryCodes[grpc_retry_index("cancelled")] == 1);
+  CHECK(kGrpcRetryCodes[grpc_retry_index("internal")] == 13);
+  CHECK(grpc_retry_index("UNAVAILABLE") == -1);
+  CHECK(grpc_retry_index("5xx") == -1);
+  for (int i = 0; i < kGrpcRetryNames; ++i) {
+    CHECK(grpc_retry_index_of_status(kGrpcRetryCodes[i]) == i);
+    CHECK(grpc_retry_index(grpc_retry_name(i)) == i);
+  }
+  CHECK(grpc_retry_index_of_status(2) == -1);
+  CHECK(grpc_retry_name(5) == nullptr);
+}

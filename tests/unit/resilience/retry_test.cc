@@ -165,3 +165,16 @@ TEST_CASE(
   CHECK(attempts <= static_cast<std::uint64_t>(1.2 * 2000 + 10 * 10));
   CHECK(attempts > 2000);
 }
+
+TEST_CASE("gRPC statuses named in on: are retried, and only those") {
+  RetryConfig c = retry_config();
+  c.on = {"unavailable", "resource-exhausted"};
+  RetryPolicy p(c);
+  CHECK(p.retries_grpc(14));
+  CHECK(p.retries_grpc(8));
+  for (int g : {0, 1, 2, 4, 13, 3}) CHECK_FALSE(p.retries_grpc(g));
+  // A gRPC name says nothing about HTTP statuses.
+  CHECK_FALSE(p.retries_status(503));
+  RetryPolicy none(retry_config());
+  CHECK_FALSE(none.retries_grpc(14));
+}
