@@ -1,20 +1,23 @@
 #!/usr/bin/env bash
 # HTTP/2 clients side by side on loopback, in one run: h2load (64 streams over 8 connections,
 # cleartext h2 with prior knowledge) against HAProxy (bind ... proto h2), NGINX (listen ...
-# http2) and Bulwark (protocols: [h2c]), each one worker in front of the same NGINX HTTP/1.1
-# backend. Prints per proxy requests/s, succeeded/total and proxy CPU microseconds per request
-# (user+sys of its processes / requests done): compare the ratios within one run.
+# http2) and Bulwark (protocols: [h2c]), each one worker in front of the same backend: NGINX
+# speaking HTTP/1.1 (--backend h1), or nghttpd speaking h2c (--backend h2: HAProxy's server
+# has `proto h2`, Bulwark's upstream `protocol: h2`; NGINX is left out, as nginx-light cannot
+# proxy to an HTTP/2 backend). Prints per proxy requests/s, succeeded/total and proxy CPU
+# microseconds per request (user+sys of its processes / requests done): compare the ratios
+# within one run.
 #
-# Usage: scripts/bench_h2.sh [--bulwark build-release/bulwark] [--features basic|all]
+# Usage: scripts/bench_h2.sh [--bulwark build-release/bulwark] [--features basic|all] [--backend h1|h2]
 # Env: DUR (s per round, default 8), ROUNDS (default 3), CLIENTS (8), STREAMS (8 per client)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BULWARK=build-release/bulwark FEATURES=all
+BULWARK=build-release/bulwark FEATURES=all BACKEND=h1
 while [[ $# -gt 0 ]]; do case $1 in
-  --bulwark) BULWARK=$2; shift 2;; --features) FEATURES=$2; shift 2;;
+  --bulwark) BULWARK=$2; shift 2;; --features) FEATURES=$2; shift 2;; --backend) BACKEND=$2; shift 2;;
   *) echo "unknown argument $1" >&2; exit 2;; esac; done
 source scripts/deps.sh
-install_packages haproxy nginx-light nghttp2-client
+install_packages haproxy nginx-light nghttp2-client nghttp2-server
 [[ -x $BULWARK ]] || { echo "no Bulwark binary at $BULWARK (cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release && cmake --build build-release)" >&2; exit 2; }
 DUR=${DUR:-8}; ROUNDS=${ROUNDS:-3}; CLIENTS=${CLIENTS:-8}; STREAMS=${STREAMS:-8}
 D=$(mktemp -d); trap 'kill $(cat $D/*.pid 2>/dev/null) 2>/dev/null || true; sleep 0.2; rm -rf $D' EXIT
@@ -50,7 +53,7 @@ frontend fe
   bind 127.0.0.1:$HA proto h2
   default_backend be
 backend be
-  server s1 127.0.0.1:$BACK check inter 1s fall 3 rise 2 maxconn 1000
+  server s1 127.0.0.1:$BACK check inter 1s fall 3 rise 2 maxconn 1000$([[ $BACKEND == h2 ]] && echo " proto h2")
 C
 { cat <<Y
 admin: { listen: 127.0.0.1:$ADMIN }
@@ -76,14 +79,20 @@ upstreams:
   - name: be
     endpoints: [127.0.0.1:$BACK]
 Y
+[[ $BACKEND == h2 ]] && echo "    protocol: h2"
 if [[ $FEATURES == all ]]; then cat <<Y
     pool: { max_connections: 1024, max_idle: 128 }
     circuit_breaker: { consecutive_failures: 5 }
-    health_check: { type: http, path: /, interval: 1s, timeout: 1s }
+    health_check: { type: $([[ $BACKEND == h2 ]] && echo tcp || echo http), path: /, interval: 1s, timeout: 1s }
     load_shedding: { algorithm: gradient2, max_limit: 1000 }
 Y
 fi; } > $D/bulwark.yaml
-nginx -c $D/backend.conf -p $D 2>/dev/null & echo $! > $D/nb.pid
+if [[ $BACKEND == h2 ]]; then
+  mkdir -p $D/www && printf 'hello from backend\n' > $D/www/index.html
+  nghttpd --no-tls -d $D/www $BACK > /dev/null 2>&1 & echo $! > $D/nb.pid
+else
+  nginx -c $D/backend.conf -p $D 2>/dev/null & echo $! > $D/nb.pid
+fi
 nginx -c $D/ngproxy.conf -p $D 2>/dev/null & echo $! > $D/np.pid
 haproxy -q -f $D/haproxy.cfg & echo $! > $D/ha.pid
 "$BULWARK" -c $D/bulwark.yaml > $D/me.log 2>&1 & echo $! > $D/me.pid
@@ -96,9 +105,9 @@ run() { local pids="$3 $(pgrep -P "$3" | tr '\n' ' ')"; local c0 c1; c0=$(cpu $p
   awk -v n="$2" -v cpu=$((c1-c0)) -v hz="$(getconf CLK_TCK)" '
     /^finished in/{rps=$4} /^requests:/{total=$2; done=$6; ok=$8}
     END{printf "%-8s rps=%-10s succeeded=%s/%s cpu_us_per_req=%.2f\n", n, rps, ok, done, (done>0? cpu*1e6/hz/done : 0)}' $D/h2load.out; }
-echo "h2load -c $CLIENTS -m $STREAMS, $DUR s rounds, features $FEATURES"
+echo "h2load -c $CLIENTS -m $STREAMS, $DUR s rounds, features $FEATURES, backend $BACKEND"
 for ((i = 1; i <= ROUNDS; i++)); do
   run $HA haproxy "$(cat $D/ha.pid)"
-  run $NG nginx "$(cat $D/np.pid)"
+  [[ $BACKEND == h2 ]] || run $NG nginx "$(cat $D/np.pid)"
   run $ME bulwark "$(cat $D/me.pid)"
 done

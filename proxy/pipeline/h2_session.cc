@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "admin/stats.h"
+#include "core/h2_alloc.h"
 #include "core/log.h"
 #include "pipeline/client_connection.h"
 #include "worker.h"
@@ -58,7 +59,7 @@ bool H2Session::start() {
   nghttp2_option_set_stream_reset_rate_limit(opt, 1000, 33);
   // CONTINUATION flood (CVE-2024-27316 class): a header block in at most 8 of them.
   nghttp2_option_set_max_continuations(opt, 8);
-  int rc = nghttp2_session_server_new2(&session_, cb, this, opt);
+  int rc = nghttp2_session_server_new3(&session_, cb, this, opt, h2_allocator());
   nghttp2_option_del(opt);
   nghttp2_session_callbacks_del(cb);
   if (rc != 0) return false;

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "core/h2_alloc.h"
 #include "core/log.h"
 #include "net/listener.h"
 #include "net/tls.h"
@@ -26,9 +27,11 @@ constexpr std::size_t kSendBatch = 64 * 1024;
 H2UpstreamConnection::H2UpstreamConnection(H2Pool& pool, uv_loop_t* loop) : pool_(pool) {
   uv_tcp_init(loop, &tcp_);
   uv_timer_init(loop, &timer_);
+  uv_idle_init(loop, &send_hook_);
   tcp_.data = this;
   timer_.data = this;
-  open_handles_ = 2;
+  send_hook_.data = this;
+  open_handles_ = 3;
   last_read_ms_ = idle_since_ms_ = uv_now(loop);
 }
 
@@ -50,7 +53,7 @@ bool H2UpstreamConnection::make_session() {
   nghttp2_option_set_no_auto_window_update(opt, 1);
   nghttp2_option_set_max_outbound_ack(opt, kMaxOutboundAck);
   nghttp2_option_set_max_settings(opt, 32);
-  int rc = nghttp2_session_client_new2(&session_, cb, this, opt);
+  int rc = nghttp2_session_client_new3(&session_, cb, this, opt, h2_allocator());
   nghttp2_option_del(opt);
   nghttp2_session_callbacks_del(cb);
   if (rc != 0) return false;
@@ -118,7 +121,7 @@ void H2UpstreamConnection::on_ready() {
 }
 
 H2UpstreamStream* H2UpstreamConnection::open_stream() {
-  auto* s = new H2UpstreamStream(*this);
+  H2UpstreamStream* s = H2UpstreamStream::make(*this);
   s->reused_ = started_ > 0;
   ++started_;
   streams_.push_back(s);
@@ -166,7 +169,7 @@ void H2UpstreamConnection::stream_done(H2UpstreamStream* s) {
 }
 
 void H2UpstreamConnection::sweep() {
-  for (H2UpstreamStream* s : retired_) delete s;
+  for (H2UpstreamStream* s : retired_) H2UpstreamStream::recycle(s);
   retired_.clear();
 }
 
@@ -244,6 +247,21 @@ bool H2UpstreamConnection::send() {
   return true;
 }
 
+void H2UpstreamConnection::request_send() {
+  if (send_scheduled_ || state_ != State::ready) return;
+  send_scheduled_ = true;
+  uv_idle_start(&send_hook_, on_send_hook);
+}
+
+void H2UpstreamConnection::on_send_hook(uv_idle_t* idle) {
+  auto* c = static_cast<H2UpstreamConnection*>(idle->data);
+  uv_idle_stop(idle);
+  c->send_scheduled_ = false;
+  if (c->state_ != State::ready) return;
+  c->send();
+  c->sweep();
+}
+
 void H2UpstreamConnection::on_write(uv_write_t* req, int status) {
   auto* c = static_cast<H2UpstreamConnection*>(req->handle->data);
   free_queued_write(req);
@@ -302,7 +320,7 @@ void H2UpstreamConnection::input(const char* data, std::size_t len) {
   for (std::size_t i = 0; i < streams_.size() && state_ != State::closing; ++i)
     if (streams_[i]->touched_) streams_[i]->batch_end();
   for (H2UpstreamStream* s : retired_) s->touched_ = false;
-  if (state_ != State::closing) send();
+  request_send();  // acknowledgements, window updates, what the clients flushed
 }
 
 void H2UpstreamConnection::on_timer(uv_timer_t* timer) {
@@ -425,6 +443,7 @@ void H2UpstreamConnection::fail(UpstreamError error, std::string_view detail, in
     pool_.stats().active.add(-1);
   uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), on_close);
   uv_close(reinterpret_cast<uv_handle_t*>(&timer_), on_close);
+  uv_close(reinterpret_cast<uv_handle_t*>(&send_hook_), on_close);
   std::string why(detail);  // the streams' clients may free what `detail` points into
   std::vector<H2UpstreamStream*> streams;
   streams.swap(streams_);

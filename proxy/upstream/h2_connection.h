@@ -35,7 +35,11 @@ class TlsSession;
 // content-length as chunks (one per DATA frame), trailers as trailers.
 class H2UpstreamStream final : public UpstreamStream {
  public:
-  explicit H2UpstreamStream(H2UpstreamConnection& conn);
+  // A stream on `conn`: a recycled one (its buffers kept) or a new one.
+  static H2UpstreamStream* make(H2UpstreamConnection& conn);
+  // Done with: kept for make(), or freed.
+  static void recycle(H2UpstreamStream* s);
+  ~H2UpstreamStream() = default;
   H2UpstreamStream(const H2UpstreamStream&) = delete;
   H2UpstreamStream& operator=(const H2UpstreamStream&) = delete;
 
@@ -61,6 +65,8 @@ class H2UpstreamStream final : public UpstreamStream {
 
  private:
   friend class H2UpstreamConnection;
+  H2UpstreamStream() = default;
+  void reset(H2UpstreamConnection& conn);  // as new, on `conn`
 
   // The request, read back from out_.
   static const llhttp_settings_t& settings();
@@ -95,7 +101,7 @@ class H2UpstreamStream final : public UpstreamStream {
   // The stream is done with on both sides: freed on the connection's next sweep.
   void maybe_retire();
 
-  H2UpstreamConnection& conn_;
+  H2UpstreamConnection* conn_ = nullptr;
   UpstreamClient* client_ = nullptr;
   OutBatch out_;
   llhttp_t parser_;
@@ -183,6 +189,11 @@ class H2UpstreamConnection {
   // Frames what nghttp2 has to send and writes it (not while nghttp2 is calling us: then
   // after). False: the connection failed.
   bool send();
+  // send() once this loop turn's callbacks are done (an idle hook, run before the loop polls
+  // again, whichever phase asked for it): the streams flushed in
+  // one turn share a write.
+  void request_send();
+  static void on_send_hook(uv_idle_t* idle);
   // The connection is lost: every stream fails with `error` (protocol: `detail`), counted as
   // `h2_error` when it is an HTTP/2 error.
   // `tell`: the streams' clients hear of it (not when Bulwark closes the connection itself).
@@ -197,6 +208,7 @@ class H2UpstreamConnection {
   H2Pool& pool_;
   uv_tcp_t tcp_;
   uv_timer_t timer_;
+  uv_idle_t send_hook_;  // an idle handle: started, the loop does not block before it runs
   uv_connect_t connect_req_;
   int open_handles_ = 0;
   int connect_error_ = 0;
@@ -212,6 +224,7 @@ class H2UpstreamConnection {
   std::uint64_t ping_sent_ms_ = 0;    // 0: no PING awaiting its ACK
   bool in_callbacks_ = false;         // inside nghttp2 (mem_recv / mem_send)
   bool send_wanted_ = false;          // send() was asked for while in_callbacks_
+  bool send_scheduled_ = false;       // the prepare hook will send
   bool going_away_ = false;           // GOAWAY received, or closing when idle
   bool settled_ = false;
   std::uint64_t settle_by_ms_ = 0;  // connect_timeout also bounds the wait for SETTINGS

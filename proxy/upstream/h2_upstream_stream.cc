@@ -36,7 +36,7 @@ class NvList {
     store_.append(name);
     if (lower)
       for (std::size_t i = n; i < store_.size(); ++i)
-        store_[i] = static_cast<char>(std::tolower(static_cast<unsigned char>(store_[i])));
+        if (store_[i] >= 'A' && store_[i] <= 'Z') store_[i] = static_cast<char>(store_[i] + 32);
     store_.append(value);
     spans_.push_back({n, name.size(), value.size()});
   }
@@ -90,9 +90,62 @@ const llhttp_settings_t& H2UpstreamStream::settings() {
   return s;
 }
 
-H2UpstreamStream::H2UpstreamStream(H2UpstreamConnection& conn) : conn_(conn) {
+namespace {
+// Streams recycled on this thread, their buffers kept (no allocation per request in steady
+// state). None under AddressSanitizer, which then sees every use after free.
+#if defined(__SANITIZE_ADDRESS__)
+constexpr std::size_t kMaxRecycled = 0;
+#else
+constexpr std::size_t kMaxRecycled = 1024;
+#endif
+struct Recycled {
+  std::vector<H2UpstreamStream*> streams;
+  ~Recycled() {
+    for (H2UpstreamStream* s : streams) delete s;
+  }
+};
+thread_local Recycled t_recycled;
+}  // namespace
+
+H2UpstreamStream* H2UpstreamStream::make(H2UpstreamConnection& conn) {
+  H2UpstreamStream* s;
+  if (t_recycled.streams.empty()) {
+    s = new H2UpstreamStream();
+  } else {
+    s = t_recycled.streams.back();
+    t_recycled.streams.pop_back();
+  }
+  s->reset(conn);
+  return s;
+}
+
+void H2UpstreamStream::recycle(H2UpstreamStream* s) {
+  if (t_recycled.streams.size() >= kMaxRecycled) {
+    delete s;
+    return;
+  }
+  t_recycled.streams.push_back(s);
+}
+
+void H2UpstreamStream::reset(H2UpstreamConnection& conn) {
+  conn_ = &conn;
+  client_ = nullptr;
+  out_.clear();
   llhttp_init(&parser_, HTTP_REQUEST, &settings());
   parser_.data = this;
+  url_.clear();
+  request_headers_.clear();
+  request_trailers_.clear();
+  body_.clear();
+  body_offset_ = 0;
+  id_ = -1;
+  status_ = 0;
+  headers_.clear();
+  trailers_.clear();
+  content_length_ = header_bytes_ = unconsumed_ = paused_since_us_ = paused_us_ = 0;
+  head_request_ = request_head_done_ = request_done_ = body_deferred_ = body_high_ = false;
+  has_content_length_ = chunked_ = final_head_ = response_done_ = paused_ = reused_ = false;
+  released_ = closed_ = retired_ = touched_ = false;
 }
 
 void H2UpstreamStream::attach(UpstreamClient* client, bool head_request) {
@@ -100,7 +153,7 @@ void H2UpstreamStream::attach(UpstreamClient* client, bool head_request) {
   head_request_ = head_request;
 }
 
-bool H2UpstreamStream::connected() const { return conn_.ready(); }
+bool H2UpstreamStream::connected() const { return conn_->ready(); }
 
 void H2UpstreamStream::on_ready() {
   if (client_) client_->on_upstream_connected();
@@ -109,13 +162,14 @@ void H2UpstreamStream::on_ready() {
 // --- the request --------------------------------------------------------------------------
 
 bool H2UpstreamStream::flush() {
-  if (released_ || conn_.state_ == H2UpstreamConnection::State::closing) {
+  if (released_ || conn_->state_ == H2UpstreamConnection::State::closing) {
     out_.clear();
     return false;
   }
   if (!out_.empty() && !translate()) return false;
   if (queued_bytes() > kHighWater) body_high_ = true;
-  return conn_.send();
+  conn_->request_send();
+  return true;
 }
 
 bool H2UpstreamStream::translate() {
@@ -161,7 +215,7 @@ int H2UpstreamStream::on_body(llhttp_t* p, const char* at, std::size_t len) {
   s->body_.append(at, len);
   if (s->body_deferred_ && s->id_ > 0) {
     s->body_deferred_ = false;
-    nghttp2_session_resume_data(s->conn_.session_, s->id_);
+    nghttp2_session_resume_data(s->conn_->session_, s->id_);
   }
   return 0;
 }
@@ -171,7 +225,7 @@ int H2UpstreamStream::on_message_complete(llhttp_t* p) {
   s->request_done_ = true;
   if (s->body_deferred_ && s->id_ > 0) {
     s->body_deferred_ = false;
-    nghttp2_session_resume_data(s->conn_.session_, s->id_);
+    nghttp2_session_resume_data(s->conn_->session_, s->id_);
   }
   return 0;
 }
@@ -184,7 +238,7 @@ bool H2UpstreamStream::submit() {
   NvList& nv = t_nv;
   nv.clear();
   nv.add(":method", llhttp_method_name(static_cast<llhttp_method_t>(parser_.method)));
-  nv.add(":scheme", conn_.pool_.config().tls ? "https" : "http");
+  nv.add(":scheme", conn_->pool_.config().tls ? "https" : "http");
   nv.add(":authority", request_headers_.get("host"));
   nv.add(":path", url_);
   bool has_te = false;
@@ -204,14 +258,14 @@ bool H2UpstreamStream::submit() {
   nghttp2_data_provider provider;
   provider.source.ptr = this;
   provider.read_callback = read_body;
-  std::int32_t id = nghttp2_submit_request(conn_.session_, nullptr, nv.nv(), nv.size(),
+  std::int32_t id = nghttp2_submit_request(conn_->session_, nullptr, nv.nv(), nv.size(),
                                            body ? &provider : nullptr, this);
   if (id < 0) {
     fail(UpstreamError::reset, nghttp2_strerror(id));
     return false;
   }
   id_ = id;
-  conn_.pool_.stats().h2_streams.add(1);
+  conn_->pool_.stats().h2_streams.add(1);
   if (!body) request_done_ = true;
   return true;
 }
@@ -247,7 +301,7 @@ ssize_t H2UpstreamStream::read_body(nghttp2_session* session, std::int32_t, std:
 
 std::size_t H2UpstreamStream::queued_bytes() const {
   return body_.size() - body_offset_ +
-         uv_stream_get_write_queue_size(reinterpret_cast<const uv_stream_t*>(&conn_.tcp_));
+         uv_stream_get_write_queue_size(reinterpret_cast<const uv_stream_t*>(&conn_->tcp_));
 }
 
 // --- the response -------------------------------------------------------------------------
@@ -261,7 +315,7 @@ void H2UpstreamStream::on_begin_headers() {
 
 bool H2UpstreamStream::add_header(std::string_view name, std::string_view value) {
   header_bytes_ += name.size() + value.size() + 32;  // as SETTINGS_MAX_HEADER_LIST_SIZE counts
-  if (header_bytes_ > conn_.pool_.config().max_response_header_bytes) {
+  if (header_bytes_ > conn_->pool_.config().max_response_header_bytes) {
     fail(UpstreamError::protocol,
          final_head_ ? "the trailer section exceeds the upstream's max_response_header_bytes"
                      : "the response head exceeds the upstream's max_response_header_bytes");
@@ -340,7 +394,7 @@ void H2UpstreamStream::on_data(const char* data, std::size_t len) {
   if (paused_ && client_)
     unconsumed_ += len;
   else if (id_ > 0)
-    nghttp2_session_consume_stream(conn_.session_, id_, len);
+    nghttp2_session_consume_stream(conn_->session_, id_, len);
 }
 
 void H2UpstreamStream::on_end_stream() {
@@ -366,12 +420,12 @@ void H2UpstreamStream::fail(UpstreamError error, std::string_view detail, bool t
   released_ = true;
   if (!closed_) {
     if (id_ > 0)
-      nghttp2_submit_rst_stream(conn_.session_, NGHTTP2_FLAG_NONE, id_,
+      nghttp2_submit_rst_stream(conn_->session_, NGHTTP2_FLAG_NONE, id_,
                                 error == UpstreamError::protocol ? NGHTTP2_PROTOCOL_ERROR
                                                                  : NGHTTP2_CANCEL);
     else
       closed_ = true;  // never submitted
-    conn_.send();
+    conn_->request_send();
   }
   if (c && tell) c->on_upstream_error(error, error == UpstreamError::protocol ? detail : "");
   maybe_retire();
@@ -390,10 +444,10 @@ void H2UpstreamStream::release(bool reusable) {
     if (id_ < 0) {
       closed_ = true;  // never submitted
     } else if (!reusable || !response_done_ || !request_done_) {
-      nghttp2_submit_rst_stream(conn_.session_, NGHTTP2_FLAG_NONE, id_, NGHTTP2_CANCEL);
-      conn_.send();
+      nghttp2_submit_rst_stream(conn_->session_, NGHTTP2_FLAG_NONE, id_, NGHTTP2_CANCEL);
+      conn_->request_send();
     } else if (unconsumed_) {
-      nghttp2_session_consume_stream(conn_.session_, id_, unconsumed_);
+      nghttp2_session_consume_stream(conn_->session_, id_, unconsumed_);
       unconsumed_ = 0;
     }
   }
@@ -403,7 +457,7 @@ void H2UpstreamStream::release(bool reusable) {
 void H2UpstreamStream::maybe_retire() {
   if (!released_ || !closed_ || retired_) return;
   retired_ = true;
-  conn_.stream_done(this);
+  conn_->stream_done(this);
 }
 
 void H2UpstreamStream::pause_reading() {
@@ -417,8 +471,8 @@ void H2UpstreamStream::resume_reading() {
   paused_ = false;
   paused_us_ += uv_hrtime() / 1000 - paused_since_us_;
   if (unconsumed_ && id_ > 0 && !closed_) {
-    nghttp2_session_consume_stream(conn_.session_, id_, unconsumed_);
-    conn_.send();
+    nghttp2_session_consume_stream(conn_->session_, id_, unconsumed_);
+    conn_->request_send();
   }
   unconsumed_ = 0;
 }
