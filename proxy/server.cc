@@ -380,11 +380,12 @@ std::string Server::status_json() const {
     auto endpoints = state.endpoints();
     for (std::size_t e = 0; e < endpoints->size(); ++e) {
       const EndpointState& ep = *(*endpoints)[e];
-      std::int64_t in_flight = 0, active = 0, idle = 0;
+      std::int64_t in_flight = 0, active = 0, idle = 0, streams = 0;
       for (int w = 0; w < config().workers; ++w) {
         in_flight += ep.per_worker[w].in_flight.get();
         active += ep.per_worker[w].active.get();
         idle += ep.per_worker[w].idle.get();
+        streams += ep.per_worker[w].h2_streams.get();
       }
       if (e) out += ",";
       out += "{\"address\":";
@@ -401,7 +402,18 @@ std::string Server::status_json() const {
       out += ",\"health\":" + health + ",\"breaker\":" + breaker +
              ",\"in_flight\":" + std::to_string(in_flight) +
              ",\"pool\":{\"active\":" + std::to_string(active) +
-             ",\"idle\":" + std::to_string(idle) + "}}";
+             ",\"idle\":" + std::to_string(idle) + "}";
+      if (state.config().h2) {
+        // HTTP/2: the pool's connections carry these streams.
+        std::int64_t conns = active + idle;
+        char buf[128];
+        std::snprintf(buf, sizeof buf,
+                      ",\"http2\":{\"streams\":%lld,\"streams_per_connection\":%.2f}",
+                      static_cast<long long>(streams),
+                      conns ? static_cast<double>(streams) / static_cast<double>(conns) : 0.0);
+        out += buf;
+      }
+      out += "}";
     }
     out += "]}";
   }

@@ -167,6 +167,13 @@ void lint_upstream(Lint& lint, const UpstreamConfig& u, const std::string& up,
               "path can pose as it (and read what is sent); set ca to the CA that signed it "
               "instead");
   }
+  // 9. HTTP health probes against an HTTP/2 upstream.
+  if (u.h2 && u.health_check && u.health_check->type == "http") {
+    lint.warn(up + ".health_check.type",
+              "http probes speak HTTP/1.1, while this upstream has protocol: h2: a backend that "
+              "only speaks HTTP/2 (a gRPC server) fails every probe and is ejected; use type: "
+              "tcp unless the endpoints answer HTTP/1.1 too");
+  }
   // 7. A shedding queue that holds requests past their route timeout.
   if (u.load_shedding && u.load_shedding->enforce && u.load_shedding->queue_size > 0) {
     const std::uint64_t wait = u.load_shedding->queue_timeout_ms;

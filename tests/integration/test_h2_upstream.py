@@ -10,6 +10,7 @@ connection, idle connections closed after pool.idle_timeout, TLS with ALPN h2, -
 """
 import concurrent.futures
 import http.client
+import json
 import os
 import ssl
 import time
@@ -178,6 +179,10 @@ class H2UpstreamTest(unittest.TestCase):
             futures = [ex.submit(get, p.port, "/slow?ms=800") for _ in range(10)]
             wait_for(lambda: self.metric("bulwark_http2_streams", side="upstream", name="app") == 10,
                      timeout=3, what="10 open upstream streams")
+            _, _, body = request(p.admin_port, "GET", "/status")
+            endpoint = json.loads(body)["upstreams"][0]["endpoints"][0]
+            self.assertEqual(endpoint["http2"], {"streams": 10, "streams_per_connection": 10.0})
+            self.assertEqual(endpoint["pool"], {"active": 1, "idle": 0})
             self.assertEqual([f.result()[0] for f in futures], [200] * 10)
         wait_for(lambda: self.metric("bulwark_http2_streams", side="upstream", name="app") == 0,
                  timeout=3, what="no open upstream stream")
@@ -292,6 +297,15 @@ class CheckProtocol(unittest.TestCase):
         path, code, out, err = check(self.BASE + "    protocol: h2\n"
                                      "    http2: { max_concurrent_streams: 50, initial_window: 1MiB,"
                                      " ping_interval: 10s, ping_timeout: 2s }\n")
+        self.assertEqual((code, err), (0, ""))
+
+    def test_http_health_check_on_h2_upstream_warns(self):
+        text = self.BASE + "    protocol: h2\n    health_check: { type: http, path: /healthz }\n"
+        path, code, out, err = check(text)
+        self.assertEqual(code, 0, err)
+        self.assertRegex(err, r"warning: %s:9:\d+: upstreams\[0\]\.health_check\.type: http probes speak "
+                              r"HTTP/1\.1" % path)
+        path, code, out, err = check(self.BASE + "    protocol: h2\n    health_check: { type: tcp }\n")
         self.assertEqual((code, err), (0, ""))
 
     def test_errors_with_position(self):
