@@ -181,11 +181,6 @@ void H2UpstreamConnection::update_idle() {
   pool_.stats().idle.add(idle ? 1 : -1);
 }
 
-void H2UpstreamConnection::retire_when_idle() {
-  going_away_ = true;
-  if (streams_.empty()) close();
-}
-
 bool H2UpstreamConnection::send() {
   if (state_ == State::closing) return false;
   if (in_callbacks_) {
@@ -230,12 +225,12 @@ bool H2UpstreamConnection::send() {
       return false;
     }
     // Streams whose request bytes went out below the low-water mark may read on.
-    for (std::size_t i = 0; i < streams_.size() && state_ == State::ready; ++i) {
-      H2UpstreamStream* s = streams_[i];
-      if (s->body_high_ && s->client_ && s->queued_bytes() < kLowWater) {
-        s->body_high_ = false;
-        s->client_->on_upstream_drained();
-      }
+    std::vector<H2UpstreamStream*> drained;
+    for (H2UpstreamStream* s : streams_)
+      if (s->body_high_ && s->client_ && s->queued_bytes() < kLowWater) drained.push_back(s);
+    for (H2UpstreamStream* s : drained) {  // retired ones are freed only by sweep()
+      s->body_high_ = false;
+      if (s->client_ && state_ == State::ready) s->client_->on_upstream_drained();
     }
     if (state_ == State::closing) return false;
   } while (send_wanted_);
@@ -317,9 +312,9 @@ void H2UpstreamConnection::input(const char* data, std::size_t len) {
     return;
   }
   // Each stream's client flushes what this read gave it (its bytes point into `data`).
-  for (std::size_t i = 0; i < streams_.size() && state_ != State::closing; ++i)
-    if (streams_[i]->touched_) streams_[i]->batch_end();
-  for (H2UpstreamStream* s : retired_) s->touched_ = false;
+  walk_.swap(touched_streams_);
+  for (H2UpstreamStream* s : walk_) s->batch_end();  // retired ones are freed only by sweep()
+  walk_.clear();
   request_send();  // acknowledgements, window updates, what the clients flushed
 }
 

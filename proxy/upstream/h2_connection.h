@@ -97,6 +97,7 @@ class H2UpstreamStream final : public UpstreamStream {
   void on_closed(std::uint32_t error_code);
   // The stream failed: its client (if `tell`) hears `error`; reset unless closed already.
   void fail(UpstreamError error, std::string_view detail = {}, bool tell = true);
+  void touch();      // got events in this read: batch_end() follows
   void batch_end();  // after a read: the client flushes what the read gave it
   // The stream is done with on both sides: freed on the connection's next sweep.
   void maybe_retire();
@@ -155,8 +156,6 @@ class H2UpstreamConnection {
   std::size_t streams() const { return streams_.size(); }
   // Ends the connection: GOAWAY when up, and the streams still open fail (`reset`).
   void close();
-  // No new streams; closes once the last one is done.
-  void retire_when_idle();
 
  private:
   friend class H2UpstreamStream;
@@ -218,6 +217,9 @@ class H2UpstreamConnection {
   OutBatch out_;
   std::vector<H2UpstreamStream*> streams_;  // open, or waiting for the connection
   std::vector<H2UpstreamStream*> retired_;
+  // Streams that got events in the current read, and a copy to walk (streams may end, and
+  // others begin, while their clients are called).
+  std::vector<H2UpstreamStream*> touched_streams_, walk_;
   std::uint64_t started_ = 0;         // streams opened so far
   std::uint64_t last_read_ms_ = 0;    // loop time of the last bytes from the upstream
   std::uint64_t idle_since_ms_ = 0;   // loop time the last stream ended

@@ -337,7 +337,7 @@ bool H2UpstreamStream::add_header(std::string_view name, std::string_view value)
 }
 
 void H2UpstreamStream::on_headers_frame(bool end_stream) {
-  touched_ = true;
+  touch();
   if (final_head_) {  // trailers (nghttp2 checked that they end the stream)
     on_end_stream();
     return;
@@ -380,7 +380,7 @@ void H2UpstreamStream::on_headers_frame(bool end_stream) {
 }
 
 void H2UpstreamStream::on_data(const char* data, std::size_t len) {
-  touched_ = true;
+  touch();
   if (client_ && !response_done_ && final_head_) {
     if (chunked_) {
       client_->on_upstream_chunk_header(len);
@@ -398,7 +398,7 @@ void H2UpstreamStream::on_data(const char* data, std::size_t len) {
 }
 
 void H2UpstreamStream::on_end_stream() {
-  touched_ = true;
+  touch();
   if (response_done_) return;
   response_done_ = true;
   if (client_ && final_head_) client_->on_upstream_complete();  // may release the stream
@@ -429,6 +429,12 @@ void H2UpstreamStream::fail(UpstreamError error, std::string_view detail, bool t
   }
   if (c && tell) c->on_upstream_error(error, error == UpstreamError::protocol ? detail : "");
   maybe_retire();
+}
+
+void H2UpstreamStream::touch() {
+  if (touched_) return;
+  touched_ = true;
+  conn_->touched_streams_.push_back(this);
 }
 
 void H2UpstreamStream::batch_end() {

@@ -118,6 +118,15 @@ class H2UpstreamTest(unittest.TestCase):
         self.assertNotIn("content-length", self.backend.requests[-1]["headers"])
         self.assertEqual(self.backend.requests[-1]["body_length"], len(data))
 
+    def test_concurrent_uploads_share_a_connection(self):
+        p = self.start()
+        data = [pattern(3 * 1024 * 1024 + i) for i in range(6)]
+        with concurrent.futures.ThreadPoolExecutor(6) as ex:
+            results = list(ex.map(lambda d: get(p.port, "/echo", "POST", d), data))
+        for d, (status, _, body) in zip(data, results):
+            self.assertEqual((status, len(body), crc_hex(body)), (200, len(d), crc_hex(d)))
+        self.assertEqual(self.backend.connections, 1)
+
     def test_response_trailers_reach_http1_client(self):
         p = self.start()
         s = connect(p.port)
