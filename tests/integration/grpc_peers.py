@@ -16,14 +16,15 @@ cleartext (h2c) or, given a certificate and key, over TLS (ALPN h2):
                   trailer=NAME:V  add trailing metadata NAME: V (repeatable)
                 Every call also returns, as trailing metadata, each request metadata `x-test-X`
                 as `x-echo-X`.
-  ServerStream  the request is `N` or `N:SIZE`: N messages, message i is `i` (decimal) padded
-                with `.` to SIZE bytes.
+  ServerStream  the request is `N`, `N:SIZE` or `N:SIZE:CODE`: N messages, message i is `i`
+                (decimal) padded with `.` to SIZE bytes; then, with CODE, the call fails with
+                that status (after its messages: not a trailers-only response).
   ClientStream  the concatenation of every message the client streamed.
   Bidi          echoes each message as soon as it arrives.
 
 `calls[METHOD]` counts calls that reached each method (Unary, ServerStream, ...);
 `key_calls[KEY]` counts Unary calls per command key; `last_metadata[METHOD]` is the request
-metadata of the last call; `time_remaining[KEY]` the deadline the server saw (None: none).
+metadata of the last call; `peers[METHOD]` the client connections (`ipv4:IP:PORT`) calls came on; `time_remaining[KEY]` the deadline the server saw (None: none).
 """
 import collections
 import threading
@@ -85,6 +86,7 @@ class EchoServer:
         self.key_calls = collections.Counter()
         self.cancelled = collections.Counter()
         self.last_metadata = {}
+        self.peers = collections.defaultdict(set)  # method: the connections ("ipv4:IP:PORT") calls came on
         self.time_remaining = {}
         self.bidi_log = []  # (time, "in"/"out", message), in order
         handlers = {
@@ -118,6 +120,7 @@ class EchoServer:
             self.key_calls.clear()
             self.cancelled.clear()
             self.last_metadata.clear()
+            self.peers.clear()
             self.time_remaining.clear()
             self.bidi_log = []
 
@@ -125,6 +128,7 @@ class EchoServer:
         with self.lock:
             self.calls[method] += 1
             self.last_metadata[method] = dict(context.invocation_metadata())
+            self.peers[method].add(context.peer())
 
     @staticmethod
     def _echo_metadata(context):
@@ -168,9 +172,11 @@ class EchoServer:
 
     def _server_stream(self, request, context):
         self._enter("ServerStream", context)
-        count, _, size = request.decode().partition(":")
+        count, size, code = (request.decode().split(":") + ["", ""])[:3]
         for i in range(int(count)):
             yield str(i).encode().ljust(int(size or 0), b".")
+        if code:
+            context.abort(status_code(code), "failing after %s messages" % count)
 
     def _client_stream(self, request_iterator, context):
         self._enter("ClientStream", context)

@@ -55,6 +55,12 @@ listeners:
       - name: refused
         match: {{ prefix: {prefix}, headers: {{ x-route: refused }} }}
         upstream: refused
+      - name: judged
+        match: {{ prefix: {prefix}, headers: {{ x-route: judged }} }}
+        upstream: judged
+      - name: judged-4xx
+        match: {{ prefix: {prefix}, headers: {{ x-route: judged-4xx }} }}
+        upstream: judged-4xx
       - name: main
         match: {{ prefix: {prefix} }}
         upstream: grpc
@@ -69,6 +75,14 @@ upstreams:
   - name: refused
     protocol: h2
     endpoints: [127.0.0.1:{dead_port2}]
+  - name: judged
+    protocol: h2
+    endpoints: [127.0.0.1:{grpc_port}]
+    circuit_breaker: {{ consecutive_failures: 2, open_for: 30s }}
+  - name: judged-4xx
+    protocol: h2
+    endpoints: [127.0.0.1:{grpc_port}]
+    circuit_breaker: {{ consecutive_failures: 2, open_for: 30s }}
 """
 
 
@@ -91,7 +105,7 @@ class GrpcThroughBulwark(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.server = EchoServer()
+        cls.server = EchoServer(workers=64)
         try:
             cls.proxy = start_bulwark(prefix=PREFIX, grpc_port=cls.server.port,
                                       dead_port=free_port(), dead_port2=free_port())
@@ -111,8 +125,18 @@ class GrpcThroughBulwark(unittest.TestCase):
     def tearDown(self):
         self.client.close()
 
-    def metric(self, name, **labels):
-        return sample(self.proxy.metrics(), name, **labels)
+    def metric(self, metric_name, /, **labels):
+        return sample(self.proxy.metrics(), metric_name, **labels)
+
+    def metric_eventually(self, expected, metric_name, /, **labels):
+        """The metric once it equals `expected` (counts land just after the reply), or its value
+        after 1 s."""
+        deadline = time.monotonic() + 1.0
+        value = self.metric(metric_name, **labels)
+        while value != expected and time.monotonic() < deadline:
+            time.sleep(0.02)
+            value = self.metric(metric_name, **labels)
+        return value
 
     def requests_total(self, route_name):
         return self.metric("bulwark_requests_total", listener="inbound", route=route_name) or 0
@@ -171,6 +195,23 @@ class GrpcThroughBulwark(unittest.TestCase):
         self.assertEqual(self.server.calls["Unary"], 20)
         # 20 calls of 200 ms each, multiplexed: together well under the 4 s they take in series.
         self.assertLess(elapsed, 2.0, "20 concurrent 200 ms calls took %.2f s" % elapsed)
+        # Multiplexed upstream: the 20 streams share one HTTP/2 connection to the server.
+        self.assertEqual(len(self.server.peers["Unary"]), 1, self.server.peers["Unary"])
+
+    def test_more_calls_than_one_connection_takes(self):
+        """150 calls in flight, above `http2.max_concurrent_streams` (100 by default): Bulwark
+        opens a second upstream connection rather than failing or serialising them."""
+        clients = [EchoClient(self.proxy.port) for _ in range(2)]  # the listener allows 100 streams each
+        try:
+            futures = [clients[i % 2].unary.future(command(b"%d" % i, sleep=300), timeout=20)
+                       for i in range(150)]
+            replies = [f.result() for f in futures]
+        finally:
+            for c in clients:
+                c.close()
+        self.assertEqual(replies, [b"%d" % i for i in range(150)])
+        self.assertEqual(self.server.calls["Unary"], 150)
+        self.assertIn(len(self.server.peers["Unary"]), (2, 3), self.server.peers["Unary"])
 
     # --- streaming --------------------------------------------------------------------------
 
@@ -212,6 +253,7 @@ class GrpcThroughBulwark(unittest.TestCase):
     # --- retries ----------------------------------------------------------------------------
 
     def test_retry_on_unavailable_succeeds_on_the_third_attempt(self):
+        before = self.metric("bulwark_retries_total", route="retry", reason="unavailable") or 0
         reply, call = self.client.unary.with_call(
             command(b"third time lucky", key="r3", fail="UNAVAILABLE*2"), timeout=10,
             metadata=route("retry"))
@@ -220,9 +262,9 @@ class GrpcThroughBulwark(unittest.TestCase):
         self.assertEqual(self.server.key_calls["r3"], 3, "attempts that reached the server")
         self.assertEqual(metadata_value(call, "x-bulwark-attempts"), "3",
                          "initial %r, trailing %r" % (call.initial_metadata(), call.trailing_metadata()))
-        retries = self.metric("bulwark_retries_total", route="retry")
-        self.assertIsNotNone(retries, "bulwark_retries_total{route=\"retry\"} missing")
-        self.assertGreaterEqual(retries, 2)
+        retries = self.metric_eventually(before + 2, "bulwark_retries_total", route="retry",
+                                         reason="unavailable") or 0
+        self.assertEqual(retries - before, 2, "bulwark_retries_total{route=\"retry\",reason=\"unavailable\"}")
 
     def test_retry_gives_up_after_attempts(self):
         error, _ = rpc_error(self.client.unary, command(key="r5", fail="UNAVAILABLE*5"), timeout=10,
@@ -240,6 +282,19 @@ class GrpcThroughBulwark(unittest.TestCase):
         self.assertIsNotNone(error)
         self.assertEqual(error.code(), grpc.StatusCode.UNAVAILABLE)
         self.assertEqual(self.server.key_calls["nr"], 1)
+
+    def test_failure_after_messages_is_not_retried(self):
+        """reference.md, retry.on: a gRPC failure after response messages has reached the client
+        and is not retried."""
+        replies = self.client.server_stream(b"3:0:UNAVAILABLE", timeout=10, metadata=route("retry"))
+        got = []
+        with self.assertRaises(grpc.RpcError) as raised:
+            for message in replies:
+                got.append(message)
+        self.assertEqual(got, [b"0", b"1", b"2"])
+        self.assertEqual(raised.exception.code(), grpc.StatusCode.UNAVAILABLE)
+        self.assertEqual(raised.exception.details(), "failing after 3 messages")
+        self.assertEqual(self.server.calls["ServerStream"], 1)
 
     def test_status_not_listed_is_not_retried(self):
         error, _ = rpc_error(self.client.unary, command(key="ia", fail="INVALID_ARGUMENT*2"),
@@ -315,9 +370,31 @@ class GrpcThroughBulwark(unittest.TestCase):
                          "time_remaining %r)" % self.server.time_remaining.get("dl"))
 
     def test_breaker_counts_grpc_status_failures(self):
-        self.skipTest("docs/reference.md does not say whether circuit breakers count a "
-                      "grpc-status failure (HTTP 200 with grpc-status 14 in the trailers); "
-                      "waiting for the lead's decision")
+        """reference.md, "HTTP/2 clients": breakers judge a gRPC response by its grpc-status's
+        HTTP equivalent: UNAVAILABLE is a 503, so two in a row open a `consecutive_failures: 2`
+        breaker, and the third call is refused without reaching the server."""
+        for i in range(2):
+            error, _ = rpc_error(self.client.unary, command(key="br", fail="UNAVAILABLE*100"),
+                                 timeout=10, metadata=route("judged"))
+            self.assertIsNotNone(error)
+            self.assertEqual(error.code(), grpc.StatusCode.UNAVAILABLE)
+            self.assertIsNone(metadata_value(error, "x-bulwark-reason"), "call %d: the server's status" % (i + 1))
+        error, _ = rpc_error(self.client.unary, command(key="br", fail="UNAVAILABLE*100"),
+                             timeout=10, metadata=route("judged"))
+        self.assert_local_reply(error, grpc.StatusCode.UNAVAILABLE, "circuit-open")
+        self.assertEqual(self.server.key_calls["br"], 2, "calls that reached the server")
+        self.assertEqual(self.metric_eventually(2, "bulwark_upstream_requests_total", upstream="judged",
+                                                outcome="failure"), 2)
+
+    def test_breaker_ignores_client_error_statuses(self):
+        """INVALID_ARGUMENT stands for a 400: breakers do not count it."""
+        for i in range(4):
+            error, _ = rpc_error(self.client.unary, command(key="b4", fail="INVALID_ARGUMENT*100"),
+                                 timeout=10, metadata=route("judged-4xx"))
+            self.assertIsNotNone(error)
+            self.assertEqual(error.code(), grpc.StatusCode.INVALID_ARGUMENT, "call %d" % (i + 1))
+        self.assertEqual(self.server.key_calls["b4"], 4)
+        self.assertEqual(self.metric("bulwark_circuit_state", upstream="judged-4xx", state="closed"), 1)
 
     # --- metrics ----------------------------------------------------------------------------
 
