@@ -79,8 +79,9 @@ def command(payload=b"", **commands):
 
 
 class EchoServer:
-    def __init__(self, workers=16, tls=None):
-        """tls: (cert path, key path) to serve TLS (ALPN h2) instead of cleartext h2c."""
+    def __init__(self, workers=16, tls=None, port=0):
+        """tls: (cert path, key path) to serve TLS (ALPN h2) instead of cleartext h2c; port: a
+        given port (to restart a server where it was) instead of an ephemeral one."""
         self.lock = threading.Lock()
         self.calls = collections.Counter()
         self.key_calls = collections.Counter()
@@ -103,16 +104,17 @@ class EchoServer:
         if tls:
             with open(tls[0], "rb") as c, open(tls[1], "rb") as k:
                 credentials = grpc.ssl_server_credentials([(k.read(), c.read())])
-            self.port = self.server.add_secure_port("127.0.0.1:0", credentials)
+            self.port = self.server.add_secure_port("127.0.0.1:%d" % port, credentials)
         else:
-            self.port = self.server.add_insecure_port("127.0.0.1:0")
+            self.port = self.server.add_insecure_port("127.0.0.1:%d" % port)
         if not self.port:
-            raise RuntimeError("grpc server could not bind 127.0.0.1:0")
+            raise RuntimeError("grpc server could not bind 127.0.0.1:%d" % port)
         self.address = "127.0.0.1:%d" % self.port
         self.server.start()
 
-    def stop(self):
-        self.server.stop(grace=None).wait(5)
+    def stop(self, grace=None):
+        """Stops serving; with `grace` (seconds) calls in flight may finish (GOAWAY first)."""
+        self.server.stop(grace=grace).wait(5 + (grace or 0))
 
     def reset(self):
         with self.lock:

@@ -86,9 +86,9 @@ upstreams:
 """
 
 
-def start_bulwark(**values):
+def start_bulwark(template=CONFIG, **values):
     try:
-        return Bulwark(CONFIG, **values)
+        return Bulwark(template, **values)
     except RuntimeError as e:
         raise AssertionError("bulwark refused the gRPC config (upstream `protocol: h2`, "
                              "`retry.on: [unavailable]`): %s" % e) from None
@@ -231,6 +231,14 @@ class GrpcThroughBulwark(unittest.TestCase):
         self.assertEqual(reply, b"".join(messages))
         self.assertEqual(self.server.calls["ClientStream"], 1)
 
+    def test_bidi_both_ways_at_once(self):
+        """8 MiB each way at once (256 messages of 32 KiB sent without waiting for echoes): flow
+        control on both legs must not deadlock."""
+        messages = [bytes([i]) * 32768 for i in range(256)]
+        echoes = list(self.client.bidi(iter(messages), timeout=30))
+        self.assertEqual(len(echoes), 256)
+        self.assertTrue(echoes == messages, "echoes differ from what was sent")
+
     def test_bidi_each_message_relayed_before_the_next_is_sent(self):
         feeder = Feeder()
         replies = self.client.bidi(feeder, timeout=20)
@@ -296,6 +304,14 @@ class GrpcThroughBulwark(unittest.TestCase):
         self.assertEqual(raised.exception.details(), "failing after 3 messages")
         self.assertEqual(self.server.calls["ServerStream"], 1)
 
+    def test_large_request_not_replayed(self):
+        """retry.max_body_bytes (64 KiB): a 100 KiB request is never replayed."""
+        error, _ = rpc_error(self.client.unary, command(b"x" * 100 * 1024, key="big", fail="UNAVAILABLE*2"),
+                             timeout=10, metadata=route("retry"))
+        self.assertIsNotNone(error)
+        self.assertEqual(error.code(), grpc.StatusCode.UNAVAILABLE)
+        self.assertEqual(self.server.key_calls["big"], 1)
+
     def test_status_not_listed_is_not_retried(self):
         error, _ = rpc_error(self.client.unary, command(key="ia", fail="INVALID_ARGUMENT*2"),
                              timeout=10, metadata=route("retry"))
@@ -354,6 +370,18 @@ class GrpcThroughBulwark(unittest.TestCase):
             time.sleep(0.02)
         self.assertEqual(self.server.cancelled["rc"], 1,
                          "the server's call ran on after Bulwark's upstream-timeout reply")
+
+    def test_client_cancel_resets_the_upstream_call(self):
+        future = self.client.unary.future(command(key="cc", sleep=3000), timeout=10)
+        deadline = time.monotonic() + 2.0
+        while self.server.key_calls["cc"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.assertEqual(self.server.key_calls["cc"], 1)
+        self.assertTrue(future.cancel())
+        deadline = time.monotonic() + 1.0
+        while self.server.cancelled["cc"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self.assertEqual(self.server.cancelled["cc"], 1, "the server's call ran on after the client cancelled it")
 
     def test_client_deadline(self):
         """grpc-timeout 300 ms, the server sleeps 2 s: DEADLINE_EXCEEDED well before 2 s, and the
@@ -424,6 +452,49 @@ class GrpcThroughBulwark(unittest.TestCase):
         self.assertEqual(self.settled_requests_total("main") - before, 7)
         self.assertGreaterEqual(self.metric("bulwark_requests_total", listener="inbound", route="main",
                                             upstream="grpc", code="200") or 0, 7)
+
+
+RESTART_CONFIG = """
+admin: {{ listen: 127.0.0.1:{admin} }}
+access_log: {{ path: {log} }}
+listeners:
+  - name: inbound
+    listen: 127.0.0.1:{port}
+    protocols: [http1, h2c]
+    routes: [{{ name: main, upstream: grpc, retry: {{ on: [connect-failure, reset, unavailable], methods: all }} }}]
+upstreams:
+  - name: grpc
+    protocol: h2
+    endpoints: [127.0.0.1:{grpc_port}]
+"""
+
+
+@NEEDS_GRPC
+class GrpcUpstreamRestart(unittest.TestCase):
+    """The grpcio server stops (GOAWAY, calls in flight finish) and starts again on its port:
+    Bulwark's pooled HTTP/2 connection is dropped and calls go through again."""
+
+    def setUp(self):
+        self.server = EchoServer()
+        self.addCleanup(lambda: self.server.stop())
+        self.proxy = start_bulwark(template=RESTART_CONFIG, grpc_port=self.server.port)
+        self.addCleanup(self.proxy.stop)
+        self.client = EchoClient(self.proxy.port)
+        self.addCleanup(self.client.close)
+
+    def test_graceful_stop_then_restart(self):
+        self.assertEqual(self.client.unary(b"before", timeout=10), b"before")
+        in_flight = self.client.unary.future(command(b"in flight", sleep=500), timeout=10)
+        time.sleep(0.2)
+        port = self.server.port
+        self.server.stop(grace=2)  # GOAWAY; the call in flight may finish
+        self.assertEqual(in_flight.result(), b"in flight")
+        error, _ = rpc_error(self.client.unary, b"down", timeout=10)
+        self.assertIsNotNone(error, "a call succeeded with the server stopped")
+        self.assertEqual(error.code(), grpc.StatusCode.UNAVAILABLE)
+        self.server = EchoServer(port=port)
+        self.assertEqual(self.client.unary(b"after", timeout=10), b"after")
+        self.assertEqual(self.server.calls["Unary"], 1)
 
 
 TLS_CONFIG = """
