@@ -19,7 +19,8 @@ cleartext (h2c) or, given a certificate and key, over TLS (ALPN h2):
   ServerStream  the request is `N`, `N:SIZE` or `N:SIZE:CODE`: N messages, message i is `i`
                 (decimal) padded with `.` to SIZE bytes; then, with CODE, the call fails with
                 that status (after its messages: not a trailers-only response).
-  ClientStream  the concatenation of every message the client streamed.
+  ClientStream  the concatenation of every message the client streamed (a first message
+                `!key=K fail=CODE*N [early=1]` fails calls as Unary does: see _client_stream).
   Bidi          echoes each message as soon as it arrives.
 
 `calls[METHOD]` counts calls that reached each method (Unary, ServerStream, ...);
@@ -86,6 +87,7 @@ class EchoServer:
         self.calls = collections.Counter()
         self.key_calls = collections.Counter()
         self.cancelled = collections.Counter()
+        self.received = collections.defaultdict(list)  # ClientStream key: bytes each call got
         self.last_metadata = {}
         self.peers = collections.defaultdict(set)  # method: the connections ("ipv4:IP:PORT") calls came on
         self.time_remaining = {}
@@ -121,6 +123,7 @@ class EchoServer:
             self.calls.clear()
             self.key_calls.clear()
             self.cancelled.clear()
+            self.received.clear()
             self.last_metadata.clear()
             self.peers.clear()
             self.time_remaining.clear()
@@ -181,8 +184,29 @@ class EchoServer:
             context.abort(status_code(code), "failing after %s messages" % count)
 
     def _client_stream(self, request_iterator, context):
+        """The concatenation of the messages. A first message `!key=K fail=CODE*N` fails the
+        first N calls with key K once every message is in (`received[K]` records each call's
+        bytes after that first message); with `early=1` it fails them at once, before
+        reading the others."""
         self._enter("ClientStream", context)
-        return b"".join(request_iterator)
+        first = next(request_iterator, b"")
+        if not first.startswith(b"!"):
+            return first + b"".join(request_iterator)
+        commands = dict(w.split("=", 1) for w in first[1:].decode().split() if "=" in w)
+        key = commands.get("key", "default")
+        with self.lock:
+            self.key_calls[key] += 1
+            seen = self.key_calls[key]
+        code, _, times = commands.get("fail", "OK*0").partition("*")
+        failing = seen <= int(times or 1)
+        if failing and commands.get("early"):
+            context.abort(status_code(code), "failing early as told (%d of %s)" % (seen, times))
+        rest = b"".join(request_iterator)
+        with self.lock:
+            self.received[key].append(rest)
+        if failing:
+            context.abort(status_code(code), "failing as told (%d of %s)" % (seen, times))
+        return rest
 
     def _bidi(self, request_iterator, context):
         self._enter("Bidi", context)

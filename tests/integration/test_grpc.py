@@ -283,6 +283,7 @@ class GrpcThroughBulwark(unittest.TestCase):
         # The upstream's own status reaches the client, not a reply of Bulwark's.
         self.assertIn("failing as told (3 of 5)", error.details())
         self.assertIsNone(metadata_value(error, "x-bulwark-reason"))
+        self.assertEqual(metadata_value(error, "x-bulwark-attempts"), "3")
 
     def test_unavailable_not_retried_when_not_listed(self):
         error, _ = rpc_error(self.client.unary, command(key="nr", fail="UNAVAILABLE*2"), timeout=10,
@@ -303,6 +304,35 @@ class GrpcThroughBulwark(unittest.TestCase):
         self.assertEqual(raised.exception.code(), grpc.StatusCode.UNAVAILABLE)
         self.assertEqual(raised.exception.details(), "failing after 3 messages")
         self.assertEqual(self.server.calls["ServerStream"], 1)
+
+    def test_client_stream_replayed_whole(self):
+        """A streamed request (under retry.max_body_bytes) failed with UNAVAILABLE twice is
+        replayed: each attempt receives every message."""
+        parts = [b"part%d-" % i * 50 for i in range(20)]
+        reply, call = self.client.client_stream.with_call(
+            iter([b"!key=cs fail=UNAVAILABLE*2"] + parts), timeout=10, metadata=route("retry"))
+        self.assertEqual(reply, b"".join(parts))
+        self.assertEqual(self.server.received["cs"], [b"".join(parts)] * 3)
+        self.assertEqual(metadata_value(call, "x-bulwark-attempts"), "3")
+
+    def test_client_stream_failed_before_its_end(self):
+        """The server fails the call (trailers-only UNAVAILABLE) after the first message while
+        the client is still streaming: whether Bulwark replays it or not, the client never gets
+        anything but OK with the whole stream or UNAVAILABLE, and it does not hang."""
+        def slow():
+            yield b"!key=early fail=UNAVAILABLE*2 early=1"
+            for i in range(5):
+                time.sleep(0.05)
+                yield b"s%d" % i
+        start = time.monotonic()
+        try:
+            reply = self.client.client_stream(slow(), timeout=10, metadata=route("retry"))
+        except grpc.RpcError as error:
+            self.assertEqual(error.code(), grpc.StatusCode.UNAVAILABLE, error.details())
+        else:
+            self.assertEqual(reply, b"s0s1s2s3s4")
+            self.assertEqual(self.server.key_calls["early"], 3)
+        self.assertLess(time.monotonic() - start, 3.0)
 
     def test_large_request_not_replayed(self):
         """retry.max_body_bytes (64 KiB): a 100 KiB request is never replayed."""
