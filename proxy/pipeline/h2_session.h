@@ -66,6 +66,11 @@ class H2Stream final : public Downstream {
 
  private:
   friend class H2Session;
+  // What the stream holds of its request (its exchange, the worker's buffers) given back.
+  void release_request();
+  // Ready for a new stream `id` on the same session, as if just made (its buffers' capacity
+  // kept): after release_request().
+  void reuse(std::int32_t id);
   // nghttp2's events for this stream (h2_session.cc).
   int on_header(std::string_view name, std::string_view value);
   void on_headers_end(bool end_stream);
@@ -171,6 +176,7 @@ class H2Session {
   nghttp2_session* session_ = nullptr;
   std::unordered_map<std::int32_t, std::unique_ptr<H2Stream>> streams_;
   std::vector<std::unique_ptr<H2Stream>> retired_;
+  std::vector<std::unique_ptr<H2Stream>> spare_;  // retired streams kept for new ones
   OutBatch out_;
   bool in_recv_ = false;
   bool want_close_ = false;

@@ -63,12 +63,43 @@ H2Stream::H2Stream(H2Session& session, std::int32_t id)
   begun_ms_ = uv_now(worker_.loop());
 }
 
-H2Stream::~H2Stream() {
+H2Stream::~H2Stream() { release_request(); }
+
+void H2Stream::release_request() {
+  end_exchange();
   if (buffers_) {
-    end_exchange();
     worker_.release_buffers(buffers_);
     buffers_ = nullptr;
   }
+}
+
+void H2Stream::reuse(std::int32_t id) {
+  id_ = id;
+  // Downstream's request state, as a new stream has it.
+  phase_ = Phase::head;
+  method_ = HTTP_GET;
+  minor_version_ = 1;
+  close_after_response_ = false;
+  draining_ = false;
+  path_.clear();
+  authority_.clear();
+  scheme_.clear();
+  method_name_.clear();
+  cookie_.clear();
+  header_bytes_ = header_count_ = 0;
+  headers_done_ = grpc_ = closed_ = finished_ = paused_ = false;
+  unconsumed_ = 0;
+  head_pending_ = head_submitted_ = body_end_ = deferred_ = upstream_paused_ = false;
+  has_body_ = true;
+  body_.clear();
+  body_sent_ = 0;
+  nv_storage_.clear();
+  nv_offsets_.clear();
+  nv_lengths_.clear();
+  trailer_storage_.clear();
+  trailer_lengths_.clear();
+  deadline_ms_ = 0;
+  begun_ms_ = uv_now(worker_.loop());
 }
 
 std::string_view H2Stream::client_ip() const { return session_.connection().client_ip(); }
