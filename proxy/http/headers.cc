@@ -238,7 +238,7 @@ namespace {
 
 // Copies the end-to-end headers. `skip_forwarding` drops the ones the proxy rewrites.
 void copy_end_to_end(std::string& out, const HeaderBlock& headers, bool skip_forwarding,
-                     bool skip_expect) {
+                     bool skip_expect, bool skip_grpc_timeout = false) {
   bool has_connection_list = false;
   for (std::size_t i = 0; i < headers.size(); ++i) {
     std::string_view n = headers.name(i);
@@ -259,6 +259,7 @@ void copy_end_to_end(std::string& out, const HeaderBlock& headers, bool skip_for
                             iequals(n, "x-forwarded-proto") || iequals(n, "x-request-id")))
       continue;
     if (skip_expect && iequals(n, "expect")) continue;
+    if (skip_grpc_timeout && iequals(n, "grpc-timeout")) continue;
     if (has_connection_list && listed_in_connection(headers, n)) continue;
     append_header(out, n, headers.value(i));
   }
@@ -287,7 +288,7 @@ void write_upstream_request_head(std::string& out, const HeaderBlock& headers,
   out.clear();
   out.append(head.method).append(" ").append(head.target).append(" HTTP/1.1\r\n");
   append_header(out, "Host", head.host);
-  copy_end_to_end(out, headers, true, true);
+  copy_end_to_end(out, headers, true, true, head.grpc_timeout_ms != 0);
   // Several X-Forwarded-For lines are one list (RFC 9110 5.3), in order.
   out.append("X-Forwarded-For: ");
   for (std::size_t i = 0; i < headers.size(); ++i) {
@@ -298,6 +299,17 @@ void write_upstream_request_head(std::string& out, const HeaderBlock& headers,
   out.append(head.client_ip).append("\r\n");
   out.append(head.https ? "X-Forwarded-Proto: https\r\n" : "X-Forwarded-Proto: http\r\n");
   append_header(out, "X-Request-Id", head.request_id);
+  if (head.grpc_timeout_ms) {
+    // At most 8 digits (the gRPC spec): milliseconds up to 27 hours, then seconds.
+    out.append("grpc-timeout: ");
+    if (head.grpc_timeout_ms <= 99'999'999) {
+      append_uint(out, head.grpc_timeout_ms);
+      out.append("m\r\n");
+    } else {
+      append_uint(out, std::min<std::uint64_t>((head.grpc_timeout_ms + 999) / 1000, 99'999'999));
+      out.append("S\r\n");
+    }
+  }
   append_framing(out, head.framing, head.content_length);
   if (!head.upgrade.empty()) append_upgrade(out, head.upgrade);
   out.append("\r\n");

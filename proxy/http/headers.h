@@ -122,6 +122,9 @@ struct UpstreamRequestHead {
   std::uint64_t content_length = 0;
   std::string_view upgrade;  // non-empty: forward as an upgrade request
   bool https = false;        // the client connection is TLS: X-Forwarded-Proto: https
+  // Non-zero: a gRPC request's deadline as Bulwark enforces it, sent as grpc-timeout (in
+  // milliseconds) instead of the client's.
+  std::uint64_t grpc_timeout_ms = 0;
 };
 
 // Serializes the upstream request head (HTTP/1.1) into `out` (cleared first). The client's

@@ -330,6 +330,16 @@ void Exchange::use_connection(UpstreamStream* conn) {
   head.content_length = request_content_length;
   if (upgrade) head.upgrade = client.b().info.upgrade;
   head.https = client.tls();
+  // A gRPC server is told the deadline Bulwark enforces (the route timeout, already bounded
+  // by the client's grpc-timeout, less the time spent; this attempt's per_try_timeout), so
+  // it stops working when nobody waits for the answer any more.
+  if (route_deadline_ms || per_try_ms() != 0) {
+    if (is_grpc_content_type(client.b().headers.get("content-type"))) {
+      std::uint64_t left = time_left_ms();
+      if (per_try_ms() != 0) left = attempt_timeout_ms(per_try_ms(), left);
+      head.grpc_timeout_ms = std::max<std::uint64_t>(left, 1);
+    }
+  }
   write_upstream_request_head(client.b().upstream_head, client.b().headers, head);
   attempt.conn->out().add(client.b().upstream_head);
   if (attempts > 1)
@@ -337,10 +347,7 @@ void Exchange::use_connection(UpstreamStream* conn) {
   else if (!client.b().queued_bytes.empty())
     attempt.conn->out().add(client.b().queued_bytes);  // cleared after the next flush
   if (conn->connected()) send_continue();
-  if (route_state && route_state->retry && route_state->retry->config().per_try_timeout_ms) {
-    arm_per_try_timer(
-        attempt_timeout_ms(route_state->retry->config().per_try_timeout_ms, time_left_ms()));
-  }
+  if (per_try_ms() != 0) arm_per_try_timer(attempt_timeout_ms(per_try_ms(), time_left_ms()));
 }
 
 void Exchange::on_pool_connection(UpstreamStream* conn) {

@@ -191,6 +191,10 @@ class Exchange final : public PendingRequest, public RateDecisionWaiter, public 
   // equivalent (UNAVAILABLE as 503, ...), else the HTTP status.
   int judged_status(const UpstreamStream& conn) const;
   std::uint64_t time_left_ms() const;  // until the route timeout; ~0 when there is none
+  // The route's retry.per_try_timeout, 0 when there is none.
+  std::uint64_t per_try_ms() const {
+    return route_state && route_state->retry ? route_state->retry->config().per_try_timeout_ms : 0;
+  }
   void append_attempts_header(std::string& extra) const;
 
   Downstream& client;  // the connection (HTTP/1) or stream (HTTP/2) the request came on

@@ -385,11 +385,27 @@ class GrpcThroughBulwark(unittest.TestCase):
         self.assertEqual(sum(self.server.calls.values()), 0)
 
     def test_route_timeout_is_deadline_exceeded(self):
+        """DEADLINE_EXCEEDED after the route's 300 ms: from Bulwark (upstream-timeout), or from
+        the server itself, which is told that deadline (grpc-timeout) and may give up first."""
         error, elapsed = rpc_error(self.client.unary, command(key="rt", sleep=2000), timeout=10,
                                    metadata=route("short"))
-        self.assert_local_reply(error, grpc.StatusCode.DEADLINE_EXCEEDED, "upstream-timeout")
+        self.assertIsNotNone(error)
+        self.assertEqual(error.code(), grpc.StatusCode.DEADLINE_EXCEEDED)
+        self.assertIn(metadata_value(error, "x-bulwark-reason"), ("upstream-timeout", None))
         self.assertGreaterEqual(elapsed, 0.25)
         self.assertLess(elapsed, 1.0, "route timeout 300ms, answered after %.2f s" % elapsed)
+
+    def test_server_is_told_the_deadline_bulwark_enforces(self):
+        """The upstream's grpc-timeout is the route timeout (300 ms) when the client's deadline
+        is longer (10 s), and the client's own when that is shorter."""
+        self.client.unary(command(key="td"), timeout=10, metadata=route("short"))
+        seen = self.server.time_remaining.get("td")
+        self.assertIsNotNone(seen)
+        self.assertLessEqual(seen, 0.31, "the server saw %.3f s left" % seen)
+        self.assertGreater(seen, 0.1)
+        self.client.unary(command(key="tc"), timeout=0.2, metadata=route("short"))
+        seen = self.server.time_remaining.get("tc")
+        self.assertLessEqual(seen, 0.21, "the server saw %.3f s left" % seen)
 
     def test_route_timeout_cancels_the_upstream_call(self):
         """Once Bulwark has answered the client, the upstream stream is reset: the server's

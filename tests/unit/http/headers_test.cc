@@ -279,3 +279,23 @@ TEST_CASE("request ids are UUID-shaped and differ") {
   CHECK(sa[14] == '4');
   CHECK(std::string("89ab").find(sa[19]) != std::string::npos);
 }
+
+TEST_CASE("upstream head: a gRPC deadline replaces the client's grpc-timeout") {
+  auto h = header_block({{"Host", "a"}, {"grpc-timeout", "10S"}, {"content-type", "application/grpc"}});
+  UpstreamRequestHead head;
+  head.method = "POST";
+  head.target = "/svc/M";
+  head.client_ip = "1.2.3.4";
+  head.request_id = "x";
+  head.host = "a";
+  std::string out;
+  write_upstream_request_head(out, h, head);
+  CHECK(out.find("grpc-timeout: 10S\r\n") != std::string::npos);  // kept without a deadline
+  head.grpc_timeout_ms = 250;
+  write_upstream_request_head(out, h, head);
+  CHECK(out.find("10S") == std::string::npos);
+  CHECK(out.find("grpc-timeout: 250m\r\n") != std::string::npos);
+  head.grpc_timeout_ms = 200'000'000;  // past 8 digits of milliseconds: seconds
+  write_upstream_request_head(out, h, head);
+  CHECK(out.find("grpc-timeout: 200000S\r\n") != std::string::npos);
+}
