@@ -44,6 +44,7 @@ bool H2UpstreamConnection::make_session() {
   nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
   nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
   nghttp2_session_callbacks_set_on_frame_not_send_callback(cb, on_frame_not_send);
+  nghttp2_session_callbacks_set_on_frame_send_callback(cb, on_frame_send);
   nghttp2_option* opt = nullptr;
   if (nghttp2_option_new(&opt) != 0) {
     nghttp2_session_callbacks_del(cb);
@@ -235,8 +236,14 @@ bool H2UpstreamConnection::send() {
     if (state_ == State::closing) return false;
   } while (send_wanted_);
   if (!nghttp2_session_want_read(session_) && !nghttp2_session_want_write(session_)) {
-    // The session is over (GOAWAY both ways, no stream left).
-    close();
+    // The session is over: GOAWAY both ways and no stream left, or nghttp2 ended it for an
+    // error of the upstream's (a bad frame): then the streams still attached fail with it.
+    if (!peer_error_.empty()) {
+      std::string why = std::move(peer_error_);
+      fail(UpstreamError::protocol, why, static_cast<int>(H2Error::protocol_error));
+    } else {
+      fail(UpstreamError::reset);
+    }
     return false;
   }
   return true;
@@ -530,6 +537,19 @@ int H2UpstreamConnection::on_data_chunk(nghttp2_session* session, std::uint8_t,
 int H2UpstreamConnection::on_stream_close(nghttp2_session*, std::int32_t stream_id,
                                           std::uint32_t error_code, void* user) {
   if (H2UpstreamStream* s = self(user)->stream(stream_id)) s->on_closed(error_code);
+  return 0;
+}
+
+int H2UpstreamConnection::on_frame_send(nghttp2_session*, const nghttp2_frame* frame, void* user) {
+  // A GOAWAY with an error that Bulwark did not ask for: nghttp2 found the upstream breaking
+  // the protocol (a connection error) and ends the session.
+  H2UpstreamConnection* c = self(user);
+  if (frame->hd.type == NGHTTP2_GOAWAY && frame->goaway.error_code != NGHTTP2_NO_ERROR &&
+      c->peer_error_.empty()) {
+    c->peer_error_ = "the upstream broke the HTTP/2 protocol (";
+    c->peer_error_ += nghttp2_http2_strerror(frame->goaway.error_code);
+    c->peer_error_ += ")";
+  }
   return 0;
 }
 

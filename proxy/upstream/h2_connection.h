@@ -179,6 +179,7 @@ class H2UpstreamConnection {
                              void* user);
   static int on_frame_not_send(nghttp2_session*, const nghttp2_frame* frame, int error,
                                void* user);
+  static int on_frame_send(nghttp2_session*, const nghttp2_frame* frame, void* user);
 
   bool make_session();
   void on_ready();
@@ -228,6 +229,7 @@ class H2UpstreamConnection {
   bool send_wanted_ = false;          // send() was asked for while in_callbacks_
   bool send_scheduled_ = false;       // the prepare hook will send
   bool going_away_ = false;           // GOAWAY received, or closing when idle
+  std::string peer_error_;  // why nghttp2 ended the session for the upstream's error
   bool settled_ = false;
   std::uint64_t settle_by_ms_ = 0;  // connect_timeout also bounds the wait for SETTINGS
   bool close_wanted_ = false;         // close() was asked for while in_callbacks_

@@ -12,14 +12,22 @@ import concurrent.futures
 import http.client
 import json
 import os
+import socket
 import ssl
+import threading
 import time
 import unittest
 import zlib
 
+try:
+    import hpack
+except ImportError:  # NEEDS_HPACK skips the tests that use it
+    hpack = None
+
 from harness import Bulwark, connect, crc_hex, free_port, pattern, Reader, request, wait_for
 from h2_backend import curl
-from h2_client import HAVE_CURL, HAVE_OPENSSL
+from h2_client import (DATA, END_HEADERS, END_STREAM, frame, HAVE_CURL, HAVE_OPENSSL, HEADERS,
+                       NEEDS_HPACK, rst_stream, settings_frame)
 from h2_upstream_backend import H2Backend
 from test_tls_upstream import check
 from tls_backend import pki
@@ -260,6 +268,159 @@ class H2UpstreamTest(unittest.TestCase):
         s.close()
         self.assertEqual(len(body), size)
         self.assertEqual(crc_hex(body), crc_hex(pattern(size)))
+
+
+class ScriptedUpstream:
+    """A raw HTTP/2 'server' for misbehaviour: on each connection it reads what Bulwark sends
+    first (preface, SETTINGS, the first request's HEADERS), then writes `script` (bytes made with
+    h2_client's frame helpers, or a list of such bytes and pauses in seconds) and, with `close`,
+    closes."""
+
+    def __init__(self, script, close=True):
+        self.script, self.close = script, close
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.address = "127.0.0.1:%d" % self.listener.getsockname()[1]
+        self.connections = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.listener.accept()
+            except (OSError, ValueError):  # closed by stop()
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        try:
+            c.settimeout(2)
+            got = b""
+            while len(got) < 24 + 9 or frame_types(got[24:]).count(HEADERS) == 0:
+                data = c.recv(65536)
+                if not data:
+                    return
+                got += data
+            for part in self.script if isinstance(self.script, list) else [self.script]:
+                if isinstance(part, float):
+                    time.sleep(part)  # the parts before it reach the client first
+                else:
+                    c.sendall(part)
+            if self.close:
+                time.sleep(0.05)
+            else:
+                while c.recv(65536):
+                    pass
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    def stop(self):
+        self.listener.close()
+
+
+def frame_types(data):
+    """The types of the whole frames in `data`."""
+    types = []
+    while len(data) >= 9:
+        length = int.from_bytes(data[:3], "big")
+        types.append(data[3])
+        data = data[9 + length:]
+    return types
+
+
+def response_headers(stream_id, fields, end_stream=False):
+    block = hpack.Encoder().encode(fields)
+    return frame(HEADERS, END_HEADERS | (END_STREAM if end_stream else 0), stream_id, block)
+
+
+@NEEDS_HPACK
+class MisbehavingUpstreamTest(unittest.TestCase):
+    """What a broken or hostile HTTP/2 upstream gets: the client a 502 with the reason (or, once
+    the response went out, a cut connection), the connection's end counted, and Bulwark goes
+    on serving."""
+
+    def run_script(self, script, close=True, extra=""):
+        self.upstream = ScriptedUpstream(script, close)
+        self.good = H2Backend()
+        config = CONFIG.replace("      - name: all\n", "      - name: good\n"
+                                "        match: {{ prefix: /good }}\n        upstream: good\n"
+                                "      - name: all\n")
+        config += "  - name: good\n    endpoints: [{good}]\n    protocol: h2\n"
+        self.proxy = Bulwark(config, upstream=self.upstream.address, good=self.good.address,
+                             extra=extra)
+        return get(self.proxy.port, "/x")
+
+    def tearDown(self):
+        for name in ("proxy", "upstream", "good"):
+            obj = getattr(self, name, None)
+            if obj:
+                obj.stop()
+
+    def still_serving(self):
+        self.assertEqual(get(self.proxy.port, "/good")[0], 200)
+        self.assertIsNone(self.proxy.proc.poll())
+
+    def test_garbage_instead_of_frames(self):
+        status, headers, _ = self.run_script(settings_frame() + b"HTTP/1.1 200 OK\r\n\r\n" * 4)
+        self.assertEqual((status, headers.get("x-bulwark-reason")), (502, "upstream-protocol-error"))
+        errors = self.proxy.metric("bulwark_http2_protocol_errors_total", side="upstream",
+                                   reason="protocol_error")
+        self.assertEqual(errors, 1)
+        self.still_serving()
+
+    def test_data_before_headers(self):
+        status, headers, _ = self.run_script(settings_frame() + frame(DATA, END_STREAM, 1, b"early"))
+        self.assertEqual(status, 502)
+        self.still_serving()
+
+    def test_invalid_status(self):
+        script = settings_frame() + response_headers(1, [(":status", "2x0")], end_stream=True)
+        status, headers, _ = self.run_script(script)
+        self.assertEqual(status, 502)
+        self.still_serving()
+
+    def test_oversized_response_head(self):
+        script = settings_frame() + response_headers(1, [(":status", "200"), ("x-big", "v" * 8000)],
+                                                     end_stream=True)
+        status, headers, _ = self.run_script(script, extra="    max_response_header_bytes: 1KiB")
+        self.assertEqual(status, 502)
+        self.assertEqual(headers.get("x-bulwark-reason"), "upstream-protocol-error")
+        self.still_serving()
+
+    def test_reset_before_the_head_went_out_is_a_502(self):
+        # Head, body and reset in one read: nothing reached the client yet, so it gets a clean
+        # 502 instead of a cut response.
+        script = (settings_frame() +
+                  response_headers(1, [(":status", "200"), ("content-length", "100000")]) +
+                  frame(DATA, 0, 1, b"x" * 1000) + rst_stream(1, 2))  # INTERNAL_ERROR
+        status, headers, _ = self.run_script(script, close=False)
+        self.assertEqual((status, headers.get("x-bulwark-reason")), (502, "upstream-reset"))
+        self.still_serving()
+
+    def test_reset_mid_body_cuts_the_client(self):
+        script = [settings_frame() +
+                  response_headers(1, [(":status", "200"), ("content-length", "100000")]) +
+                  frame(DATA, 0, 1, b"x" * 1000), 0.3, rst_stream(1, 2)]
+        with self.assertRaises((EOFError, ConnectionError, http.client.IncompleteRead)):
+            self.run_script(script, close=False)
+        self.still_serving()
+
+    def test_goaway_with_error_before_answering(self):
+        goaway = frame(7, 0, 0, (0).to_bytes(4, "big") + (1).to_bytes(4, "big"))  # PROTOCOL_ERROR
+        status, headers, _ = self.run_script(settings_frame() + goaway)
+        self.assertEqual(status, 502)
+        self.assertIn("ended its HTTP/2 connection", self.proxy.stderr_text())
+        self.still_serving()
+
+    def test_closed_right_after_settings(self):
+        status, headers, _ = self.run_script(settings_frame())
+        self.assertEqual(status, 502)
+        self.assertEqual(headers.get("x-bulwark-reason"), "upstream-reset")
+        self.still_serving()
 
 
 @unittest.skipUnless(HAVE_OPENSSL, "needs the openssl command to make test certificates")
