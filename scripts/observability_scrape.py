@@ -47,6 +47,9 @@ listeners:
       - name: down
         match: {{ prefix: /down }}
         upstream: down
+      - name: grpc
+        match: {{ prefix: /grpc }}
+        upstream: grpc
   - name: secure
     listen: 127.0.0.1:{tls_port}
     tls: {{ cert: "{cert}", key: "{key}" }}
@@ -63,6 +66,10 @@ upstreams:
     endpoints: [localhost:{dead_port}]
     connect_timeout: 200ms
     circuit_breaker: {{ consecutive_failures: 2, open_for: 1m }}
+  - name: grpc
+    endpoints: [localhost:{dead_port}]
+    protocol: h2
+    connect_timeout: 200ms
 """
 
 
