@@ -26,12 +26,12 @@ for arg in "$@"; do
   esac
 done
 [[ ${#targets[@]} -eq 0 ]] &&
-  targets=(fuzz_values fuzz_config fuzz_chunked fuzz_request fuzz_response fuzz_h2)
+  targets=(fuzz_values fuzz_config fuzz_chunked fuzz_request fuzz_response fuzz_h2 fuzz_h2_upstream)
 
 declare -A dict=([fuzz_values]=values [fuzz_config]=config [fuzz_chunked]=http [fuzz_request]=http
-                 [fuzz_response]=http [fuzz_h2]=h2)
+                 [fuzz_response]=http [fuzz_h2]=h2 [fuzz_h2_upstream]=h2)
 declare -A max_len=([fuzz_values]=64 [fuzz_config]=4096 [fuzz_chunked]=2048 [fuzz_request]=4096
-                    [fuzz_response]=4096 [fuzz_h2]=20480)
+                    [fuzz_response]=4096 [fuzz_h2]=20480 [fuzz_h2_upstream]=20480)
 
 # The build: its own directory, clang-16, at most two compile jobs (the machine is shared).
 build=build-fuzz
