@@ -22,5 +22,6 @@ void Attempt::on_upstream_error(UpstreamError error, std::string_view detail) {
 void Attempt::on_upstream_batch_end() { x_.on_upstream_batch_end(); }
 void Attempt::on_upstream_drained() { x_.on_upstream_drained(); }
 void Attempt::on_pool_connection(UpstreamStream* c) { x_.on_pool_connection(c); }
+void Attempt::on_pool_failure(UpstreamError error) { x_.on_upstream_error(error, {}); }
 
 }  // namespace bulwark

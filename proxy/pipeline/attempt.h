@@ -108,6 +108,7 @@ class Attempt final : public UpstreamClient, public PoolWaiter {
   void on_upstream_drained() override;
   // PoolWaiter
   void on_pool_connection(UpstreamStream* c) override;
+  void on_pool_failure(UpstreamError error) override;
 
  private:
   Exchange& x_;

@@ -455,7 +455,7 @@ void H2UpstreamConnection::fail(UpstreamError error, std::string_view detail, in
     s->id_ = -1;
     s->fail(error, why, tell);  // retired (stream_done) once released
   }
-  pool_.on_closed(this);
+  pool_.on_closed(this, tell && !settled_, error);
 }
 
 void H2UpstreamConnection::on_close(uv_handle_t* handle) {

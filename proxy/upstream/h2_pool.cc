@@ -1,5 +1,7 @@
 #include "upstream/h2_pool.h"
 
+#include <algorithm>
+
 namespace bulwark {
 
 H2Pool::H2Pool(uv_loop_t* loop, const Address& address, const UpstreamConfig& config,
@@ -54,9 +56,17 @@ void H2Pool::serve_waiters() {
 
 void H2Pool::on_room(H2UpstreamConnection*) { serve_waiters(); }
 
-void H2Pool::on_closed(H2UpstreamConnection* conn) {
+void H2Pool::on_closed(H2UpstreamConnection* conn, bool unsettled, UpstreamError error) {
   auto it = std::find(conns_.begin(), conns_.end(), conn);
   if (it != conns_.end()) conns_.erase(it);
+  if (unsettled && !closed_) {
+    // They waited for this connection's SETTINGS: they fail now, as its own stream did,
+    // instead of trying one new connection after another, one connect_timeout each. (Those
+    // that wait again meanwhile, a stale-connection replay, wait for the next one.)
+    std::vector<PoolWaiter*> failed;
+    while (PoolWaiter* w = pop_waiter()) failed.push_back(w);
+    for (PoolWaiter* w : failed) w->on_pool_failure(error);
+  }
   serve_waiters();
 }
 

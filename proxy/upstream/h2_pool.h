@@ -31,7 +31,9 @@ class H2Pool final : public EndpointPool {
   friend class H2UpstreamConnection;
   // Called by connections.
   void on_room(H2UpstreamConnection* conn);    // a stream ended, or the peer allowed more
-  void on_closed(H2UpstreamConnection* conn);  // gone: room for another connection
+  // Gone: room for another connection. `unsettled`: it failed before the upstream's SETTINGS
+  // came, with `error`; the requests waiting for it fail with that error.
+  void on_closed(H2UpstreamConnection* conn, bool unsettled, UpstreamError error);
   void serve_waiters();
   H2UpstreamConnection* open();
 

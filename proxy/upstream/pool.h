@@ -24,6 +24,9 @@ namespace bulwark {
 class PoolWaiter {
  public:
   virtual void on_pool_connection(UpstreamStream* stream) = 0;
+  // The connection it waited for could not be made (HTTP/2: a new connection that failed
+  // before the upstream's SETTINGS came): the request fails as that connection did.
+  virtual void on_pool_failure(UpstreamError error) = 0;
   ListHook<PoolWaiter> wait_hook;
   bool waiting() const { return wait_hook.linked; }
 

@@ -251,6 +251,31 @@ class H2UpstreamTest(unittest.TestCase):
         self.assertEqual(status, 502)
         self.assertEqual(headers.get("x-bulwark-reason"), "upstream-connect-failure")
 
+    def test_upstream_that_never_sends_settings_fails_waiters_together(self):
+        # A TCP server that accepts and reads but never speaks HTTP/2: the first request's
+        # connection waits for SETTINGS for connect_timeout, and the requests that queued
+        # behind it fail with it, instead of one new connection (and timeout) after another.
+        mute = socket.socket()
+        mute.bind(("127.0.0.1", 0))
+        mute.listen(64)
+        held = []
+        threading.Thread(target=lambda: [held.append(mute.accept()) for _ in range(64)],
+                         daemon=True).start()
+        try:
+            self.proxy = Bulwark(CONFIG, upstream="127.0.0.1:%d" % mute.getsockname()[1],
+                                 extra="    connect_timeout: 300ms")
+            t0 = time.time()
+            with concurrent.futures.ThreadPoolExecutor(10) as ex:
+                results = list(ex.map(lambda _: get(self.proxy.port, "/"), range(10)))
+            elapsed = time.time() - t0
+            self.assertEqual([(r[0], r[1].get("x-bulwark-reason")) for r in results],
+                             [(502, "upstream-connect-failure")] * 10)
+            self.assertLess(elapsed, 1.5)
+        finally:
+            mute.close()
+            for c, _ in held:
+                c.close()
+
     def test_slow_client_backpressure_bounds_memory(self):
         p = self.start()
         self.assertEqual(get(p.port, "/")[0], 200)

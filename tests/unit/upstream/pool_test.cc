@@ -27,6 +27,8 @@ struct Waiter final : PoolWaiter {
   void on_pool_connection(UpstreamStream* conn) override {
     got.push_back(static_cast<UpstreamConnection*>(conn));
   }
+  void on_pool_failure(UpstreamError) override { ++failures; }
+  int failures = 0;
 };
 
 }  // namespace
