@@ -3,6 +3,8 @@
 #include <charconv>
 #include <cstring>
 
+#include "http/grpc.h"
+
 namespace bulwark {
 
 static inline unsigned char ascii_lower(unsigned char c) {
@@ -140,7 +142,13 @@ RequestInfo inspect_request(const HeaderBlock& headers) {
         }
         break;
       case 12:
-        if (iequals(n, "x-request-id")) info.request_id = v;
+        if (iequals(n, "x-request-id")) {
+          info.request_id = v;
+        } else if (iequals(n, "grpc-timeout")) {
+          if (info.grpc_timeout.empty()) info.grpc_timeout = v;
+        } else if (iequals(n, "content-type")) {
+          info.grpc = is_grpc_content_type(v);
+        }
         break;
       case 14:
         if (iequals(n, "content-length")) ++info.content_length_count;

@@ -91,6 +91,8 @@ struct RequestInfo {
   bool connection_upgrade = false;
   bool expect_continue = false;
   bool expect_other = false;  // an Expect other than 100-continue
+  std::string_view grpc_timeout;  // a gRPC client's deadline (its first grpc-timeout)
+  bool grpc = false;              // content-type application/grpc (http/grpc.h)
 };
 
 RequestInfo inspect_request(const HeaderBlock& headers);

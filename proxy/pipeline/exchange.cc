@@ -163,7 +163,7 @@ int Exchange::start_request(const RequestStart& start) {
   route_state = view->route_states[static_cast<std::size_t>(route)];
   std::uint64_t timeout = lc.routes[static_cast<std::size_t>(route)].timeout_ms;
   // A gRPC client's own deadline bounds the route's (a zero deadline is expired already: 1 ms).
-  if (std::string_view g = client.b().headers.get("grpc-timeout"); !g.empty()) {
+  if (std::string_view g = client.b().info.grpc_timeout; !g.empty()) {
     bool valid = false;
     std::uint64_t ms = std::max<std::uint64_t>(grpc_timeout_ms(g, valid), 1);
     if (valid) timeout = timeout ? std::min(timeout, ms) : ms;
@@ -333,12 +333,10 @@ void Exchange::use_connection(UpstreamStream* conn) {
   // A gRPC server is told the deadline Bulwark enforces (the route timeout, already bounded
   // by the client's grpc-timeout, less the time spent; this attempt's per_try_timeout), so
   // it stops working when nobody waits for the answer any more.
-  if (route_deadline_ms || per_try_ms() != 0) {
-    if (is_grpc_content_type(client.b().headers.get("content-type"))) {
-      std::uint64_t left = time_left_ms();
-      if (per_try_ms() != 0) left = attempt_timeout_ms(per_try_ms(), left);
-      head.grpc_timeout_ms = std::max<std::uint64_t>(left, 1);
-    }
+  if (client.b().info.grpc && (route_deadline_ms || per_try_ms() != 0)) {
+    std::uint64_t left = time_left_ms();
+    if (per_try_ms() != 0) left = attempt_timeout_ms(per_try_ms(), left);
+    head.grpc_timeout_ms = std::max<std::uint64_t>(left, 1);
   }
   write_upstream_request_head(client.b().upstream_head, client.b().headers, head);
   attempt.conn->out().add(client.b().upstream_head);

@@ -184,8 +184,8 @@ class Exchange final : public PendingRequest, public RateDecisionWaiter, public 
   void start_retry();
   // Should a response with this status be retried instead of passed on? (Takes the budget.)
   bool retry_response(const UpstreamStream& conn);
-  // The grpc-status of a gRPC response (HTTP 200) known so far: in the trailers, or in the
-  // head of a trailers-only response; -1 when there is none.
+  // The grpc-status of the response to a gRPC request (HTTP 200) known so far: in the
+  // trailers, or in the head of a trailers-only response; -1 when there is none.
   int grpc_status_of(const UpstreamStream& conn) const;
   // The status breakers, outcomes and load shedding judge: a gRPC status as its HTTP
   // equivalent (UNAVAILABLE as 503, ...), else the HTTP status.

@@ -122,7 +122,8 @@ void Exchange::on_per_try_timeout() {
 }
 
 int Exchange::grpc_status_of(const UpstreamStream& conn) const {
-  if (conn.status() != 200) return -1;
+  // Only a gRPC request's response is looked at (no header scan for other requests).
+  if (conn.status() != 200 || !client.has_buffers() || !client.b().info.grpc) return -1;
   std::string_view v = conn.trailers().get("grpc-status");
   if (v.empty()) v = conn.headers().get("grpc-status");  // trailers-only over HTTP/1.1
   return v.empty() ? -1 : parse_grpc_status(v);

@@ -8,7 +8,7 @@
 #include <cstring>
 
 #include "admin/stats.h"
-#include "core/h2_alloc.h"
+#include "core/h2_setup.h"
 #include "core/log.h"
 #include "pipeline/client_connection.h"
 #include "worker.h"
@@ -19,8 +19,6 @@ namespace {
 
 // A client that keeps opening streams past the limit after being refused this often.
 constexpr std::uint64_t kMaxRefusedStreams = 100;
-// SETTINGS and PING frames answered before the client has read the ACKs.
-constexpr std::size_t kMaxOutboundAck = 1000;
 // Streams a client may reset: a burst, then so many a second.
 constexpr double kResetBurst = 200;
 constexpr double kResetRate = 33;
@@ -37,32 +35,22 @@ H2Session::~H2Session() {
 }
 
 bool H2Session::start() {
-  nghttp2_session_callbacks* cb = nullptr;
-  if (nghttp2_session_callbacks_new(&cb) != 0) return false;
-  nghttp2_session_callbacks_set_on_begin_headers_callback(cb, on_begin_headers);
-  nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
-  nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
-  nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
-  nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
-  nghttp2_session_callbacks_set_on_frame_send_callback(cb, on_frame_send);
-  nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(cb, on_invalid_frame);
-  nghttp2_option* opt = nullptr;
-  if (nghttp2_option_new(&opt) != 0) {
-    nghttp2_session_callbacks_del(cb);
-    return false;
-  }
   // Request bytes are acknowledged once the upstream took them (H2Stream::consume).
-  nghttp2_option_set_no_auto_window_update(opt, 1);
-  nghttp2_option_set_max_outbound_ack(opt, kMaxOutboundAck);
-  nghttp2_option_set_max_settings(opt, 32);
-  // Rapid reset (CVE-2023-44487): a burst of 1000 resets, then 33 a second.
-  nghttp2_option_set_stream_reset_rate_limit(opt, 1000, 33);
-  // CONTINUATION flood (CVE-2024-27316 class): a header block in at most 8 of them.
-  nghttp2_option_set_max_continuations(opt, 8);
-  int rc = nghttp2_session_server_new3(&session_, cb, this, opt, h2_allocator());
-  nghttp2_option_del(opt);
-  nghttp2_session_callbacks_del(cb);
-  if (rc != 0) return false;
+  bool made = new_h2_session(&session_, /*server=*/true, this,
+                             [](nghttp2_session_callbacks* cb, nghttp2_option* opt) {
+    nghttp2_session_callbacks_set_on_begin_headers_callback(cb, on_begin_headers);
+    nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
+    nghttp2_session_callbacks_set_on_frame_send_callback(cb, on_frame_send);
+    nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(cb, on_invalid_frame);
+    // Rapid reset (CVE-2023-44487): a burst of 1000 resets, then 33 a second.
+    nghttp2_option_set_stream_reset_rate_limit(opt, 1000, 33);
+    // CONTINUATION flood (CVE-2024-27316 class): a header block in at most 8 of them.
+    nghttp2_option_set_max_continuations(opt, 8);
+  });
+  if (!made) return false;
   const ListenerConfig& lc = *conn_.listener().view->config;
   nghttp2_settings_entry iv[] = {
       {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS,

@@ -4,7 +4,7 @@
 #include <algorithm>
 #include <cstring>
 
-#include "core/h2_alloc.h"
+#include "core/h2_setup.h"
 #include "core/log.h"
 #include "net/listener.h"
 #include "net/tls.h"
@@ -17,8 +17,6 @@ namespace {
 
 H2UpstreamConnection* self(void* user) { return static_cast<H2UpstreamConnection*>(user); }
 
-// SETTINGS and PING frames the upstream may make us acknowledge before it read the ACKs.
-constexpr std::size_t kMaxOutboundAck = 1000;
 // Framed output written at once (then the next batch).
 constexpr std::size_t kSendBatch = 64 * 1024;
 
@@ -36,28 +34,18 @@ H2UpstreamConnection::H2UpstreamConnection(H2Pool& pool, uv_loop_t* loop) : pool
 }
 
 bool H2UpstreamConnection::make_session() {
-  nghttp2_session_callbacks* cb = nullptr;
-  if (nghttp2_session_callbacks_new(&cb) != 0) return false;
-  nghttp2_session_callbacks_set_on_begin_headers_callback(cb, on_begin_headers);
-  nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
-  nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
-  nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
-  nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
-  nghttp2_session_callbacks_set_on_frame_not_send_callback(cb, on_frame_not_send);
-  nghttp2_session_callbacks_set_on_frame_send_callback(cb, on_frame_send);
-  nghttp2_option* opt = nullptr;
-  if (nghttp2_option_new(&opt) != 0) {
-    nghttp2_session_callbacks_del(cb);
-    return false;
-  }
   // Response bytes open the window once the client took them (H2UpstreamStream::on_data).
-  nghttp2_option_set_no_auto_window_update(opt, 1);
-  nghttp2_option_set_max_outbound_ack(opt, kMaxOutboundAck);
-  nghttp2_option_set_max_settings(opt, 32);
-  int rc = nghttp2_session_client_new3(&session_, cb, this, opt, h2_allocator());
-  nghttp2_option_del(opt);
-  nghttp2_session_callbacks_del(cb);
-  if (rc != 0) return false;
+  bool made = new_h2_session(&session_, /*server=*/false, this,
+                             [](nghttp2_session_callbacks* cb, nghttp2_option*) {
+    nghttp2_session_callbacks_set_on_begin_headers_callback(cb, on_begin_headers);
+    nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
+    nghttp2_session_callbacks_set_on_frame_not_send_callback(cb, on_frame_not_send);
+    nghttp2_session_callbacks_set_on_frame_send_callback(cb, on_frame_send);
+  });
+  if (!made) return false;
   const UpstreamConfig& c = pool_.config();
   nghttp2_settings_entry iv[] = {
       {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},

@@ -7,6 +7,7 @@
 #include <string>
 #include <string_view>
 
+#include "fuzz_check.h"
 #include "http/chunked.h"
 #include "http/headers.h"
 
@@ -152,6 +153,29 @@ inline Message read_message(std::string_view in, std::size_t pos, bool request, 
   }
   m.status = Message::Status::complete;
   return m;
+}
+
+// What a client received from the proxy: zero or more interim 1xx heads, then one final
+// response (cut off only where the upstream failed), and nothing after it except after a 101
+// when `allow_upgrade`. `head`: the request was a HEAD.
+inline void check_client_responses(const std::string& out, bool head, bool allow_upgrade) {
+  std::size_t pos = 0;
+  while (pos < out.size()) {
+    Message m = read_message(out, pos, /*request=*/false, /*eof=*/true, head);
+    FUZZ_CHECK(m.status != Message::Status::invalid, "response to the client is invalid: %s\n%s",
+               m.why.c_str(), out.substr(pos, 512).c_str());
+    if (m.status == Message::Status::incomplete) break;  // cut off: the upstream failed
+    pos += m.length;
+    if (m.code == 101) {
+      FUZZ_CHECK(allow_upgrade, "a 101 where no upgrade can happen");
+      break;  // tunnel bytes follow
+    }
+    if (m.code >= 200) {
+      FUZZ_CHECK(pos == out.size(), "%zu bytes after the final response:\n%s", out.size() - pos,
+                 out.substr(pos, 256).c_str());
+      break;
+    }
+  }
 }
 
 }  // namespace bulwark::fuzz

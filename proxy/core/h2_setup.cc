@@ -1,4 +1,4 @@
-#include "core/h2_alloc.h"
+#include "core/h2_setup.h"
 
 #include <cstdlib>
 #include <cstring>
@@ -94,5 +94,27 @@ nghttp2_mem g_mem = {nullptr, allocate, release, allocate_zeroed, reallocate};
 }  // namespace
 
 nghttp2_mem* h2_allocator() { return &g_mem; }
+
+bool new_h2_session(nghttp2_session** out, bool server, void* user,
+                    const std::function<void(nghttp2_session_callbacks*, nghttp2_option*)>& setup) {
+  *out = nullptr;
+  nghttp2_session_callbacks* cb = nullptr;
+  if (nghttp2_session_callbacks_new(&cb) != 0) return false;
+  nghttp2_option* opt = nullptr;
+  if (nghttp2_option_new(&opt) != 0) {
+    nghttp2_session_callbacks_del(cb);
+    return false;
+  }
+  nghttp2_option_set_no_auto_window_update(opt, 1);
+  nghttp2_option_set_max_outbound_ack(opt, 1000);
+  nghttp2_option_set_max_settings(opt, 32);
+  setup(cb, opt);
+  int rc = server ? nghttp2_session_server_new3(out, cb, user, opt, h2_allocator())
+                  : nghttp2_session_client_new3(out, cb, user, opt, h2_allocator());
+  nghttp2_option_del(opt);
+  nghttp2_session_callbacks_del(cb);
+  if (rc != 0) *out = nullptr;
+  return rc == 0;
+}
 
 }  // namespace bulwark
