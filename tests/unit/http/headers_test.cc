@@ -299,3 +299,14 @@ TEST_CASE("upstream head: a gRPC deadline replaces the client's grpc-timeout") {
   write_upstream_request_head(out, h, head);
   CHECK(out.find("grpc-timeout: 200000S\r\n") != std::string::npos);
 }
+
+TEST_CASE("inspect_request finds a gRPC request and its deadline in the same pass") {
+  auto h = header_block({{"Host", "a"}, {"Content-Type", "application/grpc+proto"},
+                         {"grpc-timeout", "300m"}, {"GRPC-Timeout", "9S"}});
+  RequestInfo info = inspect_request(h);
+  CHECK(info.grpc);
+  CHECK(info.grpc_timeout == "300m");  // the first one
+  RequestInfo plain = inspect_request(header_block({{"Host", "a"}, {"Content-Type", "application/json"}}));
+  CHECK_FALSE(plain.grpc);
+  CHECK(plain.grpc_timeout.empty());
+}
