@@ -73,10 +73,15 @@ ObjectiveResult judge(const Objective& o, const Scenario& s, const std::vector<R
     auto good = [&](std::size_t sec) {
       return all[sec] == 0 || static_cast<double>(ok[sec]) >= o.threshold * static_cast<double>(all[sec]);
     };
+    // The hold is cut short by the next fault: what happens then is that fault's doing.
+    double next = s.duration_s();
+    for (const Fault& f : s.faults)
+      if (f.at_s >= end && f.at_s < next) next = f.at_s;
+    auto limit = std::min(seconds, static_cast<std::size_t>(std::floor(next)));
     auto hold = static_cast<std::size_t>(std::max(1.0, std::ceil(o.hold_s)));
-    for (auto sec = static_cast<std::size_t>(std::floor(end)); sec < seconds; ++sec) {
+    for (auto sec = static_cast<std::size_t>(std::floor(end)); sec < limit; ++sec) {
       bool held = true;
-      for (std::size_t k = sec; k < std::min(seconds, sec + hold) && held; ++k) held = good(k);
+      for (std::size_t k = sec; k < std::min(limit, sec + hold) && held; ++k) held = good(k);
       if (held && all[sec] > 0) {
         measured = std::max(0.0, static_cast<double>(sec) - end);
         break;
@@ -84,7 +89,8 @@ ObjectiveResult judge(const Objective& o, const Scenario& s, const std::vector<R
     }
     if (std::isnan(measured))
       r.detail = "the per-second success ratio never stayed >= " + num(o.threshold) + " for " +
-                 num(o.hold_s) + " s after '" + o.fault + "' ended (at " + num(end) + " s)";
+                 num(o.hold_s) + " s after '" + o.fault + "' ended (at " + num(end) + " s)" +
+                 (next < s.duration_s() ? ", before the next fault (at " + num(next) + " s)" : "");
     else
       r.detail = "success ratio back to >= " + num(o.threshold) + " " + num(measured, 3) +
                  " s after the fault ended";
