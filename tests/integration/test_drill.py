@@ -1,0 +1,216 @@
+"""bulwark-drill itself: scenario errors, an objective set impossibly tight, the load
+generator against wrk on the same target, and open-loop load when the target slows down.
+The bundled scenarios run in test_drill_scenarios.py."""
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import textwrap
+import time
+import unittest
+
+from harness import Testd
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
+DRILL = os.path.abspath(os.environ.get("BULWARK_DRILL", os.path.join(ROOT, "build", "bulwark-drill")))
+SANITIZED = os.environ.get("BULWARK_SANITIZED", "0") in ("1", "ON", "TRUE", "true")
+
+
+def drill_env():
+    env = dict(os.environ)
+    env["BULWARK_DRILL"] = DRILL
+    env.setdefault("BULWARK_BIN", os.path.join(ROOT, "build", "bulwark"))
+    env.setdefault("BULWARK_TESTD", os.path.join(ROOT, "build", "bulwark-testd"))
+    return env
+
+
+def run_drill(args, timeout=120):
+    return subprocess.run([DRILL, *args], capture_output=True, text=True, timeout=timeout,
+                          cwd=ROOT)
+
+
+class DrillTest(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="drill-test-")
+
+    def tearDown(self):
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def write(self, name, text):
+        path = os.path.join(self.tmp, name)
+        with open(path, "w") as f:
+            f.write(textwrap.dedent(text))
+        return path
+
+    def test_every_scenario_error_with_its_position(self):
+        path = self.write("bad.yaml", """\
+            name: bad
+            target: https://example.com/
+            timeout: forever
+            load:
+              - { duration: 5s, rate: fast }
+            faults:
+              - { name: f, at: 2s, duration: 1s }
+            objectives:
+              - { metric: p42_ms, max: 1 }
+              - { metric: recovery_s, fault: nope, max: 1 }
+              - { metric: success_ratio }
+            """)
+        r = run_drill([path, "--check"])
+        self.assertEqual(r.returncode, 2, r.stdout + r.stderr)
+        err = r.stderr
+        for line, key in ((2, "target"), (3, "timeout"), (5, "rate"), (7, "start"),
+                          (9, "metric"), (10, "fault"), (11, "metric")):
+            self.assertRegex(err, rf"{re.escape(path)}:{line}:\d+: [^\n]*{key}", err)
+        self.assertIn("https is not supported", err)
+        self.assertIn("unknown metric 'p42_ms'", err)
+        self.assertIn("no fault is named 'nope'", err)
+        self.assertIn("give min: or max:", err)
+        self.assertRegex(err, r"bulwark-drill: \d+ errors in ")
+
+    def test_undefined_variable_and_default(self):
+        path = self.write("vars.yaml", """\
+            name: vars
+            target: ${where}
+            load: [ { duration: ${len:-1s}, rate: 10/s } ]
+            """)
+        r = run_drill([path, "--check"])
+        self.assertEqual(r.returncode, 2)
+        self.assertIn(f"{path}:2:9: undefined variable ${{where}}", r.stderr)
+        r = run_drill([path, "--check", "--set", "where=http://127.0.0.1:9/"])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("1.0 s of load", r.stdout)
+
+    def test_impossible_objective_fails_clearly(self):
+        backend = Testd()
+        try:
+            path = self.write("tight.yaml", f"""\
+                name: tight
+                target: http://127.0.0.1:{backend.port}/
+                load: [ {{ name: steady, duration: 2s, rate: 100/s }} ]
+                objectives:
+                  - {{ metric: success_ratio, min: 99% }}
+                  - {{ metric: p99_ms, max: 0.001 }}
+                """)
+            report = os.path.join(self.tmp, "tight.html")
+            r = run_drill([path, "--report", report, "--quiet"])
+            self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+            self.assertIn("tight: FAILED", r.stdout)
+            self.assertIn("[pass] success_ratio >= 0.99", r.stdout)
+            self.assertRegex(r.stdout, r"\[FAIL\] p99_ms <= 0\.001: [0-9.]+ \(measured [0-9.]+ > 0\.001: "
+                                       r"of 200 successful requests\)")
+            summary = json.load(open(os.path.join(self.tmp, "tight.json")))
+            self.assertFalse(summary["passed"])
+            self.assertEqual([o["passed"] for o in summary["objectives"]], [True, False])
+            self.assertEqual(sum(summary["offered"]), 200)
+            html = open(report).read()
+            self.assertIn("FAILED", html)
+        finally:
+            backend.stop()
+
+    def test_open_loop_when_the_target_slows(self):
+        # The backend serves one request at a time, 100 ms each (10/s); 50/s are offered for
+        # 3 s. A closed-loop client would slow to 10/s; the drill keeps sending on schedule,
+        # opening connections, and the latency (from the scheduled start) shows the queue.
+        backend = Testd("--capacity", "1", "--service-ms", "100")
+        try:
+            path = self.write("slow.yaml", f"""\
+                name: slow
+                target: http://127.0.0.1:{backend.port}/
+                timeout: 30s
+                load: [ {{ duration: 3s, rate: 50/s }} ]
+                """)
+            r = run_drill([path, "--report", os.path.join(self.tmp, "slow.html"), "--quiet"],
+                          timeout=60)
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            summary = json.load(open(os.path.join(self.tmp, "slow.json")))
+            self.assertEqual(summary["offered"], [50, 50, 50])
+            self.assertEqual(summary["priorities"][0]["counts"]["ok"], 150)
+            # Every request reached the backend on time: none waited for a free connection.
+            self.assertLess(summary["max_start_lag_us"], 50_000)
+            stats = backend.stats()
+            self.assertGreaterEqual(stats["connections_total"], 100)
+            # 150 requests served 10/s: the last waits ~15 s minus the 3 s it was scheduled in.
+            latency = summary["priorities"][0]["latency"]
+            self.assertGreater(latency["max"], 9000)
+            self.assertLess(latency["p50"], latency["max"])
+            # Answers came at the backend's pace, so few were in by the end of the schedule.
+            self.assertLess(summary["achieved_rate"], 20)
+        finally:
+            backend.stop()
+
+    @unittest.skipUnless(shutil.which("wrk"), "wrk is not installed")
+    def test_generator_keeps_up_like_wrk(self):
+        # wrk (closed loop, as fast as it can) measures what the target can do; the drill, at a
+        # fixed rate of half that, must deliver that rate within 10 % with a low start lag.
+        backend = Testd()
+        try:
+            url = f"http://127.0.0.1:{backend.port}/"
+            out = subprocess.run(["wrk", "-t1", "-c32", "-d3s", url], capture_output=True,
+                                 text=True, timeout=30).stdout
+            wrk_rate = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))
+            rate = int(min(wrk_rate / 2, 1500 if SANITIZED else 4000))
+            self.assertGreater(rate, 200, out)
+            path = self.write("rate.yaml", f"""\
+                name: rate
+                target: {url}
+                load: [ {{ duration: 4s, rate: {rate}/s }} ]
+                """)
+            r = run_drill([path, "--report", os.path.join(self.tmp, "rate.html"), "--quiet"])
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            summary = json.load(open(os.path.join(self.tmp, "rate.json")))
+            ok = summary["priorities"][0]["counts"]["ok"]
+            self.assertGreaterEqual(ok, 0.99 * rate * 4, summary["priorities"][0])
+            self.assertAlmostEqual(summary["achieved_rate"], rate, delta=0.1 * rate)
+            print(f"wrk {wrk_rate:.0f}/s; drill at {rate}/s achieved {summary['achieved_rate']:.0f}/s, "
+                  f"max start lag {summary['max_start_lag_us']} us")
+        finally:
+            backend.stop()
+
+    def test_scrapes_metrics_and_runs_fault_actions(self):
+        backend = Testd()
+        try:
+            marker = os.path.join(self.tmp, "ran")
+            path = self.write("faults.yaml", f"""\
+                name: faults
+                target: http://127.0.0.1:{backend.port}/
+                metrics: http://127.0.0.1:{backend.port}/__stats
+                controls:
+                  - {{ title: none, series: [ {{ metric: no_such_metric }} ] }}
+                load: [ {{ duration: 3s, rate: 50/s }} ]
+                faults:
+                  - name: errors
+                    at: 1s
+                    duration: 1s
+                    start: {{ get: "http://127.0.0.1:{backend.port}/__mode?status=500" }}
+                    end: {{ get: "http://127.0.0.1:{backend.port}/__mode" }}
+                  - name: command
+                    at: 500ms
+                    duration: 10s
+                    start: {{ run: "touch {marker}" }}
+                    end: {{ run: "exit 3" }}
+                """)
+            r = run_drill([path, "--report", os.path.join(self.tmp, "f.html"), "--quiet"])
+            summary = json.load(open(os.path.join(self.tmp, "f.json")))
+            # The 500s fall in the fault's second, and only there.
+            fives = summary["outcomes"]["upstream-5xx"]
+            self.assertEqual(fives[0], 0)
+            self.assertGreater(fives[1], 40)
+            self.assertEqual(fives[2], 0)
+            self.assertTrue(os.path.exists(marker))
+            # A fault outlasting the load is ended with it; its failing end action fails the run.
+            self.assertEqual(r.returncode, 1, r.stdout)
+            self.assertIn("[FAIL] fault 'command' end (run: exit 3)", r.stdout)
+            self.assertIn("exit status 3", r.stdout)
+            # __stats is JSON, not Prometheus text: no series, no chart, but no crash either.
+            self.assertEqual(summary["controls"], [])
+            self.assertEqual(summary["faults"][0], {"name": "errors", "from_s": 1, "to_s": 2})
+        finally:
+            backend.stop()
+
+
+if __name__ == "__main__":
+    unittest.main()

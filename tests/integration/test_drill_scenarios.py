@@ -1,0 +1,116 @@
+"""The bundled drill scenarios (config/drills/*.yaml), each run by scripts/drill.sh against
+two bulwark-testd backends, Redis and the real Bulwark, must pass their objectives, and the
+report must show what the controls did. Under the sanitizers the rates are lowered (the
+sanitized Bulwark costs several times the CPU per request) and so is the backends' capacity,
+so each scenario keeps its shape."""
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
+SANITIZED = os.environ.get("BULWARK_SANITIZED", "0") in ("1", "ON", "TRUE", "true")
+
+
+def absolute(name, default):
+    return os.path.abspath(os.environ.get(name, os.path.join(ROOT, "build", default)))
+
+
+class DrillScenarioTest(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="drill-scenario-")
+
+    def tearDown(self):
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def drill(self, name, *sets, capacity=None):
+        env = dict(os.environ)
+        env["BULWARK_DRILL"] = absolute("BULWARK_DRILL", "bulwark-drill")
+        env["BULWARK_BIN"] = absolute("BULWARK_BIN", "bulwark")
+        env["BULWARK_TESTD"] = absolute("BULWARK_TESTD", "bulwark-testd")
+        if capacity:
+            env["DRILL_CAPACITY"] = str(capacity)
+        args = ["bash", os.path.join(ROOT, "scripts", "drill.sh"),
+                os.path.join(ROOT, "config", "drills", name + ".yaml"),
+                "--report", os.path.join(self.tmp, name + ".html"), "--quiet"]
+        for s in sets:
+            args += ["--set", s]
+        r = subprocess.run(args, capture_output=True, text=True, timeout=180, cwd=ROOT, env=env)
+        print(r.stdout)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn(f"{name}: PASSED", r.stdout)
+        with open(os.path.join(self.tmp, name + ".json")) as f:
+            summary = json.load(f)
+        self.assertTrue(summary["passed"])
+        self.assertTrue(os.path.getsize(os.path.join(self.tmp, name + ".html")) > 10_000)
+        return summary
+
+    @staticmethod
+    def control(summary, title, series):
+        for chart in summary["controls"]:
+            if chart["title"] == title:
+                for s in chart["series"]:
+                    if s["name"] == series:
+                        return [v for v in s["values"]]
+        return None
+
+    def test_load(self):
+        rate = "100/s" if SANITIZED else "300/s"
+        s = self.drill("load", "duration=8s", f"rate={rate}",
+                       f"achieved_min={95 if SANITIZED else 285}",
+                       f"p99_max={400 if SANITIZED else 100}")
+        self.assertEqual(sum(s["offered"]), 800 if SANITIZED else 2400)
+        self.assertEqual(s["priorities"][0]["counts"]["shed"], 0)
+        # The scrape worked: the limit and the two healthy endpoints are on the charts.
+        self.assertEqual(set(v for v in self.control(s, "Circuit breakers and health", "healthy")
+                             if v is not None), {2})
+        self.assertTrue(all(v is not None and v > 0
+                            for v in self.control(s, "Concurrency limit and in-flight", "limit")))
+
+    def test_spike_sheds_sheddable_first(self):
+        if SANITIZED:
+            s = self.drill("spike", "base=40/s", "peak=400/s", "spike_p99_max=1000", capacity=1)
+        else:
+            s = self.drill("spike")
+        by = {p["name"]: p for p in s["priorities"]}
+        shed = {name: by[name]["counts"]["shed"] for name in ("critical", "normal", "sheddable")}
+        # About half the spike was over capacity: it was shed, sheddable first, critical never.
+        self.assertGreater(shed["sheddable"], 0, shed)
+        self.assertGreater(shed["sheddable"], shed["normal"], shed)
+        self.assertEqual(by["critical"]["counts"]["ok"], by["critical"]["sent"])
+        spike = s["outcomes"]["shed"][5:15]
+        self.assertGreater(sum(spike), 0)
+        self.assertEqual(sum(s["outcomes"]["shed"][:5]), 0)
+        self.assertEqual(sum(s["outcomes"]["shed"][16:]), 0)
+        shed_rate = self.control(s, "Resilience actions", "shed")
+        self.assertGreater(max(v for v in shed_rate if v is not None), 0)
+
+    def test_soak(self):
+        rate = "80/s" if SANITIZED else "250/s"
+        self.drill("soak", "half=6s", f"rate={rate}", f"ok_rate_min={76 if SANITIZED else 245}",
+                   f"p99_max={400 if SANITIZED else 100}")
+
+    def test_chaos(self):
+        if SANITIZED:
+            s = self.drill("chaos", "rate=100/s", "p99_max=1500", "critical_min=98%")
+        else:
+            s = self.drill("chaos")
+        self.assertEqual([f["name"] for f in s["faults"]],
+                         ["backend a answers 503", "backend b hangs", "redis hangs",
+                          "backend a resets"])
+        # The controls acted while the faults were on: retries, a breaker opened, an endpoint
+        # found unhealthy -- and all was back to normal by the end.
+        retries = [v for v in self.control(s, "Resilience actions", "retries") if v is not None]
+        self.assertGreater(sum(retries), 0)
+        opened = self.control(s, "Circuit breakers and health", "open")
+        self.assertGreater(max(v for v in opened if v is not None), 0)
+        self.assertEqual(opened[-1], 0)
+        healthy = self.control(s, "Circuit breakers and health", "healthy")
+        self.assertEqual(healthy[-1], 2)
+
+
+if __name__ == "__main__":
+    unittest.main()
