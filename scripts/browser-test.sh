@@ -9,6 +9,8 @@
 # Environment: BULWARK_BIN (default build/bulwark), BULWARK_TESTD (build/bulwark-testd),
 # BULWARK_BROWSER_TOOLS (build/browser-tools), CHROMIUM (/usr/bin/chromium),
 # BULWARK_SCREENSHOT=PATH (the status-page test saves its screenshot there; unset: none).
+# drill_report.mjs also runs scripts/drill.sh with BULWARK_DRILL (build/bulwark-drill), or
+# reads DRILL_REPORT=FILE.html; BULWARK_SCREENSHOT_DRILL=PATH saves its screenshot.
 # Exit 1 on any failure.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)

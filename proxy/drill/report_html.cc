@@ -90,14 +90,14 @@ std::string with_separators(std::uint64_t v) {
   return s;
 }
 
-// A finite number with up to `decimals` decimals (trailing zeros dropped) and thousands
-// separators; "n/a" for NaN and infinities.
-std::string number(double v, int decimals = 2) {
+// A finite number with up to `decimals` decimals (trailing zeros dropped unless `fixed`, for
+// table columns) and thousands separators; "n/a" for NaN and infinities.
+std::string number(double v, int decimals = 2, bool fixed = false) {
   if (!std::isfinite(v)) return "n/a";
   char buf[64];
   std::snprintf(buf, sizeof buf, "%.*f", decimals, std::fabs(v));
   std::string s = buf;
-  if (s.find('.') != std::string::npos) {
+  if (!fixed && s.find('.') != std::string::npos) {
     while (s.back() == '0') s.pop_back();
     if (s.back() == '.') s.pop_back();
   }
@@ -119,7 +119,7 @@ std::string measured(double v) {
   return number(v, decimals);
 }
 
-std::string ms(double v) { return std::isfinite(v) ? number(v, v < 10 ? 2 : 1) : "n/a"; }
+std::string ms(double v) { return number(v, std::fabs(v) < 10 ? 2 : 1, true); }
 
 std::string seconds_text(double s) { return number(s, 1) + " s"; }
 
@@ -145,8 +145,9 @@ void fact(std::string& out, const char* name, const std::string& value, const ch
 void header(std::string& out, const Report& r) {
   out.append(
       "<header class=\"run\"><div class=\"top\"><h1><span class=\"kind\">Drill report</span>");
+  out.append("<span id=\"scenario\">");
   append_escaped(out, r.scenario.empty() ? "(unnamed scenario)" : r.scenario);
-  out.append("</h1><div id=\"verdict\" class=\"verdict ");
+  out.append("</span></h1><div id=\"verdict\" class=\"verdict ");
   out.append(r.passed ? "passed\" data-passed=\"true\">PASSED"
                       : "failed\" data-passed=\"false\">FAILED");
   out.append("</div></div>");
@@ -269,6 +270,11 @@ void charts(std::string& out, const Report& r) {
           {cc.series[s].name, cc.series[s].values, kLineColors[s % kLineColors.size()]});
     }
     c.empty_text = "no value scraped";
+    // Counts (endpoints, breakers open) get whole-number ticks.
+    c.integer_y = std::all_of(cc.series.begin(), cc.series.end(), [](const Series& s) {
+      return std::all_of(s.values.begin(), s.values.end(),
+                         [](double v) { return !std::isfinite(v) || v == std::floor(v); });
+    });
     figure(out, c, "");
   }
   if (r.controls.empty()) {
@@ -365,7 +371,7 @@ void summary(std::string& out, const Report& r) {
       out.append("</th><td class=\"num\">" + with_separators(p.sent) + "</td>");
       for (int k : shown) out.append("<td class=\"num\">" + with_separators(p.counts[k]) + "</td>");
       out.append("<td class=\"num\">");
-      out.append(std::isfinite(p.success_ratio) ? number(100.0 * p.success_ratio, 2) + " %"
+      out.append(std::isfinite(p.success_ratio) ? number(100.0 * p.success_ratio, 2, true) + " %"
                                                 : std::string("n/a"));
       out.append("</td>");
       for (double v : {p.latency.p50, p.latency.p90, p.latency.p99, p.latency.p999, p.latency.max})

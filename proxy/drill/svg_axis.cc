@@ -48,7 +48,7 @@ Axis linear_axis(double min, double max, int max_ticks, bool integer) {
   min = std::min(min, 0.0);
   max = std::max(max, 0.0);
   max_ticks = std::max(max_ticks, 3);
-  if (integer) max = std::max(max, min + (max_ticks - 2));  // counts: 0..4 at least
+  if (integer) max = std::max(max, min + 3);  // counts: 0..3 at least (4 ticks)
   if (max - min <= 0) max = min + 1;
   double range = max - min;
   int e = static_cast<int>(std::floor(std::log10(range / max_ticks))) - 1;

@@ -324,6 +324,7 @@ TEST_CASE("drill report: HTML of a 30-second run with a fault, phases and contro
   CHECK(html.find("id=\"priorities\"") != std::string::npos);
   CHECK(html.find(">critical<") != std::string::npos);
   CHECK(html.find(">99.87 %<") != std::string::npos);
+  CHECK(html.find("<td class=\"num\">8.00</td><td class=\"num\">40.0</td>") != std::string::npos);
   CHECK(html.find(">8,560<") != std::string::npos);
   CHECK(html.find(">overloaded<") != std::string::npos);
   CHECK(html.find("No request ended as: rate-limited") != std::string::npos);
