@@ -236,7 +236,6 @@ class Run {
   }
 
   void on_load_done() {
-    load_done_ = true;
     max_lag_us_ = gen_->max_start_lag_us();
     reasons_ = gen_->reasons();
     uv_timer_stop(&second_);
@@ -245,6 +244,7 @@ class Run {
       uv_timer_stop(&ft->start);
       end_fault(*ft);  // a fault still on is ended now: a drill leaves the system as it found it
     }
+    load_done_ = true;  // only now: nothing is closed while the faults above are being ended
     maybe_close();
   }
 
