@@ -478,8 +478,7 @@ std::vector<ControlSpec> default_controls() {
       {"Resilience actions", "per second",
        {series("retries", "bulwark_retries_total", {}, true),
         series("shed", "bulwark_shed_total", {}, true),
-        series("rate-limited", "bulwark_ratelimit_decisions_total", {{"decision", "limited"}}, true),
-        series("local replies", "bulwark_local_replies_total", {}, true)}},
+        series("rate-limited", "bulwark_ratelimit_decisions_total", {{"decision", "limited"}}, true)}},
   };
 }
 
