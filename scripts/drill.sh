@@ -5,8 +5,8 @@
 # Each process listens on an ephemeral loopback port and is stopped at the end.
 #
 # Usage: scripts/drill.sh SCENARIO.yaml [bulwark-drill options: --report F --json F --set K=V ...]
-# Env:   BULWARK_BIN, BULWARK_TESTD, BULWARK_DRILL  the binaries (default: build-release/ or
-#                                                   build/, built with CMake if neither has them)
+# Env:   BULWARK_BIN, BULWARK_TESTD, BULWARK_DRILL  the binaries (default: build-release/,
+#                                                   built or brought up to date with CMake)
 #        DRILL_CAPACITY (4), DRILL_SERVICE_MS (10)  each backend serves that many requests at
 #                                                   once, each for that long (400 requests/s)
 #        DRILL_VERBOSE=1                            print the Bulwark config and its log
@@ -18,21 +18,22 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 [[ $# -ge 1 ]] || { sed -n '2,16p' "$0"; exit 2; }
 scenario=$1; shift
 
-find_bin() {  # NAME -> path of a built binary, or nothing
-  local d; for d in "$root/build-release" "$root/build"; do [[ -x $d/$1 ]] && { echo "$d/$1"; return; }; done
-}
 if [[ -z ${BULWARK_BIN:-} || -z ${BULWARK_TESTD:-} || -z ${BULWARK_DRILL:-} ]]; then
-  if [[ -z $(find_bin bulwark-drill) || -z $(find_bin bulwark) || -z $(find_bin bulwark-testd) ]]; then
-    # shellcheck source=scripts/deps.sh
-    source "$root/scripts/deps.sh"
-    install_packages $BULWARK_BUILD_PACKAGES
+  # Build (or bring up to date) the three binaries in build-release/, so a drill never runs
+  # a stale backend or proxy.
+  # shellcheck source=scripts/deps.sh
+  source "$root/scripts/deps.sh"
+  install_packages $BULWARK_BUILD_PACKAGES
+  if [[ -f $root/build-release/CMakeCache.txt ]]; then
+    cmake -S "$root" -B "$root/build-release" >/dev/null  # picks up new sources and targets
+  else
     cmake -S "$root" -B "$root/build-release" -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF >/dev/null
-    cmake --build "$root/build-release" -j"$(nproc)" --target bulwark bulwark-testd bulwark-drill
   fi
+  cmake --build "$root/build-release" -j"$(nproc)" --target bulwark bulwark-testd bulwark-drill >/dev/null
 fi
-BULWARK_BIN=${BULWARK_BIN:-$(find_bin bulwark)}
-BULWARK_TESTD=${BULWARK_TESTD:-$(find_bin bulwark-testd)}
-BULWARK_DRILL=${BULWARK_DRILL:-$(find_bin bulwark-drill)}
+BULWARK_BIN=${BULWARK_BIN:-$root/build-release/bulwark}
+BULWARK_TESTD=${BULWARK_TESTD:-$root/build-release/bulwark-testd}
+BULWARK_DRILL=${BULWARK_DRILL:-$root/build-release/bulwark-drill}
 
 work=$(mktemp -d)
 pids=()

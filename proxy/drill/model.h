@@ -26,6 +26,8 @@ enum class Outcome : std::uint8_t {
 };
 inline constexpr int kOutcomes = 10;
 const char* outcome_name(Outcome o);  // "ok", "shed", "rate-limited", ... (report_json.cc)
+// "1234567" -> "1,234,567" (a run of digits; report_json.cc).
+std::string group_thousands(const std::string& digits);
 
 // One line of a time-series chart.
 struct Series {

@@ -27,11 +27,7 @@ std::string num(double v, int precision = 4) {
   return buf;
 }
 
-std::string count_text(std::uint64_t v) {
-  std::string s = std::to_string(v);
-  for (int i = static_cast<int>(s.size()) - 3; i > 0; i -= 3) s.insert(static_cast<std::size_t>(i), ",");
-  return s;
-}
+std::string count_text(std::uint64_t v) { return group_thousands(std::to_string(v)); }
 
 }  // namespace
 

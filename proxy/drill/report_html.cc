@@ -84,11 +84,7 @@ figcaption { color:var(--muted); font-size:12px; margin-top:2px; }
 footer { color:var(--muted); font-size:12px; text-align:center; padding:0 20px 24px; }
 )css";
 
-std::string with_separators(std::uint64_t v) {
-  std::string s = std::to_string(v);
-  for (std::size_t i = s.size(); i > 3; i -= 3) s.insert(i - 3, ",");
-  return s;
-}
+std::string with_separators(std::uint64_t v) { return group_thousands(std::to_string(v)); }
 
 // A finite number with up to `decimals` decimals (trailing zeros dropped unless `fixed`, for
 // table columns) and thousands separators; "n/a" for NaN and infinities.
@@ -102,9 +98,8 @@ std::string number(double v, int decimals = 2, bool fixed = false) {
     if (s.back() == '.') s.pop_back();
   }
   std::size_t end = std::min(s.find('.'), s.size());
-  for (std::size_t i = end; i > 3; i -= 3) s.insert(i - 3, ",");
-  if (v < 0 && s != "0") s.insert(0, "-");
-  return s;
+  std::string grouped = group_thousands(s.substr(0, end)) + s.substr(end);
+  return v < 0 && grouped != "0" ? "-" + grouped : grouped;
 }
 
 // An objective's measured value: integers exactly, small values with four significant

@@ -11,6 +11,17 @@
 
 namespace bulwark::drill {
 
+std::string group_thousands(const std::string& digits) {
+  // Built forward rather than with insert(): GCC 12 at -O3 warns (-Wrestrict) about the latter.
+  std::string out;
+  out.reserve(digits.size() + digits.size() / 3);
+  for (std::size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0) out.push_back(',');
+    out.push_back(digits[i]);
+  }
+  return out;
+}
+
 const char* outcome_name(Outcome o) {
   switch (o) {
     case Outcome::ok:

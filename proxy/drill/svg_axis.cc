@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdio>
 
+#include "drill/model.h"
 #include "drill/svg_chart.h"
 
 namespace bulwark::drill {
@@ -151,7 +152,7 @@ std::string tick_label(double v, const Axis& axis) {
   std::size_t start = out[0] == '-' ? 1 : 0;
   std::size_t dot = out.find('.');
   std::size_t end = dot == std::string::npos ? out.size() : dot;
-  for (std::size_t i = end; i > start + 3; i -= 3) out.insert(i - 3, ",");
+  out = out.substr(0, start) + group_thousands(out.substr(start, end - start)) + out.substr(end);
   out.append(suffix);
   return out;
 }

@@ -99,16 +99,16 @@ class DrillScenarioTest(unittest.TestCase):
         else:
             s = self.drill("chaos")
         self.assertEqual([f["name"] for f in s["faults"]],
-                         ["backend a answers 503", "backend b hangs", "redis hangs",
-                          "backend a resets"])
-        # The controls acted while the faults were on: retries, a breaker opened, an endpoint
-        # found unhealthy -- and all was back to normal by the end.
+                         ["a answers 503", "a slow (400 ms)", "b down", "redis hangs", "a resets"])
+        # The controls acted while the faults were on: retries, a breaker opened, the endpoint
+        # that went down found unhealthy (12-15 s) -- and all was back to normal by the end.
         retries = [v for v in self.control(s, "Resilience actions", "retries") if v is not None]
         self.assertGreater(sum(retries), 0)
         opened = self.control(s, "Circuit breakers and health", "open")
         self.assertGreater(max(v for v in opened if v is not None), 0)
         self.assertEqual(opened[-1], 0)
         healthy = self.control(s, "Circuit breakers and health", "healthy")
+        self.assertIn(1, healthy[12:16])
         self.assertEqual(healthy[-1], 2)
 
 

@@ -96,6 +96,10 @@ void respond(Conn* c) {
     g_default_delay_ms = std::strtoull(c->param("delay").c_str(), nullptr, 10);
     body = "mode status=" + std::to_string(g_mode_status) + " reset=" + g_mode_reset +
            " delay=" + std::to_string(g_default_delay_ms) + "\n";
+  } else if (path == "/__down") {
+    std::uint64_t ms = std::strtoull(c->param("ms").c_str(), nullptr, 10);
+    go_down(ms);
+    body = "down for " + std::to_string(ms) + " ms\n";
   } else if (path == "/__health") {
     std::string s = c->param("status");
     if (!s.empty()) g_health_status = std::atoi(s.c_str());

@@ -93,6 +93,9 @@ struct Conn {
 
 void conn_close(Conn* c);
 void conn_reset(Conn* c);
+// GET /__down?ms=N: 50 ms from now (time for the answer to leave), stop listening and reset
+// every connection; listen again on the same address N ms later.
+void go_down(std::uint64_t ms);
 // Queues `data` on the connection (closes it when the write cannot start).
 void send(Conn* c, std::string data);
 // Parses request bytes (pipelined ones wait while a response is being made).

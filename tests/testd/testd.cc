@@ -19,6 +19,9 @@
 // delay set by GET /__health?delay=MS).
 // GET /__mode?status=N|reset=before|after|delay=MS sets a failure mode for all later
 // requests that do not choose otherwise; GET /__mode clears it.
+// GET /__down?ms=N: the server goes down for N ms: it stops listening (new connections are
+// refused) and resets every open connection, 50 ms after answering; then it listens again on
+// the same port.
 // GET /__stats answers {"connections_total":..,"connections_open":..,"requests":..}.
 // Capacity mode (--capacity C, off when C = 0, the default; see capacity.h): at most C requests
 // are worked on at once, each for --service-ms MS (plus its delay=, if any) after it is
@@ -40,6 +43,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -65,6 +69,52 @@ std::string g_name = "testd";
 
 char pattern_block[251 * 128];  // room for a 16 KiB slice at any phase
 
+namespace {
+uv_tcp_t* g_server = nullptr;    // null while down
+sockaddr_storage g_listen_addr;  // with the port actually bound
+std::set<Conn*> g_conns;         // open connections, for /__down
+uv_timer_t g_down_timer;
+std::uint64_t g_down_ms = 0;
+bool g_down_timer_ready = false;
+}  // namespace
+
+void on_connection(uv_stream_t* server, int status);
+
+int start_listening() {
+  auto* server = new uv_tcp_t;
+  uv_tcp_init(g_loop, server);
+  int rc = uv_tcp_bind(server, reinterpret_cast<sockaddr*>(&g_listen_addr), 0);
+  if (rc == 0) rc = uv_listen(reinterpret_cast<uv_stream_t*>(server), 1024, on_connection);
+  if (rc != 0) {
+    uv_close(reinterpret_cast<uv_handle_t*>(server),
+             [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
+    return rc;
+  }
+  g_server = server;
+  return 0;
+}
+
+void go_down(std::uint64_t ms) {
+  if (!g_down_timer_ready) {
+    uv_timer_init(g_loop, &g_down_timer);
+    g_down_timer_ready = true;
+  }
+  g_down_ms = ms;
+  uv_timer_start(&g_down_timer, [](uv_timer_t*) {
+    if (g_server != nullptr) {
+      uv_close(reinterpret_cast<uv_handle_t*>(g_server),
+               [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
+      g_server = nullptr;
+      std::set<Conn*> conns = g_conns;
+      for (Conn* c : conns) conn_reset(c);
+    }
+    uv_timer_start(&g_down_timer, [](uv_timer_t*) {
+      int rc = start_listening();
+      if (rc != 0) std::fprintf(stderr, "testd: cannot listen again: %s\n", uv_strerror(rc));
+    }, g_down_ms, 0);
+  }, 50, 0);
+}
+
 void on_close(uv_handle_t* h) {
   auto* c = static_cast<Conn*>(h->data);
   if (--c->open_handles == 0) delete c;
@@ -74,6 +124,7 @@ void conn_close(Conn* c) {
   if (c->closing) return;
   c->closing = true;
   --g_connections_open;
+  g_conns.erase(c);
   if (c->cap_job) testd::capacity_cancel(c->cap_job);
   c->cap_job = nullptr;
   uv_close(reinterpret_cast<uv_handle_t*>(&c->tcp), on_close);
@@ -334,6 +385,7 @@ void on_connection(uv_stream_t* server, int status) {
   }
   ++g_connections_total;
   ++g_connections_open;
+  g_conns.insert(c);
   uv_tcp_nodelay(&c->tcp, 1);  // head and body go out as separate writes
   uv_read_start(reinterpret_cast<uv_stream_t*>(&c->tcp), on_alloc, on_read);
 }
@@ -373,24 +425,23 @@ int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
   g_loop = uv_default_loop();
   testd::capacity_init(g_loop, capacity, service_ms);
-  uv_tcp_t server;
-  uv_tcp_init(g_loop, &server);
   sockaddr_storage addr{};
   if (uv_ip4_addr(host.c_str(), port, reinterpret_cast<sockaddr_in*>(&addr)) != 0 &&
       uv_ip6_addr(host.c_str(), port, reinterpret_cast<sockaddr_in6*>(&addr)) != 0) {
     std::fprintf(stderr, "bad host %s\n", host.c_str());
     return 2;
   }
-  int rc = uv_tcp_bind(&server, reinterpret_cast<sockaddr*>(&addr), 0);
-  if (rc == 0) rc = uv_listen(reinterpret_cast<uv_stream_t*>(&server), 1024, on_connection);
+  g_listen_addr = addr;
+  int rc = start_listening();
   if (rc != 0) {
     std::fprintf(stderr, "listen %s:%d: %s\n", host.c_str(), port, uv_strerror(rc));
     return 1;
   }
   sockaddr_storage bound{};
   int len = sizeof bound;
-  uv_tcp_getsockname(&server, reinterpret_cast<sockaddr*>(&bound), &len);
+  uv_tcp_getsockname(g_server, reinterpret_cast<sockaddr*>(&bound), &len);
   int real_port = ntohs(reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
+  g_listen_addr = bound;  // listening again after /__down takes the same port
   std::printf("PORT %d\n", real_port);
   std::fflush(stdout);
   return uv_run(g_loop, UV_RUN_DEFAULT);
