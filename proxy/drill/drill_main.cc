@@ -10,6 +10,8 @@
 // Exit status: 0 every objective held, 1 an objective failed, 2 the scenario or the command
 // line is wrong, 3 the run could not start (an address that does not resolve, an unwritable
 // report).
+#include <sys/resource.h>
+
 #include <cctype>
 #include <csignal>
 #include <cstdio>
@@ -115,6 +117,11 @@ int main(int argc, char** argv) {
     json_path += ".json";
   }
   std::signal(SIGPIPE, SIG_IGN);
+  rlimit lim{};  // `connections` may need more descriptors than the usual soft limit of 1024
+  if (getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < lim.rlim_max) {
+    lim.rlim_cur = lim.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &lim);
+  }
   bulwark::drill::Report report;
   std::string error;
   if (!quiet)

@@ -65,6 +65,8 @@ class LoadGenerator {
   const std::vector<std::string>& reasons() const { return reasons_; }
   std::int64_t max_start_lag_us() const { return max_lag_ns_ / 1000; }
   std::size_t open_connections() const { return open_; }
+  // One past the last request that will start (the whole schedule unless stopped).
+  std::uint64_t schedule_end() const { return end_; }
 
  private:
   struct Conn;

@@ -1,5 +1,7 @@
 #include "drill/runner.h"
 
+#include <strings.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -369,7 +371,10 @@ std::vector<std::string> build_requests(const Scenario& s) {
   if (paths.empty()) paths.push_back(s.target.path);
   std::vector<std::string> prios = priority_names(s);
   std::string host = s.target.host.find(':') != std::string::npos ? "[" + s.target.host + "]" : s.target.host;
-  std::string common = "Host: " + host + ":" + std::to_string(s.target.port) + "\r\nUser-Agent: bulwark-drill\r\n";
+  bool own_host = false;  // a Host among the scenario's headers replaces the target's
+  for (const auto& [name, value] : s.headers) own_host = own_host || strcasecmp(name.c_str(), "host") == 0;
+  std::string common = own_host ? "" : "Host: " + host + ":" + std::to_string(s.target.port) + "\r\n";
+  common += "User-Agent: bulwark-drill\r\n";
   for (const auto& [name, value] : s.headers) common += name + ": " + value + "\r\n";
   std::vector<std::string> out;
   for (const std::string& path : paths) {
