@@ -36,7 +36,7 @@ std::string Server::restart_needed(const Config& next) const {
   if (next.access_log_path != now.access_log_path ||
       next.access_log_format != now.access_log_format)
     changed.push_back("access_log");
-  if (next.redis_address != now.redis_address || next.redis_timeout_ms != now.redis_timeout_ms)
+  if (next.redis != now.redis)
     changed.push_back("redis");
   std::string list;
   for (const auto& c : changed) list += (list.empty() ? "" : ", ") + c;

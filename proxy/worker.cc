@@ -272,13 +272,8 @@ void Worker::run() {
   running_ = true;
   for (auto& l : listeners_)
     if (l->fd >= 0) start_listening(*l);
-  if (config().redis_address) {
-    std::string host, error;
-    int port = 0;
-    split_host_port(*config().redis_address, host, port, error);
-    redis_ = std::make_unique<RedisRateLimiter>(&loop_, host, port, config().redis_timeout_ms,
-                                                stats_.redis_errors);
-  }
+  if (config().redis)
+    redis_ = std::make_unique<RedisRateLimiter>(&loop_, *config().redis, stats_.redis_errors);
   uv_prepare_start(&prepare_, on_prepare);
   if (uv_timer_start(&heartbeat_, on_heartbeat, 0, 1000) != 0)
     log_error("worker " + std::to_string(index_) + ": cannot start the heartbeat (/healthz)");

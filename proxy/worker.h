@@ -122,7 +122,6 @@ class Worker {
   int index() const { return index_; }
   // This worker's connection for global rate limits (null without a redis block).
   RedisRateLimiter* redis() { return redis_.get(); }
-  std::uint64_t redis_timeout_ms() const { return config().redis_timeout_ms; }
   // Milliseconds (uv_now of the worker's loop) of the last heartbeat; a loop that stops
   // turning stops updating it.
   std::uint64_t heartbeat_ms() const { return heartbeat_ms_.load(std::memory_order_relaxed); }

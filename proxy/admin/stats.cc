@@ -447,7 +447,7 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
                             pm::MetricType::Gauge);
   last_reload.metric.push_back(gauge({}, process_.last_reload_failed.get() ? 0 : 1));
   out.push_back(std::move(last_reload));
-  if (g.config->redis_address) {
+  if (g.config->redis) {
     auto redis = family("bulwark_redis_errors_total",
                         "Redis errors, timeouts and lost connections (global rate limits).",
                         pm::MetricType::Counter);

@@ -225,6 +225,19 @@ struct UpstreamConfig {
   std::uint64_t h2_ping_timeout_ms = 10000;
 };
 
+// The Redis that global rate limits share (the top-level `redis` block).
+struct RedisConfig {
+  std::string mode = "standalone";     // standalone | sentinel | cluster
+  std::vector<std::string> addresses;  // HOST:PORT (names allowed): the server; cluster seed
+                                       // nodes; the sentinels
+  std::string master_name;             // sentinel: the monitored master's name
+  std::string username;                // AUTH with a username (Redis 6 ACL); empty: none
+  std::string password;                // from password_file or password_env; never printed
+  std::string password_from;           // "file PATH" | "env NAME" | "" (for /config)
+  std::uint64_t timeout_ms = 20;
+  bool operator==(const RedisConfig&) const = default;
+};
+
 struct Config {
   std::string file;
   std::string admin_listen = "127.0.0.1:9901";
@@ -240,8 +253,7 @@ struct Config {
   std::uint64_t drain_timeout_ms = 20000;
   std::string access_log_path = "stdout";  // stdout | stderr | FILE | off
   std::string access_log_format = "json";
-  std::optional<std::string> redis_address;
-  std::uint64_t redis_timeout_ms = 20;
+  std::optional<RedisConfig> redis;  // set when the file has a redis block
   std::vector<ListenerConfig> listeners;
   std::vector<UpstreamConfig> upstreams;
   // Where each key was written, by key path ("listeners[0].routes[1].retry.attempts"; a list

@@ -224,11 +224,18 @@ void restart_blocks(JsonObject& root, const Config& c) {
     a.str("path", c.access_log_path);
     a.str("format", c.access_log_format);
   }
-  if (c.redis_address) {
+  if (c.redis) {
+    const RedisConfig& rc = *c.redis;
     JsonObject r(root.key("redis"));
-    r.str("address", *c.redis_address);
-    r.ms("timeout", c.redis_timeout_ms);
+    r.str("mode", rc.mode);
+    if (rc.mode == "standalone" && !rc.addresses.empty()) r.str("address", rc.addresses.front());
+    else string_array(r.key(rc.mode == "cluster" ? "nodes" : "sentinels"), rc.addresses);
+    if (rc.mode == "sentinel") r.str("master_name", rc.master_name);
+    if (!rc.username.empty()) r.str("username", rc.username);
+    if (!rc.password_from.empty()) r.str("password", "from " + rc.password_from);  // never the secret
+    r.ms("timeout", rc.timeout_ms);
   }
+
 }
 
 }  // namespace

@@ -1,24 +1,22 @@
 #include "resilience/redis_limiter.h"
 
-#include <hiredis/adapters/libuv.h>
-#include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
-#include <algorithm>
 #include <cstdio>
 #include <cstring>
 
 #include "core/log.h"
+#include "net/address.h"
+#include "resilience/redis_node.h"
+#include "resilience/redis_slots.h"
 
 namespace bulwark {
 
 namespace {
-constexpr int kBreakerFailures = 3;
-constexpr std::uint64_t kBreakerOpenMs = 1000;
-// A new connection must be made and answer its first command (SCRIPT LOAD) within this.
-constexpr std::uint64_t kHandshakeTimeoutMs = 500;
-constexpr std::uint64_t kReconnectMinMs = 100;
-constexpr std::uint64_t kReconnectMaxMs = 2000;
+constexpr std::uint64_t kClusterRefreshMs = 10000;
+constexpr std::uint64_t kSentinelAskMs = 1000;
+constexpr std::uint64_t kMinRefreshGapMs = 100;  // MOVED storms ask for one map, not hundreds
+constexpr int kMaxRedirects = 2;
 
 // KEYS[1]: bucket; ARGV[1]: microseconds per token; ARGV[2]: burst tolerance in microseconds.
 // Returns {allowed, remaining, reset_us, retry_after_us}: the arithmetic of gcra() in
@@ -38,20 +36,17 @@ redis.call('SET', KEYS[1], string.format('%.0f', nxt), 'PX', math.ceil((nxt - no
 return {1, math.floor((tolerance - (nxt - now)) / interval + 1e-9), nxt - now, 0}
 )lua";
 
-// hiredis refuses commands on a context that is disconnecting or being freed; its pending
-// callbacks are then being called with null replies.
-bool going_away(const redisAsyncContext* c) {
-  return (c->c.flags & (REDIS_DISCONNECTING | REDIS_FREEING)) != 0;
+RedisConfig standalone(std::string host, int port, std::uint64_t timeout_ms) {
+  RedisConfig c;
+  c.addresses.push_back(host.find(':') != std::string::npos ? "[" + host + "]:" + std::to_string(port)
+                                                            : host + ":" + std::to_string(port));
+  c.timeout_ms = timeout_ms;
+  return c;
 }
 
-std::string context_error(const redisAsyncContext* c) {
-  return c && c->errstr && c->errstr[0] ? std::string(c->errstr) : std::string("closed");
-}
-
-void send_script_load(redisAsyncContext* c, redisCallbackFn* fn) {
-  const char* argv[] = {"SCRIPT", "LOAD", kScript};
-  std::size_t lens[] = {6, 4, sizeof kScript - 1};
-  redisAsyncCommandArgv(c, fn, nullptr, 3, argv, lens);
+std::string reply_string(const redisReply* r) {
+  return r && (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS) ? std::string(r->str, r->len)
+                                                                              : std::string();
 }
 }  // namespace
 
@@ -59,144 +54,68 @@ const char* RedisRateLimiter::script() { return kScript; }
 
 RedisRateLimiter::RedisRateLimiter(uv_loop_t* loop, std::string host, int port,
                                    std::uint64_t timeout_ms, Counter& errors)
-    : loop_(loop),
-      host_(std::move(host)),
-      port_(port),
-      timeout_ms_(timeout_ms),
-      errors_(errors),
-      reconnect_timer_(new uv_timer_t),
-      wait_timer_(new uv_timer_t) {
-  uv_timer_init(loop_, reconnect_timer_);
-  reconnect_timer_->data = this;
-  uv_timer_init(loop_, wait_timer_);
-  wait_timer_->data = this;
-  connect();
+    : RedisRateLimiter(loop, standalone(std::move(host), port, timeout_ms), errors) {}
+
+RedisRateLimiter::RedisRateLimiter(uv_loop_t* loop, const RedisConfig& config, Counter& errors)
+    : loop_(loop), config_(config), errors_(errors) {
+  slots_.fill(-1);
+  for (const std::string& address : config_.addresses) {
+    std::string host, error;
+    int port = 0;
+    if (!split_host_port(address, host, port, error)) continue;  // the loader checked them
+    if (config_.mode == "sentinel") {
+      sentinels_.push_back(std::make_unique<RedisNode>(*this, loop_, host, port, RedisNode::Kind::sentinel,
+                                                       RedisNode::Auth{}, config_.timeout_ms, errors_));
+    } else {
+      data_node(host, port);
+      if (config_.mode != "cluster") break;
+    }
+  }
+  if (config_.mode != "standalone") {
+    tick_ = new uv_timer_t;
+    uv_timer_init(loop_, tick_);
+    tick_->data = this;
+    std::uint64_t every = config_.mode == "cluster" ? kClusterRefreshMs : kSentinelAskMs;
+    uv_timer_start(tick_, on_tick, every, every);
+  }
 }
 
 RedisRateLimiter::~RedisRateLimiter() {
   close();
+  retired_.clear();
+  sentinels_.clear();
+  nodes_.clear();
   for (Pending* p : all_) delete p;
 }
 
-std::string RedisRateLimiter::name() const {
-  return "redis " + host_ + ":" + std::to_string(port_);
+RedisNode* RedisRateLimiter::data_node(const std::string& host, int port) {
+  for (auto& n : nodes_)
+    if (n->port() == port && n->host() == host) return n.get();
+  nodes_.push_back(std::make_unique<RedisNode>(*this, loop_, host, port, RedisNode::Kind::data,
+                                               RedisNode::Auth{config_.username, config_.password},
+                                               config_.timeout_ms, errors_));
+  return nodes_.back().get();
+}
+
+RedisNode* RedisRateLimiter::node_for(std::string_view key) {
+  if (config_.mode == "sentinel") return master_;
+  if (config_.mode != "cluster") return nodes_.empty() ? nullptr : nodes_.front().get();
+  if (slots_known_) {
+    std::int16_t i = slots_[redis_key_slot(key)];
+    if (i >= 0 && static_cast<std::size_t>(i) < nodes_.size() && nodes_[i]->usable()) return nodes_[i].get();
+  }
+  // No map yet, or its node is not answering: any node that answers redirects the decision.
+  for (auto& n : nodes_)
+    if (n->usable()) return n.get();
+  return nullptr;
 }
 
 bool RedisRateLimiter::usable() const {
-  if (!ready_ || !ctx_ || going_away(ctx_)) return false;
-  return open_until_ms_ == 0 || uv_now(loop_) >= open_until_ms_;
-}
-
-void RedisRateLimiter::connect() {
-  if (closing_) return;
-  redisAsyncContext* c = redisAsyncConnect(host_.c_str(), port_);
-  if (!c || c->err) {
-    std::string why = c ? context_error(c) : std::string("out of memory");
-    if (c) redisAsyncFree(c);
-    errors_.add();
-    report_down(why);
-    schedule_reconnect();
-    return;
-  }
-  ctx_ = c;
-  c->data = this;
-  redisLibuvAttach(c, loop_);
-  redisAsyncSetConnectCallback(c, on_connect);
-  redisAsyncSetDisconnectCallback(c, on_disconnect);
-  // Queued now, sent once connected: its answer is what makes the connection usable.
-  send_script_load(c, script_loaded_cb);
-  // hiredis' libuv adapter drops poll errors, so a refused connect is never reported, and a
-  // hung Redis's kernel accepts the connection into its backlog while nothing ever answers:
-  // the handshake gets a deadline of our own.
-  uv_timer_start(reconnect_timer_, on_reconnect_timer, kHandshakeTimeoutMs, 0);
-}
-
-void RedisRateLimiter::on_connect(const redisAsyncContext* c, int status) {
-  auto* self = static_cast<RedisRateLimiter*>(c->data);
-  if (c != self->ctx_) return;
-  if (status != REDIS_OK) {
-    // hiredis frees the context after this callback (its SCRIPT LOAD comes back empty).
-    self->ctx_ = nullptr;
-    self->connected_ = self->ready_ = false;
-    self->errors_.add();
-    self->report_down(context_error(c));
-    self->schedule_reconnect();
-    return;
-  }
-  self->connected_ = true;  // not ready until Redis answers the SCRIPT LOAD
-}
-
-void RedisRateLimiter::script_loaded_cb(redisAsyncContext* c, void* reply, void*) {
-  auto* self = static_cast<RedisRateLimiter*>(c->data);
-  if (c == self->ctx_) self->on_script_loaded(reply);
-}
-
-void RedisRateLimiter::on_script_loaded(void* r) {
-  auto* reply = static_cast<redisReply*>(r);
-  if (!reply) return;  // the connection went away: its disconnect is handled elsewhere
-  bool loaded = reply->type == REDIS_REPLY_STRING;
-  if (loaded) sha_.assign(reply->str, reply->len);
-  if (ready_) return;  // a reload after NOSCRIPT
-  if (!loaded) {
-    errors_.add();
-    drop_connection(std::string("SCRIPT LOAD failed: ") +
-                    (reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply"));
-    return;
-  }
-  bool first = !ever_ready_;
-  ready_ = ever_ready_ = true;
-  uv_timer_stop(reconnect_timer_);
-  if (first || down_reported_) log_info(name() + " connected");
-  down_reported_ = false;
-}
-
-void RedisRateLimiter::on_disconnect(const redisAsyncContext* c, int) {
-  auto* self = static_cast<RedisRateLimiter*>(c->data);
-  if (c != self->ctx_) return;  // dropped by us: handled then
-  self->ctx_ = nullptr;         // freed by hiredis
-  self->connected_ = self->ready_ = false;
-  self->sha_.clear();
-  if (self->closing_) return;
-  self->errors_.add();
-  self->report_down("connection lost: " + context_error(c));
-  self->schedule_reconnect();
-}
-
-void RedisRateLimiter::on_reconnect_timer(uv_timer_t* t) {
-  auto* self = static_cast<RedisRateLimiter*>(t->data);
-  if (self->closing_) return;
-  if (self->ctx_ && !self->ready_) {  // the connect or its first answer did not come in time
-    self->errors_.add();
-    self->drop_connection(self->connected_ ? "connected, but no answer within 500ms"
-                                           : "no connection within 500ms");
-    return;
-  }
-  if (!self->ctx_) self->connect();
-}
-
-void RedisRateLimiter::drop_connection(const std::string& why) {
-  redisAsyncContext* c = ctx_;
-  ctx_ = nullptr;
-  connected_ = ready_ = false;
-  sha_.clear();
-  // Pending replies come back empty (their waiters hear a failure). Inside a hiredis callback
-  // the free is deferred until it returns; a context that is going away is being freed.
-  if (c && !going_away(c)) redisAsyncFree(c);
-  report_down(why);
-  schedule_reconnect();
-}
-
-void RedisRateLimiter::schedule_reconnect() {
-  if (closing_) return;
-  uv_timer_start(reconnect_timer_, on_reconnect_timer, reconnect_delay_ms_, 0);
-  reconnect_delay_ms_ = std::min(reconnect_delay_ms_ * 2, kReconnectMaxMs);
-}
-
-void RedisRateLimiter::report_down(const std::string& why) {
-  if (down_reported_ || closing_) return;
-  down_reported_ = true;
-  log_warn(name() + (ever_ready_ ? " unreachable: " : " unreachable at start: ") + why +
-           "; global rate limits apply on_redis_failure until it answers");
+  if (closing_) return false;
+  if (config_.mode == "sentinel") return master_ && master_->usable();
+  for (const auto& n : nodes_)
+    if (n->usable()) return true;
+  return false;
 }
 
 RedisRateLimiter::Pending* RedisRateLimiter::new_pending() {
@@ -211,6 +130,9 @@ RedisRateLimiter::Pending* RedisRateLimiter::new_pending() {
 
 void RedisRateLimiter::free_pending(Pending* p) {
   p->waiter = nullptr;
+  p->node = nullptr;
+  p->deadline_ms = 0;
+  p->redirects = 0;
   p->retried_with_eval = false;
   p->timed_out = false;
   free_.push_back(p);
@@ -218,156 +140,169 @@ void RedisRateLimiter::free_pending(Pending* p) {
 
 RedisRateLimiter::Pending* RedisRateLimiter::decide(std::string_view key, double rate_per_s,
                                                     double burst, RateDecisionWaiter* waiter) {
-  if (!usable()) return nullptr;
+  if (closing_) return nullptr;
+  RedisNode* node = node_for(key);
+  if (!node || !node->usable()) return nullptr;
   Pending* p = new_pending();
-  p->owner = this;
   p->waiter = waiter;
   p->key_len = std::min(key.size(), sizeof p->key);
   std::memcpy(p->key, key.data(), p->key_len);
   double interval = 1e6 / rate_per_s;
   std::snprintf(p->interval, sizeof p->interval, "%.3f", interval);
   std::snprintf(p->tolerance, sizeof p->tolerance, "%.3f", interval * burst);
-  if (!send(p)) {
+  if (!node->send_decision(p, false)) {
     // Refused (the context is going away): no answer will come, and none is given from here.
     free_pending(p);
-    errors_.add();
     return nullptr;
   }
-  p->deadline_ms = uv_now(loop_) + timeout_ms_;
-  bool first = waiting_.empty();
-  waiting_.push_back(*p);
-  if (first) arm_wait_timer();
   return p;
 }
 
-bool RedisRateLimiter::send(Pending* p) {
-  bool sha = !sha_.empty() && !p->retried_with_eval;
-  const char* argv[] = {sha ? "EVALSHA" : "EVAL",
-                        sha ? sha_.c_str() : kScript,
-                        "1",
-                        p->key,
-                        p->interval,
-                        p->tolerance};
-  std::size_t lens[] = {sha ? 7u : 4u,
-                        sha ? sha_.size() : sizeof kScript - 1,
-                        1,
-                        p->key_len,
-                        std::strlen(p->interval),
-                        std::strlen(p->tolerance)};
-  return redisAsyncCommandArgv(ctx_, reply_cb, p, 6, argv, lens) == REDIS_OK;
-}
-
-void RedisRateLimiter::reply_cb(redisAsyncContext*, void* reply, void* privdata) {
-  auto* p = static_cast<Pending*>(privdata);
-  p->owner->on_reply(p, reply);
-}
-
-void RedisRateLimiter::on_reply(Pending* p, void* r) {
-  auto* reply = static_cast<redisReply*>(r);
-  if (reply && reply->type == REDIS_REPLY_ERROR && !p->retried_with_eval && p->waiter && ctx_ &&
-      !going_away(ctx_) && std::strncmp(reply->str, "NOSCRIPT", 8) == 0) {
-    // Redis lost the script (restart, SCRIPT FLUSH): send it whole, and load it again.
-    p->retried_with_eval = true;
-    sha_.clear();
-    if (send(p)) {
-      send_script_load(ctx_, script_loaded_cb);
-      return;  // same deadline
-    }
-  }
-  bool ok = reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 4;
-  RateDecision d;
-  if (ok) {
-    for (std::size_t i = 0; i < 4; ++i) ok = ok && reply->element[i]->type == REDIS_REPLY_INTEGER;
-  }
-  if (ok) {
-    d.allowed = reply->element[0]->integer == 1;
-    d.remaining = static_cast<std::uint64_t>(std::max<long long>(0, reply->element[1]->integer));
-    d.reset_us = static_cast<std::uint64_t>(std::max<long long>(0, reply->element[2]->integer));
-    d.retry_after_us =
-        static_cast<std::uint64_t>(std::max<long long>(0, reply->element[3]->integer));
-  }
-  waiting_.remove(*p);
-  RateDecisionWaiter* waiter = p->waiter;
-  bool late = p->timed_out;
-  free_pending(p);
-  if (ok && !late)
-    success();  // a late answer is no success: a Redis slower than the timeout must trip
-  else if (!ok && waiter)
-    failure();  // a timed-out or cancelled decision was counted then, or is nobody's
-  if (waiter) waiter->on_rate_decision(ok, d);
-}
-
 void RedisRateLimiter::cancel(Pending* p) {
-  waiting_.remove(*p);
-  p->waiter = nullptr;  // back to the free list when its reply (or the disconnect) arrives
+  if (p->node) p->node->cancel(p);
+  else p->waiter = nullptr;
 }
 
-void RedisRateLimiter::arm_wait_timer() {
-  if (closing_) return;
-  if (waiting_.empty()) {
-    uv_timer_stop(wait_timer_);
-    return;
+void RedisRateLimiter::redirect(RedisNode&, Pending* p, const RedisRedirect& to) {
+  RedisNode* target = data_node(to.host, to.port);
+  if (!to.ask) {
+    // MOVED: the slot has a new owner for good; the rest of the map may have changed too.
+    for (std::size_t i = 0; i < nodes_.size(); ++i)
+      if (nodes_[i].get() == target) slots_[to.slot] = static_cast<std::int16_t>(i);
+    if (uv_now(loop_) >= last_refresh_ms_ + kMinRefreshGapMs) refresh_slots();
   }
-  std::uint64_t now = uv_now(loop_);
-  std::uint64_t due = waiting_.front()->deadline_ms;
-  uv_timer_start(wait_timer_, on_wait_timer, due > now ? due - now : 0, 0);
-}
-
-void RedisRateLimiter::on_wait_timer(uv_timer_t* t) {
-  auto* self = static_cast<RedisRateLimiter*>(t->data);
-  std::uint64_t now = uv_now(self->loop_);
-  // Waiters called here may ask again (appended, later deadlines) or cancel others: the
-  // front is read afresh each time.
-  while (!self->closing_ && !self->waiting_.empty() && self->waiting_.front()->deadline_ms <= now) {
-    Pending* p = self->waiting_.front();
-    self->waiting_.remove(*p);
-    RateDecisionWaiter* waiter = p->waiter;
-    p->waiter = nullptr;  // its reply, if it still comes, is dropped
-    p->timed_out = true;
-    self->failure();      // may drop the connection: p must not be touched after this
-    if (waiter) waiter->on_rate_decision(false, RateDecision{});
-  }
-  self->arm_wait_timer();
-}
-
-void RedisRateLimiter::failure() {
+  if (++p->redirects <= kMaxRedirects && target->send_decision(p, to.ask)) return;
+  // The node named does not answer yet (just met, or down): this decision fails.
   errors_.add();
-  if (++consecutive_failures_ < kBreakerFailures) return;
-  std::uint64_t now = uv_now(loop_);
-  if (open_until_ms_ > now) return;  // not asking already
-  // The count is not reset: after the pause, the first failure stops asking again.
-  open_until_ms_ = now + kBreakerOpenMs;
-  // The connection may be dead without hiredis knowing (its libuv adapter ignores poll errors
-  // such as a reset): start over; the new one is used once Redis answers on it.
-  drop_connection(std::to_string(consecutive_failures_) +
-                  " failures in a row (errors or timeouts); not asking for " +
-                  std::to_string(kBreakerOpenMs) + "ms");
+  RateDecisionWaiter* waiter = p->waiter;
+  free_pending(p);
+  if (waiter) waiter->on_rate_decision(false, RateDecision{});
 }
 
-void RedisRateLimiter::success() {
-  consecutive_failures_ = 0;
-  reconnect_delay_ms_ = kReconnectMinMs;
+void RedisRateLimiter::node_ready(RedisNode& node) {
+  if (closing_) return;
+  if (config_.mode == "cluster" && !slots_known_) refresh_slots();
+  if (config_.mode == "sentinel" && !master_) ask_sentinels();
+  (void)node;
+}
+
+void RedisRateLimiter::node_down(RedisNode& node) {
+  if (closing_) return;
+  if (config_.mode == "cluster" && uv_now(loop_) >= last_refresh_ms_ + kMinRefreshGapMs) refresh_slots();
+  if (config_.mode == "sentinel" && &node == master_) ask_sentinels();
+}
+
+void RedisRateLimiter::refresh_slots() {
+  if (refreshing_ || closing_) return;
+  RedisNode* asked = nullptr;
+  for (auto& n : nodes_)
+    if (n->usable()) {
+      asked = n.get();
+      break;
+    }
+  if (!asked) return;  // the next node to answer asks (node_ready), or the tick
+  refreshing_ = true;
+  last_refresh_ms_ = uv_now(loop_);
+  std::string fallback_host = asked->host();
+  asked->command({"CLUSTER", "SLOTS"}, [this, fallback_host](redisReply* r) {
+    refreshing_ = false;
+    if (closing_ || !r) return;
+    if (r->type != REDIS_REPLY_ARRAY) {
+      log_warn("redis cluster: CLUSTER SLOTS failed: " +
+               (r->type == REDIS_REPLY_ERROR ? std::string(r->str) : std::string("unexpected reply")));
+      return;
+    }
+    std::array<std::int16_t, 16384> map;
+    map.fill(-1);
+    std::size_t covered = 0;
+    for (std::size_t i = 0; i < r->elements; ++i) {
+      const redisReply* range = r->element[i];
+      if (range->type != REDIS_REPLY_ARRAY || range->elements < 3) continue;
+      const redisReply* master = range->element[2];
+      if (range->element[0]->type != REDIS_REPLY_INTEGER || range->element[1]->type != REDIS_REPLY_INTEGER ||
+          master->type != REDIS_REPLY_ARRAY || master->elements < 2 ||
+          master->element[1]->type != REDIS_REPLY_INTEGER)
+        continue;
+      long long first = range->element[0]->integer, last = range->element[1]->integer;
+      if (first < 0 || last >= kRedisSlots || first > last) continue;
+      std::string host = reply_string(master->element[0]);
+      if (host.empty() || host == "?") host = fallback_host;  // "" = the node that answered
+      RedisNode* n = data_node(host, static_cast<int>(master->element[1]->integer));
+      std::int16_t index = -1;
+      for (std::size_t k = 0; k < nodes_.size(); ++k)
+        if (nodes_[k].get() == n) index = static_cast<std::int16_t>(k);
+      for (long long s = first; s <= last; ++s) map[static_cast<std::size_t>(s)] = index;
+      covered += static_cast<std::size_t>(last - first + 1);
+    }
+    if (covered == 0) return;
+    bool first_map = !slots_known_;
+    slots_ = map;
+    slots_known_ = true;
+    if (first_map)
+      log_info("redis cluster: slot map read, " + std::to_string(covered) + " of 16384 slots on " +
+               std::to_string(nodes_.size()) + " node(s)");
+  });
+}
+
+void RedisRateLimiter::ask_sentinels() {
+  if (asking_sentinels_ || closing_) return;
+  for (auto& s : sentinels_) {
+    if (!s->usable()) continue;
+    asking_sentinels_ = true;
+    std::string from = s->address();
+    bool sent = s->command({"SENTINEL", "get-master-addr-by-name", config_.master_name},
+                           [this, from](redisReply* r) {
+      asking_sentinels_ = false;
+      if (closing_ || !r) return;
+      if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+        log_warn("redis sentinel " + from + " does not know master '" + config_.master_name + "'");
+        return;
+      }
+      std::string host = reply_string(r->element[0]);
+      int port = std::atoi(reply_string(r->element[1]).c_str());
+      if (!host.empty() && port > 0 && port <= 65535) set_master(host, port);
+    });
+    if (sent) return;
+    asking_sentinels_ = false;
+  }
+}
+
+void RedisRateLimiter::set_master(const std::string& host, int port) {
+  if (master_ && master_->host() == host && master_->port() == port) return;
+  std::string was = master_ ? master_->address() : "";
+  if (master_) {
+    // Decisions waiting on the old master fail now (their callers decide without Redis); the
+    // node itself is freed on the next tick, outside any of its callbacks.
+    master_->close(true);
+    for (auto it = nodes_.begin(); it != nodes_.end(); ++it)
+      if (it->get() == master_) {
+        retired_.push_back(std::move(*it));
+        nodes_.erase(it);
+        break;
+      }
+  }
+  master_ = data_node(host, port);
+  log_info("redis sentinel: master '" + config_.master_name + "' is " + master_->address() +
+           (was.empty() ? "" : " (was " + was + ")"));
+}
+
+void RedisRateLimiter::on_tick(uv_timer_t* t) {
+  auto* self = static_cast<RedisRateLimiter*>(t->data);
+  self->retired_.clear();
+  if (self->config_.mode == "cluster") self->refresh_slots();
+  else if (self->config_.mode == "sentinel") self->ask_sentinels();
 }
 
 void RedisRateLimiter::close() {
   if (closing_) return;
   closing_ = true;
-  // Whoever still waits is going away too: no answers from here on.
-  while (!waiting_.empty()) {
-    Pending* p = waiting_.front();
-    waiting_.remove(*p);
-    p->waiter = nullptr;
+  if (tick_) {
+    uv_close(reinterpret_cast<uv_handle_t*>(tick_), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+    tick_ = nullptr;
   }
-  if (ctx_) {
-    redisAsyncContext* c = ctx_;
-    ctx_ = nullptr;
-    connected_ = ready_ = false;
-    if (!going_away(c)) redisAsyncFree(c);  // calls every pending callback with a null reply
-  }
-  uv_close(reinterpret_cast<uv_handle_t*>(reconnect_timer_),
-           [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
-  uv_close(reinterpret_cast<uv_handle_t*>(wait_timer_),
-           [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+  for (auto& n : nodes_) n->close(false);
+  for (auto& n : sentinels_) n->close(false);
+  for (auto& n : retired_) n->close(false);
 }
 
 }  // namespace bulwark

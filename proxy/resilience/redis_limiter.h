@@ -1,36 +1,38 @@
 // Global rate limits: one GCRA bucket per key in Redis, shared by every Bulwark replica. Each
-// worker keeps its own connection (hiredis on the worker's libuv loop); decisions are Lua
-// calls (EVALSHA, falling back to EVAL when Redis lost the script) pipelined on it. Redis's
-// own clock is used, so replicas with skewed clocks agree.
-//
-// What it promises when Redis is slow, hung or gone:
-// - no decision waits longer than `timeout_ms` (one timer for all of them: they share the
-//   timeout, so their deadlines come in order);
-// - after 3 failures in a row (errors, timeouts) Redis is not asked for 1 s, and the
-//   connection is dropped and made again;
-// - a connection is used for decisions only once Redis has answered on it (the SCRIPT LOAD
-//   sent first): a TCP connect that a hung Redis's kernel accepts into its backlog does not
-//   count, so the 1 s pause holds across reconnects, and a hung Redis costs requests nothing
-//   after the first failures;
-// - reconnects back off (100 ms doubling to 2 s); an outage is logged once when it starts
-//   (also at start-up) and once when Redis answers again.
-// Callers then apply on_redis_failure.
+// worker keeps its own connections (hiredis on the worker's libuv loop, one RedisNode per
+// server, redis_node.h); decisions are Lua calls (EVALSHA, falling back to EVAL when Redis
+// lost the script) pipelined on them. Redis's own clock is used, so replicas with skewed
+// clocks agree. Where a decision goes depends on `redis.mode`:
+// - standalone: the one server;
+// - cluster: the master owning the key's slot (CRC16, hash tags: redis_slots.h), from a slot
+//   map read with CLUSTER SLOTS from any node once one answers, again every 10 s and at once
+//   after a MOVED; a MOVED or ASK reply sends the decision on to the node named (ASK with
+//   ASKING first), with its deadline unchanged, at most twice;
+// - sentinel: the master the sentinels name (SENTINEL get-master-addr-by-name), asked of the
+//   first sentinel that answers at start, every second, and at once when the master's
+//   connection fails or answers READONLY; a new address replaces the master's connection.
+// No decision waits longer than `redis.timeout`; when Redis cannot be asked or fails, the
+// caller applies on_redis_failure (see redis_node.h for the breaker and reconnects).
 #pragma once
 
 #include <uv.h>
 
+#include <array>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "admin/stats.h"
+#include "config/config.h"
 #include "core/intrusive_list.h"
 #include "resilience/rate_limiter.h"
 
-struct redisAsyncContext;
-
 namespace bulwark {
+
+class RedisNode;
+struct RedisRedirect;
 
 class RateDecisionWaiter {
  public:
@@ -47,26 +49,28 @@ class RedisRateLimiter {
   // A decision in flight. Owned by the limiter: it goes back to the free list when hiredis
   // has called back for it (reply, error or disconnect), whether or not a waiter is left.
   struct Pending {
-    RedisRateLimiter* owner = nullptr;
+    RedisNode* node = nullptr;             // where it was last sent
     RateDecisionWaiter* waiter = nullptr;  // null: answered or cancelled, the reply is dropped
-    ListHook<Pending> wait_hook;           // in waiting_ while a waiter waits
+    ListHook<Pending> wait_hook;           // in its node's waiting list while a waiter waits
     std::uint64_t deadline_ms = 0;
     char key[320];
     std::size_t key_len = 0;
     char interval[32];
     char tolerance[32];
+    int redirects = 0;
     bool retried_with_eval = false;
     bool timed_out = false;  // its waiter heard a failure: a reply now is too late to count
   };
 
-  // `timeout_ms`: the longest a decision is waited for (redis.timeout).
+  RedisRateLimiter(uv_loop_t* loop, const RedisConfig& config, Counter& errors);
+  // A standalone Redis without a password (tests).
   RedisRateLimiter(uv_loop_t* loop, std::string host, int port, std::uint64_t timeout_ms,
                    Counter& errors);
   ~RedisRateLimiter();
   RedisRateLimiter(const RedisRateLimiter&) = delete;
   RedisRateLimiter& operator=(const RedisRateLimiter&) = delete;
 
-  // Asks Redis; the answer (or the failure, at the latest after timeout_ms) goes to `waiter`
+  // Asks Redis; the answer (or the failure, at the latest after the timeout) goes to `waiter`
   // later, unless cancelled first. nullptr: Redis cannot be asked now (no usable connection,
   // its breaker open, the connection going away): decide without it, at once. Never calls a
   // waiter back itself.
@@ -74,54 +78,45 @@ class RedisRateLimiter {
                   RateDecisionWaiter* waiter);
   // The waiter gives up (it went away): its answer is dropped.
   void cancel(Pending* pending);
-  // Redis answered on the current connection and its breaker is closed.
+  // A decision could be sent now (some node that would take it answers).
   bool usable() const;
   void close();
+  // Refused AUTH replies so far (all nodes).
+  std::uint64_t auth_failures() const { return auth_failures_; }
 
   static const char* script();  // the GCRA script (for tests and docs)
 
- private:
-  void connect();
-  bool send(Pending* p);
-  void on_reply(Pending* p, void* reply);
-  void on_script_loaded(void* reply);
-  void failure();
-  void success();
-  // Drops the current connection (if any) and schedules the next connect after the back-off.
-  void drop_connection(const std::string& why);
-  void schedule_reconnect();
-  void report_down(const std::string& why);
-  void arm_wait_timer();
-  static void on_connect(const redisAsyncContext* c, int status);
-  static void on_disconnect(const redisAsyncContext* c, int status);
-  static void on_reconnect_timer(uv_timer_t* t);
-  static void on_wait_timer(uv_timer_t* t);
-  static void reply_cb(redisAsyncContext* c, void* reply, void* privdata);
-  static void script_loaded_cb(redisAsyncContext* c, void* reply, void* privdata);
-  Pending* new_pending();
+  // For RedisNode.
   void free_pending(Pending* p);
-  std::string name() const;
+  void redirect(RedisNode& from, Pending* p, const RedisRedirect& to);
+  void node_ready(RedisNode& node);
+  void node_down(RedisNode& node);
+  void auth_failed() { ++auth_failures_; }
+
+ private:
+  Pending* new_pending();
+  RedisNode* data_node(const std::string& host, int port);  // found or made
+  RedisNode* node_for(std::string_view key);
+  void refresh_slots();
+  void ask_sentinels();
+  void set_master(const std::string& host, int port);
+  static void on_tick(uv_timer_t* t);
 
   uv_loop_t* loop_;
-  std::string host_;
-  int port_;
-  std::uint64_t timeout_ms_;
+  RedisConfig config_;
   Counter& errors_;
-  redisAsyncContext* ctx_ = nullptr;
-  bool connected_ = false;  // TCP connected
-  bool ready_ = false;      // and Redis answered on it: decisions may be sent
+  std::vector<std::unique_ptr<RedisNode>> nodes_;      // data nodes (masters)
+  std::vector<std::unique_ptr<RedisNode>> sentinels_;  // mode sentinel
+  std::vector<std::unique_ptr<RedisNode>> retired_;    // replaced masters, freed on the tick
+  RedisNode* master_ = nullptr;                         // mode sentinel: the current master
+  std::array<std::int16_t, 16384> slots_{};            // mode cluster: index into nodes_, -1
+  bool slots_known_ = false, refreshing_ = false, asking_sentinels_ = false;
+  std::uint64_t last_refresh_ms_ = 0;
+  std::uint64_t auth_failures_ = 0;
+  uv_timer_t* tick_ = nullptr;  // cluster: refresh the slot map; sentinel: ask for the master
   bool closing_ = false;
-  bool down_reported_ = false;  // the current outage was logged
-  bool ever_ready_ = false;
-  std::string sha_;              // of the loaded script; empty: use EVAL
-  uv_timer_t* reconnect_timer_;  // connect/handshake deadline, then reconnect back-off
-  uv_timer_t* wait_timer_;       // the oldest decision's deadline
-  std::uint64_t reconnect_delay_ms_ = 100;
-  int consecutive_failures_ = 0;
-  std::uint64_t open_until_ms_ = 0;  // breaker on the connection
-  std::vector<Pending*> free_;       // pending records are reused
+  std::vector<Pending*> free_;  // pending records are reused
   std::vector<Pending*> all_;
-  IntrusiveList<Pending, &Pending::wait_hook> waiting_;  // by deadline (all share the timeout)
 };
 
 }  // namespace bulwark
