@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 
@@ -50,6 +51,28 @@ void rate(const YamlFields& f, const char* key, double& out) {
   }
   f.rate(key, out);
 }
+
+// What goes into a request head verbatim: a header name must be an HTTP token, a header
+// value (and a path) must not hold CR, LF or another control byte, so a scenario can never
+// split a request or add a header of its own.
+bool header_name_ok(const std::string& name) {
+  if (name.empty()) return false;
+  for (char c : name)
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+          (c != '\0' && std::strchr("!#$%&'*+-.^_`|~", c) != nullptr)))
+      return false;
+  return true;
+}
+
+bool header_value_ok(const std::string& value) {
+  for (char c : value)
+    if ((static_cast<unsigned char>(c) < 0x20 && c != '\t') || c == 0x7f) return false;
+  return true;
+}
+
+constexpr const char* kBadName =
+    "must be a token (letters, digits, !#$%&'*+-.^_`|~; no space, CR or LF)";
+constexpr const char* kBadValue = "must not contain CR, LF or other control characters";
 
 void read_url(const YamlFields& f, const char* key, std::optional<Url>& out) {
   std::string text, error;
@@ -144,8 +167,9 @@ void read_controls(const YamlFields& root, Scenario& s) {
           g.error("labels", "expected a mapping of label: value");
         } else {
           for (const auto& kv : labels) {
-            if (!kv.second.IsScalar()) g.error("labels", "label values must be scalars");
-            else cs.labels[kv.first.as<std::string>()] = kv.second.Scalar();
+            if (!kv.first.IsScalar() || !kv.second.IsScalar())
+              g.error("labels", "label names and values must be scalars");
+            else cs.labels[kv.first.Scalar()] = kv.second.Scalar();
           }
         }
       }
@@ -292,6 +316,11 @@ bool parse_url(const std::string& text, Url& out, std::string& error) {
     error = "no host";
     return false;
   }
+  for (char c : out.host)
+    if (static_cast<unsigned char>(c) <= ' ' || c == 0x7f) {
+      error = "the host must not contain spaces or control characters";
+      return false;
+    }
   for (char c : out.path)
     if (static_cast<unsigned char>(c) <= ' ' || c == 0x7f) {
       error = "the path must not contain spaces or control characters";
@@ -399,21 +428,40 @@ std::optional<Scenario> load_scenario(const std::string& file,
       YAML::Node h = root.node("headers");
       if (!h.IsMap()) root.error("headers", "expected a mapping of name: value");
       else
-        for (const auto& kv : h) s.headers.emplace_back(kv.first.as<std::string>(), kv.second.as<std::string>(""));
+        for (const auto& kv : h) {
+          std::string where = root.path("headers");
+          if (!kv.first.IsScalar() || !header_name_ok(kv.first.Scalar())) {
+            errs.add(kv.first.Mark(), where, std::string("a header name ") + kBadName);
+            continue;
+          }
+          where += "." + kv.first.Scalar();
+          if (!kv.second.IsScalar() && !kv.second.IsNull())
+            errs.add(kv.second.Mark(), where, "expected a single value");
+          else if (!header_value_ok(kv.second.Scalar()))
+            errs.add(kv.second.Mark(), where, kBadValue);
+          else
+            s.headers.emplace_back(kv.first.Scalar(), kv.second.Scalar());
+        }
     }
     if (root.has("priority")) {
       YamlFields p(errs, root.node("priority"), root.path("priority"), {"header", "mix"});
       if (p.ok()) {
         p.string("header", s.priority_header);
+        if (!header_name_ok(s.priority_header)) p.error("header", kBadName);
         YAML::Node mix = p.node("mix");
-        if (!mix.IsMap() || mix.size() == 0) {
-          p.error("mix", "expected a mapping of priority: weight");
+        if (!mix.IsMap() || mix.size() == 0 || mix.size() > 255) {
+          p.error("mix", "expected a mapping of priority: weight (at most 255)");
         } else {
           for (const auto& kv : mix) {
             double w = 0;
-            if (!kv.second.IsScalar() || !number(kv.second.Scalar(), w, true) || w < 0)
-              p.error("mix", "weight of '" + kv.first.as<std::string>() + "' must be a number >= 0");
-            else s.priority_mix.emplace_back(kv.first.as<std::string>(), w);
+            if (!kv.first.IsScalar() || kv.first.Scalar().empty() ||
+                !header_value_ok(kv.first.Scalar()))
+              errs.add(kv.first.Mark(), p.path("mix"),
+                       "a priority name (sent as a header value) must not be empty nor contain "
+                       "CR, LF or other control characters");
+            else if (!kv.second.IsScalar() || !number(kv.second.Scalar(), w, true) || w < 0)
+              p.error("mix", "weight of '" + kv.first.Scalar() + "' must be a number >= 0");
+            else s.priority_mix.emplace_back(kv.first.Scalar(), w);
           }
         }
       }
@@ -422,12 +470,14 @@ std::optional<Scenario> load_scenario(const std::string& file,
       YamlFields k(errs, root.node("keys"), root.path("keys"), {"header", "count"});
       if (k.ok()) {
         if (k.required("header")) k.string("header", s.key_header);
+        if (!s.key_header.empty() && !header_name_ok(s.key_header)) k.error("header", kBadName);
         if (k.required("count")) k.count("count", s.key_count, 1, 10000000);
       }
     }
     if (root.has("paths")) {
       YAML::Node list = root.node("paths");
-      if (!list.IsSequence()) root.error("paths", "expected a list of {path, weight}");
+      if (!list.IsSequence() || list.size() > 255)
+        root.error("paths", "expected a list of {path, weight} (at most 255)");
       else
         for (std::size_t i = 0; i < list.size(); ++i) {
           YamlFields f(errs, list[i], root.path("paths") + "[" + std::to_string(i) + "]",
@@ -439,6 +489,11 @@ std::optional<Scenario> load_scenario(const std::string& file,
           if (f.has("weight") && f.scalar("weight", w) && (!number(w, wp.weight, false) || wp.weight < 0))
             f.error("weight", "expected a number >= 0");
           if (!wp.path.empty() && wp.path.front() != '/') f.error("path", "must start with /");
+          for (char c : wp.path)
+            if (static_cast<unsigned char>(c) <= ' ' || c == 0x7f) {
+              f.error("path", "must not contain spaces or control characters (write a space as %20)");
+              break;
+            }
           s.paths.push_back(wp);
         }
     }

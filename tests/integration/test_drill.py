@@ -71,6 +71,43 @@ class DrillTest(unittest.TestCase):
         self.assertIn("give min: or max:", err)
         self.assertRegex(err, r"bulwark-drill: \d+ errors in ")
 
+    def test_header_injection_and_malformed_names_are_refused(self):
+        # Everything that goes into the request head verbatim: CR/LF (or a space in a path) would
+        # split a request or smuggle a header. Non-scalar names crashed the reader (an uncaught
+        # yaml-cpp exception) before.
+        path = self.write("inject.yaml", """\
+            name: inject
+            target: http://127.0.0.1:9/
+            headers: { x-a: "b\\r\\nInjected: 1", "x-b\\r\\nEvil": c, "bad name": d, [l]: e, x-f: [1] }
+            priority: { header: "x-p\\nq", mix: { "crit\\r\\nX: y": 1, [a]: 2, ok: 1 } }
+            keys: { header: "k:", count: 3 }
+            paths: [ { path: "/a b" }, { path: "/x\\r\\nHost: evil" } ]
+            controls: [ { title: t, series: [ { metric: m, labels: { [x]: y } } ] } ]
+            load: [ { duration: 1s, rate: 1/s } ]
+            """)
+        r = run_drill([path, "--check"])
+        self.assertEqual(r.returncode, 2, r.stdout + r.stderr)
+        err = r.stderr
+        self.assertNotIn("terminate", err)
+        for line, key in ((3, "headers.x-a: must not contain CR, LF"), (3, "headers: a header name must be a token"),
+                          (3, "headers.x-f: expected a single value"), (4, "priority.header: must be a token"),
+                          (4, "priority.mix: a priority name"), (5, "keys.header: must be a token"),
+                          (6, r"paths\[0\].path: must not contain spaces"), (6, r"paths\[1\].path: must not contain"),
+                          (7, r"controls\[0\]\.series\[0\]\.labels: label names and values must be scalars")):
+            self.assertRegex(err, rf"{re.escape(path)}:{line}:\d+: {key}", err)
+        self.assertEqual(len(re.findall(r"a header name must be a token", err)), 3, err)
+        self.assertEqual(len(re.findall(r"a priority name", err)), 2, err)
+        self.assertRegex(err, r"bulwark-drill: 12 errors in ")
+        # A tab in a value, an empty value and a plain token name are fine.
+        path = self.write("fine.yaml", """\
+            name: fine
+            target: http://127.0.0.1:9/
+            headers: { x-a: "b\\tc", x-b: , "x-c!#$%&'*+.^_`|~": d }
+            load: [ { duration: 1s, rate: 1/s } ]
+            """)
+        r = run_drill([path, "--check"])
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+
     def test_undefined_variable_and_default(self):
         path = self.write("vars.yaml", """\
             name: vars
