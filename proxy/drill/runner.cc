@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <ctime>
 #include <map>
@@ -18,7 +19,8 @@ namespace bulwark::drill {
 namespace {
 
 constexpr std::uint64_t kScrapeTimeoutMs = 900;
-constexpr std::uint64_t kActionTimeoutMs = 5000;
+constexpr std::uint64_t kActionTimeoutMs = 5000;    // a GET action, unless it says otherwise
+constexpr std::uint64_t kCommandTimeoutMs = 30000;  // a command (run:), unless it says otherwise
 
 std::size_t pick(std::mt19937_64& rng, const std::vector<double>& cumulative) {
   if (cumulative.size() <= 1 || cumulative.back() <= 0) return 0;
@@ -38,6 +40,12 @@ std::vector<std::string> priority_names(const Scenario& s) {
   std::vector<std::string> names;
   for (const auto& [name, weight] : s.priority_mix) names.push_back(name);
   return names;
+}
+
+std::string format_seconds(std::uint64_t ms) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g s", static_cast<double>(ms) / 1000);
+  return buf;
 }
 
 std::string iso_now() {
@@ -148,8 +156,11 @@ class Run {
     if (progress_) std::fprintf(progress_, "%6.1f s  fault '%s' %s: %s\n", now_s(), f.name.c_str(), which, a.describe().c_str());
     std::string text = "fault '" + f.name + "' " + which + " (" + a.describe() + ")";
     ++actions_running_;
+    std::uint64_t timeout_ms = a.timeout_s > 0 ? static_cast<std::uint64_t>(a.timeout_s * 1000)
+                               : a.get        ? kActionTimeoutMs
+                                              : kCommandTimeoutMs;
     if (a.get) {
-      http_get(&loop_, action_addr_[&a], *a.get, kActionTimeoutMs,
+      http_get(&loop_, action_addr_[&a], *a.get, timeout_ms,
                [this, text](int status, std::string, std::string error) {
                  if (status < 200 || status >= 300)
                    action_failures_.push_back({text, std::nan(""), false,
@@ -159,8 +170,8 @@ class Run {
                });
       return;
     }
-    auto* p = new Spawned{this, text, {}};
-    p->process.data = p;
+    auto* p = new Spawned{this, text, timeout_ms};
+    p->process.data = p->timer.data = p;
     const char* args[] = {"/bin/sh", "-c", a.run.c_str(), nullptr};
     uv_stdio_container_t stdio[3];
     stdio[0].flags = UV_IGNORE;
@@ -173,37 +184,58 @@ class Run {
     opt.args = const_cast<char**>(args);
     opt.stdio_count = 3;
     opt.stdio = stdio;
+    opt.flags = UV_PROCESS_DETACHED;  // a process group of its own, killed whole on a timeout
     opt.exit_cb = [](uv_process_t* proc, std::int64_t status, int signal) {
       auto* sp = static_cast<Spawned*>(proc->data);
-      if (status != 0 || signal != 0)
+      if (sp->timed_out)
+        sp->run->action_failures_.push_back(
+            {sp->text, std::nan(""), false,
+             "no exit within " + format_seconds(sp->timeout_ms) + ": killed"});
+      else if (status != 0 || signal != 0)
         sp->run->action_failures_.push_back(
             {sp->text, std::nan(""), false,
              signal ? "killed by signal " + std::to_string(signal) : "exit status " + std::to_string(status)});
-      uv_close(reinterpret_cast<uv_handle_t*>(proc), [](uv_handle_t* h) {
-        auto* spawned = static_cast<Spawned*>(h->data);
-        Run* run = spawned->run;
-        delete spawned;
-        --run->actions_running_;
-        run->maybe_close();
-      });
+      sp->close();
     };
+    uv_timer_init(&loop_, &p->timer);
     int rc = uv_spawn(&loop_, &p->process, &opt);
     if (rc != 0) {
       action_failures_.push_back({text, std::nan(""), false, std::string("cannot start: ") + uv_strerror(rc)});
-      uv_close(reinterpret_cast<uv_handle_t*>(&p->process), [](uv_handle_t* h) {
-        auto* spawned = static_cast<Spawned*>(h->data);
-        Run* run = spawned->run;
-        delete spawned;
-        --run->actions_running_;
-        run->maybe_close();
-      });
+      p->close();
+      return;
     }
+    uv_timer_start(&p->timer, [](uv_timer_t* t) {
+      auto* sp = static_cast<Spawned*>(t->data);
+      sp->timed_out = true;
+      if (sp->run->progress_)
+        std::fprintf(sp->run->progress_, "%6.1f s  %s: no exit within %s, killed\n", sp->run->now_s(),
+                     sp->text.c_str(), format_seconds(sp->timeout_ms).c_str());
+      uv_kill(-sp->process.pid, SIGKILL);  // the exit callback follows
+    }, timeout_ms, 0);
   }
 
+  // A running command: its process and its timeout, freed once both handles are closed.
   struct Spawned {
     Run* run;
     std::string text;
-    uv_process_t process;
+    std::uint64_t timeout_ms;
+    uv_process_t process{};
+    uv_timer_t timer{};
+    bool timed_out = false;
+    int handles = 2;
+
+    void close() {
+      auto on_close = [](uv_handle_t* h) {
+        auto* sp = static_cast<Spawned*>(h->data);
+        if (--sp->handles > 0) return;
+        Run* r = sp->run;
+        delete sp;
+        --r->actions_running_;
+        r->maybe_close();
+      };
+      uv_close(reinterpret_cast<uv_handle_t*>(&process), on_close);
+      uv_close(reinterpret_cast<uv_handle_t*>(&timer), on_close);
+    }
   };
 
   void on_second() {

@@ -84,10 +84,11 @@ void read_url(const YamlFields& f, const char* key, std::optional<Url>& out) {
 
 void read_action(const YamlFields& parent, const char* key, Action& out) {
   if (!parent.has(key)) return;
-  YamlFields f(parent.errors(), parent.node(key), parent.path(key), {"get", "run"});
+  YamlFields f(parent.errors(), parent.node(key), parent.path(key), {"get", "run", "timeout"});
   if (!f.ok()) return;
   read_url(f, "get", out.get);
   f.string("run", out.run);
+  seconds(f, "timeout", out.timeout_s, false);
   if (out.get && !out.run.empty()) f.error("run", "give either get or run, not both");
   if (out.empty()) parent.error(key, "needs get: URL or run: COMMAND");
 }

@@ -30,10 +30,13 @@ struct Phase {
   double rate_to = 0;  // at its end (= rate unless a ramp)
 };
 
-// A fault action: an HTTP GET (e.g. bulwark-testd's /__mode) or a shell command.
+// A fault action: an HTTP GET (e.g. bulwark-testd's /__mode) or a shell command. Either is
+// given up after `timeout_s` (a command is killed, with its process group): a fault action
+// never holds up the end of a run for longer.
 struct Action {
   std::optional<Url> get;
   std::string run;
+  double timeout_s = 0;  // 0: the default, 5 s for a GET, 30 s for a command
   bool empty() const { return !get && run.empty(); }
   std::string describe() const;
 };

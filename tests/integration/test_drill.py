@@ -249,5 +249,41 @@ class DrillTest(unittest.TestCase):
             backend.stop()
 
 
+    def test_a_fault_command_that_never_exits_is_killed(self):
+        # A command that hangs held up the end of the run forever (the run waits for every
+        # action). It is killed, with whatever it started, after its timeout.
+        backend = Testd()
+        try:
+            pids = os.path.join(self.tmp, "pids")
+            path = self.write("hang.yaml", f"""\
+                name: hang
+                target: http://127.0.0.1:{backend.port}/
+                load: [ {{ duration: 2s, rate: 20/s }} ]
+                faults:
+                  - name: hangs
+                    at: 500ms
+                    duration: 10s
+                    start: {{ run: "echo $$ > {pids}; sleep 1000 & echo $! >> {pids}; wait", timeout: 1s }}
+                    end: {{ run: "sleep 1000", timeout: 300ms }}
+                """)
+            started = time.monotonic()
+            r = run_drill([path, "--report", os.path.join(self.tmp, "hang.html")], timeout=30)
+            self.assertLess(time.monotonic() - started, 10)
+            self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+            self.assertIn("[FAIL] fault 'hangs' start (run: echo", r.stdout)
+            self.assertIn("(no exit within 1 s: killed)", r.stdout)
+            self.assertIn("[FAIL] fault 'hangs' end (run: sleep 1000): n/a (no exit within 0.3 s: killed)",
+                          r.stdout)
+            self.assertIn("no exit within 1 s, killed", r.stderr)
+            for pid in open(pids).read().split():
+                try:
+                    state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+                except FileNotFoundError:
+                    continue
+                self.assertEqual(state, "Z", f"process {pid} is still running")
+        finally:
+            backend.stop()
+
+
 if __name__ == "__main__":
     unittest.main()
