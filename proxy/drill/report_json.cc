@@ -50,6 +50,49 @@ const char* outcome_name(Outcome o) {
 
 namespace {
 
+// The length of the well-formed UTF-8 sequence at s[i] (2 to 4 bytes), 0 if there is none.
+std::size_t utf8_sequence(std::string_view s, std::size_t i) {
+  auto at = [&](std::size_t k) { return static_cast<unsigned char>(s[k]); };
+  unsigned char c = at(i);
+  std::size_t n = c >= 0xc2 && c <= 0xdf   ? 2
+                  : c >= 0xe0 && c <= 0xef ? 3
+                  : c >= 0xf0 && c <= 0xf4 ? 4
+                                           : 0;
+  if (n == 0 || i + n > s.size()) return 0;
+  for (std::size_t k = 1; k < n; ++k)
+    if ((at(i + k) & 0xc0) != 0x80) return 0;
+  unsigned char c1 = at(i + 1);
+  if ((c == 0xe0 && c1 < 0xa0) || (c == 0xed && c1 > 0x9f) || (c == 0xf0 && c1 < 0x90) ||
+      (c == 0xf4 && c1 > 0x8f))
+    return 0;  // overlong, a surrogate, or past U+10FFFF
+  return n;
+}
+
+// A JSON string: UTF-8 text (names in any script) as it is, control bytes escaped, and a byte
+// that is not part of well-formed UTF-8 as U+FFFD. (append_json_string escapes every byte
+// >= 0x7f on its own: the two bytes of an accented letter became two Latin-1 letters.)
+void append_string(std::string& out, std::string_view s) {
+  std::string quoted;
+  out.push_back('"');
+  for (std::size_t i = 0; i < s.size();) {
+    std::size_t ascii = i;
+    while (ascii < s.size() && static_cast<unsigned char>(s[ascii]) < 0x80) ++ascii;
+    if (ascii > i) {  // escaped as everywhere else in Bulwark
+      quoted.clear();
+      append_json_string(quoted, s.substr(i, ascii - i));
+      out.append(quoted, 1, quoted.size() - 2);
+      i = ascii;
+    } else if (std::size_t n = utf8_sequence(s, i)) {
+      out.append(s.substr(i, n));
+      i += n;
+    } else {
+      out.append("\\ufffd");
+      ++i;
+    }
+  }
+  out.push_back('"');
+}
+
 class JsonWriter {
  public:
   std::string out;
@@ -67,13 +110,13 @@ class JsonWriter {
   }
   void key(std::string_view k) {
     comma();
-    append_json_string(out, k);
+    append_string(out, k);
     out.push_back(':');
     first_ = true;  // the value follows without a comma
   }
   void string(std::string_view s) {
     comma();
-    append_json_string(out, s);
+    append_string(out, s);
   }
   void boolean(bool b) {
     comma();

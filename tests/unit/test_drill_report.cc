@@ -362,6 +362,20 @@ TEST_CASE("drill report: an empty Report renders, with no NaN or division by zer
   CHECK(valid_json(render_json(odd)));
 }
 
+TEST_CASE("drill report: JSON keeps UTF-8 names and replaces invalid bytes") {
+  Report r;
+  r.scenario = "Ünïcødé 日本語 💥";
+  r.description = std::string("bad \xff\xc3 end \xed\xa0\x80 \xc0\xaf \x01");
+  r.phases = {{"фаза", 0, 1}};
+  std::string json = render_json(r);
+  REQUIRE(valid_json(json));
+  CHECK(json.find("\"scenario\":\"Ünïcødé 日本語 💥\"") != std::string::npos);
+  CHECK(json.find("\"name\":\"фаза\"") != std::string::npos);
+  // A lone byte, a truncated sequence, a surrogate and an overlong form: U+FFFD for each byte.
+  CHECK(json.find("\"description\":\"bad \\ufffd\\ufffd end \\ufffd\\ufffd\\ufffd "
+                  "\\ufffd\\ufffd \\u0001\"") != std::string::npos);
+}
+
 TEST_CASE("drill report: JSON summary") {
   Report r = synthetic_report();
   r.reasons.push_back({"weird \"reason\"\n\x01", 1});
