@@ -250,6 +250,8 @@ std::string describe(const Objective& o) {
   return text;
 }
 
+constexpr double kMaxRequests = 100e6;
+
 // Cross-references between sections, checked once everything is read.
 void check_references(const YamlFields& root, Scenario& s) {
   for (std::size_t i = 0; i < s.objectives.size(); ++i) {
@@ -271,6 +273,15 @@ void check_references(const YamlFields& root, Scenario& s) {
     o.text = describe(o);
   }
   double total = s.duration_s();
+  double requests = 0;  // the schedule is built whole before the run: 32 bytes a request
+  for (const Phase& p : s.phases) requests += (p.rate + p.rate_to) / 2 * p.duration_s;
+  if (requests > kMaxRequests)
+    root.errors().add(root.node("load").Mark(), "load",
+                      "schedules " +
+                          (requests < 1e15 ? group_thousands(std::to_string(std::llround(requests)))
+                                           : fmt(requests)) +
+                          " requests, more than 100,000,000 (32 bytes each): use a lower rate "
+                          "or a shorter load");
   for (std::size_t i = 0; i < s.faults.size(); ++i)
     if (s.faults[i].at_s >= total && total > 0)
       root.errors().add(root.node("faults")[i].Mark(), "faults[" + std::to_string(i) + "].at",

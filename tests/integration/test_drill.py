@@ -108,6 +108,21 @@ class DrillTest(unittest.TestCase):
         r = run_drill([path, "--check"])
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
 
+    def test_a_schedule_too_large_to_hold_is_refused(self):
+        # The schedule is built whole before the run (32 bytes a request): 360 billion requests
+        # ended in an uncaught std::bad_alloc. Refused up front, by --check too.
+        path = self.write("huge.yaml", """\
+            name: huge
+            target: http://127.0.0.1:9/
+            load:
+              - { duration: 1h, rate: 100000000/s }
+            """)
+        for args in ([path, "--check"], [path, "--report", os.path.join(self.tmp, "huge.html")]):
+            r = run_drill(args)
+            self.assertEqual(r.returncode, 2, r.stdout + r.stderr)
+            self.assertIn(f"{path}:4:3: load: schedules 360,000,000,000 requests, more than 100,000,000",
+                          r.stderr)
+
     def test_undefined_variable_and_default(self):
         path = self.write("vars.yaml", """\
             name: vars
@@ -236,7 +251,8 @@ class DrillTest(unittest.TestCase):
             fives = summary["outcomes"]["upstream-5xx"]
             self.assertEqual(fives[0], 0)
             self.assertGreater(fives[1], 40)
-            self.assertEqual(fives[2], 0)
+            # The request due at 2.000 s races the end action (another connection) to the backend.
+            self.assertLessEqual(fives[2], 1)
             self.assertTrue(os.path.exists(marker))
             # A fault outlasting the load is ended with it; its failing end action fails the run.
             self.assertEqual(r.returncode, 1, r.stdout)
