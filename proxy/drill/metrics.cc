@@ -45,7 +45,8 @@ bool parse_labels(std::string_view text, std::size_t& i, std::map<std::string, s
 
 }  // namespace
 
-std::vector<Sample> parse_prometheus(std::string_view text) {
+std::vector<Sample> parse_prometheus(std::string_view text,
+                                     const std::set<std::string, std::less<>>* wanted) {
   std::vector<Sample> out;
   std::size_t pos = 0;
   while (pos < text.size()) {
@@ -57,7 +58,7 @@ std::vector<Sample> parse_prometheus(std::string_view text) {
     Sample s;
     std::size_t i = 0;
     while (i < line.size() && name_char(line[i], i == 0)) ++i;
-    if (i == 0) continue;
+    if (i == 0 || (wanted && wanted->find(line.substr(0, i)) == wanted->end())) continue;
     s.name = std::string(line.substr(0, i));
     if (i < line.size() && line[i] == '{' && !parse_labels(line, i, s.labels)) continue;
     while (i < line.size() && line[i] == ' ') ++i;

@@ -3,7 +3,9 @@
 // not parse are skipped (a partial scrape still gives what it has).
 #pragma once
 
+#include <functional>
 #include <map>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -18,7 +20,11 @@ struct Sample {
   double value = 0;
 };
 
-std::vector<Sample> parse_prometheus(std::string_view text);
+// With `wanted`, only the samples of those metric names: other lines are skipped before their
+// labels are read, so a large exposition costs little more than a scan (the scrape runs on the
+// load generator's thread).
+std::vector<Sample> parse_prometheus(std::string_view text,
+                                     const std::set<std::string, std::less<>>* wanted = nullptr);
 
 // The value of one control series in one scrape: the sum (max, min) of the samples named
 // `series.metric` whose labels include every `series.labels` pair; NaN when none matched.

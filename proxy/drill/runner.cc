@@ -83,6 +83,8 @@ class Run {
                                            std::max<std::size_t>(s_.priority_mix.size(), 1),
                                            s_.key_header, s_.key_count);
     seconds_ = static_cast<std::size_t>(std::ceil(s_.duration_s()));
+    for (const ControlSpec& chart : s_.controls)
+      for (const ControlSeries& cs : chart.series) metric_names_.insert(cs.metric);
     uv_timer_init(&loop_, &second_);
     second_.data = this;
     uv_signal_init(&loop_, &sigint_);
@@ -259,7 +261,7 @@ class Run {
                if (status != 200) {
                  ++scrape_errors_;
                } else {
-                 std::vector<Sample> samples = parse_prometheus(body);
+                 std::vector<Sample> samples = parse_prometheus(body, &metric_names_);
                  std::vector<double> values;
                  for (const ControlSpec& chart : s_.controls)
                    for (const ControlSeries& cs : chart.series) values.push_back(evaluate(cs, samples));
@@ -352,6 +354,7 @@ class Run {
   std::unique_ptr<LoadGenerator> gen_;
   std::vector<std::unique_ptr<FaultTimers>> faults_;
   std::vector<std::pair<double, std::vector<double>>> scrapes_;
+  std::set<std::string, std::less<>> metric_names_;  // the metrics the control charts draw
   std::vector<ObjectiveResult> action_failures_;
   std::vector<std::string> reasons_;
   std::uint64_t start_ns_ = 0, scrape_errors_ = 0;
