@@ -20,6 +20,8 @@
 #include <map>
 #include <string>
 
+#include <unistd.h>
+
 #include "drill/model.h"
 #include "drill/runner.h"
 #include "drill/scenario.h"
@@ -39,6 +41,17 @@ bool write_file(const std::string& path, const std::string& text) {
   out << text;
   out.close();
   return static_cast<bool>(out);
+}
+
+// Whether `path` can be written, checked before the run: an unwritable report was otherwise
+// found out only once the whole drill had run. A file created for the check is removed.
+bool writable(const std::string& path) {
+  bool existed = access(path.c_str(), F_OK) == 0;
+  std::FILE* f = std::fopen(path.c_str(), "a");
+  if (!f) return false;
+  std::fclose(f);
+  if (!existed) std::remove(path.c_str());
+  return true;
 }
 
 std::string format_measured(double v) {
@@ -115,6 +128,10 @@ int main(int argc, char** argv) {
     std::size_t dot = json_path.rfind('.');
     if (dot != std::string::npos && json_path.find('/', dot) == std::string::npos) json_path.resize(dot);
     json_path += ".json";
+  }
+  if (!writable(report_path) || !writable(json_path)) {
+    std::fprintf(stderr, "bulwark-drill: cannot write %s or %s\n", report_path.c_str(), json_path.c_str());
+    return 3;
   }
   std::signal(SIGPIPE, SIG_IGN);
   rlimit lim{};  // `connections` may need more descriptors than the usual soft limit of 1024

@@ -123,6 +123,23 @@ class DrillTest(unittest.TestCase):
             self.assertIn(f"{path}:4:3: load: schedules 360,000,000,000 requests, more than 100,000,000",
                           r.stderr)
 
+    def test_an_unwritable_report_is_found_before_the_run(self):
+        # The report was written only after the whole drill (faults and all) had run.
+        path = self.write("unwritable.yaml", """\
+            name: unwritable
+            target: http://127.0.0.1:9/
+            load: [ { duration: 5s, rate: 10/s } ]
+            """)
+        started = time.monotonic()
+        r = run_drill([path, "--report", os.path.join(self.tmp, "no", "such", "r.html")])
+        self.assertLess(time.monotonic() - started, 3)
+        self.assertEqual(r.returncode, 3, r.stdout + r.stderr)
+        self.assertIn("cannot write", r.stderr)
+        self.assertNotIn("drill 'unwritable'", r.stderr)
+        r = run_drill([path, "--report", os.path.join(self.tmp, "r.html"), "--json", "/proc/r.json"])
+        self.assertEqual(r.returncode, 3, r.stdout + r.stderr)
+        self.assertEqual(os.listdir(self.tmp), ["unwritable.yaml"])  # nothing left by the check
+
     def test_undefined_variable_and_default(self):
         path = self.write("vars.yaml", """\
             name: vars
