@@ -235,6 +235,9 @@ struct RedisConfig {
   std::string password;                // from password_file or password_env; never printed
   std::string password_from;           // "file PATH" | "env NAME" | "" (for /config)
   std::uint64_t timeout_ms = 20;
+  // Replicas sharing the global limits, for on_redis_failure: local (each takes 1/replicas of
+  // the quota while Redis is out): 0 = learned from Redis (`auto`), else this fixed number.
+  int replicas = 0;
   bool operator==(const RedisConfig&) const = default;
 };
 

@@ -234,6 +234,8 @@ void restart_blocks(JsonObject& root, const Config& c) {
     if (!rc.username.empty()) r.str("username", rc.username);
     if (!rc.password_from.empty()) r.str("password", "from " + rc.password_from);  // never the secret
     r.ms("timeout", rc.timeout_ms);
+    if (rc.replicas > 0) r.num("replicas", rc.replicas);
+    else r.str("replicas", "auto");
   }
 
 }

@@ -28,7 +28,7 @@ namespace {
 void read_redis(ConfigErrors& errors, const YamlFields& root, Config& c) {
   YamlFields r(errors, root.node("redis"), "redis",
                {"mode", "address", "nodes", "sentinels", "master_name", "username",
-                "password_file", "password_env", "timeout"});
+                "password_file", "password_env", "timeout", "replicas"});
   if (!r.ok()) return;
   RedisConfig rc;
   r.string("mode", rc.mode);
@@ -94,6 +94,10 @@ void read_redis(ConfigErrors& errors, const YamlFields& root, Config& c) {
   if (!rc.username.empty() && rc.password.empty())
     r.error("username", "needs password_file or password_env");
   r.duration("timeout", rc.timeout_ms, false);
+  if (r.has("replicas")) {
+    std::string text;
+    if (r.scalar("replicas", text) && text != "auto") r.integer("replicas", rc.replicas, 1, 100000);
+  }
   c.redis = rc;
 }
 

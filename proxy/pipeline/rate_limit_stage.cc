@@ -71,7 +71,11 @@ const char* RateLimitStage::limited_detail(bool redis_outage) {
 
 RateDecision RateLimitStage::redis_fallback(Exchange& x, std::string_view k) {
   const RateLimitConfig& rl = *x.route_state->config.rate_limit;
-  if (rl.on_redis_failure == "local") return x.route_state->limiter->decide(k, uv_hrtime() / 1000);
+  if (rl.on_redis_failure == "local") {
+    // This replica's share of the global quota (1/replicas), not the whole of it.
+    RedisRateLimiter* redis = rl.scope == "global" ? worker_.redis() : nullptr;
+    return x.route_state->limiter->decide(k, uv_hrtime() / 1000, redis ? redis->share() : 1.0);
+  }
   RateDecision d;
   d.allowed = rl.on_redis_failure == "allow";
   d.retry_after_us = 1000000;

@@ -1,5 +1,6 @@
 #include "resilience/rate_limiter.h"
 
+#include <algorithm>
 #include <cmath>
 
 namespace bulwark {
@@ -74,13 +75,15 @@ LocalRateLimiter::Slot* LocalRateLimiter::find(std::uint64_t hash, std::uint64_t
   return victim;
 }
 
-RateDecision LocalRateLimiter::decide(std::string_view key, std::uint64_t now_us) {
+RateDecision LocalRateLimiter::decide(std::string_view key, std::uint64_t now_us, double share) {
+  const double rate = share < 1.0 ? rate_ * share : rate_;
+  const double burst = share < 1.0 ? std::max(1.0, burst_ * share) : burst_;
   Slot* s = find(slots_count_ == 1 ? 1 : hash_key(key), now_us);
   s->used.store(now_us, std::memory_order_relaxed);
   std::uint64_t tat = s->tat.load(std::memory_order_acquire);
   for (;;) {
     std::uint64_t next = 0;
-    RateDecision d = gcra(tat, now_us, rate_, burst_, &next);
+    RateDecision d = gcra(tat, now_us, rate, burst, &next);
     if (!d.allowed) return d;
     if (s->tat.compare_exchange_weak(tat, next, std::memory_order_acq_rel)) return d;
   }

@@ -36,7 +36,9 @@ class LocalRateLimiter {
   static constexpr std::size_t kProbe = 8;
 
   LocalRateLimiter(double rate_per_s, double burst, bool single_key);
-  RateDecision decide(std::string_view key, std::uint64_t now_us);
+  // `share` < 1: this replica's part of a global limit while Redis is out (rate and burst
+  // scaled by it, burst at least 1).
+  RateDecision decide(std::string_view key, std::uint64_t now_us, double share = 1.0);
   // Buckets that are not full at `now` (for /status).
   std::size_t active_keys(std::uint64_t now_us) const;
   std::uint64_t evictions() const { return evictions_.load(std::memory_order_relaxed); }

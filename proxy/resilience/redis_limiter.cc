@@ -2,6 +2,9 @@
 
 #include <hiredis/hiredis.h>
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 
@@ -17,6 +20,34 @@ constexpr std::uint64_t kClusterRefreshMs = 10000;
 constexpr std::uint64_t kSentinelAskMs = 1000;
 constexpr std::uint64_t kMinRefreshGapMs = 100;  // MOVED storms ask for one map, not hundreds
 constexpr int kMaxRedirects = 2;
+constexpr std::uint64_t kRegisterEveryMs = 2000;
+constexpr std::uint64_t kMemberTtlMs = 10000;
+const char kMembersKey[] = "bulwark:replicas";
+
+// KEYS[1]: the set of live replicas (member -> last seen, Redis's clock); ARGV[1]: this
+// process; ARGV[2]: how long a member counts without refreshing (ms). Returns the count.
+const char kRegisterScript[] = R"lua(
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[2])
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - ttl)
+redis.call('PEXPIRE', KEYS[1], ttl * 2)
+return redis.call('ZCARD', KEYS[1])
+)lua";
+
+// This process in the set of replicas: every worker registers the same member.
+const std::string& process_member() {
+  static const std::string member = [] {
+    char host[256] = {};
+    gethostname(host, sizeof host - 1);
+    char buf[64];
+    std::snprintf(buf, sizeof buf, ":%d:%016llx", static_cast<int>(getpid()),
+                  static_cast<unsigned long long>(uv_hrtime() ^ (static_cast<std::uint64_t>(getpid()) << 40)));
+    return std::string(host) + buf;
+  }();
+  return member;
+}
 
 // KEYS[1]: bucket; ARGV[1]: microseconds per token; ARGV[2]: burst tolerance in microseconds.
 // Returns {allowed, remaining, reset_us, retry_after_us}: the arithmetic of gcra() in
@@ -41,6 +72,7 @@ RedisConfig standalone(std::string host, int port, std::uint64_t timeout_ms) {
   c.addresses.push_back(host.find(':') != std::string::npos ? "[" + host + "]:" + std::to_string(port)
                                                             : host + ":" + std::to_string(port));
   c.timeout_ms = timeout_ms;
+  c.replicas = 1;  // no registration: the tests' fake Redis sees only the limiter's decisions
   return c;
 }
 
@@ -70,6 +102,13 @@ RedisRateLimiter::RedisRateLimiter(uv_loop_t* loop, const RedisConfig& config, C
       data_node(host, port);
       if (config_.mode != "cluster") break;
     }
+  }
+  if (config_.replicas == 0) {
+    members_ = new uv_timer_t;
+    uv_timer_init(loop_, members_);
+    members_->data = this;
+    uv_timer_start(members_, [](uv_timer_t* t) { static_cast<RedisRateLimiter*>(t->data)->register_replica(); },
+                   kRegisterEveryMs, kRegisterEveryMs);
   }
   if (config_.mode != "standalone") {
     tick_ = new uv_timer_t;
@@ -183,7 +222,8 @@ void RedisRateLimiter::node_ready(RedisNode& node) {
   if (closing_) return;
   if (config_.mode == "cluster" && !slots_known_) refresh_slots();
   if (config_.mode == "sentinel" && !master_) ask_sentinels();
-  (void)node;
+  // Register at once (not only every 2 s): replicas count each other from the start.
+  if (config_.replicas == 0 && node.ever_ready()) register_replica();
 }
 
 void RedisRateLimiter::node_down(RedisNode& node) {
@@ -286,6 +326,26 @@ void RedisRateLimiter::set_master(const std::string& host, int port) {
            (was.empty() ? "" : " (was " + was + ")"));
 }
 
+void RedisRateLimiter::register_replica() {
+  if (closing_ || registering_) return;
+  RedisNode* node = node_for(kMembersKey);
+  if (!node) return;
+  registering_ = true;
+  bool sent = node->command({"EVAL", kRegisterScript, "1", kMembersKey, process_member(),
+                             std::to_string(kMemberTtlMs)},
+                            [this](redisReply* r) {
+                              registering_ = false;
+                              if (closing_ || !r || r->type != REDIS_REPLY_INTEGER) return;
+                              int n = static_cast<int>(std::max<long long>(1, r->integer));
+                              if (n != learned_replicas_)
+                                log_info("redis: " + std::to_string(n) + " Bulwark replica(s) share the "
+                                         "global rate limits (each takes 1/" + std::to_string(n) +
+                                         " of a quota while Redis is out)");
+                              learned_replicas_ = n;
+                            });
+  if (!sent) registering_ = false;
+}
+
 void RedisRateLimiter::on_tick(uv_timer_t* t) {
   auto* self = static_cast<RedisRateLimiter*>(t->data);
   self->retired_.clear();
@@ -296,9 +356,10 @@ void RedisRateLimiter::on_tick(uv_timer_t* t) {
 void RedisRateLimiter::close() {
   if (closing_) return;
   closing_ = true;
-  if (tick_) {
-    uv_close(reinterpret_cast<uv_handle_t*>(tick_), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
-    tick_ = nullptr;
+  for (uv_timer_t** timer : {&tick_, &members_}) {
+    if (!*timer) continue;
+    uv_close(reinterpret_cast<uv_handle_t*>(*timer), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+    *timer = nullptr;
   }
   for (auto& n : nodes_) n->close(false);
   for (auto& n : sentinels_) n->close(false);

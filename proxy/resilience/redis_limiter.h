@@ -83,6 +83,12 @@ class RedisRateLimiter {
   void close();
   // Refused AUTH replies so far (all nodes).
   std::uint64_t auth_failures() const { return auth_failures_; }
+  // Replicas sharing the global limits: redis.replicas, or (auto) the number of Bulwark
+  // processes that registered in Redis within the last 10 s (each refreshes every 2 s; the
+  // last count is kept while Redis is out); at least 1.
+  int replicas() const { return config_.replicas > 0 ? config_.replicas : learned_replicas_; }
+  // This replica's share of a global quota while Redis cannot be asked.
+  double share() const { return 1.0 / replicas(); }
 
   static const char* script();  // the GCRA script (for tests and docs)
 
@@ -101,6 +107,7 @@ class RedisRateLimiter {
   void ask_sentinels();
   void set_master(const std::string& host, int port);
   static void on_tick(uv_timer_t* t);
+  void register_replica();
 
   uv_loop_t* loop_;
   RedisConfig config_;
@@ -114,6 +121,9 @@ class RedisRateLimiter {
   std::uint64_t last_refresh_ms_ = 0;
   std::uint64_t auth_failures_ = 0;
   uv_timer_t* tick_ = nullptr;  // cluster: refresh the slot map; sentinel: ask for the master
+  uv_timer_t* members_ = nullptr;  // replicas: auto: register this process, count the others
+  int learned_replicas_ = 1;
+  bool registering_ = false;
   bool closing_ = false;
   std::vector<Pending*> free_;  // pending records are reused
   std::vector<Pending*> all_;

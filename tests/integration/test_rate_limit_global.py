@@ -10,7 +10,7 @@ import sys
 import time
 import unittest
 
-from harness import SANITIZED, Bulwark, Reader, Testd, free_port
+from harness import SANITIZED, Bulwark, Reader, Testd, free_port, wait_for
 
 TEMPLATE = """
 admin: {{ listen: 127.0.0.1:{admin} }}
@@ -122,6 +122,10 @@ class GlobalRateLimit(unittest.TestCase):
         self.assertLessEqual(admitted, 34)
         self.assertTrue(self.redis.keys())
 
+        # Both proxies know from Redis that they are two (redis.replicas: auto).
+        for p in self.proxies:
+            wait_for(lambda: "2 Bulwark replica(s) share" in p.stderr_text(), timeout=5,
+                     what="the replica count")
         # Hung Redis: each proxy waits at most redis.timeout, then its breaker stops asking.
         os.kill(self.redis.proc.pid, signal.SIGSTOP)
         time.sleep(1.1)  # the quota refills meanwhile
@@ -131,7 +135,10 @@ class GlobalRateLimit(unittest.TestCase):
               file=sys.stderr)
         # timeout + proxy time + this client's own overhead (more under sanitizers)
         self.assertLess(worst, 0.020 + (0.08 if SANITIZED else 0.02))
-        self.assertGreater(admitted, 30)  # the local fallback: each proxy its own bucket
+        # The local fallback: each proxy takes half the quota (5 + 5/s), so the two together
+        # stay near one quota (10 + 10/s) instead of admitting two.
+        self.assertGreaterEqual(admitted, 14)
+        self.assertLessEqual(admitted, 26)
         errors = sum(p.metric("bulwark_redis_errors_total") for p in self.proxies)
         self.assertGreater(errors, 0)
         os.kill(self.redis.proc.pid, signal.SIGCONT)
