@@ -273,7 +273,7 @@ void Worker::run() {
   for (auto& l : listeners_)
     if (l->fd >= 0) start_listening(*l);
   if (config().redis)
-    redis_ = std::make_unique<RedisRateLimiter>(&loop_, *config().redis, stats_.redis_errors);
+    redis_ = std::make_unique<RedisRateLimiter>(&loop_, *config().redis, stats_.redis_errors, &stats_);
   uv_prepare_start(&prepare_, on_prepare);
   if (uv_timer_start(&heartbeat_, on_heartbeat, 0, 1000) != 0)
     log_error("worker " + std::to_string(index_) + ": cannot start the heartbeat (/healthz)");

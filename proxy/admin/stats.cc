@@ -1,10 +1,10 @@
 #include "admin/stats.h"
 
-
 #include <prometheus/metric_family.h>
 
 #include <iterator>
 #include <limits>
+#include <map>
 #include <string>
 
 #include "admin/access_log.h"
@@ -24,6 +24,18 @@ const char* h2_error_name(H2Error e) {
 }
 
 namespace pm = prometheus;
+
+RedisNodeStats& WorkerStats::redis_node(const std::string& address) {
+  std::size_t n = redis_node_count.load(std::memory_order_relaxed);
+  for (std::size_t i = 0; i < n; ++i)
+    if (redis_nodes[i].address == address) return redis_nodes[i];
+  if (n == kRedisNodes) return redis_nodes[kRedisNodes - 1];
+  RedisNodeStats& slot = redis_nodes[n];
+  slot.address = address;
+  slot.published.store(true, std::memory_order_release);
+  redis_node_count.store(n + 1, std::memory_order_release);
+  return slot;
+}
 
 void DurationHistogram::observe_ns(std::uint64_t ns) {
   double seconds = static_cast<double>(ns) / 1e9;
@@ -60,6 +72,26 @@ pm::ClientMetric gauge(std::vector<pm::ClientMetric::Label> labels, double v) {
   m.label = std::move(labels);
   m.gauge.value = v;
   return m;
+}
+
+// The sum of several histograms of the same buckets (one per worker) as one sample.
+pm::ClientMetric histogram(std::vector<pm::ClientMetric::Label> labels,
+                           const std::vector<const DurationHistogram*>& parts) {
+  pm::ClientMetric h;
+  h.label = std::move(labels);
+  std::uint64_t cumulative = 0, sum_ns = 0;
+  for (std::size_t b = 0; b <= kDurationBuckets.size(); ++b) {
+    for (const DurationHistogram* part : parts) cumulative += part->buckets[b].get();
+    pm::ClientMetric::Bucket bucket;
+    bucket.cumulative_count = cumulative;
+    bucket.upper_bound = b < kDurationBuckets.size() ? kDurationBuckets[b]
+                                                     : std::numeric_limits<double>::infinity();
+    h.histogram.bucket.push_back(bucket);
+  }
+  for (const DurationHistogram* part : parts) sum_ns += part->sum_ns.get();
+  h.histogram.sample_count = cumulative;
+  h.histogram.sample_sum = static_cast<double>(sum_ns) / 1e9;
+  return h;
 }
 
 const char* const kOutcomeNames[] = {"success", "failure",         "timeout",
@@ -221,22 +253,9 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
           n += w.routes[li][ri]->retry_budget_exhausted.get();
         exhausted.metric.push_back(counter({{"route", route}}, static_cast<double>(n)));
       }
-      pm::ClientMetric h;
-      h.label = {{"route", route}, {"upstream", upstream}};
-      std::uint64_t cumulative = 0, sum_ns = 0;
-      for (std::size_t b = 0; b <= kDurationBuckets.size(); ++b) {
-        for (const auto& w : g.workers)
-          cumulative += w.routes[li][ri]->duration.buckets[b].get();
-        pm::ClientMetric::Bucket bucket;
-        bucket.cumulative_count = cumulative;
-        bucket.upper_bound = b < kDurationBuckets.size() ? kDurationBuckets[b]
-                                                         : std::numeric_limits<double>::infinity();
-        h.histogram.bucket.push_back(bucket);
-      }
-      for (const auto& w : g.workers) sum_ns += w.routes[li][ri]->duration.sum_ns.get();
-      h.histogram.sample_count = cumulative;
-      h.histogram.sample_sum = static_cast<double>(sum_ns) / 1e9;
-      durations.metric.push_back(std::move(h));
+      std::vector<const DurationHistogram*> parts;
+      for (const auto& w : g.workers) parts.push_back(&w.routes[li][ri]->duration);
+      durations.metric.push_back(histogram({{"route", route}, {"upstream", upstream}}, parts));
     }
   }
   out.push_back(std::move(requests));
@@ -455,6 +474,47 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
     for (const auto* w : workers_) n += w->redis_errors.get();
     redis.metric.push_back(counter({}, static_cast<double>(n)));
     out.push_back(std::move(redis));
+    // Per Redis server, summed over the workers.
+    std::map<std::string, std::vector<const RedisNodeStats*>> by_node;
+    for (const auto* w : workers_) {
+      std::size_t count = w->redis_node_count.load(std::memory_order_acquire);
+      for (std::size_t i = 0; i < count; ++i)
+        if (w->redis_nodes[i].published.load(std::memory_order_acquire))
+          by_node[w->redis_nodes[i].address].push_back(&w->redis_nodes[i]);
+    }
+    auto node_errors = family("bulwark_redis_node_errors_total",
+                              "Errors, timeouts, lost connections and refused AUTH, per Redis server.",
+                              pm::MetricType::Counter);
+    auto node_up = family("bulwark_redis_node_up",
+                          "Workers that can send to this Redis server now (answered, breaker closed).",
+                          pm::MetricType::Gauge);
+    auto latency = family("bulwark_redis_request_duration_seconds",
+                          "Rate-limit decisions answered by a Redis server, from send to reply.",
+                          pm::MetricType::Histogram);
+    for (const auto& [address, list] : by_node) {
+      std::uint64_t errors = 0;
+      std::int64_t up = 0;
+      std::vector<const DurationHistogram*> hs;
+      for (const RedisNodeStats* r : list) {
+        errors += r->errors.get();
+        up += r->usable.get();
+        hs.push_back(&r->latency);
+      }
+      node_errors.metric.push_back(counter({{"node", address}}, static_cast<double>(errors)));
+      node_up.metric.push_back(gauge({{"node", address}}, static_cast<double>(up)));
+      latency.metric.push_back(histogram({{"node", address}}, hs));
+    }
+    out.push_back(std::move(node_errors));
+    out.push_back(std::move(node_up));
+    out.push_back(std::move(latency));
+    auto replicas = family("bulwark_redis_replicas",
+                           "Bulwark replicas sharing the global rate limits (redis.replicas, or "
+                           "learned from Redis); each takes 1/replicas of a quota while Redis is out.",
+                           pm::MetricType::Gauge);
+    std::int64_t most = 0;
+    for (const auto* w : workers_) most = std::max<std::int64_t>(most, w->redis_replicas.get());
+    replicas.metric.push_back(gauge({}, static_cast<double>(most)));
+    out.push_back(std::move(replicas));
   }
 
   return out;

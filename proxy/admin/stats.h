@@ -125,9 +125,25 @@ struct EndpointStats {
   std::array<Counter, kH2ErrorCount> h2_errors;  // connections ended by an HTTP/2 error
 };
 
+// One Redis server as one worker saw it (written by the worker's RedisNode, read by the
+// admin thread): the address is set once, before `published`, and never changes.
+struct RedisNodeStats {
+  std::string address;
+  std::atomic<bool> published{false};
+  Gauge usable;                // 1 while the worker can send to it
+  Counter errors;              // errors, timeouts, lost connections, refused AUTH
+  DurationHistogram latency;   // decisions answered, send to reply
+};
+
 // A worker's counters that are not a listener's or a route's (those: see Generation).
 struct WorkerStats {
+  static constexpr std::size_t kRedisNodes = 64;  // beyond: the last slot counts for all
   Counter redis_errors;
+  std::array<RedisNodeStats, kRedisNodes> redis_nodes;
+  std::atomic<std::size_t> redis_node_count{0};
+  Gauge redis_replicas;  // the replica count the worker's limiter uses (0: no Redis)
+  // The slot of `address` (the worker's thread only): found, or claimed.
+  RedisNodeStats& redis_node(const std::string& address);
 };
 
 class AccessLogSink;

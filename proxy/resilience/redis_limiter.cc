@@ -88,16 +88,19 @@ RedisRateLimiter::RedisRateLimiter(uv_loop_t* loop, std::string host, int port,
                                    std::uint64_t timeout_ms, Counter& errors)
     : RedisRateLimiter(loop, standalone(std::move(host), port, timeout_ms), errors) {}
 
-RedisRateLimiter::RedisRateLimiter(uv_loop_t* loop, const RedisConfig& config, Counter& errors)
-    : loop_(loop), config_(config), errors_(errors) {
+RedisRateLimiter::RedisRateLimiter(uv_loop_t* loop, const RedisConfig& config, Counter& errors,
+                                   WorkerStats* stats)
+    : loop_(loop), config_(config), errors_(errors), stats_(stats) {
   slots_.fill(-1);
+  if (stats_) stats_->redis_replicas.add(replicas() - stats_->redis_replicas.get());
   for (const std::string& address : config_.addresses) {
     std::string host, error;
     int port = 0;
     if (!split_host_port(address, host, port, error)) continue;  // the loader checked them
     if (config_.mode == "sentinel") {
-      sentinels_.push_back(std::make_unique<RedisNode>(*this, loop_, host, port, RedisNode::Kind::sentinel,
-                                                       RedisNode::Auth{}, config_.timeout_ms, errors_));
+      sentinels_.push_back(std::make_unique<RedisNode>(
+          *this, loop_, host, port, RedisNode::Kind::sentinel, RedisNode::Auth{}, config_.timeout_ms,
+          errors_, stats_ ? &stats_->redis_node("sentinel " + address) : nullptr));
     } else {
       data_node(host, port);
       if (config_.mode != "cluster") break;
@@ -130,9 +133,12 @@ RedisRateLimiter::~RedisRateLimiter() {
 RedisNode* RedisRateLimiter::data_node(const std::string& host, int port) {
   for (auto& n : nodes_)
     if (n->port() == port && n->host() == host) return n.get();
+  std::string address = host.find(':') != std::string::npos ? "[" + host + "]:" + std::to_string(port)
+                                                            : host + ":" + std::to_string(port);
   nodes_.push_back(std::make_unique<RedisNode>(*this, loop_, host, port, RedisNode::Kind::data,
                                                RedisNode::Auth{config_.username, config_.password},
-                                               config_.timeout_ms, errors_));
+                                               config_.timeout_ms, errors_,
+                                               stats_ ? &stats_->redis_node(address) : nullptr));
   return nodes_.back().get();
 }
 
@@ -342,6 +348,7 @@ void RedisRateLimiter::register_replica() {
                                          "global rate limits (each takes 1/" + std::to_string(n) +
                                          " of a quota while Redis is out)");
                               learned_replicas_ = n;
+                              if (stats_) stats_->redis_replicas.add(n - stats_->redis_replicas.get());
                             });
   if (!sent) registering_ = false;
 }

@@ -53,6 +53,7 @@ class RedisRateLimiter {
     RateDecisionWaiter* waiter = nullptr;  // null: answered or cancelled, the reply is dropped
     ListHook<Pending> wait_hook;           // in its node's waiting list while a waiter waits
     std::uint64_t deadline_ms = 0;
+    std::uint64_t sent_ns = 0;  // to its current node
     char key[320];
     std::size_t key_len = 0;
     char interval[32];
@@ -62,7 +63,9 @@ class RedisRateLimiter {
     bool timed_out = false;  // its waiter heard a failure: a reply now is too late to count
   };
 
-  RedisRateLimiter(uv_loop_t* loop, const RedisConfig& config, Counter& errors);
+  // `stats` (may be null): the worker's, for per-server counters and the replica count.
+  RedisRateLimiter(uv_loop_t* loop, const RedisConfig& config, Counter& errors,
+                   WorkerStats* stats = nullptr);
   // A standalone Redis without a password (tests).
   RedisRateLimiter(uv_loop_t* loop, std::string host, int port, std::uint64_t timeout_ms,
                    Counter& errors);
@@ -112,6 +115,7 @@ class RedisRateLimiter {
   uv_loop_t* loop_;
   RedisConfig config_;
   Counter& errors_;
+  WorkerStats* stats_;
   std::vector<std::unique_ptr<RedisNode>> nodes_;      // data nodes (masters)
   std::vector<std::unique_ptr<RedisNode>> sentinels_;  // mode sentinel
   std::vector<std::unique_ptr<RedisNode>> retired_;    // replaced masters, freed on the tick

@@ -50,7 +50,7 @@ struct CommandCall {
 }  // namespace
 
 RedisNode::RedisNode(RedisRateLimiter& owner, uv_loop_t* loop, std::string host, int port, Kind kind,
-                     Auth auth, std::uint64_t timeout_ms, Counter& errors)
+                     Auth auth, std::uint64_t timeout_ms, Counter& errors, RedisNodeStats* stats)
     : owner_(owner),
       loop_(loop),
       host_(std::move(host)),
@@ -59,6 +59,7 @@ RedisNode::RedisNode(RedisRateLimiter& owner, uv_loop_t* loop, std::string host,
       auth_(std::move(auth)),
       timeout_ms_(timeout_ms),
       errors_(errors),
+      stats_(stats),
       reconnect_timer_(new uv_timer_t),
       wait_timer_(new uv_timer_t) {
   uv_timer_init(loop_, reconnect_timer_);
@@ -69,6 +70,17 @@ RedisNode::RedisNode(RedisRateLimiter& owner, uv_loop_t* loop, std::string host,
 }
 
 RedisNode::~RedisNode() { close(false); }
+
+void RedisNode::count_error() {
+  errors_.add();
+  if (stats_) stats_->errors.add();
+}
+
+void RedisNode::set_up(bool up) {
+  if (up == up_) return;
+  up_ = up;
+  if (stats_) stats_->usable.add(up ? 1 : -1);
+}
 
 std::string RedisNode::address() const {
   return host_.find(':') != std::string::npos ? "[" + host_ + "]:" + std::to_string(port_)
@@ -116,7 +128,7 @@ void RedisNode::connect() {
     self->resolving_ = nullptr;
     if (self->closing_) return;
     if (ip.empty()) {
-      self->errors_.add();
+      self->count_error();
       self->report_down(why);
       self->schedule_reconnect();
       return;
@@ -126,7 +138,7 @@ void RedisNode::connect() {
   if (rc != 0) {
     delete req;
     resolving_ = nullptr;
-    errors_.add();
+    count_error();
     report_down(std::string("cannot resolve: ") + uv_strerror(rc));
     schedule_reconnect();
   }
@@ -137,7 +149,7 @@ void RedisNode::connect_to(const std::string& ip) {
   if (!c || c->err) {
     std::string why = c ? context_error(c) : std::string("out of memory");
     if (c) redisAsyncFree(c);
-    errors_.add();
+    count_error();
     report_down(why);
     schedule_reconnect();
     return;
@@ -175,7 +187,7 @@ void RedisNode::on_connect(const redisAsyncContext* c, int status) {
     // hiredis frees the context after this callback (its queued commands come back empty).
     self->ctx_ = nullptr;
     self->connected_ = self->ready_ = false;
-    self->errors_.add();
+    self->count_error();
     self->report_down(context_error(c));
     self->schedule_reconnect();
     return;
@@ -197,7 +209,7 @@ void RedisNode::on_handshake(redisReply* reply, bool auth) {
   if (!reply) return;  // the connection went away: its disconnect is handled elsewhere
   if (auth) {
     if (reply->type == REDIS_REPLY_ERROR) {
-      errors_.add();
+      count_error();
       owner_.auth_failed();
       // Logged every time (not once per outage): a wrong password is a configuration error.
       down_reported_ = false;
@@ -211,13 +223,14 @@ void RedisNode::on_handshake(redisReply* reply, bool auth) {
   if (ready_) return;  // a reload after NOSCRIPT
   if (!loaded) {
     if (!ctx_) return;  // dropped by a refused AUTH already
-    errors_.add();
+    count_error();
     drop_connection(std::string(kind_ == Kind::data ? "SCRIPT LOAD" : "PING") + " failed: " +
                     (reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply"));
     return;
   }
   bool first = !ever_ready_;
   ready_ = ever_ready_ = true;
+  set_up(true);
   uv_timer_stop(reconnect_timer_);
   if (first || down_reported_) log_info(name() + " connected");
   down_reported_ = false;
@@ -229,9 +242,10 @@ void RedisNode::on_disconnect(const redisAsyncContext* c, int) {
   if (c != self->ctx_) return;  // dropped by us: handled then
   self->ctx_ = nullptr;         // freed by hiredis
   self->connected_ = self->ready_ = false;
+  self->set_up(false);
   self->sha_.clear();
   if (self->closing_) return;
-  self->errors_.add();
+  self->count_error();
   self->report_down("connection lost: " + context_error(c));
   self->schedule_reconnect();
   self->owner_.node_down(*self);
@@ -241,7 +255,7 @@ void RedisNode::on_reconnect_timer(uv_timer_t* t) {
   auto* self = static_cast<RedisNode*>(t->data);
   if (self->closing_) return;
   if ((self->ctx_ || self->resolving_) && !self->ready_) {  // not done in time
-    self->errors_.add();
+    self->count_error();
     if (self->resolving_) {
       self->resolving_->data = nullptr;  // its callback only frees it
       uv_cancel(reinterpret_cast<uv_req_t*>(self->resolving_));
@@ -255,6 +269,7 @@ void RedisNode::on_reconnect_timer(uv_timer_t* t) {
 }
 
 void RedisNode::drop_connection(const std::string& why) {
+  set_up(false);
   redisAsyncContext* c = ctx_;
   ctx_ = nullptr;
   connected_ = ready_ = false;
@@ -283,8 +298,9 @@ void RedisNode::report_down(const std::string& why) {
 bool RedisNode::send_decision(RedisRateLimiter::Pending* p, bool asking) {
   if (!usable()) return false;
   p->node = this;
+  p->sent_ns = uv_hrtime();
   if (!send(p, asking)) {
-    errors_.add();
+    count_error();
     return false;
   }
   if (p->deadline_ms == 0) p->deadline_ms = uv_now(loop_) + timeout_ms_;
@@ -389,7 +405,9 @@ void RedisNode::on_reply(RedisRateLimiter::Pending* p, redisReply* reply) {
   waiting_.remove(*p);
   RateDecisionWaiter* waiter = p->waiter;
   bool late = p->timed_out;
+  std::uint64_t p_sent = p->sent_ns;
   owner_.free_pending(p);
+  if (ok && !late && stats_) stats_->latency.observe_ns(uv_hrtime() - p_sent);
   if (ok && !late)
     success();  // a late answer is no success: a Redis slower than the timeout must trip
   else if (!ok && waiter)
@@ -431,7 +449,7 @@ void RedisNode::on_wait_timer(uv_timer_t* t) {
 }
 
 void RedisNode::failure() {
-  errors_.add();
+  count_error();
   if (++consecutive_failures_ < kBreakerFailures) return;
   std::uint64_t now = uv_now(loop_);
   if (open_until_ms_ > now) return;  // not asking already
@@ -452,6 +470,7 @@ void RedisNode::success() {
 void RedisNode::close(bool notify) {
   if (closing_) return;
   closing_ = true;
+  set_up(false);
   // Whoever still waits hears a failure now, or nothing when everything is going away.
   while (!waiting_.empty()) {
     RedisRateLimiter::Pending* p = waiting_.front();

@@ -41,8 +41,9 @@ class RedisNode {
     std::string username, password;  // empty password: no AUTH
   };
 
+  // `stats` (may be null): this server's counters in the worker's stats.
   RedisNode(RedisRateLimiter& owner, uv_loop_t* loop, std::string host, int port, Kind kind,
-            Auth auth, std::uint64_t timeout_ms, Counter& errors);
+            Auth auth, std::uint64_t timeout_ms, Counter& errors, RedisNodeStats* stats);
   ~RedisNode();
   RedisNode(const RedisNode&) = delete;
   RedisNode& operator=(const RedisNode&) = delete;
@@ -87,6 +88,8 @@ class RedisNode {
   static void auth_cb(redisAsyncContext* c, void* reply, void* privdata);
   static void command_cb(redisAsyncContext* c, void* reply, void* privdata);
   std::string name() const;
+  void count_error();
+  void set_up(bool up);
 
   RedisRateLimiter& owner_;
   uv_loop_t* loop_;
@@ -96,6 +99,8 @@ class RedisNode {
   Auth auth_;
   std::uint64_t timeout_ms_;
   Counter& errors_;
+  RedisNodeStats* stats_;
+  bool up_ = false;  // as counted in stats_->usable
   redisAsyncContext* ctx_ = nullptr;
   uv_getaddrinfo_t* resolving_ = nullptr;  // a name being resolved (owned by the callback)
   bool connected_ = false;  // TCP connected

@@ -3,6 +3,7 @@ redis-server processes started here (redis_topology.py): two Bulwark processes s
 quota across a 3-master cluster, buckets land on the master owning their slot, a slot moved
 (ASK during the move, MOVED after) loses no decision, a sentinel failover is followed with
 requests decided locally meanwhile, a wrong password is logged and counted."""
+import json
 import os
 import re
 import time
@@ -96,6 +97,21 @@ class ClusterTest(unittest.TestCase):
                 self.assertEqual(key_slot(name), self.cluster.slot_for_key(name))
         self.assertGreaterEqual(sum(1 for v in placed.values() if v), 2, placed)
         self.assertEqual(a.metric("bulwark_redis_errors_total"), 0)
+        # Per server: every master up in every worker, latencies counted where buckets live.
+        for port in self.cluster.ports:
+            node = "127.0.0.1:%d" % port
+            self.assertEqual(a.metric("bulwark_redis_node_up", node=node), 1, node)
+            self.assertEqual(a.metric("bulwark_redis_node_errors_total", node=node), 0, node)
+        answered = sum(a.metric("bulwark_redis_request_duration_seconds_count", node="127.0.0.1:%d" % port) or 0
+                       for port in self.cluster.ports)
+        self.assertEqual(answered, len(keys) * 5)  # a answered every other request
+        wait_for(lambda: a.metric("bulwark_redis_replicas") == 2, timeout=5, what="two replicas learned")
+        status = json.loads(request(a.admin_port, "GET", "/status")[2])
+        self.assertEqual(status["redis"]["mode"], "cluster")
+        self.assertEqual(status["redis"]["replicas"], 2)
+        self.assertEqual(sorted(n["address"] for n in status["redis"]["nodes"]),
+                         sorted(self.cluster.addresses))
+        self.assertTrue(all(n["up_workers"] == 1 and n["role"] == "data" for n in status["redis"]["nodes"]))
 
     def test_a_slot_moved_loses_no_decision(self):
         p = self.proxy([self.cluster.addresses[0]], rate="1000/s", burst=1000)
