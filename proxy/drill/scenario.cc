@@ -221,8 +221,10 @@ void read_objectives(const YamlFields& root, Scenario& s) {
         f.error(key, "expected a number (or a percentage like 99%)");
         continue;
       }
-      if (std::string(key) == "threshold") o.threshold = v;
-      else if (std::string(key) == "min") o.min = v;
+      if (std::string(key) == "threshold") {
+        if (v <= 0 || v > 1) f.error(key, "a success ratio: above 0 and at most 1 (or 100%)");
+        else o.threshold = v;
+      } else if (std::string(key) == "min") o.min = v;
       else o.max = v;
     }
     seconds(f, "hold", o.hold_s, false);

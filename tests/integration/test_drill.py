@@ -58,6 +58,7 @@ class DrillTest(unittest.TestCase):
               - { metric: p42_ms, max: 1 }
               - { metric: recovery_s, fault: nope, max: 1 }
               - { metric: success_ratio }
+              - { metric: recovery_s, fault: f, threshold: 150%, max: 1 }
             """)
         r = run_drill([path, "--check"])
         self.assertEqual(r.returncode, 2, r.stdout + r.stderr)
@@ -69,6 +70,7 @@ class DrillTest(unittest.TestCase):
         self.assertIn("unknown metric 'p42_ms'", err)
         self.assertIn("no fault is named 'nope'", err)
         self.assertIn("give min: or max:", err)
+        self.assertIn("threshold: a success ratio: above 0 and at most 1", err)
         self.assertRegex(err, r"bulwark-drill: \d+ errors in ")
 
     def test_header_injection_and_malformed_names_are_refused(self):
