@@ -30,20 +30,7 @@ import tempfile
 import threading
 import time
 
-try:
-    from harness import free_port
-except ImportError:  # used from another directory without harness on sys.path
-    _handed_out = set()
-
-    def free_port():
-        while True:
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-            s.close()
-            if port not in _handed_out:
-                _handed_out.add(port)
-                return port
+from harness import free_port
 
 REDIS_SERVER = os.environ.get("BULWARK_REDIS_SERVER", "redis-server")
 HOST = "127.0.0.1"
