@@ -482,30 +482,23 @@ std::string Server::status_json() const {
     // Redis as the workers see it: each server with how many workers can send to it now.
     const RedisConfig& rc = *config().redis;
     std::int64_t replicas = 0;
-    std::map<std::string, std::pair<std::int64_t, std::uint64_t>> nodes;  // up workers, errors
+    std::vector<const WorkerStats*> workers;
     for (const auto& w : stats_) {
       replicas = std::max<std::int64_t>(replicas, w->redis_replicas.get());
-      std::size_t count = w->redis_node_count.load(std::memory_order_acquire);
-      for (std::size_t i = 0; i < count; ++i) {
-        const RedisNodeStats& n = w->redis_nodes[i];
-        if (!n.published.load(std::memory_order_acquire)) continue;
-        auto& entry = nodes[n.address];
-        entry.first += n.usable.get();
-        entry.second += n.errors.get();
-      }
+      workers.push_back(w.get());
     }
     out += ",\"redis\":{\"mode\":";
     append_json_string(out, rc.mode);
     out += ",\"replicas\":" + std::to_string(replicas) + ",\"nodes\":[";
     bool first_node = true;
-    for (const auto& [address, entry] : nodes) {
+    for (const auto& [address, t] : redis_node_totals(workers)) {
       if (!first_node) out += ",";
       first_node = false;
       bool sentinel = address.rfind("sentinel ", 0) == 0;
       out += "{\"address\":";
       append_json_string(out, sentinel ? address.substr(9) : address);
       out += std::string(",\"role\":\"") + (sentinel ? "sentinel" : "data") + "\",\"up_workers\":" +
-             std::to_string(entry.first) + ",\"errors\":" + std::to_string(entry.second) + "}";
+             std::to_string(t.up) + ",\"errors\":" + std::to_string(t.errors) + "}";
     }
     out += "]}";
   }

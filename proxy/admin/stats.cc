@@ -37,6 +37,22 @@ RedisNodeStats& WorkerStats::redis_node(const std::string& address) {
   return slot;
 }
 
+std::map<std::string, RedisNodeTotals> redis_node_totals(const std::vector<const WorkerStats*>& workers) {
+  std::map<std::string, RedisNodeTotals> out;
+  for (const WorkerStats* w : workers) {
+    std::size_t count = w->redis_node_count.load(std::memory_order_acquire);
+    for (std::size_t i = 0; i < count; ++i) {
+      const RedisNodeStats& n = w->redis_nodes[i];
+      if (!n.published.load(std::memory_order_acquire)) continue;
+      RedisNodeTotals& t = out[n.address];
+      t.up += n.usable.get();
+      t.errors += n.errors.get();
+      t.latency.push_back(&n.latency);
+    }
+  }
+  return out;
+}
+
 void DurationHistogram::observe_ns(std::uint64_t ns) {
   double seconds = static_cast<double>(ns) / 1e9;
   std::size_t i = 0;
@@ -474,14 +490,6 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
     for (const auto* w : workers_) n += w->redis_errors.get();
     redis.metric.push_back(counter({}, static_cast<double>(n)));
     out.push_back(std::move(redis));
-    // Per Redis server, summed over the workers.
-    std::map<std::string, std::vector<const RedisNodeStats*>> by_node;
-    for (const auto* w : workers_) {
-      std::size_t count = w->redis_node_count.load(std::memory_order_acquire);
-      for (std::size_t i = 0; i < count; ++i)
-        if (w->redis_nodes[i].published.load(std::memory_order_acquire))
-          by_node[w->redis_nodes[i].address].push_back(&w->redis_nodes[i]);
-    }
     auto node_errors = family("bulwark_redis_node_errors_total",
                               "Errors, timeouts, lost connections and refused AUTH, per Redis server.",
                               pm::MetricType::Counter);
@@ -491,18 +499,10 @@ std::vector<pm::MetricFamily> StatsCollector::Collect() const {
     auto latency = family("bulwark_redis_request_duration_seconds",
                           "Rate-limit decisions answered by a Redis server, from send to reply.",
                           pm::MetricType::Histogram);
-    for (const auto& [address, list] : by_node) {
-      std::uint64_t errors = 0;
-      std::int64_t up = 0;
-      std::vector<const DurationHistogram*> hs;
-      for (const RedisNodeStats* r : list) {
-        errors += r->errors.get();
-        up += r->usable.get();
-        hs.push_back(&r->latency);
-      }
-      node_errors.metric.push_back(counter({{"node", address}}, static_cast<double>(errors)));
-      node_up.metric.push_back(gauge({{"node", address}}, static_cast<double>(up)));
-      latency.metric.push_back(histogram({{"node", address}}, hs));
+    for (const auto& [address, t] : redis_node_totals(workers_)) {
+      node_errors.metric.push_back(counter({{"node", address}}, static_cast<double>(t.errors)));
+      node_up.metric.push_back(gauge({{"node", address}}, static_cast<double>(t.up)));
+      latency.metric.push_back(histogram({{"node", address}}, t.latency));
     }
     out.push_back(std::move(node_errors));
     out.push_back(std::move(node_up));

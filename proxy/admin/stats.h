@@ -6,6 +6,7 @@
 #include <prometheus/collectable.h>
 
 #include <array>
+#include <map>
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -145,6 +146,14 @@ struct WorkerStats {
   // The slot of `address` (the worker's thread only): found, or claimed.
   RedisNodeStats& redis_node(const std::string& address);
 };
+
+// Each Redis server as all workers see it: workers that can send to it, errors, latencies.
+struct RedisNodeTotals {
+  std::int64_t up = 0;
+  std::uint64_t errors = 0;
+  std::vector<const DurationHistogram*> latency;
+};
+std::map<std::string, RedisNodeTotals> redis_node_totals(const std::vector<const WorkerStats*>& workers);
 
 class AccessLogSink;
 
