@@ -183,8 +183,8 @@ class DrillTest(unittest.TestCase):
             backend.stop()
 
     def test_open_loop_when_the_target_slows(self):
-        # The backend serves one request at a time, 100 ms each (10/s); 50/s are offered for
-        # 3 s. A closed-loop client would slow to 10/s; the drill keeps sending on schedule,
+        # The backend serves one request at a time, 100 ms each (10/s); 30/s are offered for
+        # 2 s. A closed-loop client would slow to 10/s; the drill keeps sending on schedule,
         # opening connections, and the latency (from the scheduled start) shows the queue.
         backend = Testd("--capacity", "1", "--service-ms", "100")
         try:
@@ -192,21 +192,21 @@ class DrillTest(unittest.TestCase):
                 name: slow
                 target: http://127.0.0.1:{backend.port}/
                 timeout: 30s
-                load: [ {{ duration: 3s, rate: 50/s }} ]
+                load: [ {{ duration: 2s, rate: 30/s }} ]
                 """)
             r = run_drill([path, "--report", os.path.join(self.tmp, "slow.html"), "--quiet"],
                           timeout=60)
             self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
             summary = json.load(open(os.path.join(self.tmp, "slow.json")))
-            self.assertEqual(summary["offered"], [50, 50, 50])
-            self.assertEqual(summary["priorities"][0]["counts"]["ok"], 150)
+            self.assertEqual(summary["offered"], [30, 30])
+            self.assertEqual(summary["priorities"][0]["counts"]["ok"], 60)
             # Every request reached the backend on time: none waited for a free connection.
             self.assertLess(summary["max_start_lag_us"], 50_000)
             stats = backend.stats()
-            self.assertGreaterEqual(stats["connections_total"], 100)
-            # 150 requests served 10/s: the last waits ~15 s minus the 3 s it was scheduled in.
+            self.assertGreaterEqual(stats["connections_total"], 40)
+            # 60 requests served 10/s: the last waits ~6 s minus the 2 s it was scheduled in.
             latency = summary["priorities"][0]["latency"]
-            self.assertGreater(latency["max"], 9000)
+            self.assertGreater(latency["max"], 3500)
             self.assertLess(latency["p50"], latency["max"])
             # Answers came at the backend's pace, so few were in by the end of the schedule.
             self.assertLess(summary["achieved_rate"], 20)
@@ -220,7 +220,7 @@ class DrillTest(unittest.TestCase):
         backend = Testd()
         try:
             url = f"http://127.0.0.1:{backend.port}/"
-            out = subprocess.run(["wrk", "-t1", "-c32", "-d3s", url], capture_output=True,
+            out = subprocess.run(["wrk", "-t1", "-c32", "-d2s", url], capture_output=True,
                                  text=True, timeout=30).stdout
             wrk_rate = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))
             rate = int(min(wrk_rate / 2, 1500 if SANITIZED else 4000))
@@ -228,13 +228,13 @@ class DrillTest(unittest.TestCase):
             path = self.write("rate.yaml", f"""\
                 name: rate
                 target: {url}
-                load: [ {{ duration: 4s, rate: {rate}/s }} ]
+                load: [ {{ duration: 3s, rate: {rate}/s }} ]
                 """)
             r = run_drill([path, "--report", os.path.join(self.tmp, "rate.html"), "--quiet"])
             self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
             summary = json.load(open(os.path.join(self.tmp, "rate.json")))
             ok = summary["priorities"][0]["counts"]["ok"]
-            self.assertGreaterEqual(ok, 0.99 * rate * 4, summary["priorities"][0])
+            self.assertGreaterEqual(ok, 0.99 * rate * 3, summary["priorities"][0])
             self.assertAlmostEqual(summary["achieved_rate"], rate, delta=0.1 * rate)
             print(f"wrk {wrk_rate:.0f}/s; drill at {rate}/s achieved {summary['achieved_rate']:.0f}/s, "
                   f"max start lag {summary['max_start_lag_us']} us")

@@ -1,8 +1,7 @@
 """The bundled drill scenarios (config/drills/*.yaml), each run by scripts/drill.sh against
 two bulwark-testd backends, Redis and the real Bulwark, must pass their objectives, and the
-report must show what the controls did. Under the sanitizers the rates are lowered (the
-sanitized Bulwark costs several times the CPU per request) and so is the backends' capacity,
-so each scenario keeps its shape."""
+report must show what the controls did. load, spike and soak run shortened (their durations
+are variables); chaos runs as bundled. Not run under the sanitizers (see the skip reason)."""
 import json
 import os
 import shutil
@@ -19,6 +18,9 @@ def absolute(name, default):
     return os.path.abspath(os.environ.get(name, os.path.join(ROOT, "build", default)))
 
 
+@unittest.skipIf(SANITIZED, "the scenarios' objectives are latencies and success ratios, which a sanitized "
+                            "build (several times the CPU per request) cannot be judged by; test_drill "
+                            "and the chaos suite run the drill and Bulwark under the sanitizers")
 class DrillScenarioTest(unittest.TestCase):
     def setUp(self):
         self.tmp = tempfile.mkdtemp(prefix="drill-scenario-")
@@ -58,11 +60,8 @@ class DrillScenarioTest(unittest.TestCase):
         return None
 
     def test_load(self):
-        rate = "100/s" if SANITIZED else "300/s"
-        s = self.drill("load", "duration=8s", f"rate={rate}",
-                       f"achieved_min={95 if SANITIZED else 285}",
-                       f"p99_max={400 if SANITIZED else 100}")
-        self.assertEqual(sum(s["offered"]), 800 if SANITIZED else 2400)
+        s = self.drill("load", "duration=5s")
+        self.assertEqual(sum(s["offered"]), 1500)
         self.assertEqual(s["priorities"][0]["counts"]["shed"], 0)
         # The scrape worked: the limit and the two healthy endpoints are on the charts.
         self.assertEqual(set(v for v in self.control(s, "Circuit breakers and health", "healthy")
@@ -71,33 +70,26 @@ class DrillScenarioTest(unittest.TestCase):
                             for v in self.control(s, "Concurrency limit and in-flight", "limit")))
 
     def test_spike_sheds_sheddable_first(self):
-        if SANITIZED:
-            s = self.drill("spike", "base=40/s", "peak=400/s", "spike_p99_max=1000", capacity=1)
-        else:
-            s = self.drill("spike")
+        # The bundled shape, shortened: 3 s before, 6 s of spike, 3 s after.
+        s = self.drill("spike", "before=3s", "spike_for=6s", "after=3s")
         by = {p["name"]: p for p in s["priorities"]}
         shed = {name: by[name]["counts"]["shed"] for name in ("critical", "normal", "sheddable")}
         # About half the spike was over capacity: it was shed, sheddable first, critical never.
         self.assertGreater(shed["sheddable"], 0, shed)
         self.assertGreater(shed["sheddable"], shed["normal"], shed)
         self.assertEqual(by["critical"]["counts"]["ok"], by["critical"]["sent"])
-        spike = s["outcomes"]["shed"][5:15]
+        spike = s["outcomes"]["shed"][3:9]
         self.assertGreater(sum(spike), 0)
-        self.assertEqual(sum(s["outcomes"]["shed"][:5]), 0)
-        self.assertEqual(sum(s["outcomes"]["shed"][16:]), 0)
+        self.assertEqual(sum(s["outcomes"]["shed"][:3]), 0)
+        self.assertEqual(sum(s["outcomes"]["shed"][10:]), 0)
         shed_rate = self.control(s, "Resilience actions", "shed")
         self.assertGreater(max(v for v in shed_rate if v is not None), 0)
 
     def test_soak(self):
-        rate = "80/s" if SANITIZED else "250/s"
-        self.drill("soak", "half=6s", f"rate={rate}", f"ok_rate_min={76 if SANITIZED else 245}",
-                   f"p99_max={400 if SANITIZED else 100}")
+        self.drill("soak", "half=4s")
 
     def test_chaos(self):
-        if SANITIZED:
-            s = self.drill("chaos", "rate=100/s", "p99_max=1500", "critical_min=98%")
-        else:
-            s = self.drill("chaos")
+        s = self.drill("chaos")
         self.assertEqual([f["name"] for f in s["faults"]],
                          ["a answers 503", "a slow (400 ms)", "b down", "redis hangs", "a resets"])
         # The controls acted while the faults were on: retries, a breaker opened, the endpoint
