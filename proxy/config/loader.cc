@@ -6,11 +6,8 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <set>
-#include <sstream>
 #include <thread>
 
 #include "config/resilience_blocks.h"
@@ -22,84 +19,6 @@
 namespace bulwark {
 namespace {
 
-// The top-level redis block (RedisConfig). Addresses are HOST:PORT, names allowed (resolved
-// without blocking when connecting); the password comes from a file or an environment
-// variable, never from the YAML itself.
-void read_redis(ConfigErrors& errors, const YamlFields& root, Config& c) {
-  YamlFields r(errors, root.node("redis"), "redis",
-               {"mode", "address", "nodes", "sentinels", "master_name", "username",
-                "password_file", "password_env", "timeout", "replicas"});
-  if (!r.ok()) return;
-  RedisConfig rc;
-  r.string("mode", rc.mode);
-  const char* list_key = nullptr;
-  if (rc.mode == "standalone") {
-    if (r.required("address")) {
-      std::string address;
-      r.string("address", address);
-      if (!address.empty()) rc.addresses.push_back(address);
-    }
-    for (const char* k : {"nodes", "sentinels", "master_name"})
-      if (r.has(k)) r.error(k, std::string("only with mode: ") + (std::string(k) == "nodes" ? "cluster" : "sentinel"));
-  } else if (rc.mode == "cluster" || rc.mode == "sentinel") {
-    list_key = rc.mode == "cluster" ? "nodes" : "sentinels";
-    if (r.required(list_key)) {
-      r.string_list(list_key, rc.addresses);
-      if (rc.addresses.empty() && r.node(list_key).IsSequence()) r.error(list_key, "needs at least one HOST:PORT");
-    }
-    if (r.has("address"))
-      r.error("address", std::string("with mode: ") + rc.mode + ", list the addresses under " + list_key);
-    if (rc.mode == "sentinel") {
-      if (r.required("master_name")) r.string("master_name", rc.master_name);
-    } else if (r.has("master_name")) {
-      r.error("master_name", "only with mode: sentinel");
-    }
-    if (rc.mode == "cluster" && r.has("sentinels")) r.error("sentinels", "only with mode: sentinel");
-    if (rc.mode == "sentinel" && r.has("nodes")) r.error("nodes", "only with mode: cluster");
-  } else {
-    r.error("mode", "must be standalone, sentinel or cluster");
-  }
-  for (const std::string& address : rc.addresses) {
-    std::string host, message;
-    int port = 0;
-    if (!split_host_port(address, host, port, message) || port == 0)
-      r.error(list_key ? list_key : "address", "'" + address + "': " + (message.empty() ? "port 0" : message));
-  }
-  r.string("username", rc.username);
-  if (r.has("password_file") && r.has("password_env")) {
-    r.error("password_env", "give password_file or password_env, not both");
-  } else if (r.has("password_file")) {
-    std::string path;
-    r.string("password_file", path);
-    std::ifstream in(path);
-    std::stringstream text;
-    if (in) text << in.rdbuf();
-    if (!in) {
-      r.error("password_file", "cannot read " + path);
-    } else {
-      rc.password = text.str();
-      while (!rc.password.empty() && (rc.password.back() == '\n' || rc.password.back() == '\r'))
-        rc.password.pop_back();
-      if (rc.password.empty()) r.error("password_file", path + " is empty");
-      rc.password_from = "file " + path;
-    }
-  } else if (r.has("password_env")) {
-    std::string name;
-    r.string("password_env", name);
-    const char* value = name.empty() ? nullptr : std::getenv(name.c_str());
-    if (!value || !*value) r.error("password_env", "the environment variable " + name + " is not set");
-    else rc.password = value;
-    rc.password_from = "env " + name;
-  }
-  if (!rc.username.empty() && rc.password.empty())
-    r.error("username", "needs password_file or password_env");
-  r.duration("timeout", rc.timeout_ms, false);
-  if (r.has("replicas")) {
-    std::string text;
-    if (r.scalar("replicas", text) && text != "auto") r.integer("replicas", rc.replicas, 1, 100000);
-  }
-  c.redis = rc;
-}
 
 // A Kubernetes ConfigMap holds at most 1 MiB; a YAML parse costs far more memory than the
 // bytes (a long flow sequence about 150 times as much), so the cap is kept low.
@@ -470,7 +389,7 @@ void read_root(ConfigErrors& errors, const YAML::Node& root, Config& c) {
     a.string("format", c.access_log_format);
     if (c.access_log_format != "json") a.error("format", "must be json");
   }
-  if (f.has("redis")) read_redis(errors, f, c);
+  if (f.has("redis")) read_redis(f, c.redis);
 
   if (f.required("upstreams")) {
     YAML::Node list = f.node("upstreams");

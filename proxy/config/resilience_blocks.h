@@ -28,5 +28,7 @@ void read_fault(const YamlFields& parent, std::optional<FaultConfig>& out);
 void read_circuit_breaker(const YamlFields& parent, std::optional<CircuitBreakerConfig>& out);
 void read_health_check(const YamlFields& parent, std::optional<HealthCheckConfig>& out);
 void read_load_shedding(const YamlFields& parent, std::optional<LoadSheddingConfig>& out);
+// The top-level redis block: addresses, mode, AUTH (password from a file or the environment).
+void read_redis(const YamlFields& root, std::optional<RedisConfig>& out);
 
 }  // namespace bulwark
