@@ -131,6 +131,9 @@ struct CircuitBreakerConfig {
   std::uint64_t max_open_for_ms = 300000;
   int half_open_requests = 3;
   double max_ejected = 0.5;
+  // A passing active health check that started after the breaker opened ends the open period
+  // at once: the breaker half-opens and its probes decide (key `half_open_on_health_check`).
+  bool half_open_on_health_check = true;
   // What counts as a failure (key `failure_on`).
   bool on_connect_failure = true;
   bool on_reset = true;

@@ -122,6 +122,7 @@ void circuit_breaker_json(std::string& out, const CircuitBreakerConfig& c) {
   b.ms("max_open_for", c.max_open_for_ms);
   b.num("half_open_requests", c.half_open_requests);
   b.ratio("max_ejected", c.max_ejected);
+  b.boolean("half_open_on_health_check", c.half_open_on_health_check);
   std::vector<std::string> on;
   if (c.on_connect_failure) on.push_back("connect-failure");
   if (c.on_reset) on.push_back("reset");

@@ -123,7 +123,8 @@ void read_fault(const YamlFields& parent, std::optional<FaultConfig>& out) {
 void read_circuit_breaker(const YamlFields& parent, std::optional<CircuitBreakerConfig>& out) {
   YamlFields f(parent.errors(), parent.node("circuit_breaker"), parent.path("circuit_breaker"),
                {"consecutive_failures", "failure_rate", "window", "min_requests", "slow_call",
-                "open_for", "max_open_for", "half_open_requests", "max_ejected", "failure_on"});
+                "open_for", "max_open_for", "half_open_requests", "max_ejected", "failure_on",
+                "half_open_on_health_check"});
   if (!f.ok()) return;
   CircuitBreakerConfig c;
   f.integer("consecutive_failures", c.consecutive_failures, 0, 1'000'000);
@@ -140,6 +141,7 @@ void read_circuit_breaker(const YamlFields& parent, std::optional<CircuitBreaker
   if (c.max_open_for_ms < c.open_for_ms) f.error("max_open_for", "must not be less than open_for");
   f.integer("half_open_requests", c.half_open_requests, 1, 1000);
   f.ratio("max_ejected", c.max_ejected);
+  f.boolean("half_open_on_health_check", c.half_open_on_health_check);
   if (f.has("failure_on")) {
     std::vector<std::string> kinds;
     f.string_list("failure_on", kinds);

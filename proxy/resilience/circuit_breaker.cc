@@ -57,6 +57,16 @@ bool CircuitBreaker::try_acquire(std::uint64_t now_ms, ProbeTicket* probe) {
   return true;
 }
 
+bool CircuitBreaker::health_check_passed(std::uint64_t started_ms, std::uint64_t now_ms) {
+  if (!config_.half_open_on_health_check || state() != BreakerState::open) return false;
+  std::lock_guard<std::mutex> lock(mutex_);
+  // A check already under way when the breaker opened says nothing about what opened it.
+  if (state() != BreakerState::open || started_ms < opened_at_ || open_until_ms() <= now_ms)
+    return false;
+  open_until_.store(now_ms, std::memory_order_release);
+  return true;
+}
+
 void CircuitBreaker::add_to_window(int worker, bool failure, bool slow, std::uint64_t now_ms) {
   std::uint64_t epoch = now_ms / bucket_ms_;
   Bucket& b = slots_[worker].buckets[epoch % kBuckets];
@@ -149,6 +159,7 @@ void CircuitBreaker::open_locked(std::uint64_t now_ms) {
   for (int i = 0; i < reopens_ && duration < config_.max_open_for_ms; ++i) duration *= 2;
   duration = std::min(duration, config_.max_open_for_ms);
   open_until_.store(now_ms + jitter(duration), std::memory_order_release);
+  opened_at_ = now_ms;
   transition_locked(BreakerState::open, now_ms);
 }
 

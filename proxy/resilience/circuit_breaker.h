@@ -4,6 +4,7 @@
 // when, over the sliding `window` and with at least `min_requests` seen, the failure rate
 // reaches `failure_rate` or the slow-call rate reaches `slow_call.rate`.
 // OPEN: no requests for open_for x 2^(re-opens), capped at max_open_for, +/-10 % jitter.
+// A passing active health check that started after the breaker opened cuts OPEN short.
 // HALF_OPEN: exactly `half_open_requests` probes go through; all succeed -> CLOSED (counts
 // reset), any fails -> OPEN again with the longer duration. Each half-open period is a new
 // generation and every probe permit carries the generation it was taken in: a probe that
@@ -50,6 +51,10 @@ class CircuitBreaker {
   // (`*probe` set to its ticket, else 0); the caller must report the call with
   // record(..., probe).
   bool try_acquire(std::uint64_t now_ms, ProbeTicket* probe);
+  // An active health check that started at `started_ms` passed at `now_ms`. If the breaker
+  // was opened before that check started (and half_open_on_health_check is on), its open
+  // period ends now: the next request half-opens it. True when it did.
+  bool health_check_passed(std::uint64_t started_ms, std::uint64_t now_ms);
   // Without taking anything: would try_acquire let a request through now?
   bool available(std::uint64_t now_ms) const;
   // The outcome of a call admitted by try_acquire. `worker` is the caller's slot; `probe` the
@@ -95,6 +100,7 @@ class CircuitBreaker {
   std::unique_ptr<Slot[]> slots_;
   std::atomic<int> state_{0};
   std::atomic<std::uint64_t> open_until_{0};
+  std::uint64_t opened_at_ = 0;  // when it last went OPEN; guarded by mutex_
   std::atomic<int> consecutive_{0};
   std::atomic<int> permits_{0};  // probes handed out in this HALF_OPEN period, not yet back
   int probe_successes_ = 0;      // guarded by mutex_

@@ -69,6 +69,7 @@ struct HealthChecker::Probe {
   uv_timer_t* timeout_timer;
   ProbeConn* conn = nullptr;
   std::string request;
+  std::uint64_t started_ms = 0;  // loop time the current check started
 
   Probe(HealthChecker* o, UpstreamState* u, std::shared_ptr<EndpointState> e)
       : owner(o),
@@ -119,6 +120,7 @@ struct HealthChecker::Probe {
   }
 
   void start() {
+    started_ms = uv_now(owner->loop_);
     conn = new ProbeConn();
     conn->probe = this;
     uv_tcp_init(owner->loop_, &conn->tcp);
@@ -241,6 +243,11 @@ struct HealthChecker::Probe {
     drop_conn();
     endpoint->health_checks[static_cast<int>(result)].add();
     EndpointHealth before = tracker.state();
+    // A breaker opened before this check started may probe now rather than at open_until.
+    if (result == HealthResult::success && endpoint->breaker &&
+        endpoint->breaker->health_check_passed(started_ms, uv_now(owner->loop_)))
+      log_info("upstream " + upstream->config().name + " endpoint " + endpoint->name +
+               ": health check passed; circuit open period ends early (half-open next)");
     if (tracker.record(result == HealthResult::success)) {
       EndpointHealth now = tracker.state();
       endpoint->health.store(static_cast<int>(now), std::memory_order_relaxed);

@@ -177,6 +177,54 @@ class PanicMode(unittest.TestCase):
             for b in backends:
                 b.stop()
 
+HEALTH_TEMPLATE = TEMPLATE.replace("      max_ejected: 50%\n", """      max_ejected: 50%
+      half_open_on_health_check: {early}
+    health_check: {{ type: http, path: /healthz, interval: 200ms, timeout: 150ms }}
+""")
+
+
+class HealthCheckEndsOpen(unittest.TestCase):
+    """An endpoint whose breaker opened recovers while its health checks pass: a check that
+    started after the trip ends the open period (30 s here) and the next request probes it."""
+
+    def run_case(self, early):
+        backend = Testd(name="a")
+        proxy = Bulwark(HEALTH_TEMPLATE, open_for="30s", max_open_for="30s", early=early,
+                        endpoints=backend.address)
+        try:
+            request(backend.port, "GET", "/__mode?status=503")  # /healthz still answers 200
+            for _ in range(10):
+                request(proxy.port, "GET", "/x")
+                if proxy.metric("bulwark_circuit_state", endpoint=backend.address, state="open") == 1:
+                    break
+            self.assertEqual(proxy.metric("bulwark_circuit_state", endpoint=backend.address, state="open"), 1)
+            status, h, _ = request(proxy.port, "GET", "/x")
+            self.assertEqual(status, 503)
+            self.assertEqual(h.get("x-bulwark-reason"), "circuit-open")
+            request(backend.port, "GET", "/__mode")  # recovered
+            start = time.time()
+            statuses = []
+            while time.time() - start < 3:
+                statuses.append(request(proxy.port, "GET", "/y")[0])
+                if statuses[-1] == 200:
+                    break
+                time.sleep(0.05)
+            log = proxy.stderr_text() if early == "true" else ""
+            return time.time() - start, statuses, log
+        finally:
+            proxy.stop()
+            backend.stop()
+
+    def test_passing_check_half_opens_the_breaker(self):
+        took, statuses, log = self.run_case("true")
+        self.assertEqual(statuses[-1], 200, statuses)
+        self.assertLess(took, 2.0)  # a check every 200 ms; without it, 30 s of circuit-open
+        self.assertIn("health check passed; circuit open period ends early", log)
+
+    def test_off_keeps_the_breaker_open(self):
+        took, statuses, _ = self.run_case("false")
+        self.assertEqual(set(statuses), {503}, statuses)
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -99,6 +99,11 @@ class DrillScenarioTest(unittest.TestCase):
         opened = self.control(s, "Circuit breakers and health", "open")
         self.assertGreater(max(v for v in opened if v is not None), 0)
         self.assertEqual(opened[-1], 0)
+        # a's breaker, opened by its 503s (2-5 s) and its slowness (7-10 s), is closed again
+        # within a second of each fault's end: a health check that passes after the trip ends
+        # the open period (else it stays open into 'b down' at 12 s and both fail fast).
+        self.assertEqual(opened[6], 0, opened)
+        self.assertEqual(opened[11], 0, opened)
         healthy = self.control(s, "Circuit breakers and health", "healthy")
         self.assertIn(1, healthy[12:16])
         self.assertEqual(healthy[-1], 2)

@@ -325,11 +325,22 @@ TEST_CASE("circuit_breaker: defaults and failure_on") {
   CHECK(cb.max_open_for_ms == 300000);
   CHECK(cb.half_open_requests == 3);
   CHECK(cb.max_ejected == doctest::Approx(0.5));
+  CHECK(cb.half_open_on_health_check);
   CHECK(cb.on_connect_failure);
   CHECK_FALSE(cb.on_reset);
   CHECK_FALSE(cb.on_5xx);
   CHECK(cb.counts_status(429));
   CHECK_FALSE(cb.counts_status(503));
+
+  r = load_config_string(std::string(kMinimal) +
+                             "    circuit_breaker: { half_open_on_health_check: false }\n",
+                         "cb.yaml");
+  REQUIRE_MESSAGE(r.config, errors_text(r));
+  CHECK_FALSE(r.config->upstreams[0].circuit_breaker->half_open_on_health_check);
+  r = load_config_string(std::string(kMinimal) +
+                             "    circuit_breaker: { half_open_on_health_check: 3 }\n",
+                         "cb.yaml");
+  CHECK_FALSE(r.config);
 }
 
 TEST_CASE("route match validation") {

@@ -75,6 +75,45 @@ TEST_CASE("open lasts open_for with jitter, then half-open admits exactly the pr
   CHECK(b.state() == BreakerState::closed);
 }
 
+TEST_CASE("a health check that started after the trip ends the open period early") {
+  CircuitBreaker b(config(), 1, 7);
+  std::uint64_t t = 5000;
+  for (int i = 0; i < 3; ++i) call(b, t, CallResult::failure);
+  REQUIRE(b.state() == BreakerState::open);
+  std::uint64_t until = b.open_until_ms();
+  // A check already under way when the breaker opened changes nothing.
+  CHECK_FALSE(b.health_check_passed(t - 1, t + 100));
+  CHECK_FALSE(b.available(t + 100));
+  // One that started after it did: the next request half-opens the breaker and probes.
+  CHECK(b.health_check_passed(t + 200, t + 210));
+  CHECK(b.available(t + 210));
+  CHECK(b.open_until_ms() == t + 210);
+  CHECK(b.open_until_ms() < until);
+  ProbeTicket p = 0;
+  CHECK(b.try_acquire(t + 220, &p));
+  CHECK(b.state() == BreakerState::half_open);
+  CHECK(p != 0);
+  // Half-open or closed: a passing check has nothing to end.
+  CHECK_FALSE(b.health_check_passed(t + 230, t + 240));
+  // A failed probe re-opens for twice open_for; a later passing check ends that early too.
+  b.record(0, CallResult::failure, 1, p, t + 250);
+  REQUIRE(b.state() == BreakerState::open);
+  CHECK(b.open_until_ms() >= t + 250 + 1800);
+  CHECK_FALSE(b.health_check_passed(t + 220, t + 300));  // started before the re-open
+  CHECK(b.health_check_passed(t + 260, t + 300));
+  CHECK(b.available(t + 300));
+}
+
+TEST_CASE("half_open_on_health_check: false keeps the breaker open for its whole period") {
+  CircuitBreakerConfig c = config();
+  c.half_open_on_health_check = false;
+  CircuitBreaker b(c, 1, 7);
+  for (int i = 0; i < 3; ++i) call(b, 5000, CallResult::failure);
+  REQUIRE(b.state() == BreakerState::open);
+  CHECK_FALSE(b.health_check_passed(5100, 5110));
+  CHECK_FALSE(b.available(5110));
+}
+
 TEST_CASE("a failed probe re-opens for twice as long, capped at max_open_for") {
   CircuitBreakerConfig c = config();
   CircuitBreaker b(c, 1, 3);
