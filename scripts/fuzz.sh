@@ -3,7 +3,10 @@
 # one after the other, on one core, for SECONDS seconds (default 60, or $BULWARK_FUZZ_SECONDS),
 # starting from its seed corpus in tests/fuzz/corpus/<target>/.
 #
-#   scripts/fuzz.sh [--keep] [SECONDS] [TARGET...]
+#   scripts/fuzz.sh [--keep] [--build-dir DIR] [SECONDS] [TARGET...]
+#
+# --build-dir DIR uses an existing BULWARK_FUZZ build (as scripts/test.sh's sanitizer pass
+# makes) instead of configuring build-fuzz/; the targets are only brought up to date there.
 #
 # New interesting inputs go to a temporary directory, not the repository; with --keep they
 # are merged (minimised with -merge=1) into tests/fuzz/corpus/<target>/ at the end. A crash,
@@ -12,18 +15,19 @@
 # not deleted). Reproduce one with: build-fuzz/tests/fuzz/TARGET PATH
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/deps.sh
-install_packages $BULWARK_BUILD_PACKAGES clang-16 libfuzzer-16-dev libclang-rt-16-dev
 
 keep=0
 seconds=${BULWARK_FUZZ_SECONDS:-60}
+build=""
 targets=()
-for arg in "$@"; do
-  case $arg in
+while [[ $# -gt 0 ]]; do
+  case $1 in
     --keep) keep=1 ;;
-    ''|*[!0-9]*) targets+=("$arg") ;;
-    *) seconds=$arg ;;
+    --build-dir) build=${2:?--build-dir needs a directory}; shift ;;
+    ''|*[!0-9]*) targets+=("$1") ;;
+    *) seconds=$1 ;;
   esac
+  shift
 done
 [[ ${#targets[@]} -eq 0 ]] &&
   targets=(fuzz_values fuzz_config fuzz_chunked fuzz_request fuzz_response fuzz_h2 fuzz_h2_upstream)
@@ -33,11 +37,16 @@ declare -A dict=([fuzz_values]=values [fuzz_config]=config [fuzz_chunked]=http [
 declare -A max_len=([fuzz_values]=64 [fuzz_config]=4096 [fuzz_chunked]=2048 [fuzz_request]=4096
                     [fuzz_response]=4096 [fuzz_h2]=20480 [fuzz_h2_upstream]=20480)
 
-# The build: its own directory, clang-16, at most two compile jobs (the machine is shared).
-build=build-fuzz
-CC=clang-16 CXX=clang++-16 cmake -S . -B $build -DBULWARK_FUZZ=ON -DBUILD_TESTING=OFF \
-  -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build $build -j"${BULWARK_FUZZ_BUILD_JOBS:-2}" --target "${targets[@]}"
+# The build: its own directory, clang-16, at most two compile jobs (the machine is shared);
+# or the one given, already configured.
+if [[ -z $build ]]; then
+  source scripts/deps.sh
+  install_packages $BULWARK_BUILD_PACKAGES clang-16 libfuzzer-16-dev libclang-rt-16-dev
+  build=build-fuzz
+  CC=clang-16 CXX=clang++-16 cmake -S . -B $build -DBULWARK_FUZZ=ON -DBUILD_TESTING=OFF \
+    -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+fi
+cmake --build "$build" -j"${BULWARK_FUZZ_BUILD_JOBS:-2}" --target "${targets[@]}"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/bulwark-fuzz.XXXXXX")
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:symbolize=1}
