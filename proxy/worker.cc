@@ -268,6 +268,7 @@ void Worker::wake_pending() { notify(kWake); }
 
 void Worker::run() {
   set_upstream_read_buffer(read_buffer_.get());
+  TurnWrites::set_current(&turn_writes_);
   reserve_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   running_ = true;
   for (auto& l : listeners_)
@@ -288,6 +289,7 @@ void Worker::run() {
   uv_run(&loop_, UV_RUN_DEFAULT);
   closing_upstreams_.clear();
   redis_.reset();
+  TurnWrites::set_current(nullptr);
   int rc = uv_loop_close(&loop_);
   if (rc != 0) log_warn("worker " + std::to_string(index_) + ": loop closed with handles open");
   ended_.store(true, std::memory_order_release);
@@ -542,11 +544,13 @@ void Worker::cancel_h2_flush(H2Session* s) {
 }
 
 void Worker::between_turns() {
+  turn_writes_.flush();  // the turn's HTTP/1 writes, back to back
   if (!h2_flush_.empty()) {
     h2_flushing_.swap(h2_flush_);
     for (std::size_t i = 0; i < h2_flushing_.size(); ++i)
       if (H2Session* s = h2_flushing_[i]) s->deferred_flush();
     h2_flushing_.clear();
+    turn_writes_.flush();  // what the streams' upstream connections were handed
   }
   exchanges_.sweep();
   access_log_.flush();

@@ -129,6 +129,8 @@ class Worker {
   bool ended() const { return ended_.load(std::memory_order_acquire); }
 
   ExchangePool& exchanges() { return exchanges_; }
+  // The small writes of the current loop turn, sent by between_turns().
+  TurnWrites& turn_writes() { return turn_writes_; }
   // The admission stages every request passes, in order.
   const std::vector<AdmissionStage*>& admission_stages() const { return admission_; }
 
@@ -184,6 +186,7 @@ class Worker {
  private:
   std::vector<H2Session*> h2_flush_;
   std::vector<H2Session*> h2_flushing_;
+  TurnWrites turn_writes_;
   static void on_heartbeat(uv_timer_t* timer);
 
   int index_;

@@ -174,6 +174,12 @@ int send_tls_output(TlsSession& tls, uv_stream_t* stream, uv_write_cb cb) {
   return rc;
 }
 
+int send_bytes(uv_stream_t* stream, const char* data, std::size_t len, uv_write_cb cb) {
+  if (len == 0) return 0;
+  uv_buf_t buf = uv_buf_init(const_cast<char*>(data), static_cast<unsigned>(len));
+  return send_or_queue(stream, &buf, 1, len, cb);
+}
+
 void free_queued_write(uv_write_t* req) { std::free(reinterpret_cast<QueuedWrite*>(req)); }
 
 }  // namespace bulwark

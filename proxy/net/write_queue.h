@@ -64,6 +64,10 @@ class OutBatch {
   std::size_t bytes_ = 0;
 };
 
+// Sends `len` bytes; what the socket does not take at once is copied and queued, and `cb` runs
+// when it is written. 0 or a libuv error code.
+int send_bytes(uv_stream_t* stream, const char* data, std::size_t len, uv_write_cb cb);
+
 // Sends (or queues) the ciphertext `tls` has waiting: handshake messages, alerts.
 int send_tls_output(TlsSession& tls, uv_stream_t* stream, uv_write_cb cb);
 

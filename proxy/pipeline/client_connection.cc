@@ -334,17 +334,29 @@ bool ClientConnection::flush() {
       close();
       return false;
     }
-    int rc = tls_ ? buffers_->out.flush(*tls_, reinterpret_cast<uv_stream_t*>(&tcp_), on_write)
-                  : buffers_->out.flush(reinterpret_cast<uv_stream_t*>(&tcp_), on_write);
-    if (rc != 0) {
-      close();
-      return false;
+    if (tls_ || !worker_.turn_writes().hold(*this, buffers_->out)) {
+      if (holding() && !send_held()) return false;  // what was held goes first
+      int rc = tls_ ? buffers_->out.flush(*tls_, reinterpret_cast<uv_stream_t*>(&tcp_), on_write)
+                    : buffers_->out.flush(reinterpret_cast<uv_stream_t*>(&tcp_), on_write);
+      if (rc != 0) {
+        close();
+        return false;
+      }
     }
     if (ex_ && ex_->response_started) ex_->response_committed = true;
   }
   std::size_t queued = uv_stream_get_write_queue_size(reinterpret_cast<uv_stream_t*>(&tcp_));
   if (ex_ && ex_->attempt.conn && queued > kHighWater) ex_->attempt.conn->pause_reading();
   if (ex_ && ex_->attempt.conn && ex_->attempt.conn->queued_bytes() > kHighWater) pause_reading();
+  return true;
+}
+
+bool ClientConnection::send_held() {
+  if (send_held_bytes(reinterpret_cast<uv_stream_t*>(&tcp_), on_write) != 0) {
+    close();
+    return false;
+  }
+  if (ex_ && ex_->attempt.conn && write_queue_size() > kHighWater) ex_->attempt.conn->pause_reading();
   return true;
 }
 
@@ -474,7 +486,7 @@ void ClientConnection::close_gracefully() {
     h2_->flush();  // what is framed goes before the FIN
   else
     flush();
-  if (closing_) return;
+  if (closing_ || (holding() && !send_held())) return;  // the FIN goes after every byte
   phase_ = Phase::lingering;
   if (tls_ && tls_->handshake_done()) {
     tls_->shutdown();  // close_notify, after the response
@@ -530,6 +542,8 @@ void ClientConnection::close() {
   closing_ = true;
   if (h2_) h2_->abort_streams();
   if (buffers_) buffers_->out.clear();
+  // Held bytes were written as far as the request path knows: they go before the close.
+  send_held_bytes(reinterpret_cast<uv_stream_t*>(&tcp_), on_write);
   if (tls_ && tls_->handshake_done()) {
     tls_->shutdown();  // close_notify, best effort (an idle timeout, a drain)
     send_tls_output(*tls_, reinterpret_cast<uv_stream_t*>(&tcp_), on_write);

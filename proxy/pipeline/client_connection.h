@@ -18,6 +18,7 @@
 #include "http/headers.h"
 #include "http/local_reply.h"
 #include "net/tls.h"
+#include "net/turn_writes.h"
 #include "net/write_queue.h"
 #include "pipeline/admission.h"
 #include "pipeline/downstream.h"
@@ -37,7 +38,7 @@ struct ListenerView;
 
 struct RouteStats;
 
-class ClientConnection final : public Downstream {
+class ClientConnection final : public Downstream, public TurnHolder {
  public:
   explicit ClientConnection(ListenerRuntime& listener);
 
@@ -72,7 +73,9 @@ class ClientConnection final : public Downstream {
   void arm_timer(std::uint64_t ms) override;
   void pause_reading() override;
   void resume_reading() override;
+  // Small writes are held for the rest of the loop turn (net/turn_writes.h).
   bool flush() override;
+  bool send_held() override;
   void local_reply(Reason reason, std::string_view detail, bool close = false,
                    int status = 0) override;
   void close_gracefully() override;

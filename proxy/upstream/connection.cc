@@ -131,9 +131,20 @@ bool UpstreamConnection::flush() {
     }
     rc = out_.flush(*tls_, reinterpret_cast<uv_stream_t*>(&tcp_), on_write);
   } else {
+    TurnWrites* turn = TurnWrites::current();
+    if (turn && turn->hold(*this, out_)) return true;
+    if (holding() && !send_held()) return false;  // what was held goes first
     rc = out_.flush(reinterpret_cast<uv_stream_t*>(&tcp_), on_write);
   }
   if (rc != 0) {
+    fail(UpstreamError::reset);
+    return false;
+  }
+  return true;
+}
+
+bool UpstreamConnection::send_held() {
+  if (send_held_bytes(reinterpret_cast<uv_stream_t*>(&tcp_), on_write) != 0) {
     fail(UpstreamError::reset);
     return false;
   }
@@ -170,7 +181,9 @@ void UpstreamConnection::start_tunnel() { state_ = State::tunnel; }
 void UpstreamConnection::release(bool reusable) {
   client_ = nullptr;
   if (state_ == State::closing) return;
-  if (!reusable || !keep_alive_ || !response_done_ || state_ != State::active) {
+  // Request bytes still held (a response that came before the whole request went): the
+  // connection is not left in a known state.
+  if (!reusable || !keep_alive_ || !response_done_ || state_ != State::active || holding()) {
     close();
     return;
   }
@@ -188,6 +201,8 @@ void UpstreamConnection::close() {
     tls_->shutdown();
     send_tls_output(*tls_, reinterpret_cast<uv_stream_t*>(&tcp_), on_write);
   }
+  // Held bytes were written as far as the request path knows: they go before the close.
+  send_held_bytes(reinterpret_cast<uv_stream_t*>(&tcp_), on_write);
   state_ = State::closing;
   client_ = nullptr;
   pool_.on_closed(this, was_idle);

@@ -17,6 +17,7 @@
 #include "http/chunked.h"
 #include "http/head_check.h"
 #include "http/headers.h"
+#include "net/turn_writes.h"
 #include "net/write_queue.h"
 #include "upstream/idle_list.h"
 #include "upstream/stream.h"
@@ -26,7 +27,7 @@ namespace bulwark {
 class ConnectionPool;
 class TlsSession;
 
-class UpstreamConnection final : public UpstreamStream {
+class UpstreamConnection final : public UpstreamStream, public TurnHolder {
  public:
   UpstreamConnection(ConnectionPool& pool, uv_loop_t* loop);
   UpstreamConnection(const UpstreamConnection&) = delete;
@@ -36,7 +37,9 @@ class UpstreamConnection final : public UpstreamStream {
   // Starts a request: the response will be reported to `client`.
   void attach(UpstreamClient* client, bool head_request) override;
   // Writes what was added to out(). Returns false (and the connection fails) on error.
+  // Small writes are held for the rest of the loop turn (net/turn_writes.h).
   bool flush() override;
+  bool send_held() override;
   OutBatch& out() override { return out_; }
   std::size_t queued_bytes() const override;
   void pause_reading() override;

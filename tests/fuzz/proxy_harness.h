@@ -164,6 +164,7 @@ class ProxyHarness {
     worker = std::make_unique<Worker>(0, generation, *stats, *sink, std::vector<int>{}, nullptr);
     loop = worker->loop();
     set_upstream_read_buffer(worker->read_buffer());
+    TurnWrites::set_current(&worker->turn_writes());  // as Worker::run() does
     backend = std::make_unique<Backend>(loop);
     upstream_state->set_endpoints(merge_endpoints(*upstream_state->endpoints(),
                                                   {backend->address()}, config.upstreams[0], 1));

@@ -127,6 +127,7 @@ class ProxyFixture {
     worker = std::make_unique<Worker>(0, generation, *stats, *sink, std::vector<int>{}, nullptr);
     loop = worker->loop();
     set_upstream_read_buffer(worker->read_buffer());  // Worker::run() does this on its thread
+    TurnWrites::set_current(&worker->turn_writes());  // and this
     backend = std::make_unique<LoopbackBackend>(loop);
     upstream_state->set_endpoints(
         merge_endpoints(*upstream_state->endpoints(), {backend->address()}, config.upstreams[0], 1));
@@ -168,6 +169,7 @@ class ProxyFixture {
     worker->exchanges().sweep();
     CHECK(uv_loop_close(loop) == 0);
     set_upstream_read_buffer(nullptr);
+    TurnWrites::set_current(nullptr);
     worker.reset();
     backend.reset();
     set_log_level(LogLevel::info);
