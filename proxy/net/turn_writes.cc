@@ -15,6 +15,10 @@ constexpr std::size_t kSpareCapacity = 2 * kTurnHoldMax;
 TurnWrites* TurnWrites::current() { return t_current; }
 void TurnWrites::set_current(TurnWrites* t) { t_current = t; }
 
+TurnHolder::~TurnHolder() {
+  if (turn_) turn_->due_[index_] = nullptr;
+}
+
 int TurnHolder::send_held_bytes(uv_stream_t* stream, uv_write_cb cb) {
   if (!held_) return 0;
   TurnWrites* turn = turn_;

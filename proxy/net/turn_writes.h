@@ -29,7 +29,7 @@ class TurnWrites;
 // A socket owner whose writes can be held for the turn.
 class TurnHolder {
  public:
-  virtual ~TurnHolder() = default;
+  virtual ~TurnHolder();  // a holder gone before the turn's end is forgotten (nothing sent)
   bool holding() const { return held_ != nullptr; }
   // Sends what is held now (the turn's end, a larger write, a close). False: the socket
   // failed; the owner has dealt with it (closed).
