@@ -134,8 +134,9 @@ class Worker {
   // The admission stages every request passes, in order.
   const std::vector<AdmissionStage*>& admission_stages() const { return admission_; }
 
-  // What the loop does before each turn (tests that turn the loop themselves call it): frees
-  // the exchanges that ended and what reloads left behind, flushes the access log.
+  // What the loop does before each turn (tests that turn the loop themselves call it): sends
+  // the writes held during the turn (TurnWrites) and the HTTP/2 sessions' frames, frees the
+  // exchanges that ended and what reloads left behind, flushes the access log.
   void between_turns();
 
   RequestBuffers* acquire_buffers();

@@ -5,17 +5,23 @@
 #     (user+sys of the proxy's processes / requests completed);
 #  2. memory: RSS of each proxy holding N idle keep-alive client connections.
 # Compare ratios within one run only. Usage:
-#   scripts/bench.sh [--features basic|all] [--idle N]
+#   scripts/bench.sh [--features basic|all] [--idle N] [--baseline BULWARK_BINARY]
 # N defaults to 10,000, or less when the descriptor hard limit cannot hold that many for
-# HAProxy (which reserves two per connection).
+# HAProxy (which reserves two per connection); --idle 0 skips the memory test.
+# --baseline runs another Bulwark build (an earlier commit's, say) in the same rounds, as
+# "baseline", with the same configuration: a before/after that the machine's noise hits alike.
+# Each throughput row also counts how often the proxy and the backend went to sleep
+# (voluntary context switches of their threads per 1,000 requests): each sleep is a wake-up
+# that somebody's write pays for.
 # Env: DUR (s per run, default 8), CONN (default 64), ROUNDS (default 2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
 install_packages $BULWARK_BUILD_PACKAGES wrk haproxy nginx-light python3
-FEATURES=basic IDLE=""
+FEATURES=basic IDLE="" BASELINE=""
 while [[ $# -gt 0 ]]; do case $1 in
   --features) FEATURES=$2; shift 2;; --idle) IDLE=$2; shift 2;;
+  --baseline) BASELINE=$(realpath "$2"); shift 2;;
   *) echo "unknown argument $1" >&2; exit 2;; esac; done
 cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF >/dev/null
 cmake --build build-release -j"$(nproc)" --target bulwark >/dev/null
@@ -24,7 +30,7 @@ BULWARK=$PWD/build-release/bulwark
 D=$(mktemp -d)
 trap 'for f in $D/*.pid; do kill $(cat $f) 2>/dev/null || true; done; sleep 0.3; rm -rf $D' EXIT
 port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
-BACK=$(port) HA=$(port) NG=$(port) BW=$(port) ADMIN=$(port)
+BACK=$(port) HA=$(port) NG=$(port) BW=$(port) ADMIN=$(port) BW0=$(port) ADMIN0=$(port)
 DUR=${DUR:-8} CONN=${CONN:-64} ROUNDS=${ROUNDS:-2}
 ulimit -n "$(ulimit -Hn)"
 # HAProxy reserves two descriptors per connection: stay within the hard limit.
@@ -114,17 +120,27 @@ nginx -c $D/backend.conf -p $D 2>/dev/null & echo $! > $D/backend.pid
 nginx -c $D/nginx.conf -p $D 2>/dev/null & echo $! > $D/nginx.pid
 haproxy -q -f $D/haproxy.cfg & echo $! > $D/haproxy.pid
 "$BULWARK" -c $D/bulwark.yaml > $D/bulwark.log 2>&1 & echo $! > $D/bulwark.pid
+if [[ -n $BASELINE ]]; then
+  sed -e "s/127.0.0.1:$BW\$/127.0.0.1:$BW0/" -e "s/127.0.0.1:$ADMIN /127.0.0.1:$ADMIN0 /" \
+    $D/bulwark.yaml > $D/baseline.yaml
+  "$BASELINE" -c $D/baseline.yaml > $D/baseline.log 2>&1 & echo $! > $D/baseline.pid
+fi
 sleep 1.5
 
 pids_of() { local p; p=$(cat $D/$1.pid); echo "$p $(pgrep -P "$p" | tr '\n' ' ')"; }
 cpu_ticks() { local t=0 p; for p in "$@"; do [[ -r /proc/$p/stat ]] && t=$((t + $(awk '{print $14+$15}' /proc/$p/stat))); done; echo $t; }
+# Voluntary context switches (times it went to sleep) of every thread of the given processes.
+sleeps() { local t=0 p f; for p in "$@"; do for f in /proc/$p/task/*/status; do
+  [[ -r $f ]] && t=$((t + $(awk '/^voluntary_ctxt_switches/{print $2}' "$f"))); done; done; echo $t; }
 run() { # port name pidfile-name
-  local pids c0 c1; pids=$(pids_of "$3"); c0=$(cpu_ticks $pids)
+  local pids back c0 c1 s0 s1 b0 b1; pids=$(pids_of "$3"); back=$(pids_of backend)
+  c0=$(cpu_ticks $pids) s0=$(sleeps $pids) b0=$(sleeps $back)
   wrk -t1 -c"$CONN" -d"${DUR}s" --latency "http://127.0.0.1:$1/" > $D/wrk.out 2>&1 || true
-  c1=$(cpu_ticks $pids)
-  awk -v n="$2" -v cpu=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" '/requests in/{req=$1} /Requests\/sec/{r=$2}
-    /^ +50%/{p50=$2} /^ +99%/{p99=$2} /Non-2xx/{e=$NF}
-    END{printf "%-8s rps=%-10s p50=%-8s p99=%-8s non2xx=%-6s cpu_us_per_req=%.2f\n", n, r, p50, p99, (e==""?0:e), (req>0? cpu*1e6/hz/req : 0)}' $D/wrk.out; }
+  c1=$(cpu_ticks $pids) s1=$(sleeps $pids) b1=$(sleeps $back)
+  awk -v n="$2" -v cpu=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" -v ps=$((s1 - s0)) -v bs=$((b1 - b0)) \
+    '/requests in/{req=$1} /Requests\/sec/{r=$2} /^ +50%/{p50=$2} /^ +99%/{p99=$2} /Non-2xx/{e=$NF}
+    END{printf "%-8s rps=%-10s p50=%-8s p99=%-8s non2xx=%-6s cpu_us_per_req=%.2f sleeps_per_1k: proxy=%.0f backend=%.0f\n",
+      n, r, p50, p99, (e==""?0:e), (req>0? cpu*1e6/hz/req : 0), (req>0? ps*1000/req : 0), (req>0? bs*1000/req : 0)}' $D/wrk.out; }
 
 echo "== throughput (features: $FEATURES, $ROUNDS rounds of ${DUR}s, $CONN connections)"
 for ((i = 1; i <= ROUNDS; i++)); do
@@ -132,7 +148,9 @@ for ((i = 1; i <= ROUNDS; i++)); do
   run $HA haproxy haproxy
   run $NG nginx nginx
   run $BW bulwark bulwark
+  [[ -n $BASELINE ]] && run $BW0 baseline baseline
 done
+[[ $IDLE == 0 ]] && exit 0
 echo "== memory with $IDLE idle keep-alive client connections"
 for target in "haproxy $HA" "nginx $NG" "bulwark $BW"; do
   set -- $target

@@ -356,7 +356,8 @@ bool ClientConnection::send_held() {
     close();
     return false;
   }
-  if (ex_ && ex_->attempt.conn && write_queue_size() > kHighWater) ex_->attempt.conn->pause_reading();
+  if (ex_ && ex_->attempt.conn && write_queue_size() > kHighWater)
+    ex_->attempt.conn->pause_reading();
   return true;
 }
 
