@@ -115,9 +115,23 @@ void H2Stream::add_nv(std::string_view name, std::string_view value) {
   nv_storage_.append(value);
 }
 
+namespace {
+// Scratch space reused by every stream of the thread: a lower-cased field name, and the
+// field list handed to nghttp2 (which copies it), so a response allocates neither.
+std::string& lower_scratch() {
+  thread_local std::string s;
+  return s;
+}
+std::vector<nghttp2_nv>& nv_scratch(std::size_t n) {
+  thread_local std::vector<nghttp2_nv> v;
+  v.resize(n);
+  return v;
+}
+}  // namespace
+
 // Bulwark's own header lines ("Name: value\r\n"), as HTTP/2 fields (lower-case names).
 void H2Stream::add_extra_lines(std::string_view extra) {
-  std::string lower;
+  std::string& lower = lower_scratch();
   while (!extra.empty()) {
     std::size_t eol = extra.find("\r\n");
     std::string_view line = extra.substr(0, eol);
@@ -315,7 +329,7 @@ void H2Stream::send_response_head(const UpstreamStream& conn, std::string_view e
   char status[4];
   std::to_chars(status, status + 3, ex.status);
   add_nv(":status", std::string_view(status, 3));
-  std::string lower;
+  std::string& lower = lower_scratch();
   const HeaderBlock& h = conn.headers();
   bool has_connection_list = h.count("connection") > 0;
   for (std::size_t i = 0; i < h.size(); ++i) {
@@ -339,7 +353,7 @@ void H2Stream::send_response_head(const UpstreamStream& conn, std::string_view e
 void H2Stream::submit_head() {
   head_pending_ = false;
   head_submitted_ = true;
-  std::vector<nghttp2_nv> nva(nv_offsets_.size());
+  std::vector<nghttp2_nv>& nva = nv_scratch(nv_offsets_.size());
   for (std::size_t i = 0; i < nva.size(); ++i) {
     nva[i].name = reinterpret_cast<std::uint8_t*>(nv_storage_.data() + nv_offsets_[i].first);
     nva[i].namelen = nv_lengths_[2 * i];
@@ -409,7 +423,7 @@ void H2Stream::end_response(const HeaderBlock* trailers) {
     trailer_storage_.clear();
     trailer_lengths_.clear();
     for (std::size_t i = 0; i < trailers->size(); ++i) {
-      std::string lower;
+      std::string& lower = lower_scratch();
       lowercase(lower, trailers->name(i));
       if (connection_specific(lower)) continue;
       trailer_lengths_.push_back(static_cast<std::uint32_t>(lower.size()));
@@ -425,7 +439,7 @@ void H2Stream::end_response(const HeaderBlock* trailers) {
 }
 
 void H2Stream::submit_trailers() {
-  std::vector<nghttp2_nv> nva(trailer_lengths_.size() / 2);
+  std::vector<nghttp2_nv>& nva = nv_scratch(trailer_lengths_.size() / 2);
   std::size_t at = 0;
   for (std::size_t i = 0; i < nva.size(); ++i) {
     nva[i].name = reinterpret_cast<std::uint8_t*>(trailer_storage_.data() + at);
