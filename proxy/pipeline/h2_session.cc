@@ -214,8 +214,9 @@ H2Stream* H2Session::find(std::int32_t id) {
 void H2Session::retire(H2Stream* s) {
   auto it = streams_.find(s->id());
   if (it == streams_.end()) return;
-  retired_.push_back(std::move(it->second));
-  streams_.erase(it);
+  auto node = streams_.extract(it);
+  retired_.push_back(std::move(node.mapped()));
+  if (spare_nodes_.size() < 16) spare_nodes_.push_back(std::move(node));  // as many as spare_
   update_streams_gauge(-1);
 }
 
@@ -303,7 +304,15 @@ int H2Session::on_begin_headers(nghttp2_session*, const nghttp2_frame* frame, vo
     stream = std::make_unique<H2Stream>(*s, frame->hd.stream_id);
   }
   nghttp2_session_set_stream_user_data(s->session_, frame->hd.stream_id, stream.get());
-  s->streams_.emplace(frame->hd.stream_id, std::move(stream));
+  if (!s->spare_nodes_.empty()) {
+    auto node = std::move(s->spare_nodes_.back());
+    s->spare_nodes_.pop_back();
+    node.key() = frame->hd.stream_id;
+    node.mapped() = std::move(stream);
+    s->streams_.insert(std::move(node));
+  } else {
+    s->streams_.emplace(frame->hd.stream_id, std::move(stream));
+  }
   s->update_streams_gauge(1);
   s->idle_armed_ = false;
   s->conn_.arm_timer_within(1000);  // watches the streams' deadlines and windows

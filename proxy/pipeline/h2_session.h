@@ -177,6 +177,8 @@ class H2Session {
   std::unordered_map<std::int32_t, std::unique_ptr<H2Stream>> streams_;
   std::vector<std::unique_ptr<H2Stream>> retired_;
   std::vector<std::unique_ptr<H2Stream>> spare_;  // retired streams kept for new ones
+  // Map nodes of retired streams, reused for new ones: a stream costs the map no allocation.
+  std::vector<decltype(streams_)::node_type> spare_nodes_;
   OutBatch out_;
   bool in_recv_ = false;
   bool want_close_ = false;
