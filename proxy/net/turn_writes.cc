@@ -8,7 +8,7 @@ namespace {
 thread_local TurnWrites* t_current = nullptr;
 // Buffers kept for lending: enough for the sockets one busy turn touches; a larger one (a
 // batch near kTurnHoldMax) is not kept above this capacity.
-constexpr std::size_t kSpareBuffers = 256;
+constexpr std::size_t kSpareBuffers = 64;
 constexpr std::size_t kSpareCapacity = 2 * kTurnHoldMax;
 }  // namespace
 

@@ -1,4 +1,5 @@
 """Keep-alive on both sides, pipelined requests answered in order, HTTP/1.0 clients."""
+import socket
 import unittest
 
 from harness import ProxyTest, Reader, connect, pattern
@@ -35,6 +36,31 @@ class KeepAlive(ProxyTest):
         for n in (10, 20, 30, 5):
             status, h, body = r.read_response()
             self.assertEqual((status, len(body)), (200, n))
+        s.close()
+
+    def test_many_pipelined_requests_in_one_write_answered_in_order(self):
+        # Responses of one loop turn are held and sent together (net/turn_writes.h); every
+        # 25th is larger than what is held (16 KiB), so it goes at once after the held ones.
+        sizes = [20000 + i if i % 25 == 7 else (i * 37) % 900 for i in range(300)]
+        s = connect(self.proxy.port)
+        s.sendall(b"".join(b"GET /m?size=%d HTTP/1.1\r\nHost: x\r\n\r\n" % n for n in sizes))
+        r = Reader(s)
+        for n in sizes:
+            status, _, body = r.read_response()
+            self.assertEqual((status, len(body)), (200, n))
+            self.assertEqual(body, pattern(n))
+        s.close()
+
+    def test_half_close_after_pipelined_requests_gets_every_response_then_fin(self):
+        s = connect(self.proxy.port)
+        s.sendall(b"".join(b"GET /h?size=%d HTTP/1.1\r\nHost: x\r\n\r\n" % n
+                           for n in range(40)))
+        s.shutdown(socket.SHUT_WR)
+        r = Reader(s)
+        for n in range(40):
+            status, _, body = r.read_response()
+            self.assertEqual((status, body), (200, pattern(n)))
+        self.assertEqual(s.recv(1), b"")  # the FIN comes after the last held response
         s.close()
 
     def test_pipelined_request_split_across_packets(self):
