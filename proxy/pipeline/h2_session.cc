@@ -19,6 +19,9 @@ namespace {
 
 // A client that keeps opening streams past the limit after being refused this often.
 constexpr std::uint64_t kMaxRefusedStreams = 100;
+// Map nodes of retired streams kept for new ones (they hold no stream, so AddressSanitizer
+// builds keep them too).
+constexpr std::size_t kSpareNodes = 16;
 // Streams a client may reset: a burst, then so many a second.
 constexpr double kResetBurst = 200;
 constexpr double kResetRate = 33;
@@ -216,7 +219,7 @@ void H2Session::retire(H2Stream* s) {
   if (it == streams_.end()) return;
   auto node = streams_.extract(it);
   retired_.push_back(std::move(node.mapped()));
-  if (spare_nodes_.size() < 16) spare_nodes_.push_back(std::move(node));  // as many as spare_
+  if (spare_nodes_.size() < kSpareNodes) spare_nodes_.push_back(std::move(node));
   update_streams_gauge(-1);
 }
 
