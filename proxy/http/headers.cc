@@ -242,22 +242,27 @@ bool listed_in_connection(const HeaderBlock& headers, std::string_view name) {
   return found;
 }
 
+bool connection_lists_fields(const HeaderBlock& headers) {
+  bool listed = false;
+  for (std::size_t i = 0; i < headers.size(); ++i) {
+    std::string_view n = headers.name(i);
+    if (n.size() != 10 || !iequals(n, "connection")) continue;
+    std::string_view v = headers.value(i);
+    if (iequals(v, "keep-alive") || iequals(v, "close")) continue;  // the usual values
+    for_each_token(v, [&](std::string_view t) {
+      if (!iequals(t, "close") && !iequals(t, "keep-alive") && !iequals(t, "upgrade"))
+        listed = true;
+    });
+  }
+  return listed;
+}
+
 namespace {
 
 // Copies the end-to-end headers. `skip_forwarding` drops the ones the proxy rewrites.
 void copy_end_to_end(std::string& out, const HeaderBlock& headers, bool skip_forwarding,
                      bool skip_expect, bool skip_grpc_timeout = false) {
-  bool has_connection_list = false;
-  for (std::size_t i = 0; i < headers.size(); ++i) {
-    std::string_view n = headers.name(i);
-    if (n.size() == 10 && iequals(n, "connection")) {
-      std::string_view v = headers.value(i);
-      for_each_token(v, [&](std::string_view t) {
-        if (!iequals(t, "close") && !iequals(t, "keep-alive") && !iequals(t, "upgrade"))
-          has_connection_list = true;
-      });
-    }
-  }
+  bool has_connection_list = connection_lists_fields(headers);
   for (std::size_t i = 0; i < headers.size(); ++i) {
     std::string_view n = headers.name(i);
     if (is_hop_by_hop(n)) continue;

@@ -111,6 +111,10 @@ bool is_hop_by_hop(std::string_view name);
 bool forwardable_trailer(const HeaderBlock& head, std::string_view name);
 // True when `name` is listed in a Connection header's tokens.
 bool listed_in_connection(const HeaderBlock& headers, std::string_view name);
+// Whether a Connection header lists a field to drop that is not hop-by-hop already: any token
+// but the connection options close, keep-alive and upgrade ("Close" is a reserved field name,
+// RFC 9110 16.3.2.2). Without one, listed_in_connection needs no call per field.
+bool connection_lists_fields(const HeaderBlock& headers);
 
 enum class BodyFraming { none, content_length, chunked };
 

@@ -61,6 +61,9 @@ bool H2Session::start() {
       {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, static_cast<std::uint32_t>(lc.h2_initial_window)},
       {NGHTTP2_SETTINGS_MAX_FRAME_SIZE, static_cast<std::uint32_t>(lc.h2_max_frame_size)},
       {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, static_cast<std::uint32_t>(lc.max_header_bytes)},
+      // RFC 7540's priority tree is deprecated (RFC 9113 5.3): without it nghttp2 keeps no
+      // closed streams and schedules by RFC 9218 urgency.
+      {NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES, 1},
   };
   if (nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, iv, sizeof iv / sizeof iv[0]) != 0)
     return false;
@@ -182,6 +185,7 @@ void H2Session::drain() {
 void H2Session::abort_streams() {
   auto streams = std::move(streams_);
   streams_.clear();
+  last_begun_ = nullptr;
   for (auto& [id, s] : streams) {
     s->end_request_use();
     s->on_closed();
@@ -210,6 +214,8 @@ void H2Session::update_streams_gauge(long delta) {
 }
 
 H2Stream* H2Session::find(std::int32_t id) {
+  // A header block's fields come one callback each: the stream that began last is the one.
+  if (last_begun_ && last_begun_->id() == id) return last_begun_;
   auto it = streams_.find(id);
   return it == streams_.end() ? nullptr : it->second.get();
 }
@@ -217,6 +223,7 @@ H2Stream* H2Session::find(std::int32_t id) {
 void H2Session::retire(H2Stream* s) {
   auto it = streams_.find(s->id());
   if (it == streams_.end()) return;
+  if (last_begun_ == s) last_begun_ = nullptr;
   auto node = streams_.extract(it);
   retired_.push_back(std::move(node.mapped()));
   if (spare_nodes_.size() < kSpareNodes) spare_nodes_.push_back(std::move(node));
@@ -307,6 +314,7 @@ int H2Session::on_begin_headers(nghttp2_session*, const nghttp2_frame* frame, vo
     stream = std::make_unique<H2Stream>(*s, frame->hd.stream_id);
   }
   nghttp2_session_set_stream_user_data(s->session_, frame->hd.stream_id, stream.get());
+  s->last_begun_ = stream.get();
   if (!s->spare_nodes_.empty()) {
     auto node = std::move(s->spare_nodes_.back());
     s->spare_nodes_.pop_back();

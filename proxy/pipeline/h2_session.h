@@ -85,7 +85,10 @@ class H2Stream final : public Downstream {
   // Submits a head made by send_response_head or a local reply.
   void submit_head();
   void submit_trailers();
+  void clear_nv();
   void add_nv(std::string_view name, std::string_view value);
+  // The same with the name lower-cased on the way in (HTTP/2 field names are lower case).
+  void add_nv_lower(std::string_view name, std::string_view value);
   void add_extra_lines(std::string_view extra);
   void reset(std::uint32_t error_code);
   void end_request_use();
@@ -110,9 +113,11 @@ class H2Stream final : public Downstream {
   bool upstream_paused_ = false;  // the upstream is not read while the body waits here
   std::string body_;              // response bytes not yet framed
   std::size_t body_sent_ = 0;     // of body_
+  struct NvField {
+    std::uint32_t name_offset, name_length, value_offset, value_length;
+  };
   std::string nv_storage_;        // names and values the nv arrays point into
-  std::vector<std::pair<std::size_t, std::size_t>> nv_offsets_;  // (name, value) offsets
-  std::vector<std::uint32_t> nv_lengths_;
+  std::vector<NvField> nv_fields_;
   std::string trailer_storage_;
   std::vector<std::uint32_t> trailer_lengths_;
   std::uint64_t deadline_ms_ = 0;
@@ -175,6 +180,7 @@ class H2Session {
   ClientConnection& conn_;
   nghttp2_session* session_ = nullptr;
   std::unordered_map<std::int32_t, std::unique_ptr<H2Stream>> streams_;
+  H2Stream* last_begun_ = nullptr;  // the stream whose HEADERS began last (find()'s shortcut)
   std::vector<std::unique_ptr<H2Stream>> retired_;
   std::vector<std::unique_ptr<H2Stream>> spare_;  // retired streams kept for new ones
   // Map nodes of retired streams, reused for new ones: a stream costs the map no allocation.

@@ -93,9 +93,7 @@ void H2Stream::reuse(std::int32_t id) {
   has_body_ = true;
   body_.clear();
   body_sent_ = 0;
-  nv_storage_.clear();
-  nv_offsets_.clear();
-  nv_lengths_.clear();
+  clear_nv();
   trailer_storage_.clear();
   trailer_lengths_.clear();
   deadline_ms_ = 0;
@@ -107,12 +105,23 @@ bool H2Stream::tls() const { return session_.connection().tls(); }
 bool H2Stream::closing() const { return session_.connection().closing(); }
 bool H2Stream::in_execute() const { return session_.in_recv(); }
 
+void H2Stream::clear_nv() {
+  nv_storage_.clear();
+  nv_fields_.clear();
+}
+
 void H2Stream::add_nv(std::string_view name, std::string_view value) {
-  nv_offsets_.emplace_back(nv_storage_.size(), nv_storage_.size() + name.size());
-  nv_lengths_.push_back(static_cast<std::uint32_t>(name.size()));
-  nv_lengths_.push_back(static_cast<std::uint32_t>(value.size()));
-  nv_storage_.append(name);
-  nv_storage_.append(value);
+  auto at = static_cast<std::uint32_t>(nv_storage_.size());
+  auto name_length = static_cast<std::uint32_t>(name.size());
+  nv_fields_.push_back({at, name_length, at + name_length, static_cast<std::uint32_t>(value.size())});
+  nv_storage_.append(name).append(value);
+}
+
+void H2Stream::add_nv_lower(std::string_view name, std::string_view value) {
+  std::size_t at = nv_storage_.size();
+  add_nv(name, value);
+  for (char* c = nv_storage_.data() + at, *end = c + name.size(); c != end; ++c)
+    if (*c >= 'A' && *c <= 'Z') *c = static_cast<char>(*c + ('a' - 'A'));
 }
 
 namespace {
@@ -131,16 +140,14 @@ std::vector<nghttp2_nv>& nv_scratch(std::size_t n) {
 
 // Bulwark's own header lines ("Name: value\r\n"), as HTTP/2 fields (lower-case names).
 void H2Stream::add_extra_lines(std::string_view extra) {
-  std::string& lower = lower_scratch();
   while (!extra.empty()) {
     std::size_t eol = extra.find("\r\n");
     std::string_view line = extra.substr(0, eol);
     std::size_t colon = line.find(':');
     if (colon != std::string_view::npos) {
-      lowercase(lower, line.substr(0, colon));
       std::string_view value = line.substr(colon + 1);
       while (!value.empty() && value.front() == ' ') value.remove_prefix(1);
-      add_nv(lower, value);
+      add_nv_lower(line.substr(0, colon), value);
     }
     if (eol == std::string_view::npos) break;
     extra.remove_prefix(eol + 2);
@@ -323,20 +330,18 @@ void H2Stream::send_interim(const UpstreamStream& conn) {
 void H2Stream::send_response_head(const UpstreamStream& conn, std::string_view extra,
                                   std::string_view) {
   Exchange& ex = x();
-  nv_storage_.clear();
-  nv_offsets_.clear();
-  nv_lengths_.clear();
+  clear_nv();
   char status[4];
   std::to_chars(status, status + 3, ex.status);
   add_nv(":status", std::string_view(status, 3));
-  std::string& lower = lower_scratch();
   const HeaderBlock& h = conn.headers();
-  bool has_connection_list = h.count("connection") > 0;
+  // is_hop_by_hop covers every connection-specific field of RFC 9113 8.2.2, in any case.
+  bool has_connection_list = connection_lists_fields(h);
   for (std::size_t i = 0; i < h.size(); ++i) {
-    lowercase(lower, h.name(i));
-    if (connection_specific(lower) || is_hop_by_hop(lower)) continue;
-    if (has_connection_list && listed_in_connection(h, lower)) continue;
-    add_nv(lower, h.value(i));
+    std::string_view name = h.name(i);
+    if (is_hop_by_hop(name)) continue;
+    if (has_connection_list && listed_in_connection(h, name)) continue;
+    add_nv_lower(name, h.value(i));
   }
   add_extra_lines(extra);
   if (conn.has_content_length() && ex.status != 204 && ex.status != 304 &&
@@ -353,13 +358,12 @@ void H2Stream::send_response_head(const UpstreamStream& conn, std::string_view e
 void H2Stream::submit_head() {
   head_pending_ = false;
   head_submitted_ = true;
-  std::vector<nghttp2_nv>& nva = nv_scratch(nv_offsets_.size());
+  std::vector<nghttp2_nv>& nva = nv_scratch(nv_fields_.size());
+  auto* base = reinterpret_cast<std::uint8_t*>(nv_storage_.data());
   for (std::size_t i = 0; i < nva.size(); ++i) {
-    nva[i].name = reinterpret_cast<std::uint8_t*>(nv_storage_.data() + nv_offsets_[i].first);
-    nva[i].namelen = nv_lengths_[2 * i];
-    nva[i].value = reinterpret_cast<std::uint8_t*>(nv_storage_.data() + nv_offsets_[i].second);
-    nva[i].valuelen = nv_lengths_[2 * i + 1];
-    nva[i].flags = NGHTTP2_NV_FLAG_NONE;
+    const NvField& f = nv_fields_[i];
+    nva[i] = {base + f.name_offset, base + f.value_offset, f.name_length, f.value_length,
+              NGHTTP2_NV_FLAG_NONE};
   }
   if (ex_) ex_->response_committed = true;
   if (!has_body_) {
@@ -489,9 +493,7 @@ void H2Stream::local_reply(Reason reason, std::string_view detail, bool close_af
   ex.local_reply_sent = true;
   RouteStats& rs = ex.route_stats ? *ex.route_stats : view().unmatched();
   rs.local_replies[static_cast<int>(reason)].add();
-  nv_storage_.clear();
-  nv_offsets_.clear();
-  nv_lengths_.clear();
+  clear_nv();
   char digits[8];
   if (grpc_) {
     // A gRPC error: HTTP 200 and the status in a trailers-only response.

@@ -17,6 +17,9 @@ class PyBackend:
     """Threads on 127.0.0.1 answering HTTP/1.1 with keep-alive:
       /py/trailers       a chunked body "hello, trailers" and trailer fields x-checksum: 1234,
                          x-status: done
+      /py/conn-listed    a response whose Connection header names x-hop (sent) and, in a
+                         second Connection line, Keep-Alive: x-hop and keep-alive must not
+                         reach the client, x-end must
       /py/big?size=N     N bytes of harness.pattern(N) with Content-Length, written 64 KiB at
                          a time on a socket with a small send buffer; sent[N] is how many bytes
                          the kernel has taken so far (what bulwark has read, within ~200 KiB)."""
@@ -73,6 +76,10 @@ class PyBackend:
                               b"Transfer-Encoding: chunked\r\nTrailer: x-checksum, x-status\r\n\r\n"
                               b"7\r\nhello, \r\n8\r\ntrailers\r\n0\r\n"
                               b"x-checksum: 1234\r\nx-status: done\r\n\r\n")
+                elif target.startswith("/py/conn-listed"):
+                    c.sendall(b"HTTP/1.1 200 OK\r\nConnection: X-Hop\r\nX-Hop: 1\r\n"
+                              b"Connection: Keep-Alive\r\nKeep-Alive: timeout=5\r\n"
+                              b"X-End: 2\r\nContent-Length: 2\r\n\r\nok")
                 elif target.startswith("/py/big"):
                     size = int(re.search(r"size=(\d+)", target).group(1))
                     c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"

@@ -290,6 +290,16 @@ class H2c(unittest.TestCase):
         self.assertEqual((s.status, s.header("content-length"), s.received, s.ended), (200, "1000", 0, True))
         self.assertEqual(c.goaways, [])
 
+    def test_fields_named_by_the_upstreams_connection_header_are_dropped(self):
+        # RFC 9110 7.6.1: what Connection names is hop-by-hop, in any case, on any of its lines.
+        c = self.h2()
+        s = c.get("/py/conn-listed")
+        self.assertEqual((s.status, s.body), (200, b"ok"), c.describe())
+        names = [k for k, _ in s.headers]
+        for banned in ("x-hop", "connection", "keep-alive"):
+            self.assertNotIn(banned, names, s.headers)
+        self.assertEqual(s.header("x-end"), "2")
+
     def test_upstream_trailers_come_back_as_trailing_headers(self):
         c = self.h2()
         s = c.get("/py/trailers", headers=[("te", "trailers")])

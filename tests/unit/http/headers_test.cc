@@ -224,6 +224,27 @@ TEST_CASE("iequals and hop-by-hop classification") {
     CHECK_FALSE(is_hop_by_hop(n));
 }
 
+TEST_CASE("connection_lists_fields: only tokens other than close, keep-alive and upgrade") {
+  auto block = [](std::initializer_list<std::pair<std::string_view, std::string_view>> fields) {
+    HeaderBlock h;
+    for (auto [n, v] : fields) {
+      h.append_name(n.data(), n.size());
+      h.append_value(v.data(), v.size());
+      h.end_value();
+    }
+    return h;
+  };
+  CHECK_FALSE(connection_lists_fields(block({{"Server", "x"}})));
+  CHECK_FALSE(connection_lists_fields(block({{"Connection", "keep-alive"}})));
+  CHECK_FALSE(connection_lists_fields(block({{"connection", "Close"}})));
+  CHECK_FALSE(connection_lists_fields(block({{"Connection", "upgrade, Keep-Alive"}})));
+  CHECK(connection_lists_fields(block({{"Connection", "keep-alive, X-Hop"}})));
+  CHECK(connection_lists_fields(block({{"Connection", "close"}, {"CONNECTION", "x-hop"}})));
+  HeaderBlock h = block({{"Connection", "close, X-Hop"}, {"x-hop", "1"}, {"X-End", "2"}});
+  CHECK(listed_in_connection(h, "X-HOP"));
+  CHECK_FALSE(listed_in_connection(h, "x-end"));
+}
+
 TEST_CASE("local replies carry the reason header and a problem+json body") {
   std::string out;
   LocalReply r;
