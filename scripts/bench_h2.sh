@@ -8,16 +8,24 @@
 # microseconds per request (user+sys of its processes / requests done): compare the ratios
 # within one run.
 #
-# Usage: scripts/bench_h2.sh [--bulwark build-release/bulwark] [--features basic|all] [--backend h1|h2]
-# Env: DUR (s per round, default 8), ROUNDS (default 3), CLIENTS (8), STREAMS (8 per client)
+# With --callgrind, HAProxy and Bulwark run under valgrind's callgrind (cache simulation) one
+# after the other instead: user-space instructions, I1 and D1 misses per request over
+# CG_REQUESTS requests after a warm-up, counts that repeat on a noisy machine where CPU time
+# does not (the kernel's share is not counted).
+#
+# Usage: scripts/bench_h2.sh [--bulwark build-release/bulwark] [--features basic|all] [--backend h1|h2] [--callgrind]
+# Env: DUR (s per round, default 8), ROUNDS (default 3), CLIENTS (8), STREAMS (8 per client),
+#      CG_REQUESTS (20000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BULWARK=build-release/bulwark FEATURES=all BACKEND=h1
+BULWARK=build-release/bulwark FEATURES=all BACKEND=h1 CALLGRIND=0
 while [[ $# -gt 0 ]]; do case $1 in
   --bulwark) BULWARK=$2; shift 2;; --features) FEATURES=$2; shift 2;; --backend) BACKEND=$2; shift 2;;
+  --callgrind) CALLGRIND=1; shift;;
   *) echo "unknown argument $1" >&2; exit 2;; esac; done
 source scripts/deps.sh
 install_packages haproxy nginx-light nghttp2-client nghttp2-server
+((CALLGRIND)) && install_packages valgrind
 [[ -x $BULWARK ]] || { echo "no Bulwark binary at $BULWARK (cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release && cmake --build build-release)" >&2; exit 2; }
 DUR=${DUR:-8}; ROUNDS=${ROUNDS:-3}; CLIENTS=${CLIENTS:-8}; STREAMS=${STREAMS:-8}
 D=$(mktemp -d); trap 'kill $(cat $D/*.pid 2>/dev/null) 2>/dev/null || true; sleep 0.2; rm -rf $D' EXIT
@@ -92,6 +100,27 @@ if [[ $BACKEND == h2 ]]; then
   nghttpd --no-tls -d $D/www $BACK > /dev/null 2>&1 & echo $! > $D/nb.pid
 else
   nginx -c $D/backend.conf -p $D 2>/dev/null & echo $! > $D/nb.pid
+fi
+if ((CALLGRIND)); then
+  N=${CG_REQUESTS:-20000}
+  # cg NAME PORT COMMAND...: the command under callgrind; counters zeroed after a warm-up.
+  cg() { local name=$1 port=$2 pid i; shift 2
+    valgrind --tool=callgrind --cache-sim=yes --callgrind-out-file=$D/cg.$name "$@" > $D/cg.$name.log 2>&1 &
+    pid=$!; echo $pid > $D/cg.pid
+    for ((i = 0; i < 60; i++)); do curl -sf --http2-prior-knowledge -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.5; done
+    h2load -n 5000 -c "$CLIENTS" -m "$STREAMS" -t 1 "http://127.0.0.1:$port/" > /dev/null 2>&1 || true
+    callgrind_control -z $pid > /dev/null 2>&1
+    h2load -n "$N" -c "$CLIENTS" -m "$STREAMS" -t 1 "http://127.0.0.1:$port/" > $D/h2load.out 2>&1 || true
+    callgrind_control -d $pid > /dev/null 2>&1; sleep 1; kill $pid; wait $pid 2>/dev/null || true
+    callgrind_annotate $D/cg.$name.1 2>/dev/null | awk -v n=$name -v req="$N" \
+      -v ok="$(awk '/^requests:/{print $8}' $D/h2load.out)" '/PROGRAM TOTALS/{
+        for (i = 1; i <= 11; i++) gsub(",", "", $i)  # Ir Dr Dw I1mr D1mr D1mw, each with its (%)
+        printf "%-8s succeeded=%s/%s instructions_per_req=%d I1_misses_per_req=%d D1_misses_per_req=%d\n",
+          n, ok, req, $1 / req, $7 / req, ($9 + $11) / req }'; }
+  echo "callgrind: h2load -c $CLIENTS -m $STREAMS, $N requests after 5000, features $FEATURES, backend $BACKEND"
+  cg haproxy $HA haproxy -q -f $D/haproxy.cfg
+  cg bulwark $ME "$BULWARK" -c $D/bulwark.yaml
+  exit 0
 fi
 nginx -c $D/ngproxy.conf -p $D 2>/dev/null & echo $! > $D/np.pid
 haproxy -q -f $D/haproxy.cfg & echo $! > $D/ha.pid
