@@ -7,17 +7,45 @@
 
 namespace bulwark {
 
+using namespace std::string_view_literals;
+
 static inline unsigned char ascii_lower(unsigned char c) {
   return (c >= 'A' && c <= 'Z') ? static_cast<unsigned char>(c | 0x20) : c;
 }
 
-bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i)
-    if (ascii_lower(static_cast<unsigned char>(a[i])) !=
-        ascii_lower(static_cast<unsigned char>(b[i])))
-      return false;
-  return true;
+namespace {
+// Eight bytes at a time: 'A'..'Z' get bit 0x20 set, every other byte (non-ASCII included) is
+// left as it is. The per-byte sums below cannot carry into the next byte: each operand's
+// byte is at most 0x7f + 0x3f.
+inline std::uint64_t ascii_lower8(std::uint64_t x) {
+  constexpr std::uint64_t kOnes = 0x0101010101010101ULL;
+  std::uint64_t low7 = x & (0x7f * kOnes);
+  std::uint64_t ge_a = low7 + (0x80 - 'A') * kOnes;  // high bit set where byte >= 'A'
+  std::uint64_t gt_z = low7 + (0x7f - 'Z') * kOnes;  // high bit set where byte > 'Z'
+  std::uint64_t upper = ge_a & ~gt_z & ~x & (0x80 * kOnes);
+  return x | (upper >> 2);
+}
+
+inline std::uint64_t load8(const char* p) {
+  std::uint64_t v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+}  // namespace
+
+// Header names and values are compared on every request: eight bytes per step, the last
+// step overlapping the one before it when the length is not a multiple of eight.
+bool iequals_bytes(const char* a, const char* b, std::size_t n) {
+  if (n < 8) {
+    for (std::size_t i = 0; i < n; ++i)
+      if (ascii_lower(static_cast<unsigned char>(a[i])) !=
+          ascii_lower(static_cast<unsigned char>(b[i])))
+        return false;
+    return true;
+  }
+  for (std::size_t i = 0; i + 8 < n; i += 8)
+    if (ascii_lower8(load8(a + i)) != ascii_lower8(load8(b + i))) return false;
+  return ascii_lower8(load8(a + n - 8)) == ascii_lower8(load8(b + n - 8));
 }
 
 void HeaderBlock::clear() {
@@ -95,7 +123,7 @@ void for_each_token(std::string_view value, Fn&& fn) {
 }
 
 void append_header(std::string& out, std::string_view name, std::string_view value) {
-  out.append(name).append(": ").append(value).append("\r\n");
+  out.append(name).append(": "sv).append(value).append("\r\n"sv);
 }
 
 void append_uint(std::string& out, std::uint64_t v) {
@@ -281,16 +309,16 @@ void copy_end_to_end(std::string& out, const HeaderBlock& headers, bool skip_for
 // The framing headers of a re-framed body.
 void append_framing(std::string& out, BodyFraming framing, std::uint64_t content_length) {
   if (framing == BodyFraming::content_length) {
-    out.append("Content-Length: ");
+    out.append("Content-Length: "sv);
     append_uint(out, content_length);
-    out.append("\r\n");
+    out.append("\r\n"sv);
   } else if (framing == BodyFraming::chunked) {
-    out.append("Transfer-Encoding: chunked\r\n");
+    out.append("Transfer-Encoding: chunked\r\n"sv);
   }
 }
 
 void append_upgrade(std::string& out, std::string_view protocol) {
-  out.append("Connection: upgrade\r\n");
+  out.append("Connection: upgrade\r\n"sv);
   append_header(out, "Upgrade", protocol);
 }
 
@@ -299,70 +327,70 @@ void append_upgrade(std::string& out, std::string_view protocol) {
 void write_upstream_request_head(std::string& out, const HeaderBlock& headers,
                                  const UpstreamRequestHead& head) {
   out.clear();
-  out.append(head.method).append(" ").append(head.target).append(" HTTP/1.1\r\n");
+  out.append(head.method).append(" "sv).append(head.target).append(" HTTP/1.1\r\n"sv);
   append_header(out, "Host", head.host);
   copy_end_to_end(out, headers, true, true, head.grpc_timeout_ms != 0);
   // Several X-Forwarded-For lines are one list (RFC 9110 5.3), in order.
-  out.append("X-Forwarded-For: ");
+  out.append("X-Forwarded-For: "sv);
   for (std::size_t i = 0; i < headers.size(); ++i) {
     if (headers.name(i).size() != 15 || !iequals(headers.name(i), "x-forwarded-for")) continue;
     std::string_view v = trim(headers.value(i));
-    if (!v.empty()) out.append(v).append(", ");
+    if (!v.empty()) out.append(v).append(", "sv);
   }
-  out.append(head.client_ip).append("\r\n");
-  out.append(head.https ? "X-Forwarded-Proto: https\r\n" : "X-Forwarded-Proto: http\r\n");
+  out.append(head.client_ip).append("\r\n"sv);
+  out.append(head.https ? "X-Forwarded-Proto: https\r\n"sv : "X-Forwarded-Proto: http\r\n"sv);
   append_header(out, "X-Request-Id", head.request_id);
   if (head.grpc_timeout_ms) {
     // At most 8 digits (the gRPC spec): milliseconds up to 27 hours, then seconds.
-    out.append("grpc-timeout: ");
+    out.append("grpc-timeout: "sv);
     if (head.grpc_timeout_ms <= 99'999'999) {
       append_uint(out, head.grpc_timeout_ms);
-      out.append("m\r\n");
+      out.append("m\r\n"sv);
     } else {
       append_uint(out, std::min<std::uint64_t>((head.grpc_timeout_ms + 999) / 1000, 99'999'999));
-      out.append("S\r\n");
+      out.append("S\r\n"sv);
     }
   }
   append_framing(out, head.framing, head.content_length);
   if (!head.upgrade.empty()) append_upgrade(out, head.upgrade);
-  out.append("\r\n");
+  out.append("\r\n"sv);
 }
 
 void write_downstream_response_head(std::string& out, const HeaderBlock& headers,
                                     const DownstreamResponseHead& head) {
   out.clear();
-  out.append(head.minor_version == 0 ? "HTTP/1.0 " : "HTTP/1.1 ");
+  out.append(head.minor_version == 0 ? "HTTP/1.0 "sv : "HTTP/1.1 "sv);
   append_uint(out, static_cast<std::uint64_t>(head.status));
-  out.append(" ").append(head.reason.empty() ? status_reason(head.status) : head.reason);
-  out.append("\r\n");
+  out.append(" "sv).append(head.reason.empty() ? status_reason(head.status) : head.reason);
+  out.append("\r\n"sv);
   copy_end_to_end(out, headers, false, false);
   out.append(head.extra);
   append_framing(out, head.framing, head.content_length);
   if (!head.upgrade.empty()) {
     append_upgrade(out, head.upgrade);
   } else if (head.close) {
-    out.append("Connection: close\r\n");
+    out.append("Connection: close\r\n"sv);
   } else if (head.keep_alive_1_0) {
-    out.append("Connection: keep-alive\r\n");
+    out.append("Connection: keep-alive\r\n"sv);
   }
-  out.append("\r\n");
+  out.append("\r\n"sv);
 }
 
 void write_interim_response_head(std::string& out, const HeaderBlock& headers, int status,
                                  std::string_view reason) {
   out.clear();
-  out.append("HTTP/1.1 ");
+  out.append("HTTP/1.1 "sv);
   append_uint(out, static_cast<std::uint64_t>(status));
-  out.append(" ").append(reason.empty() ? status_reason(status) : reason).append("\r\n");
+  out.append(" "sv).append(reason.empty() ? status_reason(status) : reason).append("\r\n"sv);
   copy_end_to_end(out, headers, false, false);
-  out.append("\r\n");
+  out.append("\r\n"sv);
 }
 
 void write_last_chunk(std::string& out, const HeaderBlock& trailers) {
   out.clear();
-  out.append("0\r\n");
+  out.append("0\r\n"sv);
   copy_end_to_end(out, trailers, false, false);
-  out.append("\r\n");
+  out.append("\r\n"sv);
 }
 
 std::string_view origin_form(std::string_view target) {

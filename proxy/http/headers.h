@@ -11,7 +11,12 @@
 
 namespace bulwark {
 
-bool iequals(std::string_view a, std::string_view b);
+// ASCII case-insensitive equality of two byte strings of the same length.
+bool iequals_bytes(const char* a, const char* b, std::size_t n);
+// Most comparisons are of names of different lengths: those stop here, inline.
+inline bool iequals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && iequals_bytes(a.data(), b.data(), a.size());
+}
 // Without leading and trailing spaces and tabs (OWS).
 std::string_view trim(std::string_view s);
 

@@ -224,6 +224,48 @@ TEST_CASE("iequals and hop-by-hop classification") {
     CHECK_FALSE(is_hop_by_hop(n));
 }
 
+TEST_CASE("iequals agrees with a byte-at-a-time ASCII comparison") {
+  // Every byte value against every other at each position of every length up to 24, and
+  // random pairs: iequals works eight bytes at a time.
+  auto reference = [](std::string_view a, std::string_view b) {
+    if (a.size() != b.size()) return false;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      auto lower = [](unsigned char c) { return c >= 'A' && c <= 'Z' ? c | 0x20 : c; };
+      if (lower(static_cast<unsigned char>(a[i])) != lower(static_cast<unsigned char>(b[i])))
+        return false;
+    }
+    return true;
+  };
+  for (std::size_t len = 1; len <= 24; ++len)
+    for (std::size_t at = 0; at < len; ++at)
+      for (int x = 0; x < 256; ++x)
+        for (int y : {x, x ^ 0x20, x ^ 0x80, int{'a'}, int{'A'}, int{'z'}, int{'Z'}, int{'@'},
+                      int{'['}, int{'`'}, int{'{'}, 0}) {
+          std::string a(len, 'k'), b(len, 'K');
+          a[at] = static_cast<char>(x);
+          b[at] = static_cast<char>(y);
+          REQUIRE(iequals(a, b) == reference(a, b));
+        }
+  std::uint64_t seed = 42;
+  auto next = [&seed] {
+    seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+    return static_cast<unsigned>(seed >> 33);
+  };
+  for (int round = 0; round < 20000; ++round) {
+    std::size_t len = next() % 40;
+    std::string a(len, ' '), b(len, ' ');
+    for (std::size_t i = 0; i < len; ++i) {
+      a[i] = static_cast<char>("aAzZ-09@[`{\x80\xc1"[next() % 14]);
+      b[i] = next() % 4 ? static_cast<char>(a[i] ^ (next() % 2 ? 0x20 : 0)) : static_cast<char>(next());
+    }
+    REQUIRE(iequals(a, b) == reference(a, b));
+  }
+  CHECK(iequals("Transfer-Encoding", "transfer-encoding"));
+  CHECK_FALSE(iequals("Transfer-Encoding", "transfer-encodinG2"));
+  CHECK_FALSE(iequals("transfer-encodinh", "transfer-encoding"));
+  CHECK_FALSE(iequals("x-forwarded-for\xc1", "x-forwarded-for\xe1"));
+}
+
 TEST_CASE("connection_lists_fields: only tokens other than close, keep-alive and upgrade") {
   auto block = [](std::initializer_list<std::pair<std::string_view, std::string_view>> fields) {
     HeaderBlock h;
