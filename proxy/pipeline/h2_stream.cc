@@ -47,10 +47,9 @@ bool connection_specific(std::string_view lower) {
 }
 
 // ASCII only (field names are tokens), without the locale lookups of std::tolower.
-void lowercase(std::string& out, std::string_view name) {
-  out.assign(name);
-  for (char& c : out)
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c + ('a' - 'A'));
+void lower_in_place(char* p, std::size_t n) {
+  for (char* end = p + n; p != end; ++p)
+    if (*p >= 'A' && *p <= 'Z') *p = static_cast<char>(*p + ('a' - 'A'));
 }
 
 }  // namespace
@@ -120,17 +119,12 @@ void H2Stream::add_nv(std::string_view name, std::string_view value) {
 void H2Stream::add_nv_lower(std::string_view name, std::string_view value) {
   std::size_t at = nv_storage_.size();
   add_nv(name, value);
-  for (char* c = nv_storage_.data() + at, *end = c + name.size(); c != end; ++c)
-    if (*c >= 'A' && *c <= 'Z') *c = static_cast<char>(*c + ('a' - 'A'));
+  lower_in_place(nv_storage_.data() + at, name.size());
 }
 
 namespace {
-// Scratch space reused by every stream of the thread: a lower-cased field name, and the
-// field list handed to nghttp2 (which copies it), so a response allocates neither.
-std::string& lower_scratch() {
-  thread_local std::string s;
-  return s;
-}
+// The field list handed to nghttp2 (which copies it), reused by every stream of the thread,
+// so a response allocates none.
 std::vector<nghttp2_nv>& nv_scratch(std::size_t n) {
   thread_local std::vector<nghttp2_nv> v;
   v.resize(n);
@@ -427,12 +421,17 @@ void H2Stream::end_response(const HeaderBlock* trailers) {
     trailer_storage_.clear();
     trailer_lengths_.clear();
     for (std::size_t i = 0; i < trailers->size(); ++i) {
-      std::string& lower = lower_scratch();
-      lowercase(lower, trailers->name(i));
-      if (connection_specific(lower)) continue;
-      trailer_lengths_.push_back(static_cast<std::uint32_t>(lower.size()));
+      std::string_view name = trailers->name(i);
+      std::size_t at = trailer_storage_.size();
+      trailer_storage_.append(name);
+      lower_in_place(trailer_storage_.data() + at, name.size());
+      if (connection_specific(std::string_view(trailer_storage_).substr(at))) {
+        trailer_storage_.resize(at);
+        continue;
+      }
+      trailer_lengths_.push_back(static_cast<std::uint32_t>(name.size()));
       trailer_lengths_.push_back(static_cast<std::uint32_t>(trailers->value(i).size()));
-      trailer_storage_.append(lower).append(trailers->value(i));
+      trailer_storage_.append(trailers->value(i));
     }
   }
   if (!has_body_ && !trailer_lengths_.empty()) trailer_lengths_.clear();
