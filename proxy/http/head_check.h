@@ -31,6 +31,8 @@ class ResponseHeadScanner {
   // The last byte scanned was a CR (its LF is in the next read).
   bool pending_cr() const { return state_ == State::cr; }
   const char* error() const { return error_; }
+  // Nothing of this response's heads was scanned yet.
+  bool at_start() const { return state_ == State::version && column_ == 0 && bytes_ == 0; }
   std::uint64_t bytes() const { return bytes_; }
   int status() const { return status_; }
 

@@ -90,6 +90,14 @@ void HeaderBlock::end_value() {
   buf_.resize(f.value_offset + f.value_length);
 }
 
+void HeaderBlock::add(std::string_view n, std::string_view v) {
+  auto at = static_cast<std::uint32_t>(buf_.size());
+  auto name_length = static_cast<std::uint32_t>(n.size());
+  fields_.push_back({at, name_length, at + name_length, static_cast<std::uint32_t>(v.size())});
+  buf_.append(n).append(v);
+  in_value_ = true;  // a following append_name starts a new field
+}
+
 std::string_view HeaderBlock::get(std::string_view n) const {
   for (std::size_t i = 0; i < fields_.size(); ++i)
     if (iequals(name(i), n)) return value(i);

@@ -54,6 +54,8 @@ class HeaderBlock {
   void append_value(const char* data, std::size_t len);
   // The current value is complete: trailing whitespace (OWS, RFC 9110 5.5) is dropped.
   void end_value();
+  // A whole field at once (after any append_* field is complete).
+  void add(std::string_view name, std::string_view value);
 
   std::size_t size() const { return fields_.size(); }
   std::string_view name(std::size_t i) const {

@@ -1,5 +1,7 @@
 #include "upstream/connection.h"
 
+#include <algorithm>
+
 #include "core/log.h"
 #include "net/listener.h"
 #include "net/tls.h"
@@ -90,6 +92,7 @@ void UpstreamConnection::attach(UpstreamClient* client, bool head_request) {
   keep_alive_ = true;
   content_length_ = 0;
   phase_ = Phase::head;
+  plain_ = false;
   head_scan_.start(pool_.config().max_response_header_bytes);
   trailers_.clear();
   error_detail_.clear();
@@ -288,7 +291,9 @@ void UpstreamConnection::on_eof() {
     c->close();
     return;
   }
-  if (c->state_ == State::active && c->response_started_ && llhttp_message_needs_eof(&c->parser_)) {
+  // (A response after a plain head is never delimited by the close.)
+  if (c->state_ == State::active && c->response_started_ && !c->plain_ &&
+      llhttp_message_needs_eof(&c->parser_)) {
     // A response delimited by the connection's end: EOF completes it.
     llhttp_errno_t e = llhttp_finish(&c->parser_);
     if ((e == HPE_OK || e == HPE_PAUSED) && c->response_done_) {
@@ -300,10 +305,12 @@ void UpstreamConnection::on_eof() {
   c->fail(UpstreamError::reset);
 }
 
-// Each read is cut into segments by phase: head bytes go through ResponseHeadScanner before
-// llhttp reads them, so llhttp never sees a byte of a malformed or oversized head; a chunked
-// body is decoded by ChunkedDecoder (http/chunked.h) instead of llhttp, for strict framing and
-// the whole extension grammar; other bodies are read by llhttp.
+// Each read is cut into segments by phase. A plain head whole at the start of a read (the
+// usual response: http/response_head.h) is read in one pass, and its Content-Length body
+// counted here. Any other head goes through ResponseHeadScanner before llhttp reads it, so
+// llhttp never sees a byte of a malformed or oversized head. A chunked body is decoded by
+// ChunkedDecoder (http/chunked.h) instead of llhttp, for strict framing and the whole
+// extension grammar; other bodies are read by llhttp.
 void UpstreamConnection::handle_data(const char* data, std::size_t len) {
   if (state_ == State::idle || !client_) {
     close();  // bytes nobody asked for: the connection can't be trusted any more
@@ -321,6 +328,27 @@ void UpstreamConnection::handle_data(const char* data, std::size_t len) {
     auto avail = static_cast<std::size_t>(end - p);
     std::size_t n = avail;
     bool more = true;
+    if (phase_ == Phase::head && head_scan_.at_start()) {
+      if (std::size_t h = parse_plain_response_head(
+              p, avail, static_cast<std::size_t>(pool_.config().max_response_header_bytes),
+              head_request_, headers_, status_text_, plain_head_)) {
+        p += h;
+        if (!on_plain_head(p == end)) return;
+        continue;
+      }
+    }
+    if (phase_ == Phase::length_body) {
+      auto take = static_cast<std::size_t>(std::min<std::uint64_t>(avail, body_left_));
+      client_->on_upstream_body(p, take);
+      body_left_ -= take;
+      p += take;
+      if (!client_) return;
+      if (body_left_ == 0) {
+        plain_complete(p == end);
+        return;
+      }
+      continue;
+    }
     if (phase_ == Phase::head) {
       bool cr_before = head_scan_.pending_cr();
       if (head_scan_.scan(p, avail, n) == ResponseHeadScanner::Result::error) {
@@ -408,7 +436,8 @@ bool UpstreamConnection::decode_chunked(const char*& p, const char* end) {
       case ChunkedDecoder::Event::done:
         response_done_ = true;
         // llhttp, paused at the end of the head, still knows what the head said.
-        keep_alive_ = llhttp_should_keep_alive(&parser_) && p == end;  // bytes after it: no
+        keep_alive_ = (plain_ ? plain_head_.keep_alive : llhttp_should_keep_alive(&parser_)) &&
+                      p == end;  // bytes after it: no
         client_->on_upstream_complete();  // may release or close this connection
         return false;
       case ChunkedDecoder::Event::error:
@@ -496,16 +525,46 @@ int UpstreamConnection::on_headers_complete(llhttp_t* p) {
     c->phase_ = Phase::body;
     return 0;
   }
-  // llhttp stops here; decode_chunked() reads the body. A chunk-size line and the trailer
-  // section are bounded like the head; the number of trailer fields only by their bytes.
-  c->phase_ = Phase::chunked_body;
+  c->start_chunked();  // llhttp stops here; decode_chunked() reads the body
+  return HPE_PAUSED;
+}
+
+void UpstreamConnection::start_chunked() {
+  // A chunk-size line and the trailer section are bounded like the head; the number of
+  // trailer fields only by their bytes.
+  phase_ = Phase::chunked_body;
   ChunkedDecoder::Limits limits;
-  auto bytes = static_cast<std::size_t>(c->pool_.config().max_response_header_bytes);
+  auto bytes = static_cast<std::size_t>(pool_.config().max_response_header_bytes);
   limits.max_line = bytes;
   limits.max_trailer_bytes = bytes;
   limits.max_trailers = bytes;
-  c->chunked_.reset(limits);
-  return HPE_PAUSED;
+  chunked_.reset(limits);
+}
+
+bool UpstreamConnection::on_plain_head(bool at_end) {
+  plain_ = true;
+  content_length_ = plain_head_.content_length;
+  client_->on_upstream_headers(*this);
+  if (!client_) return false;
+  int status = plain_head_.status;
+  if (head_request_ || status == 204 || status == 304 ||
+      (!plain_head_.chunked && plain_head_.content_length == 0)) {
+    plain_complete(at_end);
+    return false;
+  }
+  if (plain_head_.chunked) {
+    start_chunked();
+  } else {
+    phase_ = Phase::length_body;
+    body_left_ = plain_head_.content_length;
+  }
+  return true;
+}
+
+void UpstreamConnection::plain_complete(bool at_end) {
+  response_done_ = true;
+  keep_alive_ = plain_head_.keep_alive && at_end;  // bytes after the response: not reused
+  client_->on_upstream_complete();  // may release or close this connection
 }
 
 int UpstreamConnection::on_body(llhttp_t* p, const char* at, std::size_t len) {

@@ -16,6 +16,7 @@
 
 #include "http/chunked.h"
 #include "http/head_check.h"
+#include "http/response_head.h"
 #include "http/headers.h"
 #include "net/turn_writes.h"
 #include "net/write_queue.h"
@@ -58,20 +59,25 @@ class UpstreamConnection final : public UpstreamStream, public TurnHolder {
   bool connected() const override { return connected_; }
   bool response_started() const { return response_started_; }
   bool keep_alive() const { return keep_alive_; }
-  int status() const override { return parser_.status_code; }
-  int minor_version() const { return parser_.http_minor; }
+  int status() const override { return plain_ ? plain_head_.status : parser_.status_code; }
+  int minor_version() const { return plain_ ? plain_head_.minor_version : parser_.http_minor; }
   const HeaderBlock& headers() const override { return headers_; }
   const HeaderBlock& trailers() const override { return trailers_; }
   std::string_view status_text() const override { return status_text_; }
-  bool body_chunked() const override { return (parser_.flags & F_CHUNKED) != 0; }
-  bool has_content_length() const override { return (parser_.flags & F_CONTENT_LENGTH) != 0; }
+  bool body_chunked() const override {
+    return plain_ ? plain_head_.chunked : (parser_.flags & F_CHUNKED) != 0;
+  }
+  bool has_content_length() const override {
+    return plain_ ? plain_head_.has_content_length : (parser_.flags & F_CONTENT_LENGTH) != 0;
+  }
   std::uint64_t content_length() const override { return content_length_; }
 
  private:
   friend class ConnectionPool;
   enum class State { connecting, active, idle, tunnel, closing };
-  // Which part of the response the next bytes belong to.
-  enum class Phase { head, chunked_body, body };
+  // Which part of the response the next bytes belong to: a body after a plain head is
+  // counted here (length_body), after any other head read by llhttp (body).
+  enum class Phase { head, chunked_body, body, length_body };
 
   static void on_connect(uv_connect_t* req, int status);
   static void on_alloc(uv_handle_t* handle, std::size_t suggested, uv_buf_t* buf);
@@ -108,6 +114,12 @@ class UpstreamConnection final : public UpstreamStream, public TurnHolder {
   // Decodes chunked body bytes from `p` (advanced past them) to `end` and hands them to the
   // client. False when the response is complete or failed: the caller must stop.
   bool decode_chunked(const char*& p, const char* end);
+  void start_chunked();
+  // A plain head (http/response_head.h) was read: reports it and starts its body. False
+  // when the response is complete or failed: the caller must stop.
+  bool on_plain_head(bool at_end);
+  // A response read without llhttp is complete; `at_end`: no bytes follow it in the read.
+  void plain_complete(bool at_end);
   // Why the head just parsed is refused, or nullptr.
   const char* check_head() const;
   void protocol_error(std::string_view detail);
@@ -125,6 +137,9 @@ class UpstreamConnection final : public UpstreamStream, public TurnHolder {
   Phase phase_ = Phase::head;
   ResponseHeadScanner head_scan_;
   ChunkedDecoder chunked_;  // the body after a chunked head (llhttp reads only the head)
+  bool plain_ = false;      // this response's head was a plain one, read without llhttp
+  PlainResponseHead plain_head_;
+  std::uint64_t body_left_ = 0;  // of a Content-Length body after a plain head
   HeaderBlock headers_;
   HeaderBlock trailers_;
   std::string status_text_;

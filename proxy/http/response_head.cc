@@ -1,0 +1,134 @@
+#include "http/response_head.h"
+
+#include <cstring>
+#include <string_view>
+
+namespace bulwark {
+namespace {
+
+bool is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
+bool is_ows(unsigned char c) { return c == ' ' || c == '\t'; }
+
+// field-vchar, SP and HTAB (RFC 9110 5.5): what a field value may hold, and a reason phrase.
+struct ValueTable {
+  bool set[256] = {};
+  constexpr ValueTable() {
+    set[static_cast<unsigned char>('\t')] = true;
+    for (int c = 0x20; c < 256; ++c) set[c] = c != 0x7f;
+  }
+};
+constexpr ValueTable kValue{};
+
+// The fields that decide framing and the connection's reuse.
+enum class Field { other, content_length, transfer_encoding, connection, declined };
+
+Field classify(std::string_view name) {
+  switch (name.size()) {
+    case 7:
+      return iequals(name, "upgrade") ? Field::declined : Field::other;
+    case 10:
+      return iequals(name, "connection") ? Field::connection : Field::other;
+    case 14:
+      return iequals(name, "content-length") ? Field::content_length : Field::other;
+    case 16:
+      return iequals(name, "proxy-connection") ? Field::declined : Field::other;
+    case 17:
+      return iequals(name, "transfer-encoding") ? Field::transfer_encoding : Field::other;
+    default:
+      return Field::other;
+  }
+}
+
+}  // namespace
+
+std::size_t parse_plain_response_head(const char* data, std::size_t len, std::size_t limit,
+                                      bool head_request, HeaderBlock& headers,
+                                      std::string& reason, PlainResponseHead& out) {
+  const auto* u = reinterpret_cast<const unsigned char*>(data);
+  const std::size_t end = len < limit ? len : limit;
+  // "HTTP/1.x NNN", then SP and the reason phrase, or the line's end.
+  if (end < 16 || std::memcmp(data, "HTTP/1.", 7) != 0 || (u[7] != '0' && u[7] != '1') ||
+      u[8] != ' ' || !is_digit(u[9]) || !is_digit(u[10]) || !is_digit(u[11]))
+    return 0;
+  out = PlainResponseHead{};
+  out.minor_version = u[7] - '0';
+  out.status = (u[9] - '0') * 100 + (u[10] - '0') * 10 + (u[11] - '0');
+  if (out.status < 200 || out.status > 599) return 0;
+  std::size_t i = 12;
+  std::size_t reason_start = i;
+  if (u[i] == ' ') {
+    reason_start = ++i;
+    while (i < end && kValue.set[u[i]]) ++i;
+  }
+  if (i + 1 >= end || u[i] != '\r' || u[i + 1] != '\n') return 0;
+  reason.assign(data + reason_start, i - reason_start);
+  i += 2;
+
+  headers.clear();
+  bool te = false, connection = false, close = false, keep_alive = false;
+  for (;;) {
+    if (i >= end) return 0;
+    if (u[i] == '\r') {  // the empty line
+      if (i + 1 >= end || u[i + 1] != '\n') return 0;
+      i += 2;
+      break;
+    }
+    const std::size_t name_start = i;
+    while (i < end && is_tchar(u[i])) ++i;
+    if (i == name_start || i >= end || u[i] != ':') return 0;
+    std::string_view name(data + name_start, i - name_start);
+    ++i;
+    while (i < end && is_ows(u[i])) ++i;
+    const std::size_t value_start = i;
+    const auto* cr = static_cast<const char*>(std::memchr(data + i, '\r', end - i));
+    if (!cr) return 0;
+    std::size_t value_end = static_cast<std::size_t>(cr - data);
+    for (std::size_t k = value_start; k < value_end; ++k)
+      if (!kValue.set[u[k]]) return 0;  // a control byte, a bare LF
+    if (value_end + 1 >= end || u[value_end + 1] != '\n') return 0;
+    i = value_end + 2;
+    // Kept with its trailing whitespace, as llhttp hands it over; framing fields are read
+    // without it.
+    std::string_view value(data + value_start, value_end - value_start);
+    std::string_view word = trim(value);
+    switch (classify(name)) {
+      case Field::other:
+        break;
+      case Field::declined:
+        return 0;
+      case Field::content_length: {
+        if (out.has_content_length || word.empty() || word.size() > 18) return 0;
+        std::uint64_t n = 0;
+        for (unsigned char c : word) {
+          if (!is_digit(c)) return 0;
+          n = n * 10 + (c - '0');
+        }
+        out.has_content_length = true;
+        out.content_length = n;
+        break;
+      }
+      case Field::transfer_encoding:
+        if (te || !iequals(word, "chunked")) return 0;
+        te = true;
+        break;
+      case Field::connection:
+        if (connection) return 0;
+        connection = true;
+        close = iequals(word, "close");
+        keep_alive = iequals(word, "keep-alive");
+        if (!close && !keep_alive) return 0;
+        break;
+    }
+    headers.add(name, value);
+  }
+  if (te) {
+    if (out.has_content_length || out.minor_version == 0) return 0;
+    out.chunked = true;
+  }
+  bool body = !head_request && out.status != 204 && out.status != 304;
+  if (body && !out.chunked && !out.has_content_length) return 0;  // delimited by the close
+  out.keep_alive = out.minor_version == 1 ? !close : keep_alive;
+  return i;
+}
+
+}  // namespace bulwark
