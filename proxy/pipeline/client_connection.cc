@@ -9,6 +9,7 @@
 
 #include "admin/stats.h"
 #include "core/log.h"
+#include "net/socket_read.h"
 #include "worker.h"
 
 namespace bulwark {
@@ -61,7 +62,7 @@ bool ClientConnection::open(int fd) {
       return false;
     }
   }
-  if (uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), on_alloc, on_read) != 0) {
+  if (uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), no_read_buffer, on_read) != 0) {
     close();
     return false;
   }
@@ -155,36 +156,39 @@ void ClientConnection::resume_reading() {
   read_paused_ = false;
   // body_idle counts only while we read
   if (ex_) ex_->body_activity_ms = uv_now(worker_.loop());
-  if (uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), on_alloc, on_read) != 0) close();
+  if (uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), no_read_buffer, on_read) != 0) close();
 }
 
-void ClientConnection::on_alloc(uv_handle_t* handle, std::size_t, uv_buf_t* buf) {
-  auto* d = static_cast<ClientConnection*>(handle->data);
-  buf->base = d->worker_.read_buffer();
-  buf->len = kReadBufferSize;
-}
-
-void ClientConnection::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
+// The socket is readable (net/socket_read.h): read into the worker's buffer with recv.
+void ClientConnection::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t*) {
   auto* d = static_cast<ClientConnection*>(stream->data);
-  if (d->closing_ || nread == 0) return;
+  if (d->closing_) return;
   if (d->h2_) d->h2_->sweep();
-  if (nread > 0) {
-    if (d->phase_ == Phase::lingering) return;  // discarded: we are closing
-    if (d->tls_) {
-      d->tls_input(buf->base, static_cast<std::size_t>(nread));
-    } else {
-      d->handle_input(buf->base, static_cast<std::size_t>(nread));
-      if (!d->closing_) d->flush();
-    }
-    if (!d->closing_ && d->phase_ == Phase::idle) d->release_buffers();
-    return;
+  if (nread == UV_ENOBUFS) {
+    nread = drain_socket(
+        stream, d->worker_.read_buffer(), kReadBufferSize,
+        [d](const char* data, std::size_t n) { d->on_bytes(data, n); },
+        [d] { return !d->closing_ && d->reading_ && !d->read_paused_; });
+    if (d->closing_) return;
   }
+  if (nread >= 0) return;
   if (d->phase_ == Phase::lingering || nread != UV_EOF ||
       (d->tls_ && !d->tls_->handshake_done())) {
     d->close();
     return;
   }
   d->on_eof();
+}
+
+void ClientConnection::on_bytes(const char* data, std::size_t len) {
+  if (phase_ == Phase::lingering) return;  // discarded: we are closing
+  if (tls_) {
+    tls_input(data, len);
+  } else {
+    handle_input(data, len);
+    if (!closing_) flush();
+  }
+  if (!closing_ && phase_ == Phase::idle) release_buffers();
 }
 
 void ClientConnection::tls_input(const char* data, std::size_t len) {
@@ -508,7 +512,7 @@ void ClientConnection::close_gracefully() {
   if (!reading_) {
     reading_ = true;
     read_paused_ = false;
-    if (uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), on_alloc, on_read) != 0) close();
+    if (uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), no_read_buffer, on_read) != 0) close();
   } else {
     resume_reading();
   }

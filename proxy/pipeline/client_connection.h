@@ -96,8 +96,9 @@ class ClientConnection final : public Downstream, public TurnHolder {
  private:
 
   // client_connection.cc (connection) and request_parse.cc (parsing)
-  static void on_alloc(uv_handle_t* handle, std::size_t suggested, uv_buf_t* buf);
   static void on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf);
+  // Bytes read from the socket (or, with TLS, its ciphertext).
+  void on_bytes(const char* data, std::size_t len);
   static void on_write(uv_write_t* req, int status);
   static void on_shutdown(uv_shutdown_t* req, int status);
   static void on_timer(uv_timer_t* timer);

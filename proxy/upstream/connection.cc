@@ -4,6 +4,7 @@
 
 #include "core/log.h"
 #include "net/listener.h"
+#include "net/socket_read.h"
 #include "net/tls.h"
 #include "upstream/pool.h"
 
@@ -65,7 +66,7 @@ void UpstreamConnection::on_connect(uv_connect_t* req, int status) {
   }
   stats.connects[static_cast<int>(ConnectResult::success)].add();
   c->reading_ = true;
-  if (uv_read_start(reinterpret_cast<uv_stream_t*>(&c->tcp_), on_alloc, on_read) != 0) {
+  if (uv_read_start(reinterpret_cast<uv_stream_t*>(&c->tcp_), no_read_buffer, on_read) != 0) {
     c->fail(UpstreamError::reset);
     return;
   }
@@ -176,7 +177,7 @@ void UpstreamConnection::resume_reading() {
   if (state_ == State::closing || !read_paused_) return;
   read_paused_ = false;
   paused_us_ += uv_hrtime() / 1000 - paused_since_us_;
-  uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), on_alloc, on_read);
+  uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), no_read_buffer, on_read);
 }
 
 void UpstreamConnection::start_tunnel() { state_ = State::tunnel; }
@@ -262,21 +263,23 @@ void UpstreamConnection::on_timer(uv_timer_t* timer) {
   }
 }
 
-void UpstreamConnection::on_alloc(uv_handle_t*, std::size_t, uv_buf_t* buf) {
-  buf->base = t_read_buffer;
-  buf->len = kReadBufferSize;
-}
-
-void UpstreamConnection::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
+// The socket is readable (net/socket_read.h): read into the worker's buffer with recv.
+void UpstreamConnection::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t*) {
   auto* c = static_cast<UpstreamConnection*>(stream->data);
-  if (nread == 0 || c->state_ == State::closing) return;
-  if (nread > 0) {
-    if (c->tls_)
-      c->tls_input(buf->base, static_cast<std::size_t>(nread));
-    else
-      c->handle_data(buf->base, static_cast<std::size_t>(nread));
-    return;
+  if (c->state_ == State::closing) return;
+  if (nread == UV_ENOBUFS) {
+    nread = drain_socket(
+        stream, t_read_buffer, kReadBufferSize,
+        [c](const char* data, std::size_t n) {
+          if (c->tls_)
+            c->tls_input(data, n);
+          else
+            c->handle_data(data, n);
+        },
+        [c] { return c->state_ != State::closing && !c->read_paused_; });
+    if (c->state_ == State::closing) return;
   }
+  if (nread >= 0) return;
   if (c->tls_ && !c->tls_->handshake_done()) {
     c->tls_failed("the server closed the connection during the handshake");
     return;

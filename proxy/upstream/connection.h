@@ -80,7 +80,6 @@ class UpstreamConnection final : public UpstreamStream, public TurnHolder {
   enum class Phase { head, chunked_body, body, length_body };
 
   static void on_connect(uv_connect_t* req, int status);
-  static void on_alloc(uv_handle_t* handle, std::size_t suggested, uv_buf_t* buf);
   static void on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf);
   static void on_write(uv_write_t* req, int status);
   static void on_timer(uv_timer_t* timer);

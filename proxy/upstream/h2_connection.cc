@@ -7,6 +7,7 @@
 #include "core/h2_setup.h"
 #include "core/log.h"
 #include "net/listener.h"
+#include "net/socket_read.h"
 #include "net/tls.h"
 #include "upstream/connection.h"
 #include "upstream/h2_pool.h"
@@ -87,7 +88,7 @@ void H2UpstreamConnection::on_connect(uv_connect_t* req, int status) {
     return;
   }
   stats.connects[static_cast<int>(ConnectResult::success)].add();
-  if (uv_read_start(reinterpret_cast<uv_stream_t*>(&c->tcp_), on_alloc, on_read) != 0) {
+  if (uv_read_start(reinterpret_cast<uv_stream_t*>(&c->tcp_), no_read_buffer, on_read) != 0) {
     c->fail(UpstreamError::connect_failure);
     return;
   }
@@ -262,14 +263,27 @@ void H2UpstreamConnection::on_write(uv_write_t* req, int status) {
   }
 }
 
-void H2UpstreamConnection::on_alloc(uv_handle_t*, std::size_t, uv_buf_t* buf) {
-  buf->base = upstream_read_buffer();
-  buf->len = kReadBufferSize;
-}
-
-void H2UpstreamConnection::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
+// The socket is readable (net/socket_read.h): read into the worker's buffer with recv.
+void H2UpstreamConnection::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t*) {
   auto* c = static_cast<H2UpstreamConnection*>(stream->data);
-  if (nread == 0 || c->state_ == State::closing) return;
+  if (c->state_ == State::closing) return;
+  if (nread == UV_ENOBUFS) {
+    nread = drain_socket(
+        stream, upstream_read_buffer(), kReadBufferSize,
+        [c](const char* data, std::size_t n) {
+          c->last_read_ms_ = uv_now(c->pool_.loop());
+          c->ping_sent_ms_ = 0;  // bytes from the upstream: it is alive
+          if (c->tls_)
+            c->tls_input(data, n);
+          else
+            c->input(data, n);
+        },
+        [c] { return c->state_ != State::closing; });
+    if (c->state_ == State::closing) {
+      c->sweep();
+      return;
+    }
+  }
   if (nread < 0) {
     if (c->tls_ && !c->tls_->handshake_done()) {
       c->pool_.stats().tls_handshakes[1].add();
@@ -279,15 +293,7 @@ void H2UpstreamConnection::on_read(uv_stream_t* stream, ssize_t nread, const uv_
       c->fail(c->state_ == State::connecting ? UpstreamError::connect_failure
                                              : UpstreamError::reset);
     }
-    c->sweep();
-    return;
   }
-  c->last_read_ms_ = uv_now(c->pool_.loop());
-  c->ping_sent_ms_ = 0;  // bytes from the upstream: it is alive
-  if (c->tls_)
-    c->tls_input(buf->base, static_cast<std::size_t>(nread));
-  else
-    c->input(buf->base, static_cast<std::size_t>(nread));
   c->sweep();
 }
 

@@ -163,7 +163,6 @@ class H2UpstreamConnection {
 
   static void on_connect(uv_connect_t* req, int status);
   static void on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf);
-  static void on_alloc(uv_handle_t* handle, std::size_t suggested, uv_buf_t* buf);
   static void on_write(uv_write_t* req, int status);
   static void on_timer(uv_timer_t* timer);
   static void on_close(uv_handle_t* handle);
