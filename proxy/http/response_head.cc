@@ -19,6 +19,33 @@ struct ValueTable {
 };
 constexpr ValueTable kValue{};
 
+// Where the field value starting at i ends: the index of its CR, or 0 when a byte that a value
+// may not hold comes first (a control byte other than HTAB, a bare LF, DEL) or no CR comes
+// before `end`. Eight bytes at a time while none of them is below 0x20 or DEL.
+std::size_t find_value_end(const unsigned char* u, std::size_t i, std::size_t end) {
+  constexpr std::uint64_t kOnes = 0x0101010101010101ULL;
+  constexpr std::uint64_t kHighs = 0x8080808080808080ULL;
+  for (;;) {
+    while (i + 8 <= end) {
+      std::uint64_t v;
+      std::memcpy(&v, u + i, 8);
+      std::uint64_t control = (v - 0x20 * kOnes) & ~v & kHighs;  // some byte < 0x20
+      std::uint64_t x = v ^ (0x7f * kOnes);
+      std::uint64_t del = (x - kOnes) & ~x & kHighs;  // some byte == 0x7f
+      if (control | del) break;
+      i += 8;
+    }
+    for (; i < end; ++i) {
+      unsigned char c = u[i];
+      if (c == '\r') return i;
+      if (!kValue.set[c]) return 0;
+      if (c < 0x20) break;  // the HTAB that stopped the word: on eight at a time
+    }
+    if (i >= end) return 0;
+    ++i;
+  }
+}
+
 // The fields that decide framing and the connection's reuse.
 enum class Field { other, content_length, transfer_encoding, connection, declined };
 
@@ -80,12 +107,8 @@ std::size_t parse_plain_response_head(const char* data, std::size_t len, std::si
     ++i;
     while (i < end && is_ows(u[i])) ++i;
     const std::size_t value_start = i;
-    const auto* cr = static_cast<const char*>(std::memchr(data + i, '\r', end - i));
-    if (!cr) return 0;
-    std::size_t value_end = static_cast<std::size_t>(cr - data);
-    for (std::size_t k = value_start; k < value_end; ++k)
-      if (!kValue.set[u[k]]) return 0;  // a control byte, a bare LF
-    if (value_end + 1 >= end || u[value_end + 1] != '\n') return 0;
+    std::size_t value_end = find_value_end(u, i, end);
+    if (value_end == 0 || value_end + 1 >= end || u[value_end + 1] != '\n') return 0;
     i = value_end + 2;
     // Kept with its trailing whitespace, as llhttp hands it over; framing fields are read
     // without it.

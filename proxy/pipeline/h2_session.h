@@ -117,6 +117,7 @@ class H2Stream final : public Downstream {
     std::uint32_t name_offset, name_length, value_offset, value_length;
   };
   std::string nv_storage_;        // names and values the nv arrays point into
+  std::size_t nv_used_ = 0;       // of nv_storage_ (kept at its largest size)
   std::vector<NvField> nv_fields_;
   std::string trailer_storage_;
   std::vector<std::uint32_t> trailer_lengths_;

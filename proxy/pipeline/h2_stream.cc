@@ -105,19 +105,25 @@ bool H2Stream::closing() const { return session_.connection().closing(); }
 bool H2Stream::in_execute() const { return session_.in_recv(); }
 
 void H2Stream::clear_nv() {
-  nv_storage_.clear();
+  nv_used_ = 0;  // the storage keeps its size: the next head is written over it
   nv_fields_.clear();
 }
 
 void H2Stream::add_nv(std::string_view name, std::string_view value) {
-  auto at = static_cast<std::uint32_t>(nv_storage_.size());
+  std::size_t need = nv_used_ + name.size() + value.size();
+  if (need > nv_storage_.size()) nv_storage_.resize(std::max(need, 2 * nv_storage_.size()));
+  char* at = nv_storage_.data() + nv_used_;
+  std::memcpy(at, name.data(), name.size());
+  if (!value.empty()) std::memcpy(at + name.size(), value.data(), value.size());
+  auto offset = static_cast<std::uint32_t>(nv_used_);
   auto name_length = static_cast<std::uint32_t>(name.size());
-  nv_fields_.push_back({at, name_length, at + name_length, static_cast<std::uint32_t>(value.size())});
-  nv_storage_.append(name).append(value);
+  nv_fields_.push_back(
+      {offset, name_length, offset + name_length, static_cast<std::uint32_t>(value.size())});
+  nv_used_ = need;
 }
 
 void H2Stream::add_nv_lower(std::string_view name, std::string_view value) {
-  std::size_t at = nv_storage_.size();
+  std::size_t at = nv_used_;
   add_nv(name, value);
   lower_in_place(nv_storage_.data() + at, name.size());
 }

@@ -8,6 +8,7 @@
 #include <vector>
 
 using namespace bulwark;
+using namespace std::string_literals;
 
 namespace {
 
@@ -110,8 +111,13 @@ std::string random_head(std::mt19937& rng) {
       "Connection: close, keep-alive", "Connection: ", "Connection: CLOSE", "Upgrade: h2c",
       "Proxy-Connection: close", "Keep-Alive: timeout=5", "X-Empty:", "X-Tab:\tv\t",
       "X-Trail: v  ", "X-Lead:    v", "X-Obs: \x80\xfe", "X-Ctl: a\x01b", "X-Del: a\x7f",
-      "X-Nul: a\0b", "Bad Name: x", "Bad@Name: x", ": empty name", "X-Space : x", "X-Colon::x",
-      "X-Fold: a\r\n folded", "X-Bare: a\nX-Next: b", "X-CR: a\rb", "Set-Cookie: a=b; Path=/"};
+      "X-Nul: a\0b"s, "Bad Name: x", "Bad@Name: x", ": empty name", "X-Space : x", "X-Colon::x",
+      "X-Fold: a\r\n folded",
+      // Long values: the parser checks them eight bytes at a time.
+      "X-Long-Ctl: abcdefghij\x01klmnopqrstu", "X-Long-Del: abcdefghijklmn\x7fopq",
+      "X-Long-Tab: abcdefgh\tijklmnop\tqrstuvwx\t", "X-Long-High: \x80\x81\x82\x83\x84\x85\x86\x87\xfe\xff",
+      "X-Long-Nul: abcdefghijk\x00lmnop"s, "X-Long-LF: abcdefghijklmnopq\nrstuvwxyz",
+      "X-Long-CR: abcdefghijklmnopq\rrstuvwxyz", "X-Long-Ok: abcdefghijklmnopqrstuvwxyz0123456789", "X-Bare: a\nX-Next: b", "X-CR: a\rb", "Set-Cookie: a=b; Path=/"};
   static const std::vector<std::string> usual = {
       "Server: nginx", "Content-Type: text/plain", "Content-Length: 5", "Content-Length: 0",
       "Transfer-Encoding: chunked", "Connection: keep-alive", "Connection: close",
