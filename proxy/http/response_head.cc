@@ -110,11 +110,15 @@ std::size_t parse_plain_response_head(const char* data, std::size_t len, std::si
     std::size_t value_end = find_value_end(u, i, end);
     if (value_end == 0 || value_end + 1 >= end || u[value_end + 1] != '\n') return 0;
     i = value_end + 2;
-    // Kept with its trailing whitespace, as llhttp hands it over; framing fields are read
-    // without it.
+    // Kept with its trailing whitespace, as llhttp hands it over. Framing fields are read
+    // without trailing spaces; a tab in one is declined (llhttp does not take a trailing tab
+    // as whitespace there: "chunked\t" is not chunked to it, "5\t" not a length).
     std::string_view value(data + value_start, value_end - value_start);
-    std::string_view word = trim(value);
-    switch (classify(name)) {
+    std::string_view word = value;
+    while (!word.empty() && word.back() == ' ') word.remove_suffix(1);
+    Field field = classify(name);
+    if (field != Field::other && word.find('\t') != std::string_view::npos) return 0;
+    switch (field) {
       case Field::other:
         break;
       case Field::declined:

@@ -23,10 +23,16 @@ ssize_t read_socket(uv_stream_t* stream, char* buf, std::size_t len);
 
 // Reads what the socket has into `buf`, handing each read to on_bytes(data, n), while
 // keep_going() holds: up to 32 reads while they fill the buffer, as libuv reads (so one busy
-// socket does not starve the others). Returns 0, or the UV_EOF or error that ended it.
+// socket does not starve the others). Returns 0, or the UV_EOF or error that ended it. An
+// owner that does not want to read when libuv reports the socket readable gets its reading
+// stopped: left on, the readable socket would be reported again at every turn.
 template <class OnBytes, class KeepGoing>
 ssize_t drain_socket(uv_stream_t* stream, char* buf, std::size_t len, OnBytes&& on_bytes,
                      KeepGoing&& keep_going) {
+  if (!keep_going()) {
+    uv_read_stop(stream);
+    return 0;
+  }
   for (int i = 0; i < 32 && keep_going(); ++i) {
     ssize_t n = read_socket(stream, buf, len);
     if (n <= 0) return n;

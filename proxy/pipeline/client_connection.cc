@@ -152,7 +152,7 @@ void ClientConnection::pause_reading() {
 }
 
 void ClientConnection::resume_reading() {
-  if (!read_paused_ || closing_) return;
+  if (!read_paused_ || closing_ || !reading_) return;  // !reading_: the client's end was read
   read_paused_ = false;
   // body_idle counts only while we read
   if (ex_) ex_->body_activity_ms = uv_now(worker_.loop());
@@ -255,6 +255,7 @@ void ClientConnection::on_eof() {
         if (d->pending_input_.empty()) d->close_after_response_ = true;
         uv_read_stop(reinterpret_cast<uv_stream_t*>(&d->tcp_));
         d->reading_ = false;
+        d->read_paused_ = false;  // nothing to resume
       } else {
         d->close();
       }

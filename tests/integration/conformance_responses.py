@@ -118,6 +118,10 @@ RESPONSE_CASES = [
          response=b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\n" + CL_HELLO,
          expect_status=200, expect_client_body=b"hello", expect_upstream_reused=True,
          note="HTTP/1.0 keep-alive is honoured"),
+    dict(name="http10_keep_alive_trailing_tab",
+         response=b"HTTP/1.0 200 OK\r\nConnection: keep-alive\t\r\n" + CL_HELLO,
+         expect_status=200, expect_client_body=b"hello", expect_upstream_reused=False,
+         note="llhttp does not read \"keep-alive<TAB>\" as keep-alive: the connection is not reused"),
     dict(name="http10_close_delimited", response=b"HTTP/1.0 200 OK\r\n\r\nhello", close_after=True,
          expect_status=200, expect_client_body=b"hello", note="RFC 9112 6.3 (8)"),
     dict(name="status_204", response=b"HTTP/1.1 204 No Content\r\n\r\n", expect_status=204,
@@ -265,6 +269,11 @@ RESPONSE_CASES = [
     protocol_error("transfer_coding_gzip_chunked",
                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n4\r\n\x1f\x8b\x08\x00\r\n"
                    b"0\r\n\r\n", "transfer coding other than chunked", "as above"),
+    protocol_error("transfer_coding_chunked_trailing_tab",
+                   b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\t\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+                   close_after=True, expect_detail="transfer coding other than chunked",
+                   note="llhttp does not read \"chunked<TAB>\" as chunked: refused rather than relayed "
+                        "with its chunk framing as content"),
     protocol_error("transfer_encoding_in_http10",
                    b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
                    "HTTP/1.0", "RFC 9112 6.1: the framing of such a message is faulty"),

@@ -117,7 +117,10 @@ std::string random_head(std::mt19937& rng) {
       "X-Long-Ctl: abcdefghij\x01klmnopqrstu", "X-Long-Del: abcdefghijklmn\x7fopq",
       "X-Long-Tab: abcdefgh\tijklmnop\tqrstuvwx\t", "X-Long-High: \x80\x81\x82\x83\x84\x85\x86\x87\xfe\xff",
       "X-Long-Nul: abcdefghijk\x00lmnop"s, "X-Long-LF: abcdefghijklmnopq\nrstuvwxyz",
-      "X-Long-CR: abcdefghijklmnopq\rrstuvwxyz", "X-Long-Ok: abcdefghijklmnopqrstuvwxyz0123456789", "X-Bare: a\nX-Next: b", "X-CR: a\rb", "Set-Cookie: a=b; Path=/"};
+      "X-Long-CR: abcdefghijklmnopq\rrstuvwxyz", "X-Long-Ok: abcdefghijklmnopqrstuvwxyz0123456789",
+      // A trailing tab: whitespace to RFC 9110, not to llhttp in the framing fields.
+      "Content-Length: 5\t", "Content-Length: 0 \t", "Transfer-Encoding: chunked\t",
+      "Connection: keep-alive\t", "Connection: close\t", "Content-Length: \t5", "X-Bare: a\nX-Next: b", "X-CR: a\rb", "Set-Cookie: a=b; Path=/"};
   static const std::vector<std::string> usual = {
       "Server: nginx", "Content-Type: text/plain", "Content-Length: 5", "Content-Length: 0",
       "Transfer-Encoding: chunked", "Connection: keep-alive", "Connection: close",
