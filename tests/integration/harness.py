@@ -91,23 +91,36 @@ class Bulwark:
 
     def __init__(self, template=MINIMAL, wait_ready=True, popen=None, write_config=None, **values):
         self.dir = tempfile.mkdtemp(prefix="bulwark-test-")
-        self.port = free_port()
-        self.admin_port = free_port()
         self.log_path = os.path.join(self.dir, "access.log")
-        self.values = dict(port=self.port, admin=self.admin_port, log=self.log_path, **values)
-        if write_config:
-            self.config_path = write_config(self.dir, self.render(template))
-        else:
-            self.config_path = os.path.join(self.dir, "bulwark.yaml")
-            with open(self.config_path, "w") as f:
-                f.write(self.render(template))
         self.stderr_path = os.path.join(self.dir, "stderr.log")
-        self.stderr = open(self.stderr_path, "wb")
-        args = {"stdout": subprocess.DEVNULL, "stderr": self.stderr}
-        args.update(popen or {})
-        self.proc = subprocess.Popen([BULWARK, "-c", self.config_path], **args)
-        if wait_ready:
-            self.wait_ready()
+        # A port free when free_port() looked can be taken before bulwark binds it (by another
+        # test running in parallel): then bulwark exits at once, and it starts again on fresh
+        # ports. Any other failure is the test's.
+        for attempt in range(3):
+            self.port = free_port()
+            self.admin_port = free_port()
+            self.values = dict(port=self.port, admin=self.admin_port, log=self.log_path, **values)
+            if write_config:
+                self.config_path = write_config(self.dir, self.render(template))
+            else:
+                self.config_path = os.path.join(self.dir, "bulwark.yaml")
+                with open(self.config_path, "w") as f:
+                    f.write(self.render(template))
+            self.stderr = open(self.stderr_path, "wb")
+            args = {"stdout": subprocess.DEVNULL, "stderr": self.stderr}
+            args.update(popen or {})
+            self.proc = subprocess.Popen([BULWARK, "-c", self.config_path], **args)
+            if not wait_ready:
+                return
+            try:
+                self.wait_ready()
+                return
+            except RuntimeError as e:
+                lost_port = self.proc.poll() is not None and "Address already in use" in str(e)
+                if not lost_port or attempt == 2:
+                    raise
+                self.proc.wait()
+                self.stderr.close()
 
     def render(self, template, **values):
         """`template` filled in with this instance's {port}, {admin}, {log} and start keywords,
