@@ -23,11 +23,8 @@ bool is_qdtext(unsigned char c) {
          (c >= 0x5d && c <= 0x7e) || c >= 0x80;
 }
 
-// What may follow a backslash in a quoted-string.
-bool is_quoted_pair_char(unsigned char c) { return c == '\t' || (c >= 0x20 && c != 0x7f); }
-
-// field-value bytes (RFC 9110 5.5): VCHAR, obs-text, SP and HTAB.
-bool is_field_value_char(unsigned char c) { return c == '\t' || (c >= 0x20 && c != 0x7f); }
+// What may follow a backslash in a quoted-string: the field-value bytes (RFC 9110 5.6.4).
+bool is_quoted_pair_char(unsigned char c) { return is_field_value_char(c); }
 
 std::string_view trim_ows(std::string_view s) {
   while (!s.empty() && is_ws(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);

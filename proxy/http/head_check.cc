@@ -2,6 +2,8 @@
 
 #include <cstring>
 
+#include "http/headers.h"
+
 namespace bulwark {
 
 namespace {
@@ -12,8 +14,8 @@ constexpr const char* kTooLarge =
     "the response head exceeds the upstream's max_response_header_bytes";
 
 bool is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
-// reason-phrase = 1*( HTAB / SP / VCHAR / obs-text )
-bool is_reason_char(unsigned char c) { return c == '\t' || (c >= 0x20 && c != 0x7f); }
+// reason-phrase = 1*( HTAB / SP / VCHAR / obs-text ): a field value's bytes.
+bool is_reason_char(unsigned char c) { return is_field_value_char(c); }
 }  // namespace
 
 void ResponseHeadScanner::start(std::uint64_t limit) {

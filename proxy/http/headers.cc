@@ -48,6 +48,11 @@ bool iequals_bytes(const char* a, const char* b, std::size_t n) {
   return ascii_lower8(load8(a + n - 8)) == ascii_lower8(load8(b + n - 8));
 }
 
+void ascii_lower_in_place(char* p, std::size_t n) {
+  for (char* end = p + n; p != end; ++p)
+    *p = static_cast<char>(ascii_lower(static_cast<unsigned char>(*p)));
+}
+
 void HeaderBlock::clear() {
   buf_.clear();
   fields_.clear();

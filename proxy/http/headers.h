@@ -19,6 +19,8 @@ inline bool iequals(std::string_view a, std::string_view b) {
 }
 // Without leading and trailing spaces and tabs (OWS).
 std::string_view trim(std::string_view s);
+// ASCII upper case to lower case in place (field names are tokens: no locale involved).
+void ascii_lower_in_place(char* p, std::size_t n);
 
 namespace detail {
 // kTchar[c] is true for the tchar bytes of RFC 9110 5.6.2: one load per byte on the hot path
@@ -38,6 +40,9 @@ inline constexpr TcharTable kTchar{};
 
 // tchar (RFC 9110 5.6.2).
 inline bool is_tchar(unsigned char c) { return detail::kTchar.set[c]; }
+// A field value's bytes (RFC 9110 5.5): VCHAR, obs-text, SP and HTAB; also what a reason
+// phrase and a quoted-pair may hold.
+inline bool is_field_value_char(unsigned char c) { return c == '\t' || (c >= 0x20 && c != 0x7f); }
 // A non-empty token (RFC 9110 5.6.2), which is what a field name must be.
 inline bool is_token(std::string_view s) {
   if (s.empty()) return false;

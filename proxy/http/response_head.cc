@@ -9,16 +9,6 @@ namespace {
 bool is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
 bool is_ows(unsigned char c) { return c == ' ' || c == '\t'; }
 
-// field-vchar, SP and HTAB (RFC 9110 5.5): what a field value may hold, and a reason phrase.
-struct ValueTable {
-  bool set[256] = {};
-  constexpr ValueTable() {
-    set[static_cast<unsigned char>('\t')] = true;
-    for (int c = 0x20; c < 256; ++c) set[c] = c != 0x7f;
-  }
-};
-constexpr ValueTable kValue{};
-
 // Where the field value starting at i ends: the index of its CR, or 0 when a byte that a value
 // may not hold comes first (a control byte other than HTAB, a bare LF, DEL) or no CR comes
 // before `end`. Eight bytes at a time while none of them is below 0x20 or DEL.
@@ -38,7 +28,7 @@ std::size_t find_value_end(const unsigned char* u, std::size_t i, std::size_t en
     for (; i < end; ++i) {
       unsigned char c = u[i];
       if (c == '\r') return i;
-      if (!kValue.set[c]) return 0;
+      if (!is_field_value_char(c)) return 0;
       if (c < 0x20) break;  // the HTAB that stopped the word: on eight at a time
     }
     if (i >= end) return 0;
@@ -85,7 +75,7 @@ std::size_t parse_plain_response_head(const char* data, std::size_t len, std::si
   std::size_t reason_start = i;
   if (u[i] == ' ') {
     reason_start = ++i;
-    while (i < end && kValue.set[u[i]]) ++i;
+    while (i < end && is_field_value_char(u[i])) ++i;
   }
   if (i + 1 >= end || u[i] != '\r' || u[i + 1] != '\n') return 0;
   reason.assign(data + reason_start, i - reason_start);

@@ -33,11 +33,11 @@ ssize_t drain_socket(uv_stream_t* stream, char* buf, std::size_t len, OnBytes&& 
     uv_read_stop(stream);
     return 0;
   }
-  for (int i = 0; i < 32 && keep_going(); ++i) {
+  for (int i = 0; i < 32; ++i) {
     ssize_t n = read_socket(stream, buf, len);
     if (n <= 0) return n;
     on_bytes(buf, static_cast<std::size_t>(n));
-    if (static_cast<std::size_t>(n) < len) break;
+    if (static_cast<std::size_t>(n) < len || !keep_going()) break;
   }
   return 0;
 }

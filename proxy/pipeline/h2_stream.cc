@@ -46,12 +46,6 @@ bool connection_specific(std::string_view lower) {
          lower == "trailer";
 }
 
-// ASCII only (field names are tokens), without the locale lookups of std::tolower.
-void lower_in_place(char* p, std::size_t n) {
-  for (char* end = p + n; p != end; ++p)
-    if (*p >= 'A' && *p <= 'Z') *p = static_cast<char>(*p + ('a' - 'A'));
-}
-
 }  // namespace
 
 H2Stream::H2Stream(H2Session& session, std::int32_t id)
@@ -125,7 +119,7 @@ void H2Stream::add_nv(std::string_view name, std::string_view value) {
 void H2Stream::add_nv_lower(std::string_view name, std::string_view value) {
   std::size_t at = nv_used_;
   add_nv(name, value);
-  lower_in_place(nv_storage_.data() + at, name.size());
+  ascii_lower_in_place(nv_storage_.data() + at, name.size());
 }
 
 namespace {
@@ -430,7 +424,7 @@ void H2Stream::end_response(const HeaderBlock* trailers) {
       std::string_view name = trailers->name(i);
       std::size_t at = trailer_storage_.size();
       trailer_storage_.append(name);
-      lower_in_place(trailer_storage_.data() + at, name.size());
+      ascii_lower_in_place(trailer_storage_.data() + at, name.size());
       if (connection_specific(std::string_view(trailer_storage_).substr(at))) {
         trailer_storage_.resize(at);
         continue;

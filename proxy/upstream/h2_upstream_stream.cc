@@ -34,9 +34,7 @@ class NvList {
   void add(std::string_view name, std::string_view value, bool lower = false) {
     std::size_t n = store_.size();
     store_.append(name);
-    if (lower)
-      for (std::size_t i = n; i < store_.size(); ++i)
-        if (store_[i] >= 'A' && store_[i] <= 'Z') store_[i] = static_cast<char>(store_[i] + 32);
+    if (lower) ascii_lower_in_place(store_.data() + n, name.size());
     store_.append(value);
     spans_.push_back({n, name.size(), value.size()});
   }
